@@ -1,0 +1,63 @@
+// Package protocol is the contract between a messor carrier and the hosts it
+// visits: the on-host layout, the rules for names, the partial/commit rules
+// of one file's life, the content hash, and the mDNS service an agent
+// advertises. It imports nothing of messor's own, so both sides (carrier and
+// agent) can depend on it.
+//
+// # Layout on a host
+//
+// Paths are relative to the SFTP login directory: the user's home on a stock
+// OpenSSH sshd, the agent's virtual root when the host runs `messor agent`.
+//
+//	messor/outbox/<dest>/<path>   files waiting to be carried to host <dest>
+//	messor/inbox/<source>/<path>  files delivered from host <source>
+//
+// <dest> and <source> are host names as carriers know them (a hosts-file
+// entry or ssh alias, or an agent's advertised name) and must satisfy
+// [CheckHostName]. Every component of <path> must satisfy [CheckName]. Names
+// that begin with ".messor" ([ReservedPrefix]) belong to messor (partial
+// uploads); they are never carried and never count as delivered.
+//
+// # The life of one file
+//
+//  1. Pickup lists messor/outbox/ (without following symlinks), skips what is
+//     not a regular file, what has a bad name, and what was modified in the
+//     last few seconds (still being written), then plans oldest first what
+//     fits the carrier's buffer limit. Each file is streamed into a
+//     resumable partial in the carrier's buffer and hashed with SHA-256
+//     ([HashName]) on the way.
+//  2. The carrier checks that the source's size and mtime did not change
+//     while it was read (and compares a server-side hash where the host
+//     offers one), syncs the data, commits it to its buffer index, and only
+//     then removes the file from the outbox. A carrier that already holds a
+//     committed copy of the same (source, dest, path, size, mtime) removes the
+//     outbox file without taking a second copy.
+//  3. Dropoff uploads into a hidden partial beside the final name
+//     ([PartialName]), resuming from a prefix it has verified (a range hash),
+//     syncs it (fsync@openssh.com where offered), verifies the whole content
+//     hash, then renames it to the final name with a rename that never
+//     replaces an existing file. If the final name exists with identical
+//     content, the file counts as delivered; if it exists with different
+//     content, both are kept: the new one under [ConflictName]. Only then is
+//     the carrier's buffer entry released.
+//
+// # Range hashes
+//
+// To confirm a partial before resuming it, and to verify a delivered file,
+// the carrier asks the host for the SHA-256 of the first n bytes of a file:
+//
+//   - on a messor agent (its SSH server version contains [AgentVersionTag]),
+//     with the global SSH request [HashRangeRequest] carrying a
+//     [HashRangeMsg]; the reply payload is the 32-byte digest;
+//   - on a stock host, with an exec of [HashCommand] (POSIX head and
+//     sha256sum), whose output begins with the hex digest;
+//   - failing both, by reading the bytes back over SFTP.
+//
+// # mDNS
+//
+// An agent advertises [ServiceType] in domain "local." with its name as the
+// instance and TXT records [TxtVersion]=[Version] and
+// [TxtFingerprint]=<SHA256 host key fingerprint>. A name heard over mDNS is
+// never trusted alone: the carrier checks the host key against the one it
+// pinned for that name.
+package protocol

@@ -1,0 +1,191 @@
+package protocol
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Layout of the messor directory relative to the SFTP login directory.
+const (
+	Root   = "messor"
+	Outbox = "messor/outbox"
+	Inbox  = "messor/inbox"
+)
+
+// ReservedPrefix starts every name that belongs to messor itself.
+const ReservedPrefix = ".messor"
+
+// Limits on names.
+const (
+	MaxNameLen     = 255  // bytes in one path component
+	MaxPathLen     = 4096 // bytes in a whole relative path
+	MaxHostNameLen = 64
+	MaxDepth       = 64 // components in a relative path
+)
+
+// HashName names the content hash used everywhere.
+const HashName = "sha256"
+
+// Errors returned (wrapped) by the name checks.
+var (
+	ErrEmptyName    = errors.New("empty name")
+	ErrDotName      = errors.New(`"." and ".." are not names`)
+	ErrReservedName = errors.New("name reserved for messor (.messor*)")
+	ErrBadChar      = errors.New("name contains a slash, NUL or control character")
+	ErrBadUTF8      = errors.New("name is not valid UTF-8")
+	ErrTooLong      = errors.New("name too long")
+	ErrAbsolute     = errors.New("absolute path")
+	ErrTooDeep      = errors.New("path too deep")
+)
+
+// CheckName reports whether s may be one component of a carried path: not
+// empty, not "." or "..", no '/', '\\', NUL or control characters, valid
+// UTF-8, at most MaxNameLen bytes, and not beginning with ReservedPrefix.
+func CheckName(s string) error {
+	switch {
+	case s == "":
+		return ErrEmptyName
+	case s == "." || s == "..":
+		return fmt.Errorf("%q: %w", s, ErrDotName)
+	case len(s) > MaxNameLen:
+		return fmt.Errorf("%.40q...: %w", s, ErrTooLong)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%q: %w", s, ErrBadUTF8)
+	case strings.HasPrefix(s, ReservedPrefix):
+		return fmt.Errorf("%q: %w", s, ErrReservedName)
+	}
+	for _, r := range s {
+		if r == '/' || r == '\\' || r == 0 || unicode.IsControl(r) {
+			return fmt.Errorf("%q: %w", s, ErrBadChar)
+		}
+	}
+	return nil
+}
+
+// CleanRelPath checks a slash-separated relative path as found under an
+// outbox or inbox and returns it unchanged when every component passes
+// CheckName. It never "cleans" a bad path into a good one: "a/../b" is an
+// error, not "b".
+func CleanRelPath(p string) (string, error) {
+	if p == "" {
+		return "", ErrEmptyName
+	}
+	if strings.HasPrefix(p, "/") {
+		return "", fmt.Errorf("%q: %w", p, ErrAbsolute)
+	}
+	if len(p) > MaxPathLen {
+		return "", fmt.Errorf("%.40q...: %w", p, ErrTooLong)
+	}
+	parts := strings.Split(p, "/")
+	if len(parts) > MaxDepth {
+		return "", fmt.Errorf("%.40q...: %w", p, ErrTooDeep)
+	}
+	for _, c := range parts {
+		if err := CheckName(c); err != nil {
+			return "", fmt.Errorf("path %q: %w", p, err)
+		}
+	}
+	return p, nil
+}
+
+// CheckHostName reports whether s may name a host: a directory under outbox/
+// or inbox/, an mDNS instance, a hosts-file entry. Letters, digits, '.', '-'
+// and '_', at most MaxHostNameLen bytes, not beginning with '.' or '-'.
+func CheckHostName(s string) error {
+	if s == "" {
+		return fmt.Errorf("host name: %w", ErrEmptyName)
+	}
+	if len(s) > MaxHostNameLen {
+		return fmt.Errorf("host name %.40q...: %w", s, ErrTooLong)
+	}
+	if s[0] == '.' || s[0] == '-' {
+		return fmt.Errorf("host name %q: must not begin with '.' or '-'", s)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '-' || c == '_'
+		if !ok {
+			return fmt.Errorf("host name %q: only letters, digits, '.', '-' and '_' are allowed", s)
+		}
+	}
+	return nil
+}
+
+// OutboxDir is the outbox directory on a host for files bound to dest.
+func OutboxDir(dest string) string { return Outbox + "/" + dest }
+
+// InboxDir is the inbox directory on a host for files from source.
+func InboxDir(source string) string { return Inbox + "/" + source }
+
+// PartialName is the hidden name, in the same directory as the final file,
+// under which a delivery of content with the given hex hash to relPath is
+// uploaded before it is renamed into place. It depends on both, so two
+// deliveries never share a partial, and a retry finds its own.
+func PartialName(relPath, hexHash string) string {
+	h := sha256.Sum256([]byte(relPath + "\x00" + hexHash))
+	return ReservedPrefix + ".part." + hex.EncodeToString(h[:8])
+}
+
+// ConflictName is the name used for the n-th (n >= 2) different file that
+// wants the same final name: "photo.jpg" becomes "photo (2).jpg".
+func ConflictName(name string, n int) string {
+	ext := path.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	if stem == "" { // ".bashrc": no stem, treat it all as the stem
+		stem, ext = name, ""
+	}
+	return fmt.Sprintf("%s (%d)%s", stem, n, ext)
+}
+
+// AgentVersionTag appears in a messor agent's SSH server version string.
+const AgentVersionTag = "messor"
+
+// AgentServerVersion is the SSH version string a messor agent presents.
+const AgentServerVersion = "SSH-2.0-messor_" + Version
+
+// HashRangeRequest is the global SSH request a messor agent answers with the
+// SHA-256 of the first Length bytes of Path (relative to the login
+// directory). The reply payload is the 32-byte digest; a failure is a reply
+// with ok=false.
+const HashRangeRequest = "hash-range@messor"
+
+// HashRangeMsg is the payload of a HashRangeRequest, in SSH wire encoding
+// (golang.org/x/crypto/ssh.Marshal).
+type HashRangeMsg struct {
+	Path   string
+	Length uint64
+}
+
+// HashCommand is the POSIX shell command that prints the SHA-256 of the
+// first n bytes of the file at absPath on a stock host (n < 0: all of it).
+func HashCommand(absPath string, n int64) string {
+	q := ShellQuote(absPath)
+	if n < 0 {
+		return "sha256sum < " + q
+	}
+	return fmt.Sprintf("head -c %d < %s | sha256sum", n, q)
+}
+
+// ShellQuote quotes s for a POSIX shell.
+func ShellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// mDNS advertisement.
+const (
+	ServiceType    = "_messor._tcp"
+	Domain         = "local."
+	TxtVersion     = "v"
+	TxtFingerprint = "fp"
+	// Version is the protocol version an agent advertises.
+	Version = "1"
+	// DefaultAgentPort is where `messor agent` listens unless told otherwise.
+	DefaultAgentPort = 2290
+)
