@@ -1,0 +1,36 @@
+// Package agent is the optional host daemon behind `messor agent`.
+//
+// An [Agent] serves the host's messor directory over an embedded SSH server
+// (github.com/gliderlabs/ssh) whose only subsystem is SFTP
+// (github.com/pkg/sftp), so that a carrier talks to it exactly as it talks
+// to a stock OpenSSH sshd configured with `Subsystem sftp internal-sftp`:
+//
+//   - SFTP paths are relative to a virtual login directory "/" that holds a
+//     single directory, "messor", which is [Config.Root] on the host. So
+//     "messor/outbox/<dest>/file" is Root/outbox/<dest>/file, and nothing
+//     outside Root is visible. Confinement is done with [os.Root]: "..",
+//     absolute paths and symbolic links cannot reach outside Root.
+//   - Names beginning with ".messor" ([protocol.ReservedPrefix]) are refused
+//     unless they are delivery partials (".messor.part.*", see
+//     [protocol.PartialName]), which carriers create, write, stat, rename and
+//     remove while delivering.
+//   - SSH_FXP_RENAME never replaces an existing file (it links the new name
+//     and unlinks the old one, as OpenSSH does); posix-rename@openssh.com
+//     replaces. statvfs@openssh.com and fsync@openssh.com are offered, the
+//     latter really syncing the file to stable storage. Symbolic and hard
+//     links cannot be created.
+//
+// Carriers authenticate by public key only, against an OpenSSH
+// authorized_keys file that is re-read at every login. There is no shell, no
+// exec, no pty, no port or agent forwarding. The host key is kept on disk
+// ([LoadOrCreateHostKey]) so the fingerprint a carrier pinned stays valid
+// across restarts.
+//
+// Besides SFTP the agent answers the global request
+// [protocol.HashRangeRequest] with the SHA-256 of a prefix of a file, under
+// the same confinement rules, so a carrier can check a partial before
+// resuming it without reading it back.
+//
+// The package imports neither the carrier nor any mDNS library: advertising
+// is a hook, [Config.Advertise], that the command wires to discovery.
+package agent

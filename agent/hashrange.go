@@ -1,0 +1,74 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math"
+	"os"
+
+	gliderssh "github.com/gliderlabs/ssh"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/messor-sync/messor/protocol"
+)
+
+// hashRange answers protocol.HashRangeRequest: the SHA-256 of the first
+// Length bytes of Path (a path as SFTP sees it), under the same confinement
+// and reserved-name rules as SFTP. gliderlabs dispatches global requests
+// only on connections that have logged in.
+func (s *server) hashRange(ctx gliderssh.Context, _ *gliderssh.Server, req *ssh.Request) (bool, []byte) {
+	if !s.begin() {
+		return false, nil
+	}
+	defer s.wg.Done()
+	remote := ctx.RemoteAddr().String()
+	var msg protocol.HashRangeMsg
+	if err := ssh.Unmarshal(req.Payload, &msg); err != nil {
+		s.log.Info("hash-range refused: bad request", "remote", remote, "err", err)
+		return false, nil
+	}
+	sum, err := hashPrefix(ctx, newConfinedFS(s.root, s.log), msg.Path, msg.Length)
+	if err != nil {
+		s.log.Info("hash-range refused", "remote", remote, "path", msg.Path, "length", msg.Length, "err", err)
+		return false, nil
+	}
+	return true, sum
+}
+
+// hashPrefix returns the SHA-256 of the first n bytes of the regular file at
+// SFTP path p, or an error if the file is shorter.
+func hashPrefix(ctx context.Context, c *confinedFS, p string, n uint64) ([]byte, error) {
+	if n > math.MaxInt64 {
+		return nil, fmt.Errorf("hash %s: length %d out of range", cleanSFTPPath(p), n)
+	}
+	f, err := c.openRegular("hash", p, os.O_RDONLY, false)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	got, err := io.Copy(h, io.LimitReader(ctxReader{ctx, f.f}, int64(n)))
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", cleanSFTPPath(p), err)
+	}
+	if uint64(got) < n {
+		return nil, fmt.Errorf("hash %s: file has %d bytes, fewer than %d", cleanSFTPPath(p), got, n)
+	}
+	return h.Sum(nil), nil
+}
+
+// ctxReader stops reading once ctx is done (the connection closed or the
+// agent is shutting down).
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
