@@ -1,0 +1,419 @@
+package carrier
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Entry is one carried file: content Hash, to be delivered to Dest as
+// messor/inbox/<Source>/<Path>.
+type Entry struct {
+	Source   string    `json:"source"`
+	Dest     string    `json:"dest"`
+	Path     string    `json:"path"`
+	Hash     string    `json:"sha256"`
+	Size     int64     `json:"size"`
+	MTime    time.Time `json:"mtime"`
+	PickedAt time.Time `json:"picked_at"`
+}
+
+func (e Entry) key() []byte {
+	return []byte(e.Source + "\x00" + e.Dest + "\x00" + e.Path + "\x00" + e.Hash)
+}
+
+// origin identifies one version of one outbox file.
+type origin struct {
+	Source, Dest, Path string
+	Size               int64
+	MTime              int64 // unix seconds: SFTP v3 carries no more
+}
+
+func (o origin) key() []byte {
+	return []byte(o.Source + "\x00" + o.Dest + "\x00" + o.Path + "\x00" +
+		strconv.FormatInt(o.Size, 10) + "\x00" + strconv.FormatInt(o.MTime, 10))
+}
+
+// partialName is the file name of the buffer partial for this origin.
+func (o origin) partialName() string {
+	h := sha256.Sum256(o.key())
+	return hex.EncodeToString(h[:16])
+}
+
+type objectRec struct {
+	Size int64 `json:"size"`
+	Refs int   `json:"refs"`
+}
+
+var (
+	bucketEntries = []byte("entries") // Entry.key -> Entry
+	bucketObjects = []byte("objects") // hex hash -> objectRec
+	bucketCarried = []byte("carried") // origin.key -> hex hash, until the outbox file is gone
+)
+
+// ErrBufferBusy is returned by OpenBuffer when another run holds the buffer.
+var ErrBufferBusy = errors.New("buffer is in use by another messor run")
+
+// ErrIndexCorrupt is returned by OpenBuffer when the index cannot be read.
+var ErrIndexCorrupt = errors.New("buffer index is corrupt")
+
+// Buffer is the carrier's local store: content-addressed objects under
+// objects/, resumable partial downloads under partial/, and a crash-safe
+// index (bbolt, fsynced on every commit) in index.db. The index file's lock
+// makes one run at a time per buffer. Methods are safe for concurrent use.
+type Buffer struct {
+	dir   string
+	limit int64
+	db    *bolt.DB
+
+	mu       sync.Mutex
+	stored   int64 // bytes of committed objects
+	partials int64 // bytes of partial files found at open, not yet reserved
+	reserved int64 // bytes reserved by downloads in flight
+}
+
+// OpenBuffer opens (creating it if needed) the buffer in dir with the given
+// limit in bytes. It fails with ErrBufferBusy when another run has it open,
+// and ErrIndexCorrupt when the index is damaged. Objects not referenced by
+// the index (left by a crash between storing and indexing) are removed.
+func OpenBuffer(dir string, limit int64) (*Buffer, error) {
+	return openBuffer(dir, limit, false)
+}
+
+// OpenBufferReadOnly opens the buffer for inspection (status). It shares the
+// lock with other readers only.
+func OpenBufferReadOnly(dir string) (*Buffer, error) {
+	return openBuffer(dir, 0, true)
+}
+
+func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
+	if !ro {
+		for _, d := range []string{dir, filepath.Join(dir, "objects"), filepath.Join(dir, "partial")} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return nil, fmt.Errorf("buffer %s: %w", dir, err)
+			}
+		}
+	}
+	dbPath := filepath.Join(dir, "index.db")
+	if ro {
+		if _, err := os.Stat(dbPath); errors.Is(err, fs.ErrNotExist) {
+			return &Buffer{dir: dir}, nil // empty, never used
+		}
+	}
+	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond, ReadOnly: ro})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("buffer %s: %w (wait for it to finish, or stop it)", dir, ErrBufferBusy)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("buffer %s: %w: %w", dir, ErrIndexCorrupt, err)
+	}
+	b := &Buffer{dir: dir, limit: limit, db: db}
+	if !ro {
+		err = db.Update(func(tx *bolt.Tx) error {
+			for _, n := range [][]byte{bucketEntries, bucketObjects, bucketCarried} {
+				if _, err := tx.CreateBucketIfNotExists(n); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("buffer %s: %w: %w", dir, ErrIndexCorrupt, err)
+		}
+		if err := b.check(); err != nil {
+			db.Close()
+			return nil, err
+		}
+	} else if err := b.sumStored(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// sumStored adds up the committed objects.
+func (b *Buffer) sumStored() error {
+	return b.db.View(func(tx *bolt.Tx) error {
+		ob := tx.Bucket(bucketObjects)
+		if ob == nil {
+			return nil
+		}
+		return ob.ForEach(func(k, v []byte) error {
+			var r objectRec
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("buffer %s: object %s: %w: %w", b.dir, k, ErrIndexCorrupt, err)
+			}
+			b.stored += r.Size
+			return nil
+		})
+	})
+}
+
+// check reconciles the index with the files: objects missing from disk are
+// reported (their entries can never be delivered), objects on disk not in
+// the index are removed, partial bytes are counted against the limit.
+func (b *Buffer) check() error {
+	if err := b.sumStored(); err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketObjects).ForEach(func(k, _ []byte) error {
+			known[string(k)] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
+	}
+	objDir := filepath.Join(b.dir, "objects")
+	err = filepath.WalkDir(objDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		name := d.Name()
+		if !known[name] {
+			return os.Remove(p)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	}
+	ents, err := os.ReadDir(filepath.Join(b.dir, "partial"))
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	}
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+			b.partials += info.Size()
+		}
+	}
+	return nil
+}
+
+// Close closes the index and releases the lock.
+func (b *Buffer) Close() error {
+	if b.db == nil {
+		return nil
+	}
+	return b.db.Close()
+}
+
+// Dir is the buffer's directory.
+func (b *Buffer) Dir() string { return b.dir }
+
+// Limit is the buffer's limit in bytes.
+func (b *Buffer) Limit() int64 { return b.limit }
+
+// Used is the bytes counted against the limit: committed objects, partial
+// files, and reservations of downloads in flight.
+func (b *Buffer) Used() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stored + b.partials + b.reserved
+}
+
+// Stored is the bytes of committed objects.
+func (b *Buffer) Stored() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stored
+}
+
+// reserve claims n bytes of the limit for a download whose partial already
+// holds have bytes (counted among partials). It reports false, claiming
+// nothing, when that would overshoot the limit.
+func (b *Buffer) reserve(n, have int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stored+b.partials-have+b.reserved+n > b.limit {
+		return false
+	}
+	b.partials -= have
+	b.reserved += n
+	return true
+}
+
+// unreserve gives back a reservation of n bytes; keep bytes stay on disk as
+// a partial for a later resume.
+func (b *Buffer) unreserve(n, keep int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reserved -= n
+	b.partials += keep
+}
+
+func (b *Buffer) partialPath(o origin) string {
+	return filepath.Join(b.dir, "partial", o.partialName())
+}
+
+// ObjectPath is where the content with this hex hash is stored.
+func (b *Buffer) ObjectPath(hash string) string {
+	return filepath.Join(b.dir, "objects", hash[:2], hash)
+}
+
+// carried reports whether this version of an outbox file was committed and
+// its outbox copy may still exist.
+func (b *Buffer) carried(o origin) (bool, error) {
+	var ok bool
+	err := b.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketCarried).Get(o.key()) != nil
+		return nil
+	})
+	return ok, err
+}
+
+// forgetCarried records that the outbox copy of o is gone.
+func (b *Buffer) forgetCarried(o origin) error {
+	return b.db.Batch(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCarried).Delete(o.key())
+	})
+}
+
+// commit stores the synced partial file at partial as the object for e.Hash
+// (or drops it when that content is stored already), and records e and its
+// origin in one transaction. reserved is the reservation this download held.
+func (b *Buffer) commit(e Entry, o origin, partial string, reserved int64) error {
+	obj := b.ObjectPath(e.Hash)
+	if err := os.MkdirAll(filepath.Dir(obj), 0o700); err != nil {
+		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	}
+	if _, err := os.Stat(obj); err == nil {
+		os.Remove(partial)
+	} else {
+		if err := os.Rename(partial, obj); err != nil {
+			return fmt.Errorf("buffer %s: store %s: %w", b.dir, e.Path, err)
+		}
+		if err := syncDir(filepath.Dir(obj)); err != nil {
+			return fmt.Errorf("buffer %s: %w", b.dir, err)
+		}
+	}
+	var added int64
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		added = 0
+		ob := tx.Bucket(bucketObjects)
+		var rec objectRec
+		if v := ob.Get([]byte(e.Hash)); v != nil {
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return err
+			}
+		} else {
+			rec.Size = e.Size
+			added = e.Size
+		}
+		eb := tx.Bucket(bucketEntries)
+		if eb.Get(e.key()) == nil {
+			rec.Refs++
+		}
+		ev, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		rv, _ := json.Marshal(rec)
+		if err := ob.Put([]byte(e.Hash), rv); err != nil {
+			return err
+		}
+		if err := eb.Put(e.key(), ev); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketCarried).Put(o.key(), []byte(e.Hash))
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: commit %s: %w", b.dir, e.Path, err)
+	}
+	b.mu.Lock()
+	b.reserved -= reserved
+	b.stored += added
+	b.mu.Unlock()
+	return nil
+}
+
+// release removes a delivered entry, and its object once no entry uses it.
+func (b *Buffer) release(e Entry) error {
+	var drop bool
+	var size int64
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		drop, size = false, 0
+		eb := tx.Bucket(bucketEntries)
+		if eb.Get(e.key()) == nil {
+			return nil
+		}
+		if err := eb.Delete(e.key()); err != nil {
+			return err
+		}
+		ob := tx.Bucket(bucketObjects)
+		var rec objectRec
+		if v := ob.Get([]byte(e.Hash)); v != nil {
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return err
+			}
+		}
+		rec.Refs--
+		if rec.Refs <= 0 {
+			drop, size = true, rec.Size
+			return ob.Delete([]byte(e.Hash))
+		}
+		rv, _ := json.Marshal(rec)
+		return ob.Put([]byte(e.Hash), rv)
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: release %s: %w", b.dir, e.Path, err)
+	}
+	if drop {
+		os.Remove(b.ObjectPath(e.Hash))
+		b.mu.Lock()
+		b.stored -= size
+		b.mu.Unlock()
+	}
+	return nil
+}
+
+// Entries lists the carried files, oldest pickup first.
+func (b *Buffer) Entries() ([]Entry, error) {
+	var out []Entry
+	if b.db == nil {
+		return nil, nil
+	}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		eb := tx.Bucket(bucketEntries)
+		if eb == nil {
+			return nil
+		}
+		return eb.ForEach(func(k, v []byte) error {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("entry %q: %w: %w", bytes.ReplaceAll(k, []byte{0}, []byte("/")), ErrIndexCorrupt, err)
+			}
+			out = append(out, e)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer %s: %w", b.dir, err)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].PickedAt.Before(out[j].PickedAt) })
+	return out, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

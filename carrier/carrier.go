@@ -1,0 +1,193 @@
+package carrier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/messor-sync/messor/discovery"
+)
+
+// Options configure a Carrier.
+type Options struct {
+	// AcceptNew pins unknown host keys on first contact.
+	AcceptNew bool
+	// ConnectTimeout bounds connect and handshake per host (default
+	// DefaultConnectTimeout; ssh_config ConnectTimeout wins).
+	ConnectTimeout time.Duration
+	// Settle: a source file modified less than this long ago is still being
+	// written and waits for the next visit. Default 5s; negative disables.
+	Settle time.Duration
+	// Workers is the number of files in flight per host (default 8).
+	Workers int
+	// Progress, if set, is told about transfers.
+	Progress Progress
+	// Logger gets per-file detail. Nil discards.
+	Logger *slog.Logger
+	// HostKeyPolicy overrides the known_hosts policy (tests, pinned agents).
+	HostKeyPolicy func(h discovery.Host, acceptNew bool) ssh.HostKeyCallback
+	// VerifySource compares the carried copy with a hash computed by the
+	// source host when it is a messor agent (a cheap request there; on a
+	// stock host it would cost a process per file, and size, mtime and
+	// SSH's own integrity checks already guard the read).
+	VerifySource bool
+	// Now is the clock (tests). Default time.Now.
+	Now func() time.Time
+}
+
+// Progress receives transfer progress; implementations must be safe for
+// concurrent use.
+type Progress interface {
+	// Start announces a transfer of files totalling bytes with a host;
+	// verb is "pickup" or "dropoff". Add is then called with byte counts,
+	// and Done once.
+	Start(host, verb string, files int, bytes int64) Tracker
+}
+
+// Tracker follows one host's transfer.
+type Tracker interface {
+	Add(n int64)
+	Done()
+}
+
+// Carrier moves files between hosts through its Buffer.
+type Carrier struct {
+	buf  *Buffer
+	opts Options
+	log  *slog.Logger
+}
+
+// New makes a carrier over an open buffer.
+func New(buf *Buffer, opts Options) *Carrier {
+	if opts.Workers <= 0 {
+		opts.Workers = 8
+	}
+	if opts.Settle == 0 {
+		opts.Settle = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.HostKeyPolicy == nil {
+		opts.HostKeyPolicy = HostKeyPolicy
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Carrier{buf: buf, opts: opts, log: log}
+}
+
+// Buffer is the carrier's buffer.
+func (c *Carrier) Buffer() *Buffer { return c.buf }
+
+// HostReport says what happened with one host in one run.
+type HostReport struct {
+	Host    string
+	Verb    string // "pickup" or "dropoff"
+	Err     error  // the host as a whole: unreachable, refused, failed
+	Files   int    // files moved
+	Bytes   int64  // bytes moved
+	Already int    // files found done already (carried, or delivered)
+	Dedup   int    // files whose content was stored already
+	// Waiting: files left for a later visit (over the limit, still being
+	// written); Skipped: files that will never be carried as they are
+	// (bad names, symlinks, special files); Failed: per-file errors.
+	Waiting []FileNote
+	Skipped []FileNote
+	Failed  []FileNote
+	Elapsed time.Duration
+}
+
+// FileNote is one file's fate.
+type FileNote struct {
+	Path   string
+	Reason string
+}
+
+// Unreachable reports whether the host was simply out of range.
+func (r *HostReport) Unreachable() bool {
+	var ue *UnreachableError
+	return errors.As(r.Err, &ue)
+}
+
+// Failed reports whether this host's run counts as a failure (exit 1):
+// refused, or a transfer failed. Out of range is not a failure.
+func (r *HostReport) Failure() bool {
+	return (r.Err != nil && !r.Unreachable()) || len(r.Failed) > 0
+}
+
+// Summary is one line for people.
+func (r *HostReport) Summary() string {
+	if r.Err != nil {
+		if r.Unreachable() {
+			return fmt.Sprintf("%s: %s: skipped, not reachable", r.Verb, r.Host)
+		}
+		return fmt.Sprintf("%s: %s: %v", r.Verb, r.Host, r.Err)
+	}
+	verb := "picked up"
+	if r.Verb == "dropoff" {
+		verb = "delivered"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s: %s %d file(s), %s", r.Verb, r.Host, verb, r.Files, FormatSize(r.Bytes))
+	if r.Elapsed > 0 && r.Bytes > 0 {
+		fmt.Fprintf(&b, " in %s (%s/s)", r.Elapsed.Round(time.Millisecond), FormatSize(int64(float64(r.Bytes)/r.Elapsed.Seconds())))
+	}
+	if r.Already > 0 {
+		fmt.Fprintf(&b, "; %d already done", r.Already)
+	}
+	if r.Dedup > 0 {
+		fmt.Fprintf(&b, "; %d with content already carried", r.Dedup)
+	}
+	if n := len(r.Waiting); n > 0 {
+		fmt.Fprintf(&b, "; %d waiting (%s)", n, reasons(r.Waiting))
+	}
+	if n := len(r.Skipped); n > 0 {
+		fmt.Fprintf(&b, "; %d skipped (%s)", n, reasons(r.Skipped))
+	}
+	if n := len(r.Failed); n > 0 {
+		fmt.Fprintf(&b, "; %d FAILED", n)
+	}
+	return b.String()
+}
+
+func reasons(ns []FileNote) string {
+	count := map[string]int{}
+	for _, n := range ns {
+		count[n.Reason]++
+	}
+	var keys []string
+	for k := range count {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d %s", count[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// dial opens a session to h with the carrier's policies.
+func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) {
+	return Dial(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), Signers(h, c.log), c.opts.ConnectTimeout, c.log)
+}
+
+func (c *Carrier) tracker(host, verb string, files int, bytes int64) Tracker {
+	if c.opts.Progress == nil || files == 0 {
+		return nopTracker{}
+	}
+	return c.opts.Progress.Start(host, verb, files, bytes)
+}
+
+type nopTracker struct{}
+
+func (nopTracker) Add(int64) {}
+func (nopTracker) Done()     {}

@@ -1,0 +1,352 @@
+package carrier
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/messor-sync/messor/discovery"
+	"github.com/messor-sync/messor/protocol"
+)
+
+// resumeStep is how far before the end of a partial upload we also try to
+// resume from, when the end itself does not verify (concurrent writes
+// interrupted mid-flight may leave holes just before the end).
+const resumeStep = 16 * maxPacket
+
+// maxConflicts bounds the "name (n).ext" search.
+const maxConflicts = 1000
+
+// Destinations lists the hosts the buffer holds files for, sorted.
+func (c *Carrier) Destinations() ([]string, error) {
+	ents, err := c.buf.Entries()
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	for _, e := range ents {
+		set[e.Dest] = true
+	}
+	var out []string
+	for d := range set {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Dropoff visits each host the buffer holds files for and delivers them.
+// hosts may list more hosts than that; the others are not contacted.
+func (c *Carrier) Dropoff(ctx context.Context, hosts []discovery.Host) ([]*HostReport, error) {
+	dests, err := c.Destinations()
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]discovery.Host{}
+	for _, h := range hosts {
+		byName[h.Name] = h
+	}
+	var out []*HostReport
+	for _, d := range dests {
+		if ctx.Err() != nil {
+			break
+		}
+		h, ok := byName[d]
+		if !ok {
+			continue // not known here: carried on until we meet it
+		}
+		out = append(out, c.DropoffHost(ctx, h))
+	}
+	return out, nil
+}
+
+// DropoffHost delivers what the buffer holds for host h.
+func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport {
+	start := time.Now()
+	r := &HostReport{Host: h.Name, Verb: "dropoff"}
+	ents, err := c.buf.Entries()
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	var mine []Entry
+	var total int64
+	for _, e := range ents {
+		if e.Dest == h.Name {
+			mine = append(mine, e)
+			total += e.Size
+		}
+	}
+	if len(mine) == 0 {
+		return r
+	}
+	s, err := c.dial(ctx, h)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	defer s.Close()
+	disarm := s.closeOnCancel(ctx)
+	defer disarm()
+
+	tr := c.tracker(h.Name, "dropoff", len(mine), total)
+	defer tr.Done()
+	dirs := &dirCache{made: map[string]bool{}}
+	var mu sync.Mutex
+	work := make(chan Entry)
+	var wg sync.WaitGroup
+	for i := 0; i < c.opts.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				already, err := c.deliver(ctx, s, e, dirs, tr)
+				if err == nil {
+					err = c.buf.release(e)
+				}
+				mu.Lock()
+				shown := path.Join(e.Source, e.Path)
+				switch {
+				case err != nil:
+					r.Failed = append(r.Failed, FileNote{shown, err.Error()})
+					c.log.Error("dropoff failed", "host", h.Name, "path", shown, "err", err)
+				case already:
+					r.Already++
+				default:
+					r.Files++
+					r.Bytes += e.Size
+					c.log.Debug("delivered", "host", h.Name, "path", shown, "size", e.Size)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, e := range mine {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- e
+	}
+	close(work)
+	wg.Wait()
+	r.Elapsed = time.Since(start)
+	if ctx.Err() != nil && r.Err == nil {
+		r.Err = fmt.Errorf("host %s: dropoff interrupted: %w", h.Name, ctx.Err())
+	}
+	return r
+}
+
+type dirCache struct {
+	mu   sync.Mutex
+	made map[string]bool
+}
+
+func (d *dirCache) ensure(s *Session, dir string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.made[dir] {
+		return nil
+	}
+	if err := s.sftp.MkdirAll(dir); err != nil {
+		return fmt.Errorf("host %s: mkdir %s: %w", s.Host.Name, dir, err)
+	}
+	d.made[dir] = true
+	return nil
+}
+
+// deliver puts one entry in place. already is true when identical content
+// was found under the final name (or a conflict name) already.
+func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCache, tr Tracker) (already bool, err error) {
+	if err := protocol.CheckHostName(e.Source); err != nil {
+		return false, err
+	}
+	if _, err := protocol.CleanRelPath(e.Path); err != nil {
+		return false, err
+	}
+	final := path.Join(protocol.InboxDir(e.Source), e.Path)
+	dir, name := path.Split(final)
+	dir = path.Clean(dir)
+	want, err := hex.DecodeString(e.Hash)
+	if err != nil {
+		return false, fmt.Errorf("buffer: entry %s: bad hash: %w", e.Path, err)
+	}
+	// Delivered before (a crash after rename, before release)?
+	target, done, err := c.freeName(ctx, s, dir, name, e.Size, want)
+	if err != nil || done {
+		if done {
+			tr.Add(e.Size)
+		}
+		return done, err
+	}
+	if err := dirs.ensure(s, dir); err != nil {
+		return false, err
+	}
+	partial := path.Join(dir, protocol.PartialName(e.Path, e.Hash))
+	if err := c.upload(ctx, s, e, partial, want, tr); err != nil {
+		return false, err
+	}
+	for i := 0; i < maxConflicts; i++ {
+		err := s.sftp.Rename(partial, path.Join(dir, target))
+		if err == nil {
+			return false, nil
+		}
+		// The name was taken meanwhile (our rename never replaces a
+		// file): look again, unless the partial itself is gone.
+		if _, serr := s.sftp.Lstat(partial); serr != nil {
+			return false, fmt.Errorf("host %s: rename %s: %w", s.Host.Name, final, err)
+		}
+		prev := target
+		var done bool
+		var err2 error
+		target, done, err2 = c.freeName(ctx, s, dir, name, e.Size, want)
+		if err2 != nil {
+			return false, err2
+		}
+		if done {
+			s.sftp.Remove(partial)
+			return true, nil
+		}
+		if target == prev {
+			return false, fmt.Errorf("host %s: rename %s: %w", s.Host.Name, final, err)
+		}
+	}
+	return false, fmt.Errorf("host %s: rename %s: gave up", s.Host.Name, final)
+}
+
+// freeName finds where content (size, want) goes in dir: the name itself,
+// or "name (n).ext" when the name holds something else. done reports that
+// identical content is already there under one of those names.
+func (c *Carrier) freeName(ctx context.Context, s *Session, dir, name string, size int64, want []byte) (target string, done bool, err error) {
+	for n := 1; n <= maxConflicts; n++ {
+		cand := name
+		if n > 1 {
+			cand = protocol.ConflictName(name, n)
+		}
+		p := path.Join(dir, cand)
+		st, err := s.sftp.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return cand, false, nil
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("host %s: stat %s: %w", s.Host.Name, p, err)
+		}
+		if st.Mode().IsRegular() && st.Size() == size {
+			got, err := s.hashRange(ctx, p, size)
+			if err != nil {
+				return "", false, err
+			}
+			if bytes.Equal(got, want) {
+				return cand, true, nil
+			}
+		}
+	}
+	return "", false, fmt.Errorf("host %s: %s: more than %d different files want this name", s.Host.Name, path.Join(dir, name), maxConflicts)
+}
+
+// upload writes the object for e into partial, resuming from a verified
+// prefix, syncs and verifies it.
+func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial string, want []byte, tr Tracker) error {
+	obj, err := os.Open(c.buf.ObjectPath(e.Hash))
+	if err != nil {
+		return fmt.Errorf("buffer %s: %s: %w", c.buf.Dir(), e.Path, err)
+	}
+	defer obj.Close()
+	off := int64(0)
+	if st, err := s.sftp.Lstat(partial); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
+		off = c.resumePoint(ctx, s, obj, partial, min(st.Size(), e.Size))
+	}
+	f, err := s.sftp.OpenFile(partial, os.O_WRONLY|os.O_CREATE)
+	if err != nil {
+		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
+	}
+	defer f.Close()
+	if err := f.Truncate(off); err != nil {
+		return fmt.Errorf("host %s: truncate %s: %w", s.Host.Name, partial, err)
+	}
+	if off > 0 {
+		c.log.Debug("resuming upload", "host", s.Host.Name, "path", partial, "offset", off)
+		tr.Add(off)
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return fmt.Errorf("host %s: seek %s: %w", s.Host.Name, partial, err)
+	}
+	src := &io.LimitedReader{R: io.NewSectionReader(obj, off, e.Size-off), N: e.Size - off}
+	n, err := f.ReadFrom(&trackReader{src, tr})
+	if err != nil {
+		return fmt.Errorf("host %s: write %s: %w", s.Host.Name, partial, err)
+	}
+	if off+n != e.Size {
+		return fmt.Errorf("host %s: write %s: %d of %d bytes", s.Host.Name, partial, off+n, e.Size)
+	}
+	if s.hasFsync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, partial, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
+	}
+	st, err := s.sftp.Lstat(partial)
+	if err != nil {
+		return fmt.Errorf("host %s: stat %s: %w", s.Host.Name, partial, err)
+	}
+	if st.Size() != e.Size {
+		return fmt.Errorf("host %s: %s has %d bytes after upload, want %d", s.Host.Name, partial, st.Size(), e.Size)
+	}
+	got, err := s.hashRange(ctx, partial, e.Size)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got, want) {
+		s.sftp.Remove(partial)
+		return fmt.Errorf("host %s: %s: content does not verify after upload (sha256 %x, want %x); removed, will retry", s.Host.Name, partial, got, want)
+	}
+	return nil
+}
+
+// resumePoint finds the longest prefix of the remote partial (of have
+// bytes) that matches the object, trying the end and a step before it.
+func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, partial string, have int64) int64 {
+	for _, n := range []int64{have, have - resumeStep, have - 8*resumeStep} {
+		if n <= 0 {
+			break
+		}
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(obj, 0, n)); err != nil {
+			return 0
+		}
+		got, err := s.hashRange(ctx, partial, n)
+		if err != nil {
+			c.log.Debug("cannot check partial", "host", s.Host.Name, "path", partial, "err", err)
+			return 0
+		}
+		if bytes.Equal(got, h.Sum(nil)) {
+			return n
+		}
+	}
+	return 0
+}
+
+type trackReader struct {
+	r  *io.LimitedReader
+	tr Tracker
+}
+
+func (t *trackReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.tr.Add(int64(n))
+	return n, err
+}
+
+// Len lets pkg/sftp size its concurrent writes.
+func (t *trackReader) Len() int { return int(t.r.N) }

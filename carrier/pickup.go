@@ -1,0 +1,414 @@
+package carrier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/messor-sync/messor/discovery"
+	"github.com/messor-sync/messor/protocol"
+)
+
+// maxListing bounds how many outbox entries one visit looks at, so a
+// hostile or enormous directory cannot exhaust memory.
+const maxListing = 1_000_000
+
+// Pickup visits each host in turn, carrying what waits in its outbox into
+// the buffer. Hosts that do not answer are reported and passed over.
+func (c *Carrier) Pickup(ctx context.Context, hosts []discovery.Host) []*HostReport {
+	var out []*HostReport
+	for _, h := range hosts {
+		if ctx.Err() != nil {
+			break
+		}
+		out = append(out, c.PickupHost(ctx, h))
+	}
+	return out
+}
+
+// PickupHost carries what waits in one host's outbox.
+func (c *Carrier) PickupHost(ctx context.Context, h discovery.Host) *HostReport {
+	start := time.Now()
+	r := &HostReport{Host: h.Name, Verb: "pickup"}
+	s, err := c.dial(ctx, h)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	defer s.Close()
+	disarm := s.closeOnCancel(ctx)
+	defer disarm()
+	c.pickup(ctx, s, r)
+	r.Elapsed = time.Since(start)
+	if ctx.Err() != nil && r.Err == nil {
+		r.Err = fmt.Errorf("host %s: pickup interrupted: %w", h.Name, ctx.Err())
+	}
+	return r
+}
+
+func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
+	cands, err := c.listOutbox(ctx, s, r)
+	if err != nil {
+		r.Err = err
+		return
+	}
+	// Files committed before whose outbox copy is still there: a crash
+	// between commit and removal, or a file we may not remove.
+	var fresh []candidate
+	for _, cd := range cands {
+		o := origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
+		done, err := c.buf.carried(o)
+		if err != nil {
+			r.Err = fmt.Errorf("host %s: %w", s.Host.Name, err)
+			return
+		}
+		if !done {
+			fresh = append(fresh, cd)
+			continue
+		}
+		r.Already++
+		p := path.Join(protocol.OutboxDir(cd.Dest), cd.Path)
+		if err := s.sftp.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			r.Skipped = append(r.Skipped, FileNote{p, "carried already, cannot remove from outbox"})
+			c.log.Warn("carried already, cannot remove from outbox", "host", s.Host.Name, "path", p, "err", err)
+			continue
+		}
+		c.buf.forgetCarried(o)
+	}
+	remaining := fresh
+	for pass := 0; len(remaining) > 0 && ctx.Err() == nil; pass++ {
+		free := c.buf.Limit() - c.buf.Used()
+		take, wait := plan(remaining, free)
+		if len(take) == 0 {
+			for _, w := range wait {
+				r.Waiting = append(r.Waiting, FileNote{path.Join(w.Dest, w.Path), "over the buffer limit"})
+			}
+			break
+		}
+		var total int64
+		for _, t := range take {
+			total += t.Size
+		}
+		tr := c.tracker(s.Host.Name, "pickup", len(take), total)
+		before := c.buf.Used()
+		c.fetchAll(ctx, s, take, r, tr)
+		tr.Done()
+		remaining = wait
+		if c.buf.Used() >= before+total || len(wait) == 0 {
+			// nothing was freed by dedup: what waits still won't fit
+			for _, w := range wait {
+				r.Waiting = append(r.Waiting, FileNote{path.Join(w.Dest, w.Path), "over the buffer limit"})
+			}
+			break
+		}
+	}
+}
+
+// listOutbox walks messor/outbox/ without following symlinks.
+func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]candidate, error) {
+	dests, err := s.sftp.ReadDir(protocol.Outbox)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("host %s: list %s: %w", s.Host.Name, protocol.Outbox, err)
+	}
+	now := c.opts.Now()
+	var out []candidate
+	seen := 0
+	var walk func(dest, rel string, depth int) error
+	walk = func(dest, rel string, depth int) error {
+		dir := path.Join(protocol.OutboxDir(dest), rel)
+		ents, err := s.sftp.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("host %s: list %s: %w", s.Host.Name, dir, err)
+		}
+		for _, e := range ents {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			seen++
+			if seen > maxListing {
+				return fmt.Errorf("host %s: outbox has more than %d entries; carry it in parts", s.Host.Name, maxListing)
+			}
+			name := e.Name()
+			p := path.Join(rel, name)
+			shown := path.Join(dest, p)
+			if err := protocol.CheckName(name); err != nil {
+				if len(name) >= len(protocol.ReservedPrefix) && name[:len(protocol.ReservedPrefix)] == protocol.ReservedPrefix {
+					continue // messor's own
+				}
+				r.Skipped = append(r.Skipped, FileNote{shown, "bad name"})
+				c.log.Warn("skipped: bad name", "host", s.Host.Name, "path", shown, "err", err)
+				continue
+			}
+			mode := e.Mode()
+			switch {
+			case mode&fs.ModeSymlink != 0:
+				r.Skipped = append(r.Skipped, FileNote{shown, "symlink"})
+				c.log.Warn("skipped: symlinks are not followed", "host", s.Host.Name, "path", shown)
+			case mode.IsDir():
+				if depth+1 >= protocol.MaxDepth {
+					r.Skipped = append(r.Skipped, FileNote{shown, "too deep"})
+					continue
+				}
+				if err := walk(dest, p, depth+1); err != nil {
+					return err
+				}
+			case mode.IsRegular():
+				if _, err := protocol.CleanRelPath(p); err != nil {
+					r.Skipped = append(r.Skipped, FileNote{shown, "bad name"})
+					continue
+				}
+				if c.opts.Settle > 0 && now.Sub(e.ModTime()) < c.opts.Settle {
+					r.Waiting = append(r.Waiting, FileNote{shown, "still being written"})
+					continue
+				}
+				out = append(out, candidate{Dest: dest, Path: p, Size: e.Size(), MTime: e.ModTime()})
+			default:
+				r.Skipped = append(r.Skipped, FileNote{shown, "not a regular file"})
+				c.log.Warn("skipped: not a regular file", "host", s.Host.Name, "path", shown, "mode", mode)
+			}
+		}
+		return nil
+	}
+	for _, d := range dests {
+		name := d.Name()
+		if !d.IsDir() {
+			if protocol.CheckName(name) == nil {
+				r.Skipped = append(r.Skipped, FileNote{name, "not in a destination directory"})
+			}
+			continue
+		}
+		if err := protocol.CheckHostName(name); err != nil {
+			r.Skipped = append(r.Skipped, FileNote{name + "/", "bad destination name"})
+			c.log.Warn("skipped: bad destination name", "host", s.Host.Name, "dest", name, "err", err)
+			continue
+		}
+		if err := walk(name, "", 0); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// fetchAll downloads take with the carrier's workers.
+func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r *HostReport, tr Tracker) {
+	var mu sync.Mutex
+	work := make(chan candidate)
+	var wg sync.WaitGroup
+	for i := 0; i < c.opts.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for cd := range work {
+				res, err := c.fetch(ctx, s, cd, tr)
+				mu.Lock()
+				shown := path.Join(cd.Dest, cd.Path)
+				switch {
+				case errors.Is(err, errChanged):
+					r.Waiting = append(r.Waiting, FileNote{shown, "changed while read"})
+					c.log.Info("changed while read, waits for the next visit", "host", s.Host.Name, "path", shown)
+				case errors.Is(err, errNoRoom):
+					r.Waiting = append(r.Waiting, FileNote{shown, "over the buffer limit"})
+				case err != nil:
+					r.Failed = append(r.Failed, FileNote{shown, err.Error()})
+					c.log.Error("pickup failed", "host", s.Host.Name, "path", shown, "err", err)
+				default:
+					r.Files++
+					r.Bytes += cd.Size
+					if res.dedup {
+						r.Dedup++
+					}
+					if res.removeErr != nil {
+						r.Skipped = append(r.Skipped, FileNote{shown, "carried, cannot remove from outbox"})
+						c.log.Warn("carried, but cannot remove from outbox", "host", s.Host.Name, "path", shown, "err", res.removeErr)
+					}
+					c.log.Debug("picked up", "host", s.Host.Name, "path", shown, "size", cd.Size)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, cd := range take {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- cd
+	}
+	close(work)
+	wg.Wait()
+}
+
+var (
+	errChanged = errors.New("source changed while read")
+	errNoRoom  = errors.New("no room in the buffer")
+)
+
+type fetchResult struct {
+	dedup     bool
+	removeErr error
+}
+
+// fetch carries one file: resumable download with hashing, source check,
+// fsync, commit, then removal from the outbox.
+func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracker) (fetchResult, error) {
+	var res fetchResult
+	o := origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
+	remote := path.Join(protocol.OutboxDir(cd.Dest), cd.Path)
+	pp := c.buf.partialPath(o)
+
+	lf, err := os.OpenFile(pp, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
+	}
+	defer lf.Close()
+	st, err := lf.Stat()
+	if err != nil {
+		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
+	}
+	have := st.Size()
+	if have > cd.Size {
+		have = 0
+	}
+	if !c.buf.reserve(cd.Size, st.Size()) {
+		return res, errNoRoom
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			keep := int64(0)
+			if st, err := lf.Stat(); err == nil {
+				keep = st.Size()
+			}
+			c.buf.unreserve(cd.Size, keep)
+		}
+	}()
+	if err := lf.Truncate(have); err != nil {
+		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
+	}
+
+	h := sha256.New()
+	if have > 0 {
+		if _, err := io.Copy(h, io.NewSectionReader(lf, 0, have)); err != nil {
+			return res, fmt.Errorf("buffer %s: rehash partial: %w", c.buf.Dir(), err)
+		}
+		c.log.Debug("resuming download", "host", s.Host.Name, "path", remote, "offset", have)
+	}
+	rf, err := s.sftp.Open(remote)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			os.Remove(pp)
+			return res, errChanged
+		}
+		return res, fmt.Errorf("host %s: open %s: %w", s.Host.Name, remote, err)
+	}
+	defer rf.Close()
+	if err := sameVersion(rf.Stat, cd); err != nil {
+		os.Remove(pp)
+		return res, err
+	}
+	if _, err := rf.Seek(have, io.SeekStart); err != nil {
+		return res, fmt.Errorf("host %s: seek %s: %w", s.Host.Name, remote, err)
+	}
+	if _, err := lf.Seek(have, io.SeekStart); err != nil {
+		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
+	}
+	w := io.MultiWriter(lf, h, trackWriter{tr})
+	n, err := rf.WriteTo(limitWriter(w, cd.Size-have))
+	if err != nil && !errors.Is(err, errTooLong) {
+		return res, fmt.Errorf("host %s: read %s: %w", s.Host.Name, remote, err)
+	}
+	if errors.Is(err, errTooLong) || have+n != cd.Size {
+		os.Remove(pp)
+		return res, errChanged
+	}
+	if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
+		os.Remove(pp)
+		return res, err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if c.opts.VerifySource && cd.Size > 0 {
+		if s.HashKind(ctx) == "agent" {
+			hs, err := s.hashRange(ctx, remote, cd.Size)
+			if err != nil {
+				return res, err
+			}
+			if hex.EncodeToString(hs) != sum {
+				os.Remove(pp)
+				return res, errChanged
+			}
+		}
+	}
+	if err := lf.Sync(); err != nil {
+		return res, fmt.Errorf("buffer %s: sync: %w", c.buf.Dir(), err)
+	}
+	if err := lf.Close(); err != nil {
+		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
+	}
+	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now()}
+	stored := c.buf.Stored()
+	if err := c.buf.commit(e, o, pp, cd.Size); err != nil {
+		return res, err
+	}
+	committed = true
+	res.dedup = c.buf.Stored() == stored
+	// The blackhole: only now that the copy is committed.
+	if err := s.sftp.Remove(remote); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		res.removeErr = err
+		return res, nil
+	}
+	if err := c.buf.forgetCarried(o); err != nil {
+		c.log.Warn("index", "err", err)
+	}
+	return res, nil
+}
+
+// sameVersion checks that the file still has the size and mtime it was
+// listed with.
+func sameVersion(stat func() (fs.FileInfo, error), cd candidate) error {
+	st, err := stat()
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return errChanged
+		}
+		return err
+	}
+	if !st.Mode().IsRegular() || st.Size() != cd.Size || st.ModTime().Unix() != cd.MTime.Unix() {
+		return errChanged
+	}
+	return nil
+}
+
+var errTooLong = errors.New("more bytes than listed")
+
+type limitedW struct {
+	w io.Writer
+	n int64
+}
+
+func limitWriter(w io.Writer, n int64) io.Writer { return &limitedW{w, n} }
+
+func (l *limitedW) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.n {
+		return 0, errTooLong
+	}
+	n, err := l.w.Write(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+type trackWriter struct{ t Tracker }
+
+func (t trackWriter) Write(p []byte) (int, error) {
+	t.t.Add(int64(len(p)))
+	return len(p), nil
+}

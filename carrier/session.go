@@ -1,0 +1,304 @@
+package carrier
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/messor-sync/messor/discovery"
+	"github.com/messor-sync/messor/protocol"
+)
+
+// DefaultConnectTimeout bounds connect and handshake when neither the
+// options nor ssh_config say otherwise.
+const DefaultConnectTimeout = 5 * time.Second
+
+// maxPacket is the SFTP data size per request: OpenSSH's sftp-server takes
+// messages up to 256 KiB, so data plus headers must stay below that.
+const maxPacket = 255 * 1024
+
+// UnreachableError: the host did not answer (out of range). Not a failure.
+type UnreachableError struct {
+	Host string
+	Addr string
+	Err  error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("host %s (%s): not reachable: %v", e.Host, e.Addr, e.Err)
+}
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// AuthError: the host refused every key we offered.
+type AuthError struct {
+	Host, User string
+	Err        error
+}
+
+func (e *AuthError) Error() string {
+	return fmt.Sprintf("host %s: login as %s refused: %v (is this carrier's public key in the host's authorized_keys?)", e.Host, e.User, e.Err)
+}
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// Session is an SSH connection with an SFTP client to one host.
+type Session struct {
+	Host discovery.Host
+	ssh  *ssh.Client
+	sftp *sftp.Client
+	log  *slog.Logger
+
+	hasFsync bool
+	agent    bool
+
+	hashOnce sync.Once
+	hasher   rangeHasher
+	hashKind string
+}
+
+// Dial connects to h, checks its host key with policy, logs in with signers,
+// and starts SFTP. The connect and handshake are bounded by h.ConnectTimeout
+// (or timeout when that is 0) and by ctx.
+func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, signers func() ([]ssh.Signer, error), timeout time.Duration, log *slog.Logger) (*Session, error) {
+	if h.ConnectTimeout > 0 {
+		timeout = h.ConnectTimeout
+	}
+	if timeout <= 0 {
+		timeout = DefaultConnectTimeout
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	addr := h.Addr()
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: err}
+	}
+	conn.SetDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(dctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	cfg := &ssh.ClientConfig{
+		User:            h.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeysCallback(signers)},
+		HostKeyCallback: policy,
+		Timeout:         timeout,
+	}
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	stop()
+	if err != nil {
+		conn.Close()
+		var uk *UnknownHostKeyError
+		var ck *ChangedHostKeyError
+		switch {
+		case errors.As(err, &uk):
+			return nil, uk
+		case errors.As(err, &ck):
+			return nil, ck
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			return nil, &AuthError{Host: h.Name, User: h.User, Err: err}
+		case isTimeout(err) || errors.Is(err, io.EOF):
+			return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: err}
+		}
+		return nil, fmt.Errorf("host %s (%s): ssh: %w", h.Name, addr, err)
+	}
+	conn.SetDeadline(time.Time{})
+	client := ssh.NewClient(c, chans, reqs)
+	sc, err := sftp.NewClient(client,
+		sftp.UseConcurrentWrites(true),
+		sftp.MaxPacketUnchecked(maxPacket),
+		sftp.MaxConcurrentRequestsPerFile(16),
+		sftp.UseFstat(true),
+	)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("host %s: sftp: %w (does the host's sshd offer the sftp subsystem?)", h.Name, err)
+	}
+	s := &Session{Host: h, ssh: client, sftp: sc, log: log.With("host", h.Name)}
+	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
+	s.agent = strings.Contains(string(c.ServerVersion()), protocol.AgentVersionTag)
+	return s, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Close ends the session.
+func (s *Session) Close() error {
+	s.sftp.Close()
+	return s.ssh.Close()
+}
+
+// SFTP is the session's SFTP client.
+func (s *Session) SFTP() *sftp.Client { return s.sftp }
+
+// closeOnCancel closes the session when ctx ends (pkg/sftp ignores contexts),
+// so Ctrl-C and timeouts cut a stuck transfer. Call the result to disarm.
+func (s *Session) closeOnCancel(ctx context.Context) func() bool {
+	return context.AfterFunc(ctx, func() { s.Close() })
+}
+
+// rangeHasher computes the SHA-256 of the first n bytes of a host file.
+type rangeHasher func(ctx context.Context, p string, n int64) ([]byte, error)
+
+// hashRange returns the SHA-256 of the first n bytes of the file at p
+// (relative to the login directory), computed on the host where it can be
+// (agent request, or sha256sum over exec), else by reading it back.
+func (s *Session) hashRange(ctx context.Context, p string, n int64) ([]byte, error) {
+	s.hashOnce.Do(func() { s.pickHasher(ctx) })
+	if s.hashKind == "exec" && n < execHashMin {
+		// Starting a process on the host (a login shell, profile and
+		// all) costs more than reading a small file back.
+		return s.readbackHash(ctx, p, n)
+	}
+	return s.hasher(ctx, p, n)
+}
+
+// execHashMin is the smallest range hashed by exec on a stock host; smaller
+// ones are read back, which is cheaper than starting a shell there.
+const execHashMin = 4 << 20
+
+// HashKind says how this session verifies host files: "agent", "exec" or
+// "readback".
+func (s *Session) HashKind(ctx context.Context) string {
+	s.hashOnce.Do(func() { s.pickHasher(ctx) })
+	return s.hashKind
+}
+
+func (s *Session) pickHasher(ctx context.Context) {
+	s.hasher, s.hashKind = s.readbackHash, "readback"
+	if s.agent {
+		s.hasher, s.hashKind = s.agentHash, "agent"
+		return
+	}
+	wd, err := s.sftp.Getwd()
+	if err != nil || !strings.HasPrefix(wd, "/") {
+		return
+	}
+	// Probe: does an exec of sha256sum work here?
+	out, err := s.execOutput(ctx, "printf messor | sha256sum")
+	want := sha256.Sum256([]byte("messor"))
+	if err != nil || !bytes.HasPrefix(out, []byte(hex.EncodeToString(want[:]))) {
+		s.log.Debug("no server-side hashing; verifying by reading back", "err", err)
+		return
+	}
+	s.hasher = func(ctx context.Context, p string, n int64) ([]byte, error) {
+		return s.execHash(ctx, path.Join(wd, p), n)
+	}
+	s.hashKind = "exec"
+}
+
+func (s *Session) execOutput(ctx context.Context, cmd string) ([]byte, error) {
+	sess, err := s.ssh.NewSession()
+	if err != nil {
+		return nil, err
+	}
+	defer sess.Close()
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+	var out bytes.Buffer
+	sess.Stdout = &limitedWriter{w: &out, n: 4096}
+	err = sess.Run(cmd)
+	return out.Bytes(), err
+}
+
+func (s *Session) execHash(ctx context.Context, abs string, n int64) ([]byte, error) {
+	out, err := s.execOutput(ctx, protocol.HashCommand(abs, n))
+	if err != nil {
+		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, abs, err)
+	}
+	if len(out) < 64 {
+		return nil, fmt.Errorf("host %s: hash %s: short output %q", s.Host.Name, abs, out)
+	}
+	return hex.DecodeString(string(out[:64]))
+}
+
+func (s *Session) agentHash(ctx context.Context, p string, n int64) ([]byte, error) {
+	ok, reply, err := s.ssh.SendRequest(protocol.HashRangeRequest, true, ssh.Marshal(protocol.HashRangeMsg{Path: p, Length: uint64(n)}))
+	if err != nil {
+		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, p, err)
+	}
+	if !ok || len(reply) != sha256.Size {
+		return nil, fmt.Errorf("host %s: hash %s: refused by agent", s.Host.Name, p)
+	}
+	return reply, nil
+}
+
+func (s *Session) readbackHash(ctx context.Context, p string, n int64) ([]byte, error) {
+	f, err := s.sftp.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("host %s: read back %s: %w", s.Host.Name, p, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	m, err := io.Copy(h, io.LimitReader(f, n))
+	if err != nil {
+		return nil, fmt.Errorf("host %s: read back %s: %w", s.Host.Name, p, err)
+	}
+	if m != n {
+		return nil, fmt.Errorf("host %s: read back %s: %d bytes, want %d", s.Host.Name, p, m, n)
+	}
+	return h.Sum(nil), nil
+}
+
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if len(p) > l.n {
+		l.w.Write(p[:l.n])
+		l.n = 0
+		return len(p), nil
+	}
+	l.n -= len(p)
+	return l.w.Write(p)
+}
+
+// Signers returns the signers to offer to h: ssh-agent's (SSH_AUTH_SOCK),
+// then h's identity files that parse without a passphrase.
+func Signers(h discovery.Host, log *slog.Logger) func() ([]ssh.Signer, error) {
+	return func() ([]ssh.Signer, error) {
+		var out []ssh.Signer
+		if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
+			if conn, err := net.Dial("unix", sock); err == nil {
+				if ss, err := agent.NewClient(conn).Signers(); err == nil {
+					out = append(out, ss...)
+				}
+			}
+		}
+		for _, f := range h.IdentityFiles {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			s, err := ssh.ParsePrivateKey(b)
+			if err != nil {
+				if log != nil {
+					log.Debug("identity file skipped", "file", f, "err", err)
+				}
+				continue
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+}

@@ -1,0 +1,72 @@
+// Command messor is sneakernet file sync: a carrier (phone, laptop) picks up
+// files waiting in hosts' outboxes over SSH/SFTP, carries them in a local
+// buffer, and drops them into each destination's inbox when it reaches that
+// host. See README.md; the work is done by packages carrier, agent,
+// discovery and protocol, this command only wires them to flags and output.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailed  = 1 // a transfer failed or a host was refused
+	exitUsage   = 2 // bad usage or configuration
+	exitSignals = 130
+)
+
+// exitError carries an exit code up to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(format string, a ...any) error {
+	return &exitError{exitUsage, fmt.Errorf(format, a...)}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+// run executes messor with args and returns the exit code.
+func run(ctx context.Context, args []string) int {
+	cmd := newRootCmd()
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "messor:", ee.err)
+		}
+		return ee.code
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "messor: interrupted; everything done so far is kept and the rest resumes next time")
+		return exitSignals
+	}
+	// cobra's own errors are usage errors (unknown flag, bad args).
+	fmt.Fprintln(os.Stderr, "messor:", err)
+	fmt.Fprintln(os.Stderr, "Run 'messor --help' for usage.")
+	return exitUsage
+}
