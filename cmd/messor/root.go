@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +26,8 @@ type globals struct {
 	verbose        bool
 	connectTimeout time.Duration
 	settle         time.Duration
+	noMDNS         bool
+	mdnsTimeout    time.Duration
 	stdout, stderr io.Writer
 }
 
@@ -65,16 +68,21 @@ usage or configuration.`,
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file")
 	pf.DurationVar(&g.connectTimeout, "connect-timeout", carrier.DefaultConnectTimeout, "give up on a host that does not answer within this time (ssh_config ConnectTimeout wins)")
 	pf.DurationVar(&g.settle, "settle", 5*time.Second, "leave files modified more recently than this for the next visit (still being written)")
-	root.AddCommand(newPickupCmd(g), newDropoffCmd(g), newSyncCmd(g), newStatusCmd(g))
+	pf.BoolVar(&g.noMDNS, "no-mdns", os.Getenv("MESSOR_NO_MDNS") != "", "do not look for agents on the LAN over mDNS (default: false, true if $MESSOR_NO_MDNS is set)")
+	pf.DurationVar(&g.mdnsTimeout, "mdns-timeout", 2*time.Second, "how long to listen for agents on the LAN")
+	root.AddCommand(newPickupCmd(g), newDropoffCmd(g), newSyncCmd(g), newStatusCmd(g), newAgentCmd(g), newTrustCmd(g), newDemoCmd(g))
 	return root
 }
 
-func (g *globals) logger() *slog.Logger {
-	level := slog.LevelWarn
+func (g *globals) level(def slog.Level) slog.Level {
 	if g.verbose {
-		level = slog.LevelDebug
+		return slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+	return def
+}
+
+func (g *globals) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: g.level(slog.LevelWarn)}))
 }
 
 // openCarrier opens the buffer (taking the run lock) and makes a carrier.
@@ -104,55 +112,82 @@ func (g *globals) openCarrier() (*carrier.Carrier, error) {
 	return carrier.New(buf, opts), nil
 }
 
-// pickupHosts reads the hosts file and resolves each name through
-// ~/.ssh/config. Bad lines are reported and the good ones still served;
-// badConfig says whether there were any.
-func (g *globals) pickupHosts() (hosts []discovery.Host, badConfig bool, err error) {
-	names, errs, err := discovery.ReadHostsFile(g.hosts)
-	if err != nil {
-		return nil, false, usageErr("%w", err)
-	}
-	for _, e := range errs {
-		fmt.Fprintln(g.stderr, "messor:", e)
-	}
-	cfg, err := discovery.LoadSSHConfig(g.home)
-	if err != nil {
-		return nil, false, usageErr("%w", err)
-	}
-	for _, n := range names {
-		h, err := cfg.Resolve(n)
-		if err != nil {
-			fmt.Fprintln(g.stderr, "messor:", err)
-			badConfig = true
-			continue
-		}
-		hosts = append(hosts, h)
-	}
-	return hosts, badConfig || len(errs) > 0, nil
+// hostSet is what a run knows of hosts: the hosts file (resolved through
+// ~/.ssh/config) and the agents heard over mDNS.
+type hostSet struct {
+	file   []discovery.Host
+	agents []discovery.Host
+	cfg    *discovery.SSHConfig
+	bad    bool // bad config lines, or two agents with one name
 }
 
-// resolve resolves names through ~/.ssh/config.
-func (g *globals) resolve(names []string) ([]discovery.Host, error) {
-	cfg, err := discovery.LoadSSHConfig(g.home)
+// findHosts reads the hosts file and browses mDNS. Bad lines are reported
+// ("file:line: ...") and the good ones still served.
+func (g *globals) findHosts(ctx context.Context) (*hostSet, error) {
+	names, errs, err := discovery.ReadHostsFile(g.hosts)
 	if err != nil {
 		return nil, usageErr("%w", err)
 	}
-	var out []discovery.Host
+	hs := &hostSet{bad: len(errs) > 0}
+	for _, e := range errs {
+		fmt.Fprintln(g.stderr, "messor:", e)
+	}
+	hs.cfg, err = discovery.LoadSSHConfig(g.home)
+	if err != nil {
+		return nil, usageErr("%w", err)
+	}
 	for _, n := range names {
-		h, err := cfg.Resolve(n)
+		h, err := hs.cfg.Resolve(n)
+		if err != nil {
+			fmt.Fprintln(g.stderr, "messor:", err)
+			hs.bad = true
+			continue
+		}
+		hs.file = append(hs.file, h)
+	}
+	var dup bool
+	hs.agents, dup = g.browse(ctx)
+	hs.bad = hs.bad || dup
+	return hs, nil
+}
+
+// pickup is every host to pick up from: the hosts file, then agents.
+func (hs *hostSet) pickup() []discovery.Host { return discovery.Merge(hs.file, hs.agents) }
+
+// forDests returns how to reach each destination: a hosts-file entry, else
+// an agent heard over mDNS, else the name resolved through ~/.ssh/config.
+func (hs *hostSet) forDests(g *globals, dests []string) []discovery.Host {
+	byName := map[string]discovery.Host{}
+	for _, h := range hs.agents {
+		byName[h.Name] = h
+	}
+	for _, h := range hs.file {
+		byName[h.Name] = h
+	}
+	var out []discovery.Host
+	for _, d := range dests {
+		if h, ok := byName[d]; ok {
+			out = append(out, h)
+			continue
+		}
+		h, err := hs.cfg.Resolve(d)
 		if err != nil {
 			fmt.Fprintln(g.stderr, "messor:", err)
 			continue
 		}
 		out = append(out, h)
 	}
-	return out, nil
+	return out
 }
 
 // report prints one line per host and returns the exit error, if any.
-func (g *globals) report(reports []*carrier.HostReport, badConfig bool) error {
+func (g *globals) report(reports []*carrier.HostReport, src map[string]discovery.Source, badConfig bool) error {
 	failed := false
 	for _, r := range reports {
+		if mdnsSoftFail(r, src) {
+			fmt.Fprintf(g.stdout, "%s: %s: agent on the LAN, skipped: %v\n", r.Verb, r.Host, r.Err)
+			continue
+		}
 		fmt.Fprintln(g.stdout, r.Summary())
 		for _, f := range r.Failed {
 			fmt.Fprintf(g.stderr, "  failed: %s: %s\n", f.Path, f.Reason)

@@ -18,19 +18,16 @@ the limit allows. A file leaves the outbox only once its copy is committed in
 the buffer. Interrupted transfers resume on the next run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			hosts, bad, err := g.pickupHosts()
-			if err != nil {
-				return err
-			}
 			c, err := g.openCarrier()
 			if err != nil {
 				return err
 			}
 			defer c.Buffer().Close()
-			if len(hosts) == 0 {
-				fmt.Fprintf(g.stderr, "messor: no pickup hosts: list host names, one a line, in %s\n", g.hosts)
+			hs, err := g.findHosts(cmd.Context())
+			if err != nil {
+				return err
 			}
-			return g.report(c.Pickup(cmd.Context(), hosts), bad)
+			return pickup(cmd, g, c, hs)
 		},
 	}
 }
@@ -51,25 +48,34 @@ gets a name like "photo (2).jpg".`,
 				return err
 			}
 			defer c.Buffer().Close()
-			return dropoff(cmd, g, c)
+			hs, err := g.findHosts(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return dropoff(cmd, g, c, hs)
 		},
 	}
 }
 
-func dropoff(cmd *cobra.Command, g *globals, c *carrier.Carrier) error {
+func pickup(cmd *cobra.Command, g *globals, c *carrier.Carrier, hs *hostSet) error {
+	hosts := hs.pickup()
+	if len(hosts) == 0 {
+		fmt.Fprintf(g.stderr, "messor: no pickup hosts: list host names, one a line, in %s, or run agents on the LAN\n", g.hosts)
+	}
+	return g.report(c.Pickup(cmd.Context(), hosts), sources(hosts), hs.bad)
+}
+
+func dropoff(cmd *cobra.Command, g *globals, c *carrier.Carrier, hs *hostSet) error {
 	dests, err := c.Destinations()
 	if err != nil {
 		return &exitError{exitFailed, err}
 	}
-	hosts, err := g.resolve(dests)
-	if err != nil {
-		return err
-	}
+	hosts := hs.forDests(g, dests)
 	reports, err := c.Dropoff(cmd.Context(), hosts)
 	if err != nil {
 		return &exitError{exitFailed, err}
 	}
-	return g.report(reports, false)
+	return g.report(reports, sources(hosts), false)
 }
 
 func newSyncCmd(g *globals) *cobra.Command {
@@ -79,20 +85,20 @@ func newSyncCmd(g *globals) *cobra.Command {
 		Long:  "Deliver what the buffer holds to reachable destinations, then pick up from reachable pickup hosts.",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			hosts, bad, err := g.pickupHosts()
-			if err != nil {
-				return err
-			}
 			c, err := g.openCarrier()
 			if err != nil {
 				return err
 			}
 			defer c.Buffer().Close()
-			derr := dropoff(cmd, g, c)
+			hs, err := g.findHosts(cmd.Context())
+			if err != nil {
+				return err
+			}
+			derr := dropoff(cmd, g, c, hs)
 			if cmd.Context().Err() != nil {
 				return derr
 			}
-			perr := g.report(c.Pickup(cmd.Context(), hosts), bad)
+			perr := pickup(cmd, g, c, hs)
 			if derr != nil {
 				return derr
 			}

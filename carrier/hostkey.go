@@ -1,0 +1,49 @@
+package carrier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/messor-sync/messor/discovery"
+)
+
+var errGotKey = errors.New("host key captured")
+
+// FetchHostKey connects to h only far enough to see its host key (no login),
+// for `messor trust` to show and pin it.
+func FetchHostKey(ctx context.Context, h discovery.Host, timeout time.Duration) (ssh.PublicKey, net.Addr, error) {
+	if h.ConnectTimeout > 0 {
+		timeout = h.ConnectTimeout
+	}
+	if timeout <= 0 {
+		timeout = DefaultConnectTimeout
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "tcp", h.Addr())
+	if err != nil {
+		return nil, nil, &UnreachableError{Host: h.Name, Addr: h.Addr(), Err: err}
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	var key ssh.PublicKey
+	cfg := &ssh.ClientConfig{
+		User: h.User,
+		HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
+			key = k
+			return errGotKey
+		},
+		Timeout: timeout,
+	}
+	_, _, _, err = ssh.NewClientConn(conn, h.Addr(), cfg)
+	if key != nil {
+		return key, conn.RemoteAddr(), nil
+	}
+	return nil, nil, fmt.Errorf("host %s (%s): no host key: %w", h.Name, h.Addr(), err)
+}
