@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -43,12 +44,12 @@ func usageErr(format string, a ...any) error {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:]))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run executes messor with args and returns the exit code.
-func run(ctx context.Context, args []string) int {
-	cmd := newRootCmd()
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := newRootCmd(stdout, stderr)
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(ctx)
 	if err == nil {
@@ -57,16 +58,16 @@ func run(ctx context.Context, args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "messor:", ee.err)
+			fmt.Fprintln(stderr, "messor:", ee.err)
 		}
 		return ee.code
 	}
 	if ctx.Err() != nil {
-		fmt.Fprintln(os.Stderr, "messor: interrupted; everything done so far is kept and the rest resumes next time")
+		fmt.Fprintln(stderr, "messor: interrupted; everything done so far is kept and the rest resumes next time")
 		return exitSignals
 	}
 	// cobra's own errors are usage errors (unknown flag, bad args).
-	fmt.Fprintln(os.Stderr, "messor:", err)
-	fmt.Fprintln(os.Stderr, "Run 'messor --help' for usage.")
+	fmt.Fprintln(stderr, "messor:", err)
+	fmt.Fprintln(stderr, "Run 'messor --help' for usage.")
 	return exitUsage
 }

@@ -38,9 +38,9 @@ func envOr(k, def string) string {
 	return def
 }
 
-func newRootCmd() *cobra.Command {
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	home, _ := os.UserHomeDir()
-	g := &globals{home: home, stdout: os.Stdout, stderr: os.Stderr}
+	g := &globals{home: home, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:   "messor",
 		Short: "Sneakernet file sync: carry files between hosts over SSH",
@@ -60,6 +60,8 @@ usage or configuration.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.buffer, "buffer", envOr("MESSOR_BUFFER", filepath.Join(home, "messor", "buffer")), "carrier buffer directory (default: $MESSOR_BUFFER, else ~/messor/buffer)")
 	pf.StringVar(&g.limit, "limit", envOr("MESSOR_LIMIT", "500MiB"), "most bytes the buffer may hold, e.g. 500MiB, 2GiB, 1.5GB (default: $MESSOR_LIMIT, else 500MiB)")
@@ -70,7 +72,7 @@ usage or configuration.`,
 	pf.DurationVar(&g.settle, "settle", 5*time.Second, "leave files modified more recently than this for the next visit (still being written)")
 	pf.BoolVar(&g.noMDNS, "no-mdns", os.Getenv("MESSOR_NO_MDNS") != "", "do not look for agents on the LAN over mDNS (default: false, true if $MESSOR_NO_MDNS is set)")
 	pf.DurationVar(&g.mdnsTimeout, "mdns-timeout", 2*time.Second, "how long to listen for agents on the LAN")
-	root.AddCommand(newPickupCmd(g), newDropoffCmd(g), newSyncCmd(g), newStatusCmd(g), newAgentCmd(g), newTrustCmd(g), newDemoCmd(g))
+	root.AddCommand(newPickupCmd(g), newDropoffCmd(g), newSyncCmd(g), newStatusCmd(g), newAgentCmd(g), newTrustCmd(g), newDemoCmd(g), newWatchCmd(g))
 	return root
 }
 

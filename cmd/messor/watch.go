@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/discovery"
+)
+
+func newWatchCmd(g *globals) *cobra.Command {
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "watch",
+		Short: "Stay running and sync with hosts as they come into reach",
+		Long: `Stay running: every --interval, and at once when an agent announces itself on
+the LAN, look for pickup hosts and destinations in reach (a cheap TCP probe),
+deliver what the buffer holds for them, and pick up what waits. Hosts that fail
+are retried less and less often. Quiet when there is nothing to do; stops
+cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			c, err := g.openCarrier()
+			if err != nil {
+				return err
+			}
+			defer c.Buffer().Close()
+			wake := make(chan struct{}, 1)
+			if !g.noMDNS {
+				go discovery.Watch(ctx, g.logger(), func(discovery.Host) {
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+				})
+			}
+			fmt.Fprintf(g.stdout, "messor watch: checking for hosts every %s (Ctrl-C to stop)\n", interval)
+			var src map[string]discovery.Source
+			err = c.Watch(ctx, carrier.WatchConfig{
+				Interval: interval,
+				Wake:     wake,
+				Hosts: func(ctx context.Context) ([]discovery.Host, func(string) (discovery.Host, bool), error) {
+					hs, err := g.findHosts(ctx)
+					if err != nil {
+						return nil, nil, err
+					}
+					pickup := hs.pickup()
+					src = sources(append(append([]discovery.Host(nil), pickup...), hs.agents...))
+					return pickup, func(name string) (discovery.Host, bool) {
+						h := hs.forDests(g, []string{name})
+						return h[0], len(h) == 1
+					}, nil
+				},
+				Report: func(r *carrier.HostReport) {
+					if mdnsSoftFail(r, src) || ctx.Err() != nil {
+						return
+					}
+					fmt.Fprintf(g.stdout, "%s %s\n", time.Now().Format("15:04:05"), r.Summary())
+				},
+			})
+			if ctx.Err() != nil {
+				fmt.Fprintln(g.stdout, "messor watch: stopped")
+				return nil
+			}
+			return &exitError{exitFailed, err}
+		},
+	}
+	cmd.Flags().DurationVar(&interval, "interval", 30*time.Second, "how often to look for hosts in reach")
+	return cmd
+}
