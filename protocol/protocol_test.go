@@ -1,0 +1,148 @@
+package protocol
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestCheckName(t *testing.T) {
+	tests := []struct {
+		name string
+		want error
+	}{
+		{"photo.jpg", nil},
+		{"with space.txt", nil},
+		{"日本語.txt", nil},
+		{"-leading-dash", nil},
+		{".hidden", nil},
+		{"messor", nil},
+		{"", ErrEmptyName},
+		{".", ErrDotName},
+		{"..", ErrDotName},
+		{"a/b", ErrBadChar},
+		{`a\b`, ErrBadChar},
+		{"nul\x00", ErrBadChar},
+		{"new\nline", ErrBadChar},
+		{"tab\there", ErrBadChar},
+		{"del\x7f", ErrBadChar},
+		{"c1\u0085", ErrBadChar},
+		{"\xff\xfe", ErrBadUTF8},
+		{".messor", ErrReservedName},
+		{".messor.part.0123", ErrReservedName},
+		{".messorx", ErrReservedName},
+		{strings.Repeat("x", MaxNameLen), nil},
+		{strings.Repeat("x", MaxNameLen+1), ErrTooLong},
+	}
+	for _, tt := range tests {
+		err := CheckName(tt.name)
+		if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+			t.Errorf("CheckName(%q) = %v, want %v", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestCleanRelPath(t *testing.T) {
+	good := []string{"a", "a/b/c.txt", "dir with space/ü.txt"}
+	bad := []string{"", "/etc/passwd", "../x", "a/../../b", "a/./b", "a//b", "a/", "a/.messor.part.1",
+		strings.Repeat("a/", MaxDepth) + "x", "a/b\x00c"}
+	for _, p := range good {
+		if got, err := CleanRelPath(p); err != nil || got != p {
+			t.Errorf("CleanRelPath(%q) = %q, %v", p, got, err)
+		}
+	}
+	for _, p := range bad {
+		if got, err := CleanRelPath(p); err == nil {
+			t.Errorf("CleanRelPath(%q) = %q, want an error", p, got)
+		}
+	}
+}
+
+func TestCheckHostName(t *testing.T) {
+	for _, n := range []string{"alpha", "nas.home", "host_1", "A-b"} {
+		if err := CheckHostName(n); err != nil {
+			t.Errorf("CheckHostName(%q): %v", n, err)
+		}
+	}
+	for _, n := range []string{"", ".", "..", "-x", ".x", "a b", "a/b", "ä", strings.Repeat("h", MaxHostNameLen+1), "x\n"} {
+		if err := CheckHostName(n); err == nil {
+			t.Errorf("CheckHostName(%q) accepted", n)
+		}
+	}
+}
+
+func TestConflictName(t *testing.T) {
+	tests := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"photo.jpg", 2, "photo (2).jpg"},
+		{"archive.tar.gz", 3, "archive.tar (3).gz"},
+		{"noext", 2, "noext (2)"},
+		{".bashrc", 2, ".bashrc (2)"},
+	}
+	for _, tt := range tests {
+		if got := ConflictName(tt.in, tt.n); got != tt.want {
+			t.Errorf("ConflictName(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
+		}
+		if err := CheckName(ConflictName(tt.in, tt.n)); err != nil {
+			t.Errorf("ConflictName(%q) is not a valid name: %v", tt.in, err)
+		}
+	}
+}
+
+func TestPartialName(t *testing.T) {
+	a := PartialName("x/y", "ab")
+	if !strings.HasPrefix(a, ReservedPrefix+".part.") || CheckName(a) == nil {
+		t.Errorf("PartialName = %q: must be reserved", a)
+	}
+	if a == PartialName("x/z", "ab") || a == PartialName("x/y", "ac") {
+		t.Error("partial names collide")
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	if got := ShellQuote(`it's $(x)`); got != `'it'\''s $(x)'` {
+		t.Errorf("ShellQuote = %s", got)
+	}
+}
+
+// FuzzCheckName: whatever passes CheckName is a single, safe component.
+func FuzzCheckName(f *testing.F) {
+	for _, s := range []string{"a", "..", ".messor", "a/b", "x\x00", "日本"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if CheckName(s) != nil {
+			return
+		}
+		if s == "" || s == "." || s == ".." || strings.ContainsAny(s, "/\\\x00\n\r") ||
+			strings.HasPrefix(s, ReservedPrefix) || !utf8.ValidString(s) || len(s) > MaxNameLen {
+			t.Fatalf("CheckName accepted %q", s)
+		}
+	})
+}
+
+// FuzzCleanRelPath: an accepted path never climbs out, never is absolute,
+// and every component is a valid name.
+func FuzzCleanRelPath(f *testing.F) {
+	for _, s := range []string{"a/b", "../x", "/abs", "a/../../b", "a//b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := CleanRelPath(s)
+		if err != nil {
+			return
+		}
+		if p != s || strings.HasPrefix(p, "/") {
+			t.Fatalf("CleanRelPath(%q) = %q", s, p)
+		}
+		for _, c := range strings.Split(p, "/") {
+			if c == ".." || c == "." || c == "" || CheckName(c) != nil {
+				t.Fatalf("CleanRelPath(%q) accepted component %q", s, c)
+			}
+		}
+	})
+}
