@@ -117,10 +117,27 @@ func (g *globals) openCarrier() (*carrier.Carrier, error) {
 // hostSet is what a run knows of hosts: the hosts file (resolved through
 // ~/.ssh/config) and the agents heard over mDNS.
 type hostSet struct {
-	file   []discovery.Host
-	agents []discovery.Host
-	cfg    *discovery.SSHConfig
-	bad    bool // bad config lines, or two agents with one name
+	file []discovery.Host
+	cfg  *discovery.SSHConfig
+	bad  bool // bad config lines
+
+	// The mDNS browse runs while the hosts-file hosts are served, so they
+	// lose no time to it; agents() waits for it.
+	browsed chan struct{}
+	found   []discovery.Host
+	dup     bool // two agents with one name
+}
+
+// agents waits for the mDNS browse and returns the agents heard.
+func (hs *hostSet) agents() []discovery.Host {
+	<-hs.browsed
+	return hs.found
+}
+
+// isBad reports bad configuration or contested agent names.
+func (hs *hostSet) isBad() bool {
+	<-hs.browsed
+	return hs.bad || hs.dup
 }
 
 // findHosts reads the hosts file and browses mDNS. Bad lines are reported
@@ -147,21 +164,39 @@ func (g *globals) findHosts(ctx context.Context) (*hostSet, error) {
 		}
 		hs.file = append(hs.file, h)
 	}
-	var dup bool
-	hs.agents, dup = g.browse(ctx)
-	hs.bad = hs.bad || dup
+	hs.browsed = make(chan struct{})
+	go func() {
+		defer close(hs.browsed)
+		hs.found, hs.dup = g.browse(ctx)
+	}()
 	return hs, nil
 }
 
 // pickup is every host to pick up from: the hosts file, then agents.
-func (hs *hostSet) pickup() []discovery.Host { return discovery.Merge(hs.file, hs.agents) }
+func (hs *hostSet) pickup() []discovery.Host { return discovery.Merge(hs.file, hs.agents()) }
+
+// inFile reports whether name is a hosts-file host.
+func (hs *hostSet) inFile(name string) bool {
+	for _, h := range hs.file {
+		if h.Name == name {
+			return true
+		}
+	}
+	return false
+}
 
 // forDests returns how to reach each destination: a hosts-file entry, else
 // an agent heard over mDNS, else the name resolved through ~/.ssh/config.
 func (hs *hostSet) forDests(g *globals, dests []string) []discovery.Host {
 	byName := map[string]discovery.Host{}
-	for _, h := range hs.agents {
-		byName[h.Name] = h
+	needAgents := false
+	for _, d := range dests {
+		needAgents = needAgents || !hs.inFile(d)
+	}
+	if needAgents {
+		for _, h := range hs.agents() {
+			byName[h.Name] = h
+		}
 	}
 	for _, h := range hs.file {
 		byName[h.Name] = h

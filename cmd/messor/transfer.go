@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/discovery"
 )
 
 func newPickupCmd(g *globals) *cobra.Command {
@@ -57,23 +58,51 @@ gets a name like "photo (2).jpg".`,
 	}
 }
 
+// pickup serves the hosts-file hosts at once, then the agents heard over
+// mDNS meanwhile.
 func pickup(cmd *cobra.Command, g *globals, c *carrier.Carrier, hs *hostSet) error {
-	hosts := hs.pickup()
-	if len(hosts) == 0 {
+	reports := c.Pickup(cmd.Context(), hs.file)
+	var agents []discovery.Host
+	for _, h := range hs.pickup() {
+		if !hs.inFile(h.Name) {
+			agents = append(agents, h)
+		}
+	}
+	reports = append(reports, c.Pickup(cmd.Context(), agents)...)
+	if len(hs.file)+len(agents) == 0 {
 		fmt.Fprintf(g.stderr, "messor: no pickup hosts: list host names, one a line, in %s, or run agents on the LAN\n", g.hosts)
 	}
-	return g.report(c.Pickup(cmd.Context(), hosts), sources(hosts), hs.bad)
+	return g.report(reports, sources(append(hs.file, agents...)), hs.isBad())
 }
 
+// dropoff delivers to hosts-file destinations at once, then to the others
+// (agents heard over mDNS, or names in ~/.ssh/config).
 func dropoff(cmd *cobra.Command, g *globals, c *carrier.Carrier, hs *hostSet) error {
 	dests, err := c.Destinations()
 	if err != nil {
 		return &exitError{exitFailed, err}
 	}
-	hosts := hs.forDests(g, dests)
-	reports, err := c.Dropoff(cmd.Context(), hosts)
-	if err != nil {
-		return &exitError{exitFailed, err}
+	var now, later []string
+	for _, d := range dests {
+		if hs.inFile(d) {
+			now = append(now, d)
+		} else {
+			later = append(later, d)
+		}
+	}
+	var reports []*carrier.HostReport
+	var hosts []discovery.Host
+	for _, names := range [][]string{now, later} {
+		if len(names) == 0 || cmd.Context().Err() != nil {
+			continue
+		}
+		hh := hs.forDests(g, names)
+		hosts = append(hosts, hh...)
+		rs, err := c.Dropoff(cmd.Context(), hh)
+		if err != nil {
+			return &exitError{exitFailed, err}
+		}
+		reports = append(reports, rs...)
 	}
 	return g.report(reports, sources(hosts), false)
 }

@@ -37,7 +37,7 @@ matches, without asking.`,
 			}
 			var h discovery.Host
 			found := false
-			for _, a := range hs.agents {
+			for _, a := range hs.agents() {
 				if a.Name == name {
 					h, found = a, true
 				}

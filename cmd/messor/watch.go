@@ -49,7 +49,7 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 						return nil, nil, err
 					}
 					pickup := hs.pickup()
-					src = sources(append(append([]discovery.Host(nil), pickup...), hs.agents...))
+					src = sources(append(append([]discovery.Host(nil), pickup...), hs.agents()...))
 					return pickup, func(name string) (discovery.Host, bool) {
 						h := hs.forDests(g, []string{name})
 						return h[0], len(h) == 1
