@@ -68,7 +68,13 @@ func HostKeyPolicy(h discovery.Host, acceptNew bool) ssh.HostKeyCallback {
 			if err != nil {
 				return fmt.Errorf("host %s: known_hosts: %w", h.Name, err)
 			}
-			err = cb(name, remote, key)
+			addr := name
+			if _, _, err := net.SplitHostPort(name); err != nil {
+				// A HostKeyAlias (or an agent's pinned name): knownhosts
+				// wants host:port, and "name:22" is recorded as "name".
+				addr = net.JoinHostPort(name, "22")
+			}
+			err = cb(addr, remote, key)
 			var ke *knownhosts.KeyError
 			switch {
 			case err == nil:
