@@ -74,11 +74,11 @@ then: systemctl --user enable --now messor-agent`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&root, "root", envOr("MESSOR_AGENT_ROOT", filepath.Join(g.home, "messor")), "directory to serve, seen by carriers as messor/ (default: $MESSOR_AGENT_ROOT, else ~/messor)")
-	f.StringVar(&name, "name", envOr("MESSOR_AGENT_NAME", ""), "name to advertise; carriers address files to it (default: $MESSOR_AGENT_NAME, else the short hostname)")
-	f.StringVar(&listen, "listen", envOr("MESSOR_AGENT_LISTEN", net.JoinHostPort("", strconv.Itoa(protocol.DefaultAgentPort))), "address to listen on (default: $MESSOR_AGENT_LISTEN, else :2290)")
-	f.StringVar(&authKeys, "authorized-keys", envOr("MESSOR_AGENT_AUTHORIZED_KEYS", filepath.Join(g.home, ".ssh", "authorized_keys")), "carriers' public keys, OpenSSH format, re-read at each login (default: $MESSOR_AGENT_AUTHORIZED_KEYS, else ~/.ssh/authorized_keys)")
-	f.StringVar(&hostKey, "host-key", envOr("MESSOR_AGENT_HOST_KEY", filepath.Join(g.home, ".config", "messor", "agent_host_ed25519_key")), "host key file, created on first start (default: $MESSOR_AGENT_HOST_KEY, else ~/.config/messor/agent_host_ed25519_key)")
+	f.StringVar(&root, "root", envOr("MESSOR_AGENT_ROOT", filepath.Join(g.home, "messor")), "directory to serve, seen by carriers as messor/ (env $MESSOR_AGENT_ROOT)")
+	f.StringVar(&name, "name", envOr("MESSOR_AGENT_NAME", ""), "name to advertise; carriers address files to it (env $MESSOR_AGENT_NAME; default: the short hostname)")
+	f.StringVar(&listen, "listen", envOr("MESSOR_AGENT_LISTEN", net.JoinHostPort("", strconv.Itoa(protocol.DefaultAgentPort))), "address to listen on (env $MESSOR_AGENT_LISTEN)")
+	f.StringVar(&authKeys, "authorized-keys", envOr("MESSOR_AGENT_AUTHORIZED_KEYS", filepath.Join(g.home, ".ssh", "authorized_keys")), "carriers' public keys, OpenSSH format, re-read at each login (env $MESSOR_AGENT_AUTHORIZED_KEYS)")
+	f.StringVar(&hostKey, "host-key", envOr("MESSOR_AGENT_HOST_KEY", filepath.Join(g.home, ".config", "messor", "agent_host_ed25519_key")), "host key file, created on first start (env $MESSOR_AGENT_HOST_KEY)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "do not advertise over mDNS")
 	return cmd
 }
