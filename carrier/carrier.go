@@ -21,6 +21,14 @@ type Options struct {
 	// ConnectTimeout bounds connect and handshake per host (default
 	// DefaultConnectTimeout; ssh_config ConnectTimeout wins).
 	ConnectTimeout time.Duration
+	// IdleTimeout: a host that sends nothing (not even a keepalive reply)
+	// for this long is given up on, so a stalled link ends the run instead
+	// of hanging it. Default DefaultIdleTimeout; negative disables.
+	IdleTimeout time.Duration
+	// MaxListing bounds how many outbox entries one visit looks at, so an
+	// enormous or hostile directory cannot exhaust memory (default
+	// 1,000,000).
+	MaxListing int
 	// Settle: a source file modified less than this long ago is still being
 	// written and waits for the next visit. Default 5s; negative disables.
 	Settle time.Duration
@@ -70,6 +78,12 @@ func New(buf *Buffer, opts Options) *Carrier {
 	}
 	if opts.Settle == 0 {
 		opts.Settle = 5 * time.Second
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.MaxListing <= 0 {
+		opts.MaxListing = defaultMaxListing
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -177,7 +191,24 @@ func reasons(ns []FileNote) string {
 
 // dial opens a session to h with the carrier's policies.
 func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) {
-	return Dial(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), Signers(h, c.log), c.opts.ConnectTimeout, c.log)
+	s, err := Dial(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), Signers(h, c.log), c.opts.ConnectTimeout, c.log)
+	if err != nil {
+		return nil, err
+	}
+	s.watchIdle(c.opts.IdleTimeout)
+	return s, nil
+}
+
+// sessionErr is the error for a host as a whole once a run with it ended:
+// a stalled link, or an interruption.
+func (c *Carrier) sessionErr(ctx context.Context, s *Session, verb string) error {
+	if s.Stalled() {
+		return fmt.Errorf("host %s: %s: no data for %v: %w; what was moved is kept and the next run resumes", s.Host.Name, verb, c.opts.IdleTimeout, ErrStalled)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("host %s: %s interrupted: %w", s.Host.Name, verb, ctx.Err())
+	}
+	return nil
 }
 
 func (c *Carrier) tracker(host, verb string, files int, bytes int64) Tracker {

@@ -22,7 +22,7 @@ import (
 // resumeStep is how far before the end of a partial upload we also try to
 // resume from, when the end itself does not verify (concurrent writes
 // interrupted mid-flight may leave holes just before the end).
-const resumeStep = 16 * maxPacket
+const resumeStep = maxInFlight * maxPacket
 
 // maxConflicts bounds the "name (n).ext" search.
 const maxConflicts = 1000
@@ -140,8 +140,8 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 	close(work)
 	wg.Wait()
 	r.Elapsed = time.Since(start)
-	if ctx.Err() != nil && r.Err == nil {
-		r.Err = fmt.Errorf("host %s: dropoff interrupted: %w", h.Name, ctx.Err())
+	if err := c.sessionErr(ctx, s, "dropoff"); err != nil {
+		r.Err = err
 	}
 	return r
 }
@@ -281,7 +281,7 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		return fmt.Errorf("host %s: seek %s: %w", s.Host.Name, partial, err)
 	}
 	src := &io.LimitedReader{R: io.NewSectionReader(obj, off, e.Size-off), N: e.Size - off}
-	n, err := f.ReadFrom(&trackReader{src, tr})
+	n, err := f.ReadFromWithConcurrency(&trackReader{src, tr}, maxWritesInFlight)
 	if err != nil {
 		return fmt.Errorf("host %s: write %s: %w", s.Host.Name, partial, err)
 	}
@@ -325,7 +325,7 @@ func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, par
 		if _, err := io.Copy(h, io.NewSectionReader(obj, 0, n)); err != nil {
 			return 0
 		}
-		got, err := s.hashRange(ctx, partial, n)
+		got, err := s.hashPrefix(ctx, partial, n)
 		if err != nil {
 			c.log.Debug("cannot check partial", "host", s.Host.Name, "path", partial, "err", err)
 			return 0

@@ -17,9 +17,8 @@ import (
 	"github.com/messor-sync/messor/protocol"
 )
 
-// maxListing bounds how many outbox entries one visit looks at, so a
-// hostile or enormous directory cannot exhaust memory.
-const maxListing = 1_000_000
+// defaultMaxListing is Options.MaxListing's default.
+const defaultMaxListing = 1_000_000
 
 // Pickup visits each host in turn, carrying what waits in its outbox into
 // the buffer. Hosts that do not answer are reported and passed over.
@@ -48,8 +47,8 @@ func (c *Carrier) PickupHost(ctx context.Context, h discovery.Host) *HostReport 
 	defer disarm()
 	c.pickup(ctx, s, r)
 	r.Elapsed = time.Since(start)
-	if ctx.Err() != nil && r.Err == nil {
-		r.Err = fmt.Errorf("host %s: pickup interrupted: %w", h.Name, ctx.Err())
+	if err := c.sessionErr(ctx, s, "pickup"); err != nil && (r.Err == nil || s.Stalled()) {
+		r.Err = err
 	}
 	return r
 }
@@ -136,8 +135,8 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 				return err
 			}
 			seen++
-			if seen > maxListing {
-				return fmt.Errorf("host %s: outbox has more than %d entries; carry it in parts", s.Host.Name, maxListing)
+			if seen > c.opts.MaxListing {
+				return fmt.Errorf("host %s: outbox has more than %d entries; carry it in parts", s.Host.Name, c.opts.MaxListing)
 			}
 			name := e.Name()
 			p := path.Join(rel, name)

@@ -1,0 +1,265 @@
+package faults
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/protocol"
+)
+
+// Key names one file put into an outbox: Source's messor/outbox/<Dest>/<Path>.
+type Key struct {
+	Source, Dest, Path string
+}
+
+func (k Key) String() string { return k.Source + "->" + k.Dest + ":" + k.Path }
+
+// World is what the checker knows: where each host keeps its files, where
+// the carrier's buffer is, and what was sent.
+type World struct {
+	Dirs   map[string]string // host name -> SFTP login directory
+	Buffer string            // the carrier's buffer directory
+	Sent   map[Key][]byte    // every file put into an outbox, with its content
+	// Stuck lists files whose outbox copy cannot be removed (they are
+	// carried and delivered, but stay in the outbox too).
+	Stuck map[Key]bool
+}
+
+// NewWorld returns an empty world.
+func NewWorld(dirs map[string]string, buffer string) *World {
+	return &World{Dirs: dirs, Buffer: buffer, Sent: map[Key][]byte{}, Stuck: map[Key]bool{}}
+}
+
+// Put records files as sent from source to dest (the caller writes them).
+func (w *World) Put(source, dest string, files map[string][]byte) {
+	for p, b := range files {
+		w.Sent[Key{source, dest, p}] = b
+	}
+}
+
+func (w *World) outboxPath(k Key) string {
+	return filepath.Join(w.Dirs[k.Source], filepath.FromSlash(protocol.OutboxDir(k.Dest)), filepath.FromSlash(k.Path))
+}
+
+func (w *World) inboxPath(k Key) string {
+	return filepath.Join(w.Dirs[k.Dest], filepath.FromSlash(protocol.InboxDir(k.Source)), filepath.FromSlash(k.Path))
+}
+
+// Snapshot is what the checker found.
+type Snapshot struct {
+	Entries  []carrier.Entry
+	Objects  int // object files on disk
+	Partials int // partial downloads in the buffer
+	// InboxPartials counts hidden .messor.part.* files in inboxes.
+	InboxPartials int
+}
+
+// Check asserts the invariant that must hold at every instant. buf is the
+// carrier's open buffer, or nil to open it read-only (the carrier must not be
+// running then). It returns what it saw.
+func (w *World) Check(t testing.TB, buf *carrier.Buffer) Snapshot {
+	t.Helper()
+	var snap Snapshot
+	errs := w.check(buf, &snap)
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if len(errs) > 0 {
+		t.FailNow()
+	}
+	return snap
+}
+
+// CheckSettled asserts Check and, in addition, that the work is done: every
+// inbox holds exactly what was sent, no partial anywhere, outboxes hold only
+// the Stuck files, and the buffer is empty.
+func (w *World) CheckSettled(t testing.TB, buf *carrier.Buffer) {
+	t.Helper()
+	snap := w.Check(t, buf)
+	for _, e := range snap.Entries {
+		t.Errorf("buffer still carries %s->%s:%s", e.Source, e.Dest, e.Path)
+	}
+	if snap.Objects+snap.Partials != 0 {
+		t.Errorf("buffer still holds %d objects and %d partials", snap.Objects, snap.Partials)
+	}
+	if snap.InboxPartials != 0 {
+		t.Errorf("inboxes still hold %d partial uploads", snap.InboxPartials)
+	}
+	for k, want := range w.Sent {
+		got, err := os.ReadFile(w.inboxPath(k))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: not delivered intact (%v)", k, err)
+		}
+		if _, err := os.Lstat(w.outboxPath(k)); err == nil && !w.Stuck[k] {
+			t.Errorf("%s: still in the outbox", k)
+		}
+	}
+	for host, dir := range w.Dirs {
+		for _, f := range regularFiles(t, filepath.Join(dir, filepath.FromSlash(protocol.Outbox))) {
+			rel := filepath.ToSlash(f)
+			dest, p, _ := strings.Cut(rel, "/")
+			if k := (Key{host, dest, p}); !w.Stuck[k] {
+				if _, sent := w.Sent[k]; !sent {
+					t.Errorf("%s: outbox holds %s, which was never sent", host, rel)
+				}
+			}
+		}
+	}
+}
+
+func regularFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == dir && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", dir, err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func fileHash(p string) ([32]byte, int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return [32]byte{}, 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum, n, err
+}
+
+func (w *World) check(buf *carrier.Buffer, snap *Snapshot) []error {
+	var errs []error
+	fail := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	// The buffer: committed entries whose object is intact.
+	if buf == nil {
+		b, err := carrier.OpenBufferReadOnly(w.Buffer)
+		if err != nil {
+			return []error{fmt.Errorf("open buffer: %w", err)}
+		}
+		defer b.Close()
+		buf = b
+	}
+	st, err := carrier.ReadStatus(buf)
+	if err != nil {
+		return []error{fmt.Errorf("buffer status: %w", err)}
+	}
+	snap.Entries = st.Items
+	intact := map[string]bool{} // object hash -> verified
+	inBuffer := map[Key][32]byte{}
+	for _, e := range st.Items {
+		k := Key{e.Source, e.Dest, e.Path}
+		ok, seen := intact[e.Hash]
+		if !seen {
+			sum, n, err := fileHash(buf.ObjectPath(e.Hash))
+			ok = err == nil && n == e.Size && fmt.Sprintf("%x", sum) == e.Hash
+			intact[e.Hash] = ok
+		}
+		if !ok {
+			fail("buffer: object for %s (sha256 %s) is missing or damaged", k, e.Hash)
+			continue
+		}
+		want, sent := w.Sent[k]
+		if !sent {
+			fail("buffer carries %s, which was never sent", k)
+			continue
+		}
+		if fmt.Sprintf("%x", sha256.Sum256(want)) != e.Hash {
+			fail("buffer carries a torn or stale copy of %s (sha256 %s)", k, e.Hash)
+			continue
+		}
+		inBuffer[k] = sha256.Sum256(want)
+	}
+	snap.Objects = len(regularFilesNoT(filepath.Join(w.Buffer, "objects")))
+	snap.Partials = len(regularFilesNoT(filepath.Join(w.Buffer, "partial")))
+
+	// Inboxes: only finished, verified files under final names.
+	for dest, dir := range w.Dirs {
+		root := filepath.Join(dir, filepath.FromSlash(protocol.Inbox))
+		for _, rel := range regularFilesNoT(root) {
+			rel = filepath.ToSlash(rel)
+			source, p, _ := strings.Cut(rel, "/")
+			base := p[strings.LastIndex(p, "/")+1:]
+			if strings.HasPrefix(base, protocol.ReservedPrefix+".part.") {
+				snap.InboxPartials++
+				continue
+			}
+			k := Key{source, dest, p}
+			want, sent := w.Sent[k]
+			if !sent {
+				fail("inbox of %s holds %s from %s, which was never sent under that name (a partial, or a second copy?)", dest, p, source)
+				continue
+			}
+			got, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(rel)))
+			if err != nil {
+				fail("inbox of %s: %v", dest, err)
+				continue
+			}
+			if !bytes.Equal(got, want) {
+				fail("inbox of %s shows %s from %s under its final name with wrong content (%d bytes, want %d)", dest, p, source, len(got), len(want))
+			}
+		}
+	}
+
+	// Every file sent is intact somewhere.
+	keys := make([]Key, 0, len(w.Sent))
+	for k := range w.Sent {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	for _, k := range keys {
+		want := sha256.Sum256(w.Sent[k])
+		if _, ok := inBuffer[k]; ok {
+			continue
+		}
+		if sum, _, err := fileHash(w.inboxPath(k)); err == nil && sum == want {
+			continue
+		}
+		if sum, _, err := fileHash(w.outboxPath(k)); err == nil && sum == want {
+			continue
+		}
+		fail("LOST: %s is intact in none of outbox, buffer, inbox", k)
+	}
+	return errs
+}
+
+func regularFilesNoT(dir string) []string {
+	var out []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.Type().IsRegular() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	return out
+}
