@@ -117,6 +117,8 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 				mu.Lock()
 				shown := path.Join(e.Source, e.Path)
 				switch {
+				case err != nil && ctx.Err() != nil:
+					r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
 				case err != nil:
 					r.Failed = append(r.Failed, FileNote{shown, err.Error()})
 					c.log.Error("dropoff failed", "host", h.Name, "path", shown, "err", err)
@@ -283,7 +285,7 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	src := &io.LimitedReader{R: io.NewSectionReader(obj, off, e.Size-off), N: e.Size - off}
 	n, err := f.ReadFromWithConcurrency(&trackReader{src, tr}, maxWritesInFlight)
 	if err != nil {
-		return fmt.Errorf("host %s: write %s: %w", s.Host.Name, partial, err)
+		return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size-off))
 	}
 	if off+n != e.Size {
 		return fmt.Errorf("host %s: write %s: %d of %d bytes", s.Host.Name, partial, off+n, e.Size)
@@ -335,6 +337,24 @@ func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, par
 		}
 	}
 	return 0
+}
+
+// diskFullHint explains a failed write when the host's disk is full: stock
+// sftp-server reports ENOSPC as a bare "failure". It asks statvfs@openssh.com
+// where offered, and returns "" when it cannot tell.
+func (s *Session) diskFullHint(dir string, need int64) string {
+	if _, ok := s.sftp.HasExtension("statvfs@openssh.com"); !ok {
+		return ""
+	}
+	vfs, err := s.sftp.StatVFS(dir)
+	if err != nil {
+		return ""
+	}
+	free := int64(vfs.Bavail * vfs.Frsize)
+	if free >= need && free > 64<<10 {
+		return ""
+	}
+	return fmt.Sprintf(" (the host's disk holding %s is full: %s free; the partial is kept, free some space there and run again)", dir, FormatSize(free))
 }
 
 type trackReader struct {

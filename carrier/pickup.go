@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/messor-sync/messor/discovery"
@@ -218,6 +219,10 @@ func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r 
 					c.log.Info("changed while read, waits for the next visit", "host", s.Host.Name, "path", shown)
 				case errors.Is(err, errNoRoom):
 					r.Waiting = append(r.Waiting, FileNote{shown, "over the buffer limit"})
+				case err != nil && ctx.Err() != nil:
+					// Cut short by the interruption, not a failure
+					// of its own; the partial is kept for the next run.
+					r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
 				case err != nil:
 					r.Failed = append(r.Failed, FileNote{shown, err.Error()})
 					c.log.Error("pickup failed", "host", s.Host.Name, "path", shown, "err", err)
@@ -321,8 +326,17 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	if _, err := lf.Seek(have, io.SeekStart); err != nil {
 		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
 	}
-	w := io.MultiWriter(lf, h, trackWriter{tr})
+	w := io.MultiWriter(localWriter{lf}, h, trackWriter{tr})
 	n, err := rf.WriteTo(limitWriter(w, cd.Size-have))
+	var lerr *localWriteError
+	if errors.As(err, &lerr) {
+		// Our own disk, not the host: say so, and keep the partial.
+		hint := ""
+		if errors.Is(err, syscall.ENOSPC) {
+			hint = " (the disk holding the buffer is full; the partial is kept, free some space and run again)"
+		}
+		return res, fmt.Errorf("buffer %s: carrying %s: %w%s", c.buf.Dir(), remote, lerr.err, hint)
+	}
 	if err != nil && !errors.Is(err, errTooLong) {
 		return res, fmt.Errorf("host %s: read %s: %w", s.Host.Name, remote, err)
 	}
@@ -388,6 +402,23 @@ func sameVersion(stat func() (fs.FileInfo, error), cd candidate) error {
 }
 
 var errTooLong = errors.New("more bytes than listed")
+
+// localWriter marks errors writing the buffer's own files, so they are not
+// mistaken for the host's.
+type localWriter struct{ f *os.File }
+
+type localWriteError struct{ err error }
+
+func (e *localWriteError) Error() string { return e.err.Error() }
+func (e *localWriteError) Unwrap() error { return e.err }
+
+func (w localWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil {
+		err = &localWriteError{err}
+	}
+	return n, err
+}
 
 type limitedW struct {
 	w io.Writer
