@@ -107,8 +107,15 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 		}
 	}
 	dbPath := filepath.Join(dir, "index.db")
-	if ro {
-		if _, err := os.Stat(dbPath); errors.Is(err, fs.ErrNotExist) {
+	_, statErr := os.Stat(dbPath)
+	fresh := errors.Is(statErr, fs.ErrNotExist)
+	if fresh {
+		// A buffer that carries files but has no index lost it: starting
+		// an empty one would delete every carried object as unknown.
+		if recs, _ := filepath.Glob(filepath.Join(dir, "entries", "*.json")); len(recs) > 0 {
+			return nil, fmt.Errorf("buffer %s: %w: index.db is missing but the buffer holds %d carried files; %s", dir, ErrIndexCorrupt, len(recs), recoverHint)
+		}
+		if ro {
 			return &Buffer{dir: dir}, nil // empty, never used
 		}
 	}
@@ -117,9 +124,13 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 		return nil, fmt.Errorf("buffer %s: %w (wait for it to finish, or stop it)", dir, ErrBufferBusy)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("buffer %s: %w: %w", dir, ErrIndexCorrupt, err)
+		return nil, fmt.Errorf("buffer %s: %w: %w; %s", dir, ErrIndexCorrupt, err, recoverHint)
 	}
 	b := &Buffer{dir: dir, limit: limit, db: db}
+	if err := b.verifyIndex(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("buffer %s: %w: %w; %s", dir, ErrIndexCorrupt, err, recoverHint)
+	}
 	if !ro {
 		err = db.Update(func(tx *bolt.Tx) error {
 			for _, n := range [][]byte{bucketEntries, bucketObjects, bucketCarried} {
@@ -142,6 +153,52 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// recoverHint tells people what to do about ErrIndexCorrupt.
+const recoverHint = "nothing carried is lost: the index can be rebuilt from the buffer's per-file records (carrier.RecoverBuffer)"
+
+// verifyIndex checks the index's pages and that every entry and object
+// record decodes. bbolt panics on some damaged pages; that is corruption too.
+func (b *Buffer) verifyIndex() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("index damaged: %v", p)
+		}
+	}()
+	return b.db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // drain it: the checker runs until done
+			if first == nil {
+				first = err
+			}
+		}
+		if first != nil {
+			return first
+		}
+		for _, n := range [][]byte{bucketEntries, bucketObjects} {
+			bk := tx.Bucket(n)
+			if bk == nil {
+				continue
+			}
+			err := bk.ForEach(func(k, v []byte) error {
+				var x any
+				if string(n) == string(bucketEntries) {
+					x = &Entry{}
+				} else {
+					x = &objectRec{}
+				}
+				if err := json.Unmarshal(v, x); err != nil {
+					return fmt.Errorf("%s %q: %w", n, k, err)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // sumStored adds up the committed objects.
@@ -192,6 +249,34 @@ func (b *Buffer) check() error {
 	})
 	if err != nil {
 		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	}
+	// Records of entries the index does not hold (a crash between
+	// writing the record and committing, or releasing and removing it).
+	want := map[string]bool{}
+	err = b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			want[filepath.Base(b.recordPath(e))] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
+	}
+	if err := os.MkdirAll(filepath.Join(b.dir, "entries"), 0o700); err != nil {
+		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	}
+	recs, err := os.ReadDir(filepath.Join(b.dir, "entries"))
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	}
+	for _, r := range recs {
+		if !want[r.Name()] {
+			os.Remove(filepath.Join(b.dir, "entries", r.Name()))
+		}
 	}
 	ents, err := os.ReadDir(filepath.Join(b.dir, "partial"))
 	if err != nil {
@@ -302,6 +387,9 @@ func (b *Buffer) commit(e Entry, o origin, partial string, reserved int64) error
 			return fmt.Errorf("buffer %s: %w", b.dir, err)
 		}
 	}
+	if err := b.writeRecord(e); err != nil {
+		return fmt.Errorf("buffer %s: record %s: %w", b.dir, e.Path, err)
+	}
 	var added int64
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		added = 0
@@ -333,6 +421,7 @@ func (b *Buffer) commit(e Entry, o origin, partial string, reserved int64) error
 		return tx.Bucket(bucketCarried).Put(o.key(), []byte(e.Hash))
 	})
 	if err != nil {
+		os.Remove(b.recordPath(e))
 		return fmt.Errorf("buffer %s: commit %s: %w", b.dir, e.Path, err)
 	}
 	b.mu.Lock()
@@ -373,6 +462,7 @@ func (b *Buffer) release(e Entry) error {
 	if err != nil {
 		return fmt.Errorf("buffer %s: release %s: %w", b.dir, e.Path, err)
 	}
+	os.Remove(b.recordPath(e))
 	if drop {
 		os.Remove(b.ObjectPath(e.Hash))
 		b.mu.Lock()
