@@ -21,6 +21,10 @@ import (
 // defaultMaxListing is Options.MaxListing's default.
 const defaultMaxListing = 1_000_000
 
+// listingBytesPerEntry is the wire budget per listed entry (name, the
+// long name "ls -l" line and attributes; typically 100 to 150 bytes).
+const listingBytesPerEntry = 512
+
 // Pickup visits each host in turn, carrying what waits in its outbox into
 // the buffer. Hosts that do not answer are reported and passed over.
 func (c *Carrier) Pickup(ctx context.Context, hosts []discovery.Host) []*HostReport {
@@ -114,7 +118,16 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 
 // listOutbox walks messor/outbox/ without following symlinks.
 func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]candidate, error) {
-	dests, err := s.sftp.ReadDir(protocol.Outbox)
+	// Bound the bytes a listing may take as well as its entries: an endless
+	// directory never ends a single ReadDir.
+	budget := int64(c.opts.MaxListing) * listingBytesPerEntry
+	tooBig := func() error {
+		return fmt.Errorf("host %s: outbox has more than %d entries (or a directory that never ends); carry it in parts", s.Host.Name, c.opts.MaxListing)
+	}
+	dests, budget, err := s.readDirBounded(ctx, protocol.Outbox, budget)
+	if errors.Is(err, errListingTooBig) {
+		return nil, tooBig()
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -127,7 +140,11 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 	var walk func(dest, rel string, depth int) error
 	walk = func(dest, rel string, depth int) error {
 		dir := path.Join(protocol.OutboxDir(dest), rel)
-		ents, err := s.sftp.ReadDir(dir)
+		ents, left, err := s.readDirBounded(ctx, dir, budget)
+		budget = left
+		if errors.Is(err, errListingTooBig) {
+			return tooBig()
+		}
 		if err != nil {
 			return fmt.Errorf("host %s: list %s: %w", s.Host.Name, dir, err)
 		}
@@ -137,7 +154,7 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 			}
 			seen++
 			if seen > c.opts.MaxListing {
-				return fmt.Errorf("host %s: outbox has more than %d entries; carry it in parts", s.Host.Name, c.opts.MaxListing)
+				return tooBig()
 			}
 			name := e.Name()
 			p := path.Join(rel, name)

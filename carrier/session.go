@@ -85,6 +85,7 @@ type Session struct {
 	hashKind string
 
 	conn      *activityConn
+	rx        *rxBudget
 	stopWatch chan struct{}
 	closeOnce sync.Once
 	stalled   atomic.Bool
@@ -154,6 +155,62 @@ func (s *Session) watchIdle(idle time.Duration) {
 	}()
 }
 
+// rxBudget counts the bytes of SFTP replies and, while armed, calls trip
+// once more than budget bytes have arrived.
+type rxBudget struct {
+	r      io.Reader
+	mu     sync.Mutex
+	left   int64
+	trip   func()
+	armed  bool
+	busted bool
+}
+
+func (b *rxBudget) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.mu.Lock()
+	if b.armed {
+		b.left -= int64(n)
+		if b.left < 0 && !b.busted {
+			b.busted = true
+			b.trip()
+		}
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+// arm starts counting against budget; disarm stops and reports the bytes
+// left (negative: over budget, and trip was called).
+func (b *rxBudget) arm(budget int64, trip func()) {
+	b.mu.Lock()
+	b.left, b.trip, b.armed, b.busted = budget, trip, true, false
+	b.mu.Unlock()
+}
+
+func (b *rxBudget) disarm() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.armed = false
+	return b.left
+}
+
+// readDirBounded lists dir, giving up once the listing has taken more than
+// budget bytes. It returns the bytes left.
+func (s *Session) readDirBounded(ctx context.Context, dir string, budget int64) ([]os.FileInfo, int64, error) {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.rx.arm(budget, cancel)
+	ents, err := s.sftp.ReadDirContext(lctx, dir)
+	left := s.rx.disarm()
+	if left < 0 {
+		return nil, left, errListingTooBig
+	}
+	return ents, left, err
+}
+
+var errListingTooBig = errors.New("listing too big")
+
 // Stalled reports whether the idle watch closed the session.
 func (s *Session) Stalled() bool { return s.stalled.Load() }
 
@@ -208,17 +265,39 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	}
 	conn.SetDeadline(time.Time{})
 	client := ssh.NewClient(c, chans, reqs)
-	sc, err := sftp.NewClient(client,
-		sftp.UseConcurrentWrites(true),
-		sftp.MaxPacketUnchecked(maxPacket),
-		sftp.MaxConcurrentRequestsPerFile(maxInFlight),
-		sftp.UseFstat(true),
-	)
+	// sftp.NewClient, spelled out so that the bytes the host sends can be
+	// counted: pkg/sftp's ReadDir gathers a whole directory before it
+	// returns, and only a byte budget bounds an endless one.
+	rx := &rxBudget{}
+	sc, err := func() (*sftp.Client, error) {
+		sess, err := client.NewSession()
+		if err != nil {
+			return nil, err
+		}
+		if err := sess.RequestSubsystem("sftp"); err != nil {
+			return nil, err
+		}
+		pw, err := sess.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		pr, err := sess.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		rx.r = pr
+		return sftp.NewClientPipe(rx, pw,
+			sftp.UseConcurrentWrites(true),
+			sftp.MaxPacketUnchecked(maxPacket),
+			sftp.MaxConcurrentRequestsPerFile(maxInFlight),
+			sftp.UseFstat(true),
+		)
+	}()
 	if err != nil {
 		client.Close()
 		return nil, fmt.Errorf("host %s: sftp: %w (does the host's sshd offer the sftp subsystem?)", h.Name, err)
 	}
-	s := &Session{Host: h, ssh: client, sftp: sc, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{})}
+	s := &Session{Host: h, ssh: client, sftp: sc, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx}
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
 	s.agent = strings.Contains(string(c.ServerVersion()), protocol.AgentVersionTag)
 	return s, nil
