@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,10 +47,52 @@ func (o origin) key() []byte {
 		strconv.FormatInt(o.Size, 10) + "\x00" + strconv.FormatInt(o.MTime, 10))
 }
 
-// partialName is the file name of the buffer partial for this origin.
+// partialName is the file name of the buffer partial for this origin:
+// a tag of its source host, so a visit can tell its own stale partials,
+// then a hash of the whole origin.
 func (o origin) partialName() string {
 	h := sha256.Sum256(o.key())
-	return hex.EncodeToString(h[:16])
+	return sourceTag(o.Source) + "-" + hex.EncodeToString(h[:16])
+}
+
+func sourceTag(source string) string {
+	h := sha256.Sum256([]byte(source))
+	return hex.EncodeToString(h[:4])
+}
+
+// dropStalePartials removes the partial downloads from source that belong
+// to no file in keep (partial names of the files its outbox lists now):
+// their source changed or went away, so they can never be resumed. Their
+// bytes no longer count against the limit. Call it before fetching from
+// source.
+func (b *Buffer) dropStalePartials(source string, keep map[string]bool) (n int, freed int64) {
+	dir := filepath.Join(b.dir, "partial")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0
+	}
+	prefix := sourceTag(source) + "-"
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, prefix) || keep[name] {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		if os.Remove(filepath.Join(dir, name)) == nil {
+			n++
+			freed += info.Size()
+		}
+	}
+	b.mu.Lock()
+	b.partials -= freed
+	if b.partials < 0 {
+		b.partials = 0
+	}
+	b.mu.Unlock()
+	return n, freed
 }
 
 type objectRec struct {
@@ -156,7 +199,7 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 }
 
 // recoverHint tells people what to do about ErrIndexCorrupt.
-const recoverHint = "nothing carried is lost: the index can be rebuilt from the buffer's per-file records (carrier.RecoverBuffer)"
+const recoverHint = "nothing carried is lost: the index can be rebuilt from the buffer's per-file records: run `messor recover`"
 
 // verifyIndex checks the index's pages and that every entry and object
 // record decodes. bbolt panics on some damaged pages; that is corruption too.

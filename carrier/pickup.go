@@ -64,6 +64,13 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 		r.Err = err
 		return
 	}
+	keep := map[string]bool{}
+	for _, cd := range cands {
+		keep[origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}.partialName()] = true
+	}
+	if n, freed := c.buf.dropStalePartials(s.Host.Name, keep); n > 0 {
+		c.log.Info("dropped partial downloads whose source changed or went away", "host", s.Host.Name, "files", n, "bytes", freed)
+	}
 	// Files committed before whose outbox copy is still there: a crash
 	// between commit and removal, or a file we may not remove.
 	var fresh []candidate

@@ -127,6 +127,9 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 		}
 	}
 	dbPath := filepath.Join(dir, "index.db")
+	if inUse(dbPath) {
+		return nil, fmt.Errorf("buffer %s: %w; recover it when that run has ended", dir, ErrBufferBusy)
+	}
 	if _, err := os.Stat(dbPath); err == nil {
 		rep.MovedAside = fmt.Sprintf("%s.corrupt-%d", dbPath, time.Now().UnixNano())
 		if err := os.Rename(dbPath, rep.MovedAside); err != nil {

@@ -55,16 +55,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "messor: interrupted; everything done so far is kept and the rest resumes next time")
+		return exitSignals
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
 			fmt.Fprintln(stderr, "messor:", ee.err)
 		}
 		return ee.code
-	}
-	if ctx.Err() != nil {
-		fmt.Fprintln(stderr, "messor: interrupted; everything done so far is kept and the rest resumes next time")
-		return exitSignals
 	}
 	// cobra's own errors are usage errors (unknown flag, bad args).
 	fmt.Fprintln(stderr, "messor:", err)

@@ -180,3 +180,33 @@ func TestHelpNamesEnvDefaults(t *testing.T) {
 		}
 	}
 }
+
+func TestRecoverCorruptIndex(t *testing.T) {
+	w := newWorld(t, "alpha", "beta")
+	w.home.WriteHostsFile("alpha")
+	files := map[string][]byte{"keep/me.txt": []byte("precious\n")}
+	w.outbox("alpha", "beta", files)
+	ctx := context.Background()
+	if code, out, errs := w.messor(ctx, "pickup"); code != 0 {
+		t.Fatalf("pickup: exit %d\n%s%s", code, out, errs)
+	}
+	idx := filepath.Join(w.home.Dir, "messor", "buffer", "index.db")
+	if err := os.WriteFile(idx, bytes.Repeat([]byte("junk"), 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := w.messor(ctx, "dropoff")
+	if code != 1 || !strings.Contains(errs, "messor recover") {
+		t.Fatalf("corrupt index: exit %d, want 1 and a hint to recover\n%s%s", code, out, errs)
+	}
+	code, out, errs = w.messor(ctx, "recover")
+	if code != 0 || !strings.Contains(out, "restored 1 carried file(s)") {
+		t.Fatalf("recover: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs = w.messor(ctx, "dropoff"); code != 0 || !strings.Contains(out, "delivered 1 file(s)") {
+		t.Fatalf("dropoff after recover: exit %d\n%s%s", code, out, errs)
+	}
+	got := testenv.ReadTree(t, filepath.Join(w.dirs["beta"], "messor", "inbox", "alpha"))
+	if !bytes.Equal(got["keep/me.txt"], files["keep/me.txt"]) {
+		t.Fatalf("inbox: %v", got)
+	}
+}

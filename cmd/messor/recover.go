@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/messor-sync/messor/carrier"
+)
+
+func newRecoverCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "recover",
+		Short: "Rebuild a damaged buffer index from the buffer's own records",
+		Long: `When a run reports that the buffer index is corrupt, rebuild it: the damaged
+index is moved aside (not deleted), every carried file whose record and content
+still verify (SHA-256) is restored, and content no record names is moved to
+orphans/ in the buffer rather than deleted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rep, err := carrier.RecoverBuffer(g.buffer)
+			if err != nil {
+				return &exitError{exitFailed, err}
+			}
+			if rep.MovedAside != "" {
+				fmt.Fprintf(g.stdout, "damaged index moved to %s\n", rep.MovedAside)
+			}
+			fmt.Fprintf(g.stdout, "restored %d carried file(s)\n", rep.Restored)
+			for _, l := range rep.Lost {
+				fmt.Fprintf(g.stdout, "lost: %s\n", l)
+			}
+			for _, o := range rep.Orphans {
+				fmt.Fprintf(g.stdout, "kept unnamed content in orphans/: %s\n", o)
+			}
+			if len(rep.Lost) > 0 {
+				return &exitError{code: exitFailed}
+			}
+			return nil
+		},
+	}
+}
