@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -146,6 +147,8 @@ func (r *runner) reset(w *workload, tool string) (runPaths, error) {
 			return p, err
 		}
 	}
+	// Write back the previous run's dirty pages now, not during this one.
+	syscall.Sync()
 	return p, os.MkdirAll(p.local, 0o755)
 }
 
