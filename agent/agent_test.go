@@ -319,7 +319,7 @@ func TestHashRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, c, "messor/inbox/src/f", data)
-	part := "messor/inbox/src/" + protocol.PartialName("f", "00")
+	part := "messor/inbox/src/" + protocol.PartialName("f", "00", "carrier")
 	writeFile(t, c, part, data[:10])
 	os.WriteFile(e.inRoot("inbox/src/.messor-other"), data, 0o644)
 	mustSymlink(t, filepath.Join(e.outside, "secret"), e.inRoot("inbox/src/link"))

@@ -60,7 +60,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 
 	t.Run("resume at offset", func(t *testing.T) {
-		p := "messor/outbox/x/" + protocol.PartialName("f", "00")
+		p := "messor/outbox/x/" + protocol.PartialName("f", "00", "carrier")
 		full := randomBytes(t, 70_000)
 		f, err := c.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 		if err != nil {
@@ -524,7 +524,7 @@ func TestConfinement(t *testing.T) {
 		}
 
 		// Delivery partials are allowed all through their life.
-		part := "messor/inbox/src/" + protocol.PartialName("a.txt", "ab")
+		part := "messor/inbox/src/" + protocol.PartialName("a.txt", "ab", "carrier")
 		if err := c.MkdirAll("messor/inbox/src"); err != nil {
 			t.Fatal(err)
 		}

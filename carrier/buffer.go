@@ -2,6 +2,7 @@ package carrier
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -117,6 +118,7 @@ var ErrIndexCorrupt = errors.New("buffer index is corrupt")
 // index (bbolt, fsynced on every commit) in index.db. The index file's lock
 // makes one run at a time per buffer. Methods are safe for concurrent use.
 type Buffer struct {
+	id    string // random, names this carrier's partial uploads on hosts
 	dir   string
 	limit int64
 	db    *bolt.DB
@@ -149,6 +151,10 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 			}
 		}
 	}
+	id, err := bufferID(dir, ro)
+	if err != nil {
+		return nil, fmt.Errorf("buffer %s: %w", dir, err)
+	}
 	dbPath := filepath.Join(dir, "index.db")
 	_, statErr := os.Stat(dbPath)
 	fresh := errors.Is(statErr, fs.ErrNotExist)
@@ -159,7 +165,7 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 			return nil, fmt.Errorf("buffer %s: %w: index.db is missing but the buffer holds %d carried files; %s", dir, ErrIndexCorrupt, len(recs), recoverHint)
 		}
 		if ro {
-			return &Buffer{dir: dir}, nil // empty, never used
+			return &Buffer{dir: dir, id: id}, nil // empty, never used
 		}
 	}
 	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond, ReadOnly: ro})
@@ -169,7 +175,7 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("buffer %s: %w: %w; %s", dir, ErrIndexCorrupt, err, recoverHint)
 	}
-	b := &Buffer{dir: dir, limit: limit, db: db}
+	b := &Buffer{dir: dir, limit: limit, db: db, id: id}
 	if err := b.verifyIndex(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("buffer %s: %w: %w; %s", dir, ErrIndexCorrupt, err, recoverHint)
@@ -341,6 +347,30 @@ func (b *Buffer) Close() error {
 	return b.db.Close()
 }
 
+// ID is the buffer's random identity, made when it was created; it keeps
+// the partial uploads of different carriers apart on a host.
+func (b *Buffer) ID() string { return b.id }
+
+// bufferID reads dir/id, creating it (durably) if missing and !ro.
+func bufferID(dir string, ro bool) (string, error) {
+	p := filepath.Join(dir, "id")
+	if b, err := os.ReadFile(p); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return string(bytes.TrimSpace(b)), nil
+	}
+	if ro {
+		return "", nil
+	}
+	var raw [8]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(raw[:])
+	if err := writeFileSync(p, []byte(id+"\n")); err != nil {
+		return "", err
+	}
+	return id, syncDir(dir)
+}
+
 // Dir is the buffer's directory.
 func (b *Buffer) Dir() string { return b.dir }
 
@@ -368,10 +398,10 @@ func (b *Buffer) Stored() int64 {
 func (b *Buffer) reserve(n, have int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.stored+b.partials-have+b.reserved+n > b.limit {
+	if b.stored+max(0, b.partials-have)+b.reserved+n > b.limit {
 		return false
 	}
-	b.partials -= have
+	b.partials = max(0, b.partials-have)
 	b.reserved += n
 	return true
 }
@@ -417,8 +447,15 @@ func (b *Buffer) forgetCarried(o origin) error {
 // origin in one transaction. reserved is the reservation this download held.
 func (b *Buffer) commit(e Entry, o origin, partial string, reserved int64) error {
 	obj := b.ObjectPath(e.Hash)
-	if err := os.MkdirAll(filepath.Dir(obj), 0o700); err != nil {
-		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	if _, err := os.Stat(filepath.Dir(obj)); err != nil {
+		// A new prefix directory: make its own entry durable too, or a
+		// power cut could take the object with it.
+		if err := os.MkdirAll(filepath.Dir(obj), 0o700); err != nil {
+			return fmt.Errorf("buffer %s: %w", b.dir, err)
+		}
+		if err := syncDir(filepath.Join(b.dir, "objects")); err != nil {
+			return fmt.Errorf("buffer %s: %w", b.dir, err)
+		}
 	}
 	if _, err := os.Stat(obj); err == nil {
 		os.Remove(partial)

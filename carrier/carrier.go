@@ -191,7 +191,9 @@ func reasons(ns []FileNote) string {
 
 // dial opens a session to h with the carrier's policies.
 func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) {
-	s, err := Dial(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), Signers(h, c.log), c.opts.ConnectTimeout, c.log)
+	signers, done := Signers(h, c.log)
+	s, err := Dial(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), signers, c.opts.ConnectTimeout, c.log)
+	done()
 	if err != nil {
 		return nil, err
 	}

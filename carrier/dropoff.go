@@ -102,6 +102,7 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 	tr := c.tracker(h.Name, "dropoff", len(mine), total)
 	defer tr.Done()
 	dirs := &dirCache{made: map[string]bool{}}
+	locks := &pathLocks{m: map[string]*pathLock{}}
 	var mu sync.Mutex
 	work := make(chan Entry)
 	var wg sync.WaitGroup
@@ -110,7 +111,7 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 		go func() {
 			defer wg.Done()
 			for e := range work {
-				already, err := c.deliver(ctx, s, e, dirs, tr)
+				already, err := c.deliver(ctx, s, e, dirs, locks, tr)
 				if err == nil {
 					err = c.buf.release(e)
 				}
@@ -148,6 +149,37 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 	return r
 }
 
+// pathLocks serialises deliveries to one final name within a run.
+type pathLocks struct {
+	mu sync.Mutex
+	m  map[string]*pathLock
+}
+
+type pathLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (l *pathLocks) lock(p string) (unlock func()) {
+	l.mu.Lock()
+	pl := l.m[p]
+	if pl == nil {
+		pl = &pathLock{}
+		l.m[p] = pl
+	}
+	pl.refs++
+	l.mu.Unlock()
+	pl.mu.Lock()
+	return func() {
+		pl.mu.Unlock()
+		l.mu.Lock()
+		if pl.refs--; pl.refs == 0 {
+			delete(l.m, p)
+		}
+		l.mu.Unlock()
+	}
+}
+
 type dirCache struct {
 	mu   sync.Mutex
 	made map[string]bool
@@ -168,7 +200,7 @@ func (d *dirCache) ensure(s *Session, dir string) error {
 
 // deliver puts one entry in place. already is true when identical content
 // was found under the final name (or a conflict name) already.
-func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCache, tr Tracker) (already bool, err error) {
+func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCache, locks *pathLocks, tr Tracker) (already bool, err error) {
 	if err := protocol.CheckHostName(e.Source); err != nil {
 		return false, err
 	}
@@ -178,6 +210,11 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	final := path.Join(protocol.InboxDir(e.Source), e.Path)
 	dir, name := path.Split(final)
 	dir = path.Clean(dir)
+	// Two versions of one file (picked up on two visits) must not race
+	// for the same free name: on a server whose rename replaces, one
+	// would silently overwrite the other.
+	unlock := locks.lock(final)
+	defer unlock()
 	want, err := hex.DecodeString(e.Hash)
 	if err != nil {
 		return false, fmt.Errorf("buffer: entry %s: bad hash: %w", e.Path, err)
@@ -193,7 +230,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err := dirs.ensure(s, dir); err != nil {
 		return false, err
 	}
-	partial := path.Join(dir, protocol.PartialName(e.Path, e.Hash))
+	partial := path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID()))
 	if err := c.upload(ctx, s, e, partial, want, tr); err != nil {
 		return false, err
 	}

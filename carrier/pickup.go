@@ -313,8 +313,10 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	committed := false
 	defer func() {
 		if !committed {
+			// What is on disk now: the partial may have been removed
+			// (the source changed), and lf.Stat would still see it.
 			keep := int64(0)
-			if st, err := lf.Stat(); err == nil {
+			if st, err := os.Stat(pp); err == nil {
 				keep = st.Size()
 			}
 			c.buf.unreserve(cd.Size, keep)
@@ -398,7 +400,14 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	}
 	committed = true
 	res.dedup = c.buf.Stored() == stored
-	// The blackhole: only now that the copy is committed.
+	// The blackhole: only now that the copy is committed. Look once more
+	// right before: a new version written while we committed stays for
+	// the next visit (SFTP has no conditional remove; this leaves a window
+	// of one round trip).
+	if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
+		c.log.Info("a new version appeared while committing; it waits for the next visit", "host", s.Host.Name, "path", remote)
+		return res, nil
+	}
 	if err := s.sftp.Remove(remote); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		res.removeErr = err
 		return res, nil

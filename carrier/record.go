@@ -82,12 +82,18 @@ func (b *Buffer) writeRecord(e Entry) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
+	return writeFileSync(p, marshalRecord(e))
+}
+
+// writeFileSync writes p whole or not at all (temp file, fsync, rename,
+// fsync of the directory).
+func writeFileSync(p string, data []byte) error {
 	tmp := p + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(marshalRecord(e))
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}

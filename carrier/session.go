@@ -89,6 +89,7 @@ type Session struct {
 	stopWatch chan struct{}
 	closeOnce sync.Once
 	stalled   atomic.Bool
+	busyUntil atomic.Int64 // unix ns: until then the host may be busy hashing for us
 }
 
 // DefaultIdleTimeout is how long a session may go without a byte from the
@@ -139,6 +140,11 @@ func (s *Session) watchIdle(idle time.Duration) {
 			case <-t.C:
 			}
 			quiet := s.conn.quiet()
+			if quiet >= idle && time.Now().UnixNano() < s.busyUntil.Load() {
+				// The host is hashing a big file for us; its reply
+				// to a keepalive waits behind that one.
+				continue
+			}
 			if quiet >= idle {
 				s.log.Warn("no data from the host; giving up on the session", "quiet", quiet.Round(time.Millisecond))
 				s.stalled.Store(true)
@@ -246,8 +252,8 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	ac := &activityConn{Conn: conn}
 	ac.last.Store(time.Now().UnixNano())
 	c, chans, reqs, err := ssh.NewClientConn(ac, addr, cfg)
-	stop()
 	if err != nil {
+		stop()
 		conn.Close()
 		var uk *UnknownHostKeyError
 		var ck *ChangedHostKeyError
@@ -263,7 +269,6 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 		}
 		return nil, fmt.Errorf("host %s (%s): ssh: %w", h.Name, addr, err)
 	}
-	conn.SetDeadline(time.Time{})
 	client := ssh.NewClient(c, chans, reqs)
 	// sftp.NewClient, spelled out so that the bytes the host sends can be
 	// counted: pkg/sftp's ReadDir gathers a whole directory before it
@@ -293,10 +298,23 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 			sftp.UseFstat(true),
 		)
 	}()
+	// Starting SFTP is bounded by the same deadline and ctx as the
+	// handshake: a host whose sftp-server never answers must not hang us.
+	if !stop() || dctx.Err() != nil {
+		client.Close()
+		if err == nil {
+			err = dctx.Err()
+		}
+		return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: fmt.Errorf("starting SFTP: %w", err)}
+	}
 	if err != nil {
 		client.Close()
+		if isTimeout(err) {
+			return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: fmt.Errorf("starting SFTP: %w", err)}
+		}
 		return nil, fmt.Errorf("host %s: sftp: %w (does the host's sshd offer the sftp subsystem?)", h.Name, err)
 	}
+	conn.SetDeadline(time.Time{})
 	s := &Session{Host: h, ssh: client, sftp: sc, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx}
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
 	s.agent = strings.Contains(string(c.ServerVersion()), protocol.AgentVersionTag)
@@ -378,7 +396,9 @@ func (s *Session) pickHasher(ctx context.Context) {
 		return
 	}
 	// Probe: does an exec of sha256sum work here?
-	out, err := s.execOutput(ctx, "printf messor | sha256sum")
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	out, err := s.execOutput(pctx, "printf messor | sha256sum")
 	want := sha256.Sum256([]byte("messor"))
 	if err != nil || !bytes.HasPrefix(out, []byte(hex.EncodeToString(want[:]))) {
 		s.log.Debug("no server-side hashing; verifying by reading back", "err", err)
@@ -405,6 +425,8 @@ func (s *Session) execOutput(ctx context.Context, cmd string) ([]byte, error) {
 }
 
 func (s *Session) execHash(ctx context.Context, abs string, n int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, hashTime(n))
+	defer cancel()
 	out, err := s.execOutput(ctx, protocol.HashCommand(abs, n))
 	if err != nil {
 		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, abs, err)
@@ -415,7 +437,27 @@ func (s *Session) execHash(ctx context.Context, abs string, n int64) ([]byte, er
 	return hex.DecodeString(string(out[:64]))
 }
 
+// hashTime is how long a host may take to hash n bytes: generous (a slow SD
+// card, other workers hashing too), and bounded.
+func hashTime(n int64) time.Duration {
+	return 30*time.Second + time.Duration(n/(5<<20))*time.Second
+}
+
+// expectBusy tells the idle watch that the host may be silent for d.
+func (s *Session) expectBusy(d time.Duration) {
+	until := time.Now().Add(d).UnixNano()
+	for {
+		cur := s.busyUntil.Load()
+		if cur >= until || s.busyUntil.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
 func (s *Session) agentHash(ctx context.Context, p string, n int64) ([]byte, error) {
+	// Global requests are answered in order, so while the agent hashes a
+	// big file our keepalives wait behind it: give the idle watch a bound.
+	s.expectBusy(hashTime(n))
 	ok, reply, err := s.ssh.SendRequest(protocol.HashRangeRequest, true, ssh.Marshal(protocol.HashRangeMsg{Path: p, Length: uint64(n)}))
 	if err != nil {
 		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, p, err)
@@ -459,12 +501,18 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 }
 
 // Signers returns the signers to offer to h: ssh-agent's (SSH_AUTH_SOCK),
-// then h's identity files that parse without a passphrase.
-func Signers(h discovery.Host, log *slog.Logger) func() ([]ssh.Signer, error) {
-	return func() ([]ssh.Signer, error) {
+// then h's identity files that parse without a passphrase. Call done once
+// the handshake is over: it closes the connections to ssh-agent.
+func Signers(h discovery.Host, log *slog.Logger) (signers func() ([]ssh.Signer, error), done func()) {
+	var mu sync.Mutex
+	var conns []net.Conn
+	signers = func() ([]ssh.Signer, error) {
 		var out []ssh.Signer
 		if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
 			if conn, err := net.Dial("unix", sock); err == nil {
+				mu.Lock()
+				conns = append(conns, conn)
+				mu.Unlock()
 				if ss, err := agent.NewClient(conn).Signers(); err == nil {
 					out = append(out, ss...)
 				}
@@ -486,4 +534,13 @@ func Signers(h discovery.Host, log *slog.Logger) func() ([]ssh.Signer, error) {
 		}
 		return out, nil
 	}
+	done = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+		conns = nil
+	}
+	return signers, done
 }

@@ -125,11 +125,12 @@ func OutboxDir(dest string) string { return Outbox + "/" + dest }
 func InboxDir(source string) string { return Inbox + "/" + source }
 
 // PartialName is the hidden name, in the same directory as the final file,
-// under which a delivery of content with the given hex hash to relPath is
-// uploaded before it is renamed into place. It depends on both, so two
-// deliveries never share a partial, and a retry finds its own.
-func PartialName(relPath, hexHash string) string {
-	h := sha256.Sum256([]byte(relPath + "\x00" + hexHash))
+// under which the carrier carrierID uploads content with the given hex hash
+// to relPath before renaming it into place. It depends on all three, so two
+// deliveries never share a partial (not even two carriers delivering the
+// same file at once), and a retry by the same carrier finds its own.
+func PartialName(relPath, hexHash, carrierID string) string {
+	h := sha256.Sum256([]byte(relPath + "\x00" + hexHash + "\x00" + carrierID))
 	return ReservedPrefix + ".part." + hex.EncodeToString(h[:8])
 }
 

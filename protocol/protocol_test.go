@@ -94,11 +94,11 @@ func TestConflictName(t *testing.T) {
 }
 
 func TestPartialName(t *testing.T) {
-	a := PartialName("x/y", "ab")
+	a := PartialName("x/y", "ab", "c1")
 	if !strings.HasPrefix(a, ReservedPrefix+".part.") || CheckName(a) == nil {
 		t.Errorf("PartialName = %q: must be reserved", a)
 	}
-	if a == PartialName("x/z", "ab") || a == PartialName("x/y", "ac") {
+	if a == PartialName("x/z", "ab", "c1") || a == PartialName("x/y", "ac", "c1") || a == PartialName("x/y", "ab", "c2") {
 		t.Error("partial names collide")
 	}
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (OpenSSH server, iproute2 for network namespaces), then gofmt, go vet,
+# (OpenSSH server and client, iproute2 for network namespaces, rsync and nncp
+# for the benchmark's smoke run), then gofmt, go vet,
 # go test -race, a short run of every fuzz test, and the cross-builds.
 # Integration tests start their own sshd and namespaces; they need root.
 set -euo pipefail
@@ -10,6 +11,9 @@ need=()
 command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)   # the benchmark smoke test compares with it
+command -v scp >/dev/null 2>&1 || need+=(openssh-client)
+command -v nncp-file >/dev/null 2>&1 || need+=(nncp)   # optional peer in the benchmark
 if ((${#need[@]})); then
 	echo "== installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive

@@ -42,9 +42,33 @@ func usageErr(format string, a ...any) error {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// The first SIGINT or SIGTERM cancels the run, which stops cleanly
+	// (everything resumable); a second one kills at once.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		signal.Stop(sigs)
+		cancel(interrupted{sig})
+	}()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// interrupted is the cause of a run cancelled by a signal.
+type interrupted struct{ sig os.Signal }
+
+func (i interrupted) Error() string { return "interrupted by " + i.sig.String() }
+
+// signalExit is the conventional exit status after sig: 128 + its number.
+func signalExit(ctx context.Context) int {
+	var i interrupted
+	if errors.As(context.Cause(ctx), &i) {
+		if s, ok := i.sig.(syscall.Signal); ok {
+			return 128 + int(s)
+		}
+	}
+	return exitSignals
 }
 
 // run executes messor with args and returns the exit code.
@@ -57,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if ctx.Err() != nil {
 		fmt.Fprintln(stderr, "messor: interrupted; everything done so far is kept and the rest resumes next time")
-		return exitSignals
+		return signalExit(ctx)
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {

@@ -104,7 +104,7 @@ func dropoff(cmd *cobra.Command, g *globals, c *carrier.Carrier, hs *hostSet) er
 		}
 		reports = append(reports, rs...)
 	}
-	return g.report(reports, sources(hosts), false)
+	return g.report(reports, sources(hosts), hs.bad)
 }
 
 func newSyncCmd(g *globals) *cobra.Command {

@@ -50,10 +50,7 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 					}
 					pickup := hs.pickup()
 					src = sources(append(append([]discovery.Host(nil), pickup...), hs.agents()...))
-					return pickup, func(name string) (discovery.Host, bool) {
-						h := hs.forDests(g, []string{name})
-						return h[0], len(h) == 1
-					}, nil
+					return pickup, watchDest(g, hs), nil
 				},
 				Report: func(r *carrier.HostReport) {
 					if mdnsSoftFail(r, src) || ctx.Err() != nil {
@@ -71,4 +68,16 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 	}
 	cmd.Flags().DurationVar(&interval, "interval", 30*time.Second, "how often to look for hosts in reach")
 	return cmd
+}
+
+// watchDest resolves a destination name for watch: false when it cannot be
+// reached by name (its ssh config is bad).
+func watchDest(g *globals, hs *hostSet) func(string) (discovery.Host, bool) {
+	return func(name string) (discovery.Host, bool) {
+		h := hs.forDests(g, []string{name})
+		if len(h) != 1 {
+			return discovery.Host{}, false
+		}
+		return h[0], true
+	}
 }

@@ -224,6 +224,7 @@ func Run(t *testing.T, start StartFunc) {
 		{"StillBeingWritten", testSettle},
 		{"HostileNames", testHostileNames},
 		{"ResumeDropoff", testResumeDropoff},
+		{"TwoVersionsOfOneFile", func(t *testing.T, start StartFunc) { TwoVersions(t, start, start) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -536,10 +537,59 @@ func testResumeDropoff(t *testing.T, start StartFunc) {
 	hash := st.Items[0].Hash
 	dir := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")), "v")
 	os.MkdirAll(dir, 0o755)
-	partial := filepath.Join(dir, protocol.PartialName("v/big.bin", hash))
+	partial := filepath.Join(dir, protocol.PartialName("v/big.bin", hash, c.Buffer().ID()))
 	bad := append([]byte(nil), data[:4<<20]...)
 	copy(bad[len(bad)-1000:], make([]byte, 1000)) // a hole at the end
 	os.WriteFile(partial, bad, 0o644)
 	MustOK(t, e.Dropoff(c, "beta"))
 	SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"v/big.bin": data})
+}
+
+// TwoVersions: two versions of one file (same source, same path, picked
+// up on two visits) for one destination both arrive: report.txt and
+// "report (2).txt"; none is lost, whatever the server's rename does.
+func TwoVersions(t *testing.T, alpha, beta StartFunc) {
+	e := NewEnv(t, alpha, "alpha")
+	e.Start = beta
+	e.AddHost("beta", true)
+	c := e.Carrier(1<<30, carrier.Options{})
+	want := map[string][]byte{}
+	for i := 0; i < 4; i++ {
+		name := fmt.Sprintf("report%d.txt", i)
+		v1 := make([]byte, 300<<10)
+		rand.Read(v1)
+		e.Outbox("alpha", "beta", map[string][]byte{name: v1})
+		MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+		v2 := make([]byte, 301<<10)
+		rand.Read(v2)
+		e.Outbox("alpha", "beta", map[string][]byte{name: v2})
+		MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+		want[name] = v1
+		want[fmt.Sprintf("report%d (2).txt", i)] = v2
+	}
+	ents, _ := c.Buffer().Entries()
+	if len(ents) != 8 {
+		t.Fatalf("buffer holds %d entries, want 8", len(ents))
+	}
+	rs := e.Dropoff(c, "beta")
+	MustOK(t, rs)
+	t.Logf("%s", rs[0].Summary())
+	got := e.Inbox("beta", "alpha")
+	ents, _ = c.Buffer().Entries()
+	t.Logf("inbox holds %d files, buffer %d entries (8 versions were carried)", len(got), len(ents))
+	if len(ents) != 0 {
+		t.Errorf("buffer still holds %d entries", len(ents))
+	}
+	// Both versions arrive, one under each name (which one gets the plain
+	// name depends on which worker gets there first).
+	for i := 0; i < 4; i++ {
+		a, b := fmt.Sprintf("report%d.txt", i), fmt.Sprintf("report%d (2).txt", i)
+		if !(bytes.Equal(got[a], want[a]) && bytes.Equal(got[b], want[b])) &&
+			!(bytes.Equal(got[a], want[b]) && bytes.Equal(got[b], want[a])) {
+			t.Errorf("%s and %s: the two versions did not both arrive", a, b)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("inbox holds %d files, want %d: %v", len(got), len(want), keys(got))
+	}
 }
