@@ -241,7 +241,8 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	if err != nil {
 		return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: err}
 	}
-	conn.SetDeadline(time.Now().Add(timeout))
+	deadline := time.Now().Add(timeout)
+	conn.SetDeadline(deadline)
 	stop := context.AfterFunc(dctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	cfg := &ssh.ClientConfig{
 		User:            h.User,
@@ -309,7 +310,7 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	}
 	if err != nil {
 		client.Close()
-		if isTimeout(err) {
+		if isTimeout(err) || !time.Now().Before(deadline) {
 			return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: fmt.Errorf("starting SFTP: %w", err)}
 		}
 		return nil, fmt.Errorf("host %s: sftp: %w (does the host's sshd offer the sftp subsystem?)", h.Name, err)
