@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -118,10 +119,19 @@ var ErrIndexCorrupt = errors.New("buffer index is corrupt")
 // index (bbolt, fsynced on every commit) in index.db. The index file's lock
 // makes one run at a time per buffer. Methods are safe for concurrent use.
 type Buffer struct {
-	id    string // random, names this carrier's partial uploads on hosts
-	dir   string
-	limit int64
-	db    *bolt.DB
+	logger *slog.Logger
+	id     string // random, names this carrier's partial uploads on hosts
+	dir    string
+	limit  int64
+	db     *bolt.DB
+
+	ops       chan *op
+	kick      chan struct{}
+	pmu       sync.Mutex
+	pending   []*op // queued without waiting (forget, release)
+	quit      chan struct{}
+	loopDone  chan struct{}
+	closeOnce sync.Once
 
 	mu       sync.Mutex
 	stored   int64 // bytes of committed objects
@@ -197,6 +207,7 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 			db.Close()
 			return nil, err
 		}
+		b.startCommitter()
 	} else if err := b.sumStored(); err != nil {
 		db.Close()
 		return nil, err
@@ -344,6 +355,12 @@ func (b *Buffer) Close() error {
 	if b.db == nil {
 		return nil
 	}
+	b.closeOnce.Do(func() {
+		if b.quit != nil {
+			close(b.quit)
+			<-b.loopDone
+		}
+	})
 	return b.db.Close()
 }
 
@@ -435,122 +452,41 @@ func (b *Buffer) carried(o origin) (bool, error) {
 	return ok, err
 }
 
-// forgetCarried records that the outbox copy of o is gone.
-func (b *Buffer) forgetCarried(o origin) error {
-	return b.db.Batch(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketCarried).Delete(o.key())
-	})
+// forgetCarried records that the outbox copy of o is gone. It is grouped
+// with other index changes; losing it in a crash only leaves a record that
+// makes a later visit remove an identical outbox file without carrying it
+// twice.
+func (b *Buffer) forgetCarried(o origin) {
+	b.queue(&op{kind: opForget, o: o})
 }
 
-// commit stores the synced partial file at partial as the object for e.Hash
-// (or drops it when that content is stored already), and records e and its
-// origin in one transaction. reserved is the reservation this download held.
-func (b *Buffer) commit(e Entry, o origin, partial string, reserved int64) error {
-	obj := b.ObjectPath(e.Hash)
-	if _, err := os.Stat(filepath.Dir(obj)); err != nil {
-		// A new prefix directory: make its own entry durable too, or a
-		// power cut could take the object with it.
-		if err := os.MkdirAll(filepath.Dir(obj), 0o700); err != nil {
-			return fmt.Errorf("buffer %s: %w", b.dir, err)
-		}
-		if err := syncDir(filepath.Join(b.dir, "objects")); err != nil {
-			return fmt.Errorf("buffer %s: %w", b.dir, err)
-		}
-	}
-	if _, err := os.Stat(obj); err == nil {
-		os.Remove(partial)
-	} else {
-		if err := os.Rename(partial, obj); err != nil {
-			return fmt.Errorf("buffer %s: store %s: %w", b.dir, e.Path, err)
-		}
-		if err := syncDir(filepath.Dir(obj)); err != nil {
-			return fmt.Errorf("buffer %s: %w", b.dir, err)
-		}
-	}
-	if err := b.writeRecord(e); err != nil {
-		return fmt.Errorf("buffer %s: record %s: %w", b.dir, e.Path, err)
-	}
-	var added int64
-	err := b.db.Batch(func(tx *bolt.Tx) error {
-		added = 0
-		ob := tx.Bucket(bucketObjects)
-		var rec objectRec
-		if v := ob.Get([]byte(e.Hash)); v != nil {
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return err
-			}
-		} else {
-			rec.Size = e.Size
-			added = e.Size
-		}
-		eb := tx.Bucket(bucketEntries)
-		if eb.Get(e.key()) == nil {
-			rec.Refs++
-		}
-		ev, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		rv, _ := json.Marshal(rec)
-		if err := ob.Put([]byte(e.Hash), rv); err != nil {
-			return err
-		}
-		if err := eb.Put(e.key(), ev); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketCarried).Put(o.key(), []byte(e.Hash))
-	})
-	if err != nil {
-		os.Remove(b.recordPath(e))
-		return fmt.Errorf("buffer %s: commit %s: %w", b.dir, e.Path, err)
-	}
-	b.mu.Lock()
-	b.reserved -= reserved
-	b.stored += added
-	b.mu.Unlock()
-	return nil
+// commit stores the partial file at partial as the object for e.Hash (or
+// drops it when that content is stored already), makes it durable, and
+// records e and its origin in the index. reserved is the reservation this
+// download held. dedup reports that the content was stored already.
+// Commits from concurrent callers are grouped: one filesystem sync and one
+// index transaction for all of them.
+func (b *Buffer) commit(e Entry, o origin, partial string, reserved int64) (dedup bool, err error) {
+	r := b.do(&op{kind: opCommit, e: e, o: o, partial: partial, reserved: reserved})
+	return r.dedup, r.err
 }
 
 // release removes a delivered entry, and its object once no entry uses it.
-func (b *Buffer) release(e Entry) error {
-	var drop bool
-	var size int64
-	err := b.db.Batch(func(tx *bolt.Tx) error {
-		drop, size = false, 0
-		eb := tx.Bucket(bucketEntries)
-		if eb.Get(e.key()) == nil {
-			return nil
-		}
-		if err := eb.Delete(e.key()); err != nil {
-			return err
-		}
-		ob := tx.Bucket(bucketObjects)
-		var rec objectRec
-		if v := ob.Get([]byte(e.Hash)); v != nil {
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return err
-			}
-		}
-		rec.Refs--
-		if rec.Refs <= 0 {
-			drop, size = true, rec.Size
-			return ob.Delete([]byte(e.Hash))
-		}
-		rv, _ := json.Marshal(rec)
-		return ob.Put([]byte(e.Hash), rv)
-	})
-	if err != nil {
-		return fmt.Errorf("buffer %s: release %s: %w", b.dir, e.Path, err)
-	}
-	os.Remove(b.recordPath(e))
-	if drop {
-		os.Remove(b.ObjectPath(e.Hash))
-		b.mu.Lock()
-		b.stored -= size
-		b.mu.Unlock()
-	}
-	return nil
+// It is queued, not waited for (flush does): lost in a crash, the entry is
+// simply found delivered already on the next visit.
+func (b *Buffer) release(e Entry) {
+	b.queue(&op{kind: opRelease, e: e})
 }
+
+// log reports a problem the buffer met in the background.
+func (b *Buffer) log(msg string, err error) {
+	if b.logger != nil {
+		b.logger.Warn(msg, "buffer", b.dir, "err", err)
+	}
+}
+
+// SetLogger sets where the buffer reports background problems.
+func (b *Buffer) SetLogger(l *slog.Logger) { b.logger = l }
 
 // Entries lists the carried files, oldest pickup first.
 func (b *Buffer) Entries() ([]Entry, error) {

@@ -32,8 +32,13 @@ type Options struct {
 	// Settle: a source file modified less than this long ago is still being
 	// written and waits for the next visit. Default 5s; negative disables.
 	Settle time.Duration
-	// Workers is the number of files in flight per host (default 8).
+	// Workers is the number of files in flight per host (default 32):
+	// many small files hide the link's round trips behind each other.
 	Workers int
+	// BigWorkers bounds how many of them may be big files (default 4),
+	// which each keep about 1 MiB of requests in flight: memory stays
+	// bounded and the link is shared by few streams.
+	BigWorkers int
 	// Progress, if set, is told about transfers.
 	Progress Progress
 	// Logger gets per-file detail. Nil discards.
@@ -74,7 +79,10 @@ type Carrier struct {
 // New makes a carrier over an open buffer.
 func New(buf *Buffer, opts Options) *Carrier {
 	if opts.Workers <= 0 {
-		opts.Workers = 8
+		opts.Workers = 32
+	}
+	if opts.BigWorkers <= 0 {
+		opts.BigWorkers = 4
 	}
 	if opts.Settle == 0 {
 		opts.Settle = 5 * time.Second
@@ -95,6 +103,7 @@ func New(buf *Buffer, opts Options) *Carrier {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	buf.SetLogger(log)
 	return &Carrier{buf: buf, opts: opts, log: log}
 }
 
@@ -224,3 +233,25 @@ type nopTracker struct{}
 
 func (nopTracker) Add(int64) {}
 func (nopTracker) Done()     {}
+
+// bigFile is the size from which a transfer takes one of the BigWorkers
+// slots.
+const bigFile = 1 << 20
+
+// slots hands out the BigWorkers slots for big files.
+type slots chan struct{}
+
+func (c *Carrier) bigSlots() slots { return make(slots, c.opts.BigWorkers) }
+
+// take claims a slot if size needs one; the result gives it back.
+func (s slots) take(ctx context.Context, size int64) (release func(), ok bool) {
+	if size < bigFile {
+		return func() {}, true
+	}
+	select {
+	case s <- struct{}{}:
+		return func() { <-s }, true
+	case <-ctx.Done():
+		return nil, false
+	}
+}

@@ -106,14 +106,20 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 	var mu sync.Mutex
 	work := make(chan Entry)
 	var wg sync.WaitGroup
+	big := c.bigSlots()
 	for i := 0; i < c.opts.Workers; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for e := range work {
+				done, ok := big.take(ctx, e.Size)
+				if !ok {
+					continue
+				}
 				already, err := c.deliver(ctx, s, e, dirs, locks, tr)
+				done()
 				if err == nil {
-					err = c.buf.release(e)
+					c.buf.release(e)
 				}
 				mu.Lock()
 				shown := path.Join(e.Source, e.Path)
@@ -142,6 +148,9 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 	}
 	close(work)
 	wg.Wait()
+	if err := c.buf.flush(); err != nil {
+		r.Err = err
+	}
 	r.Elapsed = time.Since(start)
 	if err := c.sessionErr(ctx, s, "dropoff"); err != nil {
 		r.Err = err

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pkg/sftp"
+
 	"github.com/messor-sync/messor/discovery"
 	"github.com/messor-sync/messor/protocol"
 )
@@ -51,6 +53,9 @@ func (c *Carrier) PickupHost(ctx context.Context, h discovery.Host) *HostReport 
 	disarm := s.closeOnCancel(ctx)
 	defer disarm()
 	c.pickup(ctx, s, r)
+	if err := c.buf.flush(); err != nil && r.Err == nil {
+		r.Err = err
+	}
 	r.Elapsed = time.Since(start)
 	if err := c.sessionErr(ctx, s, "pickup"); err != nil && (r.Err == nil || s.Stalled()) {
 		r.Err = err
@@ -229,12 +234,18 @@ func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r 
 	var mu sync.Mutex
 	work := make(chan candidate)
 	var wg sync.WaitGroup
+	big := c.bigSlots()
 	for i := 0; i < c.opts.Workers; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for cd := range work {
+				done, ok := big.take(ctx, cd.Size)
+				if !ok {
+					continue
+				}
 				res, err := c.fetch(ctx, s, cd, tr)
+				done()
 				mu.Lock()
 				shown := path.Join(cd.Dest, cd.Path)
 				switch {
@@ -341,19 +352,17 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		}
 		return res, fmt.Errorf("host %s: open %s: %w", s.Host.Name, remote, err)
 	}
-	defer rf.Close()
-	if err := sameVersion(rf.Stat, cd); err != nil {
-		os.Remove(pp)
-		return res, err
+	if have == 0 && cd.Size <= smallFile {
+		// A small file: one read of all of it (and one byte more, to see
+		// it end where it should), no stat; the check after the read
+		// below and the one before removal guard the version. The close
+		// needs no waiting for.
+		defer func() { go rf.Close() }()
+		err = c.readSmall(s, rf, remote, cd, io.MultiWriter(localWriter{lf}, h, trackWriter{tr}))
+	} else {
+		defer rf.Close()
+		err = c.readStream(s, rf, remote, cd, have, lf, h, tr)
 	}
-	if _, err := rf.Seek(have, io.SeekStart); err != nil {
-		return res, fmt.Errorf("host %s: seek %s: %w", s.Host.Name, remote, err)
-	}
-	if _, err := lf.Seek(have, io.SeekStart); err != nil {
-		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
-	}
-	w := io.MultiWriter(localWriter{lf}, h, trackWriter{tr})
-	n, err := rf.WriteTo(limitWriter(w, cd.Size-have))
 	var lerr *localWriteError
 	if errors.As(err, &lerr) {
 		// Our own disk, not the host: say so, and keep the partial.
@@ -363,12 +372,12 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		}
 		return res, fmt.Errorf("buffer %s: carrying %s: %w%s", c.buf.Dir(), remote, lerr.err, hint)
 	}
-	if err != nil && !errors.Is(err, errTooLong) {
-		return res, fmt.Errorf("host %s: read %s: %w", s.Host.Name, remote, err)
-	}
-	if errors.Is(err, errTooLong) || have+n != cd.Size {
+	if errors.Is(err, errChanged) {
 		os.Remove(pp)
-		return res, errChanged
+		return res, err
+	}
+	if err != nil {
+		return res, err
 	}
 	if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
 		os.Remove(pp)
@@ -387,19 +396,17 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 			}
 		}
 	}
-	if err := lf.Sync(); err != nil {
-		return res, fmt.Errorf("buffer %s: sync: %w", c.buf.Dir(), err)
-	}
+	// No fsync here: the commit makes a whole batch durable at once.
 	if err := lf.Close(); err != nil {
 		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
 	}
 	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now()}
-	stored := c.buf.Stored()
-	if err := c.buf.commit(e, o, pp, cd.Size); err != nil {
+	dedup, err := c.buf.commit(e, o, pp, cd.Size)
+	if err != nil {
 		return res, err
 	}
 	committed = true
-	res.dedup = c.buf.Stored() == stored
+	res.dedup = dedup
 	// The blackhole: only now that the copy is committed. Look once more
 	// right before: a new version written while we committed stays for
 	// the next visit (SFTP has no conditional remove; this leaves a window
@@ -412,10 +419,54 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		res.removeErr = err
 		return res, nil
 	}
-	if err := c.buf.forgetCarried(o); err != nil {
-		c.log.Warn("index", "err", err)
-	}
+	c.buf.forgetCarried(o)
 	return res, nil
+}
+
+// smallFile is the size up to which a file is read in one go.
+const smallFile = 256 << 10
+
+// readSmall reads a whole small file into w.
+func (c *Carrier) readSmall(s *Session, rf *sftp.File, remote string, cd candidate, w io.Writer) error {
+	buf := make([]byte, cd.Size+1)
+	n, err := rf.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("host %s: read %s: %w", s.Host.Name, remote, err)
+	}
+	if int64(n) != cd.Size {
+		return errChanged // shorter or longer than listed
+	}
+	if _, err := w.Write(buf[:n]); err != nil {
+		return err
+	}
+	return nil
+}
+
+// readStream reads the rest of a file from offset have into lf, hashing
+// into h, with many reads in flight.
+func (c *Carrier) readStream(s *Session, rf *sftp.File, remote string, cd candidate, have int64, lf *os.File, h io.Writer, tr Tracker) error {
+	if err := sameVersion(rf.Stat, cd); err != nil {
+		return err
+	}
+	if _, err := rf.Seek(have, io.SeekStart); err != nil {
+		return fmt.Errorf("host %s: seek %s: %w", s.Host.Name, remote, err)
+	}
+	if _, err := lf.Seek(have, io.SeekStart); err != nil {
+		return &localWriteError{err}
+	}
+	w := io.MultiWriter(localWriter{lf}, h, trackWriter{tr})
+	n, err := rf.WriteTo(limitWriter(w, cd.Size-have))
+	var lerr *localWriteError
+	if errors.As(err, &lerr) {
+		return err
+	}
+	if err != nil && !errors.Is(err, errTooLong) {
+		return fmt.Errorf("host %s: read %s: %w", s.Host.Name, remote, err)
+	}
+	if errors.Is(err, errTooLong) || have+n != cd.Size {
+		return errChanged
+	}
+	return nil
 }
 
 // sameVersion checks that the file still has the size and mtime it was

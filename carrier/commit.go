@@ -1,0 +1,361 @@
+package carrier
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The buffer's writes to its index go through one goroutine that groups
+// whatever is waiting: for a batch of carried files, one filesystem sync
+// and one index transaction instead of several fsyncs per file. Small files
+// are carried at the speed of the link instead of the speed of fsync.
+
+type opKind int
+
+const (
+	opCommit opKind = iota
+	opForget
+	opRelease
+	opFlush // nothing: returns once everything queued before it is applied
+)
+
+type op struct {
+	kind     opKind
+	e        Entry
+	o        origin
+	partial  string
+	reserved int64
+	done     chan opResult
+
+	// set while applying
+	err    error
+	newObj string // object file this op created
+}
+
+type opResult struct {
+	dedup bool
+	err   error
+}
+
+// maxBatch bounds how many operations share one sync and transaction.
+const maxBatch = 512
+
+var errBufferClosed = errors.New("buffer closed")
+
+func (b *Buffer) startCommitter() {
+	b.ops = make(chan *op)
+	b.kick = make(chan struct{}, 1)
+	b.quit = make(chan struct{})
+	b.loopDone = make(chan struct{})
+	go b.commitLoop()
+}
+
+// queue hands o to the committer without waiting: it is applied with the
+// next batch (flush waits for that). For index changes whose loss in a
+// crash is harmless (see forgetCarried and release).
+func (b *Buffer) queue(o *op) {
+	if b.ops == nil {
+		return
+	}
+	b.pmu.Lock()
+	b.pending = append(b.pending, o)
+	b.pmu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flush waits until everything queued so far is applied.
+func (b *Buffer) flush() error {
+	return b.do(&op{kind: opFlush}).err
+}
+
+// takePending returns the queued operations.
+func (b *Buffer) takePending() []*op {
+	b.pmu.Lock()
+	defer b.pmu.Unlock()
+	p := b.pending
+	b.pending = nil
+	return p
+}
+
+// do hands o to the committer and waits for its result.
+func (b *Buffer) do(o *op) opResult {
+	if b.ops == nil {
+		return opResult{err: fmt.Errorf("buffer %s: opened read-only", b.dir)}
+	}
+	o.done = make(chan opResult, 1)
+	select {
+	case b.ops <- o:
+	case <-b.quit:
+		return opResult{err: fmt.Errorf("buffer %s: %w", b.dir, errBufferClosed)}
+	}
+	return <-o.done
+}
+
+func (b *Buffer) commitLoop() {
+	defer close(b.loopDone)
+	for {
+		var batch []*op
+		select {
+		case first := <-b.ops:
+			batch = append(batch, first)
+		case <-b.kick:
+		case <-b.quit:
+			if p := b.takePending(); len(p) > 0 {
+				b.apply(p)
+			}
+			return
+		}
+		batch = append(b.takePending(), batch...)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-b.ops:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		if len(batch) > 0 {
+			b.apply(batch)
+		}
+	}
+}
+
+// apply performs a batch: files first (objects into place, records
+// written), one sync that makes them all durable, then one index
+// transaction, then the removal of what releases freed.
+func (b *Buffer) apply(batch []*op) {
+	var files, dirs []string
+	dirSet := map[string]bool{}
+	addDir := func(d string) {
+		if !dirSet[d] {
+			dirSet[d] = true
+			dirs = append(dirs, d)
+		}
+	}
+	stored := map[string]bool{} // objects put in place by this batch
+	for _, o := range batch {
+		if o.kind != opCommit {
+			continue
+		}
+		obj := b.ObjectPath(o.e.Hash)
+		prefix := filepath.Dir(obj)
+		if _, err := os.Stat(prefix); err != nil {
+			if err := os.MkdirAll(prefix, 0o700); err != nil {
+				o.err = fmt.Errorf("buffer %s: %w", b.dir, err)
+				continue
+			}
+			addDir(filepath.Join(b.dir, "objects"))
+		}
+		if _, err := os.Stat(obj); err == nil || stored[o.e.Hash] {
+			os.Remove(o.partial)
+		} else {
+			if err := os.Rename(o.partial, obj); err != nil {
+				o.err = fmt.Errorf("buffer %s: store %s: %w", b.dir, o.e.Path, err)
+				continue
+			}
+			o.newObj = obj
+			stored[o.e.Hash] = true
+			files = append(files, obj)
+			addDir(prefix)
+		}
+		rp := b.recordPath(o.e)
+		if err := writeFileNoSync(rp, marshalRecord(o.e)); err != nil {
+			o.err = fmt.Errorf("buffer %s: record %s: %w", b.dir, o.e.Path, err)
+			continue
+		}
+		files = append(files, rp)
+		addDir(filepath.Dir(rp))
+	}
+	if len(files) > 0 {
+		if err := durable(b.dir, files, dirs); err != nil {
+			err = fmt.Errorf("buffer %s: sync: %w", b.dir, err)
+			for _, o := range batch {
+				if o.kind == opCommit && o.err == nil {
+					o.err = err
+				}
+			}
+		}
+	}
+
+	// One transaction for everything that got this far.
+	var added, dropped int64
+	var dropObjs, dropRecs []string
+	dedup := map[*op]bool{}
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		added, dropped, dropObjs, dropRecs = 0, 0, nil, nil
+		clear(dedup)
+		ob, eb, cb := tx.Bucket(bucketObjects), tx.Bucket(bucketEntries), tx.Bucket(bucketCarried)
+		freed := map[string]int64{}
+		for _, o := range batch {
+			if o.err != nil {
+				continue
+			}
+			switch o.kind {
+			case opForget:
+				if err := cb.Delete(o.o.key()); err != nil {
+					return err
+				}
+			case opCommit:
+				var rec objectRec
+				if v := ob.Get([]byte(o.e.Hash)); v != nil {
+					if err := json.Unmarshal(v, &rec); err != nil {
+						return err
+					}
+					dedup[o] = true
+				} else {
+					rec.Size = o.e.Size
+					added += o.e.Size
+				}
+				if eb.Get(o.e.key()) == nil {
+					rec.Refs++
+				}
+				ev, err := json.Marshal(o.e)
+				if err != nil {
+					return err
+				}
+				rv, _ := json.Marshal(rec)
+				if err := ob.Put([]byte(o.e.Hash), rv); err != nil {
+					return err
+				}
+				if err := eb.Put(o.e.key(), ev); err != nil {
+					return err
+				}
+				if err := cb.Put(o.o.key(), []byte(o.e.Hash)); err != nil {
+					return err
+				}
+			case opRelease:
+				if eb.Get(o.e.key()) == nil {
+					continue
+				}
+				if err := eb.Delete(o.e.key()); err != nil {
+					return err
+				}
+				dropRecs = append(dropRecs, b.recordPath(o.e))
+				var rec objectRec
+				if v := ob.Get([]byte(o.e.Hash)); v != nil {
+					if err := json.Unmarshal(v, &rec); err != nil {
+						return err
+					}
+				}
+				rec.Refs--
+				if rec.Refs <= 0 {
+					freed[o.e.Hash] = rec.Size
+					if err := ob.Delete([]byte(o.e.Hash)); err != nil {
+						return err
+					}
+					continue
+				}
+				rv, _ := json.Marshal(rec)
+				if err := ob.Put([]byte(o.e.Hash), rv); err != nil {
+					return err
+				}
+			}
+		}
+		// An object freed and stored again within the batch stays.
+		for h, size := range freed {
+			if ob.Get([]byte(h)) == nil {
+				dropObjs = append(dropObjs, b.ObjectPath(h))
+				dropped += size
+			} else {
+				added -= size // counted as new above, but the file is the same
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		err = fmt.Errorf("buffer %s: index: %w", b.dir, err)
+		for _, o := range batch {
+			if o.err == nil {
+				o.err = err
+			}
+		}
+	}
+	inUse := map[string]bool{} // objects a successful commit of this batch points at
+	for _, o := range batch {
+		if o.kind == opCommit && o.err == nil {
+			inUse[o.e.Hash] = true
+		}
+	}
+	for _, o := range batch {
+		if o.kind == opCommit && o.err != nil {
+			// Not indexed: nothing may point at what we wrote.
+			os.Remove(b.recordPath(o.e))
+			if o.newObj != "" && (err != nil || !inUse[o.e.Hash]) {
+				os.Remove(o.newObj)
+			}
+		}
+	}
+	if err == nil {
+		for _, p := range dropRecs {
+			os.Remove(p)
+		}
+		for _, p := range dropObjs {
+			os.Remove(p)
+		}
+	}
+	b.mu.Lock()
+	if err == nil {
+		b.stored += added - dropped
+	}
+	for _, o := range batch {
+		if o.kind == opCommit && o.err == nil {
+			b.reserved -= o.reserved
+		}
+	}
+	b.mu.Unlock()
+	for _, o := range batch {
+		if o.done != nil {
+			o.done <- opResult{dedup: dedup[o], err: o.err}
+		} else if o.err != nil {
+			b.log("index update deferred from a transfer failed; it is redone on the next visit", o.err)
+		}
+	}
+}
+
+// writeFileNoSync writes p whole or not at all (temp file, rename); the
+// caller makes it durable.
+func writeFileNoSync(p string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// fsyncAll fsyncs files, then directories.
+func fsyncAll(files, dirs []string) error {
+	for _, p := range files {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	for _, d := range dirs {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
