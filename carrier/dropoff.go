@@ -101,7 +101,7 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 
 	tr := c.tracker(h.Name, "dropoff", len(mine), total)
 	defer tr.Done()
-	dirs := &dirCache{made: map[string]bool{}}
+	dirs := newDirCache()
 	locks := &pathLocks{m: map[string]*pathLock{}}
 	var mu sync.Mutex
 	work := make(chan Entry)
@@ -189,21 +189,52 @@ func (l *pathLocks) lock(p string) (unlock func()) {
 	}
 }
 
+// dirCache makes each inbox directory once per run; different directories
+// are made concurrently.
 type dirCache struct {
 	mu   sync.Mutex
-	made map[string]bool
+	dirs map[string]*dirState
 }
 
+type dirState struct {
+	once sync.Once
+	err  error
+}
+
+func newDirCache() *dirCache { return &dirCache{dirs: map[string]*dirState{}} }
+
+// ensure makes dir (and its parents up to the inbox) on the host.
 func (d *dirCache) ensure(s *Session, dir string) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.made[dir] {
-		return nil
+	st := d.dirs[dir]
+	if st == nil {
+		st = &dirState{}
+		d.dirs[dir] = st
 	}
-	if err := s.sftp.MkdirAll(dir); err != nil {
+	d.mu.Unlock()
+	st.once.Do(func() { st.err = d.make(s, dir) })
+	return st.err
+}
+
+func (d *dirCache) make(s *Session, dir string) error {
+	if fi, err := s.sftp.Lstat(dir); err == nil {
+		if fi.IsDir() {
+			return nil
+		}
+		return fmt.Errorf("host %s: %s is not a directory", s.Host.Name, dir)
+	}
+	if parent := path.Dir(dir); parent != "." && parent != "/" && parent != dir {
+		if err := d.ensure(s, parent); err != nil {
+			return err
+		}
+	}
+	if err := s.sftp.Mkdir(dir); err != nil {
+		// Made meanwhile by someone else?
+		if fi, serr := s.sftp.Lstat(dir); serr == nil && fi.IsDir() {
+			return nil
+		}
 		return fmt.Errorf("host %s: mkdir %s: %w", s.Host.Name, dir, err)
 	}
-	d.made[dir] = true
 	return nil
 }
 
@@ -228,13 +259,19 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err != nil {
 		return false, fmt.Errorf("buffer: entry %s: bad hash: %w", e.Path, err)
 	}
-	// Delivered before (a crash after rename, before release)?
-	target, done, err := c.freeName(ctx, s, dir, name, e.Size, want)
-	if err != nil || done {
-		if done {
-			tr.Add(e.Size)
+	// Where does it go? On a host whose rename never replaces a file
+	// (OpenSSH, our agent) the rename itself tells, and a taken name is
+	// looked into only then; elsewhere look first.
+	target := name
+	if !s.knownServer {
+		var done bool
+		target, done, err = c.freeName(ctx, s, dir, name, e.Size, want)
+		if err != nil || done {
+			if done {
+				tr.Add(e.Size)
+			}
+			return done, err
 		}
-		return done, err
 	}
 	if err := dirs.ensure(s, dir); err != nil {
 		return false, err
@@ -309,17 +346,33 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		return fmt.Errorf("buffer %s: %s: %w", c.buf.Dir(), e.Path, err)
 	}
 	defer obj.Close()
-	off := int64(0)
-	if st, err := s.sftp.Lstat(partial); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
-		off = c.resumePoint(ctx, s, obj, partial, min(st.Size(), e.Size))
+	off, had := int64(0), int64(-1)
+	if st, err := s.sftp.Lstat(partial); err == nil && st.Mode().IsRegular() {
+		had = st.Size()
+		if had > 0 {
+			off = c.resumePoint(ctx, s, obj, partial, min(had, e.Size))
+		}
 	}
-	f, err := s.sftp.OpenFile(partial, os.O_WRONLY|os.O_CREATE)
+	// Read back through the write handle only where the server is known to
+	// serve reads on it (OpenSSH, our agent): on some servers a read on a
+	// handle opened for writing is taken for a write.
+	readBack := s.knownServer && e.Size <= smallFile
+	flags := os.O_WRONLY | os.O_CREATE
+	if readBack {
+		flags = os.O_RDWR | os.O_CREATE
+	}
+	if had < 0 {
+		flags |= os.O_TRUNC // a fresh start: nothing of ours to keep
+	}
+	f, err := s.sftp.OpenFile(partial, flags)
 	if err != nil {
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
 	defer f.Close()
-	if err := f.Truncate(off); err != nil {
-		return fmt.Errorf("host %s: truncate %s: %w", s.Host.Name, partial, err)
+	if had >= 0 && had != off {
+		if err := f.Truncate(off); err != nil {
+			return fmt.Errorf("host %s: truncate %s: %w", s.Host.Name, partial, err)
+		}
 	}
 	if off > 0 {
 		c.log.Debug("resuming upload", "host", s.Host.Name, "path", partial, "offset", off)
@@ -341,19 +394,35 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 			return fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, partial, err)
 		}
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
+	var got []byte
+	if readBack {
+		// Small: read it back through the same handle, all of it and one
+		// byte more to see where it ends: one round trip.
+		buf := make([]byte, e.Size+1)
+		n, err := f.ReadAt(buf, 0)
+		if (err == nil || errors.Is(err, io.EOF)) && int64(n) == e.Size {
+			sum := sha256.Sum256(buf[:n])
+			got = sum[:]
+		}
 	}
-	st, err := s.sftp.Lstat(partial)
-	if err != nil {
-		return fmt.Errorf("host %s: stat %s: %w", s.Host.Name, partial, err)
-	}
-	if st.Size() != e.Size {
-		return fmt.Errorf("host %s: %s has %d bytes after upload, want %d", s.Host.Name, partial, st.Size(), e.Size)
-	}
-	got, err := s.hashRange(ctx, partial, e.Size)
-	if err != nil {
-		return err
+	if got != nil {
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
+		}
+	} else {
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
+		}
+		st, err := s.sftp.Lstat(partial)
+		if err != nil {
+			return fmt.Errorf("host %s: stat %s: %w", s.Host.Name, partial, err)
+		}
+		if st.Size() != e.Size {
+			return fmt.Errorf("host %s: %s has %d bytes after upload, want %d", s.Host.Name, partial, st.Size(), e.Size)
+		}
+		if got, err = s.hashRange(ctx, partial, e.Size); err != nil {
+			return err
+		}
 	}
 	if !bytes.Equal(got, want) {
 		s.sftp.Remove(partial)

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -128,16 +129,29 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 	}
 }
 
-// listOutbox walks messor/outbox/ without following symlinks.
+// listConcurrency is how many directories are listed at once: each listing
+// costs round trips, and a deep tree would otherwise pay them one by one.
+const listConcurrency = 16
+
+// listOutbox walks messor/outbox/ without following symlinks, listing many
+// directories at once.
 func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]candidate, error) {
 	// Bound the bytes a listing may take as well as its entries: an endless
 	// directory never ends a single ReadDir.
-	budget := int64(c.opts.MaxListing) * listingBytesPerEntry
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.rx.arm(int64(c.opts.MaxListing)*listingBytesPerEntry, cancel)
+	defer s.rx.disarm()
 	tooBig := func() error {
 		return fmt.Errorf("host %s: outbox has more than %d entries (or a directory that never ends); carry it in parts", s.Host.Name, c.opts.MaxListing)
 	}
-	dests, budget, err := s.readDirBounded(ctx, protocol.Outbox, budget)
-	if errors.Is(err, errListingTooBig) {
+	overBudget := func() bool {
+		s.rx.mu.Lock()
+		defer s.rx.mu.Unlock()
+		return s.rx.busted
+	}
+	dests, err := s.sftp.ReadDirContext(lctx, protocol.Outbox)
+	if overBudget() {
 		return nil, tooBig()
 	}
 	if errors.Is(err, fs.ErrNotExist) {
@@ -147,32 +161,60 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 		return nil, fmt.Errorf("host %s: list %s: %w", s.Host.Name, protocol.Outbox, err)
 	}
 	now := c.opts.Now()
-	var out []candidate
-	seen := 0
-	var walk func(dest, rel string, depth int) error
-	walk = func(dest, rel string, depth int) error {
+	var (
+		mu       sync.Mutex // guards out, r, firstErr, seen
+		out      []candidate
+		seen     int
+		firstErr error
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, listConcurrency)
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		cancel()
+	}
+	var walk func(dest, rel string, depth int)
+	walk = func(dest, rel string, depth int) {
+		defer wg.Done()
+		select {
+		case sem <- struct{}{}:
+		case <-lctx.Done():
+			return
+		}
 		dir := path.Join(protocol.OutboxDir(dest), rel)
-		ents, left, err := s.readDirBounded(ctx, dir, budget)
-		budget = left
-		if errors.Is(err, errListingTooBig) {
-			return tooBig()
+		ents, err := s.sftp.ReadDirContext(lctx, dir)
+		<-sem
+		if overBudget() {
+			fail(tooBig())
+			return
 		}
 		if err != nil {
-			return fmt.Errorf("host %s: list %s: %w", s.Host.Name, dir, err)
+			fail(fmt.Errorf("host %s: list %s: %w", s.Host.Name, dir, err))
+			return
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		for _, e := range ents {
-			if err := ctx.Err(); err != nil {
-				return err
+			if lctx.Err() != nil {
+				return
 			}
 			seen++
 			if seen > c.opts.MaxListing {
-				return tooBig()
+				if firstErr == nil {
+					firstErr = tooBig()
+				}
+				cancel()
+				return
 			}
 			name := e.Name()
 			p := path.Join(rel, name)
 			shown := path.Join(dest, p)
 			if err := protocol.CheckName(name); err != nil {
-				if len(name) >= len(protocol.ReservedPrefix) && name[:len(protocol.ReservedPrefix)] == protocol.ReservedPrefix {
+				if strings.HasPrefix(name, protocol.ReservedPrefix) {
 					continue // messor's own
 				}
 				r.Skipped = append(r.Skipped, FileNote{shown, "bad name"})
@@ -189,9 +231,8 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 					r.Skipped = append(r.Skipped, FileNote{shown, "too deep"})
 					continue
 				}
-				if err := walk(dest, p, depth+1); err != nil {
-					return err
-				}
+				wg.Add(1)
+				go walk(dest, p, depth+1)
 			case mode.IsRegular():
 				if _, err := protocol.CleanRelPath(p); err != nil {
 					r.Skipped = append(r.Skipped, FileNote{shown, "bad name"})
@@ -207,7 +248,6 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 				c.log.Warn("skipped: not a regular file", "host", s.Host.Name, "path", shown, "mode", mode)
 			}
 		}
-		return nil
 	}
 	for _, d := range dests {
 		name := d.Name()
@@ -222,9 +262,15 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 			c.log.Warn("skipped: bad destination name", "host", s.Host.Name, "dest", name, "err", err)
 			continue
 		}
-		if err := walk(name, "", 0); err != nil {
-			return nil, err
-		}
+		wg.Add(1)
+		go walk(name, "", 0)
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -78,7 +78,11 @@ type Session struct {
 	log  *slog.Logger
 
 	hasFsync bool
-	agent    bool
+	// knownServer: OpenSSH's sftp-server or our agent, whose
+	// SSH_FXP_RENAME never replaces a file and whose handles opened for
+	// reading and writing serve both.
+	knownServer bool
+	agent       bool
 
 	hashOnce sync.Once
 	hasher   rangeHasher
@@ -201,22 +205,6 @@ func (b *rxBudget) disarm() int64 {
 	return b.left
 }
 
-// readDirBounded lists dir, giving up once the listing has taken more than
-// budget bytes. It returns the bytes left.
-func (s *Session) readDirBounded(ctx context.Context, dir string, budget int64) ([]os.FileInfo, int64, error) {
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	s.rx.arm(budget, cancel)
-	ents, err := s.sftp.ReadDirContext(lctx, dir)
-	left := s.rx.disarm()
-	if left < 0 {
-		return nil, left, errListingTooBig
-	}
-	return ents, left, err
-}
-
-var errListingTooBig = errors.New("listing too big")
-
 // Stalled reports whether the idle watch closed the session.
 func (s *Session) Stalled() bool { return s.stalled.Load() }
 
@@ -319,6 +307,7 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	s := &Session{Host: h, ssh: client, sftp: sc, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx}
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
 	s.agent = strings.Contains(string(c.ServerVersion()), protocol.AgentVersionTag)
+	s.knownServer = s.agent || strings.HasPrefix(string(c.ServerVersion()), "SSH-2.0-OpenSSH_")
 	return s, nil
 }
 
