@@ -87,6 +87,7 @@ type Session struct {
 	hashOnce sync.Once
 	hasher   rangeHasher
 	hashKind string
+	hashTool string // on a stock host: the command that hashes stdin
 
 	conn      *activityConn
 	rx        *rxBudget
@@ -385,12 +386,25 @@ func (s *Session) pickHasher(ctx context.Context) {
 	if err != nil || !strings.HasPrefix(wd, "/") {
 		return
 	}
-	// Probe: does an exec of sha256sum work here?
+	// Probe, in one exec: which of the hash tools work here? One line of
+	// output per tool, the best first.
+	var probe []string
+	for _, tool := range protocol.HashTools {
+		probe = append(probe, "{ printf messor | "+tool+"; } 2>/dev/null; echo")
+	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	out, err := s.execOutput(pctx, "printf messor | sha256sum")
-	want := sha256.Sum256([]byte("messor"))
-	if err != nil || !bytes.HasPrefix(out, []byte(hex.EncodeToString(want[:]))) {
+	out, err := s.execOutput(pctx, strings.Join(probe, "; "))
+	sum := sha256.Sum256([]byte("messor"))
+	want := hex.EncodeToString(sum[:])
+	lines := strings.Split(string(out), "\n")
+	for i, tool := range protocol.HashTools {
+		if i < len(lines) && strings.HasPrefix(lines[i], want) {
+			s.hashTool = tool
+			break
+		}
+	}
+	if s.hashTool == "" {
 		s.log.Debug("no server-side hashing; verifying by reading back", "err", err)
 		return
 	}
@@ -417,7 +431,7 @@ func (s *Session) execOutput(ctx context.Context, cmd string) ([]byte, error) {
 func (s *Session) execHash(ctx context.Context, abs string, n int64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, hashTime(n))
 	defer cancel()
-	out, err := s.execOutput(ctx, protocol.HashCommand(abs, n))
+	out, err := s.execOutput(ctx, protocol.HashCommand(s.hashTool, abs, n))
 	if err != nil {
 		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, abs, err)
 	}

@@ -49,8 +49,9 @@
 //   - on a messor agent (its SSH server version contains [AgentVersionTag]),
 //     with the global SSH request [HashRangeRequest] carrying a
 //     [HashRangeMsg]; the reply payload is the 32-byte digest;
-//   - on a stock host, with an exec of [HashCommand] (POSIX head and
-//     sha256sum), whose output begins with the hex digest;
+//   - on a stock host, with an exec of [HashCommand] (POSIX head, and
+//     OpenSSL or sha256sum: [HashTools]), whose output begins with the hex
+//     digest;
 //   - failing both, by reading the bytes back over SFTP.
 //
 // # mDNS
