@@ -471,6 +471,13 @@ func (b *Buffer) commit(e Entry, o origin, partial string, reserved int64) (dedu
 	return r.dedup, r.err
 }
 
+// commitData is commit for content held in memory (a small file): it is
+// written straight under its content's name.
+func (b *Buffer) commitData(e Entry, o origin, data []byte, reserved int64) (dedup bool, err error) {
+	r := b.do(&op{kind: opCommit, e: e, o: o, data: data, reserved: reserved})
+	return r.dedup, r.err
+}
+
 // release removes a delivered entry, and its object once no entry uses it.
 // It is queued, not waited for (flush does): lost in a crash, the entry is
 // simply found delivered already on the next visit.

@@ -28,7 +28,8 @@ type op struct {
 	kind     opKind
 	e        Entry
 	o        origin
-	partial  string
+	partial  string // the file to store, or:
+	data     []byte // the content to store
 	reserved int64
 	done     chan opResult
 
@@ -156,9 +157,18 @@ func (b *Buffer) apply(batch []*op) {
 			addDir(filepath.Join(b.dir, "objects"))
 		}
 		if _, err := os.Stat(obj); err == nil || stored[o.e.Hash] {
-			os.Remove(o.partial)
+			if o.data == nil {
+				os.Remove(o.partial)
+			}
 		} else {
-			if err := os.Rename(o.partial, obj); err != nil {
+			var err error
+			if o.data != nil {
+				err = os.WriteFile(obj, o.data, 0o600)
+			} else {
+				err = os.Rename(o.partial, obj)
+			}
+			if err != nil {
+				os.Remove(obj)
 				o.err = fmt.Errorf("buffer %s: store %s: %w", b.dir, o.e.Path, err)
 				continue
 			}
@@ -321,22 +331,20 @@ func (b *Buffer) apply(batch []*op) {
 	}
 }
 
-// writeFileNoSync writes p whole or not at all (temp file, rename); the
-// caller makes it durable.
+// writeFileNoSync writes p; the caller makes it durable before it indexes
+// anything that p describes. (No temporary name: a record torn by a crash
+// describes an entry that was never indexed, and is dropped at open.)
 func writeFileNoSync(p string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
+	err := os.WriteFile(p, data, 0o600)
+	if errors.Is(err, os.ErrNotExist) {
+		if err = os.MkdirAll(filepath.Dir(p), 0o700); err == nil {
+			err = os.WriteFile(p, data, 0o600)
+		}
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		os.Remove(tmp)
-		return err
+	if err != nil {
+		os.Remove(p)
 	}
-	if err := os.Rename(tmp, p); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return err
 }
 
 // fsyncAll fsyncs files, then directories.

@@ -25,3 +25,9 @@ func durable(dir string, files, dirs []string) error {
 	}
 	return nil
 }
+
+// startWriteback asks the kernel to start writing a range of f to disk,
+// without waiting.
+func startWriteback(f *os.File, off, n int64) {
+	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}

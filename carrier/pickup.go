@@ -350,6 +350,11 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	o := origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
 	remote := path.Join(protocol.OutboxDir(cd.Dest), cd.Path)
 	pp := c.buf.partialPath(o)
+	if cd.Size <= smallFile {
+		if _, err := os.Lstat(pp); errors.Is(err, fs.ErrNotExist) {
+			return c.fetchSmall(ctx, s, cd, o, remote, tr)
+		}
+	}
 
 	lf, err := os.OpenFile(pp, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -398,17 +403,8 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		}
 		return res, fmt.Errorf("host %s: open %s: %w", s.Host.Name, remote, err)
 	}
-	if have == 0 && cd.Size <= smallFile {
-		// A small file: one read of all of it (and one byte more, to see
-		// it end where it should), no stat; the check after the read
-		// below and the one before removal guard the version. The close
-		// needs no waiting for.
-		defer func() { go rf.Close() }()
-		err = c.readSmall(s, rf, remote, cd, io.MultiWriter(localWriter{lf}, h, trackWriter{tr}))
-	} else {
-		defer rf.Close()
-		err = c.readStream(s, rf, remote, cd, have, lf, h, tr)
-	}
+	defer rf.Close()
+	err = c.readStream(s, rf, remote, cd, have, lf, h, tr)
 	var lerr *localWriteError
 	if errors.As(err, &lerr) {
 		// Our own disk, not the host: say so, and keep the partial.
@@ -453,39 +449,95 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	}
 	committed = true
 	res.dedup = dedup
-	// The blackhole: only now that the copy is committed. Look once more
+	res.removeErr = c.blackhole(s, cd, o, remote)
+	return res, nil
+}
+
+// fetchSmall carries a small file that has no partial: one read of all of
+// it (and one byte more, to see it end where it should), held in memory and
+// written into the buffer at commit, straight under its content's name.
+func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o origin, remote string, tr Tracker) (fetchResult, error) {
+	var res fetchResult
+	if !c.buf.reserve(cd.Size, 0) {
+		return res, errNoRoom
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			c.buf.unreserve(cd.Size, 0)
+		}
+	}()
+	rf, err := s.sftp.Open(remote)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return res, errChanged
+		}
+		return res, fmt.Errorf("host %s: open %s: %w", s.Host.Name, remote, err)
+	}
+	// The close needs no waiting for.
+	defer func() { go rf.Close() }()
+	data, err := c.readSmall(s, rf, remote, cd)
+	if err != nil {
+		return res, err
+	}
+	tr.Add(int64(len(data)))
+	if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
+		return res, err
+	}
+	h := sha256.Sum256(data)
+	sum := hex.EncodeToString(h[:])
+	if c.opts.VerifySource && cd.Size > 0 && s.HashKind(ctx) == "agent" {
+		hs, err := s.hashRange(ctx, remote, cd.Size)
+		if err != nil {
+			return res, err
+		}
+		if hex.EncodeToString(hs) != sum {
+			return res, errChanged
+		}
+	}
+	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now()}
+	dedup, err := c.buf.commitData(e, o, data, cd.Size)
+	if err != nil {
+		return res, err
+	}
+	committed = true
+	res.dedup = dedup
+	res.removeErr = c.blackhole(s, cd, o, remote)
+	return res, nil
+}
+
+// blackhole removes a committed file from the outbox. It returns the error
+// of a removal that failed (reported; the file is remembered as carried).
+func (c *Carrier) blackhole(s *Session, cd candidate, o origin, remote string) error {
+	// Only now that the copy is committed. Look once more
 	// right before: a new version written while we committed stays for
 	// the next visit (SFTP has no conditional remove; this leaves a window
 	// of one round trip).
 	if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
 		c.log.Info("a new version appeared while committing; it waits for the next visit", "host", s.Host.Name, "path", remote)
-		return res, nil
+		return nil
 	}
 	if err := s.sftp.Remove(remote); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		res.removeErr = err
-		return res, nil
+		return err
 	}
 	c.buf.forgetCarried(o)
-	return res, nil
+	return nil
 }
 
 // smallFile is the size up to which a file is read in one go.
 const smallFile = 256 << 10
 
-// readSmall reads a whole small file into w.
-func (c *Carrier) readSmall(s *Session, rf *sftp.File, remote string, cd candidate, w io.Writer) error {
+// readSmall reads a whole small file.
+func (c *Carrier) readSmall(s *Session, rf *sftp.File, remote string, cd candidate) ([]byte, error) {
 	buf := make([]byte, cd.Size+1)
 	n, err := rf.ReadAt(buf, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("host %s: read %s: %w", s.Host.Name, remote, err)
+		return nil, fmt.Errorf("host %s: read %s: %w", s.Host.Name, remote, err)
 	}
 	if int64(n) != cd.Size {
-		return errChanged // shorter or longer than listed
+		return nil, errChanged // shorter or longer than listed
 	}
-	if _, err := w.Write(buf[:n]); err != nil {
-		return err
-	}
-	return nil
+	return buf[:n], nil
 }
 
 // readStream reads the rest of a file from offset have into lf, hashing
@@ -500,7 +552,7 @@ func (c *Carrier) readStream(s *Session, rf *sftp.File, remote string, cd candid
 	if _, err := lf.Seek(have, io.SeekStart); err != nil {
 		return &localWriteError{err}
 	}
-	w := io.MultiWriter(localWriter{lf}, h, trackWriter{tr})
+	w := io.MultiWriter(&flushingWriter{f: lf, off: have}, h, trackWriter{tr})
 	n, err := rf.WriteTo(limitWriter(w, cd.Size-have))
 	var lerr *localWriteError
 	if errors.As(err, &lerr) {
@@ -548,6 +600,30 @@ func (w localWriter) Write(p []byte) (int, error) {
 		err = &localWriteError{err}
 	}
 	return n, err
+}
+
+// flushingWriter writes a big download to the buffer and starts the disk
+// writing it behind us as it goes, so that the fsync at commit finds
+// little left to do instead of the whole file.
+type flushingWriter struct {
+	f         *os.File
+	off, done int64 // bytes written; bytes handed to writeback
+}
+
+// writebackChunk is how much is written before writeback is started.
+const writebackChunk = 8 << 20
+
+func (w *flushingWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if err != nil {
+		return n, &localWriteError{err}
+	}
+	if w.off-w.done >= writebackChunk {
+		startWriteback(w.f, w.done, w.off-w.done)
+		w.done = w.off
+	}
+	return n, nil
 }
 
 type limitedW struct {

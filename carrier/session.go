@@ -42,9 +42,9 @@ const DefaultConnectTimeout = 5 * time.Second
 // and with 1 MiB in flight a 2 MiB-cut link carried 1.4x the payload; with
 // 512 KiB, 1.1x, and loopback uploads were no slower.
 const (
-	maxPacket         = 64 * 1024
-	maxInFlight       = 16
-	maxWritesInFlight = 8
+	maxPacket         = 128 * 1024
+	maxInFlight       = 8
+	maxWritesInFlight = 4
 )
 
 // UnreachableError: the host did not answer (out of range). Not a failure.
