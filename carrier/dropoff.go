@@ -107,7 +107,7 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 	work := make(chan Entry)
 	var wg sync.WaitGroup
 	big := c.bigSlots()
-	for i := 0; i < c.opts.Workers; i++ {
+	for i := 0; i < c.workers(s); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -253,12 +253,16 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 		name := d.Name()
 		if !d.IsDir() {
 			if protocol.CheckName(name) == nil {
+				mu.Lock()
 				r.Skipped = append(r.Skipped, FileNote{name, "not in a destination directory"})
+				mu.Unlock()
 			}
 			continue
 		}
 		if err := protocol.CheckHostName(name); err != nil {
+			mu.Lock()
 			r.Skipped = append(r.Skipped, FileNote{name + "/", "bad destination name"})
+			mu.Unlock()
 			c.log.Warn("skipped: bad destination name", "host", s.Host.Name, "dest", name, "err", err)
 			continue
 		}
@@ -281,7 +285,7 @@ func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r 
 	work := make(chan candidate)
 	var wg sync.WaitGroup
 	big := c.bigSlots()
-	for i := 0; i < c.opts.Workers; i++ {
+	for i := 0; i < c.workers(s); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -87,7 +87,8 @@ type Session struct {
 	hashOnce sync.Once
 	hasher   rangeHasher
 	hashKind string
-	hashTool string // on a stock host: the command that hashes stdin
+	rtt      time.Duration // one SFTP round trip, measured at the start
+	hashTool string        // on a stock host: the command that hashes stdin
 
 	conn      *activityConn
 	rx        *rxBudget
@@ -307,6 +308,11 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	conn.SetDeadline(time.Time{})
 	s := &Session{Host: h, ssh: client, sftp: sc, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx}
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
+	// One round trip, timed: how many files to keep in flight.
+	t0 := time.Now()
+	if _, err := sc.Getwd(); err == nil {
+		s.rtt = time.Since(t0)
+	}
 	s.agent = strings.Contains(string(c.ServerVersion()), protocol.AgentVersionTag)
 	s.knownServer = s.agent || strings.HasPrefix(string(c.ServerVersion()), "SSH-2.0-OpenSSH_")
 	return s, nil
