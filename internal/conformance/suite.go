@@ -224,6 +224,7 @@ func Run(t *testing.T, start StartFunc) {
 		{"StillBeingWritten", testSettle},
 		{"HostileNames", testHostileNames},
 		{"ResumeDropoff", testResumeDropoff},
+		{"UnicodeNormalisation", testUnicodeNormalisation},
 		{"TwoVersionsOfOneFile", func(t *testing.T, start StartFunc) { TwoVersions(t, start, start) }},
 	}
 	for _, tc := range tests {
@@ -592,4 +593,24 @@ func TwoVersions(t *testing.T, alpha, beta StartFunc) {
 	if len(got) != len(want) {
 		t.Errorf("inbox holds %d files, want %d: %v", len(got), len(want), keys(got))
 	}
+}
+
+// testUnicodeNormalisation: two names that are one after Unicode
+// normalisation (NFC "café" and NFD "cafe\u0301") are two files on Linux:
+// both are carried and both arrive, nothing is merged or lost.
+func testUnicodeNormalisation(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	files := map[string][]byte{
+		"caf\u00e9.txt":       []byte("composed\n"),
+		"cafe\u0301.txt":      []byte("decomposed\n"),
+		"dir\u00e9/x.txt":     []byte("composed dir\n"),
+		"dire\u0301/x.txt":    []byte("decomposed dir\n"),
+		"\u212b ngstr\u00f6m": []byte("angstrom sign\n"),
+		"\u00c5 ngstr\u00f6m": []byte("A with ring\n"),
+	}
+	e.Outbox("alpha", "beta", files)
+	c := e.Carrier(1<<20, carrier.Options{})
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	MustOK(t, e.Dropoff(c, "beta"))
+	SameTree(t, "inbox", e.Inbox("beta", "alpha"), files)
 }
