@@ -556,7 +556,10 @@ func (c *Carrier) readStream(s *Session, rf *sftp.File, remote string, cd candid
 	if _, err := lf.Seek(have, io.SeekStart); err != nil {
 		return &localWriteError{err}
 	}
-	w := io.MultiWriter(&flushingWriter{f: lf, off: have}, h, trackWriter{tr})
+	// Hash on another core while this one receives and writes.
+	ah := newAsyncHash(h)
+	defer ah.Close()
+	w := io.MultiWriter(&flushingWriter{f: lf, off: have}, ah, trackWriter{tr})
 	n, err := rf.WriteTo(limitWriter(w, cd.Size-have))
 	var lerr *localWriteError
 	if errors.As(err, &lerr) {
@@ -604,6 +607,53 @@ func (w localWriter) Write(p []byte) (int, error) {
 		err = &localWriteError{err}
 	}
 	return n, err
+}
+
+// asyncHash feeds a hash from its own goroutine: copies of what is written
+// go through a small queue, so hashing a big file overlaps receiving it.
+// Close waits until everything written is hashed.
+type asyncHash struct {
+	h     io.Writer
+	ch    chan []byte
+	done  chan struct{}
+	free  chan []byte
+	close sync.Once
+}
+
+func newAsyncHash(h io.Writer) *asyncHash {
+	a := &asyncHash{h: h, ch: make(chan []byte, 8), done: make(chan struct{}), free: make(chan []byte, 10)}
+	go func() {
+		defer close(a.done)
+		for b := range a.ch {
+			a.h.Write(b)
+			select {
+			case a.free <- b:
+			default:
+			}
+		}
+	}()
+	return a
+}
+
+func (a *asyncHash) Write(p []byte) (int, error) {
+	var b []byte
+	select {
+	case b = <-a.free:
+	default:
+	}
+	if cap(b) < len(p) {
+		b = make([]byte, len(p), max(len(p), maxPacket))
+	}
+	b = b[:len(p)]
+	copy(b, p)
+	a.ch <- b
+	return len(p), nil
+}
+
+// Close waits for the hash to catch up. It may be called more than once.
+func (a *asyncHash) Close() {
+	a.close.Do(func() { close(a.ch) })
+	<-a.done
 }
 
 // flushingWriter writes a big download to the buffer and starts the disk

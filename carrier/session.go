@@ -373,7 +373,7 @@ func (s *Session) hashPrefix(ctx context.Context, p string, n int64) ([]byte, er
 
 // execHashMin is the smallest range hashed by exec on a stock host; smaller
 // ones are read back, which is cheaper than starting a shell there.
-const execHashMin = 4 << 20
+const execHashMin = 1 << 20
 
 // HashKind says how this session verifies host files: "agent", "exec" or
 // "readback".
