@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -264,4 +265,39 @@ func (c *Carrier) workers(s *Session) int {
 		return 96
 	}
 	return 32
+}
+
+// forEach runs fn on every item with n workers, at most BigWorkers of them
+// on big items (by size), until ctx ends. fn's calls run concurrently; done
+// is called for each item, one at a time, with fn's results.
+func forEach[T, R any](ctx context.Context, c *Carrier, n int, items []T, size func(T) int64, fn func(T) (R, error), done func(T, R, error)) {
+	var mu sync.Mutex
+	work := make(chan T)
+	var wg sync.WaitGroup
+	big := c.bigSlots()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range work {
+				release, ok := big.take(ctx, size(it))
+				if !ok {
+					continue
+				}
+				res, err := fn(it)
+				release()
+				mu.Lock()
+				done(it, res, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, it := range items {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- it
+	}
+	close(work)
+	wg.Wait()
 }

@@ -103,51 +103,30 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 	defer tr.Done()
 	dirs := newDirCache()
 	locks := &pathLocks{m: map[string]*pathLock{}}
-	var mu sync.Mutex
-	work := make(chan Entry)
-	var wg sync.WaitGroup
-	big := c.bigSlots()
-	for i := 0; i < c.workers(s); i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for e := range work {
-				done, ok := big.take(ctx, e.Size)
-				if !ok {
-					continue
-				}
-				already, err := c.deliver(ctx, s, e, dirs, locks, tr)
-				done()
-				if err == nil {
-					c.buf.release(e)
-				}
-				mu.Lock()
-				shown := path.Join(e.Source, e.Path)
-				switch {
-				case err != nil && ctx.Err() != nil:
-					r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
-				case err != nil:
-					r.Failed = append(r.Failed, FileNote{shown, err.Error()})
-					c.log.Error("dropoff failed", "host", h.Name, "path", shown, "err", err)
-				case already:
-					r.Already++
-				default:
-					r.Files++
-					r.Bytes += e.Size
-					c.log.Debug("delivered", "host", h.Name, "path", shown, "size", e.Size)
-				}
-				mu.Unlock()
+	forEach(ctx, c, c.workers(s), mine, func(e Entry) int64 { return e.Size },
+		func(e Entry) (bool, error) {
+			already, err := c.deliver(ctx, s, e, dirs, locks, tr)
+			if err == nil {
+				c.buf.release(e)
 			}
-		}()
-	}
-	for _, e := range mine {
-		if ctx.Err() != nil {
-			break
-		}
-		work <- e
-	}
-	close(work)
-	wg.Wait()
+			return already, err
+		},
+		func(e Entry, already bool, err error) {
+			shown := path.Join(e.Source, e.Path)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
+			case err != nil:
+				r.Failed = append(r.Failed, FileNote{shown, err.Error()})
+				c.log.Error("dropoff failed", "host", h.Name, "path", shown, "err", err)
+			case already:
+				r.Already++
+			default:
+				r.Files++
+				r.Bytes += e.Size
+				c.log.Debug("delivered", "host", h.Name, "path", shown, "size", e.Size)
+			}
+		})
 	if err := c.buf.flush(); err != nil {
 		r.Err = err
 	}

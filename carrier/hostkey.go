@@ -17,18 +17,10 @@ var errGotKey = errors.New("host key captured")
 // FetchHostKey connects to h only far enough to see its host key (no login),
 // for `messor trust` to show and pin it.
 func FetchHostKey(ctx context.Context, h discovery.Host, timeout time.Duration) (ssh.PublicKey, net.Addr, error) {
-	if h.ConnectTimeout > 0 {
-		timeout = h.ConnectTimeout
-	}
-	if timeout <= 0 {
-		timeout = DefaultConnectTimeout
-	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(dctx, "tcp", h.Addr())
+	timeout = connectTimeout(h, timeout)
+	conn, err := dialTCP(ctx, h, timeout)
 	if err != nil {
-		return nil, nil, &UnreachableError{Host: h.Name, Addr: h.Addr(), Err: err}
+		return nil, nil, err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(timeout))
@@ -46,4 +38,28 @@ func FetchHostKey(ctx context.Context, h discovery.Host, timeout time.Duration) 
 		return key, conn.RemoteAddr(), nil
 	}
 	return nil, nil, fmt.Errorf("host %s (%s): no host key: %w", h.Name, h.Addr(), err)
+}
+
+// connectTimeout is how long to wait for h: its ssh_config ConnectTimeout,
+// else timeout, else DefaultConnectTimeout.
+func connectTimeout(h discovery.Host, timeout time.Duration) time.Duration {
+	if h.ConnectTimeout > 0 {
+		return h.ConnectTimeout
+	}
+	if timeout <= 0 {
+		return DefaultConnectTimeout
+	}
+	return timeout
+}
+
+// dialTCP connects to h within timeout; failing that, h is out of reach.
+func dialTCP(ctx context.Context, h discovery.Host, timeout time.Duration) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "tcp", h.Addr())
+	if err != nil {
+		return nil, &UnreachableError{Host: h.Name, Addr: h.Addr(), Err: err}
+	}
+	return conn, nil
 }

@@ -281,60 +281,36 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 
 // fetchAll downloads take with the carrier's workers.
 func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r *HostReport, tr Tracker) {
-	var mu sync.Mutex
-	work := make(chan candidate)
-	var wg sync.WaitGroup
-	big := c.bigSlots()
-	for i := 0; i < c.workers(s); i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for cd := range work {
-				done, ok := big.take(ctx, cd.Size)
-				if !ok {
-					continue
+	forEach(ctx, c, c.workers(s), take, func(cd candidate) int64 { return cd.Size },
+		func(cd candidate) (fetchResult, error) { return c.fetch(ctx, s, cd, tr) },
+		func(cd candidate, res fetchResult, err error) {
+			shown := path.Join(cd.Dest, cd.Path)
+			switch {
+			case errors.Is(err, errChanged):
+				r.Waiting = append(r.Waiting, FileNote{shown, "changed while read"})
+				c.log.Info("changed while read, waits for the next visit", "host", s.Host.Name, "path", shown)
+			case errors.Is(err, errNoRoom):
+				r.Waiting = append(r.Waiting, FileNote{shown, "over the buffer limit"})
+			case err != nil && ctx.Err() != nil:
+				// Cut short by the interruption, not a failure of its
+				// own; the partial is kept for the next run.
+				r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
+			case err != nil:
+				r.Failed = append(r.Failed, FileNote{shown, err.Error()})
+				c.log.Error("pickup failed", "host", s.Host.Name, "path", shown, "err", err)
+			default:
+				r.Files++
+				r.Bytes += cd.Size
+				if res.dedup {
+					r.Dedup++
 				}
-				res, err := c.fetch(ctx, s, cd, tr)
-				done()
-				mu.Lock()
-				shown := path.Join(cd.Dest, cd.Path)
-				switch {
-				case errors.Is(err, errChanged):
-					r.Waiting = append(r.Waiting, FileNote{shown, "changed while read"})
-					c.log.Info("changed while read, waits for the next visit", "host", s.Host.Name, "path", shown)
-				case errors.Is(err, errNoRoom):
-					r.Waiting = append(r.Waiting, FileNote{shown, "over the buffer limit"})
-				case err != nil && ctx.Err() != nil:
-					// Cut short by the interruption, not a failure
-					// of its own; the partial is kept for the next run.
-					r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
-				case err != nil:
-					r.Failed = append(r.Failed, FileNote{shown, err.Error()})
-					c.log.Error("pickup failed", "host", s.Host.Name, "path", shown, "err", err)
-				default:
-					r.Files++
-					r.Bytes += cd.Size
-					if res.dedup {
-						r.Dedup++
-					}
-					if res.removeErr != nil {
-						r.Skipped = append(r.Skipped, FileNote{shown, "carried, cannot remove from outbox"})
-						c.log.Warn("carried, but cannot remove from outbox", "host", s.Host.Name, "path", shown, "err", res.removeErr)
-					}
-					c.log.Debug("picked up", "host", s.Host.Name, "path", shown, "size", cd.Size)
+				if res.removeErr != nil {
+					r.Skipped = append(r.Skipped, FileNote{shown, "carried, cannot remove from outbox"})
+					c.log.Warn("carried, but cannot remove from outbox", "host", s.Host.Name, "path", shown, "err", res.removeErr)
 				}
-				mu.Unlock()
+				c.log.Debug("picked up", "host", s.Host.Name, "path", shown, "size", cd.Size)
 			}
-		}()
-	}
-	for _, cd := range take {
-		if ctx.Err() != nil {
-			break
-		}
-		work <- cd
-	}
-	close(work)
-	wg.Wait()
+		})
 }
 
 var (
@@ -430,17 +406,11 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		return res, err
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if c.opts.VerifySource && cd.Size > 0 {
-		if s.HashKind(ctx) == "agent" {
-			hs, err := s.hashRange(ctx, remote, cd.Size)
-			if err != nil {
-				return res, err
-			}
-			if hex.EncodeToString(hs) != sum {
-				os.Remove(pp)
-				return res, errChanged
-			}
+	if err := c.verifySource(ctx, s, remote, cd.Size, sum); err != nil {
+		if errors.Is(err, errChanged) {
+			os.Remove(pp)
 		}
+		return res, err
 	}
 	// No fsync here: the commit makes a whole batch durable at once.
 	if err := lf.Close(); err != nil {
@@ -490,14 +460,8 @@ func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o or
 	}
 	h := sha256.Sum256(data)
 	sum := hex.EncodeToString(h[:])
-	if c.opts.VerifySource && cd.Size > 0 && s.HashKind(ctx) == "agent" {
-		hs, err := s.hashRange(ctx, remote, cd.Size)
-		if err != nil {
-			return res, err
-		}
-		if hex.EncodeToString(hs) != sum {
-			return res, errChanged
-		}
+	if err := c.verifySource(ctx, s, remote, cd.Size, sum); err != nil {
+		return res, err
 	}
 	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now()}
 	dedup, err := c.buf.commitData(e, o, data, cd.Size)
@@ -508,6 +472,22 @@ func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o or
 	res.dedup = dedup
 	res.removeErr = c.blackhole(s, cd, o, remote)
 	return res, nil
+}
+
+// verifySource compares sum with the source's hash computed on the host,
+// where that is cheap (an agent): errChanged if they differ.
+func (c *Carrier) verifySource(ctx context.Context, s *Session, remote string, size int64, sum string) error {
+	if !c.opts.VerifySource || size == 0 || s.HashKind(ctx) != "agent" {
+		return nil
+	}
+	hs, err := s.hashRange(ctx, remote, size)
+	if err != nil {
+		return err
+	}
+	if hex.EncodeToString(hs) != sum {
+		return errChanged
+	}
+	return nil
 }
 
 // blackhole removes a committed file from the outbox. It returns the error

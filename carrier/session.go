@@ -214,22 +214,16 @@ func (s *Session) Stalled() bool { return s.stalled.Load() }
 // and starts SFTP. The connect and handshake are bounded by h.ConnectTimeout
 // (or timeout when that is 0) and by ctx.
 func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, signers func() ([]ssh.Signer, error), timeout time.Duration, log *slog.Logger) (*Session, error) {
-	if h.ConnectTimeout > 0 {
-		timeout = h.ConnectTimeout
-	}
-	if timeout <= 0 {
-		timeout = DefaultConnectTimeout
-	}
+	timeout = connectTimeout(h, timeout)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	addr := h.Addr()
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(dctx, "tcp", addr)
+	conn, err := dialTCP(dctx, h, timeout)
 	if err != nil {
-		return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: err}
+		return nil, err
 	}
 	deadline := time.Now().Add(timeout)
 	conn.SetDeadline(deadline)

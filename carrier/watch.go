@@ -2,8 +2,6 @@ package carrier
 
 import (
 	"context"
-	"errors"
-	"net"
 	"time"
 
 	"github.com/messor-sync/messor/discovery"
@@ -124,19 +122,10 @@ func (c *Carrier) Watch(ctx context.Context, cfg WatchConfig) error {
 
 // reachable is a cheap probe: does the host accept a TCP connection?
 func reachable(ctx context.Context, h discovery.Host, timeout time.Duration) bool {
-	if h.ConnectTimeout > 0 {
-		timeout = h.ConnectTimeout
-	}
-	if timeout <= 0 {
-		timeout = DefaultConnectTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", h.Addr())
+	conn, err := dialTCP(ctx, h, connectTimeout(h, timeout))
 	if err != nil {
 		return false
 	}
 	conn.Close()
-	return !errors.Is(ctx.Err(), context.Canceled)
+	return ctx.Err() == nil
 }

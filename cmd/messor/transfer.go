@@ -19,16 +19,7 @@ the limit allows. A file leaves the outbox only once its copy is committed in
 the buffer. Interrupted transfers resume on the next run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.openCarrier()
-			if err != nil {
-				return err
-			}
-			defer c.Buffer().Close()
-			hs, err := g.findHosts(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return pickup(cmd, g, c, hs)
+			return g.withCarrier(cmd, pickup)
 		},
 	}
 }
@@ -44,16 +35,7 @@ into place; a different file already under that name is kept, and the new one
 gets a name like "photo (2).jpg".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.openCarrier()
-			if err != nil {
-				return err
-			}
-			defer c.Buffer().Close()
-			hs, err := g.findHosts(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return dropoff(cmd, g, c, hs)
+			return g.withCarrier(cmd, dropoff)
 		},
 	}
 }
@@ -114,24 +96,31 @@ func newSyncCmd(g *globals) *cobra.Command {
 		Long:  "Deliver what the buffer holds to reachable destinations, then pick up from reachable pickup hosts.",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.openCarrier()
-			if err != nil {
-				return err
-			}
-			defer c.Buffer().Close()
-			hs, err := g.findHosts(cmd.Context())
-			if err != nil {
-				return err
-			}
-			derr := dropoff(cmd, g, c, hs)
-			if cmd.Context().Err() != nil {
-				return derr
-			}
-			perr := pickup(cmd, g, c, hs)
-			if derr != nil {
-				return derr
-			}
-			return perr
+			return g.withCarrier(cmd, func(cmd *cobra.Command, g *globals, c *carrier.Carrier, hs *hostSet) error {
+				derr := dropoff(cmd, g, c, hs)
+				if cmd.Context().Err() != nil {
+					return derr
+				}
+				perr := pickup(cmd, g, c, hs)
+				if derr != nil {
+					return derr
+				}
+				return perr
+			})
 		},
 	}
+}
+
+// withCarrier opens the buffer (the run lock), finds the hosts, and runs fn.
+func (g *globals) withCarrier(cmd *cobra.Command, fn func(*cobra.Command, *globals, *carrier.Carrier, *hostSet) error) error {
+	c, err := g.openCarrier()
+	if err != nil {
+		return err
+	}
+	defer c.Buffer().Close()
+	hs, err := g.findHosts(cmd.Context())
+	if err != nil {
+		return err
+	}
+	return fn(cmd, g, c, hs)
 }
