@@ -155,10 +155,8 @@ func OpenBufferReadOnly(dir string) (*Buffer, error) {
 
 func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 	if !ro {
-		for _, d := range []string{dir, filepath.Join(dir, "objects"), filepath.Join(dir, "partial")} {
-			if err := os.MkdirAll(d, 0o700); err != nil {
-				return nil, fmt.Errorf("buffer %s: %w", dir, err)
-			}
+		if err := makeLayout(dir); err != nil {
+			return nil, fmt.Errorf("buffer %s: %w", dir, err)
 		}
 	}
 	id, err := bufferID(dir, ro)
@@ -529,4 +527,30 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// makeLayout creates the buffer's directories, the 256 object prefix
+// directories among them, and makes them durable once, so that a commit
+// never depends on a directory entry that was not synced.
+func makeLayout(dir string) error {
+	objects := filepath.Join(dir, "objects")
+	if _, err := os.Stat(filepath.Join(objects, "ff")); err == nil {
+		return nil // made before
+	}
+	for _, d := range []string{dir, objects, filepath.Join(dir, "partial"), filepath.Join(dir, "entries")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	for i := 0; i < 256; i++ {
+		if err := os.MkdirAll(filepath.Join(objects, fmt.Sprintf("%02x", i)), 0o700); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{objects, dir} {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }

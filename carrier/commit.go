@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -124,6 +125,9 @@ func (b *Buffer) commitLoop() {
 				break drain
 			}
 		}
+		// Again: what was queued while we drained belongs before any
+		// flush the drain picked up.
+		batch = append(b.takePending(), batch...)
 		if len(batch) > 0 {
 			b.apply(batch)
 		}
@@ -143,20 +147,43 @@ func (b *Buffer) apply(batch []*op) {
 		}
 	}
 	stored := map[string]bool{} // objects put in place by this batch
+	// Entries indexed already (committed again: the outbox file was
+	// touched, or after a recover) keep their record as it is: rewriting
+	// it, or removing it when this commit fails, would damage the record
+	// of a live entry.
+	indexed := map[*op]bool{}
+	b.db.View(func(tx *bolt.Tx) error {
+		eb := tx.Bucket(bucketEntries)
+		for _, o := range batch {
+			if o.kind == opCommit && eb.Get(o.e.key()) != nil {
+				indexed[o] = true
+			}
+		}
+		return nil
+	})
 	for _, o := range batch {
 		if o.kind != opCommit {
 			continue
 		}
 		obj := b.ObjectPath(o.e.Hash)
 		prefix := filepath.Dir(obj)
-		if _, err := os.Stat(prefix); err != nil {
+		if _, err := os.Stat(prefix); errors.Is(err, fs.ErrNotExist) {
 			if err := os.MkdirAll(prefix, 0o700); err != nil {
 				o.err = fmt.Errorf("buffer %s: %w", b.dir, err)
 				continue
 			}
 			addDir(filepath.Join(b.dir, "objects"))
+		} else if err != nil {
+			o.err = fmt.Errorf("buffer %s: %w", b.dir, err)
+			continue
 		}
-		if _, err := os.Stat(obj); err == nil || stored[o.e.Hash] {
+		_, serr := os.Stat(obj)
+		if serr != nil && !errors.Is(serr, fs.ErrNotExist) {
+			// Cannot tell whether it is there: never write over it.
+			o.err = fmt.Errorf("buffer %s: store %s: %w", b.dir, o.e.Path, serr)
+			continue
+		}
+		if serr == nil || stored[o.e.Hash] {
 			if o.data == nil {
 				os.Remove(o.partial)
 			}
@@ -176,6 +203,9 @@ func (b *Buffer) apply(batch []*op) {
 			stored[o.e.Hash] = true
 			files = append(files, obj)
 			addDir(prefix)
+		}
+		if indexed[o] {
+			continue
 		}
 		rp := b.recordPath(o.e)
 		if err := writeFileNoSync(rp, marshalRecord(o.e)); err != nil {
@@ -295,11 +325,16 @@ func (b *Buffer) apply(batch []*op) {
 			inUse[o.e.Hash] = true
 		}
 	}
+	// Ops that failed before the transaction (which went through without
+	// them) are not indexed: nothing may point at what they wrote. If the
+	// transaction itself failed, it may still have reached the disk; leave
+	// everything for the check at the next open to reconcile.
 	for _, o := range batch {
-		if o.kind == opCommit && o.err != nil {
-			// Not indexed: nothing may point at what we wrote.
-			os.Remove(b.recordPath(o.e))
-			if o.newObj != "" && (err != nil || !inUse[o.e.Hash]) {
+		if err == nil && o.kind == opCommit && o.err != nil {
+			if !indexed[o] {
+				os.Remove(b.recordPath(o.e))
+			}
+			if o.newObj != "" && !inUse[o.e.Hash] {
 				os.Remove(o.newObj)
 			}
 		}

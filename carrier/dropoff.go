@@ -238,11 +238,12 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err != nil {
 		return false, fmt.Errorf("buffer: entry %s: bad hash: %w", e.Path, err)
 	}
-	// Where does it go? On a host whose rename never replaces a file
-	// (OpenSSH, our agent) the rename itself tells, and a taken name is
-	// looked into only then; elsewhere look first.
+	// Where does it go? Where putting it in place never replaces a file
+	// (see place), that itself tells, and a taken name is looked into
+	// only then. Elsewhere, and for big files (whose upload is worth
+	// sparing when a crash left them delivered already), look first.
 	target := name
-	if !s.knownServer {
+	if !s.noReplace || e.Size > smallFile {
 		var done bool
 		target, done, err = c.freeName(ctx, s, dir, name, e.Size, want)
 		if err != nil || done {
@@ -260,7 +261,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		return false, err
 	}
 	for i := 0; i < maxConflicts; i++ {
-		err := s.sftp.Rename(partial, path.Join(dir, target))
+		err := s.place(partial, path.Join(dir, target))
 		if err == nil {
 			return false, nil
 		}
@@ -335,7 +336,7 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	// Read back through the write handle only where the server is known to
 	// serve reads on it (OpenSSH, our agent): on some servers a read on a
 	// handle opened for writing is taken for a write.
-	readBack := s.knownServer && e.Size <= smallFile
+	readBack := s.rwHandles && e.Size <= smallFile
 	flags := os.O_WRONLY | os.O_CREATE
 	if readBack {
 		flags = os.O_RDWR | os.O_CREATE

@@ -3,7 +3,9 @@
 package carrier
 
 import (
+	"fmt"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,7 +14,7 @@ import (
 // Linux one syncfs of the buffer's filesystem does it for a whole batch,
 // where an fsync per file and directory would cost a disk flush each.
 func durable(dir string, files, dirs []string) error {
-	if len(files) < 4 {
+	if len(files) < 4 || !syncfsReportsErrors() {
 		return fsyncAll(files, dirs)
 	}
 	d, err := os.Open(dir)
@@ -30,4 +32,24 @@ func durable(dir string, files, dirs []string) error {
 // without waiting.
 func startWriteback(f *os.File, off, n int64) {
 	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}
+
+var (
+	syncfsOnce sync.Once
+	syncfsOK   bool
+)
+
+// syncfsReportsErrors: before Linux 5.8, syncfs returned 0 even when
+// writeback failed (many phones run older kernels); there, fsync each file.
+func syncfsReportsErrors() bool {
+	syncfsOnce.Do(func() {
+		var u unix.Utsname
+		if unix.Uname(&u) != nil {
+			return
+		}
+		var major, minor int
+		fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+		syncfsOK = major > 5 || major == 5 && minor >= 8
+	})
+	return syncfsOK
 }

@@ -23,8 +23,11 @@ import (
 // releases it. Objects are content-addressed and carry no names, so these
 // records are what lets RecoverBuffer rebuild a lost or corrupt index
 // without losing a carried file. One file per entry (rather than a journal)
-// needs no compaction and no parsing of a torn tail: a record is written to a
-// temporary name and renamed into place, so it is whole or absent.
+// needs no compaction and no parsing of a torn tail. A record is written in
+// place by the group commit and made durable (with its object) before the
+// index transaction: a record torn by a crash belongs to an entry that was
+// never indexed, and OpenBuffer drops it. An entry committed again while it
+// is indexed keeps the record it has.
 
 const recordVersion = 1
 

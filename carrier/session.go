@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -78,11 +79,17 @@ type Session struct {
 	log  *slog.Logger
 
 	hasFsync bool
-	// knownServer: OpenSSH's sftp-server or our agent, whose
-	// SSH_FXP_RENAME never replaces a file and whose handles opened for
-	// reading and writing serve both.
-	knownServer bool
-	agent       bool
+	// noReplace: putting a file in place (place) never replaces another:
+	// our agent's rename, OpenSSH sftp-server's rename (link+unlink), or
+	// a hard link where the server offers one.
+	noReplace bool
+	// useLink: place with hardlink@openssh.com, then remove the partial.
+	useLink bool
+	// rwHandles: a handle opened for reading and writing serves both
+	// (OpenSSH's sftp-server, our agent; some servers take a read on a
+	// write handle for a write).
+	rwHandles bool
+	agent     bool
 
 	hashOnce sync.Once
 	hasher   rangeHasher
@@ -308,7 +315,15 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 		s.rtt = time.Since(t0)
 	}
 	s.agent = strings.Contains(string(c.ServerVersion()), protocol.AgentVersionTag)
-	s.knownServer = s.agent || strings.HasPrefix(string(c.ServerVersion()), "SSH-2.0-OpenSSH_")
+	// What the SFTP server is, from what it offers (the SSH banner only
+	// names sshd, not the SFTP server it runs): OpenSSH's sftp-server
+	// offers fsync, fstatvfs and hardlink; pkg/sftp-based servers do not
+	// offer the first two.
+	has := func(ext string) bool { _, ok := sc.HasExtension(ext); return ok }
+	openssh := has("fsync@openssh.com") && has("fstatvfs@openssh.com") && has("hardlink@openssh.com")
+	s.useLink = !s.agent && !openssh && has("hardlink@openssh.com")
+	s.noReplace = s.agent || openssh || s.useLink
+	s.rwHandles = s.agent || openssh
 	return s, nil
 }
 
@@ -547,4 +562,36 @@ func Signers(h discovery.Host, log *slog.Logger) (signers func() ([]ssh.Signer, 
 		conns = nil
 	}
 	return signers, done
+}
+
+// place puts the finished partial at final without ever replacing a file
+// there: an error if final exists. With useLink, a hard link then removal
+// of the partial (falling back to a rename where the host's filesystem has
+// no hard links and final is free).
+func (s *Session) place(partial, final string) error {
+	if !s.useLink {
+		return s.sftp.Rename(partial, final)
+	}
+	if err := s.sftp.Link(partial, final); err != nil {
+		if _, serr := s.sftp.Lstat(final); !errors.Is(serr, fs.ErrNotExist) {
+			return err // taken (or cannot tell): never replace
+		}
+		return s.sftp.Rename(partial, final)
+	}
+	// Trust, but look: the link must be there, as big as the partial,
+	// before the partial goes.
+	pst, perr := s.sftp.Lstat(partial)
+	fst, ferr := s.sftp.Lstat(final)
+	if perr == nil && errors.Is(ferr, fs.ErrNotExist) {
+		// A server that says yes to a link it does not make: the name is
+		// free, so rename as where there are no hard links.
+		return s.sftp.Rename(partial, final)
+	}
+	if perr != nil || ferr != nil || !fst.Mode().IsRegular() || fst.Size() != pst.Size() {
+		return fmt.Errorf("host %s: link %s: the server said yes, but the link is not there", s.Host.Name, final)
+	}
+	if err := s.sftp.Remove(partial); err != nil {
+		s.log.Warn("delivered, but the partial stays", "path", partial, "err", err)
+	}
+	return nil
 }

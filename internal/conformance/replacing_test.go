@@ -1,10 +1,15 @@
 package conformance
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/testenv"
+	"github.com/messor-sync/messor/protocol"
 	"net"
+	"path/filepath"
 	"testing"
 
 	"github.com/pkg/sftp"
@@ -27,6 +32,15 @@ func (h goHost) Stop() { h.ln.Close() }
 // is os.Rename: it replaces an existing target (as do several non-OpenSSH
 // servers).
 func startPkgSFTP(t *testing.T, dir string, keys []ssh.PublicKey) Host {
+	return startPkgSFTPAs("")(t, dir, keys)
+}
+
+// startPkgSFTPAs is startPkgSFTP with the SSH banner version ("" = Go's).
+func startPkgSFTPAs(version string) StartFunc {
+	return func(t *testing.T, dir string, keys []ssh.PublicKey) Host { return startGoSFTP(t, dir, keys, version) }
+}
+
+func startGoSFTP(t *testing.T, dir string, keys []ssh.PublicKey, version string) Host {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	signer, _ := ssh.NewSignerFromKey(priv)
 	cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
@@ -38,6 +52,7 @@ func startPkgSFTP(t *testing.T, dir string, keys []ssh.PublicKey) Host {
 		return nil, errors.New("unknown key")
 	}}
 	cfg.AddHostKey(signer)
+	cfg.ServerVersion = version
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -86,3 +101,24 @@ func startPkgSFTP(t *testing.T, dir string, keys []ssh.PublicKey) Host {
 // two versions of one file must still both arrive (the carrier serialises
 // deliveries to one name). Found in review.
 func TestTwoVersionsReplacingServer(t *testing.T) { TwoVersions(t, startSSHD(false), startPkgSFTP) }
+
+// TestReplacingServerWithOpenSSHBanner: a host whose banner says OpenSSH but
+// whose SFTP server's rename replaces (sshd running another Subsystem, an
+// appliance with a copied banner): a different file already in the inbox is
+// kept, the new one arrives beside it. Found in review.
+func TestReplacingServerWithOpenSSHBanner(t *testing.T) {
+	e := NewEnv(t, startSSHD(false), "alpha")
+	e.Start = startPkgSFTPAs("SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13")
+	e.AddHost("beta", true)
+	e.Outbox("alpha", "beta", map[string][]byte{"other.txt": []byte("new content\n"), "small.txt": []byte("s\n")})
+	inbox := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")))
+	testenv.WriteTree(t, inbox, map[string][]byte{"other.txt": []byte("old content\n")})
+	c := e.Carrier(1<<20, carrier.Options{})
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	MustOK(t, e.Dropoff(c, "beta"))
+	SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{
+		"other.txt":     []byte("old content\n"),
+		"other (2).txt": []byte("new content\n"),
+		"small.txt":     []byte("s\n"),
+	})
+}
