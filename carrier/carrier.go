@@ -36,7 +36,7 @@ type Options struct {
 	// Workers is the number of files in flight per host. Many small
 	// files hide the link's round trips behind each other; on a fast
 	// local link more only contend. Default: chosen per host from the
-	// measured round trip (32 on a link under 2 ms, 96 beyond).
+	// measured round trip (32 on a link under 2 ms, 192 beyond).
 	Workers int
 	// BigWorkers bounds how many of them may be big files (default 4),
 	// which each keep about 1 MiB of requests in flight: memory stays
@@ -262,7 +262,7 @@ func (c *Carrier) workers(s *Session) int {
 		return c.opts.Workers
 	}
 	if s.rtt >= 2*time.Millisecond {
-		return 96
+		return 192
 	}
 	return 32
 }
