@@ -444,10 +444,47 @@ func (b *Buffer) ObjectPath(hash string) string {
 func (b *Buffer) carried(o origin) (bool, error) {
 	var ok bool
 	err := b.db.View(func(tx *bolt.Tx) error {
-		ok = tx.Bucket(bucketCarried).Get(o.key()) != nil
+		v := tx.Bucket(bucketCarried).Get(o.key())
+		if v == nil {
+			return nil
+		}
+		if bytes.HasSuffix(v, removalFailed) {
+			ok = true // we could not remove it: carried once, never again
+			return nil
+		}
+		// Otherwise the record may be stale (its forget lost in a crash):
+		// trust it only while we still hold that very version, so that
+		// a different file that happens to share path, size and mtime is
+		// never removed uncarried.
+		prefix := []byte(o.Source + "\x00" + o.Dest + "\x00" + o.Path + "\x00")
+		c := tx.Bucket(bucketEntries).Cursor()
+		for k, ev := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, ev = c.Next() {
+			var e Entry
+			if json.Unmarshal(ev, &e) == nil && e.Size == o.Size && e.MTime.Unix() == o.MTime {
+				ok = true
+				return nil
+			}
+		}
 		return nil
 	})
 	return ok, err
+}
+
+// removalFailed marks a carried record whose outbox file could not be
+// removed.
+var removalFailed = []byte("\x00removal-failed")
+
+// removeFailed records that the outbox copy of o could not be removed: it
+// is carried once and never again while it stays.
+func (b *Buffer) removeFailed(o origin) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		cb := tx.Bucket(bucketCarried)
+		v := cb.Get(o.key())
+		if v == nil || bytes.HasSuffix(v, removalFailed) {
+			return nil
+		}
+		return cb.Put(o.key(), append(append([]byte(nil), v...), removalFailed...))
+	})
 }
 
 // forgetCarried records that the outbox copy of o is gone. It is grouped

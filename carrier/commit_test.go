@@ -124,3 +124,39 @@ func TestFlushWaitsForQueuedRelease(t *testing.T) {
 		t.Fatalf("%d of %d flushes returned before the release queued before them was applied", misses, iters)
 	}
 }
+
+// A "carried" record is trusted only while the buffer holds that version,
+// or when its outbox file could not be removed: a stale record (its forget
+// lost in a crash) never makes a later visit remove a file uncarried.
+func TestCarriedRecords(t *testing.T) {
+	b, err := OpenBuffer(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	data := []byte("v1\n")
+	e := testEntry("a.txt", data)
+	o := origin{"alpha", "beta", "a.txt", e.Size, e.MTime.Unix()}
+	if _, err := b.commitData(e, o, data, e.Size); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := b.carried(o); !ok {
+		t.Fatal("a held version is not carried")
+	}
+	b.release(e) // delivered; the forget was lost (never queued)
+	b.flush()
+	if ok, _ := b.carried(o); ok {
+		t.Fatal("a stale record counts as carried")
+	}
+	if _, err := b.commitData(e, o, data, e.Size); err != nil {
+		t.Fatal(err)
+	}
+	b.release(e)
+	b.flush()
+	if err := b.removeFailed(o); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := b.carried(o); !ok {
+		t.Fatal("a file we could not remove is carried again")
+	}
+}

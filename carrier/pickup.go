@@ -94,6 +94,7 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 		r.Already++
 		p := path.Join(protocol.OutboxDir(cd.Dest), cd.Path)
 		if err := s.sftp.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			c.buf.removeFailed(o)
 			r.Skipped = append(r.Skipped, FileNote{p, "carried already, cannot remove from outbox"})
 			c.log.Warn("carried already, cannot remove from outbox", "host", s.Host.Name, "path", p, "err", err)
 			continue
@@ -502,6 +503,9 @@ func (c *Carrier) blackhole(s *Session, cd candidate, o origin, remote string) e
 		return nil
 	}
 	if err := s.sftp.Remove(remote); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if merr := c.buf.removeFailed(o); merr != nil {
+			c.log.Warn("index", "err", merr)
+		}
 		return err
 	}
 	c.buf.forgetCarried(o)
