@@ -2,31 +2,17 @@ package conformance
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"errors"
-	"github.com/messor-sync/messor/carrier"
-	"github.com/messor-sync/messor/internal/testenv"
-	"github.com/messor-sync/messor/protocol"
-	"net"
 	"path/filepath"
 	"testing"
 
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/sftptest"
+	"github.com/messor-sync/messor/internal/testenv"
+	"github.com/messor-sync/messor/protocol"
+
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 )
-
-type goHost struct {
-	ln  net.Listener
-	key ssh.PublicKey
-}
-
-func (h goHost) Addr() (string, int) { return "127.0.0.1", h.ln.Addr().(*net.TCPAddr).Port }
-func (h goHost) KnownHostsLine() string {
-	return knownhosts.Line([]string{knownhosts.Normalize(h.ln.Addr().String())}, h.key)
-}
-func (h goHost) Stop() { h.ln.Close() }
 
 // startPkgSFTP serves dir with pkg/sftp's plain Server, whose SSH_FXP_RENAME
 // is os.Rename: it replaces an existing target (as do several non-OpenSSH
@@ -41,60 +27,12 @@ func startPkgSFTPAs(version string) StartFunc {
 }
 
 func startGoSFTP(t *testing.T, dir string, keys []ssh.PublicKey, version string) Host {
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer, _ := ssh.NewSignerFromKey(priv)
-	cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
-		for _, a := range keys {
-			if string(a.Marshal()) == string(k.Marshal()) {
-				return nil, nil
-			}
+	return sftptest.Start(t, keys, version, func(ch ssh.Channel) {
+		srv, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(dir))
+		if err == nil {
+			srv.Serve()
 		}
-		return nil, errors.New("unknown key")
-	}}
-	cfg.AddHostKey(signer)
-	cfg.ServerVersion = version
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, chans, reqs, err := ssh.NewServerConn(c, cfg)
-				if err != nil {
-					return
-				}
-				go ssh.DiscardRequests(reqs)
-				for nc := range chans {
-					ch, creqs, err := nc.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						for req := range creqs {
-							if req.Type == "subsystem" {
-								req.Reply(true, nil)
-								go func() {
-									srv, _ := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(dir))
-									srv.Serve()
-									ch.Close()
-								}()
-								continue
-							}
-							req.Reply(false, nil)
-						}
-					}()
-				}
-			}()
-		}
-	}()
-	return goHost{ln: ln, key: signer.PublicKey()}
+	})
 }
 
 // TestTwoVersionsReplacingServer: against a server whose rename replaces,

@@ -2,13 +2,10 @@ package faults
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -20,10 +17,10 @@ import (
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/conformance"
+	"github.com/messor-sync/messor/internal/sftptest"
 )
 
 // hostile is an SFTP server (pkg/sftp RequestServer behind an x/crypto/ssh
@@ -234,83 +231,14 @@ func (h *hostile) Filecmd(r *sftp.Request) error {
 	return nil
 }
 
-type hostileHost struct {
-	ln  net.Listener
-	key ssh.PublicKey
-}
-
-func (h hostileHost) Addr() (string, int) { return "127.0.0.1", h.ln.Addr().(*net.TCPAddr).Port }
-func (h hostileHost) KnownHostsLine() string {
-	return knownhosts.Line([]string{knownhosts.Normalize(h.ln.Addr().String())}, h.key)
-}
-func (h hostileHost) Stop() { h.ln.Close() }
-
 // startHostile serves h over SSH to the carrier's keys.
 func startHostile(h *hostile) conformance.StartFunc {
 	return func(t *testing.T, _ string, keys []ssh.PublicKey) conformance.Host {
-		_, priv, _ := ed25519.GenerateKey(rand.Reader)
-		signer, err := ssh.NewSignerFromKey(priv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
-			for _, a := range keys {
-				if string(a.Marshal()) == string(k.Marshal()) {
-					return nil, nil
-				}
-			}
-			return nil, errors.New("unknown key")
-		}}
-		cfg.AddHostKey(signer)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go h.serve(c, cfg)
-			}
-		}()
-		return hostileHost{ln: ln, key: signer.PublicKey()}
-	}
-}
-
-func (h *hostile) serve(c net.Conn, cfg *ssh.ServerConfig) {
-	defer c.Close()
-	_, chans, reqs, err := ssh.NewServerConn(c, cfg)
-	if err != nil {
-		return
-	}
-	go ssh.DiscardRequests(reqs)
-	for nc := range chans {
-		if nc.ChannelType() != "session" {
-			nc.Reject(ssh.UnknownChannelType, "no")
-			continue
-		}
-		ch, creqs, err := nc.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			for req := range creqs {
-				if req.Type == "subsystem" && len(req.Payload) > 4 && string(req.Payload[4:]) == "sftp" {
-					req.Reply(true, nil)
-					hs := sftp.Handlers{FileGet: h, FilePut: h, FileCmd: h, FileList: h}
-					go func() {
-						srv := sftp.NewRequestServer(ch, hs)
-						srv.Serve()
-						srv.Close()
-					}()
-					continue
-				}
-				req.Reply(false, nil) // no exec, no shell
-			}
-		}()
+		return sftptest.Start(t, keys, "", func(ch ssh.Channel) {
+			srv := sftp.NewRequestServer(ch, sftp.Handlers{FileGet: h, FilePut: h, FileCmd: h, FileList: h})
+			srv.Serve()
+			srv.Close()
+		})
 	}
 }
 
