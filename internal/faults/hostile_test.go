@@ -53,9 +53,15 @@ type info struct {
 func (i info) Name() string       { return i.name }
 func (i info) Size() int64        { return i.size }
 func (i info) Mode() fs.FileMode  { return i.mode }
-func (i info) ModTime() time.Time { return time.Now().Add(-time.Hour).Truncate(time.Second) }
-func (i info) IsDir() bool        { return i.mode.IsDir() }
-func (i info) Sys() any           { return nil }
+func (i info) ModTime() time.Time { return hostileMTime }
+
+// hostileMTime is every listed file's mtime: fixed, as a real file's is
+// while nobody writes it (one taken from the clock would change between the
+// carrier's checks at a second's turn, and the file would wait).
+var hostileMTime = time.Now().Add(-time.Hour).Truncate(time.Second)
+
+func (i info) IsDir() bool { return i.mode.IsDir() }
+func (i info) Sys() any    { return nil }
 
 type listed []os.FileInfo
 
