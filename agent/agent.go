@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
@@ -27,7 +28,13 @@ const (
 	// carriers to finish and disconnect before cutting their connections.
 	shutdownGrace = 3 * time.Second
 	// loginGrace is how long a connection may take to authenticate.
-	loginGrace = time.Minute
+	loginGrace = 30 * time.Second
+	// maxPreAuth bounds connections that have not logged in yet (as sshd's
+	// MaxStartups): a flood of them cannot lock carriers out.
+	maxPreAuth = 64
+	// maxSessions bounds session channels per connection (sshd's
+	// MaxSessions is 10): each costs buffers a carrier could pile up.
+	maxSessions = 10
 	// maxTxPacket is the largest read reply, as OpenSSH's sftp-server: a
 	// reply packet then stays under the 256 KiB clients accept.
 	maxTxPacket = 256*1024 - 1024
@@ -347,6 +354,16 @@ func (s *server) trackConn(ctx gliderssh.Context, conn net.Conn) net.Conn {
 	if s.closed {
 		return nil // gliderlabs closes conn
 	}
+	pre := 0
+	for c := range s.conns {
+		if c.ctx.Value(gliderssh.ContextKeyConn) == nil {
+			pre++
+		}
+	}
+	if pre >= maxPreAuth {
+		s.log.Warn("too many connections not logged in yet; refusing one", "remote", conn.RemoteAddr().String())
+		return nil // gliderlabs closes conn
+	}
 	c := &trackedConn{Conn: conn, ctx: ctx, s: s}
 	c.timer = time.AfterFunc(loginGrace, func() {
 		if ctx.Value(gliderssh.ContextKeyConn) == nil { // set once logged in
@@ -371,6 +388,12 @@ func (s *server) publicKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool 
 	keys, err := readAuthorizedKeys(s.a.cfg.AuthorizedKeysFile, s.log, slog.LevelDebug)
 	if err != nil {
 		s.log.Error("cannot read authorized keys; refusing login", "remote", remote, "err", err)
+		return false
+	}
+	if _, ok := key.(*ssh.Certificate); ok {
+		// Certificates need a CA and the checks sshd makes (validity,
+		// principals, options); the agent does neither.
+		s.log.Warn("login refused: certificates are not accepted", "remote", remote, "user", ctx.User(), "key", fp)
 		return false
 	}
 	for _, k := range keys {
@@ -403,6 +426,11 @@ func readAuthorizedKeys(file string, log *slog.Logger, level slog.Level) ([]ssh.
 			break // no further key (bad lines are skipped by the parser)
 		}
 		data = rest
+		if _, ok := key.(*ssh.Certificate); ok {
+			log.Log(context.Background(), level, "authorized key ignored: a certificate, not a key",
+				"file", file, "key", ssh.FingerprintSHA256(key), "comment", comment)
+			continue
+		}
 		if bad := unacceptedOption(options); bad != "" {
 			log.Log(context.Background(), level, "authorized key ignored: option not supported by the agent",
 				"file", file, "key", ssh.FingerprintSHA256(key), "comment", comment, "option", bad)
@@ -440,8 +468,22 @@ func refuseSession(sess gliderssh.Session) {
 // ever sees "subsystem" requests: exec, shell, pty-req, env, x11-req,
 // auth-agent-req@openssh.com and the rest are refused before it.
 func sessionChannel(srv *gliderssh.Server, conn *ssh.ServerConn, nc ssh.NewChannel, ctx gliderssh.Context) {
+	n, _ := ctx.Value(sessionsKey{}).(*atomic.Int32)
+	if n == nil {
+		n = new(atomic.Int32)
+		ctx.SetValue(sessionsKey{}, n)
+	}
+	if n.Add(1) > maxSessions {
+		n.Add(-1)
+		nc.Reject(ssh.ResourceShortage, "too many sessions on one connection")
+		return
+	}
+	defer n.Add(-1)
 	gliderssh.DefaultSessionHandler(srv, conn, subsystemOnly{nc}, ctx)
 }
+
+// sessionsKey keys a connection's count of open sessions in its context.
+type sessionsKey struct{}
 
 type subsystemOnly struct{ ssh.NewChannel }
 

@@ -232,7 +232,9 @@ func (c *confinedFS) openRegular(op, p string, flag int, write bool) (*openFile,
 	} else if !errors.Is(err, fs.ErrNotExist) || flag&os.O_CREATE == 0 {
 		return nil, sftpError(op, p, err)
 	}
-	f, err := c.root.OpenFile(rel, flag, fileMode)
+	// O_NONBLOCK: a FIFO swapped in after the check above must not block
+	// the open; the check after it refuses what is not a regular file.
+	f, err := c.root.OpenFile(rel, flag|nonBlock, fileMode)
 	if err != nil {
 		return nil, sftpError(op, p, err)
 	}
@@ -476,7 +478,7 @@ func (c *confinedFS) StatVFS(r *sftp.Request) (*sftp.StatVFS, error) {
 	if !fi.IsDir() && !fi.Mode().IsRegular() {
 		rel = "." // do not open FIFOs and devices
 	}
-	f, err := c.root.Open(rel)
+	f, err := c.root.OpenFile(rel, os.O_RDONLY|nonBlock, 0)
 	if err != nil {
 		return nil, sftpError("statvfs", r.Filepath, err)
 	}
@@ -543,7 +545,7 @@ func (c *confinedFS) list(p string) (sftp.ListerAt, error) {
 		}
 		return listerAt{renamed{fi, protocol.Root}}, nil
 	}
-	d, err := c.root.Open(rel)
+	d, err := c.root.OpenFile(rel, os.O_RDONLY|nonBlock, 0) // never block on a FIFO
 	if err != nil {
 		return nil, sftpError("opendir", p, err)
 	}

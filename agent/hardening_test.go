@@ -1,0 +1,182 @@
+package agent
+
+import (
+	"crypto/rand"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Found in review. A FIFO placed in Root by someone on the host (not the carrier). Listing it
+// as a directory must fail promptly, not block the agent in open(2).
+func TestOpendirOnFIFODoesNotBlock(t *testing.T) {
+	e := newEnv(t)
+	stop := e.start()
+	fifo := e.inRoot("inbox/fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal("mkfifo:", err)
+	}
+	// Release whatever may end up blocked in open(2) when the test ends.
+	t.Cleanup(func() {
+		for i := 0; i < 64; i++ {
+			f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+			if err != nil {
+				break
+			}
+			f.Close()
+		}
+	})
+	c := e.sftp()
+	done := make(chan error, 1)
+	go func() { _, err := c.ReadDir("/messor/inbox/fifo"); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("ReadDir on a FIFO succeeded")
+		}
+	case <-time.After(3 * time.Second):
+		t.Error("ReadDir on a FIFO still blocked after 3s: a worker is stuck in open(2)")
+		// Shutdown cannot finish either while that open is stuck.
+		errc := make(chan error, 1)
+		go func() { errc <- stop() }()
+		select {
+		case err := <-errc:
+			t.Logf("stop: %v", err)
+		case <-time.After(12 * time.Second):
+			t.Error("Serve did not return")
+		}
+	}
+}
+
+// TOCTOU between openRegular's Stat and OpenFile: a FIFO renamed over a
+// regular file in between (the carrier can do it itself with posix-rename)
+// makes the open block forever.
+func TestOpenRegularRaceWithFIFO(t *testing.T) {
+	dir := t.TempDir()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	c := newConfinedFS(root, discardLogger())
+	reg := filepath.Join(dir, "a")
+	fifo := filepath.Join(dir, "f")
+	stopSwap := make(chan struct{})
+	swapped := make(chan struct{})
+	go func() {
+		defer close(swapped)
+		for {
+			select {
+			case <-stopSwap:
+				return
+			default:
+			}
+			os.WriteFile(reg+".tmp", nil, 0o644)
+			os.Rename(reg+".tmp", reg)
+			syscall.Mkfifo(fifo, 0o644)
+			os.Rename(fifo, reg)
+		}
+	}()
+	defer func() {
+		close(stopSwap)
+		<-swapped
+	}()
+	deadline := time.After(3 * time.Second)
+	for i := 0; ; i++ {
+		done := make(chan error, 1)
+		go func() {
+			o, err := c.openRegular("open", "/messor/a", os.O_RDONLY, false)
+			if err == nil {
+				o.Close()
+			}
+			done <- err
+		}()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			// unblock it
+			if f, err := os.OpenFile(reg, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				f.Close()
+			}
+			t.Fatalf("openRegular blocked on a FIFO swapped in after its Stat (attempt %d)", i)
+		case <-deadline:
+			return // never blocked in 3 s of swapping
+		}
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// Found in review: an authenticated carrier must not open any number of
+// session channels on one connection and fill each one's 2 MiB receive
+// window without ever asking for a subsystem. (sshd caps sessions at
+// MaxSessions=10.)
+func TestSessionChannelsBounded(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	c := e.dial()
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const n = 100
+	buf := make([]byte, 2<<20)
+	opened := 0
+	for i := 0; i < n; i++ {
+		ch, reqs, err := c.OpenChannel("session", nil)
+		if err != nil {
+			break
+		}
+		go ssh.DiscardRequests(reqs)
+		opened++
+		if _, err := ch.Write(buf); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("opened %d idle session channels; heap grew by %d MiB (client+agent in one process)", opened, grown>>20)
+	if opened > 10 {
+		t.Errorf("agent accepted %d session channels on one connection (want a small cap, as sshd's MaxSessions)", opened)
+	}
+}
+
+// Found in review: a certificate line pasted into authorized_keys (without
+// cert-authority) must not be accepted as a plain key, its validity,
+// principals and critical options unchecked; sshd never accepts a
+// certificate without a matching cert-authority line.
+func TestListedCertificateRefused(t *testing.T) {
+	e := newEnv(t)
+	ca := newSigner(t)
+	cert := &ssh.Certificate{
+		Key:             e.carrier.PublicKey(),
+		CertType:        ssh.UserCert,
+		ValidPrincipals: []string{"someone-else"},
+		ValidAfter:      1,
+		ValidBefore:     2, // expired in 1970
+		Permissions: ssh.Permissions{CriticalOptions: map[string]string{
+			"source-address": "192.0.2.1/32", "force-command": "/bin/false"}},
+	}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	e.writeAuthorizedKeys(string(ssh.MarshalAuthorizedKey(cert)))
+	e.start()
+	cs, err := ssh.NewCertSigner(cert, e.carrier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := e.dialWith(cs); err == nil {
+		c.Close()
+		t.Error("login with an expired, wrong-principal, wrong-source certificate listed in authorized_keys succeeded")
+	}
+}
