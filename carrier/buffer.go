@@ -441,33 +441,39 @@ func (b *Buffer) ObjectPath(hash string) string {
 
 // carried reports whether this version of an outbox file was committed and
 // its outbox copy may still exist.
-func (b *Buffer) carried(o origin) (bool, error) {
-	var ok bool
+func (b *Buffer) carried(origins []origin) ([]bool, error) {
+	out := make([]bool, len(origins))
 	err := b.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketCarried).Get(o.key())
-		if v == nil {
-			return nil
-		}
-		if bytes.HasSuffix(v, removalFailed) {
-			ok = true // we could not remove it: carried once, never again
-			return nil
-		}
-		// Otherwise the record may be stale (its forget lost in a crash):
-		// trust it only while we still hold that very version, so that
-		// a different file that happens to share path, size and mtime is
-		// never removed uncarried.
-		prefix := []byte(o.Source + "\x00" + o.Dest + "\x00" + o.Path + "\x00")
-		c := tx.Bucket(bucketEntries).Cursor()
-		for k, ev := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, ev = c.Next() {
-			var e Entry
-			if json.Unmarshal(ev, &e) == nil && e.Size == o.Size && e.MTime.Unix() == o.MTime {
-				ok = true
-				return nil
-			}
+		cb, eb := tx.Bucket(bucketCarried), tx.Bucket(bucketEntries)
+		for i, o := range origins {
+			out[i] = carriedIn(cb, eb, o)
 		}
 		return nil
 	})
-	return ok, err
+	return out, err
+}
+
+func carriedIn(cb, eb *bolt.Bucket, o origin) bool {
+	v := cb.Get(o.key())
+	if v == nil {
+		return false
+	}
+	if bytes.HasSuffix(v, removalFailed) {
+		return true // we could not remove it: carried once, never again
+	}
+	// Otherwise the record may be stale (its forget lost in a crash):
+	// trust it only while we still hold that very version, so that a
+	// different file that happens to share path, size and mtime is never
+	// removed uncarried.
+	prefix := []byte(o.Source + "\x00" + o.Dest + "\x00" + o.Path + "\x00")
+	c := eb.Cursor()
+	for k, ev := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, ev = c.Next() {
+		var e Entry
+		if json.Unmarshal(ev, &e) == nil && e.Size == o.Size && e.MTime.Unix() == o.MTime {
+			return true
+		}
+	}
+	return false
 }
 
 // removalFailed marks a carried record whose outbox file could not be

@@ -140,12 +140,12 @@ func TestCarriedRecords(t *testing.T) {
 	if _, err := b.commitData(e, o, data, e.Size); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := b.carried(o); !ok {
+	if ok, _ := b.carried([]origin{o}); !ok[0] {
 		t.Fatal("a held version is not carried")
 	}
 	b.release(e) // delivered; the forget was lost (never queued)
 	b.flush()
-	if ok, _ := b.carried(o); ok {
+	if ok, _ := b.carried([]origin{o}); ok[0] {
 		t.Fatal("a stale record counts as carried")
 	}
 	if _, err := b.commitData(e, o, data, e.Size); err != nil {
@@ -156,7 +156,7 @@ func TestCarriedRecords(t *testing.T) {
 	if err := b.removeFailed(o); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := b.carried(o); !ok {
+	if ok, _ := b.carried([]origin{o}); !ok[0] {
 		t.Fatal("a file we could not remove is carried again")
 	}
 }

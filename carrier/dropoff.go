@@ -45,50 +45,55 @@ func (c *Carrier) Destinations() ([]string, error) {
 	return out, nil
 }
 
-// Dropoff visits each host the buffer holds files for and delivers them.
-// hosts may list more hosts than that; the others are not contacted.
+// Dropoff visits, in order, each of hosts the buffer holds files for and
+// delivers them; the others are not contacted.
 func (c *Carrier) Dropoff(ctx context.Context, hosts []discovery.Host) ([]*HostReport, error) {
-	dests, err := c.Destinations()
+	ents, err := c.buf.Entries()
 	if err != nil {
 		return nil, err
 	}
-	byName := map[string]discovery.Host{}
-	for _, h := range hosts {
-		byName[h.Name] = h
+	byDest := map[string][]Entry{}
+	for _, e := range ents {
+		byDest[e.Dest] = append(byDest[e.Dest], e)
 	}
 	var out []*HostReport
-	for _, d := range dests {
+	for _, h := range hosts {
 		if ctx.Err() != nil {
 			break
 		}
-		h, ok := byName[d]
-		if !ok {
-			continue // not known here: carried on until we meet it
+		if mine := byDest[h.Name]; len(mine) > 0 {
+			delete(byDest, h.Name) // once, even if hosts names it twice
+			out = append(out, c.dropoff(ctx, h, mine))
 		}
-		out = append(out, c.DropoffHost(ctx, h))
 	}
 	return out, nil
 }
 
 // DropoffHost delivers what the buffer holds for host h.
 func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport {
-	start := time.Now()
-	r := &HostReport{Host: h.Name, Verb: "dropoff"}
 	ents, err := c.buf.Entries()
 	if err != nil {
-		r.Err = err
-		return r
+		return &HostReport{Host: h.Name, Verb: "dropoff", Err: err}
 	}
 	var mine []Entry
-	var total int64
 	for _, e := range ents {
 		if e.Dest == h.Name {
 			mine = append(mine, e)
-			total += e.Size
 		}
 	}
+	return c.dropoff(ctx, h, mine)
+}
+
+// dropoff delivers mine, the entries for h.
+func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *HostReport {
+	start := time.Now()
+	r := &HostReport{Host: h.Name, Verb: "dropoff"}
 	if len(mine) == 0 {
 		return r
+	}
+	var total int64
+	for _, e := range mine {
+		total += e.Size
 	}
 	s, err := c.dial(ctx, h)
 	if err != nil {

@@ -79,15 +79,19 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 	}
 	// Files committed before whose outbox copy is still there: a crash
 	// between commit and removal, or a file we may not remove.
+	origins := make([]origin, len(cands))
+	for i, cd := range cands {
+		origins[i] = origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
+	}
+	carried, err := c.buf.carried(origins)
+	if err != nil {
+		r.Err = fmt.Errorf("host %s: %w", s.Host.Name, err)
+		return
+	}
 	var fresh []candidate
-	for _, cd := range cands {
-		o := origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
-		done, err := c.buf.carried(o)
-		if err != nil {
-			r.Err = fmt.Errorf("host %s: %w", s.Host.Name, err)
-			return
-		}
-		if !done {
+	for i, cd := range cands {
+		o := origins[i]
+		if !carried[i] {
 			fresh = append(fresh, cd)
 			continue
 		}
@@ -417,15 +421,9 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	if err := lf.Close(); err != nil {
 		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
 	}
-	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now()}
-	dedup, err := c.buf.commit(e, o, pp, cd.Size)
-	if err != nil {
-		return res, err
-	}
-	committed = true
-	res.dedup = dedup
-	res.removeErr = c.blackhole(s, cd, o, remote)
-	return res, nil
+	res, err = c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.commit(e, o, pp, cd.Size) })
+	committed = err == nil
+	return res, err
 }
 
 // fetchSmall carries a small file that has no partial: one read of all of
@@ -464,15 +462,20 @@ func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o or
 	if err := c.verifySource(ctx, s, remote, cd.Size, sum); err != nil {
 		return res, err
 	}
+	res, err = c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.commitData(e, o, data, cd.Size) })
+	committed = err == nil
+	return res, err
+}
+
+// commitAndRemove records the carried file in the buffer with commit, then
+// removes it from the outbox.
+func (c *Carrier) commitAndRemove(s *Session, cd candidate, o origin, remote, sum string, commit func(Entry) (dedup bool, err error)) (fetchResult, error) {
 	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now()}
-	dedup, err := c.buf.commitData(e, o, data, cd.Size)
+	dedup, err := commit(e)
 	if err != nil {
-		return res, err
+		return fetchResult{}, err
 	}
-	committed = true
-	res.dedup = dedup
-	res.removeErr = c.blackhole(s, cd, o, remote)
-	return res, nil
+	return fetchResult{dedup: dedup, removeErr: c.blackhole(s, cd, o, remote)}, nil
 }
 
 // verifySource compares sum with the source's hash computed on the host,
@@ -576,22 +579,12 @@ func sameVersion(stat func() (fs.FileInfo, error), cd candidate) error {
 
 var errTooLong = errors.New("more bytes than listed")
 
-// localWriter marks errors writing the buffer's own files, so they are not
-// mistaken for the host's.
-type localWriter struct{ f *os.File }
-
+// localWriteError marks errors writing the buffer's own files, so they
+// are not mistaken for the host's.
 type localWriteError struct{ err error }
 
 func (e *localWriteError) Error() string { return e.err.Error() }
 func (e *localWriteError) Unwrap() error { return e.err }
-
-func (w localWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	if err != nil {
-		err = &localWriteError{err}
-	}
-	return n, err
-}
 
 // asyncHash feeds a hash from its own goroutine: copies of what is written
 // go through a small queue, so hashing a big file overlaps receiving it.

@@ -345,9 +345,6 @@ func (s *Session) Close() error {
 	return err
 }
 
-// SFTP is the session's SFTP client.
-func (s *Session) SFTP() *sftp.Client { return s.sftp }
-
 // closeOnCancel closes the session when ctx ends (pkg/sftp ignores contexts),
 // so Ctrl-C and timeouts cut a stuck transfer. Call the result to disarm.
 func (s *Session) closeOnCancel(ctx context.Context) func() bool {
