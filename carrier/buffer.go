@@ -106,6 +106,12 @@ var (
 	bucketEntries = []byte("entries") // Entry.key -> Entry
 	bucketObjects = []byte("objects") // hex hash -> objectRec
 	bucketCarried = []byte("carried") // origin.key -> hex hash, until the outbox file is gone
+	// Batch record files (record.go): which file holds an entry's record,
+	// and how many live entries each file holds.
+	bucketEntryRec = []byte("entryrec") // Entry.key -> record file name
+	bucketRecFiles = []byte("recfiles") // record file name -> live entries (decimal)
+
+	allBuckets = [][]byte{bucketEntries, bucketObjects, bucketCarried, bucketEntryRec, bucketRecFiles}
 )
 
 // ErrBufferBusy is returned by OpenBuffer when another run holds the buffer.
@@ -124,6 +130,7 @@ type Buffer struct {
 	dir    string
 	limit  int64
 	db     *bolt.DB
+	recSeq uint64 // record files named by this run (commit goroutine only)
 
 	ops       chan *op
 	kick      chan struct{}
@@ -169,8 +176,10 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 	if fresh {
 		// A buffer that carries files but has no index lost it: starting
 		// an empty one would delete every carried object as unknown.
-		if recs, _ := filepath.Glob(filepath.Join(dir, "entries", "*.json")); len(recs) > 0 {
-			return nil, fmt.Errorf("buffer %s: %w: index.db is missing but the buffer holds %d carried files; %s", dir, ErrIndexCorrupt, len(recs), recoverHint)
+		recs, _ := filepath.Glob(filepath.Join(dir, "entries", "*"+legacyRecordExt))
+		batches, _ := filepath.Glob(filepath.Join(dir, "entries", "*"+recordExt))
+		if len(recs)+len(batches) > 0 {
+			return nil, fmt.Errorf("buffer %s: %w: index.db is missing but the buffer holds records of carried files (%d files in entries/); %s", dir, ErrIndexCorrupt, len(recs)+len(batches), recoverHint)
 		}
 		if ro {
 			return &Buffer{dir: dir, id: id}, nil // empty, never used
@@ -190,7 +199,7 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 	}
 	if !ro {
 		err = db.Update(func(tx *bolt.Tx) error {
-			for _, n := range [][]byte{bucketEntries, bucketObjects, bucketCarried} {
+			for _, n := range allBuckets {
 				if _, err := tx.CreateBucketIfNotExists(n); err != nil {
 					return err
 				}
@@ -308,11 +317,21 @@ func (b *Buffer) check() error {
 	if err != nil {
 		return fmt.Errorf("buffer %s: %w", b.dir, err)
 	}
-	// Records of entries the index does not hold (a crash between
-	// writing the record and committing, or releasing and removing it).
+	// Record files no indexed entry needs (a crash between writing a
+	// record and committing, or releasing and removing it).
 	want := map[string]bool{}
 	err = b.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
+		rb := tx.Bucket(bucketEntryRec)
+		if err := tx.Bucket(bucketRecFiles).ForEach(func(k, _ []byte) error {
+			want[string(k)] = true
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+			if rb.Get(k) != nil {
+				return nil
+			}
 			var e Entry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return err

@@ -37,6 +37,7 @@ type op struct {
 	// set while applying
 	err    error
 	newObj string // object file this op created
+	rec    string // the batch record file holding this commit's record
 }
 
 type opResult struct {
@@ -152,6 +153,7 @@ func (b *Buffer) apply(batch []*op) {
 	// it, or removing it when this commit fails, would damage the record
 	// of a live entry.
 	indexed := map[*op]bool{}
+	var recOps []*op // new entries: their records go in this batch's file
 	b.db.View(func(tx *bolt.Tx) error {
 		eb := tx.Bucket(bucketEntries)
 		for _, o := range batch {
@@ -204,16 +206,30 @@ func (b *Buffer) apply(batch []*op) {
 			files = append(files, obj)
 			addDir(prefix)
 		}
-		if indexed[o] {
-			continue
+		if !indexed[o] {
+			recOps = append(recOps, o)
 		}
-		rp := b.recordPath(o.e)
-		if err := writeFileNoSync(rp, marshalRecord(o.e)); err != nil {
-			o.err = fmt.Errorf("buffer %s: record %s: %w", b.dir, o.e.Path, err)
-			continue
+	}
+	// One record file for the batch's new entries.
+	recName := ""
+	if len(recOps) > 0 {
+		recName = b.newRecordName()
+		var data []byte
+		for _, o := range recOps {
+			data = append(data, marshalRecord(o.e)...)
 		}
-		files = append(files, rp)
-		addDir(filepath.Dir(rp))
+		rp := b.recordFile(recName)
+		if err := writeFileNoSync(rp, data); err != nil {
+			for _, o := range recOps {
+				o.err = fmt.Errorf("buffer %s: record %s: %w", b.dir, o.e.Path, err)
+			}
+		} else {
+			for _, o := range recOps {
+				o.rec = recName
+			}
+			files = append(files, rp)
+			addDir(filepath.Dir(rp))
+		}
 	}
 	if len(files) > 0 {
 		if err := durable(b.dir, files, dirs); err != nil {
@@ -229,10 +245,13 @@ func (b *Buffer) apply(batch []*op) {
 	// One transaction for everything that got this far.
 	var added, dropped int64
 	var dropObjs, dropRecs []string
+	rewrite := map[string]bool{} // record files left with fewer live entries
+	linked := 0                  // entries of this batch's record file now indexed
 	dedup := map[*op]bool{}
 	err := b.db.Update(func(tx *bolt.Tx) error {
-		added, dropped, dropObjs, dropRecs = 0, 0, nil, nil
+		added, dropped, dropObjs, dropRecs, linked = 0, 0, nil, nil, 0
 		clear(dedup)
+		clear(rewrite)
 		ob, eb, cb := tx.Bucket(bucketObjects), tx.Bucket(bucketEntries), tx.Bucket(bucketCarried)
 		freed := map[string]int64{}
 		for _, o := range batch {
@@ -255,7 +274,8 @@ func (b *Buffer) apply(batch []*op) {
 					rec.Size = o.e.Size
 					added += o.e.Size
 				}
-				if eb.Get(o.e.key()) == nil {
+				isNew := eb.Get(o.e.key()) == nil
+				if isNew {
 					rec.Refs++
 				}
 				ev, err := json.Marshal(o.e)
@@ -272,6 +292,12 @@ func (b *Buffer) apply(batch []*op) {
 				if err := cb.Put(o.o.key(), []byte(o.e.Hash)); err != nil {
 					return err
 				}
+				if isNew && o.rec != "" {
+					if err := linkRecord(tx, o.e, o.rec); err != nil {
+						return err
+					}
+					linked++
+				}
 			case opRelease:
 				if eb.Get(o.e.key()) == nil {
 					continue
@@ -279,7 +305,18 @@ func (b *Buffer) apply(batch []*op) {
 				if err := eb.Delete(o.e.key()); err != nil {
 					return err
 				}
-				dropRecs = append(dropRecs, b.recordPath(o.e))
+				name, empty, err := unlinkRecord(tx, o.e)
+				switch {
+				case err != nil:
+					return err
+				case name == "":
+					dropRecs = append(dropRecs, b.recordPath(o.e)) // an older buffer's
+				case empty:
+					dropRecs = append(dropRecs, b.recordFile(name))
+					delete(rewrite, name)
+				default:
+					rewrite[name] = true
+				}
 				var rec objectRec
 				if v := ob.Get([]byte(o.e.Hash)); v != nil {
 					if err := json.Unmarshal(v, &rec); err != nil {
@@ -330,13 +367,16 @@ func (b *Buffer) apply(batch []*op) {
 	// transaction itself failed, it may still have reached the disk; leave
 	// everything for the check at the next open to reconcile.
 	for _, o := range batch {
-		if err == nil && o.kind == opCommit && o.err != nil {
-			if !indexed[o] {
-				os.Remove(b.recordPath(o.e))
-			}
-			if o.newObj != "" && !inUse[o.e.Hash] {
-				os.Remove(o.newObj)
-			}
+		if err == nil && o.kind == opCommit && o.err != nil && o.newObj != "" && !inUse[o.e.Hash] {
+			os.Remove(o.newObj)
+		}
+	}
+	if err == nil && recName != "" {
+		// This batch's record file names only what got indexed.
+		if linked == 0 {
+			os.Remove(b.recordFile(recName))
+		} else if linked < len(recOps) {
+			rewrite[recName] = true
 		}
 	}
 	if err == nil {
@@ -345,6 +385,11 @@ func (b *Buffer) apply(batch []*op) {
 		}
 		for _, p := range dropObjs {
 			os.Remove(p)
+		}
+		for name := range rewrite {
+			if rerr := b.rewriteRecords(name); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				b.log("rewriting a record file", fmt.Errorf("buffer %s: %s: %w", b.dir, name, rerr))
+			}
 		}
 	}
 	b.mu.Lock()

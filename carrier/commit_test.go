@@ -36,9 +36,8 @@ func TestFailedRecommitKeepsIndexedRecord(t *testing.T) {
 	if _, err := b.commitData(e, origin{"alpha", "beta", "a.txt", e.Size, 100}, data, e.Size); err != nil {
 		t.Fatal(err)
 	}
-	rp := b.recordPath(e)
-	if _, err := os.Stat(rp); err != nil {
-		t.Fatal(err)
+	if !hasRecord(t, dir, e) {
+		t.Fatal("no record written for the committed entry")
 	}
 	b.db.Close() // the next index transaction fails
 	e2 := e
@@ -57,13 +56,43 @@ func TestFailedRecommitKeepsIndexedRecord(t *testing.T) {
 	if len(ents) != 1 {
 		t.Fatalf("index holds %d entries, want 1", len(ents))
 	}
-	if _, err := os.Stat(rp); err != nil {
+	if !hasRecord(t, dir, e) {
 		// Show what that costs: the index is lost later, recover runs.
 		os.Rename(filepath.Join(dir, "index.db"), filepath.Join(dir, "index.db.bad"))
 		rep, rerr := RecoverBuffer(dir)
-		t.Fatalf("entry still indexed but its record is gone (%v); RecoverBuffer then: restored=%d lost=%v orphans=%v err=%v",
-			err, rep.Restored, rep.Lost, rep.Orphans, rerr)
+		t.Fatalf("entry still indexed but its record is gone; RecoverBuffer then: restored=%d lost=%v orphans=%v err=%v",
+			rep.Restored, rep.Lost, rep.Orphans, rerr)
 	}
+}
+
+// hasRecord reports whether a record file in dir's entries/ holds e.
+func hasRecord(t *testing.T, dir string, e Entry) bool {
+	t.Helper()
+	return len(recordsOf(t, dir)[string(e.key())]) > 0
+}
+
+// recordsOf reads every record file in dir's entries/: entry key -> the
+// files holding it.
+func recordsOf(t *testing.T, dir string) map[string][]string {
+	t.Helper()
+	des, err := os.ReadDir(filepath.Join(dir, "entries"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, d := range des {
+		if !isRecordFile(d.Name()) {
+			continue
+		}
+		ents, bad, err := readRecords(filepath.Join(dir, "entries", d.Name()))
+		if err != nil || len(bad) > 0 {
+			t.Fatalf("record file %s: %v %v", d.Name(), err, bad)
+		}
+		for _, e := range ents {
+			out[string(e.key())] = append(out[string(e.key())], d.Name())
+		}
+	}
+	return out
 }
 
 // Found in review: flush must return only after every op queued before it is applied. With

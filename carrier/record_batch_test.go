@@ -1,0 +1,206 @@
+package carrier
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// commitBatch commits entries as one group-commit batch (the committer is
+// idle between calls, so calling apply here is what its goroutine does).
+func commitBatch(t *testing.T, b *Buffer, datas map[string][]byte) []Entry {
+	t.Helper()
+	var names []string
+	for n := range datas {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var batch []*op
+	var ents []Entry
+	for i, n := range names {
+		e := testEntry(n, datas[n])
+		ents = append(ents, e)
+		batch = append(batch, &op{kind: opCommit, e: e, o: origin{e.Source, e.Dest, e.Path, e.Size, int64(100 + i)},
+			data: datas[n], done: make(chan opResult, 1)})
+	}
+	b.apply(batch)
+	for _, o := range batch {
+		if r := <-o.done; r.err != nil {
+			t.Fatalf("commit %s: %v", o.e.Path, r.err)
+		}
+	}
+	return ents
+}
+
+func recordFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(filepath.Join(dir, "entries"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range des {
+		out = append(out, d.Name())
+	}
+	return out
+}
+
+// One record file per batch; a release rewrites it to the live entries,
+// the last release removes it; a recovered index brings back exactly the
+// undelivered entries.
+func TestBatchRecordLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	datas := map[string][]byte{}
+	for i := range 5 {
+		datas[fmt.Sprintf("f%d.txt", i)] = []byte(fmt.Sprintf("content %d\n", i))
+	}
+	ents := commitBatch(t, b, datas)
+	files := recordFiles(t, dir)
+	if len(files) != 1 || filepath.Ext(files[0]) != recordExt {
+		t.Fatalf("entries/ holds %v, want one %s file", files, recordExt)
+	}
+	if got := len(recordsOf(t, dir)); got != 5 {
+		t.Fatalf("record file names %d entries, want 5", got)
+	}
+
+	// Deliver two: the file now names the other three only.
+	b.release(ents[0])
+	b.release(ents[1])
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	recs := recordsOf(t, dir)
+	if len(recs) != 3 || len(recordFiles(t, dir)) != 1 {
+		t.Fatalf("after two releases: %d entries in %v, want 3 in one file", len(recs), recordFiles(t, dir))
+	}
+	for _, e := range ents[:2] {
+		if recs[string(e.key())] != nil {
+			t.Errorf("delivered %s still has a record", e.Path)
+		}
+	}
+
+	// The index is lost: recovery restores the three, nothing "lost".
+	b.Close()
+	os.Rename(filepath.Join(dir, "index.db"), filepath.Join(dir, "index.db.bad"))
+	rep, err := RecoverBuffer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Restored != 3 || len(rep.Lost) != 0 || len(rep.Orphans) != 0 {
+		t.Fatalf("recovered %d, lost %v, orphans %v; want 3, none, none", rep.Restored, rep.Lost, rep.Orphans)
+	}
+	b, err = OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	left, _ := b.Entries()
+	if len(left) != 3 {
+		t.Fatalf("buffer holds %d entries after recovery, want 3", len(left))
+	}
+	// Releases work on the recovered index, and the last one removes the file.
+	for _, e := range left {
+		b.release(e)
+	}
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if f := recordFiles(t, dir); len(f) != 0 {
+		t.Fatalf("entries/ holds %v after every entry was delivered", f)
+	}
+}
+
+// A buffer written by an older messor has one record file per entry and no
+// record links in its index: it opens, its records are kept, released and
+// recovered as before.
+func TestLegacyRecordFiles(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents := commitBatch(t, b, map[string][]byte{"old1": []byte("one\n"), "old2": []byte("two\n")})
+	// Make it look old: per-entry records, no links.
+	for _, f := range recordFiles(t, dir) {
+		os.Remove(filepath.Join(dir, "entries", f))
+	}
+	for _, e := range ents {
+		if err := os.WriteFile(b.recordPath(e), marshalRecord(e), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		for _, n := range [][]byte{bucketEntryRec, bucketRecFiles} {
+			if err := tx.DeleteBucket(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+
+	b, err = OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := recordFiles(t, dir); len(f) != 2 {
+		t.Fatalf("opening an older buffer left entries/ with %v, want both records", f)
+	}
+	// A new batch goes to a batch file beside them.
+	commitBatch(t, b, map[string][]byte{"new": []byte("new\n")})
+	b.release(ents[0])
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(b.recordPath(ents[0])); !os.IsNotExist(err) {
+		t.Errorf("released entry's one-entry record still there (%v)", err)
+	}
+	b.Close()
+	os.Remove(filepath.Join(dir, "index.db"))
+	rep, err := RecoverBuffer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Restored != 2 || len(rep.Lost) != 0 {
+		t.Fatalf("recovered %d, lost %v; want 2 (old2 and new), none lost", rep.Restored, rep.Lost)
+	}
+}
+
+// A record file the index does not know (a crash between writing it and
+// the index transaction) is dropped when the buffer opens.
+func TestUnindexedRecordFileDropped(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitBatch(t, b, map[string][]byte{"kept": []byte("kept\n")})
+	stray := b.recordFile(b.newRecordName())
+	torn := marshalRecord(testEntry("never-indexed", []byte("x")))
+	if err := os.WriteFile(stray, torn[:len(torn)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	b, err = OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := os.Stat(stray); !os.IsNotExist(err) {
+		t.Fatalf("unindexed record file kept (%v)", err)
+	}
+	if got := len(recordsOf(t, dir)); got != 1 {
+		t.Fatalf("%d records left, want the indexed one", got)
+	}
+}
