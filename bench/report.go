@@ -33,6 +33,7 @@ func (c *cell) dropoff() time.Duration {
 	return c.median(func(s sample) time.Duration { return s.Dropoff })
 }
 func (c *cell) total() time.Duration { return c.median(sample.Total) }
+func (c *cell) cpu() time.Duration   { return c.median(func(s sample) time.Duration { return s.CPU }) }
 func (c *cell) prep() time.Duration  { return c.median(func(s sample) time.Duration { return s.Prep }) }
 
 func (c *cell) peakRSS() (pick, drop int64) {
@@ -151,9 +152,11 @@ func (rep *report) Markdown() string {
 	}
 	p("\nTimes in seconds. Pickup = host A -> carrier, dropoff = carrier -> host B; MB/s = workload bytes / total time")
 	p(" (10^6 bytes); \"x peer\" = this tool's total / the fastest peer's (scp, sftp, rsync, nncp) total; RSS = peak")
-	p(" resident set of the local messor process (pickup / dropoff).\n\n")
-	p("| link | workload | files | bytes | tool | pickup | dropoff | total | MB/s | x peer | RSS MiB |\n")
-	p("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
+	p(" resident set of the local messor process (pickup / dropoff); CPU = the whole machine's busy CPU seconds over")
+	p(" pickup and dropoff (every process: the tool, sshd, sftp-server, hashing on the host; from /proc/stat, so other")
+	p(" load on the machine shows too): near 2x the total time means both cores were busy.\n\n")
+	p("| link | workload | files | bytes | tool | pickup | dropoff | total | MB/s | x peer | CPU s | RSS MiB |\n")
+	p("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.Results {
 		_, bt := r.fastestPeer(nil)
 		if r.Err != nil {
@@ -167,7 +170,7 @@ func (rep *report) Markdown() string {
 				name = "nncp (xfer -tx / xfer -rx + toss)"
 			}
 			if !c.ok() {
-				p("| %s | %s | %d | %s | %s | FAILED: %s ||||||\n", r.W.Link, r.W.Title, r.W.Count(), fmtBytes(r.W.Bytes()), name, oneLine(c.Err))
+				p("| %s | %s | %d | %s | %s | FAILED: %s |||||||\n", r.W.Link, r.W.Title, r.W.Count(), fmtBytes(r.W.Bytes()), name, oneLine(c.Err))
 				continue
 			}
 			ratio := "-"
@@ -179,15 +182,15 @@ func (rep *report) Markdown() string {
 				pk, dr := c.peakRSS()
 				rss = fmt.Sprintf("%d / %d", pk>>10, dr>>10)
 			}
-			p("| %s | %s | %d | %s | %s | %.2f | %.2f | %.2f | %.1f | %s | %s |\n", r.W.Link, r.W.Title, r.W.Count(), fmtBytes(r.W.Bytes()),
+			p("| %s | %s | %d | %s | %s | %.2f | %.2f | %.2f | %.1f | %s | %.2f | %s |\n", r.W.Link, r.W.Title, r.W.Count(), fmtBytes(r.W.Bytes()),
 				name, c.pickup().Seconds(), c.dropoff().Seconds(), c.total().Seconds(),
-				float64(r.W.Bytes())/1e6/c.total().Seconds(), ratio, rss)
+				float64(r.W.Bytes())/1e6/c.total().Seconds(), ratio, c.cpu().Seconds(), rss)
 			if t == "nncp" {
-				p("| %s | %s | | | nncp-file (packing into the spool, on host A) | %.2f | | %.2f | | | |\n", r.W.Link, r.W.Title, c.prep().Seconds(), c.prep().Seconds()+c.total().Seconds())
+				p("| %s | %s | | | nncp-file (packing into the spool, on host A) | %.2f | | %.2f | | | | |\n", r.W.Link, r.W.Title, c.prep().Seconds(), c.prep().Seconds()+c.total().Seconds())
 			}
 		}
 		if r.W.Skip != "" {
-			p("| %s | %s | | | (%s) ||||||\n", r.W.Link, r.W.Title, r.W.Skip)
+			p("| %s | %s | | | (%s) |||||||\n", r.W.Link, r.W.Title, r.W.Skip)
 		}
 	}
 	if len(rep.TTFB) > 0 {

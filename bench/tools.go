@@ -22,6 +22,11 @@ type sample struct {
 	Prep            time.Duration // nncp-file: packing into the spool on the source
 	RSSPickup       int64         // peak RSS in KiB of the local process (messor only)
 	RSSDropoff      int64
+	// CPU is the whole machine's busy CPU time (every process: the tool,
+	// sshd, sftp-server, hashing on the host) over pickup and dropoff,
+	// from /proc/stat. Near 2 s per second of wall time on this 2-core
+	// machine means the run was CPU-bound.
+	CPU time.Duration
 }
 
 func (s sample) Total() time.Duration { return s.Pickup + s.Dropoff }
@@ -30,6 +35,7 @@ func (s sample) Total() time.Duration { return s.Pickup + s.Dropoff }
 type cmdResult struct {
 	Elapsed time.Duration
 	MaxRSS  int64 // KiB
+	CPU     time.Duration
 	Out     string
 }
 
@@ -42,6 +48,7 @@ func (r *runner) run(env []string, argv ...string) (cmdResult, error) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Stdin = nil
+	cpu0 := busyCPU()
 	start := time.Now()
 	err := cmd.Start()
 	var hwm atomic.Int64
@@ -53,12 +60,32 @@ func (r *runner) run(env []string, argv ...string) (cmdResult, error) {
 		close(stop)
 		<-polled
 	}
-	res := cmdResult{Elapsed: time.Since(start), Out: out.String(), MaxRSS: hwm.Load()}
+	res := cmdResult{Elapsed: time.Since(start), Out: out.String(), MaxRSS: hwm.Load(), CPU: busyCPU() - cpu0}
 	r.logf("  $ %s (%.3fs)\n%s", strings.Join(argv, " "), res.Elapsed.Seconds(), indent(res.Out))
 	if err != nil {
 		return res, fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, res.Out)
 	}
 	return res, nil
+}
+
+// busyCPU is the machine's busy CPU time since boot: every field of
+// /proc/stat's "cpu" line but idle and iowait (jiffies, USER_HZ = 100).
+func busyCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is already in user
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * 10 * time.Millisecond
 }
 
 func indent(s string) string {
@@ -217,6 +244,7 @@ func (r *runner) transfer(w *workload, tool string) (sample, error) {
 		return s, fmt.Errorf("unknown tool %q", tool)
 	}
 	s.Pickup, s.Dropoff = pick.Elapsed, drop.Elapsed
+	s.CPU = pick.CPU + drop.CPU
 	return s, r.verify(w, p.dest)
 }
 
@@ -290,6 +318,7 @@ func (r *runner) nncp(w *workload) (sample, error) {
 		return s, err
 	}
 	s.Prep, s.Pickup, s.Dropoff = file.Elapsed, tx.Elapsed, rx.Elapsed+toss.Elapsed
+	s.CPU = tx.CPU + rx.CPU + toss.CPU
 	got, err := readManifest(n.incoming)
 	if err != nil {
 		return s, err
