@@ -331,8 +331,13 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		return fmt.Errorf("buffer %s: %s: %w", c.buf.Dir(), e.Path, err)
 	}
 	defer obj.Close()
+	// A partial left by an earlier visit is resumed; a small file is
+	// simply sent again (O_TRUNC below), which costs less than the round
+	// trip that would look for one.
 	off, had := int64(0), int64(-1)
-	if st, err := s.sftp.Lstat(partial); err == nil && st.Mode().IsRegular() {
+	if e.Size <= smallFile {
+		// nothing to look for
+	} else if st, err := s.sftp.Lstat(partial); err == nil && st.Mode().IsRegular() {
 		had = st.Size()
 		if had > 0 {
 			off = c.resumePoint(ctx, s, obj, partial, min(had, e.Size))

@@ -135,8 +135,16 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 }
 
 // listConcurrency is how many directories are listed at once: each listing
-// costs round trips, and a deep tree would otherwise pay them one by one.
-const listConcurrency = 16
+// costs round trips (open, read, read to the end, close), and a deep tree
+// would otherwise pay them one by one. On a slow link (a round trip of
+// 2 ms or more) four times as many hide them: a tree of 112 directories
+// over a 10 ms link was listed in 0.49 s with 16.
+func listConcurrency(s *Session) int {
+	if s.rtt >= 2*time.Millisecond {
+		return 64
+	}
+	return 16
+}
 
 // listOutbox walks messor/outbox/ without following symlinks, listing many
 // directories at once.
@@ -172,7 +180,7 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 		seen     int
 		firstErr error
 		wg       sync.WaitGroup
-		sem      = make(chan struct{}, listConcurrency)
+		sem      = make(chan struct{}, listConcurrency(s))
 	)
 	fail := func(err error) {
 		mu.Lock()
