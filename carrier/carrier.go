@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -42,6 +43,9 @@ type Options struct {
 	// which each keep about 1 MiB of requests in flight: memory stays
 	// bounded and the link is shared by few streams.
 	BigWorkers int
+	// Lanes is how many SFTP channels a run with a host uses for many
+	// files (default 4; 1 for a run of fewer than 64 files).
+	Lanes int
 	// Progress, if set, is told about transfers.
 	Progress Progress
 	// Logger gets per-file detail. Nil discards.
@@ -265,6 +269,25 @@ func (c *Carrier) workers(s *Session) int {
 		return 192
 	}
 	return 32
+}
+
+// manyFiles is the number of files from which a run spreads them over
+// several SFTP channels (Session.openLanes): below it, opening them costs
+// more than they save.
+const manyFiles = 64
+
+// lanes returns a function that hands out s's lanes in turn, for n files.
+func (c *Carrier) lanes(s *Session, n int) func() *Session {
+	k := c.opts.Lanes
+	if k <= 0 {
+		k = maxLanes
+		if n < manyFiles {
+			k = 1
+		}
+	}
+	ls := s.openLanes(k)
+	var next atomic.Uint64
+	return func() *Session { return ls[next.Add(1)%uint64(len(ls))] }
 }
 
 // forEach runs fn on every item with n workers, at most BigWorkers of them

@@ -108,9 +108,10 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	defer tr.Done()
 	dirs := newDirCache()
 	locks := &pathLocks{m: map[string]*pathLock{}}
+	lane := c.lanes(s, len(mine))
 	forEach(ctx, c, c.workers(s), mine, func(e Entry) int64 { return e.Size },
 		func(e Entry) (bool, error) {
-			already, err := c.deliver(ctx, s, e, dirs, locks, tr)
+			already, err := c.deliver(ctx, lane(), e, dirs, locks, tr)
 			if err == nil {
 				c.buf.release(e)
 			}

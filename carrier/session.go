@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,12 +72,22 @@ func (e *AuthError) Error() string {
 }
 func (e *AuthError) Unwrap() error { return e.Err }
 
-// Session is an SSH connection with an SFTP client to one host.
+// Session is an SSH connection with an SFTP client to one host. Lanes
+// (see lanes) are views of it with SFTP channels of their own.
 type Session struct {
+	*sessionState
+	sftp *sftp.Client
+}
+
+// sessionState is what every lane of a session shares.
+type sessionState struct {
 	Host discovery.Host
 	ssh  *ssh.Client
-	sftp *sftp.Client
 	log  *slog.Logger
+
+	laneMu   sync.Mutex
+	lanes    []*Session // openLanes: [0] is the session itself
+	laneNext atomic.Uint64
 
 	hasFsync bool
 	// noReplace: putting a file in place (place) never replaces another:
@@ -266,30 +277,7 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	// counted: pkg/sftp's ReadDir gathers a whole directory before it
 	// returns, and only a byte budget bounds an endless one.
 	rx := &rxBudget{}
-	sc, err := func() (*sftp.Client, error) {
-		sess, err := client.NewSession()
-		if err != nil {
-			return nil, err
-		}
-		if err := sess.RequestSubsystem("sftp"); err != nil {
-			return nil, err
-		}
-		pw, err := sess.StdinPipe()
-		if err != nil {
-			return nil, err
-		}
-		pr, err := sess.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		rx.r = pr
-		return sftp.NewClientPipe(rx, pw,
-			sftp.UseConcurrentWrites(true),
-			sftp.MaxPacketUnchecked(maxPacket),
-			sftp.MaxConcurrentRequestsPerFile(maxInFlight),
-			sftp.UseFstat(true),
-		)
-	}()
+	sc, err := newSFTP(client, func(r io.Reader) io.Reader { rx.r = r; return rx })
 	// Starting SFTP is bounded by the same deadline and ctx as the
 	// handshake: a host whose sftp-server never answers must not hang us.
 	if !stop() || dctx.Err() != nil {
@@ -307,7 +295,7 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 		return nil, fmt.Errorf("host %s: sftp: %w (does the host's sshd offer the sftp subsystem?)", h.Name, err)
 	}
 	conn.SetDeadline(time.Time{})
-	s := &Session{Host: h, ssh: client, sftp: sc, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx}
+	s := &Session{sessionState: &sessionState{Host: h, ssh: client, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx}, sftp: sc}
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
 	// One round trip, timed: how many files to keep in flight.
 	t0 := time.Now()
@@ -327,6 +315,82 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	return s, nil
 }
 
+// newSFTP starts an SFTP client on a new channel of client; wrap, if not
+// nil, wraps what the host sends.
+func newSFTP(client *ssh.Client, wrap func(io.Reader) io.Reader) (*sftp.Client, error) {
+	sess, err := client.NewSession()
+	if err != nil {
+		return nil, err
+	}
+	if err := sess.RequestSubsystem("sftp"); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	pw, err := sess.StdinPipe()
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
+	pr, err := sess.StdoutPipe()
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
+	var r io.Reader = pr
+	if wrap != nil {
+		r = wrap(pr)
+	}
+	return sftp.NewClientPipe(r, pw,
+		sftp.UseConcurrentWrites(true),
+		sftp.MaxPacketUnchecked(maxPacket),
+		sftp.MaxConcurrentRequestsPerFile(maxInFlight),
+		sftp.UseFstat(true),
+	)
+}
+
+// maxLanes is how many SFTP channels a session uses at most for many
+// files. Each is a process of its own on a stock host (sftp-server answers
+// one request at a time, and waits in each fsync), so a host with cores to
+// spare answers in parallel, and its filesystem can join concurrent fsyncs
+// in one journal commit. Four stay within sshd's default MaxSessions (10)
+// beside the hash commands of four big files.
+const maxLanes = 4
+
+// openLanes makes sure the session has n SFTP channels (fewer if the host
+// refuses more: each is a session, and sshd's MaxSessions bounds them) and
+// returns them as sessions sharing everything else; the first is s. Lanes
+// are opened at the same time, in one round trip or two.
+func (s *Session) openLanes(n int) []*Session {
+	s.laneMu.Lock()
+	defer s.laneMu.Unlock()
+	if len(s.lanes) == 0 {
+		s.lanes = []*Session{s}
+	}
+	if more := n - len(s.lanes); more > 0 {
+		got := make([]*sftp.Client, more)
+		var wg sync.WaitGroup
+		for i := range more {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sc, err := newSFTP(s.ssh, nil)
+				if err != nil {
+					s.log.Debug("another SFTP channel refused; going on with fewer", "err", err)
+					return
+				}
+				got[i] = sc
+			}()
+		}
+		wg.Wait()
+		for _, sc := range got {
+			if sc != nil {
+				s.lanes = append(s.lanes, &Session{sessionState: s.sessionState, sftp: sc})
+			}
+		}
+	}
+	return slices.Clone(s.lanes[:min(n, len(s.lanes))])
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -341,6 +405,13 @@ func (s *Session) Close() error {
 		// message, which blocks forever on a stalled link.
 		err = s.ssh.Close()
 		s.sftp.Close()
+		s.laneMu.Lock()
+		for _, l := range s.lanes {
+			if l.sftp != s.sftp {
+				l.sftp.Close()
+			}
+		}
+		s.laneMu.Unlock()
 	})
 	return err
 }
@@ -421,7 +492,14 @@ func (s *Session) pickHasher(ctx context.Context) {
 		return
 	}
 	s.hasher = func(ctx context.Context, p string, n int64) ([]byte, error) {
-		return s.execHash(ctx, path.Join(wd, p), n)
+		sum, err := s.execHash(ctx, path.Join(wd, p), n)
+		var refused *ssh.OpenChannelError
+		if errors.As(err, &refused) {
+			// No session free for a command just now (sshd's MaxSessions,
+			// taken by lanes and other hashes): read it back instead.
+			return s.readbackHash(ctx, p, n)
+		}
+		return sum, err
 	}
 	s.hashKind = "exec"
 }

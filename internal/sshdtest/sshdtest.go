@@ -51,6 +51,9 @@ type Options struct {
 	// Port to listen on; 0 picks a free port. Set it to restart a host at
 	// the address it had (see Server.Port).
 	Port int
+	// MaxSessions is sshd's limit on sessions (SFTP channels, commands)
+	// per connection; 0 means 64.
+	MaxSessions int
 }
 
 // Server is a running sshd.
@@ -123,7 +126,7 @@ func Start(t testing.TB, opts Options) *Server {
 		if port == 0 {
 			port = freePort(t)
 		}
-		cfg := config(port, dir, hostKeyPath, authPath, loginDir, opts.NoExec)
+		cfg := config(port, dir, hostKeyPath, authPath, loginDir, opts.NoExec, opts.MaxSessions)
 		cfgPath := filepath.Join(dir, "sshd_config")
 		writeFile(t, cfgPath, []byte(cfg))
 		err := s.launch(sshd, cfgPath, port)
@@ -164,7 +167,10 @@ func findSSHD(t testing.TB) string {
 	return ""
 }
 
-func config(port int, dir, hostKey, authKeys, loginDir string, noExec bool) string {
+func config(port int, dir, hostKey, authKeys, loginDir string, noExec bool, maxSessions int) string {
+	if maxSessions <= 0 {
+		maxSessions = 64
+	}
 	sftp := "internal-sftp -d " + strings.ReplaceAll(loginDir, "%", "%%")
 	var b strings.Builder
 	for _, kv := range [][2]string{
@@ -182,7 +188,7 @@ func config(port int, dir, hostKey, authKeys, loginDir string, noExec bool) stri
 		{"AllowTcpForwarding", "no"},
 		{"PrintMotd", "no"},
 		{"LogLevel", "VERBOSE"},
-		{"MaxSessions", "64"},
+		{"MaxSessions", strconv.Itoa(maxSessions)},
 		{"MaxStartups", "100"},
 		{"Subsystem", "sftp " + sftp},
 	} {
