@@ -1,0 +1,274 @@
+package carrier
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/messor-sync/messor/protocol"
+)
+
+// defaultVerifySlice is how many bytes of a big upload are verified at a
+// time while it goes on (Options.VerifySlice). A file of fewer than two
+// slices is verified whole after its last byte, as before.
+//
+// Why 32 MiB, and 64 MiB for the threshold: what the host still hashes after
+// the last byte is one slice, at most 0.25 s on a Raspberry Pi (SHA-256 at
+// ~150 MB/s) instead of ~30 s for a 4 GiB file. What a slice costs is one
+// request (an agent) or one command on the host (a session, a shell, dd,
+// head and the hash tool: 80-95 ms each on a busy 2-core test machine over
+// loopback), one round trip where the upload's pipeline drains, and, on the
+// carrier, a second SHA-256 of its bytes. Those costs are hidden behind the
+// upload as long as a slice takes longer to cross the link than to start a
+// command: 32 MiB take a second and more over Wi-Fi, a quarter of a second
+// over gigabit Ethernet; only over loopback (50 ms) does the host's work
+// show. Below two slices nothing would overlap the upload, and the
+// whole-file hash it replaces takes under half a second even on a Pi.
+//
+// The size is measured in file bytes, not in bytes left to send: a resumed
+// upload of a big file would otherwise wait for the host to hash all of it
+// after its last byte, however little was left.
+const defaultVerifySlice = 32 << 20
+
+// sliceAhead is how many slice hashes may be outstanding on the host while
+// the upload goes on: the host hashes one slice while the next is written,
+// and one more may wait; beyond that the upload waits for the host. With
+// Options.BigWorkers (4) uploads at once, a stock host runs at most
+// maxExecs commands for us anyway.
+const sliceAhead = 2
+
+// verifySlice returns the slice size in which to verify an upload of size
+// bytes to s while it goes on, or 0 to verify it whole after the last byte:
+// when the file is smaller than two slices, and where the host cannot hash
+// a slice for us (reading back, an agent that refused hash-slice).
+func (c *Carrier) verifySlice(ctx context.Context, s *Session, size int64) int64 {
+	n := c.opts.VerifySlice
+	if n < 0 || size < 2*n || !s.canHashSlices(ctx) {
+		return 0
+	}
+	return n
+}
+
+// sliceCheck is one slice of a big upload: bytes [start, end) of the file,
+// hashed on the host once written, and in the carrier's copy.
+type sliceCheck struct {
+	start, end int64
+	host       []byte // the host's digest, once it answered
+	local      []byte // the carrier's, once the local pass got there
+	err        error  // the host's hash failed
+}
+
+// sliceVerifier verifies a big upload slice by slice while it goes on.
+//
+// The upload writes the slices in order; once one is written (its SFTP
+// writes answered: the host's server has written the bytes), the host
+// hashes it (written), at most sliceAhead at a time, while the next is
+// being written. Meanwhile one goroutine reads the carrier's copy once,
+// from its first byte to its last, and feeds every byte both to the hash of
+// the whole file and to that of the slice it belongs to, so one read yields
+// the digest to check against the content address and the digests to
+// compare with the host's. Once every slice's digests agree and the whole
+// digest is the content address, the host holds exactly the content.
+//
+// A resumed upload starts at off > 0. Its first slice begins at off rounded
+// down to protocol.HashBlock (dd's block on a stock host), so it also
+// covers a few bytes already there; [0, off) itself was checked by
+// resumePoint: the host's digest of it equalled that of the carrier's copy
+// as read then (resumed). Read once more now, the carrier's copy might read
+// otherwise (a failing disk or memory): the local pass takes the digest of
+// [0, off) on its way (the whole-file hash's state at off) and it must equal
+// resumed. Then the bytes on the host are, slice after slice, those of one
+// reading of the carrier's copy, whose SHA-256 is the content address.
+//
+// A slice is hashed after its writes were answered and before the fsync,
+// as the whole file was hashed after the fsync: both read what the host's
+// page cache holds. What a slice's hash cannot see is a later write landing
+// in it (a server writing at the wrong offset); the writes of later slices
+// are all at offsets past it.
+type sliceVerifier struct {
+	s       *Session
+	partial string
+	size    int64
+	off     int64
+	resumed []byte // the carrier's digest of [0, off) that the host's matched
+	slices  []*sliceCheck
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	ahead  chan struct{}
+	wg     sync.WaitGroup // host hashes outstanding
+	waited time.Duration  // the upload, for the host to hash (written)
+
+	mu        sync.Mutex
+	whole     []byte // the carrier's copy: digest of all of it
+	prefix    []byte // and of [0, off)
+	localErr  error
+	localDone chan struct{}
+}
+
+// newSliceVerifier plans the slices of an upload of [off, size) in slices
+// of n bytes and starts the local pass over obj.
+func newSliceVerifier(ctx context.Context, s *Session, obj io.ReaderAt, partial string, size, off int64, resumed []byte, n int64) *sliceVerifier {
+	v := &sliceVerifier{s: s, partial: partial, size: size, off: off, resumed: resumed,
+		ahead: make(chan struct{}, sliceAhead), localDone: make(chan struct{})}
+	v.ctx, v.cancel = context.WithCancel(ctx)
+	for a := off - off%protocol.HashBlock; a < size; a += n {
+		v.slices = append(v.slices, &sliceCheck{start: a, end: min(a+n, size)})
+	}
+	go v.localPass(obj)
+	return v
+}
+
+// localPass reads obj once, from 0 to size, hashing the whole, the prefix
+// [0, off) and each slice.
+func (v *sliceVerifier) localPass(obj io.ReaderAt) {
+	defer close(v.localDone)
+	whole, part := sha256.New(), sha256.New()
+	buf := make([]byte, 1<<20)
+	var prefix []byte
+	if v.off == 0 {
+		prefix = whole.Sum(nil)
+	}
+	next := 0 // the slice being hashed, or the next one
+	var err error
+	for pos := int64(0); pos < v.size; {
+		if err = v.ctx.Err(); err != nil {
+			break
+		}
+		// Read up to the next place a digest is taken.
+		n := min(int64(len(buf)), v.size-pos)
+		if pos < v.off {
+			n = min(n, v.off-pos)
+		}
+		var sl *sliceCheck
+		if next < len(v.slices) {
+			sl = v.slices[next]
+			if pos < sl.start {
+				n = min(n, sl.start-pos)
+				sl = nil
+			} else {
+				n = min(n, sl.end-pos)
+			}
+		}
+		b := buf[:n]
+		if _, err = obj.ReadAt(b, pos); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			err = fmt.Errorf("reading the carrier's copy at %d: %w", pos, err)
+			break
+		}
+		whole.Write(b)
+		pos += n
+		if pos == v.off {
+			prefix = whole.Sum(nil) // Sum leaves the hash running
+		}
+		if sl != nil {
+			part.Write(b)
+			if pos == sl.end {
+				v.mu.Lock()
+				sl.local = part.Sum(nil)
+				v.mu.Unlock()
+				part = sha256.New()
+				next++
+			}
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err != nil {
+		v.localErr = err
+		return
+	}
+	v.whole, v.prefix = whole.Sum(nil), prefix
+}
+
+// written starts the host's hash of slice i, which the upload has just
+// written, once fewer than sliceAhead are outstanding. It returns ctx's
+// error if the upload was cancelled meanwhile.
+func (v *sliceVerifier) written(i int) error {
+	sl := v.slices[i]
+	if v.s.sliceRefused.Load() {
+		v.mu.Lock()
+		sl.err = errSliceRefused // the whole file will be verified
+		v.mu.Unlock()
+		return nil
+	}
+	t0 := time.Now()
+	select {
+	case v.ahead <- struct{}{}:
+	case <-v.ctx.Done():
+		return fmt.Errorf("host %s: %s: %w", v.s.Host.Name, v.partial, v.ctx.Err())
+	}
+	v.waited += time.Since(t0)
+	v.wg.Add(1)
+	go func() {
+		defer v.wg.Done()
+		defer func() { <-v.ahead }()
+		sum, err := v.s.hashSlice(v.ctx, v.partial, sl.start, sl.end-sl.start)
+		v.mu.Lock()
+		sl.host, sl.err = sum, err
+		v.mu.Unlock()
+	}()
+	return nil
+}
+
+// mismatch describes the first slice whose host digest is known to differ
+// from the carrier's, or is "".
+func (v *sliceVerifier) mismatch() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, sl := range v.slices {
+		if sl.host != nil && sl.local != nil && !bytes.Equal(sl.host, sl.local) {
+			return fmt.Sprintf("bytes %d to %d: sha256 %x on the host, %x here", sl.start, sl.end, sl.host, sl.local)
+		}
+	}
+	return ""
+}
+
+// verdict waits for every hash, here and on the host, and judges the upload
+// written in full to the partial: bad describes a difference (the partial
+// holds other bytes than the content); whole asks for the whole file to be
+// verified instead (the agent refused a slice); err is a failure to tell
+// (a host hash failed, the local copy could not be read).
+func (v *sliceVerifier) verdict(want []byte) (bad string, whole bool, err error) {
+	v.wg.Wait()
+	<-v.localDone
+	if bad := v.mismatch(); bad != "" {
+		return bad, false, nil
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.localErr != nil {
+		return "", false, fmt.Errorf("buffer: %s: %w", v.partial, v.localErr)
+	}
+	if !bytes.Equal(v.whole, want) {
+		return fmt.Sprintf("the carrier's copy reads as sha256 %x, want %x: damaged in the buffer?", v.whole, want), false, nil
+	}
+	if v.off > 0 && !bytes.Equal(v.prefix, v.resumed) {
+		return fmt.Sprintf("the carrier's copy of bytes 0 to %d read otherwise when the partial was checked for resuming", v.off), false, nil
+	}
+	for _, sl := range v.slices {
+		if sl.err != nil && errors.Is(sl.err, errSliceRefused) {
+			whole = true
+		} else if sl.err != nil {
+			return "", false, sl.err
+		} else if sl.host == nil {
+			return "", false, fmt.Errorf("host %s: %s: bytes %d to %d were not verified", v.s.Host.Name, v.partial, sl.start, sl.end)
+		}
+	}
+	return "", whole, nil
+}
+
+// stop cancels what is still going on and waits for it to end. It may be
+// called more than once.
+func (v *sliceVerifier) stop() {
+	v.cancel()
+	v.wg.Wait()
+	<-v.localDone
+}
