@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -334,11 +335,11 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	}
 	defer obj.Close()
 	off, had := int64(0), int64(-1)
-	var resumed []byte // the local digest of [0, off) the host's matched
+	var prefix hash.Hash // the local hash of [0, off) the host's matched
 	if st, err := s.sftp.Lstat(partial); err == nil && st.Mode().IsRegular() {
 		had = st.Size()
 		if had > 0 {
-			off, resumed = c.resumePoint(ctx, s, obj, partial, min(had, e.Size))
+			off, prefix = c.resumePoint(ctx, s, obj, partial, min(had, e.Size))
 		}
 	}
 	// Read back through the write handle only where the server is known to
@@ -375,9 +376,10 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	}
 	// write sends [from, to) of the object to the same range of the partial
 	// (the handle's offset is at from).
+	wtr := tr
 	write := func(from, to int64) error {
 		src := &io.LimitedReader{R: io.NewSectionReader(obj, from, to-from), N: to - from}
-		n, err := f.ReadFromWithConcurrency(&trackReader{src, tr}, maxWritesInFlight)
+		n, err := f.ReadFromWithConcurrency(&trackReader{src, wtr}, maxWritesInFlight)
 		if err != nil {
 			return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size-from))
 		}
@@ -393,8 +395,9 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	t0 := time.Now()
 	var v *sliceVerifier
 	if slice > 0 {
-		v = newSliceVerifier(ctx, s, obj, partial, e.Size, off, resumed, slice)
+		v = newSliceVerifier(ctx, s, obj, partial, e.Size, off, prefix, slice)
 		defer v.stop()
+		wtr = v.pace(tr)
 		for i, sl := range v.slices {
 			if err := write(max(off, sl.start), sl.end); err != nil {
 				return err
@@ -490,8 +493,9 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 
 // resumePoint finds the longest prefix of the remote partial (of have
 // bytes) that matches the object, trying the end and a step before it. It
-// returns the prefix's length and the object's digest of it.
-func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, partial string, have int64) (int64, []byte) {
+// returns the prefix's length and the hash of the object's prefix that
+// matched, positioned at its end (for the whole-file hash to go on from).
+func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, partial string, have int64) (int64, hash.Hash) {
 	for _, n := range []int64{have, have - resumeStep, have - 8*resumeStep} {
 		if n <= 0 {
 			break
@@ -505,8 +509,8 @@ func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, par
 			c.log.Debug("cannot check partial", "host", s.Host.Name, "path", partial, "err", err)
 			return 0, nil
 		}
-		if sum := h.Sum(nil); bytes.Equal(got, sum) {
-			return n, sum
+		if bytes.Equal(got, h.Sum(nil)) { // Sum leaves h as it is
+			return n, h
 		}
 	}
 	return 0, nil

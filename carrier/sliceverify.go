@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/messor-sync/messor/protocol"
@@ -68,22 +70,25 @@ type sliceCheck struct {
 // The upload writes the slices in order; once one is written (its SFTP
 // writes answered: the host's server has written the bytes), the host
 // hashes it (written), at most sliceAhead at a time, while the next is
-// being written. Meanwhile one goroutine reads the carrier's copy once,
-// from its first byte to its last, and feeds every byte both to the hash of
-// the whole file and to that of the slice it belongs to, so one read yields
-// the digest to check against the content address and the digests to
-// compare with the host's. Once every slice's digests agree and the whole
-// digest is the content address, the host holds exactly the content.
+// being written. Meanwhile one goroutine (localPass) reads the carrier's
+// copy once, in order, just behind the upload, and feeds every byte both to
+// the hash of the whole file and to that of the slice it belongs to, so one
+// read yields the digest to check against the content address and the
+// digests to compare with the host's. Once every slice's digests agree and
+// the whole digest is the content address, the host holds exactly the
+// content. Following the upload rather than racing ahead, the pass wastes
+// little work when the link drops (the next run starts a new pass), and
+// does not take the CPU from the upload in one burst.
 //
-// A resumed upload starts at off > 0. Its first slice begins at off rounded
-// down to protocol.HashBlock (dd's block on a stock host), so it also
-// covers a few bytes already there; [0, off) itself was checked by
-// resumePoint: the host's digest of it equalled that of the carrier's copy
-// as read then (resumed). Read once more now, the carrier's copy might read
-// otherwise (a failing disk or memory): the local pass takes the digest of
-// [0, off) on its way (the whole-file hash's state at off) and it must equal
-// resumed. Then the bytes on the host are, slice after slice, those of one
-// reading of the carrier's copy, whose SHA-256 is the content address.
+// A resumed upload starts at off > 0. [0, off) was checked by resumePoint:
+// the host's digest of it equalled that of the carrier's copy as read
+// then, and resumePoint hands over that hash, positioned at off, for the
+// whole-file hash to go on from: the bytes before off are not read again,
+// and the whole digest is that of the very reading the host's prefix was
+// compared with. The first slice begins at off rounded down to
+// protocol.HashBlock (dd's block on a stock host), so it also covers up to
+// 1 MiB before off, which the pass reads again for that slice's digest
+// only: both readings were compared with the same bytes on the host.
 //
 // A slice is hashed after its writes were answered and before the fsync,
 // as the whole file was hashed after the fsync: both read what the host's
@@ -95,7 +100,6 @@ type sliceVerifier struct {
 	partial string
 	size    int64
 	off     int64
-	resumed []byte // the carrier's digest of [0, off) that the host's matched
 	slices  []*sliceCheck
 
 	ctx    context.Context
@@ -104,79 +108,105 @@ type sliceVerifier struct {
 	wg     sync.WaitGroup // host hashes outstanding
 	waited time.Duration  // the upload, for the host to hash (written)
 
+	sent  atomic.Int64  // how far the upload has read the carrier's copy
+	moved chan struct{} // sent moved on
+
 	mu        sync.Mutex
 	whole     []byte // the carrier's copy: digest of all of it
-	prefix    []byte // and of [0, off)
 	localErr  error
 	localDone chan struct{}
 }
 
 // newSliceVerifier plans the slices of an upload of [off, size) in slices
-// of n bytes and starts the local pass over obj.
-func newSliceVerifier(ctx context.Context, s *Session, obj io.ReaderAt, partial string, size, off int64, resumed []byte, n int64) *sliceVerifier {
-	v := &sliceVerifier{s: s, partial: partial, size: size, off: off, resumed: resumed,
-		ahead: make(chan struct{}, sliceAhead), localDone: make(chan struct{})}
+// of n bytes and starts the local pass over obj; prefix is the hash of the
+// carrier's copy of [0, off) that resumePoint matched with the host's (nil
+// when off is 0). The upload must report what it reads (pace).
+func newSliceVerifier(ctx context.Context, s *Session, obj io.ReaderAt, partial string, size, off int64, prefix hash.Hash, n int64) *sliceVerifier {
+	v := &sliceVerifier{s: s, partial: partial, size: size, off: off,
+		ahead: make(chan struct{}, sliceAhead), moved: make(chan struct{}, 1), localDone: make(chan struct{})}
 	v.ctx, v.cancel = context.WithCancel(ctx)
+	v.sent.Store(off)
 	for a := off - off%protocol.HashBlock; a < size; a += n {
 		v.slices = append(v.slices, &sliceCheck{start: a, end: min(a+n, size)})
 	}
-	go v.localPass(obj)
+	go v.localPass(obj, prefix)
 	return v
 }
 
-// localPass reads obj once, from 0 to size, hashing the whole, the prefix
-// [0, off) and each slice.
-func (v *sliceVerifier) localPass(obj io.ReaderAt) {
-	defer close(v.localDone)
-	whole, part := sha256.New(), sha256.New()
-	buf := make([]byte, 1<<20)
-	var prefix []byte
-	if v.off == 0 {
-		prefix = whole.Sum(nil)
+// pace wraps the upload's tracker so that the local pass learns how far the
+// upload has read.
+func (v *sliceVerifier) pace(tr Tracker) Tracker { return pacer{tr, v} }
+
+type pacer struct {
+	Tracker
+	v *sliceVerifier
+}
+
+func (p pacer) Add(n int64) {
+	p.Tracker.Add(n)
+	p.v.sent.Add(n)
+	select {
+	case p.v.moved <- struct{}{}:
+	default:
 	}
-	next := 0 // the slice being hashed, or the next one
+}
+
+// localPass reads obj from the first slice's start to size, no further
+// than the upload has read, hashing the whole (going on from prefix, at
+// off) and each slice.
+func (v *sliceVerifier) localPass(obj io.ReaderAt, prefix hash.Hash) {
+	defer close(v.localDone)
+	whole, part := prefix, sha256.New()
+	if v.off == 0 {
+		whole = sha256.New()
+	}
 	var err error
-	for pos := int64(0); pos < v.size; {
-		if err = v.ctx.Err(); err != nil {
-			break
+	if whole == nil {
+		err = errors.New("no hash of the resumed prefix")
+	}
+	buf := make([]byte, 1<<20)
+	pos := v.off
+	if len(v.slices) > 0 {
+		pos = v.slices[0].start
+	}
+	next := 0 // the slice being hashed
+	for err == nil && pos < v.size {
+		sent := v.sent.Load()
+		if sent <= pos {
+			select {
+			case <-v.moved:
+				continue
+			case <-v.ctx.Done():
+				err = v.ctx.Err()
+				continue
+			}
 		}
 		// Read up to the next place a digest is taken.
-		n := min(int64(len(buf)), v.size-pos)
+		n := min(int64(len(buf)), sent-pos)
 		if pos < v.off {
 			n = min(n, v.off-pos)
 		}
-		var sl *sliceCheck
-		if next < len(v.slices) {
-			sl = v.slices[next]
-			if pos < sl.start {
-				n = min(n, sl.start-pos)
-				sl = nil
-			} else {
-				n = min(n, sl.end-pos)
-			}
-		}
+		sl := v.slices[next]
+		n = min(n, sl.end-pos)
 		b := buf[:n]
 		if _, err = obj.ReadAt(b, pos); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
 			err = fmt.Errorf("reading the carrier's copy at %d: %w", pos, err)
-			break
+			continue
 		}
-		whole.Write(b)
+		if pos >= v.off {
+			whole.Write(b)
+		}
+		part.Write(b)
 		pos += n
-		if pos == v.off {
-			prefix = whole.Sum(nil) // Sum leaves the hash running
-		}
-		if sl != nil {
-			part.Write(b)
-			if pos == sl.end {
-				v.mu.Lock()
-				sl.local = part.Sum(nil)
-				v.mu.Unlock()
-				part = sha256.New()
-				next++
-			}
+		if pos == sl.end {
+			v.mu.Lock()
+			sl.local = part.Sum(nil)
+			v.mu.Unlock()
+			part = sha256.New()
+			next++
 		}
 	}
 	v.mu.Lock()
@@ -185,7 +215,7 @@ func (v *sliceVerifier) localPass(obj io.ReaderAt) {
 		v.localErr = err
 		return
 	}
-	v.whole, v.prefix = whole.Sum(nil), prefix
+	v.whole = whole.Sum(nil)
 }
 
 // written starts the host's hash of slice i, which the upload has just
@@ -249,9 +279,6 @@ func (v *sliceVerifier) verdict(want []byte) (bad string, whole bool, err error)
 	}
 	if !bytes.Equal(v.whole, want) {
 		return fmt.Sprintf("the carrier's copy reads as sha256 %x, want %x: damaged in the buffer?", v.whole, want), false, nil
-	}
-	if v.off > 0 && !bytes.Equal(v.prefix, v.resumed) {
-		return fmt.Sprintf("the carrier's copy of bytes 0 to %d read otherwise when the partial was checked for resuming", v.off), false, nil
 	}
 	for _, sl := range v.slices {
 		if sl.err != nil && errors.Is(sl.err, errSliceRefused) {
