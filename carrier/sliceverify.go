@@ -275,7 +275,7 @@ func (v *sliceVerifier) verdict(want []byte) (bad string, whole bool, err error)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.localErr != nil {
-		return "", false, fmt.Errorf("buffer: %s: %w", v.partial, v.localErr)
+		return "", false, fmt.Errorf("buffer: the carrier's copy of %s for host %s: %w", v.partial, v.s.Host.Name, v.localErr)
 	}
 	if !bytes.Equal(v.whole, want) {
 		return fmt.Sprintf("the carrier's copy reads as sha256 %x, want %x: damaged in the buffer?", v.whole, want), false, nil
