@@ -256,6 +256,7 @@ func (s *server) sshServer() *gliderssh.Server {
 		},
 		RequestHandlers: map[string]gliderssh.RequestHandler{
 			protocol.HashRangeRequest: s.hashRange,
+			protocol.HashSliceRequest: s.hashSlice,
 		},
 		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{
 			"sftp": s.sftpSubsystem,

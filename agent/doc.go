@@ -26,10 +26,12 @@
 // ([LoadOrCreateHostKey]) so the fingerprint a carrier pinned stays valid
 // across restarts.
 //
-// Besides SFTP the agent answers the global request
-// [protocol.HashRangeRequest] with the SHA-256 of a prefix of a file, under
-// the same confinement rules, so a carrier can check a partial before
-// resuming it without reading it back.
+// Besides SFTP the agent answers the global requests
+// [protocol.HashRangeRequest] with the SHA-256 of a prefix of a file, and
+// [protocol.HashSliceRequest] with that of a slice of one, under the same
+// confinement rules, so a carrier can check a partial before resuming it, and
+// verify a big upload piece by piece while it goes on, without reading it
+// back.
 //
 // The package imports neither the carrier nor any mDNS library: advertising
 // is a hook, [Config.Advertise], that the command wires to discovery.

@@ -37,24 +37,57 @@ func (s *server) hashRange(ctx gliderssh.Context, _ *gliderssh.Server, req *ssh.
 	return true, sum
 }
 
+// hashSlice answers protocol.HashSliceRequest: the SHA-256 of the Length
+// bytes at Offset in Path, under the same rules as hashRange. A carrier asks
+// for one slice of a big upload at a time, while it goes on.
+func (s *server) hashSlice(ctx gliderssh.Context, _ *gliderssh.Server, req *ssh.Request) (bool, []byte) {
+	if !s.begin() {
+		return false, nil
+	}
+	defer s.wg.Done()
+	remote := ctx.RemoteAddr().String()
+	var msg protocol.HashSliceMsg
+	if err := ssh.Unmarshal(req.Payload, &msg); err != nil {
+		s.log.Info("hash-slice refused: bad request", "remote", remote, "err", err)
+		return false, nil
+	}
+	sum, err := hashFileRange(ctx, newConfinedFS(s.root, s.log), msg.Path, msg.Offset, msg.Length)
+	if err != nil {
+		s.log.Info("hash-slice refused", "remote", remote, "path", msg.Path, "offset", msg.Offset, "length", msg.Length, "err", err)
+		return false, nil
+	}
+	return true, sum
+}
+
 // hashPrefix returns the SHA-256 of the first n bytes of the regular file at
 // SFTP path p, or an error if the file is shorter.
 func hashPrefix(ctx context.Context, c *confinedFS, p string, n uint64) ([]byte, error) {
-	if n > math.MaxInt64 {
-		return nil, fmt.Errorf("hash %s: length %d out of range", cleanSFTPPath(p), n)
+	return hashFileRange(ctx, c, p, 0, n)
+}
+
+// hashFileRange returns the SHA-256 of the n bytes at off in the regular
+// file at SFTP path p, or an error if the file ends before off+n.
+func hashFileRange(ctx context.Context, c *confinedFS, p string, off, n uint64) ([]byte, error) {
+	if n > math.MaxInt64 || off > math.MaxInt64-n {
+		return nil, fmt.Errorf("hash %s: offset %d, length %d out of range", cleanSFTPPath(p), off, n)
 	}
 	f, err := c.openRegular("hash", p, os.O_RDONLY, false)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if fi, err := f.f.Stat(); err != nil {
+		return nil, fmt.Errorf("hash %s: %w", cleanSFTPPath(p), err)
+	} else if uint64(fi.Size()) < off+n {
+		return nil, fmt.Errorf("hash %s: file has %d bytes, fewer than %d", cleanSFTPPath(p), fi.Size(), off+n)
+	}
 	h := sha256.New()
-	got, err := io.Copy(h, io.LimitReader(ctxReader{ctx, f.f}, int64(n)))
+	got, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(f.f, int64(off), int64(n))})
 	if err != nil {
 		return nil, fmt.Errorf("hash %s: %w", cleanSFTPPath(p), err)
 	}
 	if uint64(got) < n {
-		return nil, fmt.Errorf("hash %s: file has %d bytes, fewer than %d", cleanSFTPPath(p), got, n)
+		return nil, fmt.Errorf("hash %s: file has %d bytes, fewer than %d", cleanSFTPPath(p), off+uint64(got), off+n)
 	}
 	return h.Sum(nil), nil
 }

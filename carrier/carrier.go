@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/messor-sync/messor/discovery"
+	"github.com/messor-sync/messor/protocol"
 )
 
 // Options configure a Carrier.
@@ -59,6 +60,13 @@ type Options struct {
 	VerifySource bool
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time
+	// VerifySlice: a file of at least two slices of this many bytes is
+	// verified slice by slice while it is being uploaded, on hosts that
+	// hash for us (a messor agent, or a stock host that runs a hash
+	// command), so that little is left to hash once the last byte is sent.
+	// Rounded up to a multiple of 1 MiB; default 32 MiB; negative: files
+	// are verified whole after their last byte.
+	VerifySlice int64
 }
 
 // Progress receives transfer progress; implementations must be safe for
@@ -81,6 +89,14 @@ type Carrier struct {
 	buf  *Buffer
 	opts Options
 	log  *slog.Logger
+
+	// Test hooks (export_test.go). sliceWritten is called once a slice of
+	// an upload verified slice by slice has been written, before the host
+	// hashes it; sliceRequest, if set, replaces protocol.HashSliceRequest
+	// on the carrier's sessions (a name an agent does not know plays an
+	// older agent).
+	sliceWritten func(partial string, start, end int64)
+	sliceRequest string
 }
 
 // New makes a carrier over an open buffer.
@@ -99,6 +115,12 @@ func New(buf *Buffer, opts Options) *Carrier {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	switch {
+	case opts.VerifySlice == 0:
+		opts.VerifySlice = defaultVerifySlice
+	case opts.VerifySlice > 0:
+		opts.VerifySlice = (opts.VerifySlice + protocol.HashBlock - 1) / protocol.HashBlock * protocol.HashBlock
 	}
 	if opts.HostKeyPolicy == nil {
 		opts.HostKeyPolicy = HostKeyPolicy
@@ -209,6 +231,9 @@ func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) 
 	done()
 	if err != nil {
 		return nil, err
+	}
+	if c.sliceRequest != "" {
+		s.sliceRequest = c.sliceRequest
 	}
 	s.watchIdle(c.opts.IdleTimeout)
 	return s, nil

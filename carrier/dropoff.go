@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -325,7 +326,9 @@ func (c *Carrier) freeName(ctx context.Context, s *Session, dir, name string, si
 }
 
 // upload writes the object for e into partial, resuming from a verified
-// prefix, syncs and verifies it.
+// prefix, syncs and verifies it. A big file is verified slice by slice while
+// it is being written, where the host can hash slices (sliceVerifier);
+// others once written in full.
 func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial string, want []byte, tr Tracker) error {
 	obj, err := os.Open(c.buf.ObjectPath(e.Hash))
 	if err != nil {
@@ -336,18 +339,23 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	// simply sent again (O_TRUNC below), which costs less than the round
 	// trip that would look for one.
 	off, had := int64(0), int64(-1)
+	var prefix hash.Hash // the local hash of [0, off) the host's matched
 	if e.Size <= smallFile {
 		// nothing to look for
 	} else if st, err := s.sftp.Lstat(partial); err == nil && st.Mode().IsRegular() {
 		had = st.Size()
 		if had > 0 {
-			off = c.resumePoint(ctx, s, obj, partial, min(had, e.Size))
+			off, prefix = c.resumePoint(ctx, s, obj, partial, min(had, e.Size))
 		}
 	}
 	// Read back through the write handle only where the server is known to
 	// serve reads on it (OpenSSH, our agent): on some servers a read on a
 	// handle opened for writing is taken for a write.
 	readBack := s.rwHandles && e.Size <= smallFile
+	var slice int64
+	if !readBack {
+		slice = c.verifySlice(ctx, s, e.Size)
+	}
 	flags := os.O_WRONLY | os.O_CREATE
 	if readBack {
 		flags = os.O_RDWR | os.O_CREATE
@@ -372,18 +380,71 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return fmt.Errorf("host %s: seek %s: %w", s.Host.Name, partial, err)
 	}
-	src := &io.LimitedReader{R: io.NewSectionReader(obj, off, e.Size-off), N: e.Size - off}
-	n, err := f.ReadFromWithConcurrency(&trackReader{src, tr}, maxWritesInFlight)
-	if err != nil {
-		return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size-off))
+	// write sends [from, to) of the object to the same range of the partial
+	// (the handle's offset is at from).
+	wtr := tr
+	write := func(from, to int64) error {
+		src := &io.LimitedReader{R: io.NewSectionReader(obj, from, to-from), N: to - from}
+		n, err := f.ReadFromWithConcurrency(&trackReader{src, wtr}, maxWritesInFlight)
+		if err != nil {
+			return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size-from))
+		}
+		if from+n != to {
+			return fmt.Errorf("host %s: write %s: %d of %d bytes", s.Host.Name, partial, from+n, e.Size)
+		}
+		return nil
 	}
-	if off+n != e.Size {
-		return fmt.Errorf("host %s: write %s: %d of %d bytes", s.Host.Name, partial, off+n, e.Size)
+	mismatch := func(what string) error {
+		s.sftp.Remove(partial)
+		return fmt.Errorf("host %s: %s: content does not verify after upload (%s); removed, will retry", s.Host.Name, partial, what)
 	}
+	t0 := time.Now()
+	var v *sliceVerifier
+	if slice > 0 {
+		v = newSliceVerifier(ctx, s, obj, partial, e.Size, off, prefix, slice)
+		defer v.stop()
+		wtr = v.pace(tr)
+		for i, sl := range v.slices {
+			if err := write(max(off, sl.start), sl.end); err != nil {
+				return err
+			}
+			if c.sliceWritten != nil {
+				c.sliceWritten(partial, sl.start, sl.end)
+			}
+			if err := v.written(i); err != nil {
+				return err
+			}
+			if bad := v.mismatch(); bad != "" {
+				v.stop()
+				return mismatch(bad)
+			}
+		}
+	} else if err := write(off, e.Size); err != nil {
+		return err
+	}
+	tWrite := time.Since(t0)
+	t0 = time.Now()
 	if s.hasFsync {
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, partial, err)
 		}
+	}
+	tSync := time.Since(t0)
+	t0 = time.Now()
+	// How long each step took (messor -v), for files that are not small:
+	// the writes (in slices: with the waits for the host to hash them),
+	// the fsync, and the wait for verification once both were done.
+	timings := func(how string) {
+		if e.Size < bigFile {
+			return
+		}
+		args := []any{"host", s.Host.Name, "path", partial, "bytes", e.Size - off,
+			"write", tWrite.Round(time.Millisecond), "fsync", tSync.Round(time.Millisecond),
+			"verify", how, "verify_wait", time.Since(t0).Round(time.Millisecond)}
+		if v != nil {
+			args = append(args, "write_waited_for_host", v.waited.Round(time.Millisecond))
+		}
+		c.log.Debug("upload timings", args...)
 	}
 	var got []byte
 	if readBack {
@@ -400,6 +461,7 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
 		}
+		timings("readback")
 	} else {
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
@@ -411,38 +473,53 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		if st.Size() != e.Size {
 			return fmt.Errorf("host %s: %s has %d bytes after upload, want %d", s.Host.Name, partial, st.Size(), e.Size)
 		}
+		if v != nil {
+			bad, whole, err := v.verdict(want)
+			switch {
+			case err != nil:
+				return err
+			case bad != "":
+				return mismatch(bad)
+			case !whole:
+				timings(fmt.Sprintf("%d slices", len(v.slices)))
+				return nil
+			}
+			c.log.Debug("the agent refused to hash a slice; verifying the whole file", "host", s.Host.Name, "path", partial)
+		}
 		if got, err = s.hashRange(ctx, partial, e.Size); err != nil {
 			return err
 		}
+		timings("whole")
 	}
 	if !bytes.Equal(got, want) {
-		s.sftp.Remove(partial)
-		return fmt.Errorf("host %s: %s: content does not verify after upload (sha256 %x, want %x); removed, will retry", s.Host.Name, partial, got, want)
+		return mismatch(fmt.Sprintf("sha256 %x, want %x", got, want))
 	}
 	return nil
 }
 
 // resumePoint finds the longest prefix of the remote partial (of have
-// bytes) that matches the object, trying the end and a step before it.
-func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, partial string, have int64) int64 {
+// bytes) that matches the object, trying the end and a step before it. It
+// returns the prefix's length and the hash of the object's prefix that
+// matched, positioned at its end (for the whole-file hash to go on from).
+func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, partial string, have int64) (int64, hash.Hash) {
 	for _, n := range []int64{have, have - resumeStep, have - 8*resumeStep} {
 		if n <= 0 {
 			break
 		}
 		h := sha256.New()
 		if _, err := io.Copy(h, io.NewSectionReader(obj, 0, n)); err != nil {
-			return 0
+			return 0, nil
 		}
 		got, err := s.hashPrefix(ctx, partial, n)
 		if err != nil {
 			c.log.Debug("cannot check partial", "host", s.Host.Name, "path", partial, "err", err)
-			return 0
+			return 0, nil
 		}
-		if bytes.Equal(got, h.Sum(nil)) {
-			return n
+		if bytes.Equal(got, h.Sum(nil)) { // Sum leaves h as it is
+			return n, h
 		}
 	}
-	return 0
+	return 0, nil
 }
 
 // diskFullHint explains a failed write when the host's disk is full: stock

@@ -107,6 +107,18 @@ type sessionState struct {
 	hashKind string
 	rtt      time.Duration // one SFTP round trip, measured at the start
 	hashTool string        // on a stock host: the command that hashes stdin
+	hashDir  string        // on a stock host: the login directory (absolute)
+	// execs bounds the commands run on the host at once (sshd's
+	// MaxSessions is 10 by default, and SFTP lanes take up to maxLanes).
+	execs chan struct{}
+	// sliceRefused: the agent refused a hash-slice request (an agent older
+	// than that request); whole files are verified instead.
+	sliceRefused atomic.Bool
+	sliceOnce    sync.Once
+	execSlices   bool // a stock host runs protocol.HashRangeCommand
+	// sliceRequest is protocol.HashSliceRequest (tests name another, to
+	// play an older agent).
+	sliceRequest string
 
 	conn      *activityConn
 	rx        *rxBudget
@@ -295,7 +307,8 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 		return nil, fmt.Errorf("host %s: sftp: %w (does the host's sshd offer the sftp subsystem?)", h.Name, err)
 	}
 	conn.SetDeadline(time.Time{})
-	s := &Session{sessionState: &sessionState{Host: h, ssh: client, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx}, sftp: sc}
+	s := &Session{sessionState: &sessionState{Host: h, ssh: client, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx,
+		execs: make(chan struct{}, maxExecs), sliceRequest: protocol.HashSliceRequest}, sftp: sc}
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
 	// One round trip, timed: how many files to keep in flight.
 	t0 := time.Now()
@@ -477,7 +490,7 @@ func (s *Session) pickHasher(ctx context.Context) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	out, err := s.execOutput(pctx, strings.Join(probe, "; "))
+	out, err := s.execOutput(pctx, strings.Join(probe, "; "), 0)
 	sum := sha256.Sum256([]byte("messor"))
 	want := hex.EncodeToString(sum[:])
 	lines := strings.Split(string(out), "\n")
@@ -491,8 +504,10 @@ func (s *Session) pickHasher(ctx context.Context) {
 		s.log.Debug("no server-side hashing; verifying by reading back", "err", err)
 		return
 	}
+	s.hashDir = wd
 	s.hasher = func(ctx context.Context, p string, n int64) ([]byte, error) {
-		sum, err := s.execHash(ctx, path.Join(wd, p), n)
+		abs := path.Join(wd, p)
+		sum, err := s.execHash(ctx, abs, protocol.HashCommand(s.hashTool, abs, n), n)
 		var refused *ssh.OpenChannelError
 		if errors.As(err, &refused) {
 			// No session free for a command just now (sshd's MaxSessions,
@@ -504,7 +519,94 @@ func (s *Session) pickHasher(ctx context.Context) {
 	s.hashKind = "exec"
 }
 
-func (s *Session) execOutput(ctx context.Context, cmd string) ([]byte, error) {
+// maxExecs is how many commands a session runs on a stock host at once: one
+// per big upload's outstanding slice hash and resume check. With maxLanes
+// SFTP channels that is sshd's default MaxSessions (10); a host allowing
+// fewer refuses some, and those are verified by other means (see
+// hashSlice and pickHasher).
+const maxExecs = 10 - maxLanes
+
+// canHashSlices reports whether hashSlice works on s: on an agent that has
+// not refused it, or on a stock host where a probe (once per session) shows
+// that dd and head -c work together with the hash tool.
+func (s *Session) canHashSlices(ctx context.Context) bool {
+	switch s.HashKind(ctx) {
+	case "agent":
+		return !s.sliceRefused.Load()
+	case "exec":
+		s.sliceOnce.Do(func() {
+			// "messor" in blocks of 2 bytes, skip one, take two: "ssor",
+			// cut to 3 bytes: "sso".
+			pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			out, err := s.execOutput(pctx, "printf messor | dd bs=2 skip=1 count=2 2>/dev/null | head -c 3 | "+s.hashTool, 0)
+			sum := sha256.Sum256([]byte("sso"))
+			s.execSlices = err == nil && strings.HasPrefix(string(out), hex.EncodeToString(sum[:]))
+			if !s.execSlices {
+				s.log.Debug("the host cannot hash a slice of a file (dd, head -c); verifying whole files", "err", err, "output", string(out))
+			}
+		})
+		return s.execSlices
+	}
+	return false
+}
+
+// errSliceRefused: the agent refused a hash-slice request.
+var errSliceRefused = errors.New("hash-slice refused by the agent")
+
+// hashSlice returns the SHA-256 of the n bytes at off in the host file p
+// (relative to the login directory), computed on the host: by the agent
+// (protocol.HashSliceRequest), or on a stock host by an exec of
+// protocol.HashRangeCommand, which reads whole blocks of
+// protocol.HashBlock bytes when off is a multiple of it. It needs a session
+// whose HashKind is "agent" or "exec". An agent's refusal is an error
+// wrapping errSliceRefused, and marks the session (sliceRefused): an older
+// agent, or a file that is not as long as it should be; either way the
+// caller verifies the whole file instead. On a stock host a file that ends
+// before off+n yields the digest of fewer bytes, which the caller's
+// comparison rejects.
+func (s *Session) hashSlice(ctx context.Context, p string, off, n int64) ([]byte, error) {
+	switch s.HashKind(ctx) {
+	case "agent":
+		s.expectBusy(hashTime(n))
+		ok, reply, err := s.ssh.SendRequest(s.sliceRequest, true, ssh.Marshal(protocol.HashSliceMsg{Path: p, Offset: uint64(off), Length: uint64(n)}))
+		if err != nil {
+			return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, err)
+		}
+		if !ok || len(reply) != sha256.Size {
+			s.sliceRefused.Store(true)
+			return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, errSliceRefused)
+		}
+		return reply, nil
+	case "exec":
+		abs := path.Join(s.hashDir, p)
+		sum, err := s.execHash(ctx, abs, protocol.HashRangeCommand(s.hashTool, abs, off, n), n)
+		var refused *ssh.OpenChannelError
+		if errors.As(err, &refused) {
+			// No session free for a command (sshd's MaxSessions): the
+			// whole file is verified at the end instead.
+			return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w: %w", s.Host.Name, p, off, off+n, errSliceRefused, err)
+		}
+		return sum, err
+	}
+	return nil, fmt.Errorf("host %s: hash %s: the host cannot hash for us", s.Host.Name, p)
+}
+
+// execOutput runs cmd on the host and returns (the first 4 KiB of) its
+// output. It waits for one of the session's exec slots first; timeout, if
+// positive, bounds the run from then on.
+func (s *Session) execOutput(ctx context.Context, cmd string, timeout time.Duration) ([]byte, error) {
+	select {
+	case s.execs <- struct{}{}:
+		defer func() { <-s.execs }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	sess, err := s.ssh.NewSession()
 	if err != nil {
 		return nil, err
@@ -518,10 +620,10 @@ func (s *Session) execOutput(ctx context.Context, cmd string) ([]byte, error) {
 	return out.Bytes(), err
 }
 
-func (s *Session) execHash(ctx context.Context, abs string, n int64) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, hashTime(n))
-	defer cancel()
-	out, err := s.execOutput(ctx, protocol.HashCommand(s.hashTool, abs, n))
+// execHash runs cmd, which hashes n bytes of the file at abs on the host,
+// and returns the digest it prints.
+func (s *Session) execHash(ctx context.Context, abs, cmd string, n int64) ([]byte, error) {
+	out, err := s.execOutput(ctx, cmd, hashTime(n))
 	if err != nil {
 		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, abs, err)
 	}

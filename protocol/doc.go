@@ -35,7 +35,8 @@
 //  3. Dropoff uploads into a hidden partial beside the final name
 //     ([PartialName]), resuming from a prefix it has verified (a range hash),
 //     syncs it (fsync@openssh.com where offered), verifies the whole content
-//     hash, then renames it to the final name with a rename that never
+//     hash (a big file piece by piece while it is being uploaded: see Range
+//     hashes), then renames it to the final name with a rename that never
 //     replaces an existing file. If the final name exists with identical
 //     content, the file counts as delivered; if it exists with different
 //     content, both are kept: the new one under [ConflictName]. Only then is
@@ -53,6 +54,14 @@
 //     OpenSSL or sha256sum: [HashTools]), whose output begins with the hex
 //     digest;
 //   - failing both, by reading the bytes back over SFTP.
+//
+// A big upload is verified while it goes on: the carrier asks for the
+// SHA-256 of each piece just written (a slice: n bytes at an offset), with
+// the global request [HashSliceRequest] carrying a [HashSliceMsg] on an agent
+// (an older agent refuses it, and the carrier falls back to the whole-file
+// hash), or an exec of [HashRangeCommand] (POSIX dd and head) on a stock
+// host, and compares each with the same slice of its own copy, whose whole
+// SHA-256 it checks against the content hash in the same pass.
 //
 // # mDNS
 //

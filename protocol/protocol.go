@@ -164,6 +164,22 @@ type HashRangeMsg struct {
 	Length uint64
 }
 
+// HashSliceRequest is the global SSH request a messor agent answers with the
+// SHA-256 of the Length bytes at Offset in Path (relative to the login
+// directory), so that a carrier can verify a big upload piece by piece while
+// it goes on. The reply payload is the 32-byte digest; a failure (the file
+// is shorter than Offset+Length, is not a regular file, is out of reach) is
+// a reply with ok=false. Agents older than this request refuse it the same
+// way; a carrier then verifies the whole file with [HashRangeRequest].
+const HashSliceRequest = "hash-slice@messor"
+
+// HashSliceMsg is the payload of a HashSliceRequest, in SSH wire encoding.
+type HashSliceMsg struct {
+	Path   string
+	Offset uint64
+	Length uint64
+}
+
 // HashTools are the commands a carrier may use on a stock host to compute
 // a SHA-256 from standard input, best first: OpenSSL's uses the CPU's SHA
 // instructions where it has them (about three times coreutils' speed), and
@@ -179,6 +195,27 @@ func HashCommand(tool, absPath string, n int64) string {
 		return tool + " < " + q
 	}
 	return fmt.Sprintf("head -c %d < %s | %s", n, q, tool)
+}
+
+// HashBlock is the block size HashRangeCommand reads with: a range starting
+// at a multiple of it is read with one seek and no waste.
+const HashBlock = 1 << 20
+
+// HashRangeCommand is the POSIX shell command that prints the SHA-256 of the
+// n bytes at offset off of the file at absPath on a stock host, using tool
+// (one of HashTools). It seeks with dd (POSIX) in blocks of HashBlock when off
+// is a multiple of it, in the largest power of two dividing off otherwise
+// (correct, but slow for odd offsets), and cuts the stream to n bytes with
+// head -c. If the file ends before off+n, the digest is of fewer bytes: the
+// caller tells by comparing it with the digest it expects.
+func HashRangeCommand(tool, absPath string, off, n int64) string {
+	bs := int64(HashBlock)
+	for off%bs != 0 {
+		bs /= 2
+	}
+	count := (n + bs - 1) / bs
+	return fmt.Sprintf("dd bs=%d skip=%d count=%d < %s 2>/dev/null | head -c %d | %s",
+		bs, off/bs, count, ShellQuote(absPath), n, tool)
 }
 
 // ShellQuote quotes s for a POSIX shell.

@@ -1,7 +1,13 @@
 package protocol
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -145,4 +151,67 @@ func FuzzCleanRelPath(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestHashRangeCommand runs HashRangeCommand under /bin/sh on real files
+// (names with spaces and quotes) and compares with Go's SHA-256.
+func TestHashRangeCommand(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	var tools []string
+	for _, tool := range HashTools {
+		out, err := exec.Command("/bin/sh", "-c", "printf messor | "+tool).Output()
+		sum := sha256.Sum256([]byte("messor"))
+		if err == nil && strings.HasPrefix(string(out), hex.EncodeToString(sum[:])) {
+			tools = append(tools, tool)
+		}
+	}
+	if len(tools) == 0 {
+		t.Skip("none of the hash tools works here")
+	}
+	dir := t.TempDir()
+	data := make([]byte, 5*HashBlock+777)
+	rand.New(rand.NewSource(1)).Read(data)
+	names := []string{"plain", "with space", `it's "quoted"`, "-dash $(x) `y`"}
+	for _, name := range names {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size := int64(len(data))
+	tests := []struct{ off, n int64 }{
+		{0, 0},
+		{0, 1},
+		{0, HashBlock},
+		{0, size},
+		{HashBlock, HashBlock},
+		{HashBlock, 2*HashBlock + 5},
+		{3 * HashBlock, size - 3*HashBlock}, // the tail, ending at EOF
+		{4 * HashBlock, HashBlock + 777},
+		{4096, 3 * HashBlock},          // aligned to 4 KiB only
+		{12345, 1000},                  // odd: one byte at a time
+		{size, 0},                      // at EOF
+		{4 * HashBlock, 2 * HashBlock}, // past EOF: fewer bytes hashed
+		{size + HashBlock, 10},         // wholly past EOF: nothing hashed
+	}
+	for _, tool := range tools {
+		for i, name := range names {
+			for j, tt := range tests {
+				if i > 0 && j > 2 {
+					break // the names need only a few
+				}
+				cmd := HashRangeCommand(tool, filepath.Join(dir, name), tt.off, tt.n)
+				out, err := exec.Command("/bin/sh", "-c", cmd).Output()
+				if err != nil {
+					t.Fatalf("%s: %v", cmd, err)
+				}
+				lo, hi := min(tt.off, size), min(tt.off+tt.n, size)
+				want := sha256.Sum256(data[lo:hi])
+				if len(out) < 64 || string(out[:64]) != hex.EncodeToString(want[:]) {
+					t.Errorf("%s\n= %.64s, want %x (bytes %d to %d)", cmd, out, want, lo, hi)
+				}
+			}
+		}
+	}
 }

@@ -38,14 +38,14 @@ func startGoSFTP(t *testing.T, dir string, keys []ssh.PublicKey, version string)
 // TestTwoVersionsReplacingServer: against a server whose rename replaces,
 // two versions of one file must still both arrive (the carrier serialises
 // deliveries to one name). Found in review.
-func TestTwoVersionsReplacingServer(t *testing.T) { TwoVersions(t, startSSHD(false), startPkgSFTP) }
+func TestTwoVersionsReplacingServer(t *testing.T) { TwoVersions(t, SSHD(false), startPkgSFTP) }
 
 // TestReplacingServerWithOpenSSHBanner: a host whose banner says OpenSSH but
 // whose SFTP server's rename replaces (sshd running another Subsystem, an
 // appliance with a copied banner): a different file already in the inbox is
 // kept, the new one arrives beside it. Found in review.
 func TestReplacingServerWithOpenSSHBanner(t *testing.T) {
-	e := NewEnv(t, startSSHD(false), "alpha")
+	e := NewEnv(t, SSHD(false), "alpha")
 	e.Start = startPkgSFTPAs("SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13")
 	e.AddHost("beta", true)
 	e.Outbox("alpha", "beta", map[string][]byte{"other.txt": []byte("new content\n"), "small.txt": []byte("s\n")})

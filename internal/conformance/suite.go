@@ -224,6 +224,7 @@ func Run(t *testing.T, start StartFunc) {
 		{"StillBeingWritten", testSettle},
 		{"HostileNames", testHostileNames},
 		{"ResumeDropoff", testResumeDropoff},
+		{"VerifyInSlices", testSlices},
 		{"UnicodeNormalisation", testUnicodeNormalisation},
 		{"TwoVersionsOfOneFile", func(t *testing.T, start StartFunc) { TwoVersions(t, start, start) }},
 	}
@@ -544,6 +545,38 @@ func testResumeDropoff(t *testing.T, start StartFunc) {
 	os.WriteFile(partial, bad, 0o644)
 	MustOK(t, e.Dropoff(c, "beta"))
 	SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"v/big.bin": data})
+}
+
+// testSlices: with slices of 1 MiB, files of several MiB are verified slice
+// by slice while they are uploaded (where the host hashes for us), one from
+// its start, one resumed from a partial whose tail is damaged, so that it
+// resumes at an offset that is neither a multiple of a slice nor of 1 MiB.
+func testSlices(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	r := rand.New(rand.NewSource(10))
+	fresh, resumed := randBytes(r, 5<<20+4321), randBytes(r, 7<<20+1)
+	files := map[string][]byte{"s/fresh.bin": fresh, "s/resumed.bin": resumed, "s/exact.bin": randBytes(r, 2<<20)}
+	e.Outbox("alpha", "beta", files)
+	c := e.Carrier(1<<30, carrier.Options{VerifySlice: 1 << 20})
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	st, _ := carrier.ReadStatus(c.Buffer())
+	var hash string
+	for _, it := range st.Items {
+		if it.Path == "s/resumed.bin" {
+			hash = it.Hash
+		}
+	}
+	dir := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")), "s")
+	os.MkdirAll(dir, 0o755)
+	partial := filepath.Join(dir, protocol.PartialName("s/resumed.bin", hash, c.Buffer().ID()))
+	// The end does not verify; 512 KiB before it does.
+	bad := append([]byte(nil), resumed[:3<<20+600<<10+12345]...)
+	copy(bad[len(bad)-1000:], make([]byte, 1000))
+	if err := os.WriteFile(partial, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	MustOK(t, e.Dropoff(c, "beta"))
+	SameTree(t, "inbox", e.Inbox("beta", "alpha"), files)
 }
 
 // TwoVersions: two versions of one file (same source, same path, picked

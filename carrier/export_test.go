@@ -1,0 +1,9 @@
+package carrier
+
+// SetSliceWritten sets a hook called once a slice of an upload verified
+// slice by slice is written, before the host hashes it.
+func SetSliceWritten(c *Carrier, f func(partial string, start, end int64)) { c.sliceWritten = f }
+
+// SetSliceRequest makes c's sessions ask for slice hashes with the global
+// request name (one the agent does not know plays an older agent).
+func SetSliceRequest(c *Carrier, name string) { c.sliceRequest = name }
