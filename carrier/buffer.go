@@ -103,15 +103,15 @@ type objectRec struct {
 }
 
 var (
-	bucketEntries = []byte("entries") // Entry.key -> Entry
+	bucketEntries = []byte("entries") // Entry.key -> storedEntry (record.go)
 	bucketObjects = []byte("objects") // hex hash -> objectRec
 	bucketCarried = []byte("carried") // origin.key -> hex hash, until the outbox file is gone
-	// Batch record files (record.go): which file holds an entry's record,
-	// and how many live entries each file holds.
-	bucketEntryRec = []byte("entryrec") // Entry.key -> record file name
+	// Batch record files (record.go): how many live entries each holds,
+	// and which name entries no longer live until they are rewritten.
 	bucketRecFiles = []byte("recfiles") // record file name -> live entries (decimal)
+	bucketRecDirty = []byte("recdirty") // record file name -> nothing
 
-	allBuckets = [][]byte{bucketEntries, bucketObjects, bucketCarried, bucketEntryRec, bucketRecFiles}
+	allBuckets = [][]byte{bucketEntries, bucketObjects, bucketCarried, bucketRecFiles, bucketRecDirty}
 )
 
 // ErrBufferBusy is returned by OpenBuffer when another run holds the buffer.
@@ -125,12 +125,13 @@ var ErrIndexCorrupt = errors.New("buffer index is corrupt")
 // index (bbolt, fsynced on every commit) in index.db. The index file's lock
 // makes one run at a time per buffer. Methods are safe for concurrent use.
 type Buffer struct {
-	logger *slog.Logger
-	id     string // random, names this carrier's partial uploads on hosts
-	dir    string
-	limit  int64
-	db     *bolt.DB
-	recSeq uint64 // record files named by this run (commit goroutine only)
+	logger  *slog.Logger
+	id      string // random, names this carrier's partial uploads on hosts
+	dir     string
+	limit   int64
+	db      *bolt.DB
+	recSeq  uint64   // record files named by this run (commit goroutine only)
+	cleaned []string // record files rewritten, to unmark (commit goroutine only)
 
 	ops       chan *op
 	kick      chan struct{}
@@ -177,9 +178,9 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 		// A buffer that carries files but has no index lost it: starting
 		// an empty one would delete every carried object as unknown.
 		recs, _ := filepath.Glob(filepath.Join(dir, "entries", "*"+legacyRecordExt))
-		batches, _ := filepath.Glob(filepath.Join(dir, "entries", "*"+recordExt))
+		batches, _ := filepath.Glob(filepath.Join(dir, recordsDir, "*"+recordExt))
 		if len(recs)+len(batches) > 0 {
-			return nil, fmt.Errorf("buffer %s: %w: index.db is missing but the buffer holds records of carried files (%d files in entries/); %s", dir, ErrIndexCorrupt, len(recs)+len(batches), recoverHint)
+			return nil, fmt.Errorf("buffer %s: %w: index.db is missing but the buffer holds records of carried files (%d record files); %s", dir, ErrIndexCorrupt, len(recs)+len(batches), recoverHint)
 		}
 		if ro {
 			return &Buffer{dir: dir, id: id}, nil // empty, never used
@@ -321,7 +322,6 @@ func (b *Buffer) check() error {
 	// record and committing, or releasing and removing it).
 	want := map[string]bool{}
 	err = b.db.View(func(tx *bolt.Tx) error {
-		rb := tx.Bucket(bucketEntryRec)
 		if err := tx.Bucket(bucketRecFiles).ForEach(func(k, _ []byte) error {
 			want[string(k)] = true
 			return nil
@@ -329,30 +329,60 @@ func (b *Buffer) check() error {
 			return err
 		}
 		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
-			if rb.Get(k) != nil {
-				return nil
-			}
-			var e Entry
-			if err := json.Unmarshal(v, &e); err != nil {
+			var se storedEntry
+			if err := json.Unmarshal(v, &se); err != nil {
 				return err
 			}
-			want[filepath.Base(b.recordPath(e))] = true
+			if se.Rec != "" {
+				want[se.Rec] = true
+			} else {
+				want[filepath.Base(b.recordPath(se.Entry))] = true
+			}
 			return nil
 		})
 	})
 	if err != nil {
 		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
 	}
-	if err := os.MkdirAll(filepath.Join(b.dir, "entries"), 0o700); err != nil {
-		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	for _, d := range []string{"entries", recordsDir} {
+		if err := os.MkdirAll(filepath.Join(b.dir, d), 0o700); err != nil {
+			return fmt.Errorf("buffer %s: %w", b.dir, err)
+		}
+		recs, err := os.ReadDir(filepath.Join(b.dir, d))
+		if err != nil {
+			return fmt.Errorf("buffer %s: %w", b.dir, err)
+		}
+		for _, r := range recs {
+			if !want[r.Name()] {
+				os.Remove(filepath.Join(b.dir, d, r.Name()))
+			}
+		}
 	}
-	recs, err := os.ReadDir(filepath.Join(b.dir, "entries"))
-	if err != nil {
-		return fmt.Errorf("buffer %s: %w", b.dir, err)
-	}
-	for _, r := range recs {
-		if !want[r.Name()] {
-			os.Remove(filepath.Join(b.dir, "entries", r.Name()))
+	// Record files a release left naming delivered entries (a crash
+	// before their rewrite): rewrite them now.
+	var dirty []string
+	b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRecDirty).ForEach(func(k, _ []byte) error {
+			dirty = append(dirty, string(k))
+			return nil
+		})
+	})
+	if len(dirty) > 0 {
+		for _, name := range dirty {
+			if err := b.rewriteRecords(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("buffer %s: rewriting record file %s: %w", b.dir, name, err)
+			}
+		}
+		err := b.db.Update(func(tx *bolt.Tx) error {
+			for _, name := range dirty {
+				if err := tx.Bucket(bucketRecDirty).Delete([]byte(name)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
 		}
 	}
 	ents, err := os.ReadDir(filepath.Join(b.dir, "partial"))
@@ -599,7 +629,7 @@ func makeLayout(dir string) error {
 	if _, err := os.Stat(filepath.Join(objects, "ff")); err == nil {
 		return nil // made before
 	}
-	for _, d := range []string{dir, objects, filepath.Join(dir, "partial"), filepath.Join(dir, "entries")} {
+	for _, d := range []string{dir, objects, filepath.Join(dir, "partial"), filepath.Join(dir, "entries"), filepath.Join(dir, recordsDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}

@@ -148,21 +148,13 @@ func (b *Buffer) apply(batch []*op) {
 		}
 	}
 	stored := map[string]bool{} // objects put in place by this batch
-	// Entries indexed already (committed again: the outbox file was
-	// touched, or after a recover) keep their record as it is: rewriting
-	// it, or removing it when this commit fails, would damage the record
-	// of a live entry.
-	indexed := map[*op]bool{}
-	var recOps []*op // new entries: their records go in this batch's file
-	b.db.View(func(tx *bolt.Tx) error {
-		eb := tx.Bucket(bucketEntries)
-		for _, o := range batch {
-			if o.kind == opCommit && eb.Get(o.e.key()) != nil {
-				indexed[o] = true
-			}
-		}
-		return nil
-	})
+	// Every commit gets a line in this batch's record file. An entry
+	// indexed already (committed again: the outbox file was touched, or
+	// after a recover) keeps the record it has, and its new line is
+	// dropped (see below); deciding that here, before the transaction,
+	// would be wrong when a release of the same entry comes first in the
+	// batch.
+	var recOps []*op
 	for _, o := range batch {
 		if o.kind != opCommit {
 			continue
@@ -206,11 +198,9 @@ func (b *Buffer) apply(batch []*op) {
 			files = append(files, obj)
 			addDir(prefix)
 		}
-		if !indexed[o] {
-			recOps = append(recOps, o)
-		}
+		recOps = append(recOps, o)
 	}
-	// One record file for the batch's new entries.
+	// One record file for the batch.
 	recName := ""
 	if len(recOps) > 0 {
 		recName = b.newRecordName()
@@ -219,7 +209,7 @@ func (b *Buffer) apply(batch []*op) {
 			data = append(data, marshalRecord(o.e)...)
 		}
 		rp := b.recordFile(recName)
-		if err := writeFileNoSync(rp, data); err != nil {
+		if err := writeNewFile(rp, data); err != nil {
 			for _, o := range recOps {
 				o.err = fmt.Errorf("buffer %s: record %s: %w", b.dir, o.e.Path, err)
 			}
@@ -252,6 +242,11 @@ func (b *Buffer) apply(batch []*op) {
 		added, dropped, dropObjs, dropRecs, linked = 0, 0, nil, nil, 0
 		clear(dedup)
 		clear(rewrite)
+		for _, name := range b.cleaned {
+			if err := tx.Bucket(bucketRecDirty).Delete([]byte(name)); err != nil {
+				return err
+			}
+		}
 		ob, eb, cb := tx.Bucket(bucketObjects), tx.Bucket(bucketEntries), tx.Bucket(bucketCarried)
 		freed := map[string]int64{}
 		for _, o := range batch {
@@ -274,11 +269,22 @@ func (b *Buffer) apply(batch []*op) {
 					rec.Size = o.e.Size
 					added += o.e.Size
 				}
-				isNew := eb.Get(o.e.key()) == nil
-				if isNew {
+				prev := eb.Get(o.e.key())
+				if prev == nil {
 					rec.Refs++
 				}
-				ev, err := json.Marshal(o.e)
+				// The entry names its record file: this batch's for a
+				// new entry, the one it has for an indexed one.
+				recFile := o.rec
+				if prev != nil {
+					recFile = recOf(prev)
+				} else if recFile != "" {
+					if _, err := countRecord(tx, recFile, 1); err != nil {
+						return err
+					}
+					linked++
+				}
+				ev, err := json.Marshal(storedEntry{o.e, recFile})
 				if err != nil {
 					return err
 				}
@@ -292,29 +298,23 @@ func (b *Buffer) apply(batch []*op) {
 				if err := cb.Put(o.o.key(), []byte(o.e.Hash)); err != nil {
 					return err
 				}
-				if isNew && o.rec != "" {
-					if err := linkRecord(tx, o.e, o.rec); err != nil {
-						return err
-					}
-					linked++
-				}
 			case opRelease:
-				if eb.Get(o.e.key()) == nil {
+				v := eb.Get(o.e.key())
+				if v == nil {
 					continue
 				}
+				name := recOf(v)
 				if err := eb.Delete(o.e.key()); err != nil {
 					return err
 				}
-				name, empty, err := unlinkRecord(tx, o.e)
-				switch {
-				case err != nil:
-					return err
-				case name == "":
+				if name == "" {
 					dropRecs = append(dropRecs, b.recordPath(o.e)) // an older buffer's
-				case empty:
+				} else if empty, err := countRecord(tx, name, -1); err != nil {
+					return err
+				} else if empty {
 					dropRecs = append(dropRecs, b.recordFile(name))
 					delete(rewrite, name)
-				default:
+				} else {
 					rewrite[name] = true
 				}
 				var rec objectRec
@@ -337,6 +337,18 @@ func (b *Buffer) apply(batch []*op) {
 				}
 			}
 		}
+		// Record files that now name entries no longer live are marked,
+		// so that a crash before they are rewritten has them rewritten
+		// at the next open (check), not recovered as they are.
+		if recName != "" && linked > 0 && linked < len(recOps) {
+			rewrite[recName] = true
+		}
+		db := tx.Bucket(bucketRecDirty)
+		for name := range rewrite {
+			if err := db.Put([]byte(name), nil); err != nil {
+				return err
+			}
+		}
 		// An object freed and stored again within the batch stays.
 		for h, size := range freed {
 			if ob.Get([]byte(h)) == nil {
@@ -348,6 +360,9 @@ func (b *Buffer) apply(batch []*op) {
 		}
 		return nil
 	})
+	if err == nil {
+		b.cleaned = nil
+	}
 	if err != nil {
 		err = fmt.Errorf("buffer %s: index: %w", b.dir, err)
 		for _, o := range batch {
@@ -371,13 +386,8 @@ func (b *Buffer) apply(batch []*op) {
 			os.Remove(o.newObj)
 		}
 	}
-	if err == nil && recName != "" {
-		// This batch's record file names only what got indexed.
-		if linked == 0 {
-			os.Remove(b.recordFile(recName))
-		} else if linked < len(recOps) {
-			rewrite[recName] = true
-		}
+	if err == nil && recName != "" && linked == 0 {
+		os.Remove(b.recordFile(recName)) // it names nothing indexed
 	}
 	if err == nil {
 		for _, p := range dropRecs {
@@ -387,9 +397,11 @@ func (b *Buffer) apply(batch []*op) {
 			os.Remove(p)
 		}
 		for name := range rewrite {
-			if rerr := b.rewriteRecords(name); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-				b.log("rewriting a record file", fmt.Errorf("buffer %s: %s: %w", b.dir, name, rerr))
+			if rerr := b.rewriteRecords(name); rerr != nil {
+				b.log("rewriting a record file (done again when the buffer is next opened)", fmt.Errorf("buffer %s: %s: %w", b.dir, name, rerr))
+				continue
 			}
+			b.cleaned = append(b.cleaned, name) // unmarked by the next transaction
 		}
 	}
 	b.mu.Lock()
@@ -409,6 +421,23 @@ func (b *Buffer) apply(batch []*op) {
 			b.log("index update deferred from a transfer failed; it is redone on the next visit", o.err)
 		}
 	}
+}
+
+// writeNewFile creates p, which must not exist, with data; the caller
+// makes it durable.
+func writeNewFile(p string, data []byte) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(p)
+	}
+	return err
 }
 
 // writeFileNoSync writes p; the caller makes it durable before it indexes

@@ -71,25 +71,27 @@ func hasRecord(t *testing.T, dir string, e Entry) bool {
 	return len(recordsOf(t, dir)[string(e.key())]) > 0
 }
 
-// recordsOf reads every record file in dir's entries/: entry key -> the
-// files holding it.
+// recordsOf reads every record file in dir's entries/ and records/: entry
+// key -> the files holding it.
 func recordsOf(t *testing.T, dir string) map[string][]string {
 	t.Helper()
-	des, err := os.ReadDir(filepath.Join(dir, "entries"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string][]string{}
-	for _, d := range des {
-		if !isRecordFile(d.Name()) {
-			continue
+	for _, d := range []string{"entries", recordsDir} {
+		des, err := os.ReadDir(filepath.Join(dir, d))
+		if err != nil {
+			t.Fatal(err)
 		}
-		ents, bad, err := readRecords(filepath.Join(dir, "entries", d.Name()))
-		if err != nil || len(bad) > 0 {
-			t.Fatalf("record file %s: %v %v", d.Name(), err, bad)
-		}
-		for _, e := range ents {
-			out[string(e.key())] = append(out[string(e.key())], d.Name())
+		for _, de := range des {
+			if !isRecordFile(de.Name()) {
+				continue
+			}
+			ents, bad, err := readRecords(filepath.Join(dir, d, de.Name()))
+			if err != nil || len(bad) > 0 {
+				t.Fatalf("record file %s: %v %v", de.Name(), err, bad)
+			}
+			for _, e := range ents {
+				out[string(e.key())] = append(out[string(e.key())], de.Name())
+			}
 		}
 	}
 	return out

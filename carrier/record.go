@@ -21,30 +21,34 @@ import (
 	"github.com/messor-sync/messor/protocol"
 )
 
-// Every committed entry also has a record in entries/, written and made
-// durable before the index commits it and dropped after the index releases
-// it. Objects are content-addressed and carry no names, so these records
-// are what lets RecoverBuffer rebuild a lost or corrupt index without
-// losing a carried file.
+// Every committed entry also has a record, written and made durable before
+// the index commits it and dropped after the index releases it. Objects are
+// content-addressed and carry no names, so these records are what lets
+// RecoverBuffer rebuild a lost or corrupt index without losing a carried
+// file.
 //
-// The group commit writes one record file per batch (entries/NAME.jsonl,
-// one JSON line per entry it committed), made durable with the batch's
-// objects before the index transaction; the index maps each entry to its
-// file (bucketEntryRec) and counts the live entries per file
-// (bucketRecFiles). A release that leaves a file without live entries
-// removes it; one that leaves some rewrites the file with only those (a
-// new file under the same name, by rename), so a recovered index never
-// brings back what was delivered. A file the index does not know (a crash
-// between writing it and committing) is dropped by OpenBuffer; a torn one
-// can only be such a file. An entry committed again while it is indexed
-// keeps the record it has.
+// The group commit writes one record file per batch (records/NAME.jsonl,
+// one JSON line per commit in it), made durable with the batch's objects
+// before the index transaction. Each indexed entry names its file
+// (storedEntry.Rec) and the index counts the live entries per file
+// (bucketRecFiles). An entry indexed already keeps the file it has, and
+// its line in the new file is dropped. A release that leaves a file without
+// live entries removes it; one that leaves some marks the file
+// (bucketRecDirty) in the same transaction and rewrites it afterwards with
+// only those (a new file under the same name, by rename); a crash before
+// the rewrite leaves the mark, and the next OpenBuffer rewrites it. So a
+// recovered index never brings back what was delivered. A file the index
+// does not know (a crash between writing it and committing) is dropped by
+// OpenBuffer; a torn one can only be such a file.
 //
 // Why a file per batch: a file per entry (as buffers written by messor
 // before 2026-11-26 have, entries/*.json, still read and released) cost a
 // second new inode per small carried file, and on ext4 after heavy
 // deletion every new inode is a scan of recently freed ones: carrying
 // 1,250 small files over emulated Wi-Fi took 3.0 s with one record file
-// each and 1.7 s without.
+// each and 1.7 s without. Batch files live in records/, not entries/,
+// because an older messor opening the buffer removes every file in
+// entries/ it does not expect.
 
 const recordVersion = 1
 
@@ -91,11 +95,14 @@ func parseRecord(b []byte) (Entry, error) {
 	return e, nil
 }
 
-// recordExt and legacyRecordExt name batch record files and the
-// one-entry record files of older buffers.
+// recordExt and legacyRecordExt name batch record files (in recordsDir)
+// and the one-entry record files of older buffers (in entries/). Batch
+// files have a directory of their own because an older messor opening the
+// buffer removes every file in entries/ it does not expect.
 const (
 	recordExt       = ".jsonl"
 	legacyRecordExt = ".json"
+	recordsDir      = "records"
 )
 
 // recordPath is where a buffer written before batch records kept e's record.
@@ -106,7 +113,7 @@ func (b *Buffer) recordPath(e Entry) string {
 
 // recordFile is the path of the batch record file name.
 func (b *Buffer) recordFile(name string) string {
-	return filepath.Join(b.dir, "entries", name)
+	return filepath.Join(b.dir, recordsDir, name)
 }
 
 // newRecordName names a new batch record file: unique within this buffer
@@ -119,35 +126,33 @@ func (b *Buffer) newRecordName() string {
 	return fmt.Sprintf("%016x-%04x-%s%s", time.Now().UnixNano(), b.recSeq&0xffff, hex.EncodeToString(r[:]), recordExt)
 }
 
-// linkRecord notes in the index that e's record is in the batch file name.
-func linkRecord(tx *bolt.Tx, e Entry, name string) error {
-	if err := tx.Bucket(bucketEntryRec).Put(e.key(), []byte(name)); err != nil {
-		return err
-	}
-	fb := tx.Bucket(bucketRecFiles)
-	n, _ := strconv.Atoi(string(fb.Get([]byte(name))))
-	return fb.Put([]byte(name), []byte(strconv.Itoa(n+1)))
+// storedEntry is an entry as the index holds it, with the batch record
+// file that holds its record ("" for a one-entry record of an older
+// buffer). Its JSON decodes as an Entry too.
+type storedEntry struct {
+	Entry
+	Rec string `json:"rec,omitempty"`
 }
 
-// unlinkRecord drops e's record from the index. It returns the batch file
-// that held it ("" for a one-entry record of an older buffer) and whether
-// that file has no live entry left.
-func unlinkRecord(tx *bolt.Tx, e Entry) (name string, empty bool, err error) {
-	rb := tx.Bucket(bucketEntryRec)
-	v := rb.Get(e.key())
-	if v == nil {
-		return "", false, nil
+// recOf returns the record file named by the index value v of an entry.
+func recOf(v []byte) string {
+	var se storedEntry
+	if json.Unmarshal(v, &se) != nil {
+		return ""
 	}
-	name = string(v)
-	if err := rb.Delete(e.key()); err != nil {
-		return "", false, err
-	}
+	return se.Rec
+}
+
+// countRecord adds delta to the live entries of the batch record file
+// name, and reports whether none are left (the count is then dropped).
+func countRecord(tx *bolt.Tx, name string, delta int) (empty bool, err error) {
 	fb := tx.Bucket(bucketRecFiles)
 	n, _ := strconv.Atoi(string(fb.Get([]byte(name))))
-	if n <= 1 {
-		return name, true, fb.Delete([]byte(name))
+	n += delta
+	if n <= 0 {
+		return true, fb.Delete([]byte(name))
 	}
-	return name, false, fb.Put([]byte(name), []byte(strconv.Itoa(n-1)))
+	return false, fb.Put([]byte(name), []byte(strconv.Itoa(n)))
 }
 
 // rewriteRecords replaces the batch record file name with one holding only
@@ -161,9 +166,9 @@ func (b *Buffer) rewriteRecords(name string) error {
 	}
 	var out []byte
 	err = b.db.View(func(tx *bolt.Tx) error {
-		rb := tx.Bucket(bucketEntryRec)
+		eb := tx.Bucket(bucketEntries)
 		for _, e := range ents {
-			if string(rb.Get(e.key())) == name {
+			if v := eb.Get(e.key()); v != nil && recOf(v) == name {
 				out = append(out, marshalRecord(e)...)
 			}
 		}
@@ -260,7 +265,7 @@ type RecoverReport struct {
 // being stored already, keeps one copy. The buffer must not be in use.
 func RecoverBuffer(dir string) (*RecoverReport, error) {
 	rep := &RecoverReport{}
-	for _, d := range []string{dir, filepath.Join(dir, "objects"), filepath.Join(dir, "partial"), filepath.Join(dir, "entries")} {
+	for _, d := range []string{dir, filepath.Join(dir, "objects"), filepath.Join(dir, "partial"), filepath.Join(dir, "entries"), filepath.Join(dir, recordsDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("buffer %s: %w", dir, err)
 		}
@@ -282,9 +287,17 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 	defer db.Close()
 	b := &Buffer{dir: dir, db: db}
 
-	recs, err := os.ReadDir(filepath.Join(dir, "entries"))
-	if err != nil {
-		return nil, fmt.Errorf("buffer %s: %w", dir, err)
+	var recs []string // record files, older ones first
+	for _, d := range []string{"entries", recordsDir} {
+		des, err := os.ReadDir(filepath.Join(dir, d))
+		if err != nil {
+			return nil, fmt.Errorf("buffer %s: %w", dir, err)
+		}
+		for _, de := range des {
+			if isRecordFile(de.Name()) {
+				recs = append(recs, filepath.Join(dir, d, de.Name()))
+			}
+		}
 	}
 	verified := map[string]bool{}
 	type found struct {
@@ -292,11 +305,7 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 		file string // batch record file name; "" for a one-entry record
 	}
 	var ents []found
-	for _, r := range recs {
-		if !isRecordFile(r.Name()) {
-			continue
-		}
-		n := filepath.Join(dir, "entries", r.Name())
+	for _, n := range recs {
 		es, bad, err := readRecords(n)
 		if err != nil {
 			bad = append(bad, err)
@@ -305,8 +314,8 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 			rep.Lost = append(rep.Lost, fmt.Sprintf("%s: %v", n, err))
 		}
 		file := ""
-		if strings.HasSuffix(r.Name(), recordExt) {
-			file = r.Name()
+		if strings.HasSuffix(n, recordExt) {
+			file = filepath.Base(n)
 		}
 		for _, e := range es {
 			ok, seen := verified[e.Hash]
@@ -341,7 +350,7 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 			}
 			rec.Size = e.Size
 			rec.Refs++
-			ev, _ := json.Marshal(e)
+			ev, _ := json.Marshal(storedEntry{e, f.file})
 			rv, _ := json.Marshal(rec)
 			if err := eb.Put(e.key(), ev); err != nil {
 				return err
@@ -350,7 +359,7 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 				return err
 			}
 			if f.file != "" {
-				if err := linkRecord(tx, e, f.file); err != nil {
+				if _, err := countRecord(tx, f.file, 1); err != nil {
 					return err
 				}
 			}

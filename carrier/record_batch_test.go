@@ -1,6 +1,7 @@
 package carrier
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,15 +37,18 @@ func commitBatch(t *testing.T, b *Buffer, datas map[string][]byte) []Entry {
 	return ents
 }
 
+// recordFiles lists entries/ and records/.
 func recordFiles(t *testing.T, dir string) []string {
 	t.Helper()
-	des, err := os.ReadDir(filepath.Join(dir, "entries"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, d := range des {
-		out = append(out, d.Name())
+	for _, d := range []string{"entries", recordsDir} {
+		des, err := os.ReadDir(filepath.Join(dir, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, de := range des {
+			out = append(out, de.Name())
+		}
 	}
 	return out
 }
@@ -138,12 +142,14 @@ func TestLegacyRecordFiles(t *testing.T) {
 		}
 	}
 	err = b.db.Update(func(tx *bolt.Tx) error {
-		for _, n := range [][]byte{bucketEntryRec, bucketRecFiles} {
-			if err := tx.DeleteBucket(n); err != nil {
+		eb := tx.Bucket(bucketEntries)
+		for _, e := range ents {
+			v, _ := json.Marshal(e) // an Entry, no record file named
+			if err := eb.Put(e.key(), v); err != nil {
 				return err
 			}
 		}
-		return nil
+		return tx.DeleteBucket(bucketRecFiles)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -202,5 +208,141 @@ func TestUnindexedRecordFileDropped(t *testing.T) {
 	}
 	if got := len(recordsOf(t, dir)); got != 1 {
 		t.Fatalf("%d records left, want the indexed one", got)
+	}
+}
+
+// applyBatch runs one group-commit batch made of ops as given (the committer
+// puts queued ops, i.e. releases and forgets, before the waited-for commits).
+func applyBatch(t *testing.T, b *Buffer, ops ...*op) {
+	t.Helper()
+	for _, o := range ops {
+		o.done = make(chan opResult, 1)
+	}
+	b.apply(ops)
+	for _, o := range ops {
+		if r := <-o.done; r.err != nil {
+			t.Fatalf("op %d on %s: %v", o.kind, o.e.Path, r.err)
+		}
+	}
+}
+
+// Found in review: a release of an indexed entry and a commit of the same
+// entry (same source, dest, path, content) in one batch (queued releases
+// come first). A first version decided before the transaction that the
+// commit needed no record line (indexed already); the release then dropped
+// the record, the commit indexed the entry again without one, and a later
+// RecoverBuffer lost it silently (its object moved to orphans/).
+func TestReleaseAndRecommitInOneBatch(t *testing.T) {
+	for _, withSibling := range []bool{false, true} {
+		name := "alone"
+		if withSibling {
+			name = "withSibling"
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			b, err := OpenBuffer(dir, 1<<30)
+			if err != nil {
+				t.Fatal(err)
+			}
+			datas := map[string][]byte{"k.txt": []byte("carried\n")}
+			if withSibling {
+				datas["sib.txt"] = []byte("sibling\n")
+			}
+			ents := commitBatch(t, b, datas)
+			var e Entry
+			for _, x := range ents {
+				if x.Path == "k.txt" {
+					e = x
+				}
+			}
+			if !hasRecord(t, dir, e) {
+				t.Fatal("setup: no record")
+			}
+			data := datas["k.txt"]
+			applyBatch(t, b,
+				&op{kind: opRelease, e: e},
+				&op{kind: opCommit, e: e, o: origin{e.Source, e.Dest, e.Path, e.Size, 200}, data: data},
+			)
+			left, _ := b.Entries()
+			indexed := false
+			for _, x := range left {
+				if x.Path == e.Path {
+					indexed = true
+				}
+			}
+			if !indexed {
+				t.Fatal("entry committed again is not indexed")
+			}
+			if !hasRecord(t, dir, e) {
+				b.Close()
+				os.Rename(filepath.Join(dir, "index.db"), filepath.Join(dir, "index.db.bad"))
+				rep, rerr := RecoverBuffer(dir)
+				t.Errorf("entry indexed without a record; RecoverBuffer then: restored=%d lost=%v orphans=%v err=%v",
+					rep.Restored, rep.Lost, rep.Orphans, rerr)
+				return
+			}
+			b.Close()
+		})
+	}
+}
+
+// The same entry committed twice in one batch: one record survives, and
+// the release of the entry removes the file.
+func TestSameEntryTwiceInOneBatch(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	data := []byte("dup\n")
+	e := testEntry("d.txt", data)
+	applyBatch(t, b,
+		&op{kind: opCommit, e: e, o: origin{e.Source, e.Dest, e.Path, e.Size, 1}, data: data},
+		&op{kind: opCommit, e: e, o: origin{e.Source, e.Dest, e.Path, e.Size, 2}, data: data},
+	)
+	recs := recordsOf(t, dir)
+	t.Logf("files=%v lines for key=%d", recordFiles(t, dir), len(recs[string(e.key())]))
+	b.release(e)
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if f := recordFiles(t, dir); len(f) != 0 {
+		t.Errorf("after release: %v", f)
+	}
+}
+
+// Found in review: a crash between a release's transaction and the rewrite
+// of its record file (simulated by putting the old file back) left the
+// delivered entry's line in the file for as long as the file had a live
+// entry, and RecoverBuffer brought the delivered entry back. The file is
+// marked in the transaction and rewritten when the buffer is next opened.
+func TestCrashBeforeRecordRewrite(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents := commitBatch(t, b, map[string][]byte{"a": []byte("same\n"), "b": []byte("same\n")})
+	// Simulate "crash after the transaction, before the rewrite": make
+	// the rewrite impossible by putting the file back afterwards.
+	files := recordFiles(t, dir)
+	saved, _ := os.ReadFile(filepath.Join(dir, recordsDir, files[0]))
+	b.release(ents[0])
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, recordsDir, files[0]), saved, 0o600)
+	b.Close()
+	b, err = OpenBuffer(dir, 1<<30) // rewrites the marked file
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	os.Rename(filepath.Join(dir, "index.db"), filepath.Join(dir, "index.db.bad"))
+	rep, err := RecoverBuffer(dir)
+	t.Logf("restored=%d (1 live, 1 delivered) err=%v", rep.Restored, err)
+	if rep.Restored != 1 {
+		t.Errorf("delivered entry %s resurrected by RecoverBuffer: restored %d", ents[0].Path, rep.Restored)
 	}
 }
