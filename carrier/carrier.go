@@ -15,6 +15,7 @@ import (
 
 	"github.com/messor-sync/messor/discovery"
 	"github.com/messor-sync/messor/protocol"
+	"github.com/pkg/sftp"
 )
 
 // Options configure a Carrier.
@@ -45,7 +46,7 @@ type Options struct {
 	// bounded and the link is shared by few streams.
 	BigWorkers int
 	// Lanes is how many SFTP channels a run with a host uses for many
-	// files (default 4; 1 for a run of fewer than 64 files).
+	// files (default and most 4; 1 for a run of fewer than 64 files).
 	Lanes int
 	// Progress, if set, is told about transfers.
 	Progress Progress
@@ -301,8 +302,16 @@ func (c *Carrier) workers(s *Session) int {
 // more than they save.
 const manyFiles = 64
 
-// lanes returns a function that hands out s's lanes in turn, for n files.
-func (c *Carrier) lanes(s *Session, n int) func() *Session {
+// lanePicker hands out a run's lanes in turn, passing over lanes whose
+// channel the host closed.
+type lanePicker struct {
+	lanes []*Session
+	dead  []atomic.Bool
+	next  atomic.Uint64
+}
+
+// lanes opens the lanes for a run of n files with s.
+func (c *Carrier) lanes(ctx context.Context, s *Session, n int) *lanePicker {
 	k := c.opts.Lanes
 	if k <= 0 {
 		k = maxLanes
@@ -310,9 +319,36 @@ func (c *Carrier) lanes(s *Session, n int) func() *Session {
 			k = 1
 		}
 	}
-	ls := s.openLanes(k)
-	var next atomic.Uint64
-	return func() *Session { return ls[next.Add(1)%uint64(len(ls))] }
+	if k > 1 {
+		s.HashKind(ctx) // settled before lanes take the host's sessions
+	}
+	lctx, cancel := context.WithTimeout(ctx, connectTimeout(s.Host, c.opts.ConnectTimeout))
+	defer cancel()
+	ls := s.openLanes(lctx, k)
+	return &lanePicker{lanes: ls, dead: make([]atomic.Bool, len(ls))}
+}
+
+// pick returns the next live lane (the first one if none is).
+func (p *lanePicker) pick() *Session {
+	for range p.lanes {
+		i := int(p.next.Add(1) % uint64(len(p.lanes)))
+		if !p.dead[i].Load() {
+			return p.lanes[i]
+		}
+	}
+	return p.lanes[0]
+}
+
+// check notes that l's channel is gone if err says so.
+func (p *lanePicker) check(l *Session, err error) {
+	if err == nil || !errors.Is(err, sftp.ErrSSHFxConnectionLost) {
+		return
+	}
+	for i, x := range p.lanes {
+		if x == l {
+			p.dead[i].Store(true)
+		}
+	}
 }
 
 // forEach runs fn on every item with n workers, at most BigWorkers of them

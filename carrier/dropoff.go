@@ -18,6 +18,7 @@ import (
 
 	"github.com/messor-sync/messor/discovery"
 	"github.com/messor-sync/messor/protocol"
+	"github.com/pkg/sftp"
 )
 
 // resumeStep is how far before the end of a partial upload we also try to
@@ -109,10 +110,12 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	defer tr.Done()
 	dirs := newDirCache()
 	locks := &pathLocks{m: map[string]*pathLock{}}
-	lane := c.lanes(s, len(mine))
+	lanes := c.lanes(ctx, s, len(mine))
 	forEach(ctx, c, c.workers(s), mine, func(e Entry) int64 { return e.Size },
 		func(e Entry) (bool, error) {
-			already, err := c.deliver(ctx, lane(), e, dirs, locks, tr)
+			l := lanes.pick()
+			already, err := c.deliver(ctx, l, e, dirs, locks, tr)
+			lanes.check(l, err)
 			if err == nil {
 				c.buf.release(e)
 			}
@@ -199,6 +202,15 @@ func (d *dirCache) ensure(s *Session, dir string) error {
 	}
 	d.mu.Unlock()
 	st.once.Do(func() { st.err = d.make(s, dir) })
+	if errors.Is(st.err, sftp.ErrSSHFxConnectionLost) {
+		// That lane's channel is gone, not the directory: another
+		// lane tries again.
+		d.mu.Lock()
+		if d.dirs[dir] == st {
+			delete(d.dirs, dir)
+		}
+		d.mu.Unlock()
+	}
 	return st.err
 }
 
@@ -345,7 +357,10 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	} else if st, err := s.sftp.Lstat(partial); err == nil && st.Mode().IsRegular() {
 		had = st.Size()
 		if had > 0 {
-			off, prefix = c.resumePoint(ctx, s, obj, partial, min(had, e.Size))
+			if off, prefix, err = c.resumePoint(ctx, s, obj, partial, min(had, e.Size)); err != nil {
+				// Keep the partial: the next visit checks it again.
+				return fmt.Errorf("host %s: checking the partial upload %s: %w", s.Host.Name, partial, err)
+			}
 		}
 	}
 	// Read back through the write handle only where the server is known to
@@ -501,25 +516,32 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 // bytes) that matches the object, trying the end and a step before it. It
 // returns the prefix's length and the hash of the object's prefix that
 // matched, positioned at its end (for the whole-file hash to go on from).
-func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, partial string, have int64) (int64, hash.Hash) {
+func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, partial string, have int64) (int64, hash.Hash, error) {
 	for _, n := range []int64{have, have - resumeStep, have - 8*resumeStep} {
 		if n <= 0 {
 			break
 		}
 		h := sha256.New()
 		if _, err := io.Copy(h, io.NewSectionReader(obj, 0, n)); err != nil {
-			return 0, nil
+			return 0, nil, nil // our copy: send it all again
 		}
 		got, err := s.hashPrefix(ctx, partial, n)
+		if err != nil && (errors.Is(err, errNoSession) || ctx.Err() != nil) {
+			// Not the partial's fault: starting over would throw away
+			// what was sent (found in review: a refused command fell
+			// back to reading the prefix back, which over a link that
+			// drops every few MiB never finishes, and then truncated).
+			return 0, nil, err
+		}
 		if err != nil {
-			c.log.Debug("cannot check partial", "host", s.Host.Name, "path", partial, "err", err)
-			return 0, nil
+			c.log.Debug("cannot check partial; sending it again", "host", s.Host.Name, "path", partial, "err", err)
+			return 0, nil, nil
 		}
 		if bytes.Equal(got, h.Sum(nil)) { // Sum leaves h as it is
-			return n, h
+			return n, h, nil
 		}
 	}
-	return 0, nil
+	return 0, nil, nil
 }
 
 // diskFullHint explains a failed write when the host's disk is full: stock

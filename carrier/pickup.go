@@ -294,9 +294,14 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 
 // fetchAll downloads take with the carrier's workers.
 func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r *HostReport, tr Tracker) {
-	lane := c.lanes(s, len(take))
+	lanes := c.lanes(ctx, s, len(take))
 	forEach(ctx, c, c.workers(s), take, func(cd candidate) int64 { return cd.Size },
-		func(cd candidate) (fetchResult, error) { return c.fetch(ctx, lane(), cd, tr) },
+		func(cd candidate) (fetchResult, error) {
+			l := lanes.pick()
+			res, err := c.fetch(ctx, l, cd, tr)
+			lanes.check(l, err)
+			return res, err
+		},
 		func(cd candidate, res fetchResult, err error) {
 			shown := path.Join(cd.Dest, cd.Path)
 			switch {

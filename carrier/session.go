@@ -85,9 +85,8 @@ type sessionState struct {
 	ssh  *ssh.Client
 	log  *slog.Logger
 
-	laneMu   sync.Mutex
-	lanes    []*Session // openLanes: [0] is the session itself
-	laneNext atomic.Uint64
+	laneMu sync.Mutex
+	lanes  []*Session // openLanes: [0] is the session itself
 
 	hasFsync bool
 	// noReplace: putting a file in place (place) never replaces another:
@@ -103,7 +102,6 @@ type sessionState struct {
 	agent     bool
 
 	hashOnce sync.Once
-	hasher   rangeHasher
 	hashKind string
 	rtt      time.Duration // one SFTP round trip, measured at the start
 	hashTool string        // on a stock host: the command that hashes stdin
@@ -289,7 +287,7 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	// counted: pkg/sftp's ReadDir gathers a whole directory before it
 	// returns, and only a byte budget bounds an endless one.
 	rx := &rxBudget{}
-	sc, err := newSFTP(client, func(r io.Reader) io.Reader { rx.r = r; return rx })
+	sc, err := newSFTP(context.Background(), client, func(r io.Reader) io.Reader { rx.r = r; return rx })
 	// Starting SFTP is bounded by the same deadline and ctx as the
 	// handshake: a host whose sftp-server never answers must not hang us.
 	if !stop() || dctx.Err() != nil {
@@ -329,12 +327,15 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 }
 
 // newSFTP starts an SFTP client on a new channel of client; wrap, if not
-// nil, wraps what the host sends.
-func newSFTP(client *ssh.Client, wrap func(io.Reader) io.Reader) (*sftp.Client, error) {
+// nil, wraps what the host sends. If ctx ends first, the channel is closed
+// and newSFTP returns.
+func newSFTP(ctx context.Context, client *ssh.Client, wrap func(io.Reader) io.Reader) (*sftp.Client, error) {
 	sess, err := client.NewSession()
 	if err != nil {
 		return nil, err
 	}
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
 	if err := sess.RequestSubsystem("sftp"); err != nil {
 		sess.Close()
 		return nil, err
@@ -353,12 +354,21 @@ func newSFTP(client *ssh.Client, wrap func(io.Reader) io.Reader) (*sftp.Client, 
 	if wrap != nil {
 		r = wrap(pr)
 	}
-	return sftp.NewClientPipe(r, pw,
+	sc, err := sftp.NewClientPipe(r, pw,
 		sftp.UseConcurrentWrites(true),
 		sftp.MaxPacketUnchecked(maxPacket),
 		sftp.MaxConcurrentRequestsPerFile(maxInFlight),
 		sftp.UseFstat(true),
 	)
+	if err == nil && ctx.Err() != nil {
+		sc.Close()
+		err = ctx.Err()
+	}
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
+	return sc, nil
 }
 
 // maxLanes is how many SFTP channels a session uses at most for many
@@ -369,11 +379,13 @@ func newSFTP(client *ssh.Client, wrap func(io.Reader) io.Reader) (*sftp.Client, 
 // beside the hash commands of four big files.
 const maxLanes = 4
 
-// openLanes makes sure the session has n SFTP channels (fewer if the host
-// refuses more: each is a session, and sshd's MaxSessions bounds them) and
-// returns them as sessions sharing everything else; the first is s. Lanes
-// are opened at the same time, in one round trip or two.
-func (s *Session) openLanes(n int) []*Session {
+// openLanes makes sure the session has n SFTP channels (at most maxLanes;
+// fewer if the host refuses more: each is a session, and sshd's
+// MaxSessions bounds them) and returns them as sessions sharing everything
+// else; the first is s. Lanes are opened at the same time, in one round
+// trip or two; a channel not started when ctx ends is given up.
+func (s *Session) openLanes(ctx context.Context, n int) []*Session {
+	n = min(n, maxLanes)
 	s.laneMu.Lock()
 	defer s.laneMu.Unlock()
 	if len(s.lanes) == 0 {
@@ -386,7 +398,7 @@ func (s *Session) openLanes(n int) []*Session {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				sc, err := newSFTP(s.ssh, nil)
+				sc, err := newSFTP(ctx, s.ssh, nil)
 				if err != nil {
 					s.log.Debug("another SFTP channel refused; going on with fewer", "err", err)
 					return
@@ -435,30 +447,46 @@ func (s *Session) closeOnCancel(ctx context.Context) func() bool {
 	return context.AfterFunc(ctx, func() { s.Close() })
 }
 
-// rangeHasher computes the SHA-256 of the first n bytes of a host file.
-type rangeHasher func(ctx context.Context, p string, n int64) ([]byte, error)
-
 // hashRange returns the SHA-256 of the first n bytes of the file at p
 // (relative to the login directory), computed on the host where it can be
-// (agent request, or sha256sum over exec), else by reading it back.
+// (agent request, or a hash tool over exec), else by reading it back.
 func (s *Session) hashRange(ctx context.Context, p string, n int64) ([]byte, error) {
-	s.hashOnce.Do(func() { s.pickHasher(ctx) })
-	if s.hashKind == "exec" && n < execHashMin {
+	if s.HashKind(ctx) == "exec" && n < execHashMin {
 		// Starting a process on the host (a login shell, profile and
 		// all) costs more than reading a small file back.
 		return s.readbackHash(ctx, p, n)
 	}
-	return s.hasher(ctx, p, n)
+	sum, err := s.hostHash(ctx, p, n)
+	if errors.Is(err, errNoSession) {
+		// No session free for a command (a host allowing fewer than
+		// sshd's default 10): read it back instead.
+		return s.readbackHash(ctx, p, n)
+	}
+	return sum, err
 }
 
 // hashPrefix is hashRange for checking a partial before resuming it: it
 // uses the host's own hashing whatever the size, because reading a prefix
 // back costs as many bytes as sending it again (and over a link that drops
 // every few MiB, reading back a partial of that size never finishes, so the
-// upload never grows).
+// upload never grows). Where the host hashes for us it never falls back to
+// reading back.
 func (s *Session) hashPrefix(ctx context.Context, p string, n int64) ([]byte, error) {
-	s.hashOnce.Do(func() { s.pickHasher(ctx) })
-	return s.hasher(ctx, p, n)
+	return s.hostHash(ctx, p, n)
+}
+
+// hostHash hashes the first n bytes of p the way HashKind says, on this
+// lane (a lane's SFTP channel for reading back: every lane verifies on its
+// own channel).
+func (s *Session) hostHash(ctx context.Context, p string, n int64) ([]byte, error) {
+	switch s.HashKind(ctx) {
+	case "agent":
+		return s.agentHash(ctx, p, n)
+	case "exec":
+		abs := path.Join(s.hashDir, p)
+		return s.execHash(ctx, abs, protocol.HashCommand(s.hashTool, abs, n), n)
+	}
+	return s.readbackHash(ctx, p, n)
 }
 
 // execHashMin is the smallest range hashed by exec on a stock host; smaller
@@ -473,9 +501,9 @@ func (s *Session) HashKind(ctx context.Context) string {
 }
 
 func (s *Session) pickHasher(ctx context.Context) {
-	s.hasher, s.hashKind = s.readbackHash, "readback"
+	s.hashKind = "readback"
 	if s.agent {
-		s.hasher, s.hashKind = s.agentHash, "agent"
+		s.hashKind = "agent"
 		return
 	}
 	wd, err := s.sftp.Getwd()
@@ -505,26 +533,22 @@ func (s *Session) pickHasher(ctx context.Context) {
 		return
 	}
 	s.hashDir = wd
-	s.hasher = func(ctx context.Context, p string, n int64) ([]byte, error) {
-		abs := path.Join(wd, p)
-		sum, err := s.execHash(ctx, abs, protocol.HashCommand(s.hashTool, abs, n), n)
-		var refused *ssh.OpenChannelError
-		if errors.As(err, &refused) {
-			// No session free for a command just now (sshd's MaxSessions,
-			// taken by lanes and other hashes): read it back instead.
-			return s.readbackHash(ctx, p, n)
-		}
-		return sum, err
-	}
 	s.hashKind = "exec"
 }
 
 // maxExecs is how many commands a session runs on a stock host at once: one
 // per big upload's outstanding slice hash and resume check. With maxLanes
-// SFTP channels that is sshd's default MaxSessions (10); a host allowing
-// fewer refuses some, and those are verified by other means (see
-// hashSlice and pickHasher).
-const maxExecs = 10 - maxLanes
+// SFTP channels that is one session less than sshd's default MaxSessions
+// (10): sshd frees a session's slot only after the client's close has been
+// handled, and a command started right after another ended was refused
+// about one time in three when the budget was exactly 10 (found in
+// review). A host allowing fewer sessions refuses some; execOutput waits
+// and tries again, then the caller verifies another way.
+const maxExecs = 10 - maxLanes - 1
+
+// errNoSession: the host refused a session for a command (sshd's
+// MaxSessions), several times.
+var errNoSession = errors.New("no session free on the host for a command")
 
 // canHashSlices reports whether hashSlice works on s: on an agent that has
 // not refused it, or on a stock host where a probe (once per session) shows
@@ -581,8 +605,7 @@ func (s *Session) hashSlice(ctx context.Context, p string, off, n int64) ([]byte
 	case "exec":
 		abs := path.Join(s.hashDir, p)
 		sum, err := s.execHash(ctx, abs, protocol.HashRangeCommand(s.hashTool, abs, off, n), n)
-		var refused *ssh.OpenChannelError
-		if errors.As(err, &refused) {
+		if errors.Is(err, errNoSession) {
 			// No session free for a command (sshd's MaxSessions): the
 			// whole file is verified at the end instead.
 			return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w: %w", s.Host.Name, p, off, off+n, errSliceRefused, err)
@@ -607,16 +630,34 @@ func (s *Session) execOutput(ctx context.Context, cmd string, timeout time.Durat
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	sess, err := s.ssh.NewSession()
-	if err != nil {
-		return nil, err
+	var sess *ssh.Session
+	for try := 1; ; try++ {
+		var err error
+		sess, err = s.ssh.NewSession()
+		var refused *ssh.OpenChannelError
+		if err == nil {
+			break
+		}
+		if !errors.As(err, &refused) {
+			return nil, err
+		}
+		if try == 10 {
+			return nil, fmt.Errorf("%w: %w", errNoSession, err)
+		}
+		// A slot may be freed by a command that just ended (about a
+		// second in all before giving up).
+		select {
+		case <-time.After(time.Duration(try) * 25 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	defer sess.Close()
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()
 	var out bytes.Buffer
 	sess.Stdout = &limitedWriter{w: &out, n: 4096}
-	err = sess.Run(cmd)
+	err := sess.Run(cmd)
 	return out.Bytes(), err
 }
 
