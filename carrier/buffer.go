@@ -368,13 +368,16 @@ func (b *Buffer) check() error {
 		})
 	})
 	if len(dirty) > 0 {
+		var done []string
 		for _, name := range dirty {
-			if err := b.rewriteRecords(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("buffer %s: rewriting record file %s: %w", b.dir, name, err)
+			// One that cannot be rewritten now (a full disk) keeps its
+			// mark: the buffer still opens, and delivering frees space.
+			if err := b.rewriteRecords(name); err == nil || errors.Is(err, fs.ErrNotExist) {
+				done = append(done, name)
 			}
 		}
 		err := b.db.Update(func(tx *bolt.Tx) error {
-			for _, name := range dirty {
+			for _, name := range done {
 				if err := tx.Bucket(bucketRecDirty).Delete([]byte(name)); err != nil {
 					return err
 				}

@@ -325,18 +325,28 @@ func (c *Carrier) lanes(ctx context.Context, s *Session, n int) *lanePicker {
 	lctx, cancel := context.WithTimeout(ctx, connectTimeout(s.Host, c.opts.ConnectTimeout))
 	defer cancel()
 	ls := s.openLanes(lctx, k)
+	// On a host that hashes for us by command, a lane must not take the
+	// last session a command could have (sshd's MaxSessions): a resume
+	// check would have nothing to run in.
+	for len(ls) > 1 && s.HashKind(ctx) == "exec" {
+		if _, err := s.execOutputTries(lctx, "true", 3*time.Second, 3); !errors.Is(err, errNoSession) {
+			break
+		}
+		ls = s.shedLane()
+	}
 	return &lanePicker{lanes: ls, dead: make([]atomic.Bool, len(ls))}
 }
 
-// pick returns the next live lane (the first one if none is).
+// pick returns the next live lane (any one if none is).
 func (p *lanePicker) pick() *Session {
-	for range p.lanes {
-		i := int(p.next.Add(1) % uint64(len(p.lanes)))
-		if !p.dead[i].Load() {
+	n := uint64(len(p.lanes))
+	start := p.next.Add(1)
+	for j := range n {
+		if i := (start + j) % n; !p.dead[i].Load() {
 			return p.lanes[i]
 		}
 	}
-	return p.lanes[0]
+	return p.lanes[start%n]
 }
 
 // check notes that l's channel is gone if err says so.

@@ -360,9 +360,10 @@ func (b *Buffer) apply(batch []*op) {
 		}
 		return nil
 	})
-	if err == nil {
-		b.cleaned = nil
-	}
+	// Unmarked or not (a failed transaction may still have reached the
+	// disk), the files are marked again by the release that touches them
+	// next; a mark left behind only costs a rewrite at the next open.
+	b.cleaned = nil
 	if err != nil {
 		err = fmt.Errorf("buffer %s: index: %w", b.dir, err)
 		for _, o := range batch {

@@ -526,11 +526,14 @@ func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, par
 			return 0, nil, nil // our copy: send it all again
 		}
 		got, err := s.hashPrefix(ctx, partial, n)
-		if err != nil && (errors.Is(err, errNoSession) || ctx.Err() != nil) {
-			// Not the partial's fault: starting over would throw away
-			// what was sent (found in review: a refused command fell
-			// back to reading the prefix back, which over a link that
-			// drops every few MiB never finishes, and then truncated).
+		if errors.Is(err, errNoSession) {
+			// The host would not run a command just now (few sessions
+			// allowed): read the prefix back rather than fail the file
+			// or start over.
+			got, err = s.readbackHash(ctx, partial, n)
+		}
+		if err != nil && ctx.Err() != nil {
+			// Interrupted, not the partial's fault: keep it.
 			return 0, nil, err
 		}
 		if err != nil {

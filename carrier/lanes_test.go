@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -175,4 +176,30 @@ func testBuffer(t *testing.T) *Buffer {
 	}
 	t.Cleanup(func() { b.Close() })
 	return b
+}
+
+// Found in review: pick advanced a counter shared with every other worker
+// on each try, so under concurrency one caller's tries need not cover every
+// lane, and it fell back to a dead one while another lived.
+func TestPickSkipsDeadLaneUnderConcurrency(t *testing.T) {
+	live, dead := &Session{}, &Session{}
+	p := &lanePicker{lanes: []*Session{dead, live}, dead: make([]atomic.Bool, 2)}
+	p.dead[0].Store(true)
+	var bad atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 4*runtime.GOMAXPROCS(0); g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200000; i++ {
+				if p.pick() == dead {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := bad.Load(); n > 0 {
+		t.Errorf("pick handed out the dead lane %d times while lane 1 was live", n)
+	}
 }

@@ -167,8 +167,11 @@ func (b *Buffer) rewriteRecords(name string) error {
 	var out []byte
 	err = b.db.View(func(tx *bolt.Tx) error {
 		eb := tx.Bucket(bucketEntries)
+		seen := map[string]bool{}
 		for _, e := range ents {
-			if v := eb.Get(e.key()); v != nil && recOf(v) == name {
+			k := string(e.key())
+			if v := eb.Get(e.key()); v != nil && recOf(v) == name && !seen[k] {
+				seen[k] = true
 				out = append(out, marshalRecord(e)...)
 			}
 		}

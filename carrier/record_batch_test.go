@@ -346,3 +346,28 @@ func TestCrashBeforeRecordRewrite(t *testing.T) {
 		t.Errorf("delivered entry %s resurrected by RecoverBuffer: restored %d", ents[0].Path, rep.Restored)
 	}
 }
+
+// Found in review: a record file marked for rewriting that could not be
+// rewritten at open (a full disk) made the buffer impossible to open, so
+// nothing could be delivered to free space. It stays marked instead.
+func TestDirtyRewriteFailureDoesNotBlockOpen(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents := commitBatch(t, b, map[string][]byte{"a": []byte("a\n"), "b": []byte("b\n")})
+	files := recordFiles(t, dir)
+	tmp := filepath.Join(dir, recordsDir, files[0]+".tmp")
+	os.MkdirAll(filepath.Join(tmp, "x"), 0o700) // non-empty: check's Remove cannot drop it
+	b.release(ents[0])
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	b, err = OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatalf("buffer with a live entry cannot be opened: %v", err)
+	}
+	b.Close()
+}

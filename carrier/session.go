@@ -335,7 +335,6 @@ func newSFTP(ctx context.Context, client *ssh.Client, wrap func(io.Reader) io.Re
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	defer stop()
 	if err := sess.RequestSubsystem("sftp"); err != nil {
 		sess.Close()
 		return nil, err
@@ -360,9 +359,13 @@ func newSFTP(ctx context.Context, client *ssh.Client, wrap func(io.Reader) io.Re
 		sftp.MaxConcurrentRequestsPerFile(maxInFlight),
 		sftp.UseFstat(true),
 	)
-	if err == nil && ctx.Err() != nil {
-		sc.Close()
-		err = ctx.Err()
+	if !stop() {
+		// ctx ended, and the channel is closed or being closed.
+		if sc != nil {
+			sc.Close()
+		}
+		sess.Close()
+		return nil, ctx.Err()
 	}
 	if err != nil {
 		sess.Close()
@@ -392,28 +395,52 @@ func (s *Session) openLanes(ctx context.Context, n int) []*Session {
 		s.lanes = []*Session{s}
 	}
 	if more := n - len(s.lanes); more > 0 {
-		got := make([]*sftp.Client, more)
-		var wg sync.WaitGroup
-		for i := range more {
-			wg.Add(1)
+		// Started at once; those not started when ctx ends are given up
+		// (x/crypto cannot cancel a channel open: a late one is closed
+		// when it comes).
+		started := make(chan *sftp.Client, more)
+		for range more {
 			go func() {
-				defer wg.Done()
 				sc, err := newSFTP(ctx, s.ssh, nil)
 				if err != nil {
 					s.log.Debug("another SFTP channel refused; going on with fewer", "err", err)
-					return
 				}
-				got[i] = sc
+				started <- sc
 			}()
 		}
-		wg.Wait()
-		for _, sc := range got {
-			if sc != nil {
-				s.lanes = append(s.lanes, &Session{sessionState: s.sessionState, sftp: sc})
+	wait:
+		for left := more; left > 0; left-- {
+			select {
+			case sc := <-started:
+				if sc != nil {
+					s.lanes = append(s.lanes, &Session{sessionState: s.sessionState, sftp: sc})
+				}
+			case <-ctx.Done():
+				go func() {
+					for range left {
+						if sc := <-started; sc != nil {
+							sc.Close()
+						}
+					}
+				}()
+				break wait
 			}
 		}
 	}
 	return slices.Clone(s.lanes[:min(n, len(s.lanes))])
+}
+
+// shedLane closes the session's last lane (not the first) and returns the
+// lanes left.
+func (s *Session) shedLane() []*Session {
+	s.laneMu.Lock()
+	defer s.laneMu.Unlock()
+	if len(s.lanes) > 1 {
+		last := s.lanes[len(s.lanes)-1]
+		s.lanes = s.lanes[:len(s.lanes)-1]
+		go last.sftp.Close()
+	}
+	return slices.Clone(s.lanes)
 }
 
 func isTimeout(err error) bool {
@@ -617,8 +644,14 @@ func (s *Session) hashSlice(ctx context.Context, p string, off, n int64) ([]byte
 
 // execOutput runs cmd on the host and returns (the first 4 KiB of) its
 // output. It waits for one of the session's exec slots first; timeout, if
-// positive, bounds the run from then on.
+// positive, bounds the run from then on. A session the host refuses is
+// asked for again, about a second in all.
 func (s *Session) execOutput(ctx context.Context, cmd string, timeout time.Duration) ([]byte, error) {
+	return s.execOutputTries(ctx, cmd, timeout, 10)
+}
+
+// execOutputTries is execOutput asking for a session at most tries times.
+func (s *Session) execOutputTries(ctx context.Context, cmd string, timeout time.Duration, tries int) ([]byte, error) {
 	select {
 	case s.execs <- struct{}{}:
 		defer func() { <-s.execs }()
@@ -641,7 +674,7 @@ func (s *Session) execOutput(ctx context.Context, cmd string, timeout time.Durat
 		if !errors.As(err, &refused) {
 			return nil, err
 		}
-		if try == 10 {
+		if try >= tries {
 			return nil, fmt.Errorf("%w: %w", errNoSession, err)
 		}
 		// A slot may be freed by a command that just ended (about a
