@@ -257,11 +257,13 @@ type RecoverReport struct {
 
 // RecoverBuffer rebuilds the buffer index in dir after OpenBuffer reported
 // ErrIndexCorrupt: it moves index.db aside, and rebuilds every entry from
-// its record in entries/ whose object is present and verifies (SHA-256).
-// Record files keep only live entries (see above), so nothing delivered
-// comes back. (A record file rewritten by a release whose rename a crash
-// lost may still name delivered entries; delivering one again finds it at
-// its destination, or leaves a second copy there.)
+// its record (records/, or entries/ in an older buffer) whose object is
+// present and verifies (SHA-256).
+// Record files keep only live entries (see above: a file a crash left
+// naming delivered ones is still marked, and OpenBuffer rewrites it), so
+// nothing delivered comes back. (A mark the index lost with the index is
+// gone too: such a file may name delivered entries, which are then
+// delivered again, found at their destination or left as a second copy.)
 // Objects that no record names are moved to orphans/ rather than deleted.
 // The outbox copies of files committed but not yet removed are not
 // remembered; the next pickup carries such a file again and, its content
