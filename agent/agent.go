@@ -226,6 +226,8 @@ type server struct {
 	root *os.Root
 	log  *slog.Logger
 
+	openFiles atomic.Int64 // open in every SFTP session (fs.go's caps)
+
 	mu      sync.Mutex
 	closed  bool
 	conns   map[*trackedConn]struct{}
@@ -532,6 +534,7 @@ func (s *server) sftpSubsystem(sess gliderssh.Session) {
 	log.Info("carrier connected", "key", fp)
 
 	cfs := newConfinedFS(s.root, log)
+	cfs.all = &s.openFiles
 	c2sR, c2sW := io.Pipe()
 	s2cR, s2cW := io.Pipe()
 	rs := sftp.NewRequestServer(pipeConn{c2sR, s2cW}, cfs.handlers(), sftp.WithRSMaxTxPacket(maxTxPacket))

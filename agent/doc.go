@@ -24,7 +24,9 @@
 // authorized_keys file that is re-read at every login. There is no shell, no
 // exec, no pty, no port or agent forwarding. The host key is kept on disk
 // ([LoadOrCreateHostKey]) so the fingerprint a carrier pinned stays valid
-// across restarts.
+// across restarts. What one client can hold is bounded: 64 connections not
+// yet logged in (30 s to log in), 10 sessions per connection (as sshd's
+// MaxSessions), 1,024 open files per SFTP session and 4,096 in all.
 //
 // Besides SFTP the agent answers the global requests
 // [protocol.HashRangeRequest] with the SHA-256 of a prefix of a file, and

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,9 +128,22 @@ type confinedFS struct {
 	root *os.Root
 	log  *slog.Logger
 
-	mu   sync.Mutex
-	open map[string]map[*openFile]struct{} // by cleaned SFTP path, for fsync
+	mu    sync.Mutex
+	open  map[string]map[*openFile]struct{} // by cleaned SFTP path, for fsync
+	nopen int                               // files open in this session
+	// all counts the files open in every session of the agent (nil: no
+	// agent-wide count, for a one-off use).
+	all *atomic.Int64
 }
+
+// A carrier keeps a few hundred files open at most (files in flight over
+// its SFTP channels); a client holding more is using up the agent's file
+// descriptors, which every other session and the listener need too.
+// (Variables so that tests can lower them.)
+var (
+	maxOpenPerSession = 1024
+	maxOpenAgent      = int64(4096)
+)
 
 var (
 	_ sftp.FileReader           = (*confinedFS)(nil)
@@ -171,9 +185,34 @@ func (o *openFile) Close() error {
 			delete(o.c.open, o.key)
 		}
 		o.c.mu.Unlock()
+		o.c.releaseOpen()
 		err = o.f.Close()
 	})
 	return err
+}
+
+// reserveOpen counts one more open file, unless that would pass a cap.
+func (c *confinedFS) reserveOpen() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nopen >= maxOpenPerSession {
+		return false
+	}
+	if c.all != nil && c.all.Add(1) > maxOpenAgent {
+		c.all.Add(-1)
+		return false
+	}
+	c.nopen++
+	return true
+}
+
+func (c *confinedFS) releaseOpen() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nopen--
+	if c.all != nil {
+		c.all.Add(-1)
+	}
 }
 
 // Fileread opens a regular file for reading.
@@ -232,13 +271,19 @@ func (c *confinedFS) openRegular(op, p string, flag int, write bool) (*openFile,
 	} else if !errors.Is(err, fs.ErrNotExist) || flag&os.O_CREATE == 0 {
 		return nil, sftpError(op, p, err)
 	}
+	if !c.reserveOpen() {
+		c.log.Warn("sftp open refused: too many open files", "path", cleanSFTPPath(p), "session", maxOpenPerSession, "agent", maxOpenAgent)
+		return nil, &os.PathError{Op: op, Path: cleanSFTPPath(p), Err: syscall.EMFILE}
+	}
 	// O_NONBLOCK: a FIFO swapped in after the check above must not block
 	// the open; the check after it refuses what is not a regular file.
 	f, err := c.root.OpenFile(rel, flag|nonBlock, fileMode)
 	if err != nil {
+		c.releaseOpen()
 		return nil, sftpError(op, p, err)
 	}
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		c.releaseOpen()
 		f.Close()
 		if err != nil {
 			return nil, sftpError(op, p, err)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -178,5 +180,56 @@ func TestListedCertificateRefused(t *testing.T) {
 	if c, err := e.dialWith(cs); err == nil {
 		c.Close()
 		t.Error("login with an expired, wrong-principal, wrong-source certificate listed in authorized_keys succeeded")
+	}
+}
+
+// From the security review: a client could hold any number of files open
+// in a session (and over many sessions), using up the agent's file
+// descriptors. Opens beyond a cap per session and one for the whole agent
+// are refused; closing a file makes room again.
+func TestOpenFilesBounded(t *testing.T) {
+	oldS, oldA := maxOpenPerSession, maxOpenAgent
+	maxOpenPerSession, maxOpenAgent = 8, 12
+	t.Cleanup(func() { maxOpenPerSession, maxOpenAgent = oldS, oldA })
+	e := newEnv(t)
+	e.start()
+	openAll := func(c *sftp.Client, prefix string, n int) (files []*sftp.File, refused error) {
+		for i := range n {
+			f, err := c.Create(fmt.Sprintf("messor/outbox/%s-%d", prefix, i))
+			if err != nil {
+				return files, err
+			}
+			files = append(files, f)
+		}
+		return files, nil
+	}
+	c1 := e.sftp()
+	files1, err := openAll(c1, "a", 9)
+	if err == nil || len(files1) != 8 {
+		t.Fatalf("session 1: %d files open, 9th: %v (want 8 and a refusal)", len(files1), err)
+	}
+	files1[0].Close()
+	if f, err := c1.Create("messor/outbox/a-again"); err != nil {
+		t.Fatalf("after a close, an open is refused: %v", err)
+	} else {
+		files1[0] = f
+	}
+	c2 := e.sftp()
+	files2, err := openAll(c2, "b", 8)
+	if err == nil || len(files2) != 4 {
+		t.Fatalf("session 2: %d files open with 8 open elsewhere, next: %v (want 4 under the agent's 12, then a refusal)", len(files2), err)
+	}
+	for _, f := range append(files1, files2...) {
+		f.Close()
+	}
+	// Everything closed: both sessions can open again.
+	for _, c := range []*sftp.Client{c1, c2} {
+		fs, err := openAll(c, "c", 6)
+		if err != nil {
+			t.Fatalf("after closing everything: %v", err)
+		}
+		for _, f := range fs {
+			f.Close()
+		}
 	}
 }
