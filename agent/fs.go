@@ -63,11 +63,28 @@ func resolve(op, p string) (place, string, error) {
 	}
 	rel := clean[len("/"+protocol.Root+"/"):]
 	for c := range strings.SplitSeq(rel, "/") {
-		if strings.HasPrefix(c, protocol.ReservedPrefix) && !strings.HasPrefix(c, partialPrefix) {
+		if reservedName(c) {
 			return outside, "", &os.PathError{Op: op, Path: clean, Err: syscall.EACCES}
 		}
 	}
 	return inRoot, rel, nil
+}
+
+// reservedName reports whether the name component c is one of messor's own
+// (".messor*", not a delivery partial). It compares as a case-insensitive
+// filesystem would (macOS, Windows: ".MESSOR-x" is ".messor-x" there), and
+// takes "\" for a separator too (Windows).
+func reservedName(c string) bool {
+	for part := range strings.SplitSeq(c, `\`) {
+		if hasPrefixFold(part, protocol.ReservedPrefix) && !hasPrefixFold(part, partialPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // resolveInRoot is resolve for operations that need a path under Root:
@@ -602,7 +619,7 @@ func (c *confinedFS) list(p string) (sftp.ListerAt, error) {
 	infos := make([]fs.FileInfo, 0, len(entries))
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, protocol.ReservedPrefix) && !strings.HasPrefix(name, partialPrefix) {
+		if reservedName(name) {
 			continue
 		}
 		fi, err := e.Info()

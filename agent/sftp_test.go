@@ -492,6 +492,8 @@ func TestConfinement(t *testing.T) {
 		for _, p := range []string{
 			"messor/outbox/.messor-foo", "messor/.messor", "messor/.messor-dir/x",
 			"messor/outbox/.messor-state", "messor/outbox/.messorx",
+			// as a case-insensitive disk or Windows would read them
+			"messor/outbox/.MESSOR-state", "messor/outbox/.Messor", `messor/outbox/a\.messor-x`,
 		} {
 			if f, err := c.Create(p); !isPermission(err) {
 				if err == nil {
