@@ -418,6 +418,17 @@ func readAuthorizedKeys(file string, log *slog.Logger, level slog.Level) ([]ssh.
 		return nil, fmt.Errorf("authorized keys: %w", err)
 	}
 	defer f.Close()
+	// As sshd's StrictModes: whoever can write this file can log in.
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("authorized keys %s: %w", file, err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return nil, fmt.Errorf("authorized keys %s: writable by group or others (%#o), so anyone could add a key; run chmod go-w %s", file, perm, file)
+	}
+	if ok, uid := ownerOK(fi); !ok {
+		return nil, fmt.Errorf("authorized keys %s: owned by uid %d, not by the user the agent runs as or root", file, uid)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, 4<<20))
 	if err != nil {
 		return nil, fmt.Errorf("authorized keys %s: %w", file, err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"syscall"
 	"testing"
@@ -231,5 +232,42 @@ func TestOpenFilesBounded(t *testing.T) {
 		for _, f := range fs {
 			f.Close()
 		}
+	}
+}
+
+// From the security review: like sshd's StrictModes, an authorized_keys
+// file that others could write, or that another user owns, lets nobody in
+// (whoever can write it could add a key), and says why.
+func TestAuthorizedKeysStrictModes(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	if _, err := e.dialWith(e.carrier); err != nil {
+		t.Fatalf("login with a 0600 authorized_keys: %v", err)
+	}
+	if err := os.Chmod(e.authKeys, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := e.dialWith(e.carrier); err == nil {
+		c.Close()
+		t.Error("logged in although authorized_keys is writable by everyone")
+	}
+	if !strings.Contains(e.log.String(), "writable by group or others") {
+		t.Error("the log does not say why logins are refused")
+	}
+	os.Chmod(e.authKeys, 0o644)
+	if os.Geteuid() == 0 {
+		if err := os.Chown(e.authKeys, 4242, 4242); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := e.dialWith(e.carrier); err == nil {
+			c.Close()
+			t.Error("logged in although authorized_keys belongs to another user")
+		}
+		os.Chown(e.authKeys, 0, 0)
+	}
+	if c, err := e.dialWith(e.carrier); err != nil {
+		t.Errorf("login after the file was fixed: %v", err)
+	} else {
+		c.Close()
 	}
 }

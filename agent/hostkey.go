@@ -53,6 +53,9 @@ func loadHostKey(path string) (ssh.Signer, error) {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("agent: host key %s: permissions %#o are too open (want 0600)", path, perm)
 	}
+	if ok, uid := ownerOK(fi); !ok {
+		return nil, fmt.Errorf("agent: host key %s: owned by uid %d, not by the user the agent runs as or root", path, uid)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("agent: read host key %s: %w", path, err)
