@@ -19,50 +19,37 @@ import (
 // and reserved-name rules as SFTP. gliderlabs dispatches global requests
 // only on connections that have logged in.
 func (s *server) hashRange(ctx gliderssh.Context, _ *gliderssh.Server, req *ssh.Request) (bool, []byte) {
-	if !s.begin() {
-		return false, nil
-	}
-	defer s.wg.Done()
-	remote := ctx.RemoteAddr().String()
 	var msg protocol.HashRangeMsg
-	if err := ssh.Unmarshal(req.Payload, &msg); err != nil {
-		s.log.Info("hash-range refused: bad request", "remote", remote, "err", err)
-		return false, nil
-	}
-	sum, err := hashPrefix(ctx, newConfinedFS(s.root, s.log), msg.Path, msg.Length)
-	if err != nil {
-		s.log.Info("hash-range refused", "remote", remote, "path", msg.Path, "length", msg.Length, "err", err)
-		return false, nil
-	}
-	return true, sum
+	return s.answerHash(ctx, "hash-range", req.Payload, &msg, func() (string, uint64, uint64) { return msg.Path, 0, msg.Length })
 }
 
 // hashSlice answers protocol.HashSliceRequest: the SHA-256 of the Length
 // bytes at Offset in Path, under the same rules as hashRange. A carrier asks
 // for one slice of a big upload at a time, while it goes on.
 func (s *server) hashSlice(ctx gliderssh.Context, _ *gliderssh.Server, req *ssh.Request) (bool, []byte) {
+	var msg protocol.HashSliceMsg
+	return s.answerHash(ctx, "hash-slice", req.Payload, &msg, func() (string, uint64, uint64) { return msg.Path, msg.Offset, msg.Length })
+}
+
+// answerHash serves a hash request named what whose payload decodes into
+// msg; at then tells the path, offset and length it asks for.
+func (s *server) answerHash(ctx gliderssh.Context, what string, payload []byte, msg any, at func() (p string, off, n uint64)) (bool, []byte) {
 	if !s.begin() {
 		return false, nil
 	}
 	defer s.wg.Done()
 	remote := ctx.RemoteAddr().String()
-	var msg protocol.HashSliceMsg
-	if err := ssh.Unmarshal(req.Payload, &msg); err != nil {
-		s.log.Info("hash-slice refused: bad request", "remote", remote, "err", err)
+	if err := ssh.Unmarshal(payload, msg); err != nil {
+		s.log.Info(what+" refused: bad request", "remote", remote, "err", err)
 		return false, nil
 	}
-	sum, err := hashFileRange(ctx, newConfinedFS(s.root, s.log), msg.Path, msg.Offset, msg.Length)
+	p, off, n := at()
+	sum, err := hashFileRange(ctx, newConfinedFS(s.root, s.log), p, off, n)
 	if err != nil {
-		s.log.Info("hash-slice refused", "remote", remote, "path", msg.Path, "offset", msg.Offset, "length", msg.Length, "err", err)
+		s.log.Info(what+" refused", "remote", remote, "path", p, "offset", off, "length", n, "err", err)
 		return false, nil
 	}
 	return true, sum
-}
-
-// hashPrefix returns the SHA-256 of the first n bytes of the regular file at
-// SFTP path p, or an error if the file is shorter.
-func hashPrefix(ctx context.Context, c *confinedFS, p string, n uint64) ([]byte, error) {
-	return hashFileRange(ctx, c, p, 0, n)
 }
 
 // hashFileRange returns the SHA-256 of the n bytes at off in the regular

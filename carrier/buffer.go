@@ -344,7 +344,7 @@ func (b *Buffer) check() error {
 	if err != nil {
 		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
 	}
-	for _, d := range []string{"entries", recordsDir} {
+	for _, d := range recordDirs {
 		if err := os.MkdirAll(filepath.Join(b.dir, d), 0o700); err != nil {
 			return fmt.Errorf("buffer %s: %w", b.dir, err)
 		}

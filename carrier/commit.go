@@ -425,7 +425,9 @@ func (b *Buffer) apply(batch []*op) {
 }
 
 // writeNewFile creates p, which must not exist, with data; the caller
-// makes it durable.
+// makes it durable before it indexes anything that p describes. (No
+// temporary name: a record file torn by a crash describes entries that were
+// never indexed, and is dropped at open.)
 func writeNewFile(p string, data []byte) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -434,22 +436,6 @@ func writeNewFile(p string, data []byte) error {
 	_, err = f.Write(data)
 	if cerr := f.Close(); err == nil {
 		err = cerr
-	}
-	if err != nil {
-		os.Remove(p)
-	}
-	return err
-}
-
-// writeFileNoSync writes p; the caller makes it durable before it indexes
-// anything that p describes. (No temporary name: a record torn by a crash
-// describes an entry that was never indexed, and is dropped at open.)
-func writeFileNoSync(p string, data []byte) error {
-	err := os.WriteFile(p, data, 0o600)
-	if errors.Is(err, os.ErrNotExist) {
-		if err = os.MkdirAll(filepath.Dir(p), 0o700); err == nil {
-			err = os.WriteFile(p, data, 0o600)
-		}
 	}
 	if err != nil {
 		os.Remove(p)

@@ -76,7 +76,7 @@ func hasRecord(t *testing.T, dir string, e Entry) bool {
 func recordsOf(t *testing.T, dir string) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
-	for _, d := range []string{"entries", recordsDir} {
+	for _, d := range recordDirs {
 		des, err := os.ReadDir(filepath.Join(dir, d))
 		if err != nil {
 			t.Fatal(err)

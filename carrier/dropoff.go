@@ -472,15 +472,12 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 			got = sum[:]
 		}
 	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
+	}
 	if got != nil {
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
-		}
 		timings("readback")
 	} else {
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
-		}
 		st, err := s.sftp.Lstat(partial)
 		if err != nil {
 			return fmt.Errorf("host %s: stat %s: %w", s.Host.Name, partial, err)

@@ -105,6 +105,9 @@ const (
 	recordsDir      = "records"
 )
 
+// recordDirs hold record files: older buffers' first.
+var recordDirs = []string{"entries", recordsDir}
+
 // recordPath is where a buffer written before batch records kept e's record.
 func (b *Buffer) recordPath(e Entry) string {
 	h := sha256.Sum256(e.key())
@@ -293,7 +296,7 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 	b := &Buffer{dir: dir, db: db}
 
 	var recs []string // record files, older ones first
-	for _, d := range []string{"entries", recordsDir} {
+	for _, d := range recordDirs {
 		des, err := os.ReadDir(filepath.Join(dir, d))
 		if err != nil {
 			return nil, fmt.Errorf("buffer %s: %w", dir, err)

@@ -41,7 +41,7 @@ func commitBatch(t *testing.T, b *Buffer, datas map[string][]byte) []Entry {
 func recordFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
-	for _, d := range []string{"entries", recordsDir} {
+	for _, d := range recordDirs {
 		des, err := os.ReadDir(filepath.Join(dir, d))
 		if err != nil {
 			t.Fatal(err)
