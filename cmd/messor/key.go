@@ -79,7 +79,8 @@ func (g *globals) explainKey(k *carrier.CarrierKey) {
 no forwarding (so the host cannot be a ProxyJump hop for it). What it gives up: on a stock sshd
 host messor cannot hash files there (sha256sum over a command), so it verifies every upload by
 reading it back, which costs the upload's size again in download; a host running messor agent
-still hashes for it.
+still hashes for it. An agent confines the key to its messor/ directory; a stock sshd lets SFTP
+reach the whole account, ~/.ssh/authorized_keys included (README, "Threat model").
 `, k.File)
 	if k.NeedsAgent {
 		fmt.Fprintf(g.stderr, "messor: %s has a passphrase: messor uses it only through ssh-agent\n", k.File)
