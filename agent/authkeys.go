@@ -63,15 +63,14 @@ func parseAuthorizedKeyLine(line []byte, n int) (k authorizedKey, ok bool, err e
 // Options the agent accepts and ignores: each takes away something the
 // agent never grants (a shell, a pty, forwarding, ~/.ssh/rc), or limits
 // forwarding it never does. Options that grant what the agent cannot give
-// (pty, port-forwarding, environment=, tunnel=, ...) and those that need
-// what it lacks (cert-authority, principals=, verify-required) are refused
+// (pty, port-forwarding, environment=, tunnel=, no-touch-required: the
+// agent always wants a security key touched, ...) and those that need what
+// it lacks (cert-authority, principals=, verify-required) are refused
 // with the key, as is any option not listed here.
 var (
 	ignoredFlags = map[string]bool{
 		"restrict": true, "no-pty": true, "no-port-forwarding": true, "no-agent-forwarding": true,
 		"no-x11-forwarding": true, "no-user-rc": true,
-		// the agent does not check a security key's touch flag anyway
-		"no-touch-required": true,
 	}
 	ignoredValues = map[string]bool{"permitopen": true, "permitlisten": true}
 )

@@ -93,7 +93,6 @@ func TestParseAuthorizedKeyLine(t *testing.T) {
 		`permitopen="host:22",permitlisten="localhost:8080"`,
 		`from="127.0.0.0/8"`,
 		`expiry-time="29991231"`,
-		`no-touch-required`,
 	}
 	for _, opts := range accepted {
 		k, ok, err := parseAuthorizedKeyLine([]byte(strings.TrimSpace(opts+" "+key+" me@phone")), 3)
@@ -121,6 +120,7 @@ func TestParseAuthorizedKeyLine(t *testing.T) {
 		`restrict,port-forwarding`:                        "port-forwarding",
 		`environment="PATH=/tmp"`:                         "environment",
 		`tunnel="0"`:                                      "tunnel",
+		`no-touch-required`:                               "no-touch-required",
 		`verify-required`:                                 "verify-required",
 		`no-pty="x"`:                                      "no-pty",
 		`frobnicate`:                                      "frobnicate",
