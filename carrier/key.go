@@ -131,7 +131,7 @@ func GenerateKey(home, comment string) (*CarrierKey, error) {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	k := &CarrierKey{File: file, Public: sshPub, Comment: comment, Dedicated: true}
-	if err := writeNew(file, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := writeNewFile(file, pem.EncodeToMemory(block)); err != nil { // 0600
 		return nil, fmt.Errorf("generate key %s: %w", file, err)
 	}
 	pubLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + comment + "\n"
@@ -139,25 +139,6 @@ func GenerateKey(home, comment string) (*CarrierKey, error) {
 		return nil, fmt.Errorf("generate key %s.pub: %w", file, err)
 	}
 	return k, nil
-}
-
-// writeNew writes data to a file that must not exist yet, synced.
-func writeNew(file string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(file)
-	}
-	return err
 }
 
 // withDedicatedKey puts the dedicated key of $HOME, when there is one
