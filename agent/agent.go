@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,10 +53,14 @@ type Config struct {
 	Name string
 	// AuthorizedKeysFile lists the carriers' public keys in OpenSSH
 	// authorized_keys format (default ~/.ssh/authorized_keys). It is re-read
-	// at every login, so edits apply at once. Entries with options that
-	// would widen or condition access (from=, command=, cert-authority, ...)
-	// are ignored; restricting ones (restrict, no-pty, ...) are accepted,
-	// since the agent grants none of what they forbid.
+	// at every login, so edits apply at once. from= and expiry-time= are
+	// honoured as sshd does (from= against the client's address only, as
+	// sshd with UseDNS no); command= is accepted only for an SFTP server
+	// (command="internal-sftp"), the agent serving nothing else;
+	// restricting options (restrict, no-pty, ...) are accepted, since the
+	// agent grants none of what they forbid. A line with any other option
+	// (cert-authority, principals=, pty, environment=, another command=,
+	// ...) is ignored and logged with its line number.
 	AuthorizedKeysFile string
 	// HostKeyFile holds the agent's SSH host key; see LoadOrCreateHostKey
 	// (default ~/.config/messor/agent_host_ed25519_key).
@@ -384,7 +390,9 @@ func (s *server) connFailed(conn net.Conn, err error) {
 }
 
 // publicKey is the only authentication: the offered key must be listed in
-// the authorized keys file, read afresh.
+// the authorized keys file, read afresh, on a line whose options allow this
+// client now (from=, expiry-time=; see authorizedKey). As sshd, any line
+// listing the key may let it in.
 func (s *server) publicKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	fp := ssh.FingerprintSHA256(key)
 	remote := ctx.RemoteAddr().String()
@@ -399,20 +407,35 @@ func (s *server) publicKey(ctx gliderssh.Context, key gliderssh.PublicKey) bool 
 		s.log.Warn("login refused: certificates are not accepted", "remote", remote, "user", ctx.User(), "key", fp)
 		return false
 	}
-	for _, k := range keys {
-		if gliderssh.KeysEqual(k, key) {
-			s.log.Debug("public key accepted", "remote", remote, "user", ctx.User(), "key", fp)
-			return true
-		}
+	var addr netip.Addr
+	if tcp, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		addr = tcp.AddrPort().Addr()
 	}
-	s.log.Warn("login refused: public key not authorized", "remote", remote, "user", ctx.User(),
-		"key", fp, "type", key.Type())
+	listed := false
+	for _, k := range keys {
+		if !gliderssh.KeysEqual(k.key, key) {
+			continue
+		}
+		listed = true
+		if err := k.permits(addr, time.Now()); err != nil {
+			s.log.Warn("login refused by the key's line", "remote", remote, "user", ctx.User(), "key", fp,
+				"file", s.a.cfg.AuthorizedKeysFile, "line", k.line, "err", err)
+			continue
+		}
+		s.log.Debug("public key accepted", "remote", remote, "user", ctx.User(), "key", fp, "line", k.line)
+		return true
+	}
+	if !listed {
+		s.log.Warn("login refused: public key not authorized", "remote", remote, "user", ctx.User(),
+			"key", fp, "type", key.Type())
+	}
 	return false
 }
 
-// readAuthorizedKeys parses an OpenSSH authorized_keys file.
-// Ignored entries are logged at the given level.
-func readAuthorizedKeys(file string, log *slog.Logger, level slog.Level) ([]ssh.PublicKey, error) {
+// readAuthorizedKeys parses an OpenSSH authorized_keys file. Lines that
+// are not keys, and keys whose options the agent cannot honour, are left
+// out and logged at the given level with their line number and why.
+func readAuthorizedKeys(file string, log *slog.Logger, level slog.Level) ([]authorizedKey, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("authorized keys: %w", err)
@@ -433,42 +456,17 @@ func readAuthorizedKeys(file string, log *slog.Logger, level slog.Level) ([]ssh.
 	if err != nil {
 		return nil, fmt.Errorf("authorized keys %s: %w", file, err)
 	}
-	var keys []ssh.PublicKey
-	for len(data) > 0 {
-		key, comment, options, rest, err := ssh.ParseAuthorizedKey(data)
+	var keys []authorizedKey
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		k, ok, err := parseAuthorizedKeyLine(line, i+1)
 		if err != nil {
-			break // no further key (bad lines are skipped by the parser)
+			log.Log(context.Background(), level, "authorized_keys line ignored", "file", file, "line", i+1, "err", err)
 		}
-		data = rest
-		if _, ok := key.(*ssh.Certificate); ok {
-			log.Log(context.Background(), level, "authorized key ignored: a certificate, not a key",
-				"file", file, "key", ssh.FingerprintSHA256(key), "comment", comment)
-			continue
+		if ok {
+			keys = append(keys, k)
 		}
-		if bad := unacceptedOption(options); bad != "" {
-			log.Log(context.Background(), level, "authorized key ignored: option not supported by the agent",
-				"file", file, "key", ssh.FingerprintSHA256(key), "comment", comment, "option", bad)
-			continue
-		}
-		keys = append(keys, key)
 	}
 	return keys, nil
-}
-
-// acceptedOptions only take away what the agent never grants.
-var acceptedOptions = map[string]bool{
-	"restrict": true, "no-pty": true, "no-port-forwarding": true,
-	"no-agent-forwarding": true, "no-x11-forwarding": true, "no-user-rc": true,
-}
-
-// unacceptedOption returns the first option the agent cannot honour.
-func unacceptedOption(options []string) string {
-	for _, o := range options {
-		if !acceptedOptions[strings.ToLower(o)] {
-			return o
-		}
-	}
-	return ""
 }
 
 // refuseSession is the session handler: never reached, since only the sftp

@@ -26,7 +26,7 @@ func TestAuth(t *testing.T) {
 	e.writeAuthorizedKeys(
 		"# carriers\n" +
 			string(ssh.MarshalAuthorizedKey(e.carrier.PublicKey())) +
-			"from=\"127.0.0.1\" " + string(ssh.MarshalAuthorizedKey(conditional.PublicKey())) +
+			"from=\"10.0.0.0/8\" " + string(ssh.MarshalAuthorizedKey(conditional.PublicKey())) +
 			"cert-authority " + string(ssh.MarshalAuthorizedKey(ca.PublicKey())) +
 			"this line is garbage\n")
 	e.start()

@@ -22,7 +22,12 @@
 //
 // Carriers authenticate by public key only, against an OpenSSH
 // authorized_keys file that is re-read at every login. There is no shell, no
-// exec, no pty, no port or agent forwarding. The host key is kept on disk
+// exec, no pty, no port or agent forwarding. The line messor key prints,
+// restrict,command="internal-sftp" <key>, is accepted; from= (against the
+// client's address, never a resolved name, as sshd with UseDNS no) and
+// expiry-time= are honoured; a line with an option the agent cannot honour
+// (another command=, cert-authority, pty, environment=, ...) lets nobody in
+// and is logged with its line number. The host key is kept on disk
 // ([LoadOrCreateHostKey]) so the fingerprint a carrier pinned stays valid
 // across restarts. What one client can hold is bounded: 64 connections not
 // yet logged in (30 s to log in), 10 sessions per connection (as sshd's

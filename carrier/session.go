@@ -770,8 +770,9 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// Signers returns the signers to offer to h: ssh-agent's (SSH_AUTH_SOCK),
-// then h's identity files that parse without a passphrase. Call done once
+// Signers returns the signers to offer to h: the dedicated key (see
+// DedicatedKeyName) when present, then ssh-agent's (SSH_AUTH_SOCK), then
+// h's identity files that parse without a passphrase. Call done once
 // the handshake is over: it closes the connections to ssh-agent.
 func Signers(h discovery.Host, log *slog.Logger) (signers func() ([]ssh.Signer, error), done func()) {
 	var mu sync.Mutex
@@ -802,7 +803,7 @@ func Signers(h discovery.Host, log *slog.Logger) (signers func() ([]ssh.Signer, 
 			}
 			out = append(out, s)
 		}
-		return out, nil
+		return withDedicatedKey(out, log), nil
 	}
 	done = func() {
 		mu.Lock()

@@ -53,7 +53,11 @@
 //   - on a stock host, with an exec of [HashCommand] (POSIX head, and
 //     OpenSSL or sha256sum: [HashTools]), whose output begins with the hex
 //     digest;
-//   - failing both, by reading the bytes back over SFTP.
+//   - failing both, by reading the bytes back over SFTP. That is the case
+//     on a stock host where the carrier's key is authorized as
+//     restrict,command="internal-sftp" (what messor key prints): the probe
+//     command gets internal-sftp's refusal (or, for a forced sftp-server,
+//     no output), never a digest.
 //
 // A big upload is verified while it goes on: the carrier asks for the
 // SHA-256 of each piece just written (a slice: n bytes at an offset), with

@@ -27,7 +27,10 @@ confined to the messor directory (--root, seen by carriers as messor/), and
 announces itself on the LAN over mDNS so carriers find it without a hosts file.
 
 Carriers log in with a public key listed in --authorized-keys. There is no
-shell, no exec, no forwarding. The host key is created on first start and kept
+shell, no exec, no forwarding. Lines as 'messor key' prints them
+(restrict,command="internal-sftp") are accepted, from= and expiry-time= are
+honoured, and a line with an option the agent cannot honour is ignored and
+logged. The host key is created on first start and kept
 in --host-key; carriers pin its fingerprint (shown at start) with
 'messor trust NAME'.
 

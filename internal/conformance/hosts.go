@@ -33,6 +33,19 @@ func SSHD(noExec bool) StartFunc {
 	}
 }
 
+// SSHDRestricted starts stock OpenSSH sshd hosts where the carrier's key
+// is authorized as messor key prints it: restrict,command="internal-sftp"
+// (no shell, no commands, no forwarding). The -d added here stands in for
+// the user's home, where a real host's internal-sftp starts.
+func SSHDRestricted(t *testing.T, dir string, keys []ssh.PublicKey) Host {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := fmt.Sprintf(`restrict,command="internal-sftp -d %s"`, abs)
+	return sshdHost{sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: keys, KeyOptions: opts})}
+}
+
 type agentHost struct {
 	ln     net.Listener
 	key    ssh.PublicKey

@@ -41,6 +41,10 @@ type Options struct {
 	LoginDir string
 	// AuthorizedKeys may log in as the current user (root).
 	AuthorizedKeys []ssh.PublicKey
+	// KeyOptions, if set, prefixes every AuthorizedKeys line, e.g.
+	// `restrict,command="internal-sftp -d /login/dir"` (a forced
+	// internal-sftp starts in the user's home, not LoginDir, without -d).
+	KeyOptions string
 	// HostKey is the server's host key, e.g. an ed25519.PrivateKey. A fresh
 	// ed25519 key is generated if nil. Pass the same key to restart a host
 	// unchanged, or a different one to simulate a changed host key.
@@ -104,6 +108,9 @@ func Start(t testing.TB, opts Options) *Server {
 	writeFile(t, hostKeyPath, marshalPrivateKey(t, key))
 	var authorized bytes.Buffer
 	for _, k := range opts.AuthorizedKeys {
+		if opts.KeyOptions != "" {
+			authorized.WriteString(opts.KeyOptions + " ")
+		}
 		authorized.Write(ssh.MarshalAuthorizedKey(k))
 	}
 	authPath := filepath.Join(dir, "authorized_keys")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -57,16 +58,25 @@ func run(t *testing.T, c *ssh.Client, cmd string) (string, error) {
 }
 
 func TestServer(t *testing.T) {
-	for _, noExec := range []bool{false, true} {
-		name := "exec"
-		if noExec {
-			name = "noexec"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		noExec     bool
+		keyOptions string // %s: the login directory
+	}{
+		{"exec", false, ""},
+		{"noexec", true, ""},
+		{"restricted key", false, `restrict,command="internal-sftp -d %s"`},
+	} {
+		noExec := c.noExec || c.keyOptions != ""
+		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			key, _ := NewKey(t)
 			login := t.TempDir()
-			s := Start(t, Options{LoginDir: login, AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}, NoExec: noExec})
+			opts := Options{LoginDir: login, AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}, NoExec: c.noExec}
+			if c.keyOptions != "" {
+				opts.KeyOptions = fmt.Sprintf(c.keyOptions, login)
+			}
+			s := Start(t, opts)
 			if s.Host != "127.0.0.1" || s.Port == 0 || s.Addr != net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) {
 				t.Fatalf("bad address: Host %q Port %d Addr %q", s.Host, s.Port, s.Addr)
 			}
@@ -79,9 +89,10 @@ func TestServer(t *testing.T) {
 
 			out, err := run(t, c, "echo hi")
 			if noExec {
-				if out == "hi\n" {
-					t.Errorf("exec ran a command on a NoExec server (err %v)", err)
+				if out == "hi\n" || err == nil {
+					t.Errorf("exec ran a command on a server offering only SFTP: %q, %v", out, err)
 				}
+				t.Logf("exec on a server offering only SFTP: %q, %v", out, err)
 			} else if err != nil || out != "hi\n" {
 				t.Errorf("exec echo hi = %q, %v; want \"hi\\n\"", out, err)
 			}

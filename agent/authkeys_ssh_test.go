@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// TestAuthorizedKeyOptionsOverSSH: the restricted line messor key prints
+// logs in and serves SFTP; a from= that does not match the client, an
+// expiry-time in the past and a command= other than an SFTP server each
+// refuse their key, with a log line naming the line and the reason.
+func TestAuthorizedKeyOptionsOverSSH(t *testing.T) {
+	e := newEnv(t)
+	line := func(opts string, s ssh.Signer) string {
+		return opts + " " + string(ssh.MarshalAuthorizedKey(s.PublicKey()))
+	}
+	past := time.Now().Add(-48 * time.Hour).Format("20060102")
+	future := time.Now().Add(48 * time.Hour).Format("20060102")
+	elsewhere, expired, shell, fromLoopback, later, sftpServer := newSigner(t), newSigner(t), newSigner(t), newSigner(t), newSigner(t), newSigner(t)
+	e.writeAuthorizedKeys(
+		line(`restrict,command="internal-sftp"`, e.carrier) + // line 1
+			line(`restrict,command="internal-sftp",from="10.0.0.0/8,192.168.*"`, elsewhere) + // 2
+			line(`restrict,expiry-time="`+past+`"`, expired) + // 3
+			line(`command="/bin/sh -c 'cat ~/.ssh/id_ed25519'"`, shell) + // 4
+			line(`from="!10.*,127.0.0.0/8",no-pty`, fromLoopback) + // 5
+			line(`expiry-time="`+future+`",command="internal-sftp"`, later) + // 6
+			line(`restrict,command="/usr/lib/openssh/sftp-server"`, sftpServer)) // 7
+	e.start()
+
+	// The restricted line: SFTP works through it.
+	c := e.sftp()
+	if _, err := c.Stat("messor/outbox"); err != nil {
+		t.Fatalf("SFTP over the restricted key: %v", err)
+	}
+	for name, s := range map[string]ssh.Signer{"from= matching": fromLoopback, "expiry in the future": later, "sftp-server path": sftpServer} {
+		conn, err := e.dialWith(s)
+		if err != nil {
+			t.Errorf("%s: login refused: %v", name, err)
+			continue
+		}
+		conn.Close()
+	}
+	for name, s := range map[string]ssh.Signer{"from= not matching": elsewhere, "expired": expired, "command= a shell": shell} {
+		if conn, err := e.dialWith(s); err == nil {
+			conn.Close()
+			t.Errorf("%s: login succeeded", name)
+		}
+	}
+	log := e.log.String()
+	for _, want := range []string{"line=2", "not from an allowed address", "line=3", "expired", "line=4", "command="} {
+		if !strings.Contains(log, want) {
+			t.Errorf("agent log lacks %q:\n%s", want, log)
+		}
+	}
+}

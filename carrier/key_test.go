@@ -1,0 +1,112 @@
+package carrier_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/discovery"
+	"github.com/messor-sync/messor/internal/sshdtest"
+)
+
+func sameKey(a, b ssh.PublicKey) bool { return string(a.Marshal()) == string(b.Marshal()) }
+
+// TestGenerateAndFindKey: the dedicated key is made 0600 (its .pub 0644),
+// never replaced, and found before the general-purpose keys; its line for
+// authorized_keys is restrict,command="internal-sftp" <key> <comment>.
+func TestGenerateAndFindKey(t *testing.T) {
+	home := t.TempDir()
+	if _, err := carrier.FindKey(home, nil); !errors.Is(err, carrier.ErrNoKey) {
+		t.Fatalf("FindKey in an empty home: %v, want ErrNoKey", err)
+	}
+	general, pem := sshdtest.NewKey(t)
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	os.WriteFile(filepath.Join(home, ".ssh", "id_ed25519"), pem, 0o600)
+	k, err := carrier.FindKey(home, nil)
+	if err != nil || k.Dedicated || !sameKey(k.Public, general.PublicKey()) {
+		t.Fatalf("FindKey with id_ed25519 only: %+v, %v", k, err)
+	}
+
+	gen, err := carrier.GenerateKey(home, "messor@phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f, perm := range map[string]os.FileMode{gen.File: 0o600, gen.File + ".pub": 0o644} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != perm {
+			t.Errorf("%s: %v, %v; want mode %#o", f, fi, err, perm)
+		}
+	}
+	if gen.File != filepath.Join(home, ".ssh", "id_messor_ed25519") {
+		t.Errorf("generated %s", gen.File)
+	}
+	if _, err := carrier.GenerateKey(home, "again"); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("second GenerateKey: %v, want fs.ErrExist", err)
+	}
+	k, err = carrier.FindKey(home, nil)
+	if err != nil || !k.Dedicated || !sameKey(k.Public, gen.Public) || k.Comment != "messor@phone" {
+		t.Fatalf("FindKey after GenerateKey: %+v, %v", k, err)
+	}
+	line := k.AuthorizedLine()
+	pub, comment, options, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil || !sameKey(pub, gen.Public) || comment != "messor@phone" ||
+		strings.Join(options, ",") != `restrict,command="internal-sftp"` {
+		t.Errorf("line %q: options %q comment %q, %v", line, options, comment, err)
+	}
+}
+
+// TestFindKeyPassphrase: a key with a passphrase is reported (messor can
+// use it only through ssh-agent), with its public half.
+func TestFindKeyPassphrase(t *testing.T) {
+	home := t.TempDir()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "laptop", []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	file := filepath.Join(home, ".ssh", "id_ecdsa") // any name of the list
+	os.WriteFile(file, pem.EncodeToMemory(block), 0o600)
+	os.WriteFile(filepath.Join(home, ".ssh", "id_ed25519"), []byte("not a key"), 0o600)
+	k, err := carrier.FindKey(home, nil)
+	want, _ := ssh.NewPublicKey(priv.Public())
+	if err != nil || !k.NeedsAgent || k.File != file || !sameKey(k.Public, want) {
+		t.Fatalf("FindKey: %+v, %v; want %s, needing ssh-agent", k, err, file)
+	}
+}
+
+// TestSignersOfferDedicatedKeyFirst: with ~/.ssh/id_messor_ed25519 in
+// $HOME, messor offers it before the host's identity files (once).
+func TestSignersOfferDedicatedKeyFirst(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("SSH_AUTH_SOCK", "")
+	_, pem := sshdtest.NewKey(t)
+	other := filepath.Join(home, "other")
+	os.WriteFile(other, pem, 0o600)
+	gen, err := carrier.GenerateKey(home, "messor@test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signers, done := carrier.Signers(discovery.Host{IdentityFiles: []string{other, gen.File}}, nil)
+	defer done()
+	ss, err := signers()
+	if err != nil || len(ss) != 2 || !sameKey(ss[0].PublicKey(), gen.Public) {
+		var got []string
+		for _, s := range ss {
+			got = append(got, ssh.FingerprintSHA256(s.PublicKey()))
+		}
+		t.Fatalf("signers %v, %v; want the dedicated key %s first, then the other", got, err, ssh.FingerprintSHA256(gen.Public))
+	}
+}
