@@ -116,6 +116,7 @@ func readKey(f string) (*CarrierKey, error) {
 // missing): a new ed25519 key without passphrase (messor runs unattended),
 // the private file 0600, the public one 0644 beside it, with comment. It
 // never replaces a key: if the file exists the error wraps fs.ErrExist.
+// Neither file is written through a link; both are made, or neither.
 func GenerateKey(home, comment string) (*CarrierKey, error) {
 	file := DedicatedKeyFile(home)
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
@@ -138,10 +139,31 @@ func GenerateKey(home, comment string) (*CarrierKey, error) {
 		return nil, fmt.Errorf("generate key %s: %w", file, err)
 	}
 	pubLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + comment + "\n"
-	if err := os.WriteFile(file+".pub", []byte(pubLine), 0o644); err != nil {
+	if err := replaceFile(file+".pub", []byte(pubLine), 0o644); err != nil {
+		os.Remove(file) // both files or neither
 		return nil, fmt.Errorf("generate key %s.pub: %w", file, err)
 	}
 	return k, nil
+}
+
+// replaceFile puts data at p with mode perm by renaming a new file over
+// it: whatever was at p (a stale file, a symlink) is replaced, never
+// written through.
+func replaceFile(p string, data []byte, perm os.FileMode) error {
+	tmp := p + ".tmp"
+	os.Remove(tmp)
+	if err := writeNewFile(tmp, data); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, perm); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 // dedicatedSigner is the dedicated key of $HOME, nil when there is none

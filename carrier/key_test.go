@@ -110,3 +110,46 @@ func TestSignersOfferDedicatedKeyFirst(t *testing.T) {
 		t.Fatalf("signers %v, %v; want the dedicated key %s first, then the other", got, err, ssh.FingerprintSHA256(gen.Public))
 	}
 }
+
+// TestGenerateKeyFilesSafely: GenerateKey never writes through a link at
+// either path (a symlink at the key refuses as an existing key; one at the
+// .pub is replaced, its target untouched), and makes both files or
+// neither.
+func TestGenerateKeyFilesSafely(t *testing.T) {
+	home := t.TempDir()
+	sshDir := filepath.Join(home, ".ssh")
+	os.MkdirAll(sshDir, 0o700)
+	victim := filepath.Join(home, "victim")
+	os.WriteFile(victim, []byte("precious\n"), 0o644)
+	file := filepath.Join(sshDir, carrier.DedicatedKeyName)
+
+	os.Symlink(filepath.Join(home, "elsewhere"), file) // dangling
+	if _, err := carrier.GenerateKey(home, "c"); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("symlink at the key: %v, want fs.ErrExist", err)
+	}
+	if _, err := os.Lstat(filepath.Join(home, "elsewhere")); err == nil {
+		t.Error("GenerateKey wrote through a symlink at the key path")
+	}
+	os.Remove(file)
+
+	os.Symlink(victim, file+".pub")
+	if _, err := carrier.GenerateKey(home, "c"); err != nil {
+		t.Fatalf("stale .pub symlink: %v", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("GenerateKey wrote the public key through a symlink at the .pub: the target now holds %q", b)
+	}
+	if fi, err := os.Lstat(file + ".pub"); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf(".pub: %v, %v; want a regular file", fi, err)
+	}
+
+	os.Remove(file)
+	os.Remove(file + ".pub")
+	os.Mkdir(file+".pub", 0o700) // cannot be replaced by a file
+	if _, err := carrier.GenerateKey(home, "c"); err == nil {
+		t.Error("GenerateKey with a directory at the .pub path: no error")
+	}
+	if _, err := os.Lstat(file); err == nil {
+		t.Error("GenerateKey failed on the .pub but left the private key behind")
+	}
+}
