@@ -75,9 +75,9 @@ func TestRefusedKeyReachesNothing(t *testing.T) {
 	e.start()
 	answers := func(string, string, []string, []bool) ([]string, error) { return []string{"x"}, nil }
 	for name, auth := range map[string][]ssh.AuthMethod{
-		"none":                 nil,
-		"password":             {ssh.Password("")},
-		"keyboard-interactive": {ssh.KeyboardInteractive(answers)},
+		"none":                           nil,
+		"password":                       {ssh.Password("")},
+		"keyboard-interactive":           {ssh.KeyboardInteractive(answers)},
 		"refused key, then a stranger's": {ssh.PublicKeys(elsewhere, stranger), ssh.Password("x")},
 	} {
 		if c, err := ssh.Dial("tcp", e.addr, e.clientConfig(auth...)); err == nil {
