@@ -241,8 +241,9 @@ func (k authorizedKey) permits(addr netip.Addr, now time.Time) error {
 // matchFrom matches a client address against a from= pattern list as sshd
 // with UseDNS no (its default) does in match_host_and_ip, the address
 // standing for the host name too: each comma-separated entry is an
-// address, a CIDR network (host bits zero) or a pattern with * and ? that
-// is matched against the address as text; ! before an entry negates it. A
+// address, a CIDR network (host bits zero; see parseNetwork) or a pattern
+// with * and ? that is matched against the address as text (a link-local
+// client's with its zone, as "fe80::1%eth0"); ! before an entry negates it. A
 // negated entry that matches refuses; otherwise any positive match allows.
 // Host names in the list never match (the agent resolves no names). An
 // empty entry or a network with host bits set is an error, as for sshd
