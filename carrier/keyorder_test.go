@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/messor-sync/messor/discovery"
+	"github.com/messor-sync/messor/internal/sftptest"
 	"github.com/messor-sync/messor/internal/sshdtest"
 )
 
@@ -62,4 +64,38 @@ func TestDedicatedKeyDoesNotCrowdOut(t *testing.T) {
 			s.Close()
 		}
 	}
+}
+
+// TestDedicatedKeyDoesNotCrowdOutOnGoServer: the same against a Go SSH
+// server (as messor agent is), which counts tries and words its cut-off
+// differently.
+func TestDedicatedKeyDoesNotCrowdOutOnGoServer(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("SSH_AUTH_SOCK", "")
+	if _, err := GenerateKey(home, "messor@test"); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	var authorized ssh.PublicKey
+	for i := range 12 { // a Go server forgives 6 refused key queries before counting them
+		signer, pem := sshdtest.NewKey(t)
+		f := filepath.Join(home, "id_"+strconv.Itoa(i))
+		os.WriteFile(f, pem, 0o600)
+		files = append(files, f)
+		authorized = signer.PublicKey()
+	}
+	dir := t.TempDir()
+	srv := sftptest.Start(t, []ssh.PublicKey{authorized}, "", func(ch ssh.Channel) {
+		if s, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(dir)); err == nil {
+			s.Serve()
+		}
+	})
+	host, port := srv.Addr()
+	h := discovery.Host{Name: "h", HostName: host, Port: port, User: "root", IdentityFiles: files}
+	s, err := dialWithKeys(context.Background(), h, ssh.InsecureIgnoreHostKey(), 10*time.Second, nil)
+	if err != nil {
+		t.Fatalf("the twelfth key, authorized, never got its turn: %v", err)
+	}
+	s.Close()
 }

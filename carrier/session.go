@@ -72,10 +72,11 @@ func (e *AuthError) Error() string {
 }
 func (e *AuthError) Unwrap() error { return e.Err }
 
-// tooManyTries: sshd cut the login short after MaxAuthTries refused keys,
-// so later keys were never offered.
+// tooManyTries: the server cut the login short after MaxAuthTries refused
+// keys, so later keys were never offered (sshd says "Too many ...", a Go
+// server, as messor agent, "too many ...").
 func tooManyTries(err error) bool {
-	return strings.Contains(err.Error(), "Too many authentication failures")
+	return strings.Contains(strings.ToLower(err.Error()), "too many authentication failures")
 }
 
 // Session is an SSH connection with an SFTP client to one host. Lanes
