@@ -1,6 +1,7 @@
 package carrier_test
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -151,5 +152,47 @@ func TestGenerateKeyFilesSafely(t *testing.T) {
 	}
 	if _, err := os.Lstat(file); err == nil {
 		t.Error("GenerateKey failed on the .pub but left the private key behind")
+	}
+}
+
+// TestRestrictedLineRunsNothing: stock sshd given the line messor key
+// prints (RestrictedOptions exactly) runs no command and no shell for the
+// key, and gives it no pty, where the same key without the options runs
+// them (the control: the host would run them otherwise). SFTP still opens.
+func TestRestrictedLineRunsNothing(t *testing.T) {
+	signer, _ := sshdtest.NewKey(t)
+	for _, opts := range []string{"", carrier.RestrictedOptions} {
+		srv := sshdtest.Start(t, sshdtest.Options{LoginDir: t.TempDir(), AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}, KeyOptions: opts})
+		c, err := ssh.Dial("tcp", srv.Addr, &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+			HostKeyCallback: ssh.FixedHostKey(srv.HostKey)})
+		if err != nil {
+			t.Fatalf("options %q: %v", opts, err)
+		}
+		ran := func(f func(*ssh.Session) error) bool {
+			s, err := c.NewSession()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var out bytes.Buffer
+			s.Stdout, s.Stdin = &out, strings.NewReader("echo sh-$((6*7))\nexit\n")
+			f(s)
+			s.Wait()
+			return strings.Contains(out.String(), "pwned-42") || strings.Contains(out.String(), "sh-42")
+		}
+		exec := ran(func(s *ssh.Session) error { return s.Start("echo pwned-$((6*7))") })
+		shell := ran(func(s *ssh.Session) error { return s.Shell() })
+		s, _ := c.NewSession()
+		ptyErr := s.RequestPty("xterm", 24, 80, ssh.TerminalModes{})
+		s.Close()
+		sub, _ := c.NewSession()
+		sftpErr := sub.RequestSubsystem("sftp")
+		sub.Close()
+		c.Close()
+		restricted := opts != ""
+		if exec == restricted || shell == restricted || (ptyErr != nil) != restricted || sftpErr != nil {
+			t.Errorf("options %q: command ran %v, shell ran %v, pty err %v, sftp err %v; want commands, shell and pty only without the options",
+				opts, exec, shell, ptyErr, sftpErr)
+		}
 	}
 }
