@@ -30,15 +30,7 @@ func TestDedicatedKeyDoesNotCrowdOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var files []string
-	var authorized ssh.PublicKey
-	for i := range 6 {
-		signer, pem := sshdtest.NewKey(t)
-		f := filepath.Join(home, "id_"+strconv.Itoa(i))
-		os.WriteFile(f, pem, 0o600)
-		files = append(files, f)
-		authorized = signer.PublicKey() // the last one
-	}
+	files, authorized := otherKeys(t, home, 6)
 	dir := t.TempDir()
 	srv := sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: []ssh.PublicKey{authorized}})
 	h := discovery.Host{Name: "h", HostName: srv.Host, Port: srv.Port, User: "root", IdentityFiles: files}
@@ -76,15 +68,7 @@ func TestDedicatedKeyDoesNotCrowdOutOnGoServer(t *testing.T) {
 	if _, err := GenerateKey(home, "messor@test"); err != nil {
 		t.Fatal(err)
 	}
-	var files []string
-	var authorized ssh.PublicKey
-	for i := range 12 { // a Go server forgives 6 refused key queries before counting them
-		signer, pem := sshdtest.NewKey(t)
-		f := filepath.Join(home, "id_"+strconv.Itoa(i))
-		os.WriteFile(f, pem, 0o600)
-		files = append(files, f)
-		authorized = signer.PublicKey()
-	}
+	files, authorized := otherKeys(t, home, 12) // a Go server forgives 6 refused key queries
 	dir := t.TempDir()
 	srv := sftptest.Start(t, []ssh.PublicKey{authorized}, "", func(ch ssh.Channel) {
 		if s, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(dir)); err == nil {
@@ -98,4 +82,17 @@ func TestDedicatedKeyDoesNotCrowdOutOnGoServer(t *testing.T) {
 		t.Fatalf("the twelfth key, authorized, never got its turn: %v", err)
 	}
 	s.Close()
+}
+
+// otherKeys writes n keys into home as identity files; last is the public
+// half of the last one.
+func otherKeys(t *testing.T, home string, n int) (files []string, last ssh.PublicKey) {
+	for i := range n {
+		signer, pem := sshdtest.NewKey(t)
+		f := filepath.Join(home, "id_"+strconv.Itoa(i))
+		os.WriteFile(f, pem, 0o600)
+		files = append(files, f)
+		last = signer.PublicKey()
+	}
+	return files, last
 }
