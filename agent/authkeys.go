@@ -46,18 +46,54 @@ func parseAuthorizedKeyLine(line []byte, n int) (k authorizedKey, ok bool, err e
 	if len(line) == 0 || line[0] == '#' {
 		return k, false, nil
 	}
-	key, _, options, _, err := ssh.ParseAuthorizedKey(line)
+	key, _, _, _, err := ssh.ParseAuthorizedKey(line)
 	if err != nil {
 		return k, false, fmt.Errorf("not a key: %w", err)
 	}
 	if _, isCert := key.(*ssh.Certificate); isCert {
 		return k, false, errors.New("a certificate, not a key")
 	}
+	options, err := splitOptions(line, key.Type())
+	if err != nil {
+		return k, false, err
+	}
 	k = authorizedKey{key: key, line: n}
 	if err := k.applyOptions(options); err != nil {
 		return k, false, err
 	}
 	return k, true, nil
+}
+
+// splitOptions returns the options field that starts line (none when the
+// line starts with keyType), split at commas outside quotes as sshd's
+// sshauthopt_parse walks it: \" does not end a quote, and an empty option
+// (",,", a leading or trailing comma) keeps the key out, as sshd's
+// "unsupported option" does. ssh.ParseAuthorizedKey drops empty options.
+func splitOptions(line []byte, keyType string) ([]string, error) {
+	if rest, ok := bytes.CutPrefix(line, []byte(keyType)); ok && len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+		return nil, nil
+	}
+	var opts []string
+	start, quoted := 0, false
+	for i := 0; i <= len(line); i++ {
+		end := i == len(line) || (!quoted && (line[i] == ' ' || line[i] == '\t'))
+		switch {
+		case end || (!quoted && line[i] == ','):
+			if i == start {
+				return nil, &optionError{string(line[:i]), "an empty option (sshd refuses the line too)"}
+			}
+			opts = append(opts, string(line[start:i]))
+			if end {
+				return opts, nil
+			}
+			start = i + 1
+		case line[i] == '\\' && i+1 < len(line) && line[i+1] == '"':
+			i++
+		case line[i] == '"':
+			quoted = !quoted
+		}
+	}
+	return opts, nil
 }
 
 // Options the agent accepts and ignores: each takes away something the
@@ -205,8 +241,9 @@ func (k authorizedKey) permits(addr netip.Addr, now time.Time) error {
 // matchFrom matches a client address against a from= pattern list as sshd
 // with UseDNS no (its default) does in match_host_and_ip, the address
 // standing for the host name too: each comma-separated entry is an
-// address, a CIDR network (host bits zero) or a pattern with * and ? that
-// is matched against the address as text; ! before an entry negates it. A
+// address, a CIDR network (host bits zero; see parseNetwork) or a pattern
+// with * and ? that is matched against the address as text (a link-local
+// client's with its zone, as "fe80::1%eth0"); ! before an entry negates it. A
 // negated entry that matches refuses; otherwise any positive match allows.
 // Host names in the list never match (the agent resolves no names). An
 // empty entry or a network with host bits set is an error, as for sshd
@@ -223,13 +260,13 @@ func matchFrom(list string, addr netip.Addr) (bool, error) {
 			return false, errors.New("empty entry in the address list")
 		}
 		var hit bool
-		prefix, isNet, err := parseNetwork(entry)
+		prefix, zone, isNet, err := parseNetwork(entry)
 		switch {
 		case err != nil:
 			return false, err
 		case !addr.IsValid():
-		case isNet:
-			hit = prefix.Contains(addr.WithZone(""))
+		case isNet: // as sshd, a zone (scope id) must be the same
+			hit = prefix.Contains(addr.WithZone("")) && addr.Zone() == zone
 		default:
 			hit = matchPattern(text, strings.ToLower(entry))
 		}
@@ -241,31 +278,78 @@ func matchFrom(list string, addr netip.Addr) (bool, error) {
 
 // parseNetwork reads an entry as sshd's addr_pton_cidr: an address, or an
 // address with a mask length, whose host bits must be zero. isNet is false
-// for what is not an address (then a pattern).
-func parseNetwork(entry string) (p netip.Prefix, isNet bool, err error) {
+// for what is not an address (then a pattern). Addresses are read as
+// getaddrinfo reads them (IPv4 also as 127.1, 0x7f.0.0.1, 010.0.0.1), an
+// IPv6 one with its zone.
+func parseNetwork(entry string) (p netip.Prefix, zone string, isNet bool, err error) {
 	a, bits, hasBits := strings.Cut(entry, "/")
-	ip, perr := netip.ParseAddr(a)
-	if perr != nil || ip.Zone() != "" {
-		return p, false, nil
+	ip, ok := parseInetAton(a)
+	if !ok {
+		var perr error
+		if ip, perr = netip.ParseAddr(a); perr != nil {
+			return p, "", false, nil
+		}
 	}
+	zone, ip = ip.Zone(), ip.WithZone("")
 	n := ip.BitLen()
 	if hasBits {
 		if bits == "" || strings.Trim(bits, "0123456789") != "" || len(bits) > 3 {
-			return p, false, nil
+			return p, "", false, nil
 		}
 		n, _ = strconv.Atoi(bits)
 		if n > 128 {
-			return p, false, nil
+			return p, "", false, nil
 		}
 	}
 	if n > ip.BitLen() {
-		return p, false, fmt.Errorf("network %s: mask longer than the address", entry)
+		return p, "", false, fmt.Errorf("network %s: mask longer than the address", entry)
 	}
 	p = netip.PrefixFrom(ip, n)
 	if p.Masked().Addr() != ip {
-		return p, false, fmt.Errorf("network %s: host bits set beyond the mask", entry)
+		return p, "", false, fmt.Errorf("network %s: host bits set beyond the mask", entry)
 	}
-	return p, true, nil
+	return p, zone, true, nil
+}
+
+// parseInetAton reads an IPv4 address as glibc's inet_aton (which
+// getaddrinfo, so sshd, uses): one to four parts, each decimal, octal
+// (leading 0) or hex (0x), the last filling the bytes left.
+func parseInetAton(s string) (netip.Addr, bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) > 4 {
+		return netip.Addr{}, false
+	}
+	var v uint64
+	for i, part := range parts {
+		n, ok := parseAtonPart(part)
+		last := i == len(parts)-1
+		if !ok || (!last && n > 0xff) || (last && n >= 1<<(8*(5-len(parts)))) {
+			return netip.Addr{}, false
+		}
+		if last {
+			v = v<<(8*(5-len(parts))) | n
+		} else {
+			v = v<<8 | n
+		}
+	}
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
+}
+
+// parseAtonPart reads one part of an inet_aton address: it starts with a
+// digit; 0x (hex) or 0 (octal) set the base.
+func parseAtonPart(s string) (uint64, bool) {
+	if s == "" || s[0] < '0' || s[0] > '9' {
+		return 0, false
+	}
+	base, digits := 10, s
+	switch {
+	case len(s) >= 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X'):
+		base, digits = 16, s[2:]
+	case s[0] == '0':
+		base = 8
+	}
+	n, err := strconv.ParseUint(digits, base, 32)
+	return n, err == nil
 }
 
 // matchPattern matches s against p, where * stands for any run of bytes

@@ -56,3 +56,43 @@ func TestAuthorizedKeyOptionsOverSSH(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedKeyReachesNothing: a client whose key a line refuses gets no
+// further by any other way in: no auth ("none"), a password,
+// keyboard-interactive, or the refused key offered again beside another
+// unlisted one. A key listed twice gets in by either line, as with sshd
+// (a refused line does not end the search). Removing a key's line refuses
+// the next login (the file is read at each).
+func TestRefusedKeyReachesNothing(t *testing.T) {
+	e := newEnv(t)
+	line := func(opts string, s ssh.Signer) string {
+		return opts + " " + string(ssh.MarshalAuthorizedKey(s.PublicKey()))
+	}
+	past := time.Now().Add(-48 * time.Hour).Format("20060102")
+	elsewhere, twice, stranger := newSigner(t), newSigner(t), newSigner(t)
+	e.writeAuthorizedKeys(line(`from="10.0.0.0/8"`, elsewhere) +
+		line(`from="10.0.0.0/8"`, twice) + line(`expiry-time="`+past+`"`, twice) + line(`from="127.0.0.1"`, twice))
+	e.start()
+	answers := func(string, string, []string, []bool) ([]string, error) { return []string{"x"}, nil }
+	for name, auth := range map[string][]ssh.AuthMethod{
+		"none":                           nil,
+		"password":                       {ssh.Password("")},
+		"keyboard-interactive":           {ssh.KeyboardInteractive(answers)},
+		"refused key, then a stranger's": {ssh.PublicKeys(elsewhere, stranger), ssh.Password("x")},
+	} {
+		if c, err := ssh.Dial("tcp", e.addr, e.clientConfig(auth...)); err == nil {
+			c.Close()
+			t.Errorf("%s: logged in", name)
+		}
+	}
+	c, err := e.dialWith(twice)
+	if err != nil {
+		t.Fatalf("key listed twice, the last line allowing it: %v", err)
+	}
+	c.Close()
+	e.writeAuthorizedKeys(line(`from="10.0.0.0/8"`, twice))
+	if c, err := e.dialWith(twice); err == nil {
+		c.Close()
+		t.Error("login after the allowing line was removed")
+	}
+}

@@ -171,3 +171,88 @@ func TestPermits(t *testing.T) {
 		t.Error("a connection with no IP address passed a from= check")
 	}
 }
+
+// TestParseAuthorizedKeyLineAsSSHD: the line is split as sshd's
+// check_authkey_line does: a key at the start, or options up to the first
+// blank outside quotes and then the key. A second key hidden in a quoted
+// option value is text, never the line's key; an empty option keeps the
+// key out, as sshd's "unsupported option".
+func TestParseAuthorizedKeyLineAsSSHD(t *testing.T) {
+	listed := newSigner(t).PublicKey()
+	hidden := newSigner(t).PublicKey()
+	hiddenB64 := strings.Fields(string(ssh.MarshalAuthorizedKey(hidden)))[1]
+	listedText := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(listed)))
+	line := `from="192.0.2.1",environment="X=y ` + hiddenB64 + ` z" ` + listedText
+	k, ok, _ := parseAuthorizedKeyLine([]byte(line), 1)
+	if ok && string(k.key.Marshal()) == string(hidden.Marshal()) {
+		t.Fatalf("the key inside a quoted option value was read as the line's key, with options %q", k.from)
+	}
+	for _, opts := range []string{`restrict,,no-pty`, `,restrict`, `restrict,`, `from="127.0.0.1",`} {
+		if _, ok, err := parseAuthorizedKeyLine([]byte(opts+" "+listedText), 1); ok || err == nil {
+			t.Errorf("%s: ok %v, err %v; want refused (empty option)", opts, ok, err)
+		}
+	}
+	quoted := `command="internal-sftp",from="127.0.0.1,\"x,y\"" ` + listedText + " a, comment"
+	if k, ok, err := parseAuthorizedKeyLine([]byte(quoted), 1); !ok || err != nil || k.from != `127.0.0.1,"x,y"` {
+		t.Errorf("%s: from %q, ok %v, err %v", quoted, k.from, ok, err)
+	}
+	if _, ok, err := parseAuthorizedKeyLine([]byte("ssh-rsa "+strings.Fields(listedText)[1]), 1); ok {
+		t.Errorf("a key under another type's name was accepted (sshd reads no key there): %v", err)
+	}
+	if k, ok, err := parseAuthorizedKeyLine([]byte("restrict\t"+listedText+" c\r"), 1); !ok || err != nil || !bytesEqualKey(k.key, listed) {
+		t.Errorf("tab and CRLF: ok %v, err %v", ok, err)
+	}
+}
+
+func bytesEqualKey(a, b ssh.PublicKey) bool { return string(a.Marshal()) == string(b.Marshal()) }
+
+// TestMatchFromAsSSHD: the corners where sshd's address matching is not
+// Go's: a link-local client (it has a zone) never matches an address or
+// network written without one (sshd compares the scope id), and IPv4 is
+// read as getaddrinfo reads it (127.1, 0x7f.0.0.1, 010.0.0.1 octal), so a
+// negated shorthand still refuses.
+func TestMatchFromAsSSHD(t *testing.T) {
+	for _, c := range []struct {
+		list, addr string
+		want       bool
+	}{
+		{"fe80::1", "fe80::1%eth0", false},
+		{"fe80::/10", "fe80::1%eth0", false},
+		{"fe80::1%eth0", "fe80::1%eth0", true},
+		{"fe80::*", "fe80::1%eth0", true}, // a pattern sees the zone in the text
+		{"*,!127.1", "127.0.0.1", false},
+		{"*,!0x7f.0.0.1", "127.0.0.1", false},
+		{"127.1", "127.0.0.1", true},
+		{"010.0.0.1", "8.0.0.1", true},
+		{"010.0.0.1", "10.0.0.1", false},
+		{"127.0.0/24", "127.0.0.9", true}, // 127.0.0 is 127.0.0.0
+		{"2130706433", "127.0.0.1", true},
+	} {
+		got, err := matchFrom(c.list, netip.MustParseAddr(c.addr))
+		if err != nil || got != c.want {
+			t.Errorf("matchFrom(%q, %s) = %v, %v; want %v", c.list, c.addr, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"10/8", "127.1/8"} { // host bits set, as sshd reads them
+		if ok, err := matchFrom(bad, netip.MustParseAddr("10.1.2.3")); err == nil {
+			t.Errorf("matchFrom(%q) = %v, no error", bad, ok)
+		}
+	}
+}
+
+// TestParseInetAton: IPv4 text as glibc 2.36's getaddrinfo(AI_NUMERICHOST)
+// reads it ("" where it refuses), the reading sshd's from= gets.
+func TestParseInetAton(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.1": "127.0.0.1", "0X7F.1": "127.0.0.1", "010.0.0.1": "8.0.0.1", "1.2.3.04": "1.2.3.4",
+		"1.65536": "1.1.0.0", "1.2.65535": "1.2.255.255", "4294967295": "255.255.255.255",
+		"0xffffffff": "255.255.255.255", "00": "0.0.0.0",
+		"0x": "", "1.0x": "", "08": "", "1.2.3.256": "", "1.2.65536": "", "4294967296": "",
+		"0x100.0.0.1": "", "1..2": "", "1.2.3.4.": "", "-1": "", "+1": "", "1e3": "", "": "",
+	} {
+		a, ok := parseInetAton(in)
+		if got := a.String(); (ok && got != want) || (!ok && want != "") {
+			t.Errorf("parseInetAton(%q) = %s, %v; want %q", in, got, ok, want)
+		}
+	}
+}

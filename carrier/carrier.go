@@ -227,9 +227,7 @@ func reasons(ns []FileNote) string {
 
 // dial opens a session to h with the carrier's policies.
 func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) {
-	signers, done := Signers(h, c.log)
-	s, err := Dial(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), signers, c.opts.ConnectTimeout, c.log)
-	done()
+	s, err := dialWithKeys(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), c.opts.ConnectTimeout, c.log)
 	if err != nil {
 		return nil, err
 	}

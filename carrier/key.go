@@ -1,16 +1,19 @@
 package carrier
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/messor-sync/messor/discovery"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -113,6 +116,7 @@ func readKey(f string) (*CarrierKey, error) {
 // missing): a new ed25519 key without passphrase (messor runs unattended),
 // the private file 0600, the public one 0644 beside it, with comment. It
 // never replaces a key: if the file exists the error wraps fs.ErrExist.
+// Neither file is written through a link; both are made, or neither.
 func GenerateKey(home, comment string) (*CarrierKey, error) {
 	file := DedicatedKeyFile(home)
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
@@ -135,36 +139,90 @@ func GenerateKey(home, comment string) (*CarrierKey, error) {
 		return nil, fmt.Errorf("generate key %s: %w", file, err)
 	}
 	pubLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + comment + "\n"
-	if err := os.WriteFile(file+".pub", []byte(pubLine), 0o644); err != nil {
+	if err := replaceFile(file+".pub", []byte(pubLine), 0o644); err != nil {
+		os.Remove(file) // both files or neither
 		return nil, fmt.Errorf("generate key %s.pub: %w", file, err)
 	}
 	return k, nil
 }
 
-// withDedicatedKey puts the dedicated key of $HOME, when there is one
-// messor can use, before signers (sshd allows a few tries per connection:
-// ssh-agent's keys first could use them up), and drops other copies of it.
-func withDedicatedKey(signers []ssh.Signer, log *slog.Logger) []ssh.Signer {
+// replaceFile puts data at p with mode perm by renaming a new file over
+// it: whatever was at p (a stale file, a symlink) is replaced, never
+// written through.
+func replaceFile(p string, data []byte, perm os.FileMode) error {
+	tmp := p + ".tmp"
+	os.Remove(tmp)
+	if err := writeNewFile(tmp, data); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, perm); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// dedicatedSigner is the dedicated key of $HOME, nil when there is none
+// messor can use (absent, or with a passphrase: ssh-agent offers it then).
+func dedicatedSigner(log *slog.Logger) ssh.Signer {
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return signers
+		return nil
 	}
 	b, err := os.ReadFile(DedicatedKeyFile(home))
 	if err != nil {
-		return signers
+		return nil
 	}
-	first, err := ssh.ParsePrivateKey(b)
+	s, err := ssh.ParsePrivateKey(b)
 	if err != nil {
 		if log != nil {
 			log.Debug("dedicated key skipped", "file", DedicatedKeyFile(home), "err", err)
 		}
+		return nil
+	}
+	return s
+}
+
+// withDedicatedKey drops the copies of dedicated (nil: none) from signers
+// and, if first, puts it before them: sshd allows a few tries per
+// connection (MaxAuthTries), which ssh-agent's keys first could use up.
+func withDedicatedKey(signers []ssh.Signer, dedicated ssh.Signer, first bool) []ssh.Signer {
+	if dedicated == nil {
 		return signers
 	}
-	out := []ssh.Signer{first}
+	var out []ssh.Signer
+	if first {
+		out = append(out, dedicated)
+	}
 	for _, s := range signers {
-		if string(s.PublicKey().Marshal()) != string(first.PublicKey().Marshal()) {
+		if string(s.PublicKey().Marshal()) != string(dedicated.PublicKey().Marshal()) {
 			out = append(out, s)
 		}
 	}
 	return out
+}
+
+// dialWithKeys dials h offering Signers' keys, the dedicated one first.
+// When the host cuts the tries short (sshd's MaxAuthTries, 6 by default)
+// with the dedicated key among them, it dials once more without it: the
+// key the host authorizes may be the one the dedicated key pushed past the
+// limit.
+func dialWithKeys(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, timeout time.Duration, log *slog.Logger) (*Session, error) {
+	signers, done := keySigners(h, log, true)
+	s, err := Dial(ctx, h, policy, signers, timeout, log)
+	done()
+	var ae *AuthError
+	if !errors.As(err, &ae) || !tooManyTries(ae.Err) || dedicatedSigner(log) == nil || ctx.Err() != nil {
+		return s, err
+	}
+	if log != nil {
+		log.Info("host cut the key tries short after the dedicated key; trying the other keys without it", "host", h.Name)
+	}
+	signers, done = keySigners(h, log, false)
+	defer done()
+	return Dial(ctx, h, policy, signers, timeout, log)
 }

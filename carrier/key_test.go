@@ -1,6 +1,7 @@
 package carrier_test
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -108,5 +109,90 @@ func TestSignersOfferDedicatedKeyFirst(t *testing.T) {
 			got = append(got, ssh.FingerprintSHA256(s.PublicKey()))
 		}
 		t.Fatalf("signers %v, %v; want the dedicated key %s first, then the other", got, err, ssh.FingerprintSHA256(gen.Public))
+	}
+}
+
+// TestGenerateKeyFilesSafely: GenerateKey never writes through a link at
+// either path (a symlink at the key refuses as an existing key; one at the
+// .pub is replaced, its target untouched), and makes both files or
+// neither.
+func TestGenerateKeyFilesSafely(t *testing.T) {
+	home := t.TempDir()
+	sshDir := filepath.Join(home, ".ssh")
+	os.MkdirAll(sshDir, 0o700)
+	victim := filepath.Join(home, "victim")
+	os.WriteFile(victim, []byte("precious\n"), 0o644)
+	file := filepath.Join(sshDir, carrier.DedicatedKeyName)
+
+	os.Symlink(filepath.Join(home, "elsewhere"), file) // dangling
+	if _, err := carrier.GenerateKey(home, "c"); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("symlink at the key: %v, want fs.ErrExist", err)
+	}
+	if _, err := os.Lstat(filepath.Join(home, "elsewhere")); err == nil {
+		t.Error("GenerateKey wrote through a symlink at the key path")
+	}
+	os.Remove(file)
+
+	os.Symlink(victim, file+".pub")
+	if _, err := carrier.GenerateKey(home, "c"); err != nil {
+		t.Fatalf("stale .pub symlink: %v", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("GenerateKey wrote the public key through a symlink at the .pub: the target now holds %q", b)
+	}
+	if fi, err := os.Lstat(file + ".pub"); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf(".pub: %v, %v; want a regular file", fi, err)
+	}
+
+	os.Remove(file)
+	os.Remove(file + ".pub")
+	os.Mkdir(file+".pub", 0o700) // cannot be replaced by a file
+	if _, err := carrier.GenerateKey(home, "c"); err == nil {
+		t.Error("GenerateKey with a directory at the .pub path: no error")
+	}
+	if _, err := os.Lstat(file); err == nil {
+		t.Error("GenerateKey failed on the .pub but left the private key behind")
+	}
+}
+
+// TestRestrictedLineRunsNothing: stock sshd given the line messor key
+// prints (RestrictedOptions exactly) runs no command and no shell for the
+// key, and gives it no pty, where the same key without the options runs
+// them (the control: the host would run them otherwise). SFTP still opens.
+func TestRestrictedLineRunsNothing(t *testing.T) {
+	signer, _ := sshdtest.NewKey(t)
+	for _, opts := range []string{"", carrier.RestrictedOptions} {
+		srv := sshdtest.Start(t, sshdtest.Options{LoginDir: t.TempDir(), AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}, KeyOptions: opts})
+		c, err := ssh.Dial("tcp", srv.Addr, &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+			HostKeyCallback: ssh.FixedHostKey(srv.HostKey)})
+		if err != nil {
+			t.Fatalf("options %q: %v", opts, err)
+		}
+		ran := func(f func(*ssh.Session) error) bool {
+			s, err := c.NewSession()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var out bytes.Buffer
+			s.Stdout, s.Stdin = &out, strings.NewReader("echo sh-$((6*7))\nexit\n")
+			f(s)
+			s.Wait()
+			return strings.Contains(out.String(), "pwned-42") || strings.Contains(out.String(), "sh-42")
+		}
+		exec := ran(func(s *ssh.Session) error { return s.Start("echo pwned-$((6*7))") })
+		shell := ran(func(s *ssh.Session) error { return s.Shell() })
+		s, _ := c.NewSession()
+		ptyErr := s.RequestPty("xterm", 24, 80, ssh.TerminalModes{})
+		s.Close()
+		sub, _ := c.NewSession()
+		sftpErr := sub.RequestSubsystem("sftp")
+		sub.Close()
+		c.Close()
+		restricted := opts != ""
+		if exec == restricted || shell == restricted || (ptyErr != nil) != restricted || sftpErr != nil {
+			t.Errorf("options %q: command ran %v, shell ran %v, pty err %v, sftp err %v; want commands, shell and pty only without the options",
+				opts, exec, shell, ptyErr, sftpErr)
+		}
 	}
 }

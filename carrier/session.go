@@ -72,6 +72,13 @@ func (e *AuthError) Error() string {
 }
 func (e *AuthError) Unwrap() error { return e.Err }
 
+// tooManyTries: the server cut the login short after MaxAuthTries refused
+// keys, so later keys were never offered (sshd says "Too many ...", a Go
+// server, as messor agent, "too many ...").
+func tooManyTries(err error) bool {
+	return strings.Contains(strings.ToLower(err.Error()), "too many authentication failures")
+}
+
 // Session is an SSH connection with an SFTP client to one host. Lanes
 // (see lanes) are views of it with SFTP channels of their own.
 type Session struct {
@@ -275,7 +282,7 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 			return nil, uk
 		case errors.As(err, &ck):
 			return nil, ck
-		case strings.Contains(err.Error(), "unable to authenticate"):
+		case strings.Contains(err.Error(), "unable to authenticate") || tooManyTries(err):
 			return nil, &AuthError{Host: h.Name, User: h.User, Err: err}
 		case isTimeout(err) || errors.Is(err, io.EOF):
 			return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: err}
@@ -775,6 +782,11 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 // h's identity files that parse without a passphrase. Call done once
 // the handshake is over: it closes the connections to ssh-agent.
 func Signers(h discovery.Host, log *slog.Logger) (signers func() ([]ssh.Signer, error), done func()) {
+	return keySigners(h, log, true)
+}
+
+// keySigners is Signers, with the dedicated key first or left out.
+func keySigners(h discovery.Host, log *slog.Logger, dedicatedFirst bool) (signers func() ([]ssh.Signer, error), done func()) {
 	var mu sync.Mutex
 	var conns []net.Conn
 	signers = func() ([]ssh.Signer, error) {
@@ -803,7 +815,7 @@ func Signers(h discovery.Host, log *slog.Logger) (signers func() ([]ssh.Signer, 
 			}
 			out = append(out, s)
 		}
-		return withDedicatedKey(out, log), nil
+		return withDedicatedKey(out, dedicatedSigner(log), dedicatedFirst), nil
 	}
 	done = func() {
 		mu.Lock()
