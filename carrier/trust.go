@@ -1,12 +1,15 @@
 package carrier
 
 import (
+	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -49,10 +52,15 @@ var knownHostsMu sync.Mutex // serialises appends to known_hosts within a proces
 // HostKeyPolicy builds the host key check for h: its known_hosts files,
 // plus accept-new (pin an unknown key on first contact) when acceptNew is
 // set or ssh_config says StrictHostKeyChecking accept-new or no. A changed
-// key is always refused.
+// key is always refused. A host heard over mDNS never gets accept-new:
+// first contact is for names the user configured, and a name heard on a
+// LAN is anyone's; agents are pinned with `messor trust` (Pin).
 func HostKeyPolicy(h discovery.Host, acceptNew bool) ssh.HostKeyCallback {
 	if h.StrictHostKeyChecking == "accept-new" || h.StrictHostKeyChecking == "no" {
 		acceptNew = true
+	}
+	if h.Source == discovery.SourceMDNS {
+		acceptNew = false
 	}
 	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 		name := h.KnownHostsName()
@@ -131,4 +139,80 @@ func fingerprints(ks []knownhosts.KnownKey) []string {
 		out = append(out, ssh.FingerprintSHA256(k.Key))
 	}
 	return out
+}
+
+// AgentPins reads the agents file (known_hosts format, one name per pinned
+// agent) and returns whether a name has a pinned key. A missing file pins
+// nothing.
+func AgentPins(file string) (func(name string) bool, error) {
+	if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+		return func(string) bool { return false }, nil
+	}
+	cb, err := knownhosts.New(file)
+	if err != nil {
+		return nil, fmt.Errorf("agents file: %w", err)
+	}
+	probe, err := ssh.NewPublicKey(ed25519.PublicKey(make([]byte, ed25519.PublicKeySize)))
+	if err != nil {
+		return nil, err
+	}
+	return func(name string) bool {
+		// The probe key is pinned for no one: the callback's KeyError
+		// lists the keys that are pinned for name.
+		var ke *knownhosts.KeyError
+		err := cb(net.JoinHostPort(name, "22"), &net.TCPAddr{}, probe)
+		return err == nil || errors.As(err, &ke) && len(ke.Want) > 0
+	}, nil
+}
+
+// HostKeyCheck is what `messor trust` learnt of a host's key.
+type HostKeyCheck struct {
+	Host        discovery.Host
+	Key         ssh.PublicKey
+	Fingerprint string
+	// Pinned: the key is already in one of the host's known_hosts files.
+	Pinned bool
+}
+
+// CheckHostKey connects to h far enough to see its key (no login) and
+// checks it against h's known_hosts files. A key other than want (if set),
+// other than the one an mDNS advert claimed, or other than the pinned one,
+// is an error.
+func CheckHostKey(ctx context.Context, h discovery.Host, timeout time.Duration, want string) (*HostKeyCheck, error) {
+	key, remote, err := FetchHostKey(ctx, h, timeout)
+	if err != nil {
+		return nil, err
+	}
+	k := &HostKeyCheck{Host: h, Key: key, Fingerprint: ssh.FingerprintSHA256(key)}
+	if want != "" && want != k.Fingerprint {
+		return k, fmt.Errorf("host %s presents %s, not %s: %w", h.Name, k.Fingerprint, want, ErrNotTrusted)
+	}
+	if h.Fingerprint != "" && h.Fingerprint != k.Fingerprint {
+		return k, fmt.Errorf("host %s: advertised fingerprint %s but presents %s: refusing", h.Name, h.Fingerprint, k.Fingerprint)
+	}
+	err = HostKeyPolicy(h, false)(h.KnownHostsName(), remote, key)
+	var uk *UnknownHostKeyError
+	switch {
+	case err == nil:
+		k.Pinned = true
+	case !errors.As(err, &uk):
+		return k, err
+	}
+	return k, nil
+}
+
+// ErrNotTrusted: the user did not confirm the key.
+var ErrNotTrusted = errors.New("not trusted")
+
+// Pin records k's key in the host's first known_hosts file (for an agent,
+// the agents file) and returns that file.
+func (k *HostKeyCheck) Pin() (file string, err error) {
+	if len(k.Host.KnownHostsFiles) == 0 {
+		return "", fmt.Errorf("host %s: no known_hosts file to pin its key in", k.Host.Name)
+	}
+	file = k.Host.KnownHostsFiles[0]
+	if err := AppendKnownHost(file, k.Host.KnownHostsName(), k.Key); err != nil {
+		return "", fmt.Errorf("host %s: pin key in %s: %w", k.Host.Name, file, err)
+	}
+	return file, nil
 }

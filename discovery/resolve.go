@@ -1,0 +1,299 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Finder decides which host a name means, with one precedence rule for
+// every command (pickup, dropoff, sync, watch, trust):
+//
+//  1. A configured name, one listed in the hosts file or named by a Host
+//     line of ~/.ssh/config without wildcards (SSHConfig.Configures), is
+//     dialled as configured, always. An mDNS advert under that name is
+//     ignored and logged.
+//  2. Otherwise a name pinned as an agent (`messor trust NAME`, see
+//     FinderConfig.Pinned) and advertised over mDNS by exactly one agent is
+//     dialled at the advertised address, its key checked against the
+//     agents file only.
+//  3. Otherwise a name heard over mDNS is not visited: it is an
+//     *UnpinnedError (nobody vouched for it) or a *DuplicateNameError.
+//  4. Otherwise a destination name is resolved through ~/.ssh/config (its
+//     wildcard blocks and OpenSSH's defaults), as ssh would.
+//
+// A pinned agent that is not heard is out of range (ErrNotHeard): it is
+// never looked up by other means.
+type Finder struct {
+	cfg  FinderConfig
+	ssh  *SSHConfig
+	file []Host // hosts-file hosts, resolved, in order
+
+	// The browse runs from Find on; wait for it with heard().
+	browsed chan struct{}
+	agents  map[string]Host                // advertised by one agent
+	dups    map[string]*DuplicateNameError // advertised by several
+}
+
+// FinderConfig says where a Finder finds hosts.
+type FinderConfig struct {
+	// HostsFile is the pickup hosts file (missing: no pickup hosts).
+	HostsFile string
+	// Home is the directory holding .ssh/config.
+	Home string
+	// AgentsFile is where agents' keys are pinned (known_hosts format, by
+	// name); the only file an agent heard over mDNS is checked against.
+	AgentsFile string
+	// Pinned reports whether name has a key in AgentsFile (nil: none).
+	Pinned func(name string) bool
+	// Browse lists the agents heard over mDNS; nil means no mDNS. It runs
+	// once per Find, in the background.
+	Browse func(ctx context.Context) ([]Host, []error, error)
+	// Log receives ignored adverts and mDNS problems (nil: discarded).
+	Log *slog.Logger
+}
+
+// ErrNotHeard: a pinned agent that no advert placed on the LAN; out of
+// range, as an unreachable host is.
+var ErrNotHeard = errors.New("agent not heard on the LAN")
+
+// UnpinnedError: an agent advertised a name nobody configured or pinned.
+// It is not visited; the Fingerprint it advertised is for the user to
+// compare before `messor trust NAME`.
+type UnpinnedError struct {
+	Name, Addr, Fingerprint string
+}
+
+func (e *UnpinnedError) Error() string {
+	return fmt.Sprintf("agent %s on the LAN (%s, advertising key %s) is not trusted: check that fingerprint on %s and run `messor trust %s`",
+		e.Name, e.Addr, e.Fingerprint, e.Name, e.Name)
+}
+
+// Find reads the hosts file and ~/.ssh/config and starts the mDNS browse.
+// Lines of the hosts file that are bad, or whose ssh_config entries are,
+// are returned in problems (the rest is still served); err is a file that
+// cannot be read at all.
+func Find(ctx context.Context, cfg FinderConfig) (f *Finder, problems []error, err error) {
+	cfg.Log = orDiscard(cfg.Log)
+	if cfg.Pinned == nil {
+		cfg.Pinned = func(string) bool { return false }
+	}
+	names, problems, err := ReadHostsFile(cfg.HostsFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	sc, err := LoadSSHConfig(cfg.Home)
+	if err != nil {
+		return nil, nil, err
+	}
+	f = &Finder{cfg: cfg, ssh: sc, browsed: make(chan struct{})}
+	for _, n := range names {
+		h, err := sc.Resolve(n)
+		if err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		f.file = append(f.file, h)
+	}
+	if cfg.Browse == nil {
+		close(f.browsed)
+		return f, problems, nil
+	}
+	go func() {
+		defer close(f.browsed)
+		found, errs, err := cfg.Browse(ctx)
+		if err != nil && ctx.Err() == nil {
+			cfg.Log.Warn("mDNS: cannot look for agents (use --no-mdns to skip)", "err", err)
+		}
+		f.sort(found, errs)
+	}()
+	return f, problems, nil
+}
+
+// sort files what the browse heard: adverts for configured names are
+// dropped and logged, pinned agents kept ready to dial.
+func (f *Finder) sort(found []Host, errs []error) {
+	f.agents, f.dups = map[string]Host{}, map[string]*DuplicateNameError{}
+	for _, a := range found {
+		if f.configured(a.Name) {
+			f.ignore(a)
+			continue
+		}
+		f.agents[a.Name] = a
+	}
+	for _, e := range errs {
+		var dup *DuplicateNameError
+		if !errors.As(e, &dup) {
+			f.cfg.Log.Warn("mDNS", "err", e)
+			continue
+		}
+		if f.configured(dup.Name) {
+			for _, a := range dup.Adverts {
+				f.ignore(a)
+			}
+			continue
+		}
+		f.dups[dup.Name] = dup
+	}
+}
+
+// ignore logs an advert under a configured name: at debug level when it
+// points where the configuration does (the agent runs on that host), as a
+// warning otherwise.
+func (f *Finder) ignore(a Host) {
+	c, _ := f.configuredHost(a.Name)
+	lvl := slog.LevelWarn
+	if c.Addr() == a.Addr() {
+		lvl = slog.LevelDebug
+	}
+	f.cfg.Log.Log(context.Background(), lvl, "mDNS: ignoring advert for a configured host; dialling it as configured",
+		"host", a.Name, "advert", a.Addr(), "fingerprint", a.Fingerprint, "configured", c.Addr())
+}
+
+// configured reports whether name is the user's (rule 1).
+func (f *Finder) configured(name string) bool {
+	_, ok := f.configuredHost(name)
+	return ok
+}
+
+func (f *Finder) configuredHost(name string) (Host, bool) {
+	for _, h := range f.file {
+		if h.Name == name {
+			return h, true
+		}
+	}
+	if !f.ssh.Configures(name) {
+		return Host{}, false
+	}
+	h, err := f.ssh.Resolve(name)
+	return h, err == nil
+}
+
+// Configured returns the hosts-file hosts, at once, in file order.
+func (f *Finder) Configured() []Host { return f.file }
+
+// Agents waits for the browse and returns the pinned agents heard, sorted
+// by name, ready to dial, and a refusal per pinned name in dispute (a
+// *DuplicateNameError). Unpinned agents are logged, not returned.
+func (f *Finder) Agents() (agents []Host, refused []error) {
+	<-f.browsed
+	for _, name := range slices.Sorted(maps.Keys(f.agents)) {
+		h, err := f.agent(name)
+		var up *UnpinnedError
+		switch {
+		case errors.As(err, &up):
+			f.cfg.Log.Info("mDNS: agent not trusted, not visited", "host", name, "err", err)
+		case err != nil:
+			refused = append(refused, err)
+		default:
+			agents = append(agents, h)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(f.dups)) {
+		if f.cfg.Pinned(name) {
+			refused = append(refused, f.dups[name])
+		} else {
+			f.cfg.Log.Warn("mDNS: name in conflict", "err", f.dups[name])
+		}
+	}
+	return agents, refused
+}
+
+// Dests calls visit for each destination name: configured ones at once,
+// then, once the browse has ended, the others (rules 2 to 4). err is an
+// *UnpinnedError, a *DuplicateNameError, ErrNotHeard or an ssh_config
+// error; h.Name is set either way.
+func (f *Finder) Dests(ctx context.Context, names []string, visit func(h Host, err error)) {
+	var later []string
+	for _, n := range names {
+		if h, ok := f.configuredHost(n); ok {
+			visit(h, nil)
+		} else {
+			later = append(later, n)
+		}
+	}
+	if len(later) == 0 || ctx.Err() != nil {
+		return
+	}
+	<-f.browsed
+	for _, n := range later {
+		if ctx.Err() != nil {
+			return
+		}
+		h, err := f.Dest(n)
+		visit(h, err)
+	}
+}
+
+// Dest resolves one name by the precedence rule, waiting for the browse
+// when the name is not configured.
+func (f *Finder) Dest(name string) (Host, error) {
+	if h, ok := f.configuredHost(name); ok {
+		return h, nil
+	}
+	<-f.browsed
+	if dup, ok := f.dups[name]; ok {
+		return Host{Name: name}, dup
+	}
+	if _, ok := f.agents[name]; ok {
+		return f.agent(name)
+	}
+	if f.cfg.Pinned(name) {
+		return Host{Name: name}, fmt.Errorf("host %s: %w", name, ErrNotHeard)
+	}
+	h, err := f.ssh.Resolve(name)
+	if err != nil {
+		return Host{Name: name}, err
+	}
+	return h, nil
+}
+
+// agent returns the advertised agent name, if pinned, ready to dial: user
+// and keys from ~/.ssh/config, address from the advert, host key checked
+// against the agents file only and never accepted on first contact.
+func (f *Finder) agent(name string) (Host, error) {
+	a := f.agents[name]
+	if !f.cfg.Pinned(name) {
+		return Host{Name: name}, &UnpinnedError{Name: name, Addr: a.Addr(), Fingerprint: a.Fingerprint}
+	}
+	return f.dialAgent(a)
+}
+
+func (f *Finder) dialAgent(a Host) (Host, error) {
+	h, err := f.ssh.Resolve(a.Name)
+	if err != nil {
+		return Host{Name: a.Name}, err
+	}
+	h.HostName, h.Port = a.HostName, a.Port
+	h.Source, h.Agent, h.Fingerprint = SourceMDNS, true, a.Fingerprint
+	h.KnownHostsFiles = []string{f.cfg.AgentsFile}
+	h.HostKeyAlias = a.Name
+	h.StrictHostKeyChecking = ""
+	return h, nil
+}
+
+// ForTrust resolves name for `messor trust`: a configured name as
+// configured (rule 1), else the one agent advertising it (pinned or not:
+// pinning it is the point), else through ~/.ssh/config.
+func (f *Finder) ForTrust(name string) (Host, error) {
+	if h, ok := f.configuredHost(name); ok {
+		return h, nil
+	}
+	<-f.browsed
+	if dup, ok := f.dups[name]; ok {
+		return Host{Name: name}, dup
+	}
+	if a, ok := f.agents[name]; ok {
+		return f.dialAgent(a)
+	}
+	return f.ssh.Resolve(name)
+}
+
+// BrowseFor returns a FinderConfig.Browse that listens for window.
+func BrowseFor(window time.Duration, log *slog.Logger) func(context.Context) ([]Host, []error, error) {
+	return func(ctx context.Context) ([]Host, []error, error) { return Browse(ctx, window, log) }
+}
