@@ -21,6 +21,8 @@ type Finder interface {
 	// Dests calls visit for each name, configured ones first; err says why
 	// a name cannot be visited.
 	Dests(ctx context.Context, names []string, visit func(h discovery.Host, err error))
+	// Close ends the search; the hosts already returned stay usable.
+	Close()
 }
 
 // PickupFound picks up from the configured hosts at once, then from the

@@ -1,6 +1,7 @@
 package carrier
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -142,11 +143,17 @@ func fingerprints(ks []knownhosts.KnownKey) []string {
 }
 
 // AgentPins reads the agents file (known_hosts format, one name per pinned
-// agent) and returns whether a name has a pinned key. A missing file pins
-// nothing.
-func AgentPins(file string) (func(name string) bool, error) {
-	if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
-		return func(string) bool { return false }, nil
+// agent), for discovery.FinderConfig.Pins. A missing file pins nothing.
+func AgentPins(file string) (discovery.Pins, error) {
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return agentPins{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agents file: %w", err)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return agentPins{}, nil
 	}
 	cb, err := knownhosts.New(file)
 	if err != nil {
@@ -156,13 +163,25 @@ func AgentPins(file string) (func(name string) bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return func(name string) bool {
-		// The probe key is pinned for no one: the callback's KeyError
-		// lists the keys that are pinned for name.
-		var ke *knownhosts.KeyError
-		err := cb(net.JoinHostPort(name, "22"), &net.TCPAddr{}, probe)
-		return err == nil || errors.As(err, &ke) && len(ke.Want) > 0
-	}, nil
+	return agentPins{cb: cb, probe: probe}, nil
+}
+
+type agentPins struct {
+	cb    ssh.HostKeyCallback // nil: nothing pinned
+	probe ssh.PublicKey
+}
+
+func (p agentPins) Empty() bool { return p.cb == nil }
+
+// Pinned asks the known_hosts check about a key pinned for no one: its
+// KeyError lists the keys that are pinned for name.
+func (p agentPins) Pinned(name string) bool {
+	if p.cb == nil {
+		return false
+	}
+	var ke *knownhosts.KeyError
+	err := p.cb(net.JoinHostPort(name, "22"), &net.TCPAddr{}, p.probe)
+	return err == nil || errors.As(err, &ke) && len(ke.Want) > 0
 }
 
 // HostKeyCheck is what `messor trust` learnt of a host's key.

@@ -138,6 +138,7 @@ func (c *Carrier) watchRound(ctx context.Context, find func(context.Context) (Fi
 		c.log.Warn("watch: finding hosts", "err", err)
 		return visit, order, refused
 	}
+	defer f.Close()
 	agents, bad := f.Agents()
 	for _, err := range bad {
 		refused = append(refused, unresolved("pickup", refusedName(err), err))

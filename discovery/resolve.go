@@ -33,8 +33,9 @@ type Finder struct {
 	ssh  *SSHConfig
 	file []Host // hosts-file hosts, resolved, in order
 
-	// The browse runs from Find on; wait for it with heard().
+	// The browse runs from Find on; browsed is closed when it has ended.
 	browsed chan struct{}
+	stop    context.CancelFunc
 	agents  map[string]Host                // advertised by one agent
 	dups    map[string]*DuplicateNameError // advertised by several
 }
@@ -48,14 +49,29 @@ type FinderConfig struct {
 	// AgentsFile is where agents' keys are pinned (known_hosts format, by
 	// name); the only file an agent heard over mDNS is checked against.
 	AgentsFile string
-	// Pinned reports whether name has a key in AgentsFile (nil: none).
-	Pinned func(name string) bool
+	// Pins says which names have a key in AgentsFile (nil: none).
+	Pins Pins
 	// Browse lists the agents heard over mDNS; nil means no mDNS. It runs
 	// once per Find, in the background.
 	Browse func(ctx context.Context) ([]Host, []error, error)
 	// Log receives ignored adverts and mDNS problems (nil: discarded).
 	Log *slog.Logger
 }
+
+// Pins is the set of agents pinned with `messor trust`;
+// carrier.AgentPins reads it from the agents file.
+type Pins interface {
+	// Pinned reports whether name has a pinned key.
+	Pinned(name string) bool
+	// Empty reports whether no agent is pinned: then no agent is expected
+	// and a run need not wait for the mDNS browse.
+	Empty() bool
+}
+
+type noPins struct{}
+
+func (noPins) Pinned(string) bool { return false }
+func (noPins) Empty() bool        { return true }
 
 // ErrNotHeard: a pinned agent that no advert placed on the LAN; out of
 // range, as an unreachable host is.
@@ -79,8 +95,8 @@ func (e *UnpinnedError) Error() string {
 // cannot be read at all.
 func Find(ctx context.Context, cfg FinderConfig) (f *Finder, problems []error, err error) {
 	cfg.Log = orDiscard(cfg.Log)
-	if cfg.Pinned == nil {
-		cfg.Pinned = func(string) bool { return false }
+	if cfg.Pins == nil {
+		cfg.Pins = noPins{}
 	}
 	names, problems, err := ReadHostsFile(cfg.HostsFile)
 	if err != nil {
@@ -90,7 +106,8 @@ func Find(ctx context.Context, cfg FinderConfig) (f *Finder, problems []error, e
 	if err != nil {
 		return nil, nil, err
 	}
-	f = &Finder{cfg: cfg, ssh: sc, browsed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	f = &Finder{cfg: cfg, ssh: sc, browsed: make(chan struct{}), stop: cancel}
 	for _, n := range names {
 		h, err := sc.Resolve(n)
 		if err != nil {
@@ -100,6 +117,7 @@ func Find(ctx context.Context, cfg FinderConfig) (f *Finder, problems []error, e
 		f.file = append(f.file, h)
 	}
 	if cfg.Browse == nil {
+		f.sort(nil, nil)
 		close(f.browsed)
 		return f, problems, nil
 	}
@@ -173,13 +191,23 @@ func (f *Finder) configuredHost(name string) (Host, bool) {
 	return h, err == nil
 }
 
+// Close ends the browse, if it still runs, and waits for it.
+func (f *Finder) Close() {
+	f.stop()
+	<-f.browsed
+}
+
 // Configured returns the hosts-file hosts, at once, in file order.
 func (f *Finder) Configured() []Host { return f.file }
 
 // Agents waits for the browse and returns the pinned agents heard, sorted
 // by name, ready to dial, and a refusal per pinned name in dispute (a
-// *DuplicateNameError). Unpinned agents are logged, not returned.
+// *DuplicateNameError). Unpinned agents are logged, not returned. With no
+// agent pinned there is nothing to wait for: it returns at once.
 func (f *Finder) Agents() (agents []Host, refused []error) {
+	if f.cfg.Pins.Empty() {
+		return nil, nil
+	}
 	<-f.browsed
 	for _, name := range slices.Sorted(maps.Keys(f.agents)) {
 		h, err := f.agent(name)
@@ -194,7 +222,7 @@ func (f *Finder) Agents() (agents []Host, refused []error) {
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(f.dups)) {
-		if f.cfg.Pinned(name) {
+		if f.cfg.Pins.Pinned(name) {
 			refused = append(refused, f.dups[name])
 		} else {
 			f.cfg.Log.Warn("mDNS: name in conflict", "err", f.dups[name])
@@ -242,7 +270,7 @@ func (f *Finder) Dest(name string) (Host, error) {
 	if _, ok := f.agents[name]; ok {
 		return f.agent(name)
 	}
-	if f.cfg.Pinned(name) {
+	if f.cfg.Pins.Pinned(name) {
 		return Host{Name: name}, fmt.Errorf("host %s: %w", name, ErrNotHeard)
 	}
 	h, err := f.ssh.Resolve(name)
@@ -257,7 +285,7 @@ func (f *Finder) Dest(name string) (Host, error) {
 // against the agents file only and never accepted on first contact.
 func (f *Finder) agent(name string) (Host, error) {
 	a := f.agents[name]
-	if !f.cfg.Pinned(name) {
+	if !f.cfg.Pins.Pinned(name) {
 		return Host{Name: name}, &UnpinnedError{Name: name, Addr: a.Addr(), Fingerprint: a.Fingerprint}
 	}
 	return f.dialAgent(a)

@@ -58,7 +58,7 @@ func (w *finderWorld) find() *Finder {
 		HostsFile:  filepath.Join(w.home, "hosts"),
 		Home:       w.home,
 		AgentsFile: filepath.Join(w.home, "known_agents"),
-		Pinned:     func(n string) bool { return w.pinned[n] },
+		Pins:       testPins(w.pinned),
 		Browse: func(context.Context) ([]Host, []error, error) {
 			return w.heard, w.dups, nil
 		},
@@ -180,4 +180,37 @@ func TestFinderDestWithBadConfig(t *testing.T) {
 	if _, err := w.find().Dest("nas"); err == nil || !strings.Contains(err.Error(), "bad Port") {
 		t.Errorf("Dest(nas) with Port 22x: %v, want a bad Port error", err)
 	}
+}
+
+type testPins map[string]bool
+
+func (p testPins) Pinned(name string) bool { return p[name] }
+func (p testPins) Empty() bool             { return len(p) == 0 }
+
+// TestFinderNoIdleWait: with no agent pinned and every destination
+// configured, neither Agents nor Dests waits for the browse.
+func TestFinderNoIdleWait(t *testing.T) {
+	w := newFinderWorld(t, "office\n", "Host home\n  Port 2222\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f, _, err := Find(ctx, FinderConfig{
+		HostsFile: filepath.Join(w.home, "hosts"),
+		Home:      w.home,
+		Browse: func(ctx context.Context) ([]Host, []error, error) {
+			<-ctx.Done() // a browse that never ends by itself
+			return nil, nil, ctx.Err()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agents, refused := f.Agents(); len(agents)+len(refused) != 0 {
+		t.Errorf("Agents = %v, %v with nothing pinned", agents, refused)
+	}
+	n := 0
+	f.Dests(ctx, []string{"home", "office"}, func(Host, error) { n++ })
+	if n != 2 {
+		t.Errorf("Dests visited %d configured names, want 2", n)
+	}
+	f.Close() // ends the browse; a test that hangs here has failed
 }

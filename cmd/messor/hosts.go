@@ -18,7 +18,7 @@ func (g *globals) agentsFile() string {
 // starts looking for agents over mDNS (unless --no-mdns). Bad lines are
 // printed ("file:line: ...") and reported as bad, the good ones served.
 func (g *globals) find(ctx context.Context) (f *discovery.Finder, bad bool, err error) {
-	pinned, err := carrier.AgentPins(g.agentsFile())
+	pins, err := carrier.AgentPins(g.agentsFile())
 	if err != nil {
 		return nil, false, usageErr("%w", err)
 	}
@@ -26,7 +26,7 @@ func (g *globals) find(ctx context.Context) (f *discovery.Finder, bad bool, err 
 		HostsFile:  g.hosts,
 		Home:       g.home,
 		AgentsFile: g.agentsFile(),
-		Pinned:     pinned,
+		Pins:       pins,
 		Log:        g.logger(),
 	}
 	if !g.noMDNS && g.mdnsTimeout > 0 {

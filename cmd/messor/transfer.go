@@ -92,5 +92,6 @@ func (g *globals) withCarrier(cmd *cobra.Command, fn func(*cobra.Command, *globa
 	if err != nil {
 		return err
 	}
+	defer f.Close()
 	return fn(cmd, g, c, f, bad)
 }

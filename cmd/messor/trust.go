@@ -33,6 +33,7 @@ matches, without asking.`,
 			if err != nil {
 				return err
 			}
+			defer f.Close()
 			h, err := f.ForTrust(name)
 			if err != nil {
 				return &exitError{exitFailed, err}

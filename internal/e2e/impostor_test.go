@@ -19,26 +19,23 @@ import (
 	"github.com/messor-sync/messor/internal/netns"
 )
 
-// TestConfiguredHostBeatsMDNSAdvert: a name the user configured is dialled as
-// configured, whatever the LAN says. Three namespaces on one bridge:
+// TestMDNSPrecedence is the precedence rule and the exit status, end to end,
+// with the real binary in four namespaces on one bridge:
 //
 //	node 0: real OpenSSH sshd for "home" (port 2222) and "office" (2223)
 //	node 1: an impostor `messor agent` advertising the name "home"
 //	node 2: the carrier
+//	node 3: an agent "stranger" that lets nobody log in
 //
 // The carrier lists "office" in its hosts file; "home" is only a Host block
-// in ~/.ssh/config, its key pinned in ~/.ssh/known_hosts. Plain dropoff and
-// dropoff --accept-new must deliver payroll.xlsx to the real home, never to
-// the impostor, and must pin nothing; the advert is logged as ignored, and
-// `messor trust home` talks to the configured host too. (The real binary
-// failed this with "dropoff: home: agent on the LAN, skipped: host home
-// (home): unknown host key", exit 0, and --accept-new pinned the impostor.)
-func TestConfiguredHostBeatsMDNSAdvert(t *testing.T) {
+// in ~/.ssh/config, its key pinned in ~/.ssh/known_hosts; known_agents pins
+// one agent, "elsewhere", that is never on this LAN.
+func TestMDNSPrecedence(t *testing.T) {
 	requireRootAndIP(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	nt := netns.New(t, 3)
+	nt := netns.New(t, 4)
 	base := t.TempDir()
 	homeDir := filepath.Join(base, "home")
 	officeDir := filepath.Join(base, "office")
@@ -46,6 +43,8 @@ func TestConfiguredHostBeatsMDNSAdvert(t *testing.T) {
 	authorized := newCarrierKey(t, c.home)
 	writeFile(t, c.hosts, []byte("office\n"), 0o644)
 	knownAgents := filepath.Join(c.home, ".config", "messor", "known_agents")
+	pins := "elsewhere ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
+	writeFile(t, knownAgents, []byte(pins), 0o600)
 
 	homeKey := startNSSSHD(ctx, t, nt, 0, 2222, homeDir, authorized)
 	officeKey := startNSSSHD(ctx, t, nt, 0, 2223, officeDir, authorized)
@@ -57,42 +56,100 @@ func TestConfiguredHostBeatsMDNSAdvert(t *testing.T) {
 
 	writeFile(t, filepath.Join(base, "impostor", ".ssh", "authorized_keys"), authorized, 0o600)
 	impostor := startAgent(ctx, t, nt, 1, "impostor home", "home", filepath.Join(base, "impostor"))
+	writeFile(t, filepath.Join(base, "stranger", ".ssh", "authorized_keys"), nil, 0o600)
+	stranger := startAgent(ctx, t, nt, 3, "stranger", "stranger", filepath.Join(base, "stranger"))
 
 	old := time.Now().Add(-time.Hour).Truncate(time.Second)
 	realInbox := filepath.Join(homeDir, "messor", "inbox", "office")
-	for i, flags := range [][]string{nil, {"--accept-new"}} {
-		payroll := tree{fmt.Sprintf("payroll-%d.xlsx", i): []byte(fmt.Sprintf("salaries, run %d\n", i))}
-		put(t, filepath.Join(officeDir, "messor", "outbox", "home"), payroll, old)
-		r := c.run(t, append([]string{"pickup", "--mdns-timeout", "3s"}, flags...)...)
-		wantCode(t, r, 0)
-		// pickup listens for pinned agents, and logs the advert it ignores.
-		wantOutput(t, r, "pickup: office: picked up 1 file(s)", "ignoring advert for a configured host", "host=home", impostor.fingerprint)
+	wantPins := func(step, want string) {
+		t.Helper()
+		if b, _ := os.ReadFile(knownAgents); string(b) != want {
+			t.Errorf("%s: %s holds\n%s\nwant\n%s", step, knownAgents, b, want)
+		}
+	}
 
-		r = c.run(t, append([]string{"dropoff", "--mdns-timeout", "3s"}, flags...)...)
+	// The real binary failed this with "dropoff: home: agent on the LAN,
+	// skipped: host home (home): unknown host key", exit 0; with
+	// --accept-new it pinned the impostor and delivered to it.
+	t.Run("configured name beats an advert", func(t *testing.T) {
+		for i, flags := range [][]string{nil, {"--accept-new"}} {
+			name := fmt.Sprintf("payroll-%d.xlsx", i)
+			payroll := tree{name: []byte(fmt.Sprintf("salaries, run %d\n", i))}
+			put(t, filepath.Join(officeDir, "messor", "outbox", "home"), payroll, old)
+			r := c.run(t, append([]string{"pickup", "--mdns-timeout", "3s"}, flags...)...)
+			wantCode(t, r, 0)
+			// pickup listens for the pinned agent, and logs the advert it ignores.
+			wantOutput(t, r, "pickup: office: picked up 1 file(s)", "ignoring advert for a configured host", "host=home", impostor.fingerprint)
+
+			r = c.run(t, append([]string{"dropoff", "--mdns-timeout", "3s"}, flags...)...)
+			wantCode(t, r, 0)
+			wantOutput(t, r, "dropoff: home: delivered 1 file(s)")
+			if got := read(t, realInbox); !bytes.Equal(got[name], payroll[name]) {
+				t.Errorf("dropoff %v: the real home's inbox holds %s, want %s", flags, describe(got), name)
+			}
+			wantTree(t, "the impostor's inbox", impostor.inbox("office"), nil)
+			wantPins(fmt.Sprintf("after dropoff %v", flags), pins)
+			if t.Failed() {
+				t.FailNow()
+			}
+		}
+	})
+
+	t.Run("trust prefers the configured host", func(t *testing.T) {
+		r := c.run(t, "trust", "home", "--fingerprint", impostor.fingerprint, "--mdns-timeout", "3s")
+		wantCode(t, r, 1)
+		wantOutput(t, r, ssh.FingerprintSHA256(homeKey), "not trusted")
+		r = c.run(t, "trust", "home", "--yes", "--mdns-timeout", "3s")
+		wantCode(t, r, 0)
+		wantOutput(t, r, ssh.FingerprintSHA256(homeKey), "already trusted")
+		wantPins("after trust home", pins)
+	})
+
+	// With nothing pinned and every host configured, no run waits for
+	// mDNS: a 10-minute browse window must not hold them (each run is
+	// killed, and the test fails, after 40s).
+	t.Run("no idle wait for mDNS", func(t *testing.T) {
+		if err := os.Rename(knownAgents, knownAgents+".aside"); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Rename(knownAgents+".aside", knownAgents)
+		put(t, filepath.Join(officeDir, "messor", "outbox", "home"), tree{"quick.txt": []byte("no waiting\n")}, old)
+		r := c.run(t, "sync", "--mdns-timeout", "10m")
+		wantCode(t, r, 0)
+		wantOutput(t, r, "pickup: office: picked up 1 file(s)")
+		r = c.run(t, "dropoff", "--mdns-timeout", "10m")
 		wantCode(t, r, 0)
 		wantOutput(t, r, "dropoff: home: delivered 1 file(s)")
-		if got := read(t, realInbox); !bytes.Equal(got[fmt.Sprintf("payroll-%d.xlsx", i)], payroll[fmt.Sprintf("payroll-%d.xlsx", i)]) {
-			t.Errorf("dropoff %v: the real home's inbox holds %s, want the payroll file", flags, describe(got))
-		}
-		wantTree(t, "the impostor's inbox", impostor.inbox("office"), nil)
-		if b, err := os.ReadFile(knownAgents); err == nil {
-			t.Errorf("dropoff %v pinned an agent key in %s:\n%s", flags, knownAgents, b)
-		}
-		if t.Failed() {
-			t.FailNow()
-		}
-	}
+	})
 
-	t.Log("trust prefers the configured host: the impostor's fingerprint is refused, the real key is already pinned")
-	r := c.run(t, "trust", "home", "--fingerprint", impostor.fingerprint, "--mdns-timeout", "3s")
-	wantCode(t, r, 1)
-	wantOutput(t, r, ssh.FingerprintSHA256(homeKey), "not trusted")
-	r = c.run(t, "trust", "home", "--yes", "--mdns-timeout", "3s")
-	wantCode(t, r, 0)
-	wantOutput(t, r, ssh.FingerprintSHA256(homeKey), "already trusted")
-	if b, err := os.ReadFile(knownAgents); err == nil {
-		t.Errorf("trust home pinned an agent key in %s:\n%s", knownAgents, b)
-	}
+	// An agent nobody configured or pinned, with files waiting for it, is
+	// refused (exit 1) and never pinned, --accept-new or not.
+	put(t, filepath.Join(officeDir, "messor", "outbox", "stranger"), tree{"letter.txt": []byte("for the stranger\n")}, old)
+	t.Run("unpinned agent with files waiting", func(t *testing.T) {
+		r := c.run(t, "pickup", "--mdns-timeout", "3s")
+		wantCode(t, r, 0)
+		for _, flags := range [][]string{nil, {"--accept-new"}} {
+			r = c.run(t, append([]string{"dropoff", "--mdns-timeout", "3s"}, flags...)...)
+			wantCode(t, r, 1)
+			wantOutput(t, r, "dropoff: stranger: agent stranger on the LAN", stranger.fingerprint, "messor trust stranger")
+			wantPins(fmt.Sprintf("after dropoff %v to an unpinned agent", flags), pins)
+		}
+	})
+
+	t.Run("pinned agent refuses the login", func(t *testing.T) {
+		r := c.run(t, "trust", "stranger", "--fingerprint", stranger.fingerprint, "--mdns-timeout", "3s")
+		wantCode(t, r, 0)
+		r = c.run(t, "dropoff", "--mdns-timeout", "3s")
+		wantCode(t, r, 1)
+		wantOutput(t, r, "dropoff: stranger:")
+	})
+
+	t.Run("pinned agent out of range", func(t *testing.T) {
+		stranger.stop(t)
+		r := c.run(t, "dropoff", "--mdns-timeout", "3s")
+		wantCode(t, r, 0)
+		wantOutput(t, r, "dropoff: stranger: skipped, not reachable")
+	})
 }
 
 // startNSSSHD runs OpenSSH sshd in node's namespace on 0.0.0.0:port, its
