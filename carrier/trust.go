@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -152,7 +153,10 @@ func AgentPins(file string) (discovery.Pins, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agents file: %w", err)
 	}
-	if len(bytes.TrimSpace(b)) == 0 {
+	if !slices.ContainsFunc(bytes.Split(b, []byte("\n")), func(l []byte) bool {
+		l = bytes.TrimSpace(l)
+		return len(l) > 0 && l[0] != '#'
+	}) {
 		return agentPins{}, nil
 	}
 	cb, err := knownhosts.New(file)
