@@ -407,19 +407,24 @@ func entriesFromMsg(msg *dns.Msg) []entryOf {
 			e.goodbye = true
 		}
 	}
+	// Instances by SRV target, so each address record is matched in one
+	// look-up (a packet full of records costs linear work).
+	byTarget := map[string][]*zeroconf.ServiceEntry{}
+	for _, k := range order {
+		if e := byKey[k].entry; e.HostName != "" {
+			t := strings.ToLower(e.HostName)
+			byTarget[t] = append(byTarget[t], e)
+		}
+	}
 	for _, rr := range sections {
 		switch rr := rr.(type) {
 		case *dns.A:
-			for _, k := range order {
-				if e := byKey[k].entry; e.HostName != "" && strings.EqualFold(e.HostName, rr.Hdr.Name) {
-					e.AddrIPv4 = append(e.AddrIPv4, rr.A)
-				}
+			for _, e := range byTarget[strings.ToLower(rr.Hdr.Name)] {
+				e.AddrIPv4 = append(e.AddrIPv4, rr.A)
 			}
 		case *dns.AAAA:
-			for _, k := range order {
-				if e := byKey[k].entry; e.HostName != "" && strings.EqualFold(e.HostName, rr.Hdr.Name) {
-					e.AddrIPv6 = append(e.AddrIPv6, rr.AAAA)
-				}
+			for _, e := range byTarget[strings.ToLower(rr.Hdr.Name)] {
+				e.AddrIPv6 = append(e.AddrIPv6, rr.AAAA)
 			}
 		}
 	}

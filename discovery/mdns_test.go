@@ -936,3 +936,41 @@ func TestCollectorFlood(t *testing.T) {
 		}
 	})
 }
+
+// TestCollectorFloodPackets is the flood at packet level: wire-format
+// responses, as the listener reads them, for one name from ever new agents
+// and for ever new names, and one packet stuffed with instances and
+// addresses. What is remembered stays bounded; work stays linear.
+func TestCollectorFloodPackets(t *testing.T) {
+	const n = 20_000
+	c := newCollector(slog.New(slog.DiscardHandler))
+	adverts := 0
+	feed := func(m *dns.Msg) {
+		for _, eo := range entriesFromMsg(wire(t, m)) {
+			adverts++
+			c.add(eo, packetInfo{ifName: "eth0"})
+		}
+	}
+	for i := range n {
+		ip := fmt.Sprintf("10.1.%d.%d", i>>8&0xff, i&0xff)
+		feed(response("home", "messor-home.local.", uint16(1000+i%60000), 120, formatTXT(fmt.Sprintf("SHA256:fp%d", i)), ip))
+		feed(response(fmt.Sprintf("h%d", i), fmt.Sprintf("messor-h%d.local.", i), 2290, 120, formatTXT(fpA), ip))
+	}
+	stuffed := new(dns.Msg)
+	stuffed.Response = true
+	for i := range 300 {
+		r := response(fmt.Sprintf("s%d", i), fmt.Sprintf("messor-s%d.local.", i), 2290, 120, formatTXT(fpA), fmt.Sprintf("10.2.%d.1", i%256), fmt.Sprintf("10.3.%d.1", i%256))
+		stuffed.Answer = append(stuffed.Answer, r.Answer...)
+		stuffed.Extra = append(stuffed.Extra, r.Extra...)
+	}
+	feed(stuffed)
+	if len(c.byName) > maxAdverts || len(c.byName["home"]) > maxAgentsPerName {
+		t.Errorf("%d names, %d agents for home; want at most %d and %d", len(c.byName), len(c.byName["home"]), maxAdverts, maxAgentsPerName)
+	}
+	if c.work > adverts*(maxAgentsPerName+1)*maxAddrsPerAdvert {
+		t.Errorf("%d comparisons for %d adverts: not linear", c.work, adverts)
+	}
+	if _, dup, _ := c.lookup("home"); dup == nil {
+		t.Error("the flooded name home is not in conflict")
+	}
+}
