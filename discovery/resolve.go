@@ -31,7 +31,8 @@ import (
 type Finder struct {
 	cfg  FinderConfig
 	ssh  *SSHConfig
-	file []Host // hosts-file hosts, resolved, in order
+	file []Host           // hosts-file hosts, resolved, in order
+	bad  map[string]error // hosts-file names whose ssh_config entry is bad
 
 	// The browse runs from Find on; browsed is closed when it has ended.
 	browsed chan struct{}
@@ -107,11 +108,12 @@ func Find(ctx context.Context, cfg FinderConfig) (f *Finder, problems []error, e
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	f = &Finder{cfg: cfg, ssh: sc, browsed: make(chan struct{}), stop: cancel}
+	f = &Finder{cfg: cfg, ssh: sc, bad: map[string]error{}, browsed: make(chan struct{}), stop: cancel}
 	for _, n := range names {
 		h, err := sc.Resolve(n)
 		if err != nil {
 			problems = append(problems, err)
+			f.bad[n] = err
 			continue
 		}
 		f.file = append(f.file, h)
@@ -163,7 +165,7 @@ func (f *Finder) sort(found []Host, errs []error) {
 // points where the configuration does (the agent runs on that host), as a
 // warning otherwise.
 func (f *Finder) ignore(a Host) {
-	c, _ := f.configuredHost(a.Name)
+	c, _, _ := f.configuredHost(a.Name)
 	lvl := slog.LevelWarn
 	if c.Addr() == a.Addr() {
 		lvl = slog.LevelDebug
@@ -174,21 +176,29 @@ func (f *Finder) ignore(a Host) {
 
 // configured reports whether name is the user's (rule 1).
 func (f *Finder) configured(name string) bool {
-	_, ok := f.configuredHost(name)
+	_, ok, _ := f.configuredHost(name)
 	return ok
 }
 
-func (f *Finder) configuredHost(name string) (Host, bool) {
+// configuredHost returns how to dial a configured name; err is a bad
+// ssh_config entry for it (the name is still the user's).
+func (f *Finder) configuredHost(name string) (h Host, ok bool, err error) {
 	for _, h := range f.file {
 		if h.Name == name {
-			return h, true
+			return h, true, nil
 		}
 	}
-	if !f.ssh.Configures(name) {
-		return Host{}, false
+	if err, ok := f.bad[name]; ok {
+		return Host{Name: name}, true, err
 	}
-	h, err := f.ssh.Resolve(name)
-	return h, err == nil
+	if !f.ssh.Configures(name) {
+		return Host{}, false, nil
+	}
+	h, err = f.ssh.Resolve(name)
+	if err != nil {
+		return Host{Name: name}, true, err
+	}
+	return h, true, nil
 }
 
 // Close ends the browse, if it still runs, and waits for it.
@@ -238,8 +248,8 @@ func (f *Finder) Agents() (agents []Host, refused []error) {
 func (f *Finder) Dests(ctx context.Context, names []string, visit func(h Host, err error)) {
 	var later []string
 	for _, n := range names {
-		if h, ok := f.configuredHost(n); ok {
-			visit(h, nil)
+		if h, ok, err := f.configuredHost(n); ok {
+			visit(h, err)
 		} else {
 			later = append(later, n)
 		}
@@ -260,8 +270,8 @@ func (f *Finder) Dests(ctx context.Context, names []string, visit func(h Host, e
 // Dest resolves one name by the precedence rule, waiting for the browse
 // when the name is not configured.
 func (f *Finder) Dest(name string) (Host, error) {
-	if h, ok := f.configuredHost(name); ok {
-		return h, nil
+	if h, ok, err := f.configuredHost(name); ok {
+		return h, err
 	}
 	<-f.browsed
 	if dup, ok := f.dups[name]; ok {
@@ -308,8 +318,8 @@ func (f *Finder) dialAgent(a Host) (Host, error) {
 // configured (rule 1), else the one agent advertising it (pinned or not:
 // pinning it is the point), else through ~/.ssh/config.
 func (f *Finder) ForTrust(name string) (Host, error) {
-	if h, ok := f.configuredHost(name); ok {
-		return h, nil
+	if h, ok, err := f.configuredHost(name); ok {
+		return h, err
 	}
 	<-f.browsed
 	if dup, ok := f.dups[name]; ok {

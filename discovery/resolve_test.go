@@ -173,12 +173,29 @@ func TestConfigures(t *testing.T) {
 	}
 }
 
-// TestFinderDestWithBadConfig: a destination whose ssh_config entry is bad
-// is an error, not a panic or a host.
-func TestFinderDestWithBadConfig(t *testing.T) {
-	w := newFinderWorld(t, "", "Host nas\n  Port 22x\n")
-	if _, err := w.find().Dest("nas"); err == nil || !strings.Contains(err.Error(), "bad Port") {
-		t.Errorf("Dest(nas) with Port 22x: %v, want a bad Port error", err)
+// TestFinderBadConfig: a configured name whose ssh_config entry is bad is
+// an error, not a panic or a host, and stays the user's: an advert under it
+// is not dialled instead, even when pinned.
+func TestFinderBadConfig(t *testing.T) {
+	for hostsFile, wantProblems := range map[string]int{"": 0, "nas\n": 1} {
+		w := newFinderWorld(t, hostsFile, "Host nas\n  Port 22x\n")
+		w.advert("nas", "10.9.9.9", "SHA256:nas")
+		w.pinned["nas"] = true
+		f, problems, err := Find(context.Background(), FinderConfig{
+			HostsFile: filepath.Join(w.home, "hosts"), Home: w.home, Pins: testPins(w.pinned),
+			Browse: func(context.Context) ([]Host, []error, error) { return w.heard, nil, nil },
+		})
+		if err != nil || len(problems) != wantProblems {
+			t.Fatalf("hosts file %q: Find: %v, problems %v", hostsFile, err, problems)
+		}
+		for what, get := range map[string]func(string) (Host, error){"Dest": f.Dest, "ForTrust": f.ForTrust} {
+			if h, err := get("nas"); err == nil || !strings.Contains(err.Error(), "bad Port") {
+				t.Errorf("hosts file %q: %s(nas) with Port 22x: %+v, %v; want a bad Port error", hostsFile, what, h, err)
+			}
+		}
+		if agents, _ := f.Agents(); len(agents) != 0 {
+			t.Errorf("hosts file %q: the advert under a configured name was taken: %+v", hostsFile, agents)
+		}
 	}
 }
 
