@@ -44,13 +44,9 @@ func (c *Carrier) PickupFound(ctx context.Context, f Finder) []*HostReport {
 // agent, a contested name) is reported as a failure, since files wait for
 // it; a pinned agent not heard is out of range.
 func (c *Carrier) DropoffFound(ctx context.Context, f Finder) ([]*HostReport, error) {
-	ents, err := c.buf.Entries()
+	byDest, err := c.entriesByDest()
 	if err != nil {
 		return nil, err
-	}
-	byDest := map[string][]Entry{}
-	for _, e := range ents {
-		byDest[e.Dest] = append(byDest[e.Dest], e)
 	}
 	var out []*HostReport
 	f.Dests(ctx, slices.Sorted(maps.Keys(byDest)), func(h discovery.Host, err error) {

@@ -660,7 +660,7 @@ func helperDial() int {
 	return 0
 }
 
-// lockedBuffer collects a helper's stderr.
+// lockedBuffer collects a helper's stderr, or a log.
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

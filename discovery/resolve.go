@@ -220,7 +220,7 @@ func (f *Finder) Agents() (agents []Host, refused []error) {
 	}
 	<-f.browsed
 	for _, name := range slices.Sorted(maps.Keys(f.agents)) {
-		h, err := f.agent(name)
+		h, err := f.resolve(name, false)
 		var up *UnpinnedError
 		switch {
 		case errors.As(err, &up):
@@ -269,18 +269,29 @@ func (f *Finder) Dests(ctx context.Context, names []string, visit func(h Host, e
 
 // Dest resolves one name by the precedence rule, waiting for the browse
 // when the name is not configured.
-func (f *Finder) Dest(name string) (Host, error) {
+func (f *Finder) Dest(name string) (Host, error) { return f.resolve(name, false) }
+
+// ForTrust resolves name for `messor trust`: as Dest, except that an agent
+// advertising it is returned pinned or not (pinning it is the point), and
+// a pinned agent not heard resolves through ~/.ssh/config.
+func (f *Finder) ForTrust(name string) (Host, error) { return f.resolve(name, true) }
+
+func (f *Finder) resolve(name string, forTrust bool) (Host, error) {
 	if h, ok, err := f.configuredHost(name); ok {
 		return h, err
 	}
 	<-f.browsed
+	pinned := f.cfg.Pins.Pinned(name)
 	if dup, ok := f.dups[name]; ok {
 		return Host{Name: name}, dup
 	}
-	if _, ok := f.agents[name]; ok {
-		return f.agent(name)
+	if a, ok := f.agents[name]; ok {
+		if !pinned && !forTrust {
+			return Host{Name: name}, &UnpinnedError{Name: name, Addr: a.Addr(), Fingerprint: a.Fingerprint}
+		}
+		return f.dialAgent(a)
 	}
-	if f.cfg.Pins.Pinned(name) {
+	if pinned && !forTrust {
 		return Host{Name: name}, fmt.Errorf("host %s: %w", name, ErrNotHeard)
 	}
 	h, err := f.ssh.Resolve(name)
@@ -290,17 +301,9 @@ func (f *Finder) Dest(name string) (Host, error) {
 	return h, nil
 }
 
-// agent returns the advertised agent name, if pinned, ready to dial: user
-// and keys from ~/.ssh/config, address from the advert, host key checked
-// against the agents file only and never accepted on first contact.
-func (f *Finder) agent(name string) (Host, error) {
-	a := f.agents[name]
-	if !f.cfg.Pins.Pinned(name) {
-		return Host{Name: name}, &UnpinnedError{Name: name, Addr: a.Addr(), Fingerprint: a.Fingerprint}
-	}
-	return f.dialAgent(a)
-}
-
+// dialAgent is how to dial advert a: user and keys from ~/.ssh/config,
+// address from the advert, host key checked against the agents file only
+// and never accepted on first contact.
 func (f *Finder) dialAgent(a Host) (Host, error) {
 	h, err := f.ssh.Resolve(a.Name)
 	if err != nil {
@@ -312,23 +315,6 @@ func (f *Finder) dialAgent(a Host) (Host, error) {
 	h.HostKeyAlias = a.Name
 	h.StrictHostKeyChecking = ""
 	return h, nil
-}
-
-// ForTrust resolves name for `messor trust`: a configured name as
-// configured (rule 1), else the one agent advertising it (pinned or not:
-// pinning it is the point), else through ~/.ssh/config.
-func (f *Finder) ForTrust(name string) (Host, error) {
-	if h, ok, err := f.configuredHost(name); ok {
-		return h, err
-	}
-	<-f.browsed
-	if dup, ok := f.dups[name]; ok {
-		return Host{Name: name}, dup
-	}
-	if a, ok := f.agents[name]; ok {
-		return f.dialAgent(a)
-	}
-	return f.ssh.Resolve(name)
 }
 
 // BrowseFor returns a FinderConfig.Browse that listens for window.

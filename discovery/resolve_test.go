@@ -1,14 +1,12 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -20,24 +18,7 @@ type finderWorld struct {
 	pinned map[string]bool
 	heard  []Host
 	dups   []error
-	log    lockedLog
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log    lockedBuffer
 }
 
 func newFinderWorld(t *testing.T, hostsFile, sshConfig string) *finderWorld {
