@@ -16,8 +16,8 @@ func newWatchCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "watch",
 		Short: "Stay running and sync with hosts as they come into reach",
-		Long: `Stay running: every --interval, and at once when an agent announces itself on
-the LAN, look for pickup hosts and destinations in reach (a cheap TCP probe),
+		Long: `Stay running: every --interval, and at once when a pinned agent announces
+itself on the LAN, look for pickup hosts and destinations in reach (a cheap TCP probe),
 deliver what the buffer holds for them, and pick up what waits. Hosts that fail
 are retried less and less often. Quiet when there is nothing to do; stops
 cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
@@ -31,7 +31,12 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 			defer c.Buffer().Close()
 			wake := make(chan struct{}, 1)
 			if !g.noMDNS {
-				go discovery.Watch(ctx, g.logger(), func(discovery.Host) {
+				// Only a pinned agent wakes a round: adverts under other
+				// names, however many, cost the LAN's flooder nothing here.
+				go discovery.Watch(ctx, g.logger(), func(h discovery.Host) {
+					if pins, err := carrier.AgentPins(g.agentsFile()); err != nil || !pins.Pinned(h.Name) {
+						return
+					}
 					select {
 					case wake <- struct{}{}:
 					default:
