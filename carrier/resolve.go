@@ -17,7 +17,7 @@ type Finder interface {
 	Configured() []discovery.Host
 	// Agents returns the pinned agents heard, and a refusal per pinned
 	// name in dispute.
-	Agents() (agents []discovery.Host, refused []error)
+	Agents() (agents []discovery.Host, refused []discovery.Refusal)
 	// Dests calls visit for each name, configured ones first; err says why
 	// a name cannot be visited.
 	Dests(ctx context.Context, names []string, visit func(h discovery.Host, err error))
@@ -33,8 +33,8 @@ func (c *Carrier) PickupFound(ctx context.Context, f Finder) []*HostReport {
 		return out
 	}
 	agents, refused := f.Agents()
-	for _, err := range refused {
-		out = append(out, unresolved("pickup", refusedName(err), err))
+	for _, r := range refused {
+		out = append(out, unresolved("pickup", r.Name, r.Err))
 	}
 	return append(out, c.Pickup(ctx, agents)...)
 }
@@ -66,12 +66,4 @@ func unresolved(verb, name string, err error) *HostReport {
 		err = &UnreachableError{Host: name, Addr: "mDNS", Err: err}
 	}
 	return &HostReport{Host: name, Verb: verb, Err: err}
-}
-
-func refusedName(err error) string {
-	var dup *discovery.DuplicateNameError
-	if errors.As(err, &dup) {
-		return dup.Name
-	}
-	return ""
 }

@@ -140,8 +140,8 @@ func (c *Carrier) watchRound(ctx context.Context, find func(context.Context) (Fi
 	}
 	defer f.Close()
 	agents, bad := f.Agents()
-	for _, err := range bad {
-		refused = append(refused, unresolved("pickup", refusedName(err), err))
+	for _, r := range bad {
+		refused = append(refused, unresolved("pickup", r.Name, r.Err))
 	}
 	for _, h := range append(f.Configured(), agents...) {
 		if _, ok := visit[h.Name]; !ok {

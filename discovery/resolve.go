@@ -210,11 +210,18 @@ func (f *Finder) Close() {
 // Configured returns the hosts-file hosts, at once, in file order.
 func (f *Finder) Configured() []Host { return f.file }
 
+// Refusal is a pinned name that cannot be visited, and why.
+type Refusal struct {
+	Name string
+	Err  error
+}
+
 // Agents waits for the browse and returns the pinned agents heard, sorted
 // by name, ready to dial, and a refusal per pinned name in dispute (a
-// *DuplicateNameError). Unpinned agents are logged, not returned. With no
-// agent pinned there is nothing to wait for: it returns at once.
-func (f *Finder) Agents() (agents []Host, refused []error) {
+// *DuplicateNameError) or with a bad ssh_config entry. Unpinned agents are
+// logged, not returned. With no agent pinned there is nothing to wait for:
+// it returns at once.
+func (f *Finder) Agents() (agents []Host, refused []Refusal) {
 	if f.cfg.Pins.Empty() {
 		return nil, nil
 	}
@@ -226,14 +233,14 @@ func (f *Finder) Agents() (agents []Host, refused []error) {
 		case errors.As(err, &up):
 			f.cfg.Log.Info("mDNS: agent not trusted, not visited", "host", name, "err", err)
 		case err != nil:
-			refused = append(refused, err)
+			refused = append(refused, Refusal{name, err})
 		default:
 			agents = append(agents, h)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(f.dups)) {
 		if f.cfg.Pins.Pinned(name) {
-			refused = append(refused, f.dups[name])
+			refused = append(refused, Refusal{name, f.dups[name]})
 		} else {
 			f.cfg.Log.Warn("mDNS: name in conflict", "err", f.dups[name])
 		}

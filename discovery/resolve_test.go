@@ -73,7 +73,7 @@ func TestFinderPrecedence(t *testing.T) {
 		t.Errorf("Agents = %+v, want only the pinned alpha, dialled at its advert, checked against known_agents", agents)
 	}
 	var dup *DuplicateNameError
-	if len(refused) != 1 || !errors.As(refused[0], &dup) || dup.Name != "delta" {
+	if len(refused) != 1 || refused[0].Name != "delta" || !errors.As(refused[0].Err, &dup) || dup.Name != "delta" {
 		t.Errorf("Agents refused %v, want delta's conflict only (home is configured; no other contested name is pinned)", refused)
 	}
 
