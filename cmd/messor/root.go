@@ -64,7 +64,7 @@ usage or configuration.`,
 	pf.StringVar(&g.buffer, "buffer", envOr("MESSOR_BUFFER", filepath.Join(home, "messor", "buffer")), "carrier buffer directory (env $MESSOR_BUFFER)")
 	pf.StringVar(&g.limit, "limit", envOr("MESSOR_LIMIT", "500MiB"), "most bytes the buffer may hold, e.g. 500MiB, 2GiB, 1.5GB (env $MESSOR_LIMIT)")
 	pf.StringVar(&g.hosts, "hosts", envOr("MESSOR_HOSTS", filepath.Join(home, ".messor_pickup_hosts")), "pickup hosts file, one name a line (env $MESSOR_HOSTS)")
-	pf.BoolVar(&g.acceptNew, "accept-new", false, "trust and pin unknown host keys on first contact (like ssh's StrictHostKeyChecking=accept-new); changed keys are always refused")
+	pf.BoolVar(&g.acceptNew, "accept-new", false, "trust and pin unknown host keys of configured hosts on first contact (like ssh's StrictHostKeyChecking=accept-new); never an agent heard over mDNS (use messor trust), and changed keys are always refused")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file")
 	pf.DurationVar(&g.connectTimeout, "connect-timeout", carrier.DefaultConnectTimeout, "give up on a host that does not answer within this time (ssh_config ConnectTimeout wins)")
 	pf.DurationVar(&g.settle, "settle", 5*time.Second, "leave files modified more recently than this for the next visit (still being written)")
