@@ -3,9 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -169,15 +166,7 @@ func startNSSSHD(ctx context.Context, t *testing.T, nt *netns.Net, node, port in
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "host_key"), pem.EncodeToMemory(block), 0o600)
+	key := newKeyFile(t, filepath.Join(dir, "host_key"), "")
 	writeFile(t, filepath.Join(dir, "authorized_keys"), authorized, 0o600)
 	cfg := strings.Join([]string{
 		"ListenAddress 0.0.0.0", fmt.Sprintf("Port %d", port),
@@ -210,10 +199,6 @@ func startNSSSHD(ctx context.Context, t *testing.T, nt *netns.Net, node, port in
 			t.Fatalf("sshd on node %d port %d did not start:\n%s", node, port, log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	key, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
 	}
 	return key
 }
