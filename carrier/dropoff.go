@@ -50,13 +50,9 @@ func (c *Carrier) Destinations() ([]string, error) {
 // Dropoff visits, in order, each of hosts the buffer holds files for and
 // delivers them; the others are not contacted.
 func (c *Carrier) Dropoff(ctx context.Context, hosts []discovery.Host) ([]*HostReport, error) {
-	ents, err := c.buf.Entries()
+	byDest, err := c.entriesByDest()
 	if err != nil {
 		return nil, err
-	}
-	byDest := map[string][]Entry{}
-	for _, e := range ents {
-		byDest[e.Dest] = append(byDest[e.Dest], e)
 	}
 	var out []*HostReport
 	for _, h := range hosts {
@@ -69,6 +65,19 @@ func (c *Carrier) Dropoff(ctx context.Context, hosts []discovery.Host) ([]*HostR
 		}
 	}
 	return out, nil
+}
+
+// entriesByDest is what the buffer holds, by destination.
+func (c *Carrier) entriesByDest() (map[string][]Entry, error) {
+	ents, err := c.buf.Entries()
+	if err != nil {
+		return nil, err
+	}
+	byDest := map[string][]Entry{}
+	for _, e := range ents {
+		byDest[e.Dest] = append(byDest[e.Dest], e)
+	}
+	return byDest, nil
 }
 
 // DropoffHost delivers what the buffer holds for host h.

@@ -1,12 +1,17 @@
 package carrier
 
 import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -49,10 +54,15 @@ var knownHostsMu sync.Mutex // serialises appends to known_hosts within a proces
 // HostKeyPolicy builds the host key check for h: its known_hosts files,
 // plus accept-new (pin an unknown key on first contact) when acceptNew is
 // set or ssh_config says StrictHostKeyChecking accept-new or no. A changed
-// key is always refused.
+// key is always refused. A host heard over mDNS never gets accept-new:
+// first contact is for names the user configured, and a name heard on a
+// LAN is anyone's; agents are pinned with `messor trust` (Pin).
 func HostKeyPolicy(h discovery.Host, acceptNew bool) ssh.HostKeyCallback {
 	if h.StrictHostKeyChecking == "accept-new" || h.StrictHostKeyChecking == "no" {
 		acceptNew = true
+	}
+	if h.Source == discovery.SourceMDNS {
+		acceptNew = false
 	}
 	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 		name := h.KnownHostsName()
@@ -131,4 +141,101 @@ func fingerprints(ks []knownhosts.KnownKey) []string {
 		out = append(out, ssh.FingerprintSHA256(k.Key))
 	}
 	return out
+}
+
+// AgentPins reads the agents file (known_hosts format, one name per pinned
+// agent), for discovery.FinderConfig.Pins. A missing file pins nothing.
+func AgentPins(file string) (discovery.Pins, error) {
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return agentPins{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agents file: %w", err)
+	}
+	if !slices.ContainsFunc(bytes.Split(b, []byte("\n")), func(l []byte) bool {
+		l = bytes.TrimSpace(l)
+		return len(l) > 0 && l[0] != '#'
+	}) {
+		return agentPins{}, nil
+	}
+	cb, err := knownhosts.New(file)
+	if err != nil {
+		return nil, fmt.Errorf("agents file: %w", err)
+	}
+	probe, err := ssh.NewPublicKey(ed25519.PublicKey(make([]byte, ed25519.PublicKeySize)))
+	if err != nil {
+		return nil, err
+	}
+	return agentPins{cb: cb, probe: probe}, nil
+}
+
+type agentPins struct {
+	cb    ssh.HostKeyCallback // nil: nothing pinned
+	probe ssh.PublicKey
+}
+
+func (p agentPins) Empty() bool { return p.cb == nil }
+
+// Pinned asks the known_hosts check about a key pinned for no one: its
+// KeyError lists the keys that are pinned for name.
+func (p agentPins) Pinned(name string) bool {
+	if p.cb == nil {
+		return false
+	}
+	var ke *knownhosts.KeyError
+	err := p.cb(net.JoinHostPort(name, "22"), &net.TCPAddr{}, p.probe)
+	return err == nil || errors.As(err, &ke) && len(ke.Want) > 0
+}
+
+// HostKeyCheck is what `messor trust` learnt of a host's key.
+type HostKeyCheck struct {
+	Host        discovery.Host
+	Key         ssh.PublicKey
+	Fingerprint string
+	// Pinned: the key is already in one of the host's known_hosts files.
+	Pinned bool
+}
+
+// CheckHostKey connects to h far enough to see its key (no login) and
+// checks it against h's known_hosts files. A key other than want (if set),
+// other than the one an mDNS advert claimed, or other than the pinned one,
+// is an error.
+func CheckHostKey(ctx context.Context, h discovery.Host, timeout time.Duration, want string) (*HostKeyCheck, error) {
+	key, remote, err := FetchHostKey(ctx, h, timeout)
+	if err != nil {
+		return nil, err
+	}
+	k := &HostKeyCheck{Host: h, Key: key, Fingerprint: ssh.FingerprintSHA256(key)}
+	if want != "" && want != k.Fingerprint {
+		return k, fmt.Errorf("host %s presents %s, not %s: %w", h.Name, k.Fingerprint, want, ErrNotTrusted)
+	}
+	if h.Fingerprint != "" && h.Fingerprint != k.Fingerprint {
+		return k, fmt.Errorf("host %s: advertised fingerprint %s but presents %s: refusing", h.Name, h.Fingerprint, k.Fingerprint)
+	}
+	err = HostKeyPolicy(h, false)(h.KnownHostsName(), remote, key)
+	var uk *UnknownHostKeyError
+	switch {
+	case err == nil:
+		k.Pinned = true
+	case !errors.As(err, &uk):
+		return k, err
+	}
+	return k, nil
+}
+
+// ErrNotTrusted: the user did not confirm the key.
+var ErrNotTrusted = errors.New("not trusted")
+
+// Pin records k's key in the host's first known_hosts file (for an agent,
+// the agents file) and returns that file.
+func (k *HostKeyCheck) Pin() (file string, err error) {
+	if len(k.Host.KnownHostsFiles) == 0 {
+		return "", fmt.Errorf("host %s: no known_hosts file to pin its key in", k.Host.Name)
+	}
+	file = k.Host.KnownHostsFiles[0]
+	if err := AppendKnownHost(file, k.Host.KnownHostsName(), k.Key); err != nil {
+		return "", fmt.Errorf("host %s: pin key in %s: %w", k.Host.Name, file, err)
+	}
+	return file, nil
 }

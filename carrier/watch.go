@@ -2,6 +2,7 @@ package carrier
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/messor-sync/messor/discovery"
@@ -9,9 +10,9 @@ import (
 
 // WatchConfig configures Carrier.Watch.
 type WatchConfig struct {
-	// Hosts returns, each round, the pickup hosts and a way to reach any
-	// destination by name (nil: not reachable by name).
-	Hosts func(ctx context.Context) (pickup []discovery.Host, dest func(name string) (discovery.Host, bool), err error)
+	// Find returns, each round, where to find hosts: the configured pickup
+	// hosts, the pinned agents heard, and how to reach destinations.
+	Find func(ctx context.Context) (Finder, error)
 	// Wake, if set, starts a round at once when it delivers (an mDNS agent
 	// appeared).
 	Wake <-chan struct{}
@@ -42,6 +43,17 @@ func (c *Carrier) Watch(ctx context.Context, cfg WatchConfig) error {
 		wait  time.Duration
 	}
 	off := map[string]*backoff{}
+	backOff := func(name string) {
+		b := off[name]
+		if b == nil {
+			b = &backoff{wait: cfg.Interval}
+			off[name] = b
+		} else {
+			b.wait = min(2*b.wait, cfg.MaxBackoff)
+		}
+		b.until = time.Now().Add(b.wait)
+		c.log.Info("watch: backing off", "host", name, "for", b.wait)
+	}
 	report := func(r *HostReport) {
 		if cfg.Report != nil && (r.Files > 0 || r.Failure()) {
 			cfg.Report(r)
@@ -56,27 +68,14 @@ func (c *Carrier) Watch(ctx context.Context, cfg WatchConfig) error {
 		case <-timer.C:
 		case <-cfg.Wake:
 		}
-		pickup, dest, err := cfg.Hosts(ctx)
-		if err != nil {
-			c.log.Warn("watch: finding hosts", "err", err)
-		}
-		visit := map[string]discovery.Host{}
-		isPickup := map[string]bool{}
-		var order []string
-		for _, h := range pickup {
-			if _, ok := visit[h.Name]; !ok {
-				order = append(order, h.Name)
-			}
-			visit[h.Name], isPickup[h.Name] = h, true
-		}
-		dests, _ := c.Destinations()
-		for _, d := range dests {
-			if _, ok := visit[d]; ok || dest == nil {
+		visit, order, refused := c.watchRound(ctx, cfg.Find)
+		for _, r := range refused {
+			if b := off[r.Host]; b != nil && time.Now().Before(b.until) {
 				continue
 			}
-			if h, ok := dest(d); ok {
-				visit[d] = h
-				order = append(order, d)
+			report(r)
+			if r.Failure() {
+				backOff(r.Host)
 			}
 		}
 		for _, name := range order {
@@ -87,15 +86,14 @@ func (c *Carrier) Watch(ctx context.Context, cfg WatchConfig) error {
 			if b := off[name]; b != nil && time.Now().Before(b.until) {
 				continue
 			}
-			if !reachable(ctx, h, c.opts.ConnectTimeout) {
+			if !reachable(ctx, h.Host, c.opts.ConnectTimeout) {
 				continue
 			}
-			failed := false
-			r := c.DropoffHost(ctx, h)
+			r := c.DropoffHost(ctx, h.Host)
 			report(r)
-			failed = r.Failure()
-			if isPickup[name] && !failed {
-				r = c.PickupHost(ctx, h)
+			failed := r.Failure()
+			if h.pickup && !failed {
+				r = c.PickupHost(ctx, h.Host)
 				report(r)
 				failed = r.Failure()
 			}
@@ -103,15 +101,7 @@ func (c *Carrier) Watch(ctx context.Context, cfg WatchConfig) error {
 				return ctx.Err()
 			}
 			if failed {
-				b := off[name]
-				if b == nil {
-					b = &backoff{wait: cfg.Interval}
-					off[name] = b
-				} else {
-					b.wait = min(2*b.wait, cfg.MaxBackoff)
-				}
-				b.until = time.Now().Add(b.wait)
-				c.log.Info("watch: backing off", "host", name, "for", b.wait)
+				backOff(name)
 			} else {
 				delete(off, name)
 			}
@@ -128,4 +118,46 @@ func reachable(ctx context.Context, h discovery.Host, timeout time.Duration) boo
 	}
 	conn.Close()
 	return ctx.Err() == nil
+}
+
+// watchHost is one host a watch round may visit.
+type watchHost struct {
+	discovery.Host
+	pickup bool // also pick up, not only deliver
+}
+
+// watchRound finds this round's hosts: the pickup hosts (configured, then
+// pinned agents heard), then the destinations the buffer holds files for,
+// in visiting order; names found but refused come back as reports.
+func (c *Carrier) watchRound(ctx context.Context, find func(context.Context) (Finder, error)) (map[string]watchHost, []string, []*HostReport) {
+	visit := map[string]watchHost{}
+	var order []string
+	var refused []*HostReport
+	f, err := find(ctx)
+	if err != nil {
+		c.log.Warn("watch: finding hosts", "err", err)
+		return visit, order, refused
+	}
+	defer f.Close()
+	agents, bad := f.Agents()
+	for _, r := range bad {
+		refused = append(refused, unresolved("pickup", r.Name, r.Err))
+	}
+	for _, h := range append(f.Configured(), agents...) {
+		if _, ok := visit[h.Name]; !ok {
+			order = append(order, h.Name)
+		}
+		visit[h.Name] = watchHost{h, true}
+	}
+	dests, _ := c.Destinations()
+	dests = slices.DeleteFunc(dests, func(d string) bool { _, ok := visit[d]; return ok })
+	f.Dests(ctx, dests, func(h discovery.Host, err error) {
+		if err != nil {
+			refused = append(refused, unresolved("dropoff", h.Name, err))
+			return
+		}
+		visit[h.Name] = watchHost{Host: h}
+		order = append(order, h.Name)
+	})
+	return visit, order, refused
 }

@@ -68,6 +68,16 @@ const maxFingerprintLen = 128
 // adverts on a hostile LAN cannot grow memory without limit.
 const maxAdverts = 4096
 
+// maxAgentsPerName bounds the distinct agents remembered per name: two
+// already put the name in conflict. A name claimed by more is "flooded"
+// and stays in conflict, goodbyes or not, for the rest of the browse (or
+// watch), so a flooder cannot withdraw all but one of its adverts.
+// maxAddrsPerAdvert bounds the addresses remembered per agent.
+const (
+	maxAgentsPerName  = 4
+	maxAddrsPerAdvert = 16
+)
+
 // serviceName is the DNS-SD service name browsed and advertised.
 const serviceName = protocol.ServiceType + "." + protocol.Domain
 
@@ -397,19 +407,24 @@ func entriesFromMsg(msg *dns.Msg) []entryOf {
 			e.goodbye = true
 		}
 	}
+	// Instances by SRV target, so each address record is matched in one
+	// look-up (a packet full of records costs linear work).
+	byTarget := map[string][]*zeroconf.ServiceEntry{}
+	for _, k := range order {
+		if e := byKey[k].entry; e.HostName != "" {
+			t := strings.ToLower(e.HostName)
+			byTarget[t] = append(byTarget[t], e)
+		}
+	}
 	for _, rr := range sections {
 		switch rr := rr.(type) {
 		case *dns.A:
-			for _, k := range order {
-				if e := byKey[k].entry; e.HostName != "" && strings.EqualFold(e.HostName, rr.Hdr.Name) {
-					e.AddrIPv4 = append(e.AddrIPv4, rr.A)
-				}
+			for _, e := range byTarget[strings.ToLower(rr.Hdr.Name)] {
+				e.AddrIPv4 = append(e.AddrIPv4, rr.A)
 			}
 		case *dns.AAAA:
-			for _, k := range order {
-				if e := byKey[k].entry; e.HostName != "" && strings.EqualFold(e.HostName, rr.Hdr.Name) {
-					e.AddrIPv6 = append(e.AddrIPv6, rr.AAAA)
-				}
+			for _, e := range byTarget[strings.ToLower(rr.Hdr.Name)] {
+				e.AddrIPv6 = append(e.AddrIPv6, rr.AAAA)
 			}
 		}
 	}
@@ -481,13 +496,15 @@ func (a *advert) sameAgent(b *advert) bool {
 // collector gathers the adverts heard during a browse. It is not safe for
 // concurrent use.
 type collector struct {
-	log    *slog.Logger
-	byName map[string][]*advert // distinct agents per name
-	warned map[string]bool      // bad adverts already logged
+	log     *slog.Logger
+	byName  map[string][]*advert // distinct agents per name
+	flooded map[string]bool      // names claimed by more than maxAgentsPerName agents
+	warned  map[string]bool      // bad adverts already logged
+	work    int                  // comparisons made, for tests of linear work
 }
 
 func newCollector(log *slog.Logger) *collector {
-	return &collector{log: log, byName: map[string][]*advert{}, warned: map[string]bool{}}
+	return &collector{log: log, byName: map[string][]*advert{}, flooded: map[string]bool{}, warned: map[string]bool{}}
 }
 
 // add records one entry heard in a packet and returns the name it concerns
@@ -498,7 +515,7 @@ func (c *collector) add(eo entryOf, pi packetInfo) string {
 		if eo.goodbye {
 			// A goodbye for a name we could not parse: forget the name.
 			name := unescapeInstance(eo.entry.Instance)
-			if _, ok := c.byName[name]; ok {
+			if _, ok := c.byName[name]; ok && !c.flooded[name] {
 				delete(c.byName, name)
 				return name
 			}
@@ -510,9 +527,12 @@ func (c *collector) add(eo entryOf, pi packetInfo) string {
 		}
 		return ""
 	}
-	a := &advert{host: h, addrs: addrs, score: score}
+	a := &advert{host: h, addrs: addrs[:min(len(addrs), maxAddrsPerAdvert)], score: score}
 	list := c.byName[h.Name]
-	i := slices.IndexFunc(list, a.sameAgent)
+	i := slices.IndexFunc(list, func(b *advert) bool { c.work++; return a.sameAgent(b) })
+	if eo.goodbye && c.flooded[h.Name] {
+		return ""
+	}
 	if eo.goodbye {
 		if i >= 0 {
 			list = slices.Delete(list, i, i+1)
@@ -533,17 +553,28 @@ func (c *collector) add(eo entryOf, pi packetInfo) string {
 			}
 			return ""
 		}
+		if len(list) >= maxAgentsPerName {
+			if !c.flooded[h.Name] {
+				c.flooded[h.Name] = true
+				c.log.Warn("mDNS: too many agents claim one name, ignoring the rest", "host", h.Name, "limit", maxAgentsPerName)
+			}
+			return ""
+		}
 		c.byName[h.Name] = append(list, a)
 		c.log.Debug("mDNS: agent heard", "host", h.Name, "addr", h.Addr(), "fingerprint", h.Fingerprint)
 		return h.Name
 	}
 	old := list[i]
-	for _, x := range addrs {
-		if _, ok := slices.BinarySearchFunc(old.addrs, x, netip.Addr.Compare); !ok {
-			old.addrs = append(old.addrs, x)
+	grown := false
+	for _, x := range a.addrs {
+		c.work++
+		if _, ok := slices.BinarySearchFunc(old.addrs, x, netip.Addr.Compare); !ok && len(old.addrs) < maxAddrsPerAdvert {
+			old.addrs, grown = append(old.addrs, x), true
 		}
 	}
-	slices.SortFunc(old.addrs, netip.Addr.Compare)
+	if grown {
+		slices.SortFunc(old.addrs, netip.Addr.Compare)
+	}
 	if score > old.score {
 		old.host, old.score = h, score
 	}
@@ -554,10 +585,10 @@ func (c *collector) add(eo entryOf, pi packetInfo) string {
 // when there are several; ok is false when there is none.
 func (c *collector) lookup(name string) (h Host, dup error, ok bool) {
 	list := c.byName[name]
-	switch len(list) {
-	case 0:
+	switch {
+	case len(list) == 0:
 		return Host{}, nil, false
-	case 1:
+	case len(list) == 1 && !c.flooded[name]:
 		return list[0].host, nil, true
 	}
 	e := &DuplicateNameError{Name: name}

@@ -660,7 +660,7 @@ func helperDial() int {
 	return 0
 }
 
-// lockedBuffer collects a helper's stderr.
+// lockedBuffer collects a helper's stderr, or a log.
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -868,5 +868,109 @@ func TestMDNSAcrossNamespaces(t *testing.T) {
 	advertise(3, alpha2)
 	if got, want := watched(1), []Host{alpha2}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("Watch after the name moved:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestCollectorFlood: a hostile LAN cannot grow a browse's memory or work
+// without bound. Tens of thousands of adverts for one name (each a
+// different agent), for one agent (each with new addresses) and for many
+// names leave bounded entries, and the comparisons made grow linearly with
+// the adverts heard (counted, not timed).
+func TestCollectorFlood(t *testing.T) {
+	const n = 20_000
+	addr := func(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff) }
+	t.Run("one name, many agents", func(t *testing.T) {
+		c := newCollector(slog.New(slog.DiscardHandler))
+		for i := range n {
+			c.add(entryOf{entry: entry("home", 1000+i%50000, formatTXT(fmt.Sprintf("SHA256:fp%d", i)), addr(i))}, packetInfo{})
+		}
+		if got := len(c.byName["home"]); got > maxAgentsPerName {
+			t.Errorf("%d adverts kept for one name, want at most %d", got, maxAgentsPerName)
+		}
+		if c.work > n*(maxAgentsPerName+1) {
+			t.Errorf("%d comparisons for %d adverts: not linear", c.work, n)
+		}
+		hosts, errs := c.result()
+		var dup *DuplicateNameError
+		if len(hosts) != 0 || len(errs) != 1 || !errors.As(errs[0], &dup) || dup.Name != "home" {
+			t.Fatalf("flooded name: hosts %v, errs %v; want it contested", hosts, errs)
+		}
+		// The flooder's goodbyes cannot leave one of its adverts
+		// uncontested: a flooded name stays in conflict.
+		for i := range n - 1 {
+			c.add(entryOf{entry: entry("home", 1000+i%50000, formatTXT(fmt.Sprintf("SHA256:fp%d", i)), addr(i)), goodbye: true}, packetInfo{})
+		}
+		if _, dup, ok := c.lookup("home"); !ok || dup == nil {
+			t.Errorf("after goodbyes, lookup(home) = dup %v, ok %v; want still contested", dup, ok)
+		}
+	})
+	t.Run("one agent, ever new addresses", func(t *testing.T) {
+		c := newCollector(slog.New(slog.DiscardHandler))
+		for i := range n {
+			c.add(entryOf{entry: entry("home", 2290, formatTXT(fpA), addr(i), addr(i+1))}, packetInfo{})
+		}
+		list := c.byName["home"]
+		if len(list) > maxAgentsPerName {
+			t.Fatalf("%d adverts kept, want at most %d", len(list), maxAgentsPerName)
+		}
+		for _, a := range list {
+			if len(a.addrs) > maxAddrsPerAdvert {
+				t.Fatalf("an advert holds %d addresses, want at most %d", len(a.addrs), maxAddrsPerAdvert)
+			}
+		}
+		if c.work > n*(maxAgentsPerName+1)*maxAddrsPerAdvert {
+			t.Errorf("%d comparisons for %d adverts: not linear", c.work, n)
+		}
+	})
+	t.Run("many names", func(t *testing.T) {
+		c := newCollector(slog.New(slog.DiscardHandler))
+		for i := range 3 * n {
+			c.add(entryOf{entry: entry(fmt.Sprintf("h%d", i), 22, formatTXT(fpA), addr(i))}, packetInfo{})
+			c.add(entryOf{entry: entry(fmt.Sprintf("bad name %d", i), 22, formatTXT(fpA), addr(i))}, packetInfo{})
+		}
+		if len(c.byName) > maxAdverts || len(c.warned) > maxAdverts+1 {
+			t.Errorf("%d names, %d warnings kept, want at most %d", len(c.byName), len(c.warned), maxAdverts)
+		}
+		if c.work > 3*n*(maxAgentsPerName+1) {
+			t.Errorf("%d comparisons for %d adverts: not linear", c.work, 3*n)
+		}
+	})
+}
+
+// TestCollectorFloodPackets is the flood at packet level: wire-format
+// responses, as the listener reads them, for one name from ever new agents
+// and for ever new names, and one packet stuffed with instances and
+// addresses. What is remembered stays bounded; work stays linear.
+func TestCollectorFloodPackets(t *testing.T) {
+	const n = 20_000
+	c := newCollector(slog.New(slog.DiscardHandler))
+	adverts := 0
+	feed := func(m *dns.Msg) {
+		for _, eo := range entriesFromMsg(wire(t, m)) {
+			adverts++
+			c.add(eo, packetInfo{ifName: "eth0"})
+		}
+	}
+	for i := range n {
+		ip := fmt.Sprintf("10.1.%d.%d", i>>8&0xff, i&0xff)
+		feed(response("home", "messor-home.local.", uint16(1000+i%60000), 120, formatTXT(fmt.Sprintf("SHA256:fp%d", i)), ip))
+		feed(response(fmt.Sprintf("h%d", i), fmt.Sprintf("messor-h%d.local.", i), 2290, 120, formatTXT(fpA), ip))
+	}
+	stuffed := new(dns.Msg)
+	stuffed.Response = true
+	for i := range 300 {
+		r := response(fmt.Sprintf("s%d", i), fmt.Sprintf("messor-s%d.local.", i), 2290, 120, formatTXT(fpA), fmt.Sprintf("10.2.%d.1", i%256), fmt.Sprintf("10.3.%d.1", i%256))
+		stuffed.Answer = append(stuffed.Answer, r.Answer...)
+		stuffed.Extra = append(stuffed.Extra, r.Extra...)
+	}
+	feed(stuffed)
+	if len(c.byName) > maxAdverts || len(c.byName["home"]) > maxAgentsPerName {
+		t.Errorf("%d names, %d agents for home; want at most %d and %d", len(c.byName), len(c.byName["home"]), maxAdverts, maxAgentsPerName)
+	}
+	if c.work > adverts*(maxAgentsPerName+1)*maxAddrsPerAdvert {
+		t.Errorf("%d comparisons for %d adverts: not linear", c.work, adverts)
+	}
+	if _, dup, _ := c.lookup("home"); dup == nil {
+		t.Error("the flooded name home is not in conflict")
 	}
 }

@@ -74,4 +74,26 @@
 // [TxtFingerprint]=<SHA256 host key fingerprint>. A name heard over mDNS is
 // never trusted alone: the carrier checks the host key against the one it
 // pinned for that name.
+//
+// Which host a name means (one rule, discovery.Finder):
+//  1. A name the user configured, listed in the pickup hosts file or named
+//     by a Host line of ~/.ssh/config without wildcards (a block matched only
+//     through "*" or "?", such as "Host *", does not claim a name), is
+//     dialled as configured, always. An advert under that name is ignored
+//     and logged (a warning when it points elsewhere).
+//  2. Otherwise an agent pinned with `messor trust NAME` (its key in
+//     ~/.config/messor/known_agents) and advertised by exactly one agent is
+//     dialled at the advertised address; its key is checked against
+//     known_agents only, and never accepted on first contact (accept-new is
+//     for names the user configured).
+//  3. Any other advert adds nothing: an unpinned agent is not dialled (a
+//     refusal, exit status 1, when files wait for it), and a name advertised
+//     by several agents is in conflict (exit status 1 when it is pinned or
+//     files wait for it). A name claimed by more than 4 agents stays in
+//     conflict for the rest of the browse, goodbyes or not.
+//  4. A pinned agent not heard is out of range; any other destination name
+//     resolves through ~/.ssh/config as ssh would.
+//
+// A browse remembers at most 4,096 names, 4 agents per name and 16 addresses
+// per agent, so a flood of adverts costs bounded memory and linear work.
 package protocol

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,7 +12,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/messor-sync/messor/carrier"
-	"github.com/messor-sync/messor/discovery"
 )
 
 // globals are the flags every subcommand shares.
@@ -66,7 +64,7 @@ usage or configuration.`,
 	pf.StringVar(&g.buffer, "buffer", envOr("MESSOR_BUFFER", filepath.Join(home, "messor", "buffer")), "carrier buffer directory (env $MESSOR_BUFFER)")
 	pf.StringVar(&g.limit, "limit", envOr("MESSOR_LIMIT", "500MiB"), "most bytes the buffer may hold, e.g. 500MiB, 2GiB, 1.5GB (env $MESSOR_LIMIT)")
 	pf.StringVar(&g.hosts, "hosts", envOr("MESSOR_HOSTS", filepath.Join(home, ".messor_pickup_hosts")), "pickup hosts file, one name a line (env $MESSOR_HOSTS)")
-	pf.BoolVar(&g.acceptNew, "accept-new", false, "trust and pin unknown host keys on first contact (like ssh's StrictHostKeyChecking=accept-new); changed keys are always refused")
+	pf.BoolVar(&g.acceptNew, "accept-new", false, "trust and pin unknown host keys of configured hosts on first contact (like ssh's StrictHostKeyChecking=accept-new); never an agent heard over mDNS (use messor trust), and changed keys are always refused")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file")
 	pf.DurationVar(&g.connectTimeout, "connect-timeout", carrier.DefaultConnectTimeout, "give up on a host that does not answer within this time (ssh_config ConnectTimeout wins)")
 	pf.DurationVar(&g.settle, "settle", 5*time.Second, "leave files modified more recently than this for the next visit (still being written)")
@@ -114,117 +112,10 @@ func (g *globals) openCarrier() (*carrier.Carrier, error) {
 	return carrier.New(buf, opts), nil
 }
 
-// hostSet is what a run knows of hosts: the hosts file (resolved through
-// ~/.ssh/config) and the agents heard over mDNS.
-type hostSet struct {
-	file []discovery.Host
-	cfg  *discovery.SSHConfig
-	bad  bool // bad config lines
-
-	// The mDNS browse runs while the hosts-file hosts are served, so they
-	// lose no time to it; agents() waits for it.
-	browsed chan struct{}
-	found   []discovery.Host
-	dup     bool // two agents with one name
-}
-
-// agents waits for the mDNS browse and returns the agents heard.
-func (hs *hostSet) agents() []discovery.Host {
-	<-hs.browsed
-	return hs.found
-}
-
-// isBad reports bad configuration or contested agent names.
-func (hs *hostSet) isBad() bool {
-	<-hs.browsed
-	return hs.bad || hs.dup
-}
-
-// findHosts reads the hosts file and browses mDNS. Bad lines are reported
-// ("file:line: ...") and the good ones still served.
-func (g *globals) findHosts(ctx context.Context) (*hostSet, error) {
-	names, errs, err := discovery.ReadHostsFile(g.hosts)
-	if err != nil {
-		return nil, usageErr("%w", err)
-	}
-	hs := &hostSet{bad: len(errs) > 0}
-	for _, e := range errs {
-		fmt.Fprintln(g.stderr, "messor:", e)
-	}
-	hs.cfg, err = discovery.LoadSSHConfig(g.home)
-	if err != nil {
-		return nil, usageErr("%w", err)
-	}
-	for _, n := range names {
-		h, err := hs.cfg.Resolve(n)
-		if err != nil {
-			fmt.Fprintln(g.stderr, "messor:", err)
-			hs.bad = true
-			continue
-		}
-		hs.file = append(hs.file, h)
-	}
-	hs.browsed = make(chan struct{})
-	go func() {
-		defer close(hs.browsed)
-		hs.found, hs.dup = g.browse(ctx)
-	}()
-	return hs, nil
-}
-
-// pickup is every host to pick up from: the hosts file, then agents.
-func (hs *hostSet) pickup() []discovery.Host { return discovery.Merge(hs.file, hs.agents()) }
-
-// inFile reports whether name is a hosts-file host.
-func (hs *hostSet) inFile(name string) bool {
-	for _, h := range hs.file {
-		if h.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
-// forDests returns how to reach each destination: a hosts-file entry, else
-// an agent heard over mDNS, else the name resolved through ~/.ssh/config.
-func (hs *hostSet) forDests(g *globals, dests []string) []discovery.Host {
-	byName := map[string]discovery.Host{}
-	needAgents := false
-	for _, d := range dests {
-		needAgents = needAgents || !hs.inFile(d)
-	}
-	if needAgents {
-		for _, h := range hs.agents() {
-			byName[h.Name] = h
-		}
-	}
-	for _, h := range hs.file {
-		byName[h.Name] = h
-	}
-	var out []discovery.Host
-	for _, d := range dests {
-		if h, ok := byName[d]; ok {
-			out = append(out, h)
-			continue
-		}
-		h, err := hs.cfg.Resolve(d)
-		if err != nil {
-			fmt.Fprintln(g.stderr, "messor:", err)
-			continue
-		}
-		out = append(out, h)
-	}
-	return out
-}
-
 // report prints one line per host and returns the exit error, if any.
-func (g *globals) report(reports []*carrier.HostReport, src map[string]discovery.Source, badConfig bool) error {
+func (g *globals) report(reports []*carrier.HostReport, badConfig bool) error {
 	failed := false
 	for _, r := range reports {
-		if mdnsSoftFail(r, src) {
-			fmt.Fprintf(g.stdout, "%s: %s: agent on the LAN, skipped: %v\n", r.Verb, r.Host, r.Err)
-			continue
-		}
 		fmt.Fprintln(g.stdout, r.Summary())
 		for _, f := range r.Failed {
 			fmt.Fprintf(g.stderr, "  failed: %s: %s\n", f.Path, f.Reason)

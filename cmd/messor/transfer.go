@@ -40,53 +40,23 @@ gets a name like "photo (2).jpg".`,
 	}
 }
 
-// pickup serves the hosts-file hosts at once, then the agents heard over
-// mDNS meanwhile.
-func pickup(cmd *cobra.Command, g *globals, c *carrier.Carrier, hs *hostSet) error {
-	reports := c.Pickup(cmd.Context(), hs.file)
-	var agents []discovery.Host
-	for _, h := range hs.pickup() {
-		if !hs.inFile(h.Name) {
-			agents = append(agents, h)
-		}
+// pickup serves the hosts-file hosts at once, then the pinned agents heard
+// over mDNS meanwhile.
+func pickup(cmd *cobra.Command, g *globals, c *carrier.Carrier, f *discovery.Finder, bad bool) error {
+	reports := c.PickupFound(cmd.Context(), f)
+	if len(reports) == 0 {
+		fmt.Fprintf(g.stderr, "messor: no pickup hosts: list host names, one a line, in %s, or pin agents on the LAN with `messor trust NAME`\n", g.hosts)
 	}
-	reports = append(reports, c.Pickup(cmd.Context(), agents)...)
-	if len(hs.file)+len(agents) == 0 {
-		fmt.Fprintf(g.stderr, "messor: no pickup hosts: list host names, one a line, in %s, or run agents on the LAN\n", g.hosts)
-	}
-	return g.report(reports, sources(append(hs.file, agents...)), hs.isBad())
+	return g.report(reports, bad)
 }
 
-// dropoff delivers to hosts-file destinations at once, then to the others
-// (agents heard over mDNS, or names in ~/.ssh/config).
-func dropoff(cmd *cobra.Command, g *globals, c *carrier.Carrier, hs *hostSet) error {
-	dests, err := c.Destinations()
+// dropoff delivers to every destination the buffer holds files for.
+func dropoff(cmd *cobra.Command, g *globals, c *carrier.Carrier, f *discovery.Finder, bad bool) error {
+	reports, err := c.DropoffFound(cmd.Context(), f)
 	if err != nil {
 		return &exitError{exitFailed, err}
 	}
-	var now, later []string
-	for _, d := range dests {
-		if hs.inFile(d) {
-			now = append(now, d)
-		} else {
-			later = append(later, d)
-		}
-	}
-	var reports []*carrier.HostReport
-	var hosts []discovery.Host
-	for _, names := range [][]string{now, later} {
-		if len(names) == 0 || cmd.Context().Err() != nil {
-			continue
-		}
-		hh := hs.forDests(g, names)
-		hosts = append(hosts, hh...)
-		rs, err := c.Dropoff(cmd.Context(), hh)
-		if err != nil {
-			return &exitError{exitFailed, err}
-		}
-		reports = append(reports, rs...)
-	}
-	return g.report(reports, sources(hosts), hs.bad)
+	return g.report(reports, bad)
 }
 
 func newSyncCmd(g *globals) *cobra.Command {
@@ -96,12 +66,12 @@ func newSyncCmd(g *globals) *cobra.Command {
 		Long:  "Deliver what the buffer holds to reachable destinations, then pick up from reachable pickup hosts.",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withCarrier(cmd, func(cmd *cobra.Command, g *globals, c *carrier.Carrier, hs *hostSet) error {
-				derr := dropoff(cmd, g, c, hs)
+			return g.withCarrier(cmd, func(cmd *cobra.Command, g *globals, c *carrier.Carrier, f *discovery.Finder, bad bool) error {
+				derr := dropoff(cmd, g, c, f, bad)
 				if cmd.Context().Err() != nil {
 					return derr
 				}
-				perr := pickup(cmd, g, c, hs)
+				perr := pickup(cmd, g, c, f, bad)
 				if derr != nil {
 					return derr
 				}
@@ -112,15 +82,16 @@ func newSyncCmd(g *globals) *cobra.Command {
 }
 
 // withCarrier opens the buffer (the run lock), finds the hosts, and runs fn.
-func (g *globals) withCarrier(cmd *cobra.Command, fn func(*cobra.Command, *globals, *carrier.Carrier, *hostSet) error) error {
+func (g *globals) withCarrier(cmd *cobra.Command, fn func(*cobra.Command, *globals, *carrier.Carrier, *discovery.Finder, bool) error) error {
 	c, err := g.openCarrier()
 	if err != nil {
 		return err
 	}
 	defer c.Buffer().Close()
-	hs, err := g.findHosts(cmd.Context())
+	f, bad, err := g.find(cmd.Context())
 	if err != nil {
 		return err
 	}
-	return fn(cmd, g, c, hs)
+	defer f.Close()
+	return fn(cmd, g, c, f, bad)
 }

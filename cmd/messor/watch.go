@@ -16,8 +16,8 @@ func newWatchCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "watch",
 		Short: "Stay running and sync with hosts as they come into reach",
-		Long: `Stay running: every --interval, and at once when an agent announces itself on
-the LAN, look for pickup hosts and destinations in reach (a cheap TCP probe),
+		Long: `Stay running: every --interval, and at once when a pinned agent announces
+itself on the LAN, look for pickup hosts and destinations in reach (a cheap TCP probe),
 deliver what the buffer holds for them, and pick up what waits. Hosts that fail
 are retried less and less often. Quiet when there is nothing to do; stops
 cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
@@ -31,7 +31,12 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 			defer c.Buffer().Close()
 			wake := make(chan struct{}, 1)
 			if !g.noMDNS {
-				go discovery.Watch(ctx, g.logger(), func(discovery.Host) {
+				// Only a pinned agent wakes a round: adverts under other
+				// names, however many, cost the LAN's flooder nothing here.
+				go discovery.Watch(ctx, g.logger(), func(h discovery.Host) {
+					if pins, err := carrier.AgentPins(g.agentsFile()); err != nil || !pins.Pinned(h.Name) {
+						return
+					}
 					select {
 					case wake <- struct{}{}:
 					default:
@@ -39,24 +44,17 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 				})
 			}
 			fmt.Fprintf(g.stdout, "messor watch: checking for hosts every %s (Ctrl-C to stop)\n", interval)
-			var src map[string]discovery.Source
 			err = c.Watch(ctx, carrier.WatchConfig{
 				Interval: interval,
 				Wake:     wake,
-				Hosts: func(ctx context.Context) ([]discovery.Host, func(string) (discovery.Host, bool), error) {
-					hs, err := g.findHosts(ctx)
-					if err != nil {
-						return nil, nil, err
-					}
-					pickup := hs.pickup()
-					src = sources(append(append([]discovery.Host(nil), pickup...), hs.agents()...))
-					return pickup, watchDest(g, hs), nil
+				Find: func(ctx context.Context) (carrier.Finder, error) {
+					f, _, err := g.find(ctx)
+					return f, err
 				},
 				Report: func(r *carrier.HostReport) {
-					if mdnsSoftFail(r, src) || ctx.Err() != nil {
-						return
+					if ctx.Err() == nil {
+						fmt.Fprintf(g.stdout, "%s %s\n", time.Now().Format("15:04:05"), r.Summary())
 					}
-					fmt.Fprintf(g.stdout, "%s %s\n", time.Now().Format("15:04:05"), r.Summary())
 				},
 			})
 			if ctx.Err() != nil {
@@ -68,16 +66,4 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 	}
 	cmd.Flags().DurationVar(&interval, "interval", 30*time.Second, "how often to look for hosts in reach")
 	return cmd
-}
-
-// watchDest resolves a destination name for watch: false when it cannot be
-// reached by name (its ssh config is bad).
-func watchDest(g *globals, hs *hostSet) func(string) (discovery.Host, bool) {
-	return func(name string) (discovery.Host, bool) {
-		h := hs.forDests(g, []string{name})
-		if len(h) != 1 {
-			return discovery.Host{}, false
-		}
-		return h[0], true
-	}
 }

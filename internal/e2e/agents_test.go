@@ -85,12 +85,14 @@ func TestAgentsOverMDNS(t *testing.T) {
 		return st.Files
 	}
 
-	t.Log("1. agents heard over mDNS but not trusted: seen, skipped, nothing moves")
+	t.Log("1. agents on the LAN but none pinned: never dialled, nothing moves")
 	r := c.run(t, "sync", "--mdns-timeout", "3s")
 	wantCode(t, r, 0)
+	wantOutput(t, r, "no pickup hosts", "messor trust NAME")
 	for _, a := range []*agentProc{alpha, beta} {
-		// "pickup: alpha: agent on the LAN, skipped: host alpha (...): unknown host key SHA256:..."
-		wantOutput(t, r, a.name+": agent on the LAN, skipped", "unknown host key "+a.fingerprint, "messor trust "+a.name)
+		if strings.Contains(a.output(), "remote=") {
+			t.Errorf("agent %s was dialled though nobody pinned it:\n%s", a.name, a.output())
+		}
 	}
 	checkBoxes("untrusted sync", alphaToBeta, betaToAlpha, nil, nil)
 	if _, err := os.Stat(knownAgents); err == nil {
@@ -178,11 +180,9 @@ func TestAgentsOverMDNS(t *testing.T) {
 	alpha = alpha2
 	put(t, alpha.outbox("beta"), alphaToBetaLater, old)
 	r = c.run(t, "pickup")
-	if r.code == 0 {
-		t.Errorf("pickup with two agents named alpha: exit status 0, want an error")
-	}
+	wantCode(t, r, 1)
 	wantOutput(t, r, `agents advertise the name "alpha"`, alpha.fingerprint, impostor.fingerprint)
-	if strings.Contains(r.stdout, "pickup: alpha:") {
+	if strings.Contains(r.stdout, "pickup: alpha: picked up") {
 		t.Errorf("pickup with two agents named alpha visited one of them:\n%s", r)
 	}
 	wantTree(t, "with two alphas: the real alpha's outbox", alpha.outbox("beta"), alphaToBetaLater)

@@ -313,20 +313,27 @@ func wantOutput(t *testing.T, r result, subs ...string) {
 // key at home/.ssh/id_ed25519 (0600) and returns its authorized_keys line.
 func newCarrierKey(t *testing.T, home string) []byte {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	return ssh.MarshalAuthorizedKey(newKeyFile(t, filepath.Join(home, ".ssh", "id_ed25519"), "messor e2e carrier"))
+}
+
+// newKeyFile makes an ed25519 key, writes it as an OpenSSH PEM private key
+// at path (0600) and returns its public key.
+func newKeyFile(t *testing.T, path, comment string) ssh.PublicKey {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "messor e2e carrier")
+	block, err := ssh.MarshalPrivateKey(priv, comment)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(home, ".ssh", "id_ed25519"), pem.EncodeToMemory(block), 0o600)
-	signer, err := ssh.NewSignerFromKey(priv)
+	writeFile(t, path, pem.EncodeToMemory(block), 0o600)
+	key, err := ssh.NewPublicKey(pub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ssh.MarshalAuthorizedKey(signer.PublicKey())
+	return key
 }
 
 func writeFile(t *testing.T, path string, b []byte, perm os.FileMode) {
