@@ -228,7 +228,8 @@ func reasons(ns []FileNote) string {
 // dial opens a session to h with the carrier's policies.
 func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) {
 	signers, done := Signers(h, c.log)
-	s, err := Dial(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), signers, c.opts.ConnectTimeout, c.log)
+	hops := func(hop discovery.Host) ssh.HostKeyCallback { return c.opts.HostKeyPolicy(hop, c.opts.AcceptNew) }
+	s, err := dial(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), hops, signers, c.opts.ConnectTimeout, c.log)
 	done()
 	if err != nil {
 		return nil, err
