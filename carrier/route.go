@@ -160,7 +160,12 @@ func channelErr(ctx context.Context, h, hop, next discovery.Host, err error) err
 func handshakeErr(h discovery.Host, err error) error {
 	var uk *UnknownHostKeyError
 	var ck *ChangedHostKeyError
+	var pe *ProxyCommandError
 	switch {
+	case errors.As(err, &pe) && errors.Is(pe, io.EOF):
+		return &UnreachableError{Host: h.Name, Addr: h.Addr(), Err: pe}
+	case errors.As(err, &pe):
+		return pe
 	case errors.As(err, &uk):
 		return uk
 	case errors.As(err, &ck):
