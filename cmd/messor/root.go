@@ -210,6 +210,7 @@ func (hs *hostSet) forDests(g *globals, dests []string) []discovery.Host {
 		h, err := hs.cfg.Resolve(d)
 		if err != nil {
 			fmt.Fprintln(g.stderr, "messor:", err)
+			hs.bad = true // a refused destination is a configuration error
 			continue
 		}
 		out = append(out, h)

@@ -145,14 +145,15 @@ Host jump
 
 	// ProxyCommand: ssh -W through the jump host carries the connection.
 	put(t, filepath.Join(officeDir, "messor", "outbox", "jump"), tree{"via-pc.txt": []byte("through ssh -W\n")}, old)
+	put(t, filepath.Join(officeDir, "messor", "outbox", "weird"), tree{"for-weird.txt": []byte("never delivered by another way\n")}, old)
 	hosts("office-pc")
 	r = c.run(t, "pickup", "--no-mdns")
 	wantCode(t, r, 0)
-	wantOutput(t, r, "pickup: office-pc: picked up 1 file(s)")
+	wantOutput(t, r, "pickup: office-pc: picked up 2 file(s)")
 
 	// A ProxyCommand that cannot run is a failure, and says so; a host
-	// whose config says RemoteCommand is refused (exit 2), and the others
-	// still served.
+	// whose config says RemoteCommand is refused (exit 2), as a pickup
+	// host and as a destination, and the others still served.
 	hosts("office-badpc")
 	r = c.run(t, "pickup", "--no-mdns")
 	wantCode(t, r, 1)
@@ -161,4 +162,11 @@ Host jump
 	r = c.run(t, "pickup", "--no-mdns")
 	wantCode(t, r, 2)
 	wantOutput(t, r, "host weird", "RemoteCommand", "pickup: jump:")
+	hosts("jump")
+	r = c.run(t, "dropoff", "--no-mdns")
+	wantCode(t, r, 2)
+	wantOutput(t, r, "host weird", "RemoteCommand")
+	if strings.Contains(r.output(), "dropoff: weird") {
+		t.Errorf("the refused destination was visited:\n%s", r)
+	}
 }
