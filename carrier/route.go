@@ -236,10 +236,19 @@ func (c *cmdConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *cmdConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+// Write: a command that has ended fails the write (a broken pipe), which
+// is reported as its end.
+func (c *cmdConn) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil && !isTimeout(err) && !errors.Is(err, os.ErrClosed) {
+		err = c.exitErr(err)
+	}
+	return n, err
+}
 
-// exitErr is err, with how the command ended and what it said when it has
-// ended (or ends within a moment of closing its output).
+// exitErr is err, or, when the command has ended (or ends within a moment
+// of closing its end of a pipe), a *ProxyCommandError with how it ended
+// and what it said.
 func (c *cmdConn) exitErr(err error) error {
 	select {
 	case <-c.done:
@@ -247,6 +256,7 @@ func (c *cmdConn) exitErr(err error) error {
 		return err
 	}
 	status := "exited"
+	err = io.EOF
 	var ee *exec.ExitError
 	if errors.As(c.waitErr, &ee) && (ee.ExitCode() == 126 || ee.ExitCode() == 127) {
 		// The shell could not run it: a configuration error, not a

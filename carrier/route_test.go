@@ -193,6 +193,13 @@ func TestProxyCommand(t *testing.T) {
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "the proxy says no") || !strings.Contains(err.Error(), "exit status 3") {
 		t.Errorf("a ProxyCommand that exits 3: %v, want unreachable, with its stderr and status", err)
 	}
+	h.ProxyCommand = "sleep 600" // never says a word
+	_, err = dialOrHang(t, func() (*Session, error) {
+		return dial(context.Background(), h, ssh.InsecureIgnoreHostKey(), strictHops, signers, 300*time.Millisecond, nil)
+	})
+	if !errors.As(err, &ue) {
+		t.Errorf("a silent ProxyCommand: %v, want unreachable within the connect timeout", err)
+	}
 	h.ProxyCommand = "/nonexistent/proxy %h"
 	_, err = dialOrHang(t, func() (*Session, error) {
 		return dial(context.Background(), h, ssh.InsecureIgnoreHostKey(), strictHops, signers, 10*time.Second, nil)

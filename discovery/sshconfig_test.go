@@ -265,8 +265,8 @@ Match all
 	if !errors.As(err, &ue) || ue.Host != "vpn-1" || !strings.Contains(err.Error(), "Match exec") || !strings.Contains(err.Error(), ":7") {
 		t.Errorf("Match exec that may apply: %v, want refused, naming the line", err)
 	}
-	if _, err := c.Resolve("vpn-ok"); err != nil {
-		t.Errorf("Match exec whose originalhost leaves the host out: %v", err)
+	if h, err := c.Resolve("vpn-ok"); err != nil || len(h.ProxyJump) != 0 {
+		t.Errorf("Match exec whose originalhost leaves the host out: %+v, %v", h.ProxyJump, err)
 	}
 	if _, err := c.Resolve("nas"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "Match host 10.0.*") {
 		t.Errorf("Match host that applies by HostName only: %v", err)
