@@ -239,7 +239,7 @@ func (b *rxBudget) disarm() int64 {
 func (s *Session) Stalled() bool { return s.stalled.Load() }
 
 // Dial connects to h along its route (see route.go; jump hosts' keys are
-// checked against known_hosts, never accepted new), checks its host key
+// checked with HostKeyPolicy(hop, false)), checks its host key
 // with policy, logs in with signers, and starts SFTP. The connect and
 // handshake are bounded by h.ConnectTimeout (or timeout when that is 0) and
 // by ctx.

@@ -39,7 +39,7 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
-	if err := checkIncluded(b, home, 1); err != nil {
+	if err := checkIncluded(b, p, home, 0); err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
 	cfg, err := ssh_config.DecodeBytes(b)

@@ -185,37 +185,31 @@ func rewriteMatches(b []byte, file string) ([]byte, []*matchBlock, error) {
 
 // checkIncluded reads the files that b's Include lines name (as the parser
 // will: relative to home/.ssh, at most 5 deep) and fails on a Match line in
-// them that the parser would misread or refuse.
-func checkIncluded(b []byte, home string, depth int) error {
+// them that the parser would misread or refuse: any but "Match all" and
+// one "host" criterion without commas, which it reads by name. depth is 0
+// for ~/.ssh/config itself, whose Match lines rewriteMatches handles.
+func checkIncluded(b []byte, file, home string, depth int) error {
 	if depth > 5 {
 		return nil // the parser refuses it itself
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for i, line := range strings.Split(string(b), "\n") {
 		key, rest := splitKeyword(line)
-		if key != "include" {
-			continue
-		}
-		pats, err := splitArgs(rest)
-		if err != nil {
-			return err
-		}
-		for _, p := range pats {
-			switch {
-			case strings.HasPrefix(p, "~/"):
-				p = filepath.Join(home, p[2:])
-			case !filepath.IsAbs(p):
-				p = filepath.Join(home, ".ssh", p)
+		switch {
+		case key == "match" && depth > 0:
+			crit, err := parseMatch(rest)
+			if err != nil {
+				return &LineError{file, i + 1, err}
 			}
-			files, _ := filepath.Glob(p)
-			for _, f := range files {
-				ib, err := os.ReadFile(f)
-				if err != nil {
-					return fmt.Errorf("ssh config: Include: %w", err)
-				}
-				if err := checkIncludedMatches(ib, f); err != nil {
-					return err
-				}
-				if err := checkIncluded(ib, home, depth+1); err != nil {
+			if !simpleMatch(crit) || crit[0].name == "originalhost" || strings.Contains(crit[0].arg, ",") {
+				return &LineError{file, i + 1, fmt.Errorf("Match %s in an Included file: messor reads only \"Match all\" and \"Match host PATTERNS\" there; move it to ~/.ssh/config itself", strings.TrimSpace(rest))}
+			}
+		case key == "include":
+			pats, err := splitArgs(rest)
+			if err != nil {
+				return &LineError{file, i + 1, err}
+			}
+			for _, p := range pats {
+				if err := checkIncludeGlob(p, home, depth); err != nil {
 					return err
 				}
 			}
@@ -224,20 +218,22 @@ func checkIncluded(b []byte, home string, depth int) error {
 	return nil
 }
 
-// checkIncludedMatches fails on a Match line other than "Match all" or one
-// "host" criterion without commas: the parser reads those by name.
-func checkIncludedMatches(b []byte, file string) error {
-	for i, line := range strings.Split(string(b), "\n") {
-		key, rest := splitKeyword(line)
-		if key != "match" {
-			continue
-		}
-		crit, err := parseMatch(rest)
+// checkIncludeGlob runs checkIncluded on the files an Include pattern names.
+func checkIncludeGlob(p, home string, depth int) error {
+	switch {
+	case strings.HasPrefix(p, "~/"):
+		p = filepath.Join(home, p[2:])
+	case !filepath.IsAbs(p):
+		p = filepath.Join(home, ".ssh", p)
+	}
+	files, _ := filepath.Glob(p)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
 		if err != nil {
-			return &LineError{file, i + 1, err}
+			return fmt.Errorf("Include: %w", err)
 		}
-		if !simpleMatch(crit) || crit[0].name == "originalhost" || strings.Contains(crit[0].arg, ",") {
-			return &LineError{file, i + 1, fmt.Errorf("Match %s in an Included file: messor reads only \"Match all\" and \"Match host PATTERNS\" there; move it to ~/.ssh/config itself", strings.TrimSpace(rest))}
+		if err := checkIncluded(b, f, home, depth+1); err != nil {
+			return err
 		}
 	}
 	return nil
