@@ -236,3 +236,38 @@ func TestReachableFollowsRoute(t *testing.T) {
 		t.Error("a ProxyCommand host probed as unreachable")
 	}
 }
+
+// TestJumpChain: two jump hosts, as "ProxyJump a,b" and as b having its own
+// "ProxyJump a": both reach the target, each jump host logging a login.
+func TestJumpChain(t *testing.T) {
+	signer, kf := keyFile(t)
+	a, target := routeHosts(t, signer)
+	b := sshdtest.Start(t, sshdtest.Options{LoginDir: t.TempDir(), AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}, AllowTcpForwarding: true})
+	insecure := func(discovery.Host) ssh.HostKeyCallback { return ssh.InsecureIgnoreHostKey() }
+	signers := func() ([]ssh.Signer, error) { return []ssh.Signer{signer}, nil }
+	ha, hb := hostOf("a", a, kf), hostOf("b", b, kf)
+	nested := hb
+	nested.ProxyJump = []discovery.Host{ha}
+	for i, route := range [][]discovery.Host{{ha, hb}, {nested}} {
+		h := hostOf("target", target, kf)
+		h.ProxyJump = route
+		s, err := dialOrHang(t, func() (*Session, error) {
+			return dial(context.Background(), h, ssh.InsecureIgnoreHostKey(), insecure, signers, 10*time.Second, nil)
+		})
+		if err != nil {
+			t.Fatalf("route %d: %v", i, err)
+		}
+		if _, err := s.sftp.Getwd(); err != nil {
+			t.Errorf("route %d: SFTP: %v", i, err)
+		}
+		if n := len(s.conn.Conn.(*routeConn).clients); n != 2 {
+			t.Errorf("route %d: %d jump connections, want 2", i, n)
+		}
+		s.Close()
+		for _, j := range []*sshdtest.Server{a, b} {
+			if got := strings.Count(j.Log(), "Accepted publickey for root"); got != i+1 {
+				t.Errorf("route %d: jump host %s logged %d logins, want %d:\n%s", i, j.Addr, got, i+1, j.Log())
+			}
+		}
+	}
+}
