@@ -46,15 +46,17 @@ func (c *routeConn) SetDeadline(t time.Time) error      { return c.base.SetDeadl
 func (c *routeConn) SetReadDeadline(t time.Time) error  { return c.base.SetReadDeadline(t) }
 func (c *routeConn) SetWriteDeadline(t time.Time) error { return c.base.SetWriteDeadline(t) }
 
+// Close closes the connection at the bottom first: closing a channel
+// above it sends a message, which on a stalled link would wait forever.
 func (c *routeConn) Close() error {
 	var err error
 	c.once.Do(func() {
-		err = c.Conn.Close()
+		err = c.base.Close()
 		for i := len(c.clients) - 1; i >= 0; i-- {
 			c.clients[i].Close()
 		}
-		if c.base != c.Conn {
-			c.base.Close()
+		if c.Conn != c.base {
+			c.Conn.Close()
 		}
 	})
 	return err

@@ -271,3 +271,38 @@ func TestJumpChain(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteCloseBaseFirst: closing a routed connection closes the
+// connection at the bottom first. Closing the channel above it sends a
+// message on the jump host's connection, which on a stalled link would wait
+// forever (behind an upload blocked on a full TCP buffer); with the bottom
+// closed, it fails at once. The idle watch and Ctrl-C rely on this.
+func TestRouteCloseBaseFirst(t *testing.T) {
+	base := &fakeConn{closed: make(chan struct{})}
+	ch := &stuckChannel{until: base.closed}
+	rc := &routeConn{Conn: ch, base: base}
+	done := make(chan struct{})
+	go func() { rc.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("Close waited on the channel before closing the connection under it")
+	}
+}
+
+// fakeConn is a net.Conn that only records its Close.
+type fakeConn struct {
+	net.Conn
+	closed chan struct{}
+}
+
+func (c *fakeConn) Close() error { close(c.closed); return nil }
+
+// stuckChannel's Close waits until until is closed, as a channel's close
+// message waits for a stalled connection.
+type stuckChannel struct {
+	net.Conn
+	until chan struct{}
+}
+
+func (c *stuckChannel) Close() error { <-c.until; return nil }
