@@ -118,11 +118,30 @@ func (c *SSHConfig) resolve(name string, via []string) (Host, error) {
 	return h, nil
 }
 
-// route returns which of ProxyJump and ProxyCommand applies to name (the
-// first one set, as with OpenSSH) and its value; "" when neither does.
+// route returns which of ProxyJump and ProxyCommand applies to name, and
+// its value ("" when neither does), as OpenSSH's client decides (checked
+// against ssh -G): the first ProxyCommand, even "none", settles it, unless
+// a ProxyJump other than "none" came first; "ProxyJump none" ends the
+// search for a ProxyJump only.
 func (c *SSHConfig) route(name string) (key, value string, err error) {
 	if c == nil || c.cfg == nil {
 		return "", "", nil
+	}
+	jumpNone := false
+	// see takes one value; done says the route is settled.
+	see := func(k, v string) (done bool) {
+		switch {
+		case k == "proxycommand":
+			key, value = k, v
+			return true
+		case jumpNone:
+		case strings.EqualFold(v, "none"):
+			jumpNone = true
+		default:
+			key, value = k, v
+			return true
+		}
+		return false
 	}
 	for _, host := range c.cfg.Hosts {
 		if !host.Matches(name) {
@@ -131,19 +150,17 @@ func (c *SSHConfig) route(name string) (key, value string, err error) {
 		for _, node := range host.Nodes {
 			switch n := node.(type) {
 			case *ssh_config.KV:
-				if k := strings.ToLower(n.Key); k == "proxyjump" || k == "proxycommand" {
-					return k, n.Value, nil
+				if k := strings.ToLower(n.Key); (k == "proxyjump" || k == "proxycommand") && see(k, n.Value) {
+					return key, value, nil
 				}
 			case *ssh_config.Include:
 				j, p := n.Get(name, "ProxyJump"), n.Get(name, "ProxyCommand")
-				switch {
-				case j != "" && p != "":
+				if j != "" && p != "" && !strings.EqualFold(j, "none") && !jumpNone {
 					return "", "", &UnsupportedOptionError{Host: name, Option: "ProxyJump and ProxyCommand", Value: "in one Included file",
 						Fix: "messor cannot tell which comes first there; keep one of them for this host"}
-				case j != "":
-					return "proxyjump", j, nil
-				case p != "":
-					return "proxycommand", p, nil
+				}
+				if (j != "" && see("proxyjump", j)) || (p != "" && see("proxycommand", p)) {
+					return key, value, nil
 				}
 			}
 		}

@@ -2,7 +2,9 @@ package discovery
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -278,4 +280,93 @@ Match all
 	if _, err := LoadSSHConfig(home); err == nil || !strings.Contains(err.Error(), "more:1") {
 		t.Errorf("Match host a user b in an Included file: %v, want an error naming the line", err)
 	}
+}
+
+// TestResolveAgreesWithOpenSSH: for hosts messor does not refuse, Resolve
+// gives the HostName, Port, User and route that OpenSSH's own client
+// resolves (ssh -G prints its resolved configuration without connecting).
+func TestResolveAgreesWithOpenSSH(t *testing.T) {
+	ssh, err := exec.LookPath("ssh")
+	if err != nil {
+		t.Fatalf("OpenSSH's ssh client is needed (apt-get install openssh-client): %v", err)
+	}
+	c, home := loadConfig(t, `Host pc
+  HostName 10.0.0.1
+  ProxyCommand ssh -W %h:%p gw
+  ProxyJump j1
+Host pj
+  ProxyJump u@j2:2200,j3
+  ProxyCommand nc %h %p
+Host none-first
+  ProxyJump none
+  ProxyJump j1
+  ProxyCommand nc %h %p
+Host cmd-none
+  ProxyCommand none
+  ProxyJump j1
+Match originalhost c*,!c9
+  Port 2201
+  ProxyJump j1
+Match host d?
+  User dora
+Host *.lan !nas.lan
+  HostName %h.example
+  Port 2222
+Host j1
+  HostName jump.example
+Match all
+  User bob
+`)
+	for _, name := range []string{"pc", "pj", "none-first", "cmd-none", "c1", "c9", "d1", "x.lan", "nas.lan", "j1", "plain"} {
+		h, err := c.Resolve(name)
+		if err != nil {
+			t.Errorf("Resolve(%s): %v", name, err)
+			continue
+		}
+		want := sshG(t, ssh, filepath.Join(home, ".ssh", "config"), name)
+		var hops []string
+		for _, j := range h.ProxyJump {
+			hops = append(hops, fmt.Sprintf("%s=%s@%s:%d", j.Name, j.User, j.HostName, j.Port))
+		}
+		var wantHops []string
+		if v := want["proxyjump"]; v != "" {
+			for _, s := range strings.Split(v, ",") {
+				j, err := parseJump(s)
+				if err != nil {
+					t.Fatalf("ssh -G %s: proxyjump %q: %v", name, v, err)
+				}
+				// OpenSSH reaches a hop with ssh -l USER -p PORT HOP.
+				args := []string{j.host}
+				if j.user != "" {
+					args = append(args, "-l", j.user)
+				}
+				if j.port != 0 {
+					args = append(args, "-p", fmt.Sprint(j.port))
+				}
+				w := sshG(t, ssh, filepath.Join(home, ".ssh", "config"), args...)
+				wantHops = append(wantHops, fmt.Sprintf("%s=%s@%s:%s", j.host, w["user"], w["hostname"], w["port"]))
+			}
+		}
+		got := fmt.Sprintf("hostname %s port %d user %s proxycommand %q proxyjump %q", h.HostName, h.Port, h.User, h.ProxyCommand, hops)
+		exp := fmt.Sprintf("hostname %s port %s user %s proxycommand %q proxyjump %q", want["hostname"], want["port"], want["user"], want["proxycommand"], wantHops)
+		if got != exp {
+			t.Errorf("%s: messor resolves\n\t%s\nOpenSSH resolves\n\t%s", name, got, exp)
+		}
+	}
+}
+
+// sshG returns what ssh -G prints for args: keyword -> value.
+func sshG(t *testing.T, ssh, config string, args ...string) map[string]string {
+	t.Helper()
+	out, err := exec.Command(ssh, append([]string{"-F", config, "-G"}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("ssh -G %v: %v", args, err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok {
+			m[k] = v
+		}
+	}
+	return m
 }
