@@ -227,7 +227,8 @@ func reasons(ns []FileNote) string {
 
 // dial opens a session to h with the carrier's policies.
 func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) {
-	s, err := dialWithKeys(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), c.opts.ConnectTimeout, c.log)
+	hops := func(hop discovery.Host) ssh.HostKeyCallback { return c.opts.HostKeyPolicy(hop, c.opts.AcceptNew) }
+	s, err := dialWithKeys(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), hops, c.opts.ConnectTimeout, c.log)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
 
@@ -14,11 +15,14 @@ import (
 
 var errGotKey = errors.New("host key captured")
 
-// FetchHostKey connects to h only far enough to see its host key (no login),
-// for `messor trust` to show and pin it.
+// FetchHostKey connects to h (along its route: jump hosts must be trusted
+// already) only far enough to see its host key (no login), for `messor
+// trust` to show and pin it.
 func FetchHostKey(ctx context.Context, h discovery.Host, timeout time.Duration) (ssh.PublicKey, net.Addr, error) {
 	timeout = connectTimeout(h, timeout)
-	conn, err := dialTCP(ctx, h, timeout)
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := dialRoute(dctx, h, strictHops, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -50,16 +54,4 @@ func connectTimeout(h discovery.Host, timeout time.Duration) time.Duration {
 		return DefaultConnectTimeout
 	}
 	return timeout
-}
-
-// dialTCP connects to h within timeout; failing that, h is out of reach.
-func dialTCP(ctx context.Context, h discovery.Host, timeout time.Duration) (net.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(dctx, "tcp", h.Addr())
-	if err != nil {
-		return nil, &UnreachableError{Host: h.Name, Addr: h.Addr(), Err: err}
-	}
-	return conn, nil
 }

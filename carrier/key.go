@@ -211,9 +211,9 @@ func withDedicatedKey(signers []ssh.Signer, dedicated ssh.Signer, first bool) []
 // with the dedicated key among them, it dials once more without it: the
 // key the host authorizes may be the one the dedicated key pushed past the
 // limit.
-func dialWithKeys(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, timeout time.Duration, log *slog.Logger) (*Session, error) {
+func dialWithKeys(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hops hopPolicy, timeout time.Duration, log *slog.Logger) (*Session, error) {
 	signers, done := keySigners(h, log, true)
-	s, err := Dial(ctx, h, policy, signers, timeout, log)
+	s, err := dial(ctx, h, policy, hops, signers, timeout, log)
 	done()
 	var ae *AuthError
 	if !errors.As(err, &ae) || !tooManyTries(ae.Err) || dedicatedSigner(log) == nil || ctx.Err() != nil {
@@ -224,5 +224,5 @@ func dialWithKeys(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallb
 	}
 	signers, done = keySigners(h, log, false)
 	defer done()
-	return Dial(ctx, h, policy, signers, timeout, log)
+	return dial(ctx, h, policy, hops, signers, timeout, log)
 }

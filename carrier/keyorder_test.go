@@ -34,7 +34,7 @@ func TestDedicatedKeyDoesNotCrowdOut(t *testing.T) {
 	dir := t.TempDir()
 	srv := sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: []ssh.PublicKey{authorized}})
 	h := discovery.Host{Name: "h", HostName: srv.Host, Port: srv.Port, User: "root", IdentityFiles: files}
-	s, err := dialWithKeys(context.Background(), h, ssh.InsecureIgnoreHostKey(), 10*time.Second, nil)
+	s, err := dialWithKeys(context.Background(), h, ssh.InsecureIgnoreHostKey(), strictHops, 10*time.Second, nil)
 	if err != nil {
 		t.Fatalf("the sixth key, authorized, never got its turn: %v", err)
 	}
@@ -47,7 +47,7 @@ func TestDedicatedKeyDoesNotCrowdOut(t *testing.T) {
 	}{{dedicated.Public, true}, {nobody.PublicKey(), false}} {
 		srv := sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: []ssh.PublicKey{c.key}})
 		h := discovery.Host{Name: "h", HostName: srv.Host, Port: srv.Port, User: "root", IdentityFiles: files}
-		s, err := dialWithKeys(context.Background(), h, ssh.InsecureIgnoreHostKey(), 10*time.Second, nil)
+		s, err := dialWithKeys(context.Background(), h, ssh.InsecureIgnoreHostKey(), strictHops, 10*time.Second, nil)
 		var ae *AuthError
 		if (err == nil) != c.want || (err != nil && !errors.As(err, &ae)) {
 			t.Errorf("host authorizing %s: %v; want logged in %v, else an *AuthError", ssh.FingerprintSHA256(c.key), err, c.want)
@@ -77,7 +77,7 @@ func TestDedicatedKeyDoesNotCrowdOutOnGoServer(t *testing.T) {
 	})
 	host, port := srv.Addr()
 	h := discovery.Host{Name: "h", HostName: host, Port: port, User: "root", IdentityFiles: files}
-	s, err := dialWithKeys(context.Background(), h, ssh.InsecureIgnoreHostKey(), 10*time.Second, nil)
+	s, err := dialWithKeys(context.Background(), h, ssh.InsecureIgnoreHostKey(), strictHops, 10*time.Second, nil)
 	if err != nil {
 		t.Fatalf("the twelfth key, authorized, never got its turn: %v", err)
 	}

@@ -245,10 +245,20 @@ func (b *rxBudget) disarm() int64 {
 // Stalled reports whether the idle watch closed the session.
 func (s *Session) Stalled() bool { return s.stalled.Load() }
 
-// Dial connects to h, checks its host key with policy, logs in with signers,
-// and starts SFTP. The connect and handshake are bounded by h.ConnectTimeout
-// (or timeout when that is 0) and by ctx.
+// Dial connects to h along its route (see route.go; jump hosts' keys are
+// checked with HostKeyPolicy(hop, false)), checks its host key
+// with policy, logs in with signers, and starts SFTP. The connect and
+// handshake are bounded by h.ConnectTimeout (or timeout when that is 0) and
+// by ctx.
 func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, signers func() ([]ssh.Signer, error), timeout time.Duration, log *slog.Logger) (*Session, error) {
+	return dial(ctx, h, policy, strictHops, signers, timeout, log)
+}
+
+// strictHops checks a jump host's key against its known_hosts files.
+func strictHops(hop discovery.Host) ssh.HostKeyCallback { return HostKeyPolicy(hop, false) }
+
+// dial is Dial, with hops checking the jump hosts' keys.
+func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hops hopPolicy, signers func() ([]ssh.Signer, error), timeout time.Duration, log *slog.Logger) (*Session, error) {
 	timeout = connectTimeout(h, timeout)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -256,7 +266,7 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	addr := h.Addr()
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := dialTCP(dctx, h, timeout)
+	conn, err := dialRoute(dctx, h, hops, log)
 	if err != nil {
 		return nil, err
 	}
@@ -275,19 +285,7 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	if err != nil {
 		stop()
 		conn.Close()
-		var uk *UnknownHostKeyError
-		var ck *ChangedHostKeyError
-		switch {
-		case errors.As(err, &uk):
-			return nil, uk
-		case errors.As(err, &ck):
-			return nil, ck
-		case strings.Contains(err.Error(), "unable to authenticate") || tooManyTries(err):
-			return nil, &AuthError{Host: h.Name, User: h.User, Err: err}
-		case isTimeout(err) || errors.Is(err, io.EOF):
-			return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: err}
-		}
-		return nil, fmt.Errorf("host %s (%s): ssh: %w", h.Name, addr, err)
+		return nil, handshakeErr(h, err)
 	}
 	client := ssh.NewClient(c, chans, reqs)
 	// sftp.NewClient, spelled out so that the bytes the host sends can be

@@ -3,6 +3,7 @@ package carrier
 import (
 	"context"
 	"slices"
+	"net"
 	"time"
 
 	"github.com/messor-sync/messor/discovery"
@@ -110,9 +111,20 @@ func (c *Carrier) Watch(ctx context.Context, cfg WatchConfig) error {
 	}
 }
 
-// reachable is a cheap probe: does the host accept a TCP connection?
+// reachable is a cheap probe: does the host (or, behind jump hosts, the
+// first of them) accept a TCP connection? A host reached by ProxyCommand
+// counts as reachable: only running the command would tell.
 func reachable(ctx context.Context, h discovery.Host, timeout time.Duration) bool {
-	conn, err := dialTCP(ctx, h, connectTimeout(h, timeout))
+	for len(h.ProxyJump) > 0 {
+		h = h.ProxyJump[0]
+	}
+	if h.ProxyCommand != "" {
+		return ctx.Err() == nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, connectTimeout(h, timeout))
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "tcp", h.Addr())
 	if err != nil {
 		return false
 	}

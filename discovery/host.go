@@ -3,6 +3,7 @@ package discovery
 import (
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -38,6 +39,15 @@ type Host struct {
 	// ConnectTimeout bounds the TCP connect and SSH handshake; 0 means the
 	// caller's default.
 	ConnectTimeout time.Duration
+	// ProxyJump is the chain of jump hosts to the host, first hop first
+	// (ssh_config ProxyJump), each resolved through ssh_config as a host of
+	// its own. As with OpenSSH, only the first hop has a route of its own;
+	// each later hop is reached through the one before it.
+	ProxyJump []Host
+	// ProxyCommand, when set, is a command whose standard input and output
+	// are the connection to the host (ssh_config ProxyCommand), with its
+	// %-tokens not yet expanded: see ProxyCommandLine.
+	ProxyCommand string
 	// Source says where the host was learnt.
 	Source Source
 	// Fingerprint is the host key fingerprint an mDNS advert claimed
@@ -63,4 +73,72 @@ func (h Host) KnownHostsName() string {
 		return h.HostKeyAlias
 	}
 	return h.Addr()
+}
+
+// Route says how the host is reached, for messages: "direct", "via
+// ProxyJump a,b" or "via ProxyCommand".
+func (h Host) Route() string {
+	switch {
+	case h.ProxyCommand != "":
+		return "via ProxyCommand"
+	case len(h.ProxyJump) > 0:
+		names := make([]string, len(h.ProxyJump))
+		for i, j := range h.ProxyJump {
+			names[i] = j.Name
+		}
+		return "via ProxyJump " + strings.Join(names, ",")
+	}
+	return "direct"
+}
+
+// ProxyCommandLine is ProxyCommand with OpenSSH's tokens expanded: %h the
+// HostName, %p the port, %r the user, %n the messor name, %% a %. A value
+// with anything but letters, digits and ._:@+=,/- in it (a name heard
+// over mDNS could carry anything) is single-quoted for the shell.
+func (h Host) ProxyCommandLine() string {
+	port := h.Port
+	if port == 0 {
+		port = 22
+	}
+	var b strings.Builder
+	cmd := h.ProxyCommand
+	for i := 0; i < len(cmd); i++ {
+		if cmd[i] != '%' || i+1 == len(cmd) {
+			b.WriteByte(cmd[i])
+			continue
+		}
+		i++
+		switch cmd[i] {
+		case 'h':
+			b.WriteString(shellQuote(h.HostName))
+		case 'p':
+			b.WriteString(strconv.Itoa(port))
+		case 'r':
+			b.WriteString(shellQuote(h.User))
+		case 'n':
+			b.WriteString(shellQuote(h.Name))
+		case '%':
+			b.WriteByte('%')
+		default:
+			b.WriteByte('%')
+			b.WriteByte(cmd[i])
+		}
+	}
+	return b.String()
+}
+
+// shellQuote returns s as it is when the shell reads it as one word with
+// no special meaning, else single-quoted.
+func shellQuote(s string) string {
+	safe := s != "" && !strings.HasPrefix(s, "-")
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._:@+=,/-", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -3,9 +3,11 @@ package discovery
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,8 +19,9 @@ import (
 // user's ~/.ssh/config (parsed by github.com/kevinburke/ssh_config). The
 // zero value (or nil) resolves every name to itself with OpenSSH defaults.
 type SSHConfig struct {
-	home string
-	cfg  *ssh_config.Config
+	home    string
+	cfg     *ssh_config.Config
+	matches []*matchBlock // the file's Match lines (see sshmatch.go)
 }
 
 // LoadSSHConfig reads home/.ssh/config. A missing file is not an error.
@@ -30,6 +33,13 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 		return c, nil
 	}
 	if err != nil {
+		return nil, fmt.Errorf("ssh config: %w", err)
+	}
+	b, c.matches, err = rewriteMatches(b, p)
+	if err != nil {
+		return nil, fmt.Errorf("ssh config: %w", err)
+	}
+	if err := checkIncluded(b, p, home, 0); err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
 	cfg, err := ssh_config.DecodeBytes(b)
@@ -63,10 +73,189 @@ func (c *SSHConfig) getAll(alias, key string) []string {
 }
 
 // Resolve returns the Host for a messor name: HostName, Port, User,
-// IdentityFile, UserKnownHostsFile, HostKeyAlias, StrictHostKeyChecking and
-// ConnectTimeout from ssh_config, OpenSSH's defaults otherwise. "~" and
-// %d/%u/%h/%n/%% in paths are expanded.
+// IdentityFile, UserKnownHostsFile, HostKeyAlias, StrictHostKeyChecking,
+// ConnectTimeout and the route (ProxyJump or ProxyCommand) from
+// ssh_config, OpenSSH's defaults otherwise. "~" and %d/%u/%h/%n/%% in paths
+// are expanded. A host for which ssh_config sets something that changes
+// where or how ssh connects and that messor does not implement is refused
+// with an *UnsupportedOptionError.
 func (c *SSHConfig) Resolve(name string) (Host, error) {
+	return c.resolve(name, nil)
+}
+
+// maxJumpDepth bounds how many hosts deep a route may nest.
+const maxJumpDepth = 8
+
+// resolve is Resolve for a host reached on the way to the hosts in via.
+func (c *SSHConfig) resolve(name string, via []string) (Host, error) {
+	h, err := c.resolveBase(name)
+	if err != nil {
+		return h, err
+	}
+	if err := c.checkRefused(name); err != nil {
+		return h, err
+	}
+	if err := c.checkMatches(name, h.HostName); err != nil {
+		return h, err
+	}
+	key, v, err := c.route(name)
+	if err != nil {
+		return h, err
+	}
+	switch {
+	case strings.EqualFold(v, "none"):
+	case key == "proxycommand":
+		if err := checkTokens(name, v); err != nil {
+			return h, err
+		}
+		h.ProxyCommand = v
+	case key == "proxyjump":
+		h.ProxyJump, err = c.resolveJumps(name, v, via)
+		if err != nil {
+			return h, err
+		}
+	}
+	return h, nil
+}
+
+// route returns which of ProxyJump and ProxyCommand applies to name, and
+// its value ("" when neither does), as OpenSSH's client decides (checked
+// against ssh -G): the first ProxyCommand, even "none", settles it, unless
+// a ProxyJump other than "none" came first; "ProxyJump none" ends the
+// search for a ProxyJump only.
+func (c *SSHConfig) route(name string) (key, value string, err error) {
+	if c == nil || c.cfg == nil {
+		return "", "", nil
+	}
+	jumpNone := false
+	// see takes one value; done says the route is settled.
+	see := func(k, v string) (done bool) {
+		switch {
+		case k == "proxycommand":
+			key, value = k, v
+			return true
+		case jumpNone:
+		case strings.EqualFold(v, "none"):
+			jumpNone = true
+		default:
+			key, value = k, v
+			return true
+		}
+		return false
+	}
+	for _, host := range c.cfg.Hosts {
+		if !host.Matches(name) {
+			continue
+		}
+		for _, node := range host.Nodes {
+			switch n := node.(type) {
+			case *ssh_config.KV:
+				if k := strings.ToLower(n.Key); (k == "proxyjump" || k == "proxycommand") && see(k, n.Value) {
+					return key, value, nil
+				}
+			case *ssh_config.Include:
+				j, p := n.Get(name, "ProxyJump"), n.Get(name, "ProxyCommand")
+				if j != "" && p != "" && !strings.EqualFold(j, "none") && !jumpNone {
+					return "", "", &UnsupportedOptionError{Host: name, Option: "ProxyJump and ProxyCommand", Value: "in one Included file",
+						Fix: "messor cannot tell which comes first there; keep one of them for this host"}
+				}
+				if (j != "" && see("proxyjump", j)) || (p != "" && see("proxycommand", p)) {
+					return key, value, nil
+				}
+			}
+		}
+	}
+	return "", "", nil
+}
+
+// resolveJumps resolves a ProxyJump value ("a,user@b:2222") for host name:
+// each hop through ssh_config, its user and port from the value winning.
+// Only the first hop keeps a route of its own (as with OpenSSH, which
+// reaches each later hop through the one before).
+func (c *SSHConfig) resolveJumps(name, value string, via []string) ([]Host, error) {
+	via = append(via, name)
+	if len(via) > maxJumpDepth {
+		return nil, fmt.Errorf("ssh config: host %s: ProxyJump: more than %d hosts deep (%s)", name, maxJumpDepth, strings.Join(via, " → "))
+	}
+	var hops []Host
+	for i, spec := range strings.Split(value, ",") {
+		j, err := parseJump(spec)
+		if err != nil {
+			return nil, fmt.Errorf("ssh config: host %s: ProxyJump %q: %w", name, value, err)
+		}
+		if slices.Contains(via, j.host) {
+			return nil, fmt.Errorf("ssh config: host %s: ProxyJump loops: %s → %s; leave the jump host out of the Host patterns that give it a ProxyJump (e.g. \"Host * !%s\")",
+				name, strings.Join(via, " → "), j.host, j.host)
+		}
+		hop, err := c.resolve(j.host, via)
+		if err != nil {
+			return nil, fmt.Errorf("host %s → jump host %s: %w", name, j.host, err)
+		}
+		if i > 0 {
+			hop.ProxyJump, hop.ProxyCommand = nil, ""
+		}
+		if j.user != "" {
+			hop.User = j.user
+		}
+		if j.port != 0 {
+			hop.Port = j.port
+		}
+		hops = append(hops, hop)
+	}
+	return hops, nil
+}
+
+// jumpSpec is one hop of a ProxyJump value: [ssh://][user@]host[:port].
+type jumpSpec struct {
+	user, host string
+	port       int
+}
+
+func parseJump(s string) (jumpSpec, error) {
+	var j jumpSpec
+	s = strings.TrimPrefix(strings.TrimSpace(s), "ssh://")
+	if i := strings.LastIndexByte(s, '@'); i >= 0 {
+		j.user, s = s[:i], s[i+1:]
+	}
+	host, port := s, ""
+	if strings.HasPrefix(s, "[") || strings.Count(s, ":") == 1 {
+		var err error
+		if host, port, err = net.SplitHostPort(s); err != nil {
+			return j, err
+		}
+	}
+	if port != "" {
+		p, err := strconv.Atoi(port)
+		if err != nil || p <= 0 || p > 65535 {
+			return j, fmt.Errorf("bad port %q", port)
+		}
+		j.port = p
+	}
+	if host == "" || strings.HasPrefix(host, "-") || strings.ContainsAny(host, " \t/") {
+		return j, fmt.Errorf("bad host %q", host)
+	}
+	j.host = host
+	return j, nil
+}
+
+// checkTokens refuses a ProxyCommand with a %-token other than those
+// ProxyCommandLine expands.
+func checkTokens(name, cmd string) error {
+	for i := 0; i < len(cmd); i++ {
+		if cmd[i] != '%' {
+			continue
+		}
+		if i+1 == len(cmd) || !strings.ContainsRune("hprn%", rune(cmd[i+1])) {
+			return &UnsupportedOptionError{Host: name, Option: "ProxyCommand", Value: cmd,
+				Fix: "messor expands only %h, %p, %r, %n and %% in it"}
+		}
+		i++
+	}
+	return nil
+}
+
+// resolveBase is Resolve without the route and the refusals.
+func (c *SSHConfig) resolveBase(name string) (Host, error) {
 	home := ""
 	if c != nil {
 		home = c.home
@@ -111,7 +300,9 @@ func (c *SSHConfig) Resolve(name string) (Host, error) {
 	}
 	if v := c.get(name, "UserKnownHostsFile"); v != "" {
 		for _, f := range strings.Fields(v) {
-			h.KnownHostsFiles = append(h.KnownHostsFiles, expand(f))
+			if !strings.EqualFold(f, "none") { // none: no user known_hosts file
+				h.KnownHostsFiles = append(h.KnownHostsFiles, expand(f))
+			}
 		}
 	} else {
 		h.KnownHostsFiles = []string{filepath.Join(home, ".ssh", "known_hosts"), filepath.Join(home, ".ssh", "known_hosts2")}

@@ -58,6 +58,15 @@ type Options struct {
 	// MaxSessions is sshd's limit on sessions (SFTP channels, commands)
 	// per connection; 0 means 64.
 	MaxSessions int
+	// Netns, when set, runs sshd in that network namespace (ip netns
+	// exec), listening on ListenAddress, port 22 unless Port says
+	// otherwise. Start then waits for sshd to log that it listens, as the
+	// test cannot reach it to probe.
+	Netns         string
+	ListenAddress string // default 127.0.0.1
+	// AllowTcpForwarding lets clients open direct-tcpip channels, as a
+	// jump host must.
+	AllowTcpForwarding bool
 }
 
 // Server is a running sshd.
@@ -68,6 +77,7 @@ type Server struct {
 	HostKey  ssh.PublicKey // the key sshd presents
 	LoginDir string        // absolute SFTP login directory
 
+	netns    string
 	logPath  string
 	cmd      *exec.Cmd
 	done     chan struct{} // closed when cmd has been waited for
@@ -121,8 +131,16 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatalf("sshdtest: %v", err)
 	}
 
+	listen := opts.ListenAddress
+	if listen == "" {
+		listen = "127.0.0.1"
+	}
+	if opts.Netns != "" && opts.Port == 0 {
+		opts.Port = 22
+	}
 	s := &Server{
-		Host:     "127.0.0.1",
+		Host:     listen,
+		netns:    opts.Netns,
 		HostKey:  signer.PublicKey(),
 		LoginDir: loginDir,
 		logPath:  filepath.Join(dir, "sshd.log"),
@@ -133,7 +151,7 @@ func Start(t testing.TB, opts Options) *Server {
 		if port == 0 {
 			port = freePort(t)
 		}
-		cfg := config(port, dir, hostKeyPath, authPath, loginDir, opts.NoExec, opts.MaxSessions)
+		cfg := config(opts, listen, port, dir, hostKeyPath, authPath, loginDir)
 		cfgPath := filepath.Join(dir, "sshd_config")
 		writeFile(t, cfgPath, []byte(cfg))
 		err := s.launch(sshd, cfgPath, port)
@@ -174,14 +192,19 @@ func findSSHD(t testing.TB) string {
 	return ""
 }
 
-func config(port int, dir, hostKey, authKeys, loginDir string, noExec bool, maxSessions int) string {
+func config(opts Options, listen string, port int, dir, hostKey, authKeys, loginDir string) string {
+	maxSessions := opts.MaxSessions
+	forwarding := "no"
+	if opts.AllowTcpForwarding {
+		forwarding = "yes"
+	}
 	if maxSessions <= 0 {
 		maxSessions = 64
 	}
 	sftp := "internal-sftp -d " + strings.ReplaceAll(loginDir, "%", "%%")
 	var b strings.Builder
 	for _, kv := range [][2]string{
-		{"ListenAddress", "127.0.0.1"},
+		{"ListenAddress", listen},
 		{"Port", strconv.Itoa(port)},
 		{"HostKey", hostKey},
 		{"AuthorizedKeysFile", authKeys},
@@ -192,7 +215,7 @@ func config(port int, dir, hostKey, authKeys, loginDir string, noExec bool, maxS
 		{"KbdInteractiveAuthentication", "no"},
 		{"PubkeyAuthentication", "yes"},
 		{"PermitRootLogin", "yes"},
-		{"AllowTcpForwarding", "no"},
+		{"AllowTcpForwarding", forwarding},
 		{"PrintMotd", "no"},
 		{"LogLevel", "VERBOSE"},
 		{"MaxSessions", strconv.Itoa(maxSessions)},
@@ -201,7 +224,7 @@ func config(port int, dir, hostKey, authKeys, loginDir string, noExec bool, maxS
 	} {
 		fmt.Fprintf(&b, "%s %s\n", kv[0], kv[1])
 	}
-	if noExec {
+	if opts.NoExec {
 		fmt.Fprintf(&b, "ForceCommand %s\n", sftp)
 	}
 	return b.String()
@@ -215,6 +238,10 @@ func (s *Server) launch(sshd, cfgPath string, port int) error {
 	}
 	defer logFile.Close() // sshd holds its own descriptor
 	cmd := exec.Command(sshd, "-D", "-e", "-f", cfgPath)
+	if s.netns != "" {
+		// ip execs sshd in place: the pid is sshd's.
+		cmd = exec.Command("ip", "netns", "exec", s.netns, sshd, "-D", "-e", "-f", cfgPath)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return err
@@ -235,6 +262,9 @@ func (s *Server) launch(sshd, cfgPath string, port int) error {
 		default:
 		}
 		err := probe(ctx, s.Addr, s.HostKey)
+		if s.netns != "" {
+			err = s.listening(port)
+		}
 		if err == nil {
 			return nil
 		}
@@ -247,6 +277,15 @@ func (s *Server) launch(sshd, cfgPath string, port int) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// listening tells from sshd's log whether it listens on port (for a
+// server in another network namespace, which the test cannot probe).
+func (s *Server) listening(port int) error {
+	if strings.Contains(s.Log(), fmt.Sprintf("Server listening on %s port %d", s.Host, port)) {
+		return nil
+	}
+	return errors.New("sshd has not logged that it listens")
 }
 
 var errKeyMatched = errors.New("host key matched")
