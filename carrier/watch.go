@@ -2,8 +2,8 @@ package carrier
 
 import (
 	"context"
-	"slices"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/messor-sync/messor/discovery"
