@@ -170,7 +170,15 @@ func (r *HostReport) Unreachable() bool {
 // Failed reports whether this host's run counts as a failure (exit 1):
 // refused, or a transfer failed. Out of range is not a failure.
 func (r *HostReport) Failure() bool {
-	return (r.Err != nil && !r.Unreachable()) || len(r.Failed) > 0
+	return (r.Err != nil && !r.Unreachable() && !r.Misconfigured()) || len(r.Failed) > 0
+}
+
+// Misconfigured reports whether the host was refused for its configuration
+// (~/.ssh/config asks for something messor does not do): a usage error
+// (exit 2), not a failed visit.
+func (r *HostReport) Misconfigured() bool {
+	var uo *discovery.UnsupportedOptionError
+	return errors.As(r.Err, &uo)
 }
 
 // Summary is one line for people.

@@ -116,6 +116,11 @@ func (g *globals) openCarrier() (*carrier.Carrier, error) {
 func (g *globals) report(reports []*carrier.HostReport, badConfig bool) error {
 	failed := false
 	for _, r := range reports {
+		if r.Misconfigured() {
+			fmt.Fprintln(g.stderr, "messor:", r.Err)
+			badConfig = true
+			continue
+		}
 		fmt.Fprintln(g.stdout, r.Summary())
 		for _, f := range r.Failed {
 			fmt.Fprintf(g.stderr, "  failed: %s: %s\n", f.Path, f.Reason)
