@@ -391,6 +391,10 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		}
 		have = 0
 	}
+	if have > 0 {
+		// An earlier run was cut short: the link may drop again.
+		s.cutBefore.Store(true)
+	}
 	from, h, err := c.checkPartial(ctx, s, remote, lf, have)
 	if err != nil {
 		return res, err
@@ -599,7 +603,13 @@ func (c *Carrier) readStream(s *Session, rf *sftp.File, remote string, cd candid
 	defer ah.Close()
 	pw := &partialWriter{f: lf, off: st.from, compare: st.compare, done: st.from}
 	w := io.MultiWriter(pw, ah, trackWriter{tr})
-	n, err := rf.WriteTo(limitWriter(w, cd.Size-st.from))
+	var n int64
+	var err error
+	if s.cutBefore.Load() {
+		n, err = readWindowed(rf, limitWriter(w, cd.Size-st.from), st.from)
+	} else {
+		n, err = rf.WriteTo(limitWriter(w, cd.Size-st.from))
+	}
 	var lerr *localWriteError
 	if errors.As(err, &lerr) {
 		return err
@@ -618,6 +628,29 @@ func (c *Carrier) readStream(s *Session, rf *sftp.File, remote string, cd candid
 		}
 	}
 	return nil
+}
+
+// readWindowed is rf.WriteTo(w) from off in chunks of flakyChunk, one at a
+// time: over a link that was cut before, what is lost when it drops again
+// is the part of a reply received, up to a packet per file in flight.
+func readWindowed(rf *sftp.File, w io.Writer, off int64) (int64, error) {
+	buf := make([]byte, flakyChunk)
+	var n int64
+	for {
+		k, err := rf.ReadAt(buf, off+n)
+		if k > 0 {
+			if _, werr := w.Write(buf[:k]); werr != nil {
+				return n, werr
+			}
+			n += int64(k)
+		}
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // sameVersion checks that the file still has the size and mtime it was

@@ -49,6 +49,19 @@ const (
 	maxWritesInFlight = 4
 )
 
+// Uploads keep at most maxWritesInFlight packets in flight over a whole
+// session, whatever the number of files (writeWindowed); windowUnits is
+// that window, in units that both shapes divide. Over a link that was cut
+// before, chunks of flakyChunk, at most flakyInFlight in flight in all:
+// what crossed the link but was not yet written by the host when the link
+// drops is lost, and a link cut every MiB then carried 1.06x to 1.2x the
+// payload (internal/faults TestFlakyLinkProgress).
+const (
+	windowUnits   = 8
+	flakyChunk    = 64 << 10
+	flakyInFlight = 2
+)
+
 // UnreachableError: the host did not answer (out of range). Not a failure.
 type UnreachableError struct {
 	Host string
@@ -117,6 +130,14 @@ type sessionState struct {
 	// sliceRequest is protocol.HashSliceRequest (tests name another, to
 	// play an older agent).
 	sliceRequest string
+
+	// cutBefore: a partial of ours was found, so an earlier run's link
+	// was cut; transfers then keep little in flight (writeWindowed,
+	// readWindowed). window bounds the upload chunks in flight over all
+	// lanes (acquireWindow).
+	cutBefore atomic.Bool
+	window    chan struct{}
+	windowMu  sync.Mutex
 
 	conn      *activityConn
 	rx        *rxBudget
@@ -306,7 +327,7 @@ func Dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, sig
 	}
 	conn.SetDeadline(time.Time{})
 	s := &Session{sessionState: &sessionState{Host: h, ssh: client, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx,
-		execs: make(chan struct{}, maxExecs), sliceRequest: protocol.HashSliceRequest}, sftp: sc}
+		execs: make(chan struct{}, maxExecs), window: make(chan struct{}, windowUnits), sliceRequest: protocol.HashSliceRequest}, sftp: sc}
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
 	// One round trip, timed: how many files to keep in flight.
 	t0 := time.Now()

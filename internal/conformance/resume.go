@@ -23,7 +23,7 @@ type cancelAfter struct {
 }
 
 func (p *cancelAfter) Start(host, verb string, files int, bytes int64) carrier.Tracker { return p }
-func (p *cancelAfter) Done()                                                          {}
+func (p *cancelAfter) Done()                                                           {}
 func (p *cancelAfter) Add(n int64) {
 	if p.got.Add(n) >= p.n {
 		p.cancel()
