@@ -585,24 +585,38 @@ func (s *Session) writeWindowed(f *sftp.File, obj io.ReaderAt, from, to int64, t
 		gap     = to // the lowest offset whose write failed
 		failure error
 		mine    = make(chan struct{}, perFile)
+		free    = make(chan []byte, perFile) // buffers of writes done
 	)
 	failed := func() bool { mu.Lock(); defer mu.Unlock(); return failure != nil }
 	for off := from; off < to && !failed(); off += chunk {
-		buf := make([]byte, min(chunk, to-off))
+		mine <- struct{}{}
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+			buf = make([]byte, chunk)
+		}
+		buf = buf[:min(chunk, to-off)]
 		if _, err := obj.ReadAt(buf, off); err != nil {
+			<-mine
 			mu.Lock()
 			gap, failure = min(gap, off), &localWriteError{err}
 			mu.Unlock()
 			break
 		}
-		mine <- struct{}{}
 		s.acquireWindow(units)
 		wg.Add(1)
 		go func(off int64) {
 			defer wg.Done()
 			_, err := f.WriteAt(buf, off)
 			s.releaseWindow(units)
-			<-mine
+			defer func() {
+				select {
+				case free <- buf:
+				default:
+				}
+				<-mine
+			}()
 			if err != nil {
 				mu.Lock()
 				if off < gap {
