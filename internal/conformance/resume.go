@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -51,33 +52,56 @@ func (e *Env) interruptedPickup(host string, cut int64) string {
 	return parts[0]
 }
 
+// onFirstAdd is a carrier.Progress that calls f once, at the first bytes
+// carried.
+type onFirstAdd struct {
+	once sync.Once
+	f    func()
+}
+
+func (p *onFirstAdd) Start(host, verb string, files int, bytes int64) carrier.Tracker { return p }
+func (p *onFirstAdd) Done()                                                           {}
+func (p *onFirstAdd) Add(int64)                                                       { p.once.Do(p.f) }
+
+// rewriteInPlace overwrites 64 KiB of source at off and restores its mtime,
+// as disk images and databases are written.
+func rewriteInPlace(t *testing.T, source string, off int64) {
+	st, err := os.Stat(source)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	f, err := os.OpenFile(source, os.O_WRONLY, 0)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte("new!"), 16<<10), off); err != nil {
+		t.Error(err)
+	}
+	if err := os.Chtimes(source, st.ModTime(), st.ModTime()); err != nil {
+		t.Error(err)
+	}
+}
+
 // testResumeChangedSource: a pickup of a multi-MiB file is interrupted, then
-// the source's first bytes are changed in place with its mtime restored (as
-// disk images and databases are written); or the partial in the buffer is
-// zero-filled. The resumed pickup must carry the source as it is now, or
-// leave it in the outbox, never the old prefix with the new tail.
+// the source's first bytes are changed in place with its mtime restored; or
+// the partial in the buffer is zero-filled; or the source's bytes inside the
+// partial's prefix change while the resumed pickup reads the rest. The
+// resumed pickup must carry the source as it is now, or leave it in the
+// outbox, never the old prefix with the new tail.
 func testResumeChangedSource(t *testing.T, start StartFunc) {
 	for _, tc := range []struct {
 		name   string
 		damage func(t *testing.T, source, partial string)
+		during func(source string) // the change made while resuming
 	}{
-		{"SourceChangedInPlace", func(t *testing.T, source, partial string) {
-			st, err := os.Stat(source)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f, err := os.OpenFile(source, os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.WriteAt(bytes.Repeat([]byte("new!"), 16<<10), 0); err != nil {
-				t.Fatal(err)
-			}
-			f.Close()
-			if err := os.Chtimes(source, st.ModTime(), st.ModTime()); err != nil {
-				t.Fatal(err)
-			}
-		}},
+		{"SourceChangedInPlace", func(t *testing.T, source, partial string) { rewriteInPlace(t, source, 0) }, nil},
+		// Inside the 2 MiB prefix, far enough from the start that a
+		// host that cannot hash, reading the file whole again, has not
+		// asked for those bytes yet.
+		{"SourceChangedWhileResumed", nil, func(source string) { rewriteInPlace(t, source, 1600<<10) }},
 		{"PartialZeroFilled", func(t *testing.T, source, partial string) {
 			st, err := os.Stat(partial)
 			if err != nil {
@@ -86,7 +110,7 @@ func testResumeChangedSource(t *testing.T, start StartFunc) {
 			if err := os.WriteFile(partial, make([]byte, st.Size()), 0o600); err != nil {
 				t.Fatal(err)
 			}
-		}},
+		}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := NewEnv(t, start, "alpha", "beta")
@@ -94,12 +118,28 @@ func testResumeChangedSource(t *testing.T, start StartFunc) {
 			e.Outbox("alpha", "beta", map[string][]byte{"img/disk.img": randBytes(r, 8<<20+5)})
 			source := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "img", "disk.img")
 			partial := e.interruptedPickup("alpha", 2<<20)
-			tc.damage(t, source, partial)
+			var opts carrier.Options
+			if tc.damage != nil {
+				tc.damage(t, source, partial)
+			}
+			var mu sync.Mutex // guards want
 			want, err := os.ReadFile(source)
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := e.Carrier(1<<30, carrier.Options{})
+			if tc.during != nil {
+				opts.Progress = &onFirstAdd{f: func() {
+					tc.during(source)
+					b, err := os.ReadFile(source)
+					if err != nil {
+						t.Error(err)
+					}
+					mu.Lock()
+					want = b
+					mu.Unlock()
+				}}
+			}
+			c := e.Carrier(1<<30, opts)
 			// The resumed pickup may refuse the file (it waits in the
 			// outbox); the next one carries it whole.
 			for range 2 {
@@ -108,6 +148,8 @@ func testResumeChangedSource(t *testing.T, start StartFunc) {
 			if left := e.OutboxFiles("alpha"); len(left) != 0 {
 				t.Fatalf("after two pickups the outbox still holds %v", keys(left))
 			}
+			mu.Lock()
+			defer mu.Unlock()
 			MustOK(t, e.Dropoff(c, "beta"))
 			got := e.Inbox("beta", "alpha")["img/disk.img"]
 			if !bytes.Equal(got, want) {
