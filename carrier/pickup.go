@@ -620,13 +620,6 @@ func (c *Carrier) readStream(s *Session, rf *sftp.File, remote string, cd candid
 	if errors.Is(err, errTooLong) || st.from+n != cd.Size {
 		return errChanged
 	}
-	if pw.compare > cd.Size {
-		// A partial longer than the file: never, as partials are named
-		// by size; cut to the file's end all the same.
-		if err := lf.Truncate(cd.Size); err != nil {
-			return &localWriteError{err}
-		}
-	}
 	return nil
 }
 
