@@ -57,7 +57,8 @@ type Options struct {
 	// VerifySource compares the carried copy with a hash computed by the
 	// source host when it is a messor agent (a cheap request there; on a
 	// stock host it would cost a process per file, and size, mtime and
-	// SSH's own integrity checks already guard the read).
+	// SSH's own integrity checks already guard the read). A resumed
+	// download is verified on every kind of host whatever this says.
 	VerifySource bool
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time

@@ -366,6 +366,8 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	} else if st, err := s.sftp.Lstat(partial); err == nil && st.Mode().IsRegular() {
 		had = st.Size()
 		if had > 0 {
+			// An earlier run was cut short: the link may drop again.
+			s.cutBefore.Store(true)
 			if off, prefix, err = c.resumePoint(ctx, s, obj, partial, min(had, e.Size)); err != nil {
 				// Keep the partial: the next visit checks it again.
 				return fmt.Errorf("host %s: checking the partial upload %s: %w", s.Host.Name, partial, err)
@@ -408,8 +410,11 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	// (the handle's offset is at from).
 	wtr := tr
 	write := func(from, to int64) error {
-		src := &io.LimitedReader{R: io.NewSectionReader(obj, from, to-from), N: to - from}
-		n, err := f.ReadFromWithConcurrency(&trackReader{src, wtr}, maxWritesInFlight)
+		n, err := s.writeWindowed(f, obj, from, to, wtr)
+		var lerr *localWriteError
+		if errors.As(err, &lerr) {
+			return fmt.Errorf("buffer %s: %s: %w", c.buf.Dir(), e.Path, lerr.err)
+		}
 		if err != nil {
 			return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size-from))
 		}
@@ -571,16 +576,83 @@ func (s *Session) diskFullHint(dir string, need int64) string {
 	return fmt.Sprintf(" (the host's disk holding %s is full: %s free; the partial is kept, free some space there and run again)", dir, FormatSize(free))
 }
 
-type trackReader struct {
-	r  *io.LimitedReader
-	tr Tracker
+// writeWindowed sends [from, to) of obj to the same range of f in chunks,
+// several in flight, and returns how far from from it wrote without a gap.
+// The chunks in flight over the whole session are bounded (s.window): what
+// the host has not written when the link drops is lost, and with
+// maxWritesInFlight packets in flight for each of several files that was
+// most of what crossed a link cut every MiB. Over a link that was cut
+// before (cutBefore) chunks are smaller and fewer.
+func (s *Session) writeWindowed(f *sftp.File, obj io.ReaderAt, from, to int64, tr Tracker) (int64, error) {
+	chunk, units, perFile := int64(maxPacket), windowUnits/maxWritesInFlight, maxWritesInFlight
+	if s.cutBefore.Load() {
+		chunk, units, perFile = flakyChunk, windowUnits/flakyInFlight, flakyInFlight
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		gap     = to // the lowest offset whose write failed
+		failure error
+		mine    = make(chan struct{}, perFile)
+		free    = make(chan []byte, perFile) // buffers of writes done
+	)
+	failed := func() bool { mu.Lock(); defer mu.Unlock(); return failure != nil }
+	for off := from; off < to && !failed(); off += chunk {
+		mine <- struct{}{}
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+			buf = make([]byte, chunk)
+		}
+		buf = buf[:min(chunk, to-off)]
+		if _, err := obj.ReadAt(buf, off); err != nil {
+			<-mine
+			mu.Lock()
+			gap, failure = min(gap, off), &localWriteError{err}
+			mu.Unlock()
+			break
+		}
+		s.acquireWindow(units)
+		wg.Add(1)
+		go func(off int64) {
+			defer wg.Done()
+			_, err := f.WriteAt(buf, off)
+			s.releaseWindow(units)
+			defer func() {
+				select {
+				case free <- buf:
+				default:
+				}
+				<-mine
+			}()
+			if err != nil {
+				mu.Lock()
+				if off < gap {
+					gap, failure = off, err
+				}
+				mu.Unlock()
+				return
+			}
+			tr.Add(int64(len(buf)))
+		}(off)
+	}
+	wg.Wait()
+	return gap - from, failure
 }
 
-func (t *trackReader) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	t.tr.Add(int64(n))
-	return n, err
+// acquireWindow takes n of the session's window units, all at once (so
+// that writers taking several never hold some each and wait for the rest).
+func (s *Session) acquireWindow(n int) {
+	s.windowMu.Lock()
+	defer s.windowMu.Unlock()
+	for range n {
+		s.window <- struct{}{}
+	}
 }
 
-// Len lets pkg/sftp size its concurrent writes.
-func (t *trackReader) Len() int { return int(t.r.N) }
+func (s *Session) releaseWindow(n int) {
+	for range n {
+		<-s.window
+	}
+}

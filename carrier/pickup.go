@@ -1,11 +1,13 @@
 package carrier
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -343,7 +345,10 @@ type fetchResult struct {
 }
 
 // fetch carries one file: resumable download with hashing, source check,
-// fsync, commit, then removal from the outbox.
+// fsync, commit, then removal from the outbox. A partial left by an earlier
+// run is resumed only from a prefix proven equal to the source's (see
+// checkPartial), and the whole file is then proven again before the source
+// may go (verifySource with resumed).
 func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracker) (fetchResult, error) {
 	var res fetchResult
 	o := origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
@@ -365,10 +370,7 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
 	}
 	have := st.Size()
-	if have > cd.Size {
-		have = 0
-	}
-	if !c.buf.reserve(cd.Size, st.Size()) {
+	if !c.buf.reserve(cd.Size, have) {
 		return res, errNoRoom
 	}
 	committed := false
@@ -383,16 +385,19 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 			c.buf.unreserve(cd.Size, keep)
 		}
 	}()
-	if err := lf.Truncate(have); err != nil {
-		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
-	}
-
-	h := sha256.New()
-	if have > 0 {
-		if _, err := io.Copy(h, io.NewSectionReader(lf, 0, have)); err != nil {
-			return res, fmt.Errorf("buffer %s: rehash partial: %w", c.buf.Dir(), err)
+	if have > cd.Size {
+		if err := lf.Truncate(0); err != nil {
+			return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
 		}
-		c.log.Debug("resuming download", "host", s.Host.Name, "path", remote, "offset", have)
+		have = 0
+	}
+	if have > 0 {
+		// An earlier run was cut short: the link may drop again.
+		s.cutBefore.Store(true)
+	}
+	from, h, err := c.checkPartial(ctx, s, remote, lf, have)
+	if err != nil {
+		return res, err
 	}
 	rf, err := s.sftp.Open(remote)
 	if err != nil {
@@ -403,7 +408,7 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		return res, fmt.Errorf("host %s: open %s: %w", s.Host.Name, remote, err)
 	}
 	defer rf.Close()
-	err = c.readStream(s, rf, remote, cd, have, lf, h, tr)
+	err = c.readStream(s, rf, remote, cd, stream{from: from, compare: have}, lf, h, tr)
 	var lerr *localWriteError
 	if errors.As(err, &lerr) {
 		// Our own disk, not the host: say so, and keep the partial.
@@ -413,22 +418,20 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		}
 		return res, fmt.Errorf("buffer %s: carrying %s: %w%s", c.buf.Dir(), remote, lerr.err, hint)
 	}
-	if errors.Is(err, errChanged) {
-		os.Remove(pp)
-		return res, err
-	}
-	if err != nil {
-		return res, err
-	}
-	if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
-		os.Remove(pp)
-		return res, err
+	if err == nil {
+		err = sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if err := c.verifySource(ctx, s, remote, cd.Size, sum); err != nil {
-		if errors.Is(err, errChanged) {
-			os.Remove(pp)
-		}
+	if err == nil {
+		// Resumed from a prefix the host hashed before the rest was read:
+		// proven again as a whole, unless that prefix was all of it.
+		err = c.verifySource(ctx, s, remote, cd.Size, sum, from > 0 && from < cd.Size)
+	}
+	if errors.Is(err, errChanged) {
+		os.Remove(pp)
+	}
+	if err != nil {
+		// Anything else (the link dropped) keeps every byte written.
 		return res, err
 	}
 	// No fsync here: the commit makes a whole batch durable at once.
@@ -438,6 +441,39 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	res, err = c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.commit(e, o, pp, cd.Size) })
 	committed = err == nil
 	return res, err
+}
+
+// checkPartial decides where a download with a partial of have bytes goes
+// on: from have, with h holding the partial's hash, where the host hashed
+// the same prefix of the source (an agent's request or a command); else
+// from 0 (from = 0), the source read whole again and compared with the
+// partial as it comes (see stream), so that the carried bytes are all read
+// in this run. A prefix the host hashes differently (the source changed in
+// place, mtime and all, or the partial is damaged) is never trusted.
+func (c *Carrier) checkPartial(ctx context.Context, s *Session, remote string, lf *os.File, have int64) (from int64, h hash.Hash, err error) {
+	h = sha256.New()
+	if have == 0 {
+		return 0, h, nil
+	}
+	if kind := s.HashKind(ctx); kind == "agent" || kind == "exec" {
+		if _, err := io.Copy(h, io.NewSectionReader(lf, 0, have)); err != nil {
+			return 0, nil, fmt.Errorf("buffer %s: rehash partial: %w", c.buf.Dir(), err)
+		}
+		got, err := s.hashPrefix(ctx, remote, have)
+		switch {
+		case err == nil && bytes.Equal(got, h.Sum(nil)):
+			c.log.Debug("resuming download", "host", s.Host.Name, "path", remote, "offset", have)
+			return have, h, nil
+		case err == nil:
+			c.log.Info("a partial download is not the source's start (changed in place, or damaged); reading it whole again", "host", s.Host.Name, "path", remote, "partial", have)
+		case ctx.Err() != nil:
+			return 0, nil, err
+		default:
+			c.log.Debug("cannot hash the partial's prefix on the host; reading it whole again", "host", s.Host.Name, "path", remote, "err", err)
+		}
+		h.Reset()
+	}
+	return 0, h, nil
 }
 
 // fetchSmall carries a small file that has no partial: one read of all of
@@ -473,7 +509,7 @@ func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o or
 	}
 	h := sha256.Sum256(data)
 	sum := hex.EncodeToString(h[:])
-	if err := c.verifySource(ctx, s, remote, cd.Size, sum); err != nil {
+	if err := c.verifySource(ctx, s, remote, cd.Size, sum, false); err != nil {
 		return res, err
 	}
 	res, err = c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.commitData(e, o, data, cd.Size) })
@@ -492,10 +528,12 @@ func (c *Carrier) commitAndRemove(s *Session, cd candidate, o origin, remote, su
 	return fetchResult{dedup: dedup, removeErr: c.blackhole(s, cd, o, remote)}, nil
 }
 
-// verifySource compares sum with the source's hash computed on the host,
-// where that is cheap (an agent): errChanged if they differ.
-func (c *Carrier) verifySource(ctx context.Context, s *Session, remote string, size int64, sum string) error {
-	if !c.opts.VerifySource || size == 0 || s.HashKind(ctx) != "agent" {
+// verifySource compares sum with the source's hash computed on the host:
+// always for a resumed download (its prefix was read on an earlier run),
+// and where that is cheap (an agent) with VerifySource for every file.
+// errChanged if they differ.
+func (c *Carrier) verifySource(ctx context.Context, s *Session, remote string, size int64, sum string, resumed bool) error {
+	if size == 0 || !resumed && (!c.opts.VerifySource || s.HashKind(ctx) != "agent") {
 		return nil
 	}
 	hs, err := s.hashRange(ctx, remote, size)
@@ -545,23 +583,33 @@ func (c *Carrier) readSmall(s *Session, rf *sftp.File, remote string, cd candida
 	return buf[:n], nil
 }
 
-// readStream reads the rest of a file from offset have into lf, hashing
-// into h, with many reads in flight.
-func (c *Carrier) readStream(s *Session, rf *sftp.File, remote string, cd candidate, have int64, lf *os.File, h io.Writer, tr Tracker) error {
+// stream says where a download reads from: the source from offset from,
+// and up to compare the bytes read are compared with the partial's rather
+// than written (the first that differs, and all after it, are written, the
+// partial cut there first).
+type stream struct{ from, compare int64 }
+
+// readStream reads a file from st.from into lf, hashing into h, with many
+// reads in flight.
+func (c *Carrier) readStream(s *Session, rf *sftp.File, remote string, cd candidate, st stream, lf *os.File, h io.Writer, tr Tracker) error {
 	if err := sameVersion(rf.Stat, cd); err != nil {
 		return err
 	}
-	if _, err := rf.Seek(have, io.SeekStart); err != nil {
+	if _, err := rf.Seek(st.from, io.SeekStart); err != nil {
 		return fmt.Errorf("host %s: seek %s: %w", s.Host.Name, remote, err)
-	}
-	if _, err := lf.Seek(have, io.SeekStart); err != nil {
-		return &localWriteError{err}
 	}
 	// Hash on another core while this one receives and writes.
 	ah := newAsyncHash(h)
 	defer ah.Close()
-	w := io.MultiWriter(&flushingWriter{f: lf, off: have}, ah, trackWriter{tr})
-	n, err := rf.WriteTo(limitWriter(w, cd.Size-have))
+	pw := &partialWriter{f: lf, off: st.from, compare: st.compare, done: st.from}
+	w := io.MultiWriter(pw, ah, trackWriter{tr})
+	var n int64
+	var err error
+	if s.cutBefore.Load() {
+		n, err = readWindowed(rf, limitWriter(w, cd.Size-st.from), st.from)
+	} else {
+		n, err = rf.WriteTo(limitWriter(w, cd.Size-st.from))
+	}
 	var lerr *localWriteError
 	if errors.As(err, &lerr) {
 		return err
@@ -569,10 +617,33 @@ func (c *Carrier) readStream(s *Session, rf *sftp.File, remote string, cd candid
 	if err != nil && !errors.Is(err, errTooLong) {
 		return fmt.Errorf("host %s: read %s: %w", s.Host.Name, remote, err)
 	}
-	if errors.Is(err, errTooLong) || have+n != cd.Size {
+	if errors.Is(err, errTooLong) || st.from+n != cd.Size {
 		return errChanged
 	}
 	return nil
+}
+
+// readWindowed is rf.WriteTo(w) from off in chunks of flakyChunk, one at a
+// time: over a link that was cut before, what is lost when it drops again
+// is the part of a reply received, up to a packet per file in flight.
+func readWindowed(rf *sftp.File, w io.Writer, off int64) (int64, error) {
+	buf := make([]byte, flakyChunk)
+	var n int64
+	for {
+		k, err := rf.ReadAt(buf, off+n)
+		if k > 0 {
+			if _, werr := w.Write(buf[:k]); werr != nil {
+				return n, werr
+			}
+			n += int64(k)
+		}
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // sameVersion checks that the file still has the size and mtime it was
@@ -647,28 +718,66 @@ func (a *asyncHash) Close() {
 	<-a.done
 }
 
-// flushingWriter writes a big download to the buffer and starts the disk
-// writing it behind us as it goes, so that the fsync at commit finds
-// little left to do instead of the whole file.
-type flushingWriter struct {
-	f         *os.File
-	off, done int64 // bytes written; bytes handed to writeback
+// partialWriter writes a download into its partial at off. Bytes before
+// compare are the partial's already: they are compared, not written; at the
+// first that differs the partial is cut there and written from then on. As
+// it goes it starts the disk writing behind it, so that the fsync at commit
+// finds little left to do instead of the whole file.
+type partialWriter struct {
+	f            *os.File
+	off, compare int64 // next offset; the end of what is compared
+	done         int64 // bytes handed to writeback
+	cmp          []byte
 }
 
 // writebackChunk is how much is written before writeback is started.
 const writebackChunk = 8 << 20
 
-func (w *flushingWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
+func (w *partialWriter) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 && w.off < w.compare {
+		k := int(min(int64(len(p)), w.compare-w.off))
+		if cap(w.cmp) < k {
+			w.cmp = make([]byte, k)
+		}
+		old := w.cmp[:k]
+		if _, err := io.ReadFull(io.NewSectionReader(w.f, w.off, int64(k)), old); err != nil {
+			return total - len(p), &localWriteError{err}
+		}
+		same := commonPrefix(old, p[:k])
+		w.off += int64(same)
+		p = p[same:]
+		if same < k {
+			if err := w.f.Truncate(w.off); err != nil {
+				return total - len(p), &localWriteError{err}
+			}
+			w.compare = w.off
+		}
+	}
+	if len(p) == 0 {
+		return total, nil
+	}
+	n, err := w.f.WriteAt(p, w.off)
 	w.off += int64(n)
 	if err != nil {
-		return n, &localWriteError{err}
+		return total - len(p) + n, &localWriteError{err}
 	}
 	if w.off-w.done >= writebackChunk {
 		startWriteback(w.f, w.done, w.off-w.done)
 		w.done = w.off
 	}
-	return n, nil
+	return total, nil
+}
+
+// commonPrefix is how many bytes a and b (as long as a) agree on from
+// their start.
+func commonPrefix(a, b []byte) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return len(a)
 }
 
 type limitedW struct {

@@ -31,7 +31,12 @@
 //     offers one), syncs the data, commits it to its buffer index, and only
 //     then removes the file from the outbox. A carrier that already holds a
 //     committed copy of the same (source, dest, path, size, mtime) removes the
-//     outbox file without taking a second copy.
+//     outbox file without taking a second copy. A partial left by an
+//     earlier visit is resumed only from a prefix the host hashed the same
+//     (a range hash), and the whole file is then hashed on the host again
+//     before the source is removed; a host that cannot hash has the file
+//     read whole again, compared with the partial as it comes. Size and
+//     mtime alone never vouch for a prefix read on an earlier visit.
 //  3. Dropoff uploads into a hidden partial beside the final name
 //     ([PartialName]), resuming from a prefix it has verified (a range hash),
 //     syncs it (fsync@openssh.com where offered), verifies the whole content

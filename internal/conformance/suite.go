@@ -224,6 +224,7 @@ func Run(t *testing.T, start StartFunc) {
 		{"StillBeingWritten", testSettle},
 		{"HostileNames", testHostileNames},
 		{"ResumeDropoff", testResumeDropoff},
+		{"ResumeChangedSource", testResumeChangedSource},
 		{"VerifyInSlices", testSlices},
 		{"UnicodeNormalisation", testUnicodeNormalisation},
 		{"TwoVersionsOfOneFile", func(t *testing.T, start StartFunc) { TwoVersions(t, start, start) }},
