@@ -20,8 +20,9 @@ import (
 	"github.com/messor-sync/messor/protocol"
 )
 
-// partialPrefix starts the only reserved names a carrier may touch.
-const partialPrefix = protocol.ReservedPrefix + ".part."
+// carrierPrefixes start the only reserved names a carrier may touch:
+// delivery partials and outbox claims.
+var carrierPrefixes = []string{protocol.ReservedPrefix + ".part.", protocol.ClaimPrefix}
 
 // File and directory modes for what carriers create (before the umask).
 const (
@@ -46,8 +47,8 @@ func cleanSFTPPath(p string) string {
 
 // resolve maps an SFTP path to Root. The path is cleaned first, so ".." can
 // never climb above "/"; what remains outside "/messor" does not exist.
-// A component beginning with ".messor" that is not a delivery partial is
-// refused with EACCES.
+// A component beginning with ".messor" that is neither a delivery partial
+// nor an outbox claim is refused with EACCES.
 func resolve(op, p string) (place, string, error) {
 	clean := cleanSFTPPath(p)
 	if strings.ContainsRune(clean, 0) {
@@ -71,12 +72,13 @@ func resolve(op, p string) (place, string, error) {
 }
 
 // reservedName reports whether the name component c is one of messor's own
-// (".messor*", not a delivery partial). It compares as a case-insensitive
+// (".messor*", neither a delivery partial nor a claim). It compares as a case-insensitive
 // filesystem would (macOS, Windows: ".MESSOR-x" is ".messor-x" there), and
 // takes "\" for a separator too (Windows).
 func reservedName(c string) bool {
 	for part := range strings.SplitSeq(c, `\`) {
-		if hasPrefixFold(part, protocol.ReservedPrefix) && !hasPrefixFold(part, partialPrefix) {
+		if hasPrefixFold(part, protocol.ReservedPrefix) &&
+			!slices.ContainsFunc(carrierPrefixes, func(p string) bool { return hasPrefixFold(part, p) }) {
 			return true
 		}
 	}
