@@ -102,7 +102,7 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 				notes.wait("", fmt.Sprintf("outbox not listed in full (more than %d entries); the rest waits for the next visit", c.opts.MaxListing))
 				return
 			}
-			r.Err = fmt.Errorf("host %s: outbox has more than %d entries (or a directory that never ends) and none of them could be carried", s.Host.Name, c.opts.MaxListing)
+			r.Err = fmt.Errorf("host %s: outbox has more than one listing holds (%d entries or %d MiB of replies: a directory that never ends?) and none of those listed could be carried", s.Host.Name, c.opts.MaxListing, listingRoundBytes>>20)
 			return
 		}
 		c.log.Info("outbox listed in part; listing again", "host", s.Host.Name, "carried", r.Files+r.Already-before)
