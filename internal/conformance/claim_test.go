@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -239,4 +240,40 @@ func firstKey(m map[string][]byte) string {
 		return k
 	}
 	return ""
+}
+
+// TestDirectoryGoneWhileListed: a destination directory deleted between the
+// outbox's listing and its own is reported and passed over, not a failure,
+// and the rest of the outbox is carried. Against sshd with and without
+// exec, and the agent.
+func TestDirectoryGoneWhileListed(t *testing.T) {
+	for _, k := range []struct {
+		name  string
+		start StartFunc
+	}{{"sshd", SSHD(false)}, {"sshd-noexec", SSHD(true)}, {"agent", Agent}} {
+		t.Run(k.name, func(t *testing.T) {
+			h := &relayHost{}
+			e := NewEnv(t, relayed(k.start, h), "alpha")
+			e.Outbox("alpha", "beta", map[string][]byte{"f.txt": claimV1})
+			e.Outbox("alpha", "gone", map[string][]byte{"sub/g.txt": claimV2})
+			h.set(func(r sftptest.Request) bool {
+				if r.Type == sftptest.FxpOpendir && strings.HasSuffix(r.Path, "outbox/gone") {
+					if err := os.RemoveAll(h.local(r.Path)); err != nil {
+						t.Error(err)
+					}
+				}
+				return false
+			})
+			c := e.Carrier(1<<20, carrier.Options{})
+			rs := c.Pickup(context.Background(), e.Resolve("alpha"))
+			MustOK(t, rs)
+			if !slices.Contains(rs[0].Skipped, carrier.FileNote{Path: "gone/", Reason: "directory gone while listed"}) {
+				t.Errorf("skipped %v: gone/ not reported", rs[0].Skipped)
+			}
+			SameTree(t, "outbox", e.OutboxFiles("alpha"), map[string][]byte{})
+			if got := carriedContents(t, c); got[string(claimV1)] != 1 || len(got) != 1 {
+				t.Errorf("carried %v, want f.txt", got)
+			}
+		})
+	}
 }
