@@ -1,6 +1,8 @@
 package carrier
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -44,7 +46,7 @@ type foundClaim struct {
 // not an error.
 func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote string) error {
 	dir, base := path.Split(remote)
-	name, err := protocol.ClaimName(base, c.buf.ID(), c.opts.Now())
+	name, err := protocol.ClaimName(base, c.claimID(), c.opts.Now())
 	if err != nil {
 		return fmt.Errorf("host %s: claim %s: %w", s.Host.Name, remote, err)
 	}
@@ -82,6 +84,17 @@ func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote stri
 	}
 	c.buf.forgetCarried(o)
 	return nil
+}
+
+// claimID names this carrier in its claims: its buffer's ID, or a hash of
+// it where that is no valid carrier ID (made by hand, or by another version).
+func (c *Carrier) claimID() string {
+	id := c.buf.ID()
+	if _, err := protocol.ClaimName("x", id, time.Time{}); err == nil {
+		return id
+	}
+	h := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(h[:8])
 }
 
 func (c *Carrier) markRemoveFailed(o origin) {
@@ -136,7 +149,7 @@ func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 		base := path.Join(protocol.OutboxDir(fc.Dest), fc.Dir)
 		claim, orig := path.Join(base, fc.Name), path.Join(base, fc.claim.Name)
 		shown := path.Join(fc.Dest, fc.Dir, fc.claim.Name)
-		own := fc.claim.Carrier == c.buf.ID()
+		own := fc.claim.Carrier == c.claimID()
 		if !own && now.Sub(fc.claim.At) < claimStaleAfter {
 			c.log.Debug("claimed by another carrier", "host", s.Host.Name, "path", claim)
 			continue

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,8 +71,10 @@ func (c *Carrier) PickupHost(ctx context.Context, h discovery.Host) *HostReport 
 // the claims it met, and carries what it found, until a listing is
 // complete or a round carries nothing.
 func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
-	notes := &noteSet{r: r, seen: map[string]bool{}}
+	notes := newNoteSet(r)
+	defer notes.bound(true)
 	for ctx.Err() == nil {
+		notes.bound(false)
 		l, err := c.listOutbox(ctx, s, notes)
 		if err != nil {
 			r.Err = err
@@ -172,20 +175,51 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 	return full, nil
 }
 
+// maxNotes bounds each of a pickup report's lists of notes, so an outbox
+// listed in many rounds cannot grow them without end; what is left out is
+// counted in one last note.
+const maxNotes = 10_000
+
 // noteSet adds a listing's notes to a report once each, however many
-// rounds list the same entry.
+// rounds list the same entry, and at most maxNotes to each list.
 type noteSet struct {
-	mu   sync.Mutex
-	r    *HostReport
-	seen map[string]bool
+	mu      sync.Mutex
+	r       *HostReport
+	seen    map[string]bool
+	dropped map[*[]FileNote]int
+}
+
+func newNoteSet(r *HostReport) *noteSet {
+	return &noteSet{r: r, seen: map[string]bool{}, dropped: map[*[]FileNote]int{}}
 }
 
 func (n *noteSet) add(list *[]FileNote, p, reason string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if k := p + "\x00" + reason; !n.seen[k] {
+	k := p + "\x00" + reason
+	switch {
+	case n.seen[k]:
+	case len(*list) >= maxNotes:
+		n.dropped[list]++
+	default:
 		n.seen[k] = true
 		*list = append(*list, FileNote{p, reason})
+	}
+}
+
+// bound cuts the report's lists to maxNotes (some notes are added without
+// the set); done adds the count of what was left out.
+func (n *noteSet) bound(done bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, list := range []*[]FileNote{&n.r.Waiting, &n.r.Skipped, &n.r.Failed} {
+		if len(*list) > maxNotes {
+			n.dropped[list] += len(*list) - maxNotes
+			*list = slices.Clip((*list)[:maxNotes])
+		}
+		if done && n.dropped[list] > 0 {
+			*list = append(*list, FileNote{"...", fmt.Sprintf("%d more not listed here", n.dropped[list])})
+		}
 	}
 }
 
