@@ -28,8 +28,31 @@ const claimStaleAfter = time.Hour
 const maxPutBack = 100
 
 // errNotCarried: the claimed file is not the version carried; it was put
-// back for a later visit.
+// back for a later visit (a *putBackError).
 var errNotCarried = errors.New("a new version was claimed and put back")
+
+// putBackError is errNotCarried with the name the new version was put back
+// under, when its own was taken.
+type putBackError struct{ as string }
+
+func (e *putBackError) Error() string {
+	if e.as == "" {
+		return errNotCarried.Error()
+	}
+	return errNotCarried.Error() + " as " + e.as
+}
+
+func (e *putBackError) Is(target error) bool { return target == errNotCarried }
+
+// notCarriedNote is a report's note for an errNotCarried.
+func notCarriedNote(err error) string {
+	const note = "a new version was saved while carried; it waits for the next visit"
+	var pb *putBackError
+	if errors.As(err, &pb) && pb.as != "" {
+		return note + " as " + pb.as + " (its name was taken by a newer one)"
+	}
+	return note
+}
 
 // foundClaim is a claim met while listing an outbox.
 type foundClaim struct {
@@ -74,7 +97,10 @@ func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote stri
 			return fmt.Errorf("host %s: a new version of %s was claimed and cannot be put back (it stays as %s until the next visit): %w", s.Host.Name, remote, claim, perr)
 		}
 		c.log.Info("a new version appeared while committing; it waits for the next visit", "host", s.Host.Name, "path", remote, "as", to)
-		return errNotCarried
+		if to == remote {
+			return &putBackError{}
+		}
+		return &putBackError{as: path.Base(to)}
 	}
 	if err := s.sftp.Remove(claim); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		// The claim stays, holding the carried version: the next visit

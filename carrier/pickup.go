@@ -138,7 +138,7 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 		shown := path.Join(cd.Dest, cd.Path)
 		switch {
 		case errors.Is(err, errNotCarried):
-			notes.wait(shown, "a new version was saved; it waits for the next visit")
+			notes.wait(shown, notCarriedNote(err))
 		case err != nil:
 			notes.skip(shown, "carried already, cannot remove from outbox")
 			c.log.Warn("carried already, cannot remove from outbox", "host", s.Host.Name, "path", shown, "err", err)
@@ -434,7 +434,7 @@ func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r 
 				}
 				switch {
 				case errors.Is(res.removeErr, errNotCarried):
-					r.Waiting = append(r.Waiting, FileNote{shown, "a new version was saved while carried; it waits for the next visit"})
+					r.Waiting = append(r.Waiting, FileNote{shown, notCarriedNote(res.removeErr)})
 				case res.removeErr != nil:
 					r.Skipped = append(r.Skipped, FileNote{shown, "carried, cannot remove from outbox"})
 					c.log.Warn("carried, but cannot remove from outbox", "host", s.Host.Name, "path", shown, "err", res.removeErr)

@@ -73,6 +73,7 @@ func TestClaim(t *testing.T) {
 		t.Run(k.name, func(t *testing.T) {
 			t.Run("new version at the claim", func(t *testing.T) { testClaimSwap(t, k.start, sftptest.FxpRename) })
 			t.Run("new version at the removal", func(t *testing.T) { testClaimSwap(t, k.start, sftptest.FxpRemove) })
+			t.Run("newer version at the put-back", func(t *testing.T) { testClaimPutBackTaken(t, k.start) })
 			t.Run("stopped after claiming", func(t *testing.T) { testClaimStopped(t, k.start) })
 			t.Run("another carrier's claims", func(t *testing.T) { testForeignClaims(t, k.start) })
 		})
@@ -152,6 +153,37 @@ func testClaimSwap(t *testing.T, start StartFunc, at byte) {
 	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
 	SameTree(t, "outbox after the second visit", e.OutboxFiles("alpha"), map[string][]byte{})
 	if got := carriedContents(t, c); got[string(claimV1)] != 1 || got[string(claimV2)] != 1 || len(got) != 2 {
+		t.Errorf("carried %v, want each version once", got)
+	}
+}
+
+// testClaimPutBackTaken: version 2 is claimed, and version 3 saved under
+// the name before version 2 is put back: both are kept, version 2 under a
+// conflict name, and both are carried on the next visit.
+func testClaimPutBackTaken(t *testing.T, start StartFunc) {
+	e, h, c := newClaimEnv(t, start)
+	v3 := []byte("version 3, the longest of all\n")
+	var claimed, saved sync.Once
+	h.set(func(r sftptest.Request) bool {
+		switch {
+		case r.Type == sftptest.FxpRename && isClaimOf(r, "beta/f.txt"):
+			claimed.Do(func() { saveOver(t, h.local(r.Path), claimV2) })
+		case r.Type == sftptest.FxpLstat && strings.HasPrefix(path.Base(r.Path), protocol.ClaimPrefix):
+			saved.Do(func() { saveOver(t, h.local("messor/outbox/beta/f.txt"), v3) })
+		}
+		return false
+	})
+	rs := c.Pickup(context.Background(), e.Resolve("alpha"))
+	MustOK(t, rs)
+	h.set(nil)
+	t.Logf("%s; waiting %v", rs[0].Summary(), rs[0].Waiting)
+	if len(rs[0].Waiting) != 1 || !strings.Contains(rs[0].Waiting[0].Reason, "as f (2).txt") {
+		t.Errorf("waiting %v: the new version put back under another name is not reported", rs[0].Waiting)
+	}
+	SameTree(t, "outbox after the first visit", e.OutboxFiles("alpha"), map[string][]byte{"beta/f.txt": v3, "beta/f (2).txt": claimV2})
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	SameTree(t, "outbox after the second visit", e.OutboxFiles("alpha"), map[string][]byte{})
+	if got := carriedContents(t, c); got[string(claimV1)] != 1 || got[string(claimV2)] != 1 || got[string(v3)] != 1 || len(got) != 3 {
 		t.Errorf("carried %v, want each version once", got)
 	}
 }
