@@ -470,10 +470,15 @@ func (c *confinedFS) remove(op, p string, dir bool) error {
 	return sftpError(op, p, c.root.Remove(rel))
 }
 
-// rename is SSH_FXP_RENAME: it fails when newpath exists. Like OpenSSH, a
-// regular file is hard-linked to the new name and then unlinked from the
-// old one, so the check and the rename are one atomic step; other files, and
-// file systems without hard links, fall back to a check and a rename.
+// errNoRenameat2: renameNoReplace cannot work here.
+var errNoRenameat2 = errors.New("renameat2 with RENAME_NOREPLACE not supported")
+
+// rename is SSH_FXP_RENAME: it fails when newpath exists. Where it can (Linux,
+// most file systems), it is one atomic rename that never replaces. Otherwise,
+// like OpenSSH, a regular file is hard-linked to the new name and then
+// unlinked from the old one, so the check and the rename are one atomic step;
+// other files, and file systems without hard links, fall back to a check and a
+// rename.
 func (c *confinedFS) rename(oldpath, newpath string) error {
 	oldRel, err := resolveBelowRoot("rename", oldpath)
 	if err != nil {
@@ -488,6 +493,9 @@ func (c *confinedFS) rename(oldpath, newpath string) error {
 		return sftpError("rename", oldpath, err)
 	}
 	c.log.Debug("sftp rename", "from", cleanSFTPPath(oldpath), "to", cleanSFTPPath(newpath))
+	if err := renameNoReplace(c.root, oldRel, newRel); !errors.Is(err, errNoRenameat2) {
+		return sftpError("rename", oldpath, err)
+	}
 	if fi.Mode().IsRegular() {
 		err := c.root.Link(oldRel, newRel)
 		switch e := errno(err); {

@@ -56,8 +56,9 @@
 //  1. It claims it: renames it, in the same directory, to the hidden name
 //     [ClaimName] (".messor.claim.<carrier ID>.<time>.<name>", the carrier ID
 //     being its buffer's ID) with SSH_FXP_RENAME, which never replaces a
-//     file (OpenSSH links the new name and unlinks the old one; so does the
-//     agent). posix-rename@openssh.com, which replaces, is never used here.
+//     file (OpenSSH links the new name and unlinks the old one; the agent
+//     renames with RENAME_NOREPLACE where it can). posix-rename@openssh.com,
+//     which replaces, is never used here.
 //  2. It looks at the claimed file (lstat): if its size and mtime are those
 //     of the version it carried, it removes the claim. A new version saved
 //     after the claim lands beside it under the file's own name and is never
@@ -77,8 +78,9 @@
 // twice). A name too long to fit in a claim name is shortened in it (with a
 // hash); such a claim left by a stopped carrier is put back under the
 // shortened name. What this cannot guard: a writer that keeps a file open
-// and writes into it in place after the claim was looked at, and the
-// instant between the link and the unlink inside the host's rename.
+// and writes into it in place after the claim was looked at, and, on an
+// OpenSSH host, the instant between the link and the unlink inside its
+// rename (a version saved over the name right then is unlinked).
 //
 // # Range hashes
 //
