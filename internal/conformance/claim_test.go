@@ -60,16 +60,19 @@ func relayed(start StartFunc, h *relayHost) StartFunc {
 	}
 }
 
+// hostKinds are the kinds of host the suite runs against.
+var hostKinds = []struct {
+	name  string
+	start StartFunc
+}{{"sshd", SSHD(false)}, {"sshd-noexec", SSHD(true)}, {"agent", Agent}}
+
 // TestClaim: a carried file leaves the outbox by a claim, so a new version
 // saved over it (temp file renamed over the name, as editors save) at the
 // moment of the claim or of the removal is never lost, and a claim left by
 // a carrier that stopped is settled by the next visit, whether its version
 // was carried or not. Against sshd with and without exec, and the agent.
 func TestClaim(t *testing.T) {
-	for _, k := range []struct {
-		name  string
-		start StartFunc
-	}{{"sshd", SSHD(false)}, {"sshd-noexec", SSHD(true)}, {"agent", Agent}} {
+	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Run("new version at the claim", func(t *testing.T) { testClaimSwap(t, k.start, sftptest.FxpRename) })
 			t.Run("new version at the removal", func(t *testing.T) { testClaimSwap(t, k.start, sftptest.FxpRemove) })
@@ -123,6 +126,22 @@ func carriedContents(t *testing.T, c *carrier.Carrier) map[string]int {
 	return out
 }
 
+// carriedAll runs a visit that must leave alpha's outbox empty, and checks
+// that the buffer then holds each of want once, and nothing else.
+func carriedAll(t *testing.T, e *Env, c *carrier.Carrier, want ...[]byte) {
+	t.Helper()
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	SameTree(t, "outbox after the last visit", e.OutboxFiles("alpha"), map[string][]byte{})
+	got := carriedContents(t, c)
+	ok := len(got) == len(want)
+	for _, w := range want {
+		ok = ok && got[string(w)] == 1
+	}
+	if !ok {
+		t.Errorf("carried %v, want %q once each", got, want)
+	}
+}
+
 func newClaimEnv(t *testing.T, start StartFunc) (*Env, *relayHost, *carrier.Carrier) {
 	h := &relayHost{}
 	e := NewEnv(t, relayed(start, h), "alpha")
@@ -150,11 +169,7 @@ func testClaimSwap(t *testing.T, start StartFunc, at byte) {
 		t.Fatal("the carrier never sent the request the new version was to be saved at")
 	}
 	SameTree(t, "outbox after the first visit", e.OutboxFiles("alpha"), map[string][]byte{"beta/f.txt": claimV2})
-	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
-	SameTree(t, "outbox after the second visit", e.OutboxFiles("alpha"), map[string][]byte{})
-	if got := carriedContents(t, c); got[string(claimV1)] != 1 || got[string(claimV2)] != 1 || len(got) != 2 {
-		t.Errorf("carried %v, want each version once", got)
-	}
+	carriedAll(t, e, c, claimV1, claimV2)
 }
 
 // testClaimPutBackTaken: version 2 is claimed, and version 3 saved under
@@ -181,11 +196,7 @@ func testClaimPutBackTaken(t *testing.T, start StartFunc) {
 		t.Errorf("waiting %v: the new version put back under another name is not reported", rs[0].Waiting)
 	}
 	SameTree(t, "outbox after the first visit", e.OutboxFiles("alpha"), map[string][]byte{"beta/f.txt": v3, "beta/f (2).txt": claimV2})
-	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
-	SameTree(t, "outbox after the second visit", e.OutboxFiles("alpha"), map[string][]byte{})
-	if got := carriedContents(t, c); got[string(claimV1)] != 1 || got[string(claimV2)] != 1 || got[string(v3)] != 1 || len(got) != 3 {
-		t.Errorf("carried %v, want each version once", got)
-	}
+	carriedAll(t, e, c, claimV1, claimV2, v3)
 }
 
 // testClaimStopped cuts the connection right after a claim (as a carrier
@@ -203,11 +214,7 @@ func testClaimStopped(t *testing.T, start StartFunc) {
 		if len(left) != 1 || !strings.HasPrefix(path.Base(firstKey(left)), protocol.ClaimPrefix) {
 			t.Fatalf("outbox after the cut: %v, want the claim alone", keys(left))
 		}
-		MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
-		SameTree(t, "outbox after the next visit", e.OutboxFiles("alpha"), map[string][]byte{})
-		if got := carriedContents(t, c); got[string(claimV1)] != 1 || len(got) != 1 {
-			t.Errorf("carried %v, want version 1 once", got)
-		}
+		carriedAll(t, e, c, claimV1)
 	})
 	t.Run("not carried", func(t *testing.T) {
 		e, h, c := newClaimEnv(t, start)
@@ -227,11 +234,7 @@ func testClaimStopped(t *testing.T, start StartFunc) {
 		h.set(nil)
 		MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
 		SameTree(t, "outbox after the next visit", e.OutboxFiles("alpha"), map[string][]byte{"beta/f.txt": claimV2})
-		MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
-		SameTree(t, "outbox after the one after", e.OutboxFiles("alpha"), map[string][]byte{})
-		if got := carriedContents(t, c); got[string(claimV1)] != 1 || got[string(claimV2)] != 1 || len(got) != 2 {
-			t.Errorf("carried %v, want each version once", got)
-		}
+		carriedAll(t, e, c, claimV1, claimV2)
 	})
 }
 
@@ -279,10 +282,7 @@ func firstKey(m map[string][]byte) string {
 // and the rest of the outbox is carried. Against sshd with and without
 // exec, and the agent.
 func TestDirectoryGoneWhileListed(t *testing.T) {
-	for _, k := range []struct {
-		name  string
-		start StartFunc
-	}{{"sshd", SSHD(false)}, {"sshd-noexec", SSHD(true)}, {"agent", Agent}} {
+	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
 			h := &relayHost{}
 			e := NewEnv(t, relayed(k.start, h), "alpha")

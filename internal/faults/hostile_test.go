@@ -175,6 +175,11 @@ func (h *hostile) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 	if !ok {
 		return nil, os.ErrNotExist
 	}
+	return bytesAt(b), nil
+}
+
+// bytesAt reads b, saying EOF with its last bytes.
+func bytesAt(b []byte) io.ReaderAt {
 	return readerAtFunc(func(p []byte, off int64) (int, error) {
 		if off >= int64(len(b)) {
 			return 0, io.EOF
@@ -184,7 +189,7 @@ func (h *hostile) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 			return n, io.EOF
 		}
 		return n, nil
-	}), nil
+	})
 }
 
 func (h *hostile) record(op string) {
@@ -262,7 +267,16 @@ func (h *hostile) Filecmd(r *sftp.Request) error {
 }
 
 // startHostile serves h over SSH to the carrier's keys.
-func startHostile(h *hostile) conformance.StartFunc {
+func startHostile(h *hostile) conformance.StartFunc { return startHandlers(h) }
+
+// startHandlers serves an SFTP server made of h's handlers over SSH to the
+// carrier's keys.
+func startHandlers(h interface {
+	sftp.FileReader
+	sftp.FileWriter
+	sftp.FileCmder
+	sftp.FileLister
+}) conformance.StartFunc {
 	return func(t *testing.T, _ string, keys []ssh.PublicKey) conformance.Host {
 		return sftptest.Start(t, keys, "", func(ch ssh.Channel) {
 			srv := sftp.NewRequestServer(ch, sftp.Handlers{FileGet: h, FilePut: h, FileCmd: h, FileList: h})

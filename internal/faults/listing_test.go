@@ -15,11 +15,8 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/messor-sync/messor/carrier"
-	"github.com/messor-sync/messor/internal/conformance"
-	"github.com/messor-sync/messor/internal/sftptest"
 )
 
 // memOutbox is an SFTP server holding outbox/beta/ in memory, and beside it
@@ -97,16 +94,7 @@ func (m *memOutbox) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 	if !ok || !strings.HasPrefix(r.Filepath, memDir) {
 		return nil, os.ErrNotExist
 	}
-	return readerAtFunc(func(p []byte, off int64) (int, error) {
-		if off >= int64(len(b)) {
-			return 0, io.EOF
-		}
-		n := copy(p, b[off:])
-		if n < len(p) {
-			return n, io.EOF
-		}
-		return n, nil
-	}), nil
+	return bytesAt(b), nil
 }
 
 func (m *memOutbox) Filewrite(*sftp.Request) (io.WriterAt, error) { return nil, os.ErrPermission }
@@ -134,16 +122,6 @@ func (m *memOutbox) Filecmd(r *sftp.Request) error {
 	return nil
 }
 
-func startMemOutbox(m *memOutbox) conformance.StartFunc {
-	return func(t *testing.T, _ string, keys []ssh.PublicKey) conformance.Host {
-		return sftptest.Start(t, keys, "", func(ch ssh.Channel) {
-			srv := sftp.NewRequestServer(ch, sftp.Handlers{FileGet: m, FilePut: m, FileCmd: m, FileList: m})
-			srv.Serve()
-			srv.Close()
-		})
-	}
-}
-
 // TestBadDirectoriesPassedOver: a destination directory that cannot be
 // listed (not there, or refused) is reported and passed over; the rest of
 // the outbox is carried. A refusal is a failure (the exit status says so).
@@ -151,7 +129,7 @@ func TestBadDirectoriesPassedOver(t *testing.T) {
 	t.Parallel()
 	m := &memOutbox{badDirs: true, files: map[string][]byte{"a.txt": []byte("a\n"), "b.txt": []byte("b\n")}}
 	e := newEnv(t)
-	e.Start = startMemOutbox(m)
+	e.Start = startHandlers(m)
 	e.AddHost("mem", true)
 	c := e.carrier(1<<30, carrier.Options{Settle: -1})
 	r := c.Pickup(context.Background(), e.Resolve("mem"))[0]
@@ -176,7 +154,7 @@ func TestListingInRounds(t *testing.T) {
 		m.files[fmt.Sprintf("f%05d", i)] = []byte(fmt.Sprintf("file %d\n", i))
 	}
 	e := newEnv(t)
-	e.Start = startMemOutbox(m)
+	e.Start = startHandlers(m)
 	e.AddHost("mem", true)
 	c := e.carrier(1<<30, carrier.Options{Settle: -1, MaxListing: 1000})
 	r := c.Pickup(context.Background(), e.Resolve("mem"))[0]
@@ -199,7 +177,7 @@ const listingHeapBound = 96 << 20
 func TestListingMemory(t *testing.T) {
 	m := &memOutbox{endless: true, files: map[string][]byte{"a.txt": []byte("a\n")}}
 	e := newEnv(t)
-	e.Start = startMemOutbox(m)
+	e.Start = startHandlers(m)
 	e.AddHost("mem", true)
 	c := e.carrier(1<<30, carrier.Options{Settle: -1})
 	runtime.GC()
