@@ -82,7 +82,16 @@ func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote stri
 		c.markRemoveFailed(o)
 		return fmt.Errorf("host %s: claim %s: %w", s.Host.Name, remote, err)
 	}
-	err = sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(claim) }, cd)
+	st, err := s.sftp.Lstat(claim)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Put back by another carrier that took this one for lost: the
+		// file is carried, and its record makes the next visit remove it.
+		c.log.Warn("a claim was put back by another carrier", "host", s.Host.Name, "path", remote)
+		return nil
+	}
+	if err == nil {
+		err = sameVersion(func() (fs.FileInfo, error) { return st, nil }, cd)
+	}
 	if err != nil && !errors.Is(err, errChanged) {
 		// Cannot tell: the claim stays for the next visit to settle.
 		c.markRemoveFailed(o)

@@ -259,14 +259,21 @@ func testForeignClaims(t *testing.T, start StartFunc) {
 	claim("lost.txt", 2*time.Hour, []byte("lost\n"))
 	claim("f.txt", 3*time.Hour, []byte("lost too\n")) // f.txt is taken
 	young := claim("busy.txt", time.Minute, []byte("busy\n"))
+	// A name too long for a claim name comes back shortened.
+	long := claim(strings.Repeat("long name ", 24)+".txt", 2*time.Hour, []byte("long\n"))
+	short, err := protocol.ParseClaim(long)
+	if err != nil || short.Exact {
+		t.Fatalf("ParseClaim(%q) = %+v, %v", long, short, err)
+	}
 	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
 	SameTree(t, "outbox after a visit", e.OutboxFiles("alpha"), map[string][]byte{
 		"beta/lost.txt": []byte("lost\n"), "beta/f (2).txt": []byte("lost too\n"), "beta/" + young: []byte("busy\n"),
+		"beta/" + short.Name: []byte("long\n"),
 	})
 	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
 	SameTree(t, "outbox after the next visit", e.OutboxFiles("alpha"), map[string][]byte{"beta/" + young: []byte("busy\n")})
-	if got := carriedContents(t, c); len(got) != 3 {
-		t.Errorf("carried %v, want f.txt and the two put back", got)
+	if got := carriedContents(t, c); len(got) != 4 {
+		t.Errorf("carried %v, want f.txt and the three put back", got)
 	}
 }
 
