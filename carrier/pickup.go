@@ -90,8 +90,8 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 				c.log.Info("dropped partial downloads whose source changed or went away", "host", s.Host.Name, "files", n, "bytes", freed)
 			}
 		}
-		before := r.Files + r.Already
-		full, err := c.carryListed(ctx, s, l.cands, notes)
+		before := r.Files
+		full, removed, err := c.carryListed(ctx, s, l.cands, notes)
 		if err != nil {
 			r.Err = err
 			return
@@ -99,23 +99,25 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 		if l.complete || ctx.Err() != nil {
 			return
 		}
-		if r.Files+r.Already == before {
-			// Nothing carried: another round would list the same.
+		if r.Files == before && removed == 0 {
+			// Nothing carried or removed: another round would list
+			// the same.
 			if full {
-				notes.wait("", fmt.Sprintf("outbox not listed in full (more than %d entries); the rest waits for the next visit", c.opts.MaxListing))
+				notes.wait(protocol.Outbox, fmt.Sprintf("outbox not listed in full (more than %d entries); the rest waits for the next visit", c.opts.MaxListing))
 				return
 			}
-			r.Err = fmt.Errorf("host %s: outbox has more than one listing holds (%d entries or %d MiB of replies: a directory that never ends?) and none of those listed could be carried", s.Host.Name, c.opts.MaxListing, listingRoundBytes>>20)
+			r.Err = fmt.Errorf("host %s: outbox has more than one listing holds (%d entries or %d MiB of replies: a directory that never ends?) and of those listed none could be carried or removed", s.Host.Name, c.opts.MaxListing, listingRoundBytes>>20)
 			return
 		}
-		c.log.Info("outbox listed in part; listing again", "host", s.Host.Name, "carried", r.Files+r.Already-before)
+		c.log.Info("outbox listed in part; listing again", "host", s.Host.Name, "carried", r.Files-before, "removed", removed)
 	}
 }
 
 // carryListed carries what one listing found: it removes the outbox copies
-// of files carried before, then fetches the rest in passes over what fits
-// the buffer. full reports that some files did not fit.
-func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate, notes *noteSet) (full bool, err error) {
+// of files carried before (removed counts them), then fetches the rest in
+// passes over what fits the buffer. full reports that some files did not
+// fit.
+func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate, notes *noteSet) (full bool, removed int, err error) {
 	r := notes.r
 	// Files committed before whose outbox copy is still there: a crash
 	// between commit and removal, or a file we may not remove.
@@ -125,7 +127,7 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 	}
 	carried, err := c.buf.carried(origins)
 	if err != nil {
-		return false, fmt.Errorf("host %s: %w", s.Host.Name, err)
+		return false, 0, fmt.Errorf("host %s: %w", s.Host.Name, err)
 	}
 	var fresh []candidate
 	for i, cd := range cands {
@@ -133,17 +135,32 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 			fresh = append(fresh, cd)
 			continue
 		}
-		r.Already++
-		err := c.claimAndRemove(s, cd, origins[i], path.Join(protocol.OutboxDir(cd.Dest), cd.Path))
+		// Once a visit: a file that stays is listed by every round.
 		shown := path.Join(cd.Dest, cd.Path)
+		met := !notes.first(alreadyKey(shown))
+		if !met {
+			r.Already++
+		}
+		err := c.claimAndRemove(s, cd, origins[i], path.Join(protocol.OutboxDir(cd.Dest), cd.Path))
 		switch {
 		case errors.Is(err, errNotCarried):
 			notes.wait(shown, notCarriedNote(err))
 		case err != nil:
-			notes.skip(shown, "carried already, cannot remove from outbox")
+			if !met {
+				notes.skip(shown, "carried already, cannot remove from outbox")
+			}
 			c.log.Warn("carried already, cannot remove from outbox", "host", s.Host.Name, "path", shown, "err", err)
+		default:
+			removed++
 		}
 	}
+	mark := len(r.Skipped)
+	defer func() {
+		// Carried now and left in the outbox: met already next round.
+		for _, n := range r.Skipped[min(mark, len(r.Skipped)):] {
+			notes.first(alreadyKey(n.Path))
+		}
+	}()
 	remaining := fresh
 	for pass := 0; len(remaining) > 0 && ctx.Err() == nil; pass++ {
 		free := c.buf.Limit() - c.buf.Used()
@@ -172,7 +189,7 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 			break
 		}
 	}
-	return full, nil
+	return full, removed, nil
 }
 
 // maxNotes bounds each of a pickup report's lists of notes, so an outbox
@@ -223,6 +240,19 @@ func (n *noteSet) bound(done bool) {
 	}
 }
 
+func alreadyKey(shown string) string { return "already\x00" + shown }
+
+// first reports whether k is met for the first time in this pickup.
+func (n *noteSet) first(k string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.seen[k] {
+		return false
+	}
+	n.seen[k] = true
+	return true
+}
+
 func (n *noteSet) skip(p, reason string) { n.add(&n.r.Skipped, p, reason) }
 func (n *noteSet) wait(p, reason string) { n.add(&n.r.Waiting, p, reason) }
 func (n *noteSet) fail(p, reason string) { n.add(&n.r.Failed, p, reason) }
@@ -263,14 +293,15 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, notes *noteSet) (*
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var cut atomic.Bool
-	s.rx.arm(min(int64(c.opts.MaxListing)*listingBytesPerEntry, listingRoundBytes), func() { cut.Store(true); cancel() })
+	budget := min(int64(c.opts.MaxListing)*listingBytesPerEntry, listingRoundBytes)
+	s.rx.arm(budget, func() { cut.Store(true); cancel() })
 	defer s.rx.disarm()
 	dests, err := s.sftp.ReadDirContext(lctx, protocol.Outbox)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	if cut.Load() {
-		return nil, fmt.Errorf("host %s: list %s: more than %d bytes of entries", s.Host.Name, protocol.Outbox, listingRoundBytes)
+		return nil, fmt.Errorf("host %s: list %s: more than %d bytes of entries", s.Host.Name, protocol.Outbox, budget)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return &listing{complete: true}, nil
@@ -278,7 +309,7 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, notes *noteSet) (*
 	if err != nil {
 		return nil, fmt.Errorf("host %s: list %s: %w", s.Host.Name, protocol.Outbox, err)
 	}
-	w := &outboxWalk{c: c, s: s, ctx: lctx, notes: notes, cut: &cut, stop: cancel,
+	w := &outboxWalk{c: c, s: s, notes: notes, cut: &cut, stop: cancel,
 		sem: make(chan struct{}, listConcurrency(s)), now: c.opts.Now()}
 	for _, d := range dests {
 		name := d.Name()
@@ -294,9 +325,8 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, notes *noteSet) (*
 			continue
 		}
 		w.wg.Add(1)
-		go w.walk(name, "", 0)
+		go w.walk(lctx, name, "", 0)
 	}
-	dests = nil
 	w.wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -309,7 +339,6 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, notes *noteSet) (*
 type outboxWalk struct {
 	c     *Carrier
 	s     *Session
-	ctx   context.Context
 	notes *noteSet
 	cut   *atomic.Bool
 	stop  func()
@@ -323,17 +352,17 @@ type outboxWalk struct {
 }
 
 // walk lists outbox/<dest>/<rel> and what is below it.
-func (w *outboxWalk) walk(dest, rel string, depth int) {
+func (w *outboxWalk) walk(ctx context.Context, dest, rel string, depth int) {
 	defer w.wg.Done()
 	select {
 	case w.sem <- struct{}{}:
-	case <-w.ctx.Done():
+	case <-ctx.Done():
 		return
 	}
 	dir := path.Join(protocol.OutboxDir(dest), rel)
-	ents, err := w.s.sftp.ReadDirContext(w.ctx, dir)
+	ents, err := w.s.sftp.ReadDirContext(ctx, dir)
 	<-w.sem
-	if err != nil && w.ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil {
 		// This directory alone: the rest of the outbox is still carried.
 		shown := path.Join(dest, rel) + "/"
 		if errors.Is(err, fs.ErrNotExist) {
@@ -351,13 +380,13 @@ func (w *outboxWalk) walk(dest, rel string, depth int) {
 			w.stop()
 			return
 		}
-		w.entry(dest, rel, depth, e)
+		w.entry(ctx, dest, rel, depth, e)
 	}
 }
 
 // entry sorts one listed entry: a candidate, a claim, a directory to walk,
 // or a note. w.mu is held.
-func (w *outboxWalk) entry(dest, rel string, depth int, e fs.FileInfo) {
+func (w *outboxWalk) entry(ctx context.Context, dest, rel string, depth int, e fs.FileInfo) {
 	name := e.Name()
 	p := path.Join(rel, name)
 	shown := path.Join(dest, p)
@@ -384,7 +413,7 @@ func (w *outboxWalk) entry(dest, rel string, depth int, e fs.FileInfo) {
 			return
 		}
 		w.wg.Add(1)
-		go w.walk(dest, p, depth+1)
+		go w.walk(ctx, dest, p, depth+1)
 	case mode.IsRegular():
 		if _, err := protocol.CleanRelPath(p); err != nil {
 			w.notes.skip(shown, "bad name")

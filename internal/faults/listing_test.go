@@ -26,6 +26,7 @@ import (
 // endless "huge", a directory that lists long names without end.
 type memOutbox struct {
 	badDirs, endless bool
+	readOnly         bool // nothing can be renamed or removed
 
 	mu     sync.Mutex
 	files  map[string][]byte // name in outbox/beta/ -> content
@@ -102,6 +103,9 @@ func (m *memOutbox) Filewrite(*sftp.Request) (io.WriterAt, error) { return nil, 
 func (m *memOutbox) Filecmd(r *sftp.Request) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.readOnly {
+		return os.ErrPermission
+	}
 	from, to := strings.TrimPrefix(r.Filepath, memDir), strings.TrimPrefix(r.Target, memDir)
 	b, ok := m.files[from]
 	if !ok || !strings.HasPrefix(r.Filepath, memDir) {
@@ -164,6 +168,28 @@ func TestListingInRounds(t *testing.T) {
 	}
 	if m.lists < 3 {
 		t.Errorf("outbox/beta listed %d times: not in rounds", m.lists)
+	}
+}
+
+// TestListingInRoundsUnremovable: files that are carried but cannot be
+// removed fill every listing round alike; the visit ends (reporting them)
+// instead of listing them again and again.
+func TestListingInRoundsUnremovable(t *testing.T) {
+	t.Parallel()
+	m := &memOutbox{readOnly: true, files: map[string][]byte{}}
+	for i := range 25 {
+		m.files[fmt.Sprintf("f%02d", i)] = []byte(fmt.Sprintf("file %d\n", i))
+	}
+	e := newEnv(t)
+	e.Start = startHandlers(m)
+	e.AddHost("mem", true)
+	c := e.carrier(1<<30, carrier.Options{Settle: -1, MaxListing: 10})
+	var r *carrier.HostReport
+	bounded(t, 60*time.Second, "pickup of unremovable files in rounds", func() { r = c.Pickup(context.Background(), e.Resolve("mem"))[0] })
+	t.Logf("%s; outbox/beta listed %d times", r.Summary(), m.lists)
+	if r.Files != 10 || r.Already != 0 || len(r.Skipped) != 10 || m.lists != 2 || r.Err == nil {
+		t.Errorf("carried %d, already %d, %d reported not removable, listed %d times, err %v; want 10, 0, 10, twice and an error (the rest cannot be reached)",
+			r.Files, r.Already, len(r.Skipped), m.lists, r.Err)
 	}
 }
 
