@@ -1,6 +1,7 @@
 package sftptest
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -127,33 +128,19 @@ func relayChannel(ch ssh.Channel, creqs <-chan *ssh.Request, bch ssh.Channel, br
 	go func() {
 		// Data follows the subsystem request's reply, so isSFTP is set
 		// by the time the first byte comes.
-		var err error
 		if first := make([]byte, 4); readFull(ch, first) {
+			from := io.MultiReader(bytes.NewReader(first), ch)
 			if isSFTP.Load() {
-				err = relaySFTP(io.MultiReader(bytesReader(first), ch), bch, hook, cut)
-			} else if _, err = bch.Write(first); err == nil {
-				_, err = io.Copy(bch, ch)
+				relaySFTP(from, bch, hook, cut) // ends with either side
+			} else {
+				io.Copy(bch, from)
 			}
 		}
-		_ = err
 		bch.CloseWrite()
 	}()
 }
 
 func readFull(r io.Reader, b []byte) bool { _, err := io.ReadFull(r, b); return err == nil }
-
-type byteSlice struct{ b []byte }
-
-func bytesReader(b []byte) io.Reader { return &byteSlice{b} }
-
-func (s *byteSlice) Read(p []byte) (int, error) {
-	if len(s.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, s.b)
-	s.b = s.b[n:]
-	return n, nil
-}
 
 // relaySFTP passes SFTP packets from r to w, showing requests to hook.
 func relaySFTP(r io.Reader, w io.Writer, hook Hook, cut func()) error {
