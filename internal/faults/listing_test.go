@@ -149,18 +149,24 @@ func TestBadDirectoriesPassedOver(t *testing.T) {
 	}
 }
 
-// TestListingInRounds: an outbox bigger than one listing round (MaxListing
-// entries) is carried in rounds within one visit.
-func TestListingInRounds(t *testing.T) {
-	t.Parallel()
-	m := &memOutbox{files: map[string][]byte{}}
-	for i := range 2500 {
+// manyFiles puts n small files into m's outbox/beta and makes a carrier
+// that lists at most maxListing entries at a time.
+func manyFiles(t *testing.T, m *memOutbox, n, maxListing int) (*env, *carrier.Carrier) {
+	for i := range n {
 		m.files[fmt.Sprintf("f%05d", i)] = []byte(fmt.Sprintf("file %d\n", i))
 	}
 	e := newEnv(t)
 	e.Start = startHandlers(m)
 	e.AddHost("mem", true)
-	c := e.carrier(1<<30, carrier.Options{Settle: -1, MaxListing: 1000})
+	return e, e.carrier(1<<30, carrier.Options{Settle: -1, MaxListing: maxListing})
+}
+
+// TestListingInRounds: an outbox bigger than one listing round (MaxListing
+// entries) is carried in rounds within one visit.
+func TestListingInRounds(t *testing.T) {
+	t.Parallel()
+	m := &memOutbox{files: map[string][]byte{}}
+	e, c := manyFiles(t, m, 2500, 1000)
 	r := c.Pickup(context.Background(), e.Resolve("mem"))[0]
 	t.Logf("%s; err %v; failed %d; outbox/beta listed %d times", r.Summary(), r.Err, len(r.Failed), m.lists)
 	if r.Files != 2500 || len(m.files) != 0 {
@@ -177,13 +183,7 @@ func TestListingInRounds(t *testing.T) {
 func TestListingInRoundsUnremovable(t *testing.T) {
 	t.Parallel()
 	m := &memOutbox{readOnly: true, files: map[string][]byte{}}
-	for i := range 25 {
-		m.files[fmt.Sprintf("f%02d", i)] = []byte(fmt.Sprintf("file %d\n", i))
-	}
-	e := newEnv(t)
-	e.Start = startHandlers(m)
-	e.AddHost("mem", true)
-	c := e.carrier(1<<30, carrier.Options{Settle: -1, MaxListing: 10})
+	e, c := manyFiles(t, m, 25, 10)
 	var r *carrier.HostReport
 	bounded(t, 60*time.Second, "pickup of unremovable files in rounds", func() { r = c.Pickup(context.Background(), e.Resolve("mem"))[0] })
 	t.Logf("%s; outbox/beta listed %d times", r.Summary(), m.lists)
