@@ -13,9 +13,12 @@
 //   - Names beginning with ".messor" ([protocol.ReservedPrefix]) are refused
 //     unless they are delivery partials (".messor.part.*", see
 //     [protocol.PartialName]), which carriers create, write, stat, rename and
-//     remove while delivering.
-//   - SSH_FXP_RENAME never replaces an existing file (it links the new name
-//     and unlinks the old one, as OpenSSH does); posix-rename@openssh.com
+//     remove while delivering, or outbox claims (".messor.claim.*", see
+//     [protocol.ClaimName]), which carriers rename, stat and remove while
+//     picking up.
+//   - SSH_FXP_RENAME never replaces an existing file (on Linux one atomic
+//     renameat2 with RENAME_NOREPLACE; elsewhere it links the new name and
+//     unlinks the old one, as OpenSSH does); posix-rename@openssh.com
 //     replaces. statvfs@openssh.com and fsync@openssh.com are offered, the
 //     latter really syncing the file to stable storage. Symbolic and hard
 //     links cannot be created.

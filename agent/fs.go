@@ -20,8 +20,9 @@ import (
 	"github.com/messor-sync/messor/protocol"
 )
 
-// partialPrefix starts the only reserved names a carrier may touch.
-const partialPrefix = protocol.ReservedPrefix + ".part."
+// carrierPrefixes start the only reserved names a carrier may touch:
+// delivery partials and outbox claims.
+var carrierPrefixes = []string{protocol.ReservedPrefix + ".part.", protocol.ClaimPrefix}
 
 // File and directory modes for what carriers create (before the umask).
 const (
@@ -46,8 +47,8 @@ func cleanSFTPPath(p string) string {
 
 // resolve maps an SFTP path to Root. The path is cleaned first, so ".." can
 // never climb above "/"; what remains outside "/messor" does not exist.
-// A component beginning with ".messor" that is not a delivery partial is
-// refused with EACCES.
+// A component beginning with ".messor" that is neither a delivery partial
+// nor an outbox claim is refused with EACCES.
 func resolve(op, p string) (place, string, error) {
 	clean := cleanSFTPPath(p)
 	if strings.ContainsRune(clean, 0) {
@@ -71,12 +72,13 @@ func resolve(op, p string) (place, string, error) {
 }
 
 // reservedName reports whether the name component c is one of messor's own
-// (".messor*", not a delivery partial). It compares as a case-insensitive
+// (".messor*", neither a delivery partial nor a claim). It compares as a case-insensitive
 // filesystem would (macOS, Windows: ".MESSOR-x" is ".messor-x" there), and
 // takes "\" for a separator too (Windows).
 func reservedName(c string) bool {
 	for part := range strings.SplitSeq(c, `\`) {
-		if hasPrefixFold(part, protocol.ReservedPrefix) && !hasPrefixFold(part, partialPrefix) {
+		if hasPrefixFold(part, protocol.ReservedPrefix) &&
+			!slices.ContainsFunc(carrierPrefixes, func(p string) bool { return hasPrefixFold(part, p) }) {
 			return true
 		}
 	}
@@ -468,10 +470,15 @@ func (c *confinedFS) remove(op, p string, dir bool) error {
 	return sftpError(op, p, c.root.Remove(rel))
 }
 
-// rename is SSH_FXP_RENAME: it fails when newpath exists. Like OpenSSH, a
-// regular file is hard-linked to the new name and then unlinked from the
-// old one, so the check and the rename are one atomic step; other files, and
-// file systems without hard links, fall back to a check and a rename.
+// errNoRenameat2: renameNoReplace cannot work here.
+var errNoRenameat2 = errors.New("renameat2 with RENAME_NOREPLACE not supported")
+
+// rename is SSH_FXP_RENAME: it fails when newpath exists. Where it can (Linux,
+// most file systems), it is one atomic rename that never replaces. Otherwise,
+// like OpenSSH, a regular file is hard-linked to the new name and then
+// unlinked from the old one, so the check and the rename are one atomic step;
+// other files, and file systems without hard links, fall back to a check and a
+// rename.
 func (c *confinedFS) rename(oldpath, newpath string) error {
 	oldRel, err := resolveBelowRoot("rename", oldpath)
 	if err != nil {
@@ -486,6 +493,9 @@ func (c *confinedFS) rename(oldpath, newpath string) error {
 		return sftpError("rename", oldpath, err)
 	}
 	c.log.Debug("sftp rename", "from", cleanSFTPPath(oldpath), "to", cleanSFTPPath(newpath))
+	if err := renameNoReplace(c.root, oldRel, newRel); !errors.Is(err, errNoRenameat2) {
+		return sftpError("rename", oldpath, err)
+	}
 	if fi.Mode().IsRegular() {
 		err := c.root.Link(oldRel, newRel)
 		switch e := errno(err); {

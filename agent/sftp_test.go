@@ -544,6 +544,40 @@ func TestConfinement(t *testing.T) {
 		if err := c.Remove("messor/inbox/src/.messor.part.xyz"); err != nil {
 			t.Fatalf("Remove partial: %v", err)
 		}
+
+		// So are outbox claims: claimed, listed, looked at, put back,
+		// claimed again and removed; a claim never replaces a file.
+		if err := c.MkdirAll("messor/outbox/dst"); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, c, "messor/outbox/dst/f.txt", []byte("v1"))
+		claimName, err := protocol.ClaimName("f.txt", "abc123", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		claim := "messor/outbox/dst/" + claimName
+		if err := c.Rename("messor/outbox/dst/f.txt", claim); err != nil {
+			t.Fatalf("claim: %v", err)
+		}
+		if !slices.Contains(dirNames(t, c, "messor/outbox/dst"), claimName) {
+			t.Error("listing hides the claim")
+		}
+		if fi, err := c.Lstat(claim); err != nil || fi.Size() != 2 {
+			t.Fatalf("Lstat claim: %v, %v", fi, err)
+		}
+		writeFile(t, c, "messor/outbox/dst/f.txt", []byte("v2"))
+		if err := c.Rename(claim, "messor/outbox/dst/f.txt"); err == nil {
+			t.Fatal("putting the claim back replaced a newer file")
+		}
+		if err := c.Rename("messor/outbox/dst/f.txt", claim); err == nil {
+			t.Fatal("a claim replaced another")
+		}
+		if err := c.Remove(claim); err != nil {
+			t.Fatalf("Remove claim: %v", err)
+		}
+		if b, err := os.ReadFile(e.inRoot("outbox/dst/f.txt")); err != nil || string(b) != "v2" {
+			t.Errorf("the newer file: %q, %v", b, err)
+		}
 	})
 }
 
@@ -588,6 +622,8 @@ func TestResolve(t *testing.T) {
 		{"messor/a/.messor-x/b", outside, "", true},
 		{"messor/a/.messor.part.0123", inRoot, "a/.messor.part.0123", false},
 		{"messor/a/.messor.partial", outside, "", true},
+		{"messor/a/.messor.claim.ab.cd.x", inRoot, "a/.messor.claim.ab.cd.x", false},
+		{"messor/a/.messor.claimx", outside, "", true},
 		{"messor/a\x00b", outside, "", true},
 	} {
 		pl, rel, err := resolve("test", tc.in)

@@ -29,9 +29,9 @@ type Options struct {
 	// for this long is given up on, so a stalled link ends the run instead
 	// of hanging it. Default DefaultIdleTimeout; negative disables.
 	IdleTimeout time.Duration
-	// MaxListing bounds how many outbox entries one visit looks at, so an
-	// enormous or hostile directory cannot exhaust memory (default
-	// 1,000,000).
+	// MaxListing bounds how many outbox entries one listing holds, so an
+	// enormous or hostile directory cannot exhaust memory; a bigger outbox
+	// is carried in rounds (default 100,000).
 	MaxListing int
 	// Settle: a source file modified less than this long ago is still being
 	// written and waits for the next visit. Default 5s; negative disables.

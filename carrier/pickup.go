@@ -12,8 +12,10 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,7 +26,7 @@ import (
 )
 
 // defaultMaxListing is Options.MaxListing's default.
-const defaultMaxListing = 1_000_000
+const defaultMaxListing = 100_000
 
 // listingBytesPerEntry is the wire budget per listed entry (name, the
 // long name "ls -l" line and attributes; typically 100 to 150 bytes).
@@ -66,19 +68,59 @@ func (c *Carrier) PickupHost(ctx context.Context, h discovery.Host) *HostReport 
 	return r
 }
 
+// pickup carries a host's outbox in rounds: each lists at most
+// Options.MaxListing entries (and listingRoundBytes of replies), settles
+// the claims it met, and carries what it found, until a listing is
+// complete or a round carries nothing.
 func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
-	cands, err := c.listOutbox(ctx, s, r)
-	if err != nil {
-		r.Err = err
-		return
+	notes := newNoteSet(r)
+	defer notes.bound(true)
+	for ctx.Err() == nil {
+		notes.bound(false)
+		l, err := c.listOutbox(ctx, s, notes)
+		if err != nil {
+			r.Err = err
+			return
+		}
+		c.settleClaims(s, l.claims, r)
+		if l.complete {
+			keep := map[string]bool{}
+			for _, cd := range l.cands {
+				keep[origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}.partialName()] = true
+			}
+			if n, freed := c.buf.dropStalePartials(s.Host.Name, keep); n > 0 {
+				c.log.Info("dropped partial downloads whose source changed or went away", "host", s.Host.Name, "files", n, "bytes", freed)
+			}
+		}
+		before := r.Files
+		full, removed, err := c.carryListed(ctx, s, l.cands, notes)
+		if err != nil {
+			r.Err = err
+			return
+		}
+		if l.complete || ctx.Err() != nil {
+			return
+		}
+		if r.Files == before && removed == 0 {
+			// Nothing carried or removed: another round would list
+			// the same.
+			if full {
+				notes.wait(protocol.Outbox, fmt.Sprintf("outbox not listed in full (more than %d entries); the rest waits for the next visit", c.opts.MaxListing))
+				return
+			}
+			r.Err = fmt.Errorf("host %s: outbox has more than one listing holds (%d entries or %d MiB of replies: a directory that never ends?) and of those listed none could be carried or removed", s.Host.Name, c.opts.MaxListing, listingRoundBytes>>20)
+			return
+		}
+		c.log.Info("outbox listed in part; listing again", "host", s.Host.Name, "carried", r.Files-before, "removed", removed)
 	}
-	keep := map[string]bool{}
-	for _, cd := range cands {
-		keep[origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}.partialName()] = true
-	}
-	if n, freed := c.buf.dropStalePartials(s.Host.Name, keep); n > 0 {
-		c.log.Info("dropped partial downloads whose source changed or went away", "host", s.Host.Name, "files", n, "bytes", freed)
-	}
+}
+
+// carryListed carries what one listing found: it removes the outbox copies
+// of files carried before (removed counts them), then fetches the rest in
+// passes over what fits the buffer. full reports that some files did not
+// fit.
+func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate, notes *noteSet) (full bool, removed int, err error) {
+	r := notes.r
 	// Files committed before whose outbox copy is still there: a crash
 	// between commit and removal, or a file we may not remove.
 	origins := make([]origin, len(cands))
@@ -87,33 +129,48 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 	}
 	carried, err := c.buf.carried(origins)
 	if err != nil {
-		r.Err = fmt.Errorf("host %s: %w", s.Host.Name, err)
-		return
+		return false, 0, fmt.Errorf("host %s: %w", s.Host.Name, err)
 	}
 	var fresh []candidate
 	for i, cd := range cands {
-		o := origins[i]
 		if !carried[i] {
 			fresh = append(fresh, cd)
 			continue
 		}
-		r.Already++
-		p := path.Join(protocol.OutboxDir(cd.Dest), cd.Path)
-		if err := s.sftp.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			c.buf.removeFailed(o)
-			r.Skipped = append(r.Skipped, FileNote{p, "carried already, cannot remove from outbox"})
-			c.log.Warn("carried already, cannot remove from outbox", "host", s.Host.Name, "path", p, "err", err)
-			continue
+		// Once a visit: a file that stays is listed by every round.
+		shown := path.Join(cd.Dest, cd.Path)
+		met := !notes.first(alreadyKey(shown))
+		if !met {
+			r.Already++
 		}
-		c.buf.forgetCarried(o)
+		err := c.claimAndRemove(s, cd, origins[i], path.Join(protocol.OutboxDir(cd.Dest), cd.Path))
+		switch {
+		case errors.Is(err, errNotCarried):
+			notes.wait(shown, notCarriedNote(err))
+		case err != nil:
+			if !met {
+				notes.skip(shown, "carried already, cannot remove from outbox")
+			}
+			c.log.Warn("carried already, cannot remove from outbox", "host", s.Host.Name, "path", shown, "err", err)
+		default:
+			removed++
+		}
 	}
+	mark := len(r.Skipped)
+	defer func() {
+		// Carried now and left in the outbox: met already next round.
+		for _, n := range r.Skipped[min(mark, len(r.Skipped)):] {
+			notes.first(alreadyKey(n.Path))
+		}
+	}()
 	remaining := fresh
 	for pass := 0; len(remaining) > 0 && ctx.Err() == nil; pass++ {
 		free := c.buf.Limit() - c.buf.Used()
 		take, wait := plan(remaining, free)
+		full = full || len(wait) > 0
 		if len(take) == 0 {
 			for _, w := range wait {
-				r.Waiting = append(r.Waiting, FileNote{path.Join(w.Dest, w.Path), "over the buffer limit"})
+				notes.wait(path.Join(w.Dest, w.Path), "over the buffer limit")
 			}
 			break
 		}
@@ -129,12 +186,78 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 		if c.buf.Used() >= before+total || len(wait) == 0 {
 			// nothing was freed by dedup: what waits still won't fit
 			for _, w := range wait {
-				r.Waiting = append(r.Waiting, FileNote{path.Join(w.Dest, w.Path), "over the buffer limit"})
+				notes.wait(path.Join(w.Dest, w.Path), "over the buffer limit")
 			}
 			break
 		}
 	}
+	return full, removed, nil
 }
+
+// maxNotes bounds each of a pickup report's lists of notes, so an outbox
+// listed in many rounds cannot grow them without end; what is left out is
+// counted in one last note.
+const maxNotes = 10_000
+
+// noteSet adds a listing's notes to a report once each, however many
+// rounds list the same entry, and at most maxNotes to each list.
+type noteSet struct {
+	mu      sync.Mutex
+	r       *HostReport
+	seen    map[string]bool
+	dropped map[*[]FileNote]int
+}
+
+func newNoteSet(r *HostReport) *noteSet {
+	return &noteSet{r: r, seen: map[string]bool{}, dropped: map[*[]FileNote]int{}}
+}
+
+func (n *noteSet) add(list *[]FileNote, p, reason string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k := p + "\x00" + reason
+	switch {
+	case n.seen[k]:
+	case len(*list) >= maxNotes:
+		n.dropped[list]++
+	default:
+		n.seen[k] = true
+		*list = append(*list, FileNote{p, reason})
+	}
+}
+
+// bound cuts the report's lists to maxNotes (some notes are added without
+// the set); done adds the count of what was left out.
+func (n *noteSet) bound(done bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, list := range []*[]FileNote{&n.r.Waiting, &n.r.Skipped, &n.r.Failed} {
+		if len(*list) > maxNotes {
+			n.dropped[list] += len(*list) - maxNotes
+			*list = slices.Clip((*list)[:maxNotes])
+		}
+		if done && n.dropped[list] > 0 {
+			*list = append(*list, FileNote{"...", fmt.Sprintf("%d more not listed here", n.dropped[list])})
+		}
+	}
+}
+
+func alreadyKey(shown string) string { return "already\x00" + shown }
+
+// first reports whether k is met for the first time in this pickup.
+func (n *noteSet) first(k string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.seen[k] {
+		return false
+	}
+	n.seen[k] = true
+	return true
+}
+
+func (n *noteSet) skip(p, reason string) { n.add(&n.r.Skipped, p, reason) }
+func (n *noteSet) wait(p, reason string) { n.add(&n.r.Waiting, p, reason) }
+func (n *noteSet) fail(p, reason string) { n.add(&n.r.Failed, p, reason) }
 
 // listConcurrency is how many directories are listed at once: each listing
 // costs round trips (open, read, read to the end, close), and a deep tree
@@ -148,150 +271,165 @@ func listConcurrency(s *Session) int {
 	return 16
 }
 
+// listingRoundBytes bounds the SFTP replies one listing round takes in: the
+// entries they become stay within a few times that in memory (a name costs
+// its bytes, an entry about 150 bytes more, a hostile extended attribute
+// 32 bytes for 8 on the wire), well within the carrier's budget.
+const listingRoundBytes = 16 << 20
+
+// listing is what one listing round found.
+type listing struct {
+	cands  []candidate
+	claims []foundClaim
+	// complete: every directory was listed to its end, within the round's
+	// bounds.
+	complete bool
+}
+
 // listOutbox walks messor/outbox/ without following symlinks, listing many
-// directories at once.
-func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]candidate, error) {
-	// Bound the bytes a listing may take as well as its entries: an endless
-	// directory never ends a single ReadDir.
+// directories at once. It stops at Options.MaxListing entries or
+// listingRoundBytes of replies and returns what it found (not complete):
+// the caller carries that and lists again. A destination directory that
+// cannot be listed is reported and passed over.
+func (c *Carrier) listOutbox(ctx context.Context, s *Session, notes *noteSet) (*listing, error) {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.rx.arm(int64(c.opts.MaxListing)*listingBytesPerEntry, cancel)
+	var cut atomic.Bool
+	budget := min(int64(c.opts.MaxListing)*listingBytesPerEntry, listingRoundBytes)
+	s.rx.arm(budget, func() { cut.Store(true); cancel() })
 	defer s.rx.disarm()
-	tooBig := func() error {
-		return fmt.Errorf("host %s: outbox has more than %d entries (or a directory that never ends); carry it in parts", s.Host.Name, c.opts.MaxListing)
-	}
-	overBudget := func() bool {
-		s.rx.mu.Lock()
-		defer s.rx.mu.Unlock()
-		return s.rx.busted
-	}
 	dests, err := s.sftp.ReadDirContext(lctx, protocol.Outbox)
-	if overBudget() {
-		return nil, tooBig()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if cut.Load() {
+		return nil, fmt.Errorf("host %s: list %s: more than %d bytes of entries", s.Host.Name, protocol.Outbox, budget)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return &listing{complete: true}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("host %s: list %s: %w", s.Host.Name, protocol.Outbox, err)
 	}
-	now := c.opts.Now()
-	var (
-		mu       sync.Mutex // guards out, r, firstErr, seen
-		out      []candidate
-		seen     int
-		firstErr error
-		wg       sync.WaitGroup
-		sem      = make(chan struct{}, listConcurrency(s))
-	)
-	fail := func(err error) {
-		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		mu.Unlock()
-		cancel()
-	}
-	var walk func(dest, rel string, depth int)
-	walk = func(dest, rel string, depth int) {
-		defer wg.Done()
-		select {
-		case sem <- struct{}{}:
-		case <-lctx.Done():
-			return
-		}
-		dir := path.Join(protocol.OutboxDir(dest), rel)
-		ents, err := s.sftp.ReadDirContext(lctx, dir)
-		<-sem
-		if overBudget() {
-			fail(tooBig())
-			return
-		}
-		if err != nil {
-			fail(fmt.Errorf("host %s: list %s: %w", s.Host.Name, dir, err))
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, e := range ents {
-			if lctx.Err() != nil {
-				return
-			}
-			seen++
-			if seen > c.opts.MaxListing {
-				if firstErr == nil {
-					firstErr = tooBig()
-				}
-				cancel()
-				return
-			}
-			name := e.Name()
-			p := path.Join(rel, name)
-			shown := path.Join(dest, p)
-			if err := protocol.CheckName(name); err != nil {
-				if strings.HasPrefix(name, protocol.ReservedPrefix) {
-					continue // messor's own
-				}
-				r.Skipped = append(r.Skipped, FileNote{shown, "bad name"})
-				c.log.Warn("skipped: bad name", "host", s.Host.Name, "path", shown, "err", err)
-				continue
-			}
-			mode := e.Mode()
-			switch {
-			case mode&fs.ModeSymlink != 0:
-				r.Skipped = append(r.Skipped, FileNote{shown, "symlink"})
-				c.log.Warn("skipped: symlinks are not followed", "host", s.Host.Name, "path", shown)
-			case mode.IsDir():
-				if depth+1 >= protocol.MaxDepth {
-					r.Skipped = append(r.Skipped, FileNote{shown, "too deep"})
-					continue
-				}
-				wg.Add(1)
-				go walk(dest, p, depth+1)
-			case mode.IsRegular():
-				if _, err := protocol.CleanRelPath(p); err != nil {
-					r.Skipped = append(r.Skipped, FileNote{shown, "bad name"})
-					continue
-				}
-				if c.opts.Settle > 0 && now.Sub(e.ModTime()) < c.opts.Settle {
-					r.Waiting = append(r.Waiting, FileNote{shown, "still being written"})
-					continue
-				}
-				out = append(out, candidate{Dest: dest, Path: p, Size: e.Size(), MTime: e.ModTime()})
-			default:
-				r.Skipped = append(r.Skipped, FileNote{shown, "not a regular file"})
-				c.log.Warn("skipped: not a regular file", "host", s.Host.Name, "path", shown, "mode", mode)
-			}
-		}
-	}
+	w := &outboxWalk{c: c, s: s, notes: notes, cut: &cut, stop: cancel,
+		sem: make(chan struct{}, listConcurrency(s)), now: c.opts.Now()}
 	for _, d := range dests {
 		name := d.Name()
 		if !d.IsDir() {
 			if protocol.CheckName(name) == nil {
-				mu.Lock()
-				r.Skipped = append(r.Skipped, FileNote{name, "not in a destination directory"})
-				mu.Unlock()
+				notes.skip(name, "not in a destination directory")
 			}
 			continue
 		}
 		if err := protocol.CheckHostName(name); err != nil {
-			mu.Lock()
-			r.Skipped = append(r.Skipped, FileNote{name + "/", "bad destination name"})
-			mu.Unlock()
+			notes.skip(name+"/", "bad destination name")
 			c.log.Warn("skipped: bad destination name", "host", s.Host.Name, "dest", name, "err", err)
 			continue
 		}
-		wg.Add(1)
-		go walk(name, "", 0)
+		w.wg.Add(1)
+		go w.walk(lctx, name, "", 0)
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
-	}
+	w.wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return out, nil
+	w.l.complete = !cut.Load()
+	return &w.l, nil
+}
+
+// outboxWalk is one listing round's walk of the destination directories.
+type outboxWalk struct {
+	c     *Carrier
+	s     *Session
+	notes *noteSet
+	cut   *atomic.Bool
+	stop  func()
+	sem   chan struct{}
+	now   time.Time
+	wg    sync.WaitGroup
+
+	mu   sync.Mutex // guards l, seen
+	l    listing
+	seen int
+}
+
+// walk lists outbox/<dest>/<rel> and what is below it.
+func (w *outboxWalk) walk(ctx context.Context, dest, rel string, depth int) {
+	defer w.wg.Done()
+	select {
+	case w.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	dir := path.Join(protocol.OutboxDir(dest), rel)
+	ents, err := w.s.sftp.ReadDirContext(ctx, dir)
+	<-w.sem
+	if err != nil && ctx.Err() == nil {
+		// This directory alone: the rest of the outbox is still carried.
+		shown := path.Join(dest, rel) + "/"
+		if errors.Is(err, fs.ErrNotExist) {
+			w.notes.skip(shown, "directory gone while listed")
+		} else {
+			w.notes.fail(shown, "cannot list: "+err.Error())
+		}
+		w.c.log.Warn("cannot list an outbox directory", "host", w.s.Host.Name, "dir", dir, "err", err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range ents {
+		if w.seen++; w.seen > w.c.opts.MaxListing {
+			w.cut.Store(true)
+			w.stop()
+			return
+		}
+		w.entry(ctx, dest, rel, depth, e)
+	}
+}
+
+// entry sorts one listed entry: a candidate, a claim, a directory to walk,
+// or a note. w.mu is held.
+func (w *outboxWalk) entry(ctx context.Context, dest, rel string, depth int, e fs.FileInfo) {
+	name := e.Name()
+	p := path.Join(rel, name)
+	shown := path.Join(dest, p)
+	mode := e.Mode()
+	if err := protocol.CheckName(name); err != nil {
+		if cl, cerr := protocol.ParseClaim(name); cerr == nil && mode.IsRegular() {
+			w.l.claims = append(w.l.claims, foundClaim{Dest: dest, Dir: rel, Name: name, Size: e.Size(), MTime: e.ModTime(), claim: cl})
+			return
+		}
+		if strings.HasPrefix(name, protocol.ReservedPrefix) {
+			return // messor's own
+		}
+		w.notes.skip(shown, "bad name")
+		w.c.log.Warn("skipped: bad name", "host", w.s.Host.Name, "path", shown, "err", err)
+		return
+	}
+	switch {
+	case mode&fs.ModeSymlink != 0:
+		w.notes.skip(shown, "symlink")
+		w.c.log.Warn("skipped: symlinks are not followed", "host", w.s.Host.Name, "path", shown)
+	case mode.IsDir():
+		if depth+1 >= protocol.MaxDepth {
+			w.notes.skip(shown, "too deep")
+			return
+		}
+		w.wg.Add(1)
+		go w.walk(ctx, dest, p, depth+1)
+	case mode.IsRegular():
+		if _, err := protocol.CleanRelPath(p); err != nil {
+			w.notes.skip(shown, "bad name")
+			return
+		}
+		if w.c.opts.Settle > 0 && w.now.Sub(e.ModTime()) < w.c.opts.Settle {
+			w.notes.wait(shown, "still being written")
+			return
+		}
+		w.l.cands = append(w.l.cands, candidate{Dest: dest, Path: p, Size: e.Size(), MTime: e.ModTime()})
+	default:
+		w.notes.skip(shown, "not a regular file")
+		w.c.log.Warn("skipped: not a regular file", "host", w.s.Host.Name, "path", shown, "mode", mode)
+	}
 }
 
 // fetchAll downloads take with the carrier's workers.
@@ -325,7 +463,10 @@ func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r 
 				if res.dedup {
 					r.Dedup++
 				}
-				if res.removeErr != nil {
+				switch {
+				case errors.Is(res.removeErr, errNotCarried):
+					r.Waiting = append(r.Waiting, FileNote{shown, notCarriedNote(res.removeErr)})
+				case res.removeErr != nil:
 					r.Skipped = append(r.Skipped, FileNote{shown, "carried, cannot remove from outbox"})
 					c.log.Warn("carried, but cannot remove from outbox", "host", s.Host.Name, "path", shown, "err", res.removeErr)
 				}
@@ -546,25 +687,12 @@ func (c *Carrier) verifySource(ctx context.Context, s *Session, remote string, s
 	return nil
 }
 
-// blackhole removes a committed file from the outbox. It returns the error
-// of a removal that failed (reported; the file is remembered as carried).
+// blackhole removes a committed file from the outbox, only now that its
+// copy is committed, by a claim (claimAndRemove). It returns the error of a
+// removal that failed (reported; the file is remembered as carried), or
+// errNotCarried when a new version was found and put back.
 func (c *Carrier) blackhole(s *Session, cd candidate, o origin, remote string) error {
-	// Only now that the copy is committed. Look once more
-	// right before: a new version written while we committed stays for
-	// the next visit (SFTP has no conditional remove; this leaves a window
-	// of one round trip).
-	if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
-		c.log.Info("a new version appeared while committing; it waits for the next visit", "host", s.Host.Name, "path", remote)
-		return nil
-	}
-	if err := s.sftp.Remove(remote); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		if merr := c.buf.removeFailed(o); merr != nil {
-			c.log.Warn("index", "err", merr)
-		}
-		return err
-	}
-	c.buf.forgetCarried(o)
-	return nil
+	return c.claimAndRemove(s, cd, o, remote)
 }
 
 // smallFile is the size up to which a file is read in one go.

@@ -16,22 +16,27 @@
 // entry or ssh alias, or an agent's advertised name) and must satisfy
 // [CheckHostName]. Every component of <path> must satisfy [CheckName]. Names
 // that begin with ".messor" ([ReservedPrefix]) belong to messor (partial
-// uploads); they are never carried and never count as delivered.
+// uploads, outbox claims); they are never carried and never count as
+// delivered.
 //
 // # The life of one file
 //
 //  1. Pickup lists messor/outbox/ (without following symlinks), skips what is
 //     not a regular file, what has a bad name, and what was modified in the
 //     last few seconds (still being written), then plans oldest first what
-//     fits the carrier's buffer limit. Each file is streamed into a
-//     resumable partial in the carrier's buffer and hashed with SHA-256
+//     fits the carrier's buffer limit. A destination directory that cannot
+//     be listed is reported and passed over. A listing holds a bounded
+//     number of entries (and bytes of replies); a bigger outbox is carried
+//     in rounds, each listing again what is left. Each file is streamed into
+//     a resumable partial in the carrier's buffer and hashed with SHA-256
 //     ([HashName]) on the way.
 //  2. The carrier checks that the source's size and mtime did not change
 //     while it was read (and compares a server-side hash where the host
 //     offers one), syncs the data, commits it to its buffer index, and only
-//     then removes the file from the outbox. A carrier that already holds a
-//     committed copy of the same (source, dest, path, size, mtime) removes the
-//     outbox file without taking a second copy. A partial left by an
+//     then removes the file from the outbox, by a claim (see Removing a
+//     carried file). A carrier that already holds a committed copy of the
+//     same (source, dest, path, size, mtime) removes the outbox file the same
+//     way without taking a second copy. A partial left by an
 //     earlier visit is resumed only from a prefix the host hashed the same
 //     (a range hash), and the whole file is then hashed on the host again
 //     before the source is removed; a host that cannot hash has the file
@@ -46,6 +51,41 @@
 //     content, the file counts as delivered; if it exists with different
 //     content, both are kept: the new one under [ConflictName]. Only then is
 //     the carrier's buffer entry released.
+//
+// # Removing a carried file
+//
+// SFTP has no conditional remove, and a user may save a new version over an
+// outbox file (an editor writes a temp file and renames it over the name) at
+// any moment. So a carrier never removes an outbox file by its own name:
+//
+//  1. It claims it: renames it, in the same directory, to the hidden name
+//     [ClaimName] (".messor.claim.<carrier ID>.<time>.<name>", the carrier ID
+//     being its buffer's ID) with SSH_FXP_RENAME, which never replaces a
+//     file (OpenSSH links the new name and unlinks the old one; the agent
+//     renames with RENAME_NOREPLACE where it can). posix-rename@openssh.com,
+//     which replaces, is never used here.
+//  2. It looks at the claimed file (lstat): if its size and mtime are those
+//     of the version it carried, it removes the claim. A new version saved
+//     after the claim lands beside it under the file's own name and is never
+//     touched.
+//  3. If the claimed file is another version (saved between the carrier's
+//     last look and the claim), it puts it back under its own name, again
+//     never replacing a file; if that name is taken meanwhile by a newer
+//     version, under the first free [ConflictName], so both are kept. It is
+//     carried on a later visit.
+//
+// A carrier that stops between 1 and 3 leaves a claim. At the start of each
+// visit a carrier settles the claims it lists ([ParseClaim]): its own are
+// removed when it holds their version (same source, dest, path, size and
+// mtime) and put back otherwise; another carrier's are put back once older
+// than an hour (that carrier is taken for lost; should it hold a copy, the
+// destination's identical-content rule keeps the duplicate from arriving
+// twice). A name too long to fit in a claim name is shortened in it (with a
+// hash); such a claim left by a stopped carrier is put back under the
+// shortened name. What this cannot guard: a writer that keeps a file open
+// and writes into it in place after the claim was looked at, and, on an
+// OpenSSH host, the instant between the link and the unlink inside its
+// rename (a version saved over the name right then is unlinked).
 //
 // # Range hashes
 //

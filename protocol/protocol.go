@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -132,6 +134,108 @@ func InboxDir(source string) string { return Inbox + "/" + source }
 func PartialName(relPath, hexHash, carrierID string) string {
 	h := sha256.Sum256([]byte(relPath + "\x00" + hexHash + "\x00" + carrierID))
 	return ReservedPrefix + ".part." + hex.EncodeToString(h[:8])
+}
+
+// ClaimPrefix starts the hidden name under which a carrier claims an
+// outbox file before removing it (see "Removing a carried file" in the
+// package doc).
+const ClaimPrefix = ReservedPrefix + ".claim."
+
+// Errors returned (wrapped) by the claim functions.
+var (
+	ErrNotClaim     = errors.New("not a claim name")
+	ErrBadCarrierID = errors.New("carrier ID must be 1 to 16 letters or digits")
+)
+
+// claimHashLen is how many hex digits of the name's SHA-256 end a claim
+// name whose file name had to be shortened.
+const claimHashLen = 8
+
+// ClaimName is the hidden name, in the same directory, under which the
+// carrier carrierID claims the outbox file name at time at:
+//
+//	.messor.claim.<carrierID>.<at, unix seconds in base 36>.<name>
+//
+// A name too long to fit MaxNameLen is cut (at a character boundary) and
+// ends "~" and the first 8 hex digits of its SHA-256, and the "." before it
+// becomes "~", so [ParseClaim] tells the two apart. Claim names are never
+// carried and never delivered.
+func ClaimName(name, carrierID string, at time.Time) (string, error) {
+	if err := checkCarrierID(carrierID); err != nil {
+		return "", err
+	}
+	if err := CheckName(name); err != nil {
+		return "", err
+	}
+	head := ClaimPrefix + carrierID + "." + strconv.FormatInt(at.Unix(), 36)
+	if len(head)+1+len(name) <= MaxNameLen {
+		return head + "." + name, nil
+	}
+	return head + "~" + shortName(name, MaxNameLen-len(head)-1), nil
+}
+
+// shortName cuts name to at most n bytes, the last 9 of them "~" and a hash
+// of the whole name.
+func shortName(name string, n int) string {
+	h := sha256.Sum256([]byte(name))
+	keep := n - 1 - claimHashLen
+	for keep > 0 && !utf8.RuneStart(name[keep]) {
+		keep--
+	}
+	return name[:keep] + "~" + hex.EncodeToString(h[:])[:claimHashLen]
+}
+
+func checkCarrierID(id string) error {
+	if id == "" || len(id) > 16 {
+		return ErrBadCarrierID
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return ErrBadCarrierID
+		}
+	}
+	return nil
+}
+
+// Claim is what a claim name says.
+type Claim struct {
+	Carrier string    // the claiming carrier's ID
+	At      time.Time // when it claimed (by its clock), to the second
+	// Name is the claimed file's name. When Exact is false it was too long
+	// for a claim name and Name is its shortened form (which passes
+	// CheckName): the file cannot get its own name back from the claim
+	// alone.
+	Name  string
+	Exact bool
+}
+
+// ParseClaim reads a claim name made by ClaimName. It returns ErrNotClaim
+// (wrapped) for any other name, and never returns a Name that fails
+// CheckName.
+func ParseClaim(claim string) (Claim, error) {
+	bad := fmt.Errorf("%q: %w", claim, ErrNotClaim)
+	rest, ok := strings.CutPrefix(claim, ClaimPrefix)
+	if !ok || len(claim) > MaxNameLen {
+		return Claim{}, bad
+	}
+	id, rest, ok := strings.Cut(rest, ".")
+	if !ok || checkCarrierID(id) != nil {
+		return Claim{}, bad
+	}
+	i := strings.IndexAny(rest, ".~")
+	if i < 0 {
+		return Claim{}, bad
+	}
+	secs, err := strconv.ParseInt(rest[:i], 36, 64)
+	if err != nil {
+		return Claim{}, bad
+	}
+	c := Claim{Carrier: id, At: time.Unix(secs, 0), Name: rest[i+1:], Exact: rest[i] == '.'}
+	if CheckName(c.Name) != nil {
+		return Claim{}, bad
+	}
+	return c, nil
 }
 
 // ConflictName is the name used for the n-th (n >= 2) different file that

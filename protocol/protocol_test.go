@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -212,6 +214,52 @@ func TestHashRangeCommand(t *testing.T) {
 					t.Errorf("%s\n= %.64s, want %x (bytes %d to %d)", cmd, out, want, lo, hi)
 				}
 			}
+		}
+	}
+}
+
+func TestClaimName(t *testing.T) {
+	at := time.Unix(1_790_000_000, 0)
+	long := strings.Repeat("é", MaxNameLen/2) // 254 bytes, 2 a character
+	for _, name := range []string{"photo.jpg", "~tilde", "a.b.c", ".hidden", long, strings.Repeat("x", MaxNameLen)} {
+		claim, err := ClaimName(name, "0123abcd", at)
+		if err != nil {
+			t.Fatalf("ClaimName(%q): %v", name, err)
+		}
+		if !strings.HasPrefix(claim, ClaimPrefix) || len(claim) > MaxNameLen || !utf8.ValidString(claim) {
+			t.Errorf("ClaimName(%.20q) = %q: not a reserved name of at most %d bytes", name, claim, MaxNameLen)
+		}
+		if CheckName(claim) == nil {
+			t.Errorf("claim %q passes CheckName: it would be carried", claim)
+		}
+		c, err := ParseClaim(claim)
+		if err != nil {
+			t.Fatalf("ParseClaim(%q): %v", claim, err)
+		}
+		if c.Carrier != "0123abcd" || !c.At.Equal(at) {
+			t.Errorf("ParseClaim(%q) = %+v", claim, c)
+		}
+		fits := len(name) <= MaxNameLen-len(ClaimPrefix)-len("0123abcd.")-len(strconv.FormatInt(at.Unix(), 36))-1
+		if c.Exact != fits || fits && c.Name != name {
+			t.Errorf("ParseClaim(ClaimName(%.20q)) = %+v, exact should be %v", name, c, fits)
+		}
+		if !fits && (CheckName(c.Name) != nil || !strings.HasPrefix(name, strings.TrimRight(c.Name[:len(c.Name)-9], "~"))) {
+			t.Errorf("shortened name %q of %.20q", c.Name, name)
+		}
+	}
+	for _, id := range []string{"", "has.dot", "has/slash", strings.Repeat("a", 17)} {
+		if _, err := ClaimName("x", id, at); !errors.Is(err, ErrBadCarrierID) {
+			t.Errorf("ClaimName with carrier ID %q: %v", id, err)
+		}
+	}
+	if _, err := ClaimName("../x", "abc", at); err == nil {
+		t.Error("ClaimName accepted a bad name")
+	}
+	for _, s := range []string{"photo.jpg", ".messor.part.0123", ClaimPrefix, ClaimPrefix + "abc", ClaimPrefix + "abc.zz",
+		ClaimPrefix + "abc.zz.", ClaimPrefix + "abc.zz...", ClaimPrefix + "abc.zz.a/b",
+		ClaimPrefix + "abc.!!.x", ClaimPrefix + "abc.zz." + ClaimPrefix + "abc.zz.x"} {
+		if c, err := ParseClaim(s); !errors.Is(err, ErrNotClaim) {
+			t.Errorf("ParseClaim(%q) = %+v, %v; want ErrNotClaim", s, c, err)
 		}
 	}
 }

@@ -26,6 +26,13 @@ type Server struct {
 // subsystem request. It stops when the test ends.
 func Start(t testing.TB, keys []ssh.PublicKey, version string, serve func(ch ssh.Channel)) *Server {
 	t.Helper()
+	return start(t, keys, version, func(c net.Conn, cfg *ssh.ServerConfig) { handle(c, cfg, serve) })
+}
+
+// start listens on 127.0.0.1 and hands each connection to conn with the
+// server's configuration.
+func start(t testing.TB, keys []ssh.PublicKey, version string, conn func(net.Conn, *ssh.ServerConfig)) *Server {
+	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +65,7 @@ func Start(t testing.TB, keys []ssh.PublicKey, version string, serve func(ch ssh
 			if err != nil {
 				return
 			}
-			go handle(c, cfg, serve)
+			go conn(c, cfg)
 		}
 	}()
 	return s
