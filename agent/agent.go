@@ -150,7 +150,7 @@ func (a *Agent) Root() string { return a.cfg.Root }
 // concurrently, with different listeners.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	defer ln.Close()
-	root, err := os.OpenRoot(a.cfg.Root)
+	root, err := openTree(a.cfg.Root)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -223,7 +223,7 @@ func listenPort(ln net.Listener) (int, error) {
 // server is the state of one Serve call.
 type server struct {
 	a    *Agent
-	root *os.Root
+	root *tree
 	log  *slog.Logger
 
 	openFiles atomic.Int64 // open in every SFTP session (fs.go's caps)

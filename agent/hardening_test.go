@@ -62,8 +62,14 @@ func TestOpendirOnFIFODoesNotBlock(t *testing.T) {
 // regular file in between (the carrier can do it itself with posix-rename)
 // makes the open block forever.
 func TestOpenRegularRaceWithFIFO(t *testing.T) {
-	dir := t.TempDir()
-	root, err := os.OpenRoot(dir)
+	top := t.TempDir()
+	dir := filepath.Join(top, "outbox")
+	for _, a := range areas {
+		if err := os.Mkdir(filepath.Join(top, a), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := openTree(top)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +101,7 @@ func TestOpenRegularRaceWithFIFO(t *testing.T) {
 	for i := 0; ; i++ {
 		done := make(chan error, 1)
 		go func() {
-			o, err := c.openRegular("open", "/messor/a", os.O_RDONLY, false)
+			o, err := c.openRegular("open", "/messor/outbox/a", os.O_RDONLY, false)
 			if err == nil {
 				o.Close()
 			}

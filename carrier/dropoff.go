@@ -124,6 +124,10 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 		func(e Entry, already bool, err error) {
 			shown := path.Join(e.Source, e.Path)
 			switch {
+			case errors.Is(err, errNotDurable):
+				r.Files++
+				r.Bytes += e.Size
+				r.Waiting = append(r.Waiting, FileNote{shown, "delivered; kept in the buffer until a later visit finds it there (" + errNotDurable.Error() + ")"})
 			case err != nil && ctx.Err() != nil:
 				r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
 			case err != nil:
@@ -178,11 +182,13 @@ func (l *pathLocks) lock(p string) (unlock func()) {
 	}
 }
 
-// dirCache makes each inbox directory once per run; different directories
-// are made concurrently.
+// dirCache makes each inbox directory once per run, private to the
+// destination's user (inboxDirPerm); different directories are made
+// concurrently. It also makes the entries put in a directory durable (sync).
 type dirCache struct {
-	mu   sync.Mutex
-	dirs map[string]*dirState
+	mu    sync.Mutex
+	dirs  map[string]*dirState
+	syncs map[string]*dirSyncState
 }
 
 type dirState struct {
@@ -190,7 +196,16 @@ type dirState struct {
 	err  error
 }
 
-func newDirCache() *dirCache { return &dirCache{dirs: map[string]*dirState{}} }
+func newDirCache() *dirCache {
+	return &dirCache{dirs: map[string]*dirState{}, syncs: map[string]*dirSyncState{}}
+}
+
+// inboxDirPerm is the mode of the directories a carrier makes in an inbox:
+// the files in them keep their sources' modes, and a directory open to the
+// destination's other users would let them read a file while it is being
+// delivered, before its mode is set (a stock sftp-server creates files
+// 0666 less its umask).
+const inboxDirPerm = 0o700
 
 // ensure makes dir (and its parents up to the inbox) on the host.
 func (d *dirCache) ensure(s *Session, dir string) error {
@@ -221,7 +236,8 @@ func (d *dirCache) make(s *Session, dir string) error {
 		}
 		return fmt.Errorf("host %s: %s is not a directory", s.Host.Name, dir)
 	}
-	if parent := path.Dir(dir); parent != "." && parent != "/" && parent != dir {
+	parent := path.Dir(dir)
+	if parent != "." && parent != "/" && parent != dir {
 		if err := d.ensure(s, parent); err != nil {
 			return err
 		}
@@ -233,7 +249,76 @@ func (d *dirCache) make(s *Session, dir string) error {
 		}
 		return fmt.Errorf("host %s: mkdir %s: %w", s.Host.Name, dir, err)
 	}
+	// SSH_FXP_MKDIR as pkg/sftp sends it carries no mode: the host makes
+	// it 0777 less its umask. Nothing is in it yet.
+	if err := s.sftp.Chmod(dir, inboxDirPerm); err != nil {
+		return fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, dir, err)
+	}
+	// The new directory's own entry must last as long as the files put in
+	// it: sync its parent. A host that cannot is one whose files wait for
+	// a later visit anyway (errNotDurable).
+	if err := d.sync(s, parent); err != nil && !errors.Is(err, errNotDurable) {
+		return err
+	}
 	return nil
+}
+
+// errNotDurable: the host offers no way to sync a directory (no
+// fsync@openssh.com, or it refuses one on a directory), so a file put in
+// place there may not survive a power loss yet. Its buffer entry is kept
+// until a later visit finds the file delivered.
+var errNotDurable = errors.New("the host cannot sync a directory to disk")
+
+// dirSyncState is the directory syncs of one directory: at most one runs
+// at a time, and every file put in place while it runs joins the next one.
+type dirSyncState struct {
+	running bool
+	next    *dirSyncRound
+}
+
+type dirSyncRound struct {
+	s    *Session // the lane of the first file to join
+	done chan struct{}
+	err  error
+}
+
+// sync makes the entries put in dir so far durable, joining the next sync
+// of dir. It returns errNotDurable where the host cannot sync a directory.
+func (d *dirCache) sync(s *Session, dir string) error {
+	d.mu.Lock()
+	st := d.syncs[dir]
+	if st == nil {
+		st = &dirSyncState{}
+		d.syncs[dir] = st
+	}
+	if st.next == nil {
+		st.next = &dirSyncRound{s: s, done: make(chan struct{})}
+	}
+	r := st.next
+	if !st.running {
+		st.running = true
+		go d.runSyncs(dir, st)
+	}
+	d.mu.Unlock()
+	<-r.done
+	return r.err
+}
+
+// runSyncs syncs dir for each round that waits, until none does.
+func (d *dirCache) runSyncs(dir string, st *dirSyncState) {
+	for {
+		d.mu.Lock()
+		r := st.next
+		st.next = nil
+		if r == nil {
+			st.running = false
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+		r.err = r.s.syncDir(dir)
+		close(r.done)
+	}
 }
 
 // deliver puts one entry in place. already is true when identical content
@@ -265,11 +350,12 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if !s.noReplace || e.Size > smallFile {
 		var done bool
 		target, done, err = c.freeName(ctx, s, dir, name, e.Size, want)
-		if err != nil || done {
-			if done {
-				tr.Add(e.Size)
-			}
-			return done, err
+		if err != nil {
+			return false, err
+		}
+		if done {
+			tr.Add(e.Size)
+			return true, dirs.syncFound(s, dir)
 		}
 	}
 	if err := dirs.ensure(s, dir); err != nil {
@@ -282,7 +368,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	for i := 0; i < maxConflicts; i++ {
 		err := s.place(partial, path.Join(dir, target))
 		if err == nil {
-			return false, nil
+			return false, dirs.sync(s, dir)
 		}
 		// The name was taken meanwhile (our rename never replaces a
 		// file): look again, unless the partial itself is gone.
@@ -298,13 +384,24 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		}
 		if done {
 			s.sftp.Remove(partial)
-			return true, nil
+			return true, dirs.syncFound(s, dir)
 		}
 		if target == prev {
 			return false, fmt.Errorf("host %s: rename %s: %w", s.Host.Name, final, err)
 		}
 	}
 	return false, fmt.Errorf("host %s: rename %s: gave up", s.Host.Name, final)
+}
+
+// syncFound syncs dir, where a file was found delivered already, before its
+// entry is released. A host that cannot sync a directory is not asked to:
+// the file was put there on an earlier visit (and has had the time since to
+// reach the disk).
+func (d *dirCache) syncFound(s *Session, dir string) error {
+	if err := d.sync(s, dir); err != nil && !errors.Is(err, errNotDurable) {
+		return err
+	}
+	return nil
 }
 
 // freeName finds where content (size, want) goes in dir: the name itself,
@@ -383,6 +480,11 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
 	defer f.Close()
+	// Before any byte is written: a stock sftp-server made it 0666 less
+	// its umask, and the file is to be no more readable than its source.
+	if err := f.Chmod(e.deliverPerm()); err != nil {
+		return fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, partial, err)
+	}
 	if had >= 0 && had != off {
 		if err := f.Truncate(off); err != nil {
 			return fmt.Errorf("host %s: truncate %s: %w", s.Host.Name, partial, err)
@@ -438,6 +540,13 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		return err
 	}
 	tWrite := time.Since(t0)
+	// After the last write (which set the mtime), before the sync that
+	// makes it last.
+	if !e.MTime.IsZero() {
+		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
+			return fmt.Errorf("host %s: set the mtime of %s: %w", s.Host.Name, partial, err)
+		}
+	}
 	t0 = time.Now()
 	if s.hasFsync {
 		if err := f.Sync(); err != nil {

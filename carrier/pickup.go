@@ -255,7 +255,7 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 					r.Waiting = append(r.Waiting, FileNote{shown, "still being written"})
 					continue
 				}
-				out = append(out, candidate{Dest: dest, Path: p, Size: e.Size(), MTime: e.ModTime()})
+				out = append(out, candidate{Dest: dest, Path: p, Size: e.Size(), MTime: e.ModTime(), Perm: mode.Perm()})
 			default:
 				r.Skipped = append(r.Skipped, FileNote{shown, "not a regular file"})
 				c.log.Warn("skipped: not a regular file", "host", s.Host.Name, "path", shown, "mode", mode)
@@ -484,7 +484,8 @@ func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o or
 // commitAndRemove records the carried file in the buffer with commit, then
 // removes it from the outbox.
 func (c *Carrier) commitAndRemove(s *Session, cd candidate, o origin, remote, sum string, commit func(Entry) (dedup bool, err error)) (fetchResult, error) {
-	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now()}
+	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now(),
+		Perm: cd.Perm, HasPerm: true}
 	dedup, err := commit(e)
 	if err != nil {
 		return fetchResult{}, err
