@@ -207,6 +207,9 @@ type confinedFS struct {
 	mu    sync.Mutex
 	open  map[string]map[*openFile]struct{} // by cleaned SFTP path, for fsync
 	nopen int                               // files open in this session
+	// asked holds, by cleaned SFTP path, the permissions of the opens
+	// and mkdirs the relay has passed on, in order (-1: none asked).
+	asked map[string][]int
 	// all counts the files open in every session of the agent (nil: no
 	// agent-wide count, for a one-off use).
 	all *atomic.Int64
@@ -231,7 +234,7 @@ var (
 )
 
 func newConfinedFS(t *tree, log *slog.Logger) *confinedFS {
-	return &confinedFS{t: t, log: log, open: make(map[string]map[*openFile]struct{})}
+	return &confinedFS{t: t, log: log, open: make(map[string]map[*openFile]struct{}), asked: make(map[string][]int)}
 }
 
 func (c *confinedFS) handlers() sftp.Handlers {
@@ -268,6 +271,39 @@ func (o *openFile) Close() error {
 	return err
 }
 
+// askMode records the permissions (perm, or -1 for none) asked for by an
+// open or mkdir of SFTP path p that is on its way to the request server.
+func (c *confinedFS) askMode(p string, perm int) {
+	key := cleanSFTPPath(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if q := c.asked[key]; len(q) < 64 { // a client's own requests: bounded all the same
+		c.asked[key] = append(q, perm)
+	}
+}
+
+// modeFor returns the mode to create SFTP path p with: the permissions its
+// open or mkdir asked for (the rwx bits only), or def.
+func (c *confinedFS) modeFor(p string, def fs.FileMode) fs.FileMode {
+	key := cleanSFTPPath(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.asked[key]
+	if len(q) == 0 {
+		return def
+	}
+	perm := q[0]
+	if len(q) == 1 {
+		delete(c.asked, key)
+	} else {
+		c.asked[key] = q[1:]
+	}
+	if perm < 0 {
+		return def
+	}
+	return fs.FileMode(perm) & fs.ModePerm
+}
+
 // reserveOpen counts one more open file, unless that would pass a cap.
 func (c *confinedFS) reserveOpen() bool {
 	c.mu.Lock()
@@ -297,7 +333,8 @@ func (c *confinedFS) releaseOpen() {
 // sftp-server), which is how a carrier makes a file it put in place
 // durable.
 func (c *confinedFS) Fileread(r *sftp.Request) (io.ReaderAt, error) {
-	return c.openFile("open", r.Filepath, os.O_RDONLY, false, true)
+	c.modeFor(r.Filepath, 0) // nothing is created
+	return c.openFile("open", r.Filepath, os.O_RDONLY, false, true, 0)
 }
 
 // Filewrite opens a regular file for writing. O_CREATE, O_TRUNC and O_EXCL
@@ -326,18 +363,18 @@ func (c *confinedFS) openForWrite(r *sftp.Request) (*openFile, error) {
 	if pf.Excl {
 		flag |= os.O_EXCL
 	}
-	return c.openRegular("open", r.Filepath, flag, true)
+	return c.openFile("open", r.Filepath, flag, true, false, c.modeFor(r.Filepath, fileMode))
 }
 
 // openRegular opens the file at SFTP path p, which must be (or, with
 // O_CREATE, become) a regular file in an area.
 func (c *confinedFS) openRegular(op, p string, flag int, write bool) (*openFile, error) {
-	return c.openFile(op, p, flag, write, false)
+	return c.openFile(op, p, flag, write, false, fileMode)
 }
 
 // openFile is openRegular that also opens a directory (for reading only)
-// where dirOK.
-func (c *confinedFS) openFile(op, p string, flag int, write, dirOK bool) (*openFile, error) {
+// where dirOK, and creates a file with perm (less the umask).
+func (c *confinedFS) openFile(op, p string, flag int, write, dirOK bool, perm fs.FileMode) (*openFile, error) {
 	var l loc
 	var err error
 	if write {
@@ -364,7 +401,7 @@ func (c *confinedFS) openFile(op, p string, flag int, write, dirOK bool) (*openF
 	}
 	// O_NONBLOCK: a FIFO swapped in after the check above must not block
 	// the open; the check after it refuses what is not a regular file.
-	f, err := l.root.OpenFile(l.rel, flag|nonBlock, fileMode)
+	f, err := l.root.OpenFile(l.rel, flag|nonBlock, perm)
 	if err != nil {
 		c.releaseOpen()
 		return nil, sftpError(op, p, err)
@@ -446,8 +483,10 @@ func (c *confinedFS) Filecmd(r *sftp.Request) error {
 	return fmt.Errorf("%s %s: %w", r.Method, cleanSFTPPath(r.Filepath), sftp.ErrSSHFxOpUnsupported)
 }
 
-// mkdir makes a directory in an area, dirMode less the umask.
+// mkdir makes a directory in an area, with the permissions asked for or
+// dirMode, less the umask.
 func (c *confinedFS) mkdir(p string) error {
+	perm := c.modeFor(p, dirMode)
 	l, err := c.t.resolveBelowArea("mkdir", p)
 	if err != nil {
 		if l, rerr := c.t.resolve("mkdir", p); rerr == nil && (l.place == messorDir || l.place == inArea) {
@@ -456,7 +495,7 @@ func (c *confinedFS) mkdir(p string) error {
 		return err
 	}
 	c.log.Debug("sftp mkdir", "path", cleanSFTPPath(p))
-	return sftpError("mkdir", p, l.root.Mkdir(l.rel, dirMode))
+	return sftpError("mkdir", p, l.root.Mkdir(l.rel, perm))
 }
 
 func errno(err error) syscall.Errno {

@@ -209,3 +209,34 @@ func TestFsyncDirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestModesAsked: an SSH_FXP_OPEN or SSH_FXP_MKDIR that asks for
+// permissions gets them (the rwx bits, less the umask), as on OpenSSH's
+// sftp-server.
+func TestModesAsked(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	r := newRawSFTP(t, e.dial())
+	r.send(fxpInit, 0, uint32(3))
+	r.recv()
+	const pflags = 0x02 | 0x08 // write, creat
+	r.send(fxpMkdir, 1, "messor/inbox/asked", uint32(attrPermissions), uint32(0o4751))
+	r.send(fxpOpen, 2, "messor/inbox/asked/f", uint32(pflags), uint32(attrSize|attrPermissions), uint64(0), uint32(0o2640))
+	r.send(fxpOpen, 3, "messor/inbox/asked/g", uint32(pflags), uint32(0))
+	for range 3 {
+		typ, id, rest := r.recv()
+		if typ != fxpHandle && (typ != fxpStatus || r.status(rest) != fxOK) {
+			t.Fatalf("request %d: type %d %q", id, typ, rest)
+		}
+	}
+	u := umask(t)
+	for rel, want := range map[string]os.FileMode{"inbox/asked": 0o751 &^ u, "inbox/asked/f": 0o640 &^ u, "inbox/asked/g": 0o600 &^ u} {
+		fi, err := os.Stat(e.inRoot(rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky); got != want {
+			t.Errorf("%s made %v, want %v", rel, got, want)
+		}
+	}
+}
