@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -43,7 +44,9 @@ type tree struct {
 	areas map[string]*os.Root // by name
 }
 
-// openTree opens the areas under dir.
+// openTree opens the areas under dir. An area may be a symbolic link the
+// host's user made (an inbox on another disk): it is followed here, once,
+// and confines what is served through it from then on.
 func openTree(dir string) (*tree, error) {
 	top, err := os.OpenRoot(dir)
 	if err != nil {
@@ -51,7 +54,7 @@ func openTree(dir string) (*tree, error) {
 	}
 	t := &tree{top: top, areas: make(map[string]*os.Root, len(areas))}
 	for _, a := range areas {
-		r, err := top.OpenRoot(a)
+		r, err := os.OpenRoot(filepath.Join(dir, a))
 		if err != nil {
 			t.Close()
 			return nil, err
