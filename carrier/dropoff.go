@@ -108,39 +108,59 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 
 	tr := c.tracker(h.Name, "dropoff", len(mine), total)
 	defer tr.Done()
-	dirs := newDirCache()
+	syncs := newDirSyncer()
+	dirs := newDirCache(syncs)
 	locks := &pathLocks{m: map[string]*pathLock{}}
 	lanes := c.lanes(ctx, s, len(mine))
+	// finish releases a delivered entry and reports, once its directory
+	// is synced; from the workers (failures) and the syncer, under mu.
+	var mu sync.Mutex
+	finish := func(e Entry, already bool, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		shown := path.Join(e.Source, e.Path)
+		if errors.Is(err, errNotDurable) {
+			if !already {
+				r.Files++
+				r.Bytes += e.Size
+				r.Waiting = append(r.Waiting, FileNote{shown, "delivered; kept in the buffer until a later visit finds it there (" + errNotDurable.Error() + ")"})
+				return
+			}
+			err = nil // that later visit is this one
+		}
+		if err == nil {
+			c.buf.release(e)
+		}
+		switch {
+		case err != nil && ctx.Err() != nil:
+			r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
+		case err != nil:
+			r.Failed = append(r.Failed, FileNote{shown, err.Error()})
+			c.log.Error("dropoff failed", "host", h.Name, "path", shown, "err", err)
+		case already:
+			r.Already++
+		default:
+			r.Files++
+			r.Bytes += e.Size
+			c.log.Debug("delivered", "host", h.Name, "path", shown, "size", e.Size)
+		}
+	}
 	forEach(ctx, c, c.workers(s), mine, func(e Entry) int64 { return e.Size },
 		func(e Entry) (bool, error) {
 			l := lanes.pick()
 			already, err := c.deliver(ctx, l, e, dirs, locks, tr)
 			lanes.check(l, err)
 			if err == nil {
-				c.buf.release(e)
+				syncs.after(l, inboxDir(e), func(err error) { finish(e, already, err) })
 			}
 			return already, err
 		},
 		func(e Entry, already bool, err error) {
-			shown := path.Join(e.Source, e.Path)
-			switch {
-			case errors.Is(err, errNotDurable):
-				r.Files++
-				r.Bytes += e.Size
-				r.Waiting = append(r.Waiting, FileNote{shown, "delivered; kept in the buffer until a later visit finds it there (" + errNotDurable.Error() + ")"})
-			case err != nil && ctx.Err() != nil:
-				r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
-			case err != nil:
-				r.Failed = append(r.Failed, FileNote{shown, err.Error()})
-				c.log.Error("dropoff failed", "host", h.Name, "path", shown, "err", err)
-			case already:
-				r.Already++
-			default:
-				r.Files++
-				r.Bytes += e.Size
-				c.log.Debug("delivered", "host", h.Name, "path", shown, "size", e.Size)
+			if err != nil {
+				finish(e, already, err)
 			}
 		})
+	syncs.close()
 	if err := c.buf.flush(); err != nil {
 		r.Err = err
 	}
@@ -184,11 +204,11 @@ func (l *pathLocks) lock(p string) (unlock func()) {
 
 // dirCache makes each inbox directory once per run, private to the
 // destination's user (inboxDirPerm); different directories are made
-// concurrently. It also makes the entries put in a directory durable (sync).
+// concurrently.
 type dirCache struct {
 	mu    sync.Mutex
 	dirs  map[string]*dirState
-	syncs map[string]*dirSyncState
+	syncs *dirSyncer // syncs the parent of each directory made
 }
 
 type dirState struct {
@@ -196,8 +216,8 @@ type dirState struct {
 	err  error
 }
 
-func newDirCache() *dirCache {
-	return &dirCache{dirs: map[string]*dirState{}, syncs: map[string]*dirSyncState{}}
+func newDirCache(syncs *dirSyncer) *dirCache {
+	return &dirCache{dirs: map[string]*dirState{}, syncs: syncs}
 }
 
 // inboxDirPerm is the mode of the directories a carrier makes in an inbox:
@@ -255,74 +275,14 @@ func (d *dirCache) make(s *Session, dir string) error {
 		return fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, dir, err)
 	}
 	// The new directory's own entry must last as long as the files put in
-	// it: sync its parent. A host that cannot is one whose files wait for
-	// a later visit anyway (errNotDurable).
-	if err := d.sync(s, parent); err != nil && !errors.Is(err, errNotDurable) {
-		return err
-	}
+	// it: its parent is synced in the batch that syncs them, or before.
+	d.syncs.after(s, parent, nil)
 	return nil
 }
 
-// errNotDurable: the host offers no way to sync a directory (no
-// fsync@openssh.com, or it refuses one on a directory), so a file put in
-// place there may not survive a power loss yet. Its buffer entry is kept
-// until a later visit finds the file delivered.
-var errNotDurable = errors.New("the host cannot sync a directory to disk")
-
-// dirSyncState is the directory syncs of one directory: at most one runs
-// at a time, and every file put in place while it runs joins the next one.
-type dirSyncState struct {
-	running bool
-	next    *dirSyncRound
-}
-
-type dirSyncRound struct {
-	s    *Session // the lane of the first file to join
-	done chan struct{}
-	err  error
-}
-
-// sync makes the entries put in dir so far durable, joining the next sync
-// of dir. It returns errNotDurable where the host cannot sync a directory.
-func (d *dirCache) sync(s *Session, dir string) error {
-	d.mu.Lock()
-	st := d.syncs[dir]
-	if st == nil {
-		st = &dirSyncState{}
-		d.syncs[dir] = st
-	}
-	if st.next == nil {
-		st.next = &dirSyncRound{s: s, done: make(chan struct{})}
-	}
-	r := st.next
-	if !st.running {
-		st.running = true
-		go d.runSyncs(dir, st)
-	}
-	d.mu.Unlock()
-	<-r.done
-	return r.err
-}
-
-// runSyncs syncs dir for each round that waits, until none does.
-func (d *dirCache) runSyncs(dir string, st *dirSyncState) {
-	for {
-		d.mu.Lock()
-		r := st.next
-		st.next = nil
-		if r == nil {
-			st.running = false
-			d.mu.Unlock()
-			return
-		}
-		d.mu.Unlock()
-		r.err = r.s.syncDir(dir)
-		close(r.done)
-	}
-}
-
-// deliver puts one entry in place. already is true when identical content
-// was found under the final name (or a conflict name) already.
+// deliver puts one entry in place, in inboxDir(e). already is true when
+// identical content was found under the final name (or a conflict name)
+// already. The entry may be released once that directory is synced.
 func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCache, locks *pathLocks, tr Tracker) (already bool, err error) {
 	if err := protocol.CheckHostName(e.Source); err != nil {
 		return false, err
@@ -331,8 +291,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		return false, err
 	}
 	final := path.Join(protocol.InboxDir(e.Source), e.Path)
-	dir, name := path.Split(final)
-	dir = path.Clean(dir)
+	dir, name := inboxDir(e), path.Base(final)
 	// Two versions of one file (picked up on two visits) must not race
 	// for the same free name: on a server whose rename replaces, one
 	// would silently overwrite the other.
@@ -355,7 +314,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		}
 		if done {
 			tr.Add(e.Size)
-			return true, dirs.syncFound(s, dir)
+			return true, nil
 		}
 	}
 	if err := dirs.ensure(s, dir); err != nil {
@@ -368,7 +327,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	for i := 0; i < maxConflicts; i++ {
 		err := s.place(partial, path.Join(dir, target))
 		if err == nil {
-			return false, dirs.sync(s, dir)
+			return false, nil
 		}
 		// The name was taken meanwhile (our rename never replaces a
 		// file): look again, unless the partial itself is gone.
@@ -384,7 +343,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		}
 		if done {
 			s.sftp.Remove(partial)
-			return true, dirs.syncFound(s, dir)
+			return true, nil
 		}
 		if target == prev {
 			return false, fmt.Errorf("host %s: rename %s: %w", s.Host.Name, final, err)
@@ -393,15 +352,9 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	return false, fmt.Errorf("host %s: rename %s: gave up", s.Host.Name, final)
 }
 
-// syncFound syncs dir, where a file was found delivered already, before its
-// entry is released. A host that cannot sync a directory is not asked to:
-// the file was put there on an earlier visit (and has had the time since to
-// reach the disk).
-func (d *dirCache) syncFound(s *Session, dir string) error {
-	if err := d.sync(s, dir); err != nil && !errors.Is(err, errNotDurable) {
-		return err
-	}
-	return nil
+// inboxDir is the directory e is delivered into.
+func inboxDir(e Entry) string {
+	return path.Dir(path.Join(protocol.InboxDir(e.Source), e.Path))
 }
 
 // freeName finds where content (size, want) goes in dir: the name itself,
