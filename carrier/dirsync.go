@@ -12,9 +12,11 @@ import (
 // A sync of a directory is a journal commit on the host, so they are done
 // in batches: a delivered file's buffer entry waits (without holding up the
 // next delivery) for the next batch, which syncs every directory that got a
-// file since the last one, at once. Syncing after every file made a dropoff
-// of 5,000 small files into 100 directories 35% slower on loopback
-// (bench/small: 8.6 s to 11.6 s); syncing in batches, a few percent.
+// file since the last one, at once. Measured with bench (5,000 files of 4
+// KiB into 100 directories, one run each on a loaded machine): a sync after
+// every file made the loopback dropoff 11.6 s where none made it 8.6 s; in
+// batches it took 8.8 s, and over emulated Wi-Fi 9.55 s against 9.35 s
+// before directories were synced at all.
 
 // errNotDurable: the host offers no way to sync a directory (no
 // fsync@openssh.com, or it refuses one on a directory), so a file put in
