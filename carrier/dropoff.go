@@ -324,6 +324,11 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err := c.upload(ctx, s, e, partial, want, tr); err != nil {
 		return false, err
 	}
+	if perm := e.deliverPerm(); perm != writingPerm(perm) {
+		if err := s.sftp.Chmod(partial, perm); err != nil {
+			return false, fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, partial, err)
+		}
+	}
 	for i := 0; i < maxConflicts; i++ {
 		err := s.place(partial, path.Join(dir, target))
 		if err == nil {
@@ -351,6 +356,12 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	}
 	return false, fmt.Errorf("host %s: rename %s: gave up", s.Host.Name, final)
 }
+
+// writingPerm is the mode of a partial upload of a file to be delivered
+// with perm: perm, and its owner's to read and write (a read-only source
+// would otherwise make the partial impossible to resume or verify); perm
+// itself is set once it is verified.
+func writingPerm(perm fs.FileMode) fs.FileMode { return perm | 0o600 }
 
 // inboxDir is the directory e is delivered into.
 func inboxDir(e Entry) string {
@@ -435,7 +446,7 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	defer f.Close()
 	// Before any byte is written: a stock sftp-server made it 0666 less
 	// its umask, and the file is to be no more readable than its source.
-	if err := f.Chmod(e.deliverPerm()); err != nil {
+	if err := f.Chmod(writingPerm(e.deliverPerm())); err != nil {
 		return fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, partial, err)
 	}
 	if had >= 0 && had != off {

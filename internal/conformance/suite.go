@@ -667,6 +667,7 @@ func testModes(t *testing.T, start StartFunc) {
 		"shared/deep/suid":     []byte("not setuid on arrival\n"),
 		"big/private.bin":      bytes.Repeat([]byte{9}, 3<<20+5), // uploaded in pieces
 		"shared/deep/sticky/x": []byte("x\n"),
+		"readonly.txt":         []byte("do not change\n"),
 	}
 	modes := map[string]os.FileMode{
 		"secret.txt":           0o600,
@@ -675,6 +676,7 @@ func testModes(t *testing.T, start StartFunc) {
 		"shared/deep/suid":     0o755 | os.ModeSetuid | os.ModeSetgid,
 		"big/private.bin":      0o640,
 		"shared/deep/sticky/x": 0o604 | os.ModeSticky,
+		"readonly.txt":         0o400,
 	}
 	e.Outbox("alpha", "beta", files)
 	out := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")))
