@@ -42,12 +42,13 @@
 //     then uploads into a hidden partial beside the final name
 //     ([PartialName]), whose mode it first sets to the source's permission
 //     bits (rwx only: never setuid, setgid or sticky; 0600 for a file
-//     carried by a messor that did not record them), resuming from a
-//     prefix it has verified (a range hash). After the last write it sets
-//     the source's mtime, syncs the partial (fsync@openssh.com where
-//     offered), verifies the whole content hash (a big file piece by piece
-//     while it is being uploaded: see Range hashes), then renames it to the
-//     final name with a rename that never replaces an existing file. If the
+//     carried by a messor that did not record them) plus its owner's read
+//     and write, resuming from a prefix it has verified (a range hash).
+//     After the last write it sets the source's mtime, syncs the partial
+//     (fsync@openssh.com where offered), verifies the whole content hash (a
+//     big file piece by piece while it is being uploaded: see Range
+//     hashes), sets the source's exact bits, then renames it to the final
+//     name with a rename that never replaces an existing file. If the
 //     final name exists with identical content, the file counts as
 //     delivered; if it exists with different content, both are kept: the
 //     new one under [ConflictName].
