@@ -62,18 +62,8 @@ func TestOpendirOnFIFODoesNotBlock(t *testing.T) {
 // regular file in between (the carrier can do it itself with posix-rename)
 // makes the open block forever.
 func TestOpenRegularRaceWithFIFO(t *testing.T) {
-	top := t.TempDir()
+	root, top := testTree(t)
 	dir := filepath.Join(top, "outbox")
-	for _, a := range areas {
-		if err := os.Mkdir(filepath.Join(top, a), 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	root, err := openTree(top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
 	c := newConfinedFS(root, discardLogger())
 	reg := filepath.Join(dir, "a")
 	fifo := filepath.Join(dir, "f")

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pkg/sftp"
 )
 
 // TestOnlyOutboxAndInbox: the agent serves messor/outbox/ and messor/inbox/
@@ -130,13 +132,7 @@ func TestOnlyOutboxAndInbox(t *testing.T) {
 // its source's); chmod is honoured on files and directories, without
 // setuid, setgid or sticky; times are set.
 func TestModes(t *testing.T) {
-	e := newEnv(t)
-	e.start()
-	c := e.sftp()
-	if err := c.Mkdir("messor/inbox/src"); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, c, "messor/inbox/src/a", []byte("a"))
+	e, c := withInboxFile(t)
 	f, err := c.OpenFile("messor/inbox/src/b", os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err != nil {
 		t.Fatal(err)
@@ -176,13 +172,7 @@ func TestModes(t *testing.T) {
 // makes the name of a file it just put in place durable. Reading from it
 // fails, and nothing outside the layout can be opened that way.
 func TestFsyncDirectory(t *testing.T) {
-	e := newEnv(t)
-	e.start()
-	c := e.sftp()
-	if err := c.Mkdir("messor/inbox/src"); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, c, "messor/inbox/src/a", []byte("a"))
+	e, c := withInboxFile(t)
 	if err := c.Rename("messor/inbox/src/a", "messor/inbox/src/b"); err != nil {
 		t.Fatal(err)
 	}
@@ -239,4 +229,32 @@ func TestModesAsked(t *testing.T) {
 			t.Errorf("%s made %v, want %v", rel, got, want)
 		}
 	}
+}
+
+// withInboxFile starts an agent and makes messor/inbox/src/a over SFTP.
+func withInboxFile(t *testing.T) (*testEnv, *sftp.Client) {
+	e := newEnv(t)
+	e.start()
+	c := e.sftp()
+	if err := c.Mkdir("messor/inbox/src"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, c, "messor/inbox/src/a", []byte("a"))
+	return e, c
+}
+
+// testTree makes the areas in a new directory and opens them.
+func testTree(t *testing.T) (*tree, string) {
+	top := t.TempDir()
+	for _, a := range areas {
+		if err := os.Mkdir(filepath.Join(top, a), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := openTree(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr, top
 }

@@ -574,17 +574,7 @@ func umask(t *testing.T) os.FileMode {
 }
 
 func TestResolve(t *testing.T) {
-	top := t.TempDir()
-	for _, a := range areas {
-		if err := os.Mkdir(filepath.Join(top, a), 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tr, err := openTree(top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr, _ := testTree(t)
 	for _, tc := range []struct {
 		in    string
 		place place
