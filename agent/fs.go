@@ -211,8 +211,10 @@ type confinedFS struct {
 	open  map[string]map[*openFile]struct{} // by cleaned SFTP path, for fsync
 	nopen int                               // files open in this session
 	// asked holds, by cleaned SFTP path, the permissions of the opens
-	// and mkdirs the relay has passed on, in order (-1: none asked).
-	asked map[string][]int
+	// and mkdirs the relay has passed on, in order (-1: none asked);
+	// nasked counts them.
+	asked  map[string][]int
+	nasked int
 	// all counts the files open in every session of the agent (nil: no
 	// agent-wide count, for a one-off use).
 	all *atomic.Int64
@@ -223,6 +225,7 @@ type confinedFS struct {
 // descriptors, which every other session and the listener need too.
 // (Variables so that tests can lower them.)
 var (
+	maxAsked          = 4096 // modes asked for and not yet taken, per session
 	maxOpenPerSession = 1024
 	maxOpenAgent      = int64(4096)
 )
@@ -280,8 +283,12 @@ func (c *confinedFS) askMode(p string, perm int) {
 	key := cleanSFTPPath(p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if q := c.asked[key]; len(q) < 64 { // a client's own requests: bounded all the same
-		c.asked[key] = append(q, perm)
+	// Each is taken by the request it came with, but one the request
+	// server refuses before any handler sees it stays: bounded, and past
+	// the bound a file or directory is made private.
+	if c.nasked < maxAsked {
+		c.asked[key] = append(c.asked[key], perm)
+		c.nasked++
 	}
 }
 
@@ -296,6 +303,7 @@ func (c *confinedFS) modeFor(p string, def fs.FileMode) fs.FileMode {
 		return def
 	}
 	perm := q[0]
+	c.nasked--
 	if len(q) == 1 {
 		delete(c.asked, key)
 	} else {
