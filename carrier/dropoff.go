@@ -447,7 +447,10 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	// Before any byte is written: a stock sftp-server made it 0666 less
 	// its umask, and the file is to be no more readable than its source.
 	if err := f.Chmod(writingPerm(e.deliverPerm())); err != nil {
-		return fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, partial, err)
+		// Some servers set attributes only by path.
+		if err2 := s.sftp.Chmod(partial, writingPerm(e.deliverPerm())); err2 != nil {
+			return fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, partial, err)
+		}
 	}
 	if had >= 0 && had != off {
 		if err := f.Truncate(off); err != nil {
@@ -505,10 +508,11 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	}
 	tWrite := time.Since(t0)
 	// After the last write (which set the mtime), before the sync that
-	// makes it last.
+	// makes it last. A host that will not set times (some file systems
+	// refuse) still gets the file.
 	if !e.MTime.IsZero() {
 		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
-			return fmt.Errorf("host %s: set the mtime of %s: %w", s.Host.Name, partial, err)
+			c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
 		}
 	}
 	t0 = time.Now()
