@@ -43,8 +43,9 @@ const (
 // Config configures an Agent. The zero value of each field has a default,
 // documented with it; paths default under $HOME.
 type Config struct {
-	// Root is the directory served as messor/ (default ~/messor). It is
-	// created, with its outbox/ and inbox/, if missing.
+	// Root is the directory served as messor/ (default ~/messor): its
+	// outbox/ and inbox/, and nothing else in it. It is created, with
+	// those two (private to the user), if missing.
 	Root string
 	// Name is the host name the agent advertises; it must satisfy
 	// protocol.CheckHostName (default: the host name up to its first dot).
