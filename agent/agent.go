@@ -45,8 +45,9 @@ const (
 // Config configures an Agent. The zero value of each field has a default,
 // documented with it; paths default under $HOME.
 type Config struct {
-	// Root is the directory served as messor/ (default ~/messor). It is
-	// created, with its outbox/ and inbox/, if missing.
+	// Root is the directory served as messor/ (default ~/messor): its
+	// outbox/ and inbox/, and nothing else in it. It is created, with
+	// those two (private to the user), if missing.
 	Root string
 	// Name is the host name the agent advertises; it must satisfy
 	// protocol.CheckHostName (default: the host name up to its first dot).
@@ -156,7 +157,7 @@ func (a *Agent) Root() string { return a.cfg.Root }
 // concurrently, with different listeners.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	defer ln.Close()
-	root, err := os.OpenRoot(a.cfg.Root)
+	root, err := openTree(a.cfg.Root)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -229,7 +230,7 @@ func listenPort(ln net.Listener) (int, error) {
 // server is the state of one Serve call.
 type server struct {
 	a    *Agent
-	root *os.Root
+	root *tree
 	log  *slog.Logger
 
 	openFiles atomic.Int64 // open in every SFTP session (fs.go's caps)

@@ -6,10 +6,15 @@
 // to a stock OpenSSH sshd configured with `Subsystem sftp internal-sftp`:
 //
 //   - SFTP paths are relative to a virtual login directory "/" that holds a
-//     single directory, "messor", which is [Config.Root] on the host. So
+//     single directory, "messor", which is [Config.Root] on the host and
+//     holds only the layout's two areas, outbox/ and inbox/. So
 //     "messor/outbox/<dest>/file" is Root/outbox/<dest>/file, and nothing
-//     outside Root is visible. Confinement is done with [os.Root]: "..",
-//     absolute paths and symbolic links cannot reach outside Root.
+//     else is visible: not what lies outside Root, nor anything else in
+//     Root (a carrier's buffer kept there by an older messor). Each area is
+//     an [os.Root] of its own: "..", absolute paths and symbolic links
+//     cannot reach out of it, and a rename cannot move a file from one area
+//     to the other. Root, outbox/ and inbox/ themselves cannot be removed,
+//     renamed or chmod'ed.
 //   - Names beginning with ".messor" ([protocol.ReservedPrefix]) are refused
 //     unless they are delivery partials (".messor.part.*", see
 //     [protocol.PartialName]), which carriers create, write, stat, rename and
@@ -20,8 +25,13 @@
 //     renameat2 with RENAME_NOREPLACE; elsewhere it links the new name and
 //     unlinks the old one, as OpenSSH does); posix-rename@openssh.com
 //     replaces. statvfs@openssh.com and fsync@openssh.com are offered, the
-//     latter really syncing the file to stable storage. Symbolic and hard
-//     links cannot be created.
+//     latter really syncing the file to stable storage; a directory opened
+//     for reading can be synced too, which makes the names put in it
+//     durable. Symbolic and hard links cannot be created.
+//   - Files and directories are created with the permissions the open or
+//     mkdir asks for (the rwx bits), else private: 0600 and 0700 (less the
+//     umask). Setstat sets times, sizes and the rwx bits of files and
+//     directories (never setuid, setgid or sticky); owners cannot change.
 //
 // Carriers authenticate by public key only, against an OpenSSH
 // authorized_keys file that is re-read at every login. There is no shell, no

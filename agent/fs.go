@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -24,11 +25,53 @@ import (
 // delivery partials and outbox claims.
 var carrierPrefixes = []string{protocol.ReservedPrefix + ".part.", protocol.ClaimPrefix}
 
-// File and directory modes for what carriers create (before the umask).
+// Modes of what clients create when they ask for none (pkg/sftp's client
+// never does): private to the agent's user. A carrier sets each delivered
+// file's mode to its source's; the agent makes its own layout the same way.
 const (
-	fileMode = 0o644
-	dirMode  = 0o755
+	fileMode = 0o600
+	dirMode  = 0o700
 )
+
+// areas are the directories under Root the agent serves; nothing else there
+// (a carrier's buffer, say) is reachable.
+var areas = []string{"inbox", "outbox"}
+
+// tree is what the agent serves: each area of the layout is an os.Root of
+// its own, so that no path, not even a symbolic link that stays under Root,
+// reaches from one area into anything else.
+type tree struct {
+	top   *os.Root            // Root itself: only for its attributes
+	areas map[string]*os.Root // by name
+}
+
+// openTree opens the areas under dir. An area may be a symbolic link the
+// host's user made (an inbox on another disk): it is followed here, once,
+// and confines what is served through it from then on.
+func openTree(dir string) (*tree, error) {
+	top, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	t := &tree{top: top, areas: make(map[string]*os.Root, len(areas))}
+	for _, a := range areas {
+		r, err := os.OpenRoot(filepath.Join(dir, a))
+		if err != nil {
+			t.Close()
+			return nil, err
+		}
+		t.areas[a] = r
+	}
+	return t, nil
+}
+
+// Close closes every root of t.
+func (t *tree) Close() error {
+	for _, r := range t.areas {
+		r.Close()
+	}
+	return t.top.Close()
+}
 
 // place says where an SFTP path lands.
 type place int
@@ -36,8 +79,18 @@ type place int
 const (
 	outside     place = iota // not in the layout: nothing there
 	virtualRoot              // "/": the login directory, holding only "messor"
-	inRoot                   // "/messor" or below: rel is relative to Root
+	messorDir                // "/messor": holding only the areas
+	inArea                   // "/messor/<area>" or below
 )
+
+// loc is where an SFTP path lands: for inArea, rel is relative to the
+// area's root ("." for the area itself).
+type loc struct {
+	place place
+	area  string
+	root  *os.Root
+	rel   string
+}
 
 // cleanSFTPPath makes p absolute ("/"-rooted, relative paths are relative to
 // the login directory) and clean, as the request server does.
@@ -45,30 +98,38 @@ func cleanSFTPPath(p string) string {
 	return path.Clean("/" + p)
 }
 
-// resolve maps an SFTP path to Root. The path is cleaned first, so ".." can
-// never climb above "/"; what remains outside "/messor" does not exist.
-// A component beginning with ".messor" that is neither a delivery partial
-// nor an outbox claim is refused with EACCES.
-func resolve(op, p string) (place, string, error) {
+// resolve maps an SFTP path into the tree. The path is cleaned first, so
+// ".." can never climb above "/"; what lies outside the areas does not
+// exist. A component beginning with ".messor" that is neither a delivery
+// partial nor an outbox claim is refused with EACCES.
+func (t *tree) resolve(op, p string) (loc, error) {
 	clean := cleanSFTPPath(p)
 	if strings.ContainsRune(clean, 0) {
-		return outside, "", &os.PathError{Op: op, Path: p, Err: syscall.EINVAL}
+		return loc{}, &os.PathError{Op: op, Path: p, Err: syscall.EINVAL}
 	}
 	switch {
 	case clean == "/":
-		return virtualRoot, "", nil
+		return loc{place: virtualRoot}, nil
 	case clean == "/"+protocol.Root:
-		return inRoot, ".", nil
+		return loc{place: messorDir}, nil
 	case !strings.HasPrefix(clean, "/"+protocol.Root+"/"):
-		return outside, "", &os.PathError{Op: op, Path: clean, Err: syscall.ENOENT}
+		return loc{}, &os.PathError{Op: op, Path: clean, Err: syscall.ENOENT}
 	}
 	rel := clean[len("/"+protocol.Root+"/"):]
 	for c := range strings.SplitSeq(rel, "/") {
 		if reservedName(c) {
-			return outside, "", &os.PathError{Op: op, Path: clean, Err: syscall.EACCES}
+			return loc{}, &os.PathError{Op: op, Path: clean, Err: syscall.EACCES}
 		}
 	}
-	return inRoot, rel, nil
+	area, below, _ := strings.Cut(rel, "/")
+	r := t.areas[area]
+	if r == nil {
+		return loc{}, &os.PathError{Op: op, Path: clean, Err: syscall.ENOENT}
+	}
+	if below == "" {
+		below = "."
+	}
+	return loc{place: inArea, area: area, root: r, rel: below}, nil
 }
 
 // reservedName reports whether the name component c is one of messor's own
@@ -89,28 +150,28 @@ func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
-// resolveInRoot is resolve for operations that need a path under Root:
-// the virtual root and paths outside the layout are refused (EACCES and
-// ENOENT).
-func resolveInRoot(op, p string) (string, error) {
-	pl, rel, err := resolve(op, p)
+// resolveInArea is resolve for operations that need a path in an area:
+// "/" and "/messor" are refused (EACCES), paths outside the areas do not
+// exist (ENOENT).
+func (t *tree) resolveInArea(op, p string) (loc, error) {
+	l, err := t.resolve(op, p)
 	if err != nil {
-		return "", err
+		return loc{}, err
 	}
-	if pl != inRoot {
-		return "", &os.PathError{Op: op, Path: cleanSFTPPath(p), Err: syscall.EACCES}
+	if l.place != inArea {
+		return loc{}, &os.PathError{Op: op, Path: cleanSFTPPath(p), Err: syscall.EACCES}
 	}
-	return rel, nil
+	return l, nil
 }
 
-// resolveBelowRoot is resolveInRoot for operations that would create,
-// remove or rename the entry itself: Root ("/messor") is refused too.
-func resolveBelowRoot(op, p string) (string, error) {
-	rel, err := resolveInRoot(op, p)
-	if err == nil && rel == "." {
-		return "", &os.PathError{Op: op, Path: cleanSFTPPath(p), Err: syscall.EACCES}
+// resolveBelowArea is resolveInArea for operations that would create,
+// remove, rename or chmod the entry itself: the areas are refused too.
+func (t *tree) resolveBelowArea(op, p string) (loc, error) {
+	l, err := t.resolveInArea(op, p)
+	if err == nil && l.rel == "." {
+		return loc{}, &os.PathError{Op: op, Path: cleanSFTPPath(p), Err: syscall.EACCES}
 	}
-	return rel, err
+	return l, err
 }
 
 // sftpError rewrites err for an SFTP client: an *os.PathError naming the
@@ -141,15 +202,21 @@ func sftpError(op, p string, err error) error {
 	return &os.PathError{Op: op, Path: cleanSFTPPath(p), Err: errno}
 }
 
-// confinedFS implements the pkg/sftp request-server handlers on an os.Root.
-// One is made per SFTP session; root is shared and safe for concurrent use.
+// confinedFS implements the pkg/sftp request-server handlers on a tree.
+// One is made per SFTP session; the tree is shared and safe for concurrent
+// use.
 type confinedFS struct {
-	root *os.Root
-	log  *slog.Logger
+	t   *tree
+	log *slog.Logger
 
 	mu    sync.Mutex
 	open  map[string]map[*openFile]struct{} // by cleaned SFTP path, for fsync
 	nopen int                               // files open in this session
+	// asked holds, by cleaned SFTP path, the permissions of the opens
+	// and mkdirs the relay has passed on, in order (-1: none asked);
+	// nasked counts them.
+	asked  map[string][]int
+	nasked int
 	// all counts the files open in every session of the agent (nil: no
 	// agent-wide count, for a one-off use).
 	all *atomic.Int64
@@ -160,6 +227,7 @@ type confinedFS struct {
 // descriptors, which every other session and the listener need too.
 // (Variables so that tests can lower them.)
 var (
+	maxAsked          = 4096 // modes asked for and not yet taken, per session
 	maxOpenPerSession = 1024
 	maxOpenAgent      = int64(4096)
 )
@@ -173,15 +241,16 @@ var (
 	_ sftp.ReadlinkFileLister   = (*confinedFS)(nil)
 )
 
-func newConfinedFS(root *os.Root, log *slog.Logger) *confinedFS {
-	return &confinedFS{root: root, log: log, open: make(map[string]map[*openFile]struct{})}
+func newConfinedFS(t *tree, log *slog.Logger) *confinedFS {
+	return &confinedFS{t: t, log: log, open: make(map[string]map[*openFile]struct{}), asked: make(map[string][]int)}
 }
 
 func (c *confinedFS) handlers() sftp.Handlers {
 	return sftp.Handlers{FileGet: c, FilePut: c, FileCmd: c, FileList: c}
 }
 
-// openFile is an open regular file handed to the request server.
+// openFile is an open regular file handed to the request server, or a
+// directory opened for reading (which can only be synced).
 type openFile struct {
 	f    *os.File
 	c    *confinedFS
@@ -210,6 +279,44 @@ func (o *openFile) Close() error {
 	return err
 }
 
+// askMode records the permissions (perm, or -1 for none) asked for by an
+// open or mkdir of SFTP path p that is on its way to the request server.
+func (c *confinedFS) askMode(p string, perm int) {
+	key := cleanSFTPPath(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Each is taken by the request it came with, but one the request
+	// server refuses before any handler sees it stays: bounded, and past
+	// the bound a file or directory is made private.
+	if c.nasked < maxAsked {
+		c.asked[key] = append(c.asked[key], perm)
+		c.nasked++
+	}
+}
+
+// modeFor returns the mode to create SFTP path p with: the permissions its
+// open or mkdir asked for (the rwx bits only), or def.
+func (c *confinedFS) modeFor(p string, def fs.FileMode) fs.FileMode {
+	key := cleanSFTPPath(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.asked[key]
+	if len(q) == 0 {
+		return def
+	}
+	perm := q[0]
+	c.nasked--
+	if len(q) == 1 {
+		delete(c.asked, key)
+	} else {
+		c.asked[key] = q[1:]
+	}
+	if perm < 0 {
+		return def
+	}
+	return fs.FileMode(perm) & fs.ModePerm
+}
+
 // reserveOpen counts one more open file, unless that would pass a cap.
 func (c *confinedFS) reserveOpen() bool {
 	c.mu.Lock()
@@ -234,9 +341,13 @@ func (c *confinedFS) releaseOpen() {
 	}
 }
 
-// Fileread opens a regular file for reading.
+// Fileread opens a regular file for reading, or a directory: reads from
+// it fail, and fsync@openssh.com on its handle syncs it (as on OpenSSH's
+// sftp-server), which is how a carrier makes a file it put in place
+// durable.
 func (c *confinedFS) Fileread(r *sftp.Request) (io.ReaderAt, error) {
-	return c.openRegular("open", r.Filepath, os.O_RDONLY, false)
+	c.modeFor(r.Filepath, 0) // nothing is created
+	return c.openFile("open", r.Filepath, os.O_RDONLY, false, true, 0)
 }
 
 // Filewrite opens a regular file for writing. O_CREATE, O_TRUNC and O_EXCL
@@ -265,26 +376,33 @@ func (c *confinedFS) openForWrite(r *sftp.Request) (*openFile, error) {
 	if pf.Excl {
 		flag |= os.O_EXCL
 	}
-	return c.openRegular("open", r.Filepath, flag, true)
+	return c.openFile("open", r.Filepath, flag, true, false, c.modeFor(r.Filepath, fileMode))
 }
 
 // openRegular opens the file at SFTP path p, which must be (or, with
-// O_CREATE, become) a regular file under Root.
+// O_CREATE, become) a regular file in an area.
 func (c *confinedFS) openRegular(op, p string, flag int, write bool) (*openFile, error) {
-	var rel string
+	return c.openFile(op, p, flag, write, false, fileMode)
+}
+
+// openFile is openRegular that also opens a directory (for reading only)
+// where dirOK, and creates a file with perm (less the umask).
+func (c *confinedFS) openFile(op, p string, flag int, write, dirOK bool, perm fs.FileMode) (*openFile, error) {
+	var l loc
 	var err error
 	if write {
-		rel, err = resolveBelowRoot(op, p)
+		l, err = c.t.resolveBelowArea(op, p)
 	} else {
-		rel, err = resolveInRoot(op, p)
+		l, err = c.t.resolveInArea(op, p)
 	}
 	if err != nil {
 		return nil, err
 	}
+	ok := func(fi fs.FileInfo) bool { return fi.Mode().IsRegular() || dirOK && !write && fi.IsDir() }
 	// Refuse what is not a regular file before opening it: opening a FIFO
 	// would block, a device has no business here.
-	if fi, err := c.root.Stat(rel); err == nil {
-		if !fi.Mode().IsRegular() {
+	if fi, err := l.root.Stat(l.rel); err == nil {
+		if !ok(fi) {
 			return nil, &os.PathError{Op: op, Path: cleanSFTPPath(p), Err: notRegularErrno(fi)}
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) || flag&os.O_CREATE == 0 {
@@ -296,12 +414,12 @@ func (c *confinedFS) openRegular(op, p string, flag int, write bool) (*openFile,
 	}
 	// O_NONBLOCK: a FIFO swapped in after the check above must not block
 	// the open; the check after it refuses what is not a regular file.
-	f, err := c.root.OpenFile(rel, flag|nonBlock, fileMode)
+	f, err := l.root.OpenFile(l.rel, flag|nonBlock, perm)
 	if err != nil {
 		c.releaseOpen()
 		return nil, sftpError(op, p, err)
 	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+	if fi, err := f.Stat(); err != nil || !ok(fi) {
 		c.releaseOpen()
 		f.Close()
 		if err != nil {
@@ -369,15 +487,7 @@ func (c *confinedFS) Filecmd(r *sftp.Request) error {
 	case "Remove":
 		return c.remove("remove", r.Filepath, false)
 	case "Mkdir":
-		rel, err := resolveBelowRoot("mkdir", r.Filepath)
-		if err != nil {
-			if errno(err) == syscall.EACCES && cleanSFTPPath(r.Filepath) == "/"+protocol.Root {
-				return &os.PathError{Op: "mkdir", Path: cleanSFTPPath(r.Filepath), Err: syscall.EEXIST}
-			}
-			return err
-		}
-		c.log.Debug("sftp mkdir", "path", cleanSFTPPath(r.Filepath))
-		return sftpError("mkdir", r.Filepath, c.root.Mkdir(rel, dirMode))
+		return c.mkdir(r.Filepath)
 	case "Link":
 		return &os.PathError{Op: "link", Path: cleanSFTPPath(r.Target), Err: syscall.EACCES}
 	case "Symlink":
@@ -386,30 +496,49 @@ func (c *confinedFS) Filecmd(r *sftp.Request) error {
 	return fmt.Errorf("%s %s: %w", r.Method, cleanSFTPPath(r.Filepath), sftp.ErrSSHFxOpUnsupported)
 }
 
+// mkdir makes a directory in an area, with the permissions asked for or
+// dirMode, less the umask.
+func (c *confinedFS) mkdir(p string) error {
+	perm := c.modeFor(p, dirMode)
+	l, err := c.t.resolveBelowArea("mkdir", p)
+	if err != nil {
+		if l, rerr := c.t.resolve("mkdir", p); rerr == nil && (l.place == messorDir || l.place == inArea) {
+			err = &os.PathError{Op: "mkdir", Path: cleanSFTPPath(p), Err: syscall.EEXIST}
+		}
+		return err
+	}
+	c.log.Debug("sftp mkdir", "path", cleanSFTPPath(p))
+	return sftpError("mkdir", p, l.root.Mkdir(l.rel, perm))
+}
+
 func errno(err error) syscall.Errno {
 	var e syscall.Errno
 	errors.As(err, &e)
 	return e
 }
 
-// setstat applies times (files and directories), size and permissions
-// (regular files only). Owner changes are refused.
+// setstat applies times, permissions (files and directories below the
+// areas: the rwx bits only, never setuid, setgid or sticky) and size
+// (regular files). Owner changes are refused.
 func (c *confinedFS) setstat(r *sftp.Request) error {
 	p := r.Filepath
-	rel, err := resolveInRoot("setstat", p)
+	flags := r.AttrFlags()
+	attrs := r.Attributes()
+	l, err := c.t.resolveInArea("setstat", p)
+	if err == nil && flags.Permissions {
+		l, err = c.t.resolveBelowArea("chmod", p)
+	}
 	if err != nil {
 		return err
 	}
-	flags := r.AttrFlags()
-	attrs := r.Attributes()
 	if flags.UidGid {
 		return &os.PathError{Op: "chown", Path: cleanSFTPPath(p), Err: syscall.EPERM}
 	}
-	fi, err := c.root.Stat(rel)
+	fi, err := l.root.Stat(l.rel)
 	if err != nil {
 		return sftpError("setstat", p, err)
 	}
-	if (flags.Size || flags.Permissions) && !fi.Mode().IsRegular() {
+	if flags.Size && !fi.Mode().IsRegular() {
 		return &os.PathError{Op: "setstat", Path: cleanSFTPPath(p), Err: syscall.EACCES}
 	}
 	if !fi.Mode().IsRegular() && !fi.IsDir() {
@@ -427,14 +556,14 @@ func (c *confinedFS) setstat(r *sftp.Request) error {
 		}
 	}
 	if flags.Permissions {
-		if err := c.root.Chmod(rel, fs.FileMode(attrs.Mode&0o777)); err != nil {
+		if err := l.root.Chmod(l.rel, fs.FileMode(attrs.Mode)&fs.ModePerm); err != nil {
 			return sftpError("chmod", p, err)
 		}
 	}
 	if flags.Acmodtime {
 		at := time.Unix(int64(attrs.Atime), 0)
 		mt := time.Unix(int64(attrs.Mtime), 0)
-		if err := c.root.Chtimes(rel, at, mt); err != nil {
+		if err := l.root.Chtimes(l.rel, at, mt); err != nil {
 			return sftpError("chtimes", p, err)
 		}
 	}
@@ -452,11 +581,11 @@ func cmp(errs ...error) error {
 }
 
 func (c *confinedFS) remove(op, p string, dir bool) error {
-	rel, err := resolveBelowRoot(op, p)
+	l, err := c.t.resolveBelowArea(op, p)
 	if err != nil {
 		return err
 	}
-	fi, err := c.root.Lstat(rel)
+	fi, err := l.root.Lstat(l.rel)
 	if err != nil {
 		return sftpError(op, p, err)
 	}
@@ -467,7 +596,7 @@ func (c *confinedFS) remove(op, p string, dir bool) error {
 		return &os.PathError{Op: op, Path: cleanSFTPPath(p), Err: syscall.EISDIR}
 	}
 	c.log.Debug("sftp "+op, "path", cleanSFTPPath(p))
-	return sftpError(op, p, c.root.Remove(rel))
+	return sftpError(op, p, l.root.Remove(l.rel))
 }
 
 // errNoRenameat2: renameNoReplace cannot work here.
@@ -480,15 +609,11 @@ var errNoRenameat2 = errors.New("renameat2 with RENAME_NOREPLACE not supported")
 // other files, and file systems without hard links, fall back to a check and a
 // rename.
 func (c *confinedFS) rename(oldpath, newpath string) error {
-	oldRel, err := resolveBelowRoot("rename", oldpath)
+	root, oldRel, newRel, err := c.renamePaths(oldpath, newpath)
 	if err != nil {
 		return err
 	}
-	newRel, err := resolveBelowRoot("rename", newpath)
-	if err != nil {
-		return err
-	}
-	fi, err := c.root.Lstat(oldRel)
+	fi, err := root.Lstat(oldRel)
 	if err != nil {
 		return sftpError("rename", oldpath, err)
 	}
@@ -497,11 +622,11 @@ func (c *confinedFS) rename(oldpath, newpath string) error {
 		return sftpError("rename", oldpath, err)
 	}
 	if fi.Mode().IsRegular() {
-		err := c.root.Link(oldRel, newRel)
+		err := root.Link(oldRel, newRel)
 		switch e := errno(err); {
 		case err == nil:
-			if err := c.root.Remove(oldRel); err != nil {
-				c.root.Remove(newRel)
+			if err := root.Remove(oldRel); err != nil {
+				root.Remove(newRel)
 				return sftpError("rename", oldpath, err)
 			}
 			return nil
@@ -512,45 +637,59 @@ func (c *confinedFS) rename(oldpath, newpath string) error {
 			return sftpError("rename", newpath, err)
 		}
 	}
-	if _, err := c.root.Lstat(newRel); err == nil {
+	if _, err := root.Lstat(newRel); err == nil {
 		return &os.PathError{Op: "rename", Path: cleanSFTPPath(newpath), Err: syscall.EEXIST}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return sftpError("rename", newpath, err)
 	}
-	return sftpError("rename", oldpath, c.root.Rename(oldRel, newRel))
+	return sftpError("rename", oldpath, root.Rename(oldRel, newRel))
+}
+
+// renamePaths resolves the two paths of a rename, which must lie in one
+// area.
+func (c *confinedFS) renamePaths(oldpath, newpath string) (*os.Root, string, string, error) {
+	from, err := c.t.resolveBelowArea("rename", oldpath)
+	if err != nil {
+		return nil, "", "", err
+	}
+	to, err := c.t.resolveBelowArea("rename", newpath)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if from.area != to.area {
+		return nil, "", "", &os.PathError{Op: "rename", Path: cleanSFTPPath(newpath), Err: syscall.EXDEV}
+	}
+	return from.root, from.rel, to.rel, nil
 }
 
 // PosixRename is posix-rename@openssh.com: rename(2), replacing newpath.
 func (c *confinedFS) PosixRename(r *sftp.Request) error {
-	oldRel, err := resolveBelowRoot("rename", r.Filepath)
-	if err != nil {
-		return err
-	}
-	newRel, err := resolveBelowRoot("rename", r.Target)
+	root, oldRel, newRel, err := c.renamePaths(r.Filepath, r.Target)
 	if err != nil {
 		return err
 	}
 	c.log.Debug("sftp posix-rename", "from", cleanSFTPPath(r.Filepath), "to", cleanSFTPPath(r.Target))
-	return sftpError("rename", r.Filepath, c.root.Rename(oldRel, newRel))
+	return sftpError("rename", r.Filepath, root.Rename(oldRel, newRel))
 }
 
 // StatVFS is statvfs@openssh.com for the file system holding the path.
 func (c *confinedFS) StatVFS(r *sftp.Request) (*sftp.StatVFS, error) {
-	pl, rel, err := resolve("statvfs", r.Filepath)
+	l, err := c.t.resolve("statvfs", r.Filepath)
 	if err != nil {
 		return nil, err
 	}
-	if pl == virtualRoot {
-		rel = "."
+	root, rel := c.t.top, "."
+	if l.place == inArea {
+		root, rel = l.root, l.rel
 	}
-	fi, err := c.root.Stat(rel)
+	fi, err := root.Stat(rel)
 	if err != nil {
 		return nil, sftpError("statvfs", r.Filepath, err)
 	}
 	if !fi.IsDir() && !fi.Mode().IsRegular() {
 		rel = "." // do not open FIFOs and devices
 	}
-	f, err := c.root.OpenFile(rel, os.O_RDONLY|nonBlock, 0)
+	f, err := root.OpenFile(rel, os.O_RDONLY|nonBlock, 0)
 	if err != nil {
 		return nil, sftpError("statvfs", r.Filepath, err)
 	}
@@ -568,14 +707,14 @@ func (c *confinedFS) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
 	case "List":
 		return c.list(r.Filepath)
 	case "Stat":
-		return c.stat("stat", r.Filepath, c.root.Stat)
+		return c.stat("stat", r.Filepath, (*os.Root).Stat)
 	}
 	return nil, fmt.Errorf("%s %s: %w", r.Method, cleanSFTPPath(r.Filepath), sftp.ErrSSHFxOpUnsupported)
 }
 
 // Lstat is Stat without following a final symbolic link.
 func (c *confinedFS) Lstat(r *sftp.Request) (sftp.ListerAt, error) {
-	return c.stat("lstat", r.Filepath, c.root.Lstat)
+	return c.stat("lstat", r.Filepath, (*os.Root).Lstat)
 }
 
 // Readlink is refused: a link's text may name places outside Root.
@@ -583,41 +722,59 @@ func (c *confinedFS) Readlink(p string) (string, error) {
 	return "", &os.PathError{Op: "readlink", Path: cleanSFTPPath(p), Err: syscall.EACCES}
 }
 
-func (c *confinedFS) stat(op, p string, stat func(string) (fs.FileInfo, error)) (sftp.ListerAt, error) {
-	pl, rel, err := resolve(op, p)
+func (c *confinedFS) stat(op, p string, stat func(*os.Root, string) (fs.FileInfo, error)) (sftp.ListerAt, error) {
+	l, err := c.t.resolve(op, p)
 	if err != nil {
 		return nil, err
 	}
-	if pl == virtualRoot {
-		fi, err := c.root.Stat(".")
+	switch l.place {
+	case virtualRoot:
+		fi, err := c.t.top.Stat(".")
 		if err != nil {
 			return nil, sftpError(op, p, err)
 		}
 		return listerAt{renamed{fi, "/"}}, nil
+	case messorDir:
+		fi, err := c.t.top.Stat(".")
+		if err != nil {
+			return nil, sftpError(op, p, err)
+		}
+		return listerAt{renamed{fi, protocol.Root}}, nil
 	}
-	fi, err := stat(rel)
+	fi, err := stat(l.root, l.rel)
 	if err != nil {
 		return nil, sftpError(op, p, err)
 	}
-	if rel == "." {
-		fi = renamed{fi, protocol.Root}
+	if l.rel == "." {
+		fi = renamed{fi, l.area}
 	}
 	return listerAt{fi}, nil
 }
 
 func (c *confinedFS) list(p string) (sftp.ListerAt, error) {
-	pl, rel, err := resolve("opendir", p)
+	l, err := c.t.resolve("opendir", p)
 	if err != nil {
 		return nil, err
 	}
-	if pl == virtualRoot {
-		fi, err := c.root.Stat(".")
+	switch l.place {
+	case virtualRoot:
+		fi, err := c.t.top.Stat(".")
 		if err != nil {
 			return nil, sftpError("opendir", p, err)
 		}
 		return listerAt{renamed{fi, protocol.Root}}, nil
+	case messorDir:
+		infos := make(listerAt, 0, len(areas))
+		for _, a := range areas {
+			fi, err := c.t.areas[a].Stat(".")
+			if err != nil {
+				return nil, sftpError("opendir", p, err)
+			}
+			infos = append(infos, renamed{fi, a})
+		}
+		return infos, nil
 	}
-	d, err := c.root.OpenFile(rel, os.O_RDONLY|nonBlock, 0) // never block on a FIFO
+	d, err := l.root.OpenFile(l.rel, os.O_RDONLY|nonBlock, 0) // never block on a FIFO
 	if err != nil {
 		return nil, sftpError("opendir", p, err)
 	}

@@ -62,12 +62,8 @@ func TestOpendirOnFIFODoesNotBlock(t *testing.T) {
 // regular file in between (the carrier can do it itself with posix-rename)
 // makes the open block forever.
 func TestOpenRegularRaceWithFIFO(t *testing.T) {
-	dir := t.TempDir()
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
+	root, top := testTree(t)
+	dir := filepath.Join(top, "outbox")
 	c := newConfinedFS(root, discardLogger())
 	reg := filepath.Join(dir, "a")
 	fifo := filepath.Join(dir, "f")
@@ -95,7 +91,7 @@ func TestOpenRegularRaceWithFIFO(t *testing.T) {
 	for i := 0; ; i++ {
 		done := make(chan error, 1)
 		go func() {
-			o, err := c.openRegular("open", "/messor/a", os.O_RDONLY, false)
+			o, err := c.openRegular("open", "/messor/outbox/a", os.O_RDONLY, false)
 			if err == nil {
 				o.Close()
 			}

@@ -26,7 +26,7 @@ func TestRoundTrip(t *testing.T) {
 	if err := c.Mkdir("messor/outbox/x"); err != nil {
 		t.Fatalf("mkdir: %v", err)
 	}
-	if fi, err := os.Stat(e.inRoot("outbox/x")); err != nil || fi.Mode().Perm() != 0o755&^umask(t) {
+	if fi, err := os.Stat(e.inRoot("outbox/x")); err != nil || fi.Mode().Perm() != 0o700&^umask(t) {
 		t.Errorf("outbox/x on disk: %v, %v", fi, err)
 	}
 
@@ -38,7 +38,7 @@ func TestRoundTrip(t *testing.T) {
 	if got, err := os.ReadFile(e.inRoot("outbox/x/file")); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("file on disk differs: %v", err)
 	}
-	if fi, err := os.Stat(e.inRoot("outbox/x/file")); err != nil || fi.Mode().Perm() != 0o644&^umask(t) {
+	if fi, err := os.Stat(e.inRoot("outbox/x/file")); err != nil || fi.Mode().Perm() != 0o600&^umask(t) {
 		t.Errorf("file mode on disk: %v, %v", fi, err)
 	}
 
@@ -232,8 +232,13 @@ func TestRoundTrip(t *testing.T) {
 		if fi, _ := os.Stat(e.inRoot("outbox/x/b")); fi.Mode().Perm() != 0o600 {
 			t.Fatalf("mode on disk %v", fi.Mode())
 		}
-		if err := c.Chmod("messor/outbox/x", 0o777); err == nil {
-			t.Error("Chmod of a directory succeeded")
+		if err := c.Chmod("messor/outbox/x", 0o750|os.ModeSetgid); err != nil {
+			t.Errorf("Chmod of a directory: %v", err)
+		} else if fi, _ := os.Stat(e.inRoot("outbox/x")); fi.Mode()&(os.ModePerm|os.ModeSetgid) != 0o750 {
+			t.Errorf("directory mode on disk %v, want 0750", fi.Mode())
+		}
+		if err := c.Chmod("messor/outbox", 0o777); err == nil {
+			t.Error("Chmod of the outbox itself succeeded")
 		}
 		writeFile(t, c, "messor/outbox/x/t", []byte("0123456789"))
 		if err := c.Truncate("messor/outbox/x/t", 4); err != nil {
@@ -603,32 +608,37 @@ func umask(t *testing.T) os.FileMode {
 }
 
 func TestResolve(t *testing.T) {
+	tr, _ := testTree(t)
 	for _, tc := range []struct {
 		in    string
 		place place
+		area  string
 		rel   string
 		bad   bool
 	}{
-		{"/", virtualRoot, "", false},
-		{"", virtualRoot, "", false},
-		{"..", virtualRoot, "", false},
-		{"messor", inRoot, ".", false},
-		{"/messor/", inRoot, ".", false},
-		{"messor/outbox/a/b", inRoot, "outbox/a/b", false},
-		{"/messor/x/../../messor/y", inRoot, "y", false},
-		{"/etc/passwd", outside, "", true},
-		{"messorx", outside, "", true},
-		{"/messor/../etc", outside, "", true},
-		{"messor/a/.messor-x/b", outside, "", true},
-		{"messor/a/.messor.part.0123", inRoot, "a/.messor.part.0123", false},
-		{"messor/a/.messor.partial", outside, "", true},
-		{"messor/a/.messor.claim.ab.cd.x", inRoot, "a/.messor.claim.ab.cd.x", false},
-		{"messor/a/.messor.claimx", outside, "", true},
-		{"messor/a\x00b", outside, "", true},
+		{"/", virtualRoot, "", "", false},
+		{"", virtualRoot, "", "", false},
+		{"..", virtualRoot, "", "", false},
+		{"messor", messorDir, "", "", false},
+		{"/messor/", messorDir, "", "", false},
+		{"messor/outbox", inArea, "outbox", ".", false},
+		{"messor/outbox/a/b", inArea, "outbox", "a/b", false},
+		{"/messor/x/../../messor/inbox/y", inArea, "inbox", "y", false},
+		{"/messor/y", outside, "", "", true},
+		{"/messor/buffer/index.db", outside, "", "", true},
+		{"/etc/passwd", outside, "", "", true},
+		{"messorx", outside, "", "", true},
+		{"/messor/../etc", outside, "", "", true},
+		{"messor/inbox/.messor-x/b", outside, "", "", true},
+		{"messor/inbox/a/.messor.part.0123", inArea, "inbox", "a/.messor.part.0123", false},
+		{"messor/inbox/a/.messor.partial", outside, "", "", true},
+		{"messor/outbox/a/.messor.claim.ab.cd.x", inArea, "outbox", "a/.messor.claim.ab.cd.x", false},
+		{"messor/outbox/a/.messor.claimx", outside, "", "", true},
+		{"messor/inbox/a\x00b", outside, "", "", true},
 	} {
-		pl, rel, err := resolve("test", tc.in)
-		if pl != tc.place || rel != tc.rel || (err != nil) != tc.bad {
-			t.Errorf("resolve(%q) = %v, %q, %v", tc.in, pl, rel, err)
+		l, err := tr.resolve("test", tc.in)
+		if l.place != tc.place || l.area != tc.area || l.rel != tc.rel || (err != nil) != tc.bad {
+			t.Errorf("resolve(%q) = %v, %q, %q, %v", tc.in, l.place, l.area, l.rel, err)
 		}
 	}
 }

@@ -9,6 +9,8 @@ package agent
 //   - adds fsync@openssh.com (and removes hardlink@openssh.com, which the
 //     agent refuses) in the server's SSH_FXP_VERSION;
 //   - remembers which handle the server gave each SSH_FXP_OPEN, by path;
+//   - hands the permissions an SSH_FXP_OPEN or SSH_FXP_MKDIR asks for to
+//     the file system (pkg/sftp's request server drops them);
 //   - answers fsync@openssh.com itself: it waits until every request sent
 //     before it has been answered (OpenSSH's sftp-server is sequential, so
 //     clients may expect the writes before an fsync to be covered by it),
@@ -30,6 +32,7 @@ const (
 	fxpVersion  = 2
 	fxpOpen     = 3
 	fxpClose    = 4
+	fxpMkdir    = 14
 	fxpStatus   = 101
 	fxpHandle   = 102
 	fxpExtended = 200
@@ -38,6 +41,10 @@ const (
 	fxNoSuchFile       = 2
 	fxPermissionDenied = 3
 	fxFailure          = 4
+
+	attrSize        = 0x1
+	attrUIDGID      = 0x2
+	attrPermissions = 0x4
 
 	extFsync    = "fsync@openssh.com"
 	extHardlink = "hardlink@openssh.com"
@@ -171,10 +178,17 @@ func (r *relay) toServer(client io.Reader, server io.Writer) error {
 				continue
 			}
 		case fxpOpen:
-			if p, _, ok := sshString(rest); ok {
+			if p, attrs, ok := sshString(rest); ok {
 				r.mu.Lock()
 				r.pendingOpen[id] = cleanSFTPPath(p)
 				r.mu.Unlock()
+				if len(attrs) >= 4 {
+					r.fs.askMode(p, askedPerm(attrs[4:]))
+				}
+			}
+		case fxpMkdir:
+			if p, attrs, ok := sshString(rest); ok {
+				r.fs.askMode(p, askedPerm(attrs))
 			}
 		case fxpClose:
 			if h, _, ok := sshString(rest); ok {
@@ -252,6 +266,32 @@ func (r *relay) toClient(server io.Reader) error {
 		}
 		r.mu.Unlock()
 	}
+}
+
+// askedPerm returns the permissions in an SFTP ATTRS, or -1 where it has
+// none (or cannot be read).
+func askedPerm(attrs []byte) int {
+	if len(attrs) < 4 {
+		return -1
+	}
+	flags := binary.BigEndian.Uint32(attrs)
+	b := attrs[4:]
+	if flags&attrSize != 0 {
+		if len(b) < 8 {
+			return -1
+		}
+		b = b[8:]
+	}
+	if flags&attrUIDGID != 0 {
+		if len(b) < 8 {
+			return -1
+		}
+		b = b[8:]
+	}
+	if flags&attrPermissions == 0 || len(b) < 4 {
+		return -1
+	}
+	return int(binary.BigEndian.Uint32(b) & 0o777)
 }
 
 // rewriteVersion adds fsync@openssh.com to an SSH_FXP_VERSION packet and

@@ -22,7 +22,7 @@ import (
 )
 
 // Entry is one carried file: content Hash, to be delivered to Dest as
-// messor/inbox/<Source>/<Path>.
+// messor/inbox/<Source>/<Path> with the source's MTime and permissions.
 type Entry struct {
 	Source   string    `json:"source"`
 	Dest     string    `json:"dest"`
@@ -31,6 +31,26 @@ type Entry struct {
 	Size     int64     `json:"size"`
 	MTime    time.Time `json:"mtime"`
 	PickedAt time.Time `json:"picked_at"`
+	// Perm holds the source's permission bits (rwx for user, group and
+	// others, nothing else) where HasPerm says they were recorded: entries
+	// committed by a messor that did not record them have none, and are
+	// delivered with defaultPerm.
+	Perm    fs.FileMode `json:"perm,omitempty"`
+	HasPerm bool        `json:"has_perm,omitempty"`
+}
+
+// defaultPerm is the mode of a delivered file whose source's mode is not
+// known: never wider than the source was, whatever it was, and still the
+// owner's to read and change.
+const defaultPerm fs.FileMode = 0o600
+
+// deliverPerm is the mode e's file is delivered with: the source's
+// permission bits (never setuid, setgid or sticky), or defaultPerm.
+func (e Entry) deliverPerm() fs.FileMode {
+	if !e.HasPerm {
+		return defaultPerm
+	}
+	return e.Perm & fs.ModePerm
 }
 
 func (e Entry) key() []byte {

@@ -117,35 +117,59 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 
 	tr := c.tracker(h.Name, "dropoff", len(mine), total)
 	defer tr.Done()
-	dirs := newDirCache()
+	syncs := newDirSyncer()
+	dirs := newDirCache(syncs)
 	locks := &pathLocks{m: map[string]*pathLock{}}
 	lanes := c.lanes(ctx, s, len(mine))
+	// finish releases a delivered entry and reports, once its directory
+	// is synced; from the workers (failures) and the syncer, under mu.
+	var mu sync.Mutex
+	finish := func(e Entry, already bool, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		shown := path.Join(e.Source, e.Path)
+		if errors.Is(err, errNotDurable) {
+			if !already {
+				r.Files++
+				r.Bytes += e.Size
+				r.Waiting = append(r.Waiting, FileNote{shown, "delivered; kept in the buffer until a later visit finds it there (" + errNotDurable.Error() + ")"})
+				return
+			}
+			err = nil // that later visit is this one
+		}
+		if err == nil {
+			c.buf.release(e)
+		}
+		switch {
+		case err != nil && ctx.Err() != nil:
+			r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
+		case err != nil:
+			r.Failed = append(r.Failed, FileNote{shown, err.Error()})
+			c.log.Error("dropoff failed", "host", h.Name, "path", shown, "err", err)
+		case already:
+			r.Already++
+		default:
+			r.Files++
+			r.Bytes += e.Size
+			c.log.Debug("delivered", "host", h.Name, "path", shown, "size", e.Size)
+		}
+	}
 	forEach(ctx, c, c.workers(s), mine, func(e Entry) int64 { return e.Size },
 		func(e Entry) (bool, error) {
 			l := lanes.pick()
 			already, err := c.deliver(ctx, l, e, dirs, locks, tr)
 			lanes.check(l, err)
 			if err == nil {
-				c.buf.release(e)
+				syncs.after(l, inboxDir(e), func(err error) { finish(e, already, err) })
 			}
 			return already, err
 		},
 		func(e Entry, already bool, err error) {
-			shown := path.Join(e.Source, e.Path)
-			switch {
-			case err != nil && ctx.Err() != nil:
-				r.Waiting = append(r.Waiting, FileNote{shown, "interrupted"})
-			case err != nil:
-				r.Failed = append(r.Failed, FileNote{shown, err.Error()})
-				c.log.Error("dropoff failed", "host", h.Name, "path", shown, "err", err)
-			case already:
-				r.Already++
-			default:
-				r.Files++
-				r.Bytes += e.Size
-				c.log.Debug("delivered", "host", h.Name, "path", shown, "size", e.Size)
+			if err != nil {
+				finish(e, already, err)
 			}
 		})
+	syncs.close()
 	if err := c.buf.flush(); err != nil {
 		r.Err = err
 	}
@@ -187,11 +211,13 @@ func (l *pathLocks) lock(p string) (unlock func()) {
 	}
 }
 
-// dirCache makes each inbox directory once per run; different directories
-// are made concurrently.
+// dirCache makes each inbox directory once per run, private to the
+// destination's user (inboxDirPerm); different directories are made
+// concurrently.
 type dirCache struct {
-	mu   sync.Mutex
-	dirs map[string]*dirState
+	mu    sync.Mutex
+	dirs  map[string]*dirState
+	syncs *dirSyncer // syncs the parent of each directory made
 }
 
 type dirState struct {
@@ -199,7 +225,16 @@ type dirState struct {
 	err  error
 }
 
-func newDirCache() *dirCache { return &dirCache{dirs: map[string]*dirState{}} }
+func newDirCache(syncs *dirSyncer) *dirCache {
+	return &dirCache{dirs: map[string]*dirState{}, syncs: syncs}
+}
+
+// inboxDirPerm is the mode of the directories a carrier makes in an inbox:
+// the files in them keep their sources' modes, and a directory open to the
+// destination's other users would let them read a file while it is being
+// delivered, before its mode is set (a stock sftp-server creates files
+// 0666 less its umask).
+const inboxDirPerm = 0o700
 
 // ensure makes dir (and its parents up to the inbox) on the host.
 func (d *dirCache) ensure(s *Session, dir string) error {
@@ -230,7 +265,8 @@ func (d *dirCache) make(s *Session, dir string) error {
 		}
 		return fmt.Errorf("host %s: %s is not a directory", s.Host.Name, dir)
 	}
-	if parent := path.Dir(dir); parent != "." && parent != "/" && parent != dir {
+	parent := path.Dir(dir)
+	if parent != "." && parent != "/" && parent != dir {
 		if err := d.ensure(s, parent); err != nil {
 			return err
 		}
@@ -242,11 +278,20 @@ func (d *dirCache) make(s *Session, dir string) error {
 		}
 		return fmt.Errorf("host %s: mkdir %s: %w", s.Host.Name, dir, err)
 	}
+	// SSH_FXP_MKDIR as pkg/sftp sends it carries no mode: the host makes
+	// it 0777 less its umask. Nothing is in it yet.
+	if err := s.sftp.Chmod(dir, inboxDirPerm); err != nil {
+		return fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, dir, err)
+	}
+	// The new directory's own entry must last as long as the files put in
+	// it: its parent is synced in the batch that syncs them, or before.
+	d.syncs.after(s, parent, nil)
 	return nil
 }
 
-// deliver puts one entry in place. already is true when identical content
-// was found under the final name (or a conflict name) already.
+// deliver puts one entry in place, in inboxDir(e). already is true when
+// identical content was found under the final name (or a conflict name)
+// already. The entry may be released once that directory is synced.
 func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCache, locks *pathLocks, tr Tracker) (already bool, err error) {
 	if err := protocol.CheckHostName(e.Source); err != nil {
 		return false, err
@@ -255,8 +300,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		return false, err
 	}
 	final := path.Join(protocol.InboxDir(e.Source), e.Path)
-	dir, name := path.Split(final)
-	dir = path.Clean(dir)
+	dir, name := inboxDir(e), path.Base(final)
 	// Two versions of one file (picked up on two visits) must not race
 	// for the same free name: on a server whose rename replaces, one
 	// would silently overwrite the other.
@@ -274,11 +318,12 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if !s.noReplace || e.Size > smallFile {
 		var done bool
 		target, done, err = c.freeName(ctx, s, dir, name, e.Size, want)
-		if err != nil || done {
-			if done {
-				tr.Add(e.Size)
-			}
-			return done, err
+		if err != nil {
+			return false, err
+		}
+		if done {
+			tr.Add(e.Size)
+			return true, nil
 		}
 	}
 	if err := dirs.ensure(s, dir); err != nil {
@@ -287,6 +332,11 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	partial := path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID()))
 	if err := c.upload(ctx, s, e, partial, want, tr); err != nil {
 		return false, err
+	}
+	if perm := e.deliverPerm(); perm != writingPerm(perm) {
+		if err := s.sftp.Chmod(partial, perm); err != nil {
+			return false, fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, partial, err)
+		}
 	}
 	for i := 0; i < maxConflicts; i++ {
 		err := s.place(partial, path.Join(dir, target))
@@ -314,6 +364,17 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		}
 	}
 	return false, fmt.Errorf("host %s: rename %s: gave up", s.Host.Name, final)
+}
+
+// writingPerm is the mode of a partial upload of a file to be delivered
+// with perm: perm, and its owner's to read and write (a read-only source
+// would otherwise make the partial impossible to resume or verify); perm
+// itself is set once it is verified.
+func writingPerm(perm fs.FileMode) fs.FileMode { return perm | 0o600 }
+
+// inboxDir is the directory e is delivered into.
+func inboxDir(e Entry) string {
+	return path.Dir(path.Join(protocol.InboxDir(e.Source), e.Path))
 }
 
 // freeName finds where content (size, want) goes in dir: the name itself,
@@ -394,6 +455,14 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
 	defer f.Close()
+	// Before any byte is written: a stock sftp-server made it 0666 less
+	// its umask, and the file is to be no more readable than its source.
+	if err := f.Chmod(writingPerm(e.deliverPerm())); err != nil {
+		// Some servers set attributes only by path.
+		if err2 := s.sftp.Chmod(partial, writingPerm(e.deliverPerm())); err2 != nil {
+			return fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, partial, err)
+		}
+	}
 	if had >= 0 && had != off {
 		if err := f.Truncate(off); err != nil {
 			return fmt.Errorf("host %s: truncate %s: %w", s.Host.Name, partial, err)
@@ -452,6 +521,14 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		return err
 	}
 	tWrite := time.Since(t0)
+	// After the last write (which set the mtime), before the sync that
+	// makes it last. A host that will not set times (some file systems
+	// refuse) still gets the file.
+	if !e.MTime.IsZero() {
+		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
+			c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
+		}
+	}
 	t0 = time.Now()
 	if s.hasFsync {
 		if err := f.Sync(); err != nil {

@@ -425,7 +425,7 @@ func (w *outboxWalk) entry(ctx context.Context, dest, rel string, depth int, e f
 			w.notes.wait(shown, "still being written")
 			return
 		}
-		w.l.cands = append(w.l.cands, candidate{Dest: dest, Path: p, Size: e.Size(), MTime: e.ModTime()})
+		w.l.cands = append(w.l.cands, candidate{Dest: dest, Path: p, Size: e.Size(), MTime: e.ModTime(), Perm: e.Mode().Perm()})
 	default:
 		w.notes.skip(shown, "not a regular file")
 		w.c.log.Warn("skipped: not a regular file", "host", w.s.Host.Name, "path", shown, "mode", mode)
@@ -661,7 +661,8 @@ func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o or
 // commitAndRemove records the carried file in the buffer with commit, then
 // removes it from the outbox.
 func (c *Carrier) commitAndRemove(s *Session, cd candidate, o origin, remote, sum string, commit func(Entry) (dedup bool, err error)) (fetchResult, error) {
-	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now()}
+	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now(),
+		Perm: cd.Perm, HasPerm: true}
 	dedup, err := commit(e)
 	if err != nil {
 		return fetchResult{}, err

@@ -1,6 +1,7 @@
 package carrier
 
 import (
+	"io/fs"
 	"sort"
 	"time"
 )
@@ -11,6 +12,7 @@ type candidate struct {
 	Path  string // relative to outbox/<Dest>
 	Size  int64
 	MTime time.Time
+	Perm  fs.FileMode // the permission bits, as listed
 }
 
 // plan picks, oldest first, the candidates that fit in free bytes. A file

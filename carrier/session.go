@@ -111,6 +111,9 @@ type sessionState struct {
 	lanes  []*Session // openLanes: [0] is the session itself
 
 	hasFsync bool
+	// noDirSync: the host refused to open or sync a directory
+	// (errNotDurable), so the session does not ask again.
+	noDirSync atomic.Bool
 	// noReplace: putting a file in place (place) never replaces another:
 	// our agent's rename, OpenSSH sftp-server's rename (link+unlink), or
 	// a hard link where the server offers one.
@@ -877,6 +880,37 @@ func (s *Session) place(partial, final string) error {
 	}
 	if err := s.sftp.Remove(partial); err != nil {
 		s.log.Warn("delivered, but the partial stays", "path", partial, "err", err)
+	}
+	return nil
+}
+
+// syncDir makes the entries of the directory dir durable (a file just put
+// in place there, a directory just made): it opens dir for reading and
+// sends fsync@openssh.com on that handle, which OpenSSH's sftp-server and
+// the agent honour. It returns an error wrapping errNotDurable where the
+// host offers no fsync or refuses it on a directory.
+func (s *Session) syncDir(dir string) error {
+	if !s.hasFsync || s.noDirSync.Load() {
+		return errNotDurable
+	}
+	f, err := s.sftp.OpenFile(dir, os.O_RDONLY)
+	if err == nil {
+		err = f.Sync()
+		if cerr := f.Close(); err == nil && !errors.Is(cerr, sftp.ErrSSHFxConnectionLost) {
+			err = cerr
+		}
+	}
+	var st *sftp.StatusError
+	if err != nil && errors.As(err, &st) {
+		// Refused (an agent older than directory syncs cannot open a
+		// directory; another server may not sync one): not this
+		// directory's fault, and the same for every other.
+		s.noDirSync.Store(true)
+		s.log.Info("the host does not sync directories; delivered files wait for a later visit to be released", "path", dir, "err", err)
+		return fmt.Errorf("host %s: sync %s: %w: %w", s.Host.Name, dir, errNotDurable, err)
+	}
+	if err != nil {
+		return fmt.Errorf("host %s: sync %s: %w", s.Host.Name, dir, err)
 	}
 	return nil
 }

@@ -8,6 +8,10 @@
 //
 // Paths are relative to the SFTP login directory: the user's home on a stock
 // OpenSSH sshd, the agent's virtual root when the host runs `messor agent`.
+// An agent serves messor/outbox/ and messor/inbox/ and nothing else: no
+// other entry of messor/ can be listed, opened, changed, removed or renamed
+// into or out of, not even through a symbolic link (a carrier's buffer
+// never lives there: it defaults to $XDG_DATA_HOME/messor/buffer).
 //
 //	messor/outbox/<dest>/<path>   files waiting to be carried to host <dest>
 //	messor/inbox/<source>/<path>  files delivered from host <source>
@@ -42,15 +46,29 @@
 //     before the source is removed; a host that cannot hash has the file
 //     read whole again, compared with the partial as it comes. Size and
 //     mtime alone never vouch for a prefix read on an earlier visit.
-//  3. Dropoff uploads into a hidden partial beside the final name
-//     ([PartialName]), resuming from a prefix it has verified (a range hash),
-//     syncs it (fsync@openssh.com where offered), verifies the whole content
-//     hash (a big file piece by piece while it is being uploaded: see Range
-//     hashes), then renames it to the final name with a rename that never
-//     replaces an existing file. If the final name exists with identical
-//     content, the file counts as delivered; if it exists with different
-//     content, both are kept: the new one under [ConflictName]. Only then is
-//     the carrier's buffer entry released.
+//  3. Dropoff makes the missing directories of inbox/<source>/<path> with
+//     mode 0700 (a mkdir, then a setstat: the SFTP client sends no mode),
+//     then uploads into a hidden partial beside the final name
+//     ([PartialName]), whose mode it first sets to the source's permission
+//     bits (rwx only: never setuid, setgid or sticky; 0600 for a file
+//     carried by a messor that did not record them) plus its owner's read
+//     and write, resuming from a prefix it has verified (a range hash).
+//     After the last write it sets the source's mtime, syncs the partial
+//     (fsync@openssh.com where offered), verifies the whole content hash (a
+//     big file piece by piece while it is being uploaded: see Range
+//     hashes), sets the source's exact bits, then renames it to the final
+//     name with a rename that never replaces an existing file. If the
+//     final name exists with identical content, the file counts as
+//     delivered; if it exists with different content, both are kept: the
+//     new one under [ConflictName].
+//  4. The carrier makes the new name durable: it opens the directory for
+//     reading and sends fsync@openssh.com on that handle (OpenSSH's
+//     sftp-server and the agent sync the directory), as it did for the
+//     parent of each directory it made. Files put into one directory at
+//     about the same time share one sync. Only then is the carrier's buffer
+//     entry released. A host that offers no fsync@openssh.com, or refuses
+//     it on a directory, keeps the file, but the carrier keeps its entry
+//     until a later visit finds the file there with identical content.
 //
 // # Removing a carried file
 //

@@ -23,8 +23,9 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Use:   "agent",
 		Short: "Serve this host's messor directory to carriers (optional; stock sshd works too)",
 		Long: `Run the optional messor host agent: an SSH server that offers nothing but SFTP,
-confined to the messor directory (--root, seen by carriers as messor/), and
-announces itself on the LAN over mDNS so carriers find it without a hosts file.
+confined to the outbox/ and inbox/ of the messor directory (--root, seen by
+carriers as messor/; nothing else in it is served), and announces itself on
+the LAN over mDNS so carriers find it without a hosts file.
 
 Carriers log in with a public key listed in --authorized-keys. There is no
 shell, no exec, no forwarding. Lines as 'messor key' prints them
@@ -35,7 +36,9 @@ in --host-key; carriers pin its fingerprint (shown at start) with
 'messor trust NAME'.
 
 Files to send go in ROOT/outbox/<dest>/; delivered files appear in
-ROOT/inbox/<source>/.
+ROOT/inbox/<source>/, with their sources' modes and mtimes, in directories
+only you can enter (0700). A carrier's buffer is kept elsewhere
+($XDG_DATA_HOME/messor/buffer or ~/.local/share/messor/buffer).
 
 As a systemd user service (~/.config/systemd/user/messor-agent.service):
 

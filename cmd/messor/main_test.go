@@ -29,6 +29,7 @@ func newWorld(t *testing.T, names ...string) *world {
 	w := &world{t: t, home: testenv.NewHome(t), dirs: map[string]string{}}
 	t.Setenv("HOME", w.home.Dir)
 	t.Setenv("MESSOR_BUFFER", "")
+	t.Setenv("XDG_DATA_HOME", "")
 	t.Setenv("MESSOR_LIMIT", "")
 	t.Setenv("MESSOR_NO_MDNS", "1") // keep tests off the machine's LAN
 	for _, n := range names {
@@ -37,6 +38,11 @@ func newWorld(t *testing.T, names ...string) *world {
 		w.home.AddHost(n, s, true)
 	}
 	return w
+}
+
+// bufferDir is the default buffer of the world's HOME.
+func (w *world) bufferDir() string {
+	return filepath.Join(w.home.Dir, ".local", "share", "messor", "buffer")
 }
 
 func (w *world) outbox(host, dest string, files map[string][]byte) {
@@ -132,7 +138,7 @@ func TestExitCodes(t *testing.T) {
 	}
 
 	// Two runs at once: the second is told the buffer is busy.
-	buf, err := carrier.OpenBuffer(filepath.Join(w.home.Dir, "messor", "buffer"), 1<<20)
+	buf, err := carrier.OpenBuffer(w.bufferDir(), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +196,7 @@ func TestRecoverCorruptIndex(t *testing.T) {
 	if code, out, errs := w.messor(ctx, "pickup"); code != 0 {
 		t.Fatalf("pickup: exit %d\n%s%s", code, out, errs)
 	}
-	idx := filepath.Join(w.home.Dir, "messor", "buffer", "index.db")
+	idx := filepath.Join(w.bufferDir(), "index.db")
 	if err := os.WriteFile(idx, bytes.Repeat([]byte("junk"), 4096), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ usage or configuration.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.buffer, "buffer", envOr("MESSOR_BUFFER", filepath.Join(home, "messor", "buffer")), "carrier buffer directory (env $MESSOR_BUFFER)")
+	pf.StringVar(&g.buffer, "buffer", os.Getenv("MESSOR_BUFFER"), "carrier buffer directory (env $MESSOR_BUFFER; default $XDG_DATA_HOME/messor/buffer, else ~/.local/share/messor/buffer)")
 	pf.StringVar(&g.limit, "limit", envOr("MESSOR_LIMIT", "500MiB"), "most bytes the buffer may hold, e.g. 500MiB, 2GiB, 1.5GB (env $MESSOR_LIMIT)")
 	pf.StringVar(&g.hosts, "hosts", envOr("MESSOR_HOSTS", filepath.Join(home, ".messor_pickup_hosts")), "pickup hosts file, one name a line (env $MESSOR_HOSTS)")
 	pf.BoolVar(&g.acceptNew, "accept-new", false, "trust and pin unknown host keys of configured hosts on first contact (like ssh's StrictHostKeyChecking=accept-new); never an agent heard over mDNS (use messor trust), and changed keys are always refused")
@@ -70,8 +70,23 @@ usage or configuration.`,
 	pf.DurationVar(&g.settle, "settle", 5*time.Second, "leave files modified more recently than this for the next visit (still being written)")
 	pf.BoolVar(&g.noMDNS, "no-mdns", os.Getenv("MESSOR_NO_MDNS") != "", "do not look for agents on the LAN over mDNS (or set $MESSOR_NO_MDNS)")
 	pf.DurationVar(&g.mdnsTimeout, "mdns-timeout", 2*time.Second, "how long to listen for agents on the LAN")
+	root.PersistentPreRun = func(*cobra.Command, []string) { g.defaultBuffer() }
 	root.AddCommand(newPickupCmd(g), newDropoffCmd(g), newSyncCmd(g), newStatusCmd(g), newAgentCmd(g), newTrustCmd(g), newDemoCmd(g), newWatchCmd(g), newRecoverCmd(g), newKeyCmd(g))
 	return root
+}
+
+// defaultBuffer fills in the buffer directory when neither --buffer nor
+// $MESSOR_BUFFER names one, moving a buffer from where messor kept it
+// before (inside ~/messor, which the agent serves).
+func (g *globals) defaultBuffer() {
+	if g.buffer != "" {
+		return
+	}
+	dir, err := carrier.MoveLegacyBuffer(carrier.LegacyBufferDir(g.home), carrier.DefaultBufferDir(g.home, os.Getenv("XDG_DATA_HOME")))
+	if err != nil {
+		fmt.Fprintln(g.stderr, "messor:", err)
+	}
+	g.buffer = dir
 }
 
 func (g *globals) level(def slog.Level) slog.Level {

@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -73,6 +74,15 @@ func (h *agentHost) Stop() {
 
 // Agent starts a messor agent (in this process) serving dir/messor.
 func Agent(t *testing.T, dir string, keys []ssh.PublicKey) Host {
+	return AgentLogging(nil)(t, dir, keys)
+}
+
+// AgentLogging starts agents that log to log (nil: nowhere).
+func AgentLogging(log *slog.Logger) StartFunc {
+	return func(t *testing.T, dir string, keys []ssh.PublicKey) Host { return startAgent(t, dir, keys, log) }
+}
+
+func startAgent(t *testing.T, dir string, keys []ssh.PublicKey, log *slog.Logger) Host {
 	cfgDir := t.TempDir()
 	var ak strings.Builder
 	for _, k := range keys {
@@ -87,6 +97,7 @@ func Agent(t *testing.T, dir string, keys []ssh.PublicKey) Host {
 		Name:               "testagent",
 		AuthorizedKeysFile: akFile,
 		HostKeyFile:        filepath.Join(cfgDir, "host_key"),
+		Logger:             log,
 	})
 	if err != nil {
 		t.Fatal(err)

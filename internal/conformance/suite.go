@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -227,6 +228,7 @@ func Run(t *testing.T, start StartFunc) {
 		{"ResumeChangedSource", testResumeChangedSource},
 		{"VerifyInSlices", testSlices},
 		{"UnicodeNormalisation", testUnicodeNormalisation},
+		{"ModesAndTimes", testModes},
 		{"TwoVersionsOfOneFile", func(t *testing.T, start StartFunc) { TwoVersions(t, start, start) }},
 	}
 	for _, tc := range tests {
@@ -609,6 +611,9 @@ func TwoVersions(t *testing.T, alpha, beta StartFunc) {
 	rs := e.Dropoff(c, "beta")
 	MustOK(t, rs)
 	t.Logf("%s", rs[0].Summary())
+	// A host that cannot sync (pkg/sftp's server) has the files, and the
+	// carrier lets go of them when a later visit finds them there.
+	MustOK(t, e.Dropoff(c, "beta"))
 	got := e.Inbox("beta", "alpha")
 	ents, _ = c.Buffer().Entries()
 	t.Logf("inbox holds %d files, buffer %d entries (8 versions were carried)", len(got), len(ents))
@@ -647,4 +652,71 @@ func testUnicodeNormalisation(t *testing.T, start StartFunc) {
 	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
 	MustOK(t, e.Dropoff(c, "beta"))
 	SameTree(t, "inbox", e.Inbox("beta", "alpha"), files)
+}
+
+// testModes: a file arrives with its source's permission bits (never
+// setuid, setgid or sticky) and its source's mtime, and the directories the
+// carrier makes in the inbox are private (0700): what a 0600 file holds is
+// not readable by the destination's other users, not even while it is being
+// delivered.
+func testModes(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	files := map[string][]byte{
+		"secret.txt":           []byte("only mine\n"),
+		"bin/tool.sh":          []byte("#!/bin/sh\necho hi\n"),
+		"shared/readme.txt":    []byte("for all\n"),
+		"shared/deep/suid":     []byte("not setuid on arrival\n"),
+		"big/private.bin":      bytes.Repeat([]byte{9}, 3<<20+5), // uploaded in pieces
+		"shared/deep/sticky/x": []byte("x\n"),
+		"readonly.txt":         []byte("do not change\n"),
+	}
+	modes := map[string]os.FileMode{
+		"secret.txt":           0o600,
+		"bin/tool.sh":          0o755,
+		"shared/readme.txt":    0o644,
+		"shared/deep/suid":     0o755 | os.ModeSetuid | os.ModeSetgid,
+		"big/private.bin":      0o640,
+		"shared/deep/sticky/x": 0o604 | os.ModeSticky,
+		"readonly.txt":         0o400,
+	}
+	e.Outbox("alpha", "beta", files)
+	out := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")))
+	mtimes := map[string]time.Time{}
+	for i, name := range keys(files) {
+		p := filepath.Join(out, filepath.FromSlash(name))
+		if err := os.Chmod(p, modes[name]); err != nil {
+			t.Fatal(err)
+		}
+		mt := time.Date(2021, 3, 4, 5, 6, 7+i, 0, time.UTC)
+		if err := os.Chtimes(p, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+		mtimes[name] = mt
+	}
+	c := e.Carrier(1<<30, carrier.Options{})
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	MustOK(t, e.Dropoff(c, "beta"))
+	inbox := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")))
+	SameTree(t, "inbox", e.Inbox("beta", "alpha"), files)
+	for name, m := range modes {
+		fi, err := os.Stat(filepath.Join(inbox, filepath.FromSlash(name)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fi.Mode()&(os.ModePerm|os.ModeSetuid|os.ModeSetgid|os.ModeSticky), m.Perm(); got != want {
+			t.Errorf("%s arrived with mode %v, want %v (the source's %v without setuid, setgid, sticky)", name, got, want, m)
+		}
+		if !fi.ModTime().Equal(mtimes[name]) {
+			t.Errorf("%s arrived with mtime %v, want the source's %v", name, fi.ModTime(), mtimes[name])
+		}
+	}
+	filepath.WalkDir(inbox, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		if fi, err := d.Info(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("inbox directory %s made with mode %v: open to group or others", p, fi.Mode().Perm())
+		}
+		return nil
+	})
 }

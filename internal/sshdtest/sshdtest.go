@@ -30,6 +30,10 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
+// sftpServer is OpenSSH's SFTP server program (Options.SFTPLog; Debian's
+// openssh-sftp-server).
+const sftpServer = "/usr/lib/openssh/sftp-server"
+
 // startTimeout bounds how long Start waits for sshd to accept connections.
 const startTimeout = 15 * time.Second
 
@@ -67,6 +71,10 @@ type Options struct {
 	// AllowTcpForwarding lets clients open direct-tcpip channels, as a
 	// jump host must.
 	AllowTcpForwarding bool
+	// SFTPLog runs OpenSSH's sftp-server (not internal-sftp) logging every
+	// request it handles at level VERBOSE, for Server.SFTPLog. Not with
+	// NoExec.
+	SFTPLog bool
 }
 
 // Server is a running sshd.
@@ -79,6 +87,7 @@ type Server struct {
 
 	netns    string
 	logPath  string
+	sftpLog  string // with Options.SFTPLog
 	cmd      *exec.Cmd
 	done     chan struct{} // closed when cmd has been waited for
 	stopOnce sync.Once
@@ -145,13 +154,18 @@ func Start(t testing.TB, opts Options) *Server {
 		LoginDir: loginDir,
 		logPath:  filepath.Join(dir, "sshd.log"),
 	}
+	sftpLog := ""
+	if opts.SFTPLog {
+		s.sftpLog = filepath.Join(dir, "sftp-server.log")
+		sftpLog = s.sftpLog
+	}
 	const attempts = 10
 	for i := 1; ; i++ {
 		port := opts.Port
 		if port == 0 {
 			port = freePort(t)
 		}
-		cfg := config(opts, listen, port, dir, hostKeyPath, authPath, loginDir)
+		cfg := config(opts, listen, port, dir, hostKeyPath, authPath, loginDir, sftpLog)
 		cfgPath := filepath.Join(dir, "sshd_config")
 		writeFile(t, cfgPath, []byte(cfg))
 		err := s.launch(sshd, cfgPath, port)
@@ -192,7 +206,7 @@ func findSSHD(t testing.TB) string {
 	return ""
 }
 
-func config(opts Options, listen string, port int, dir, hostKey, authKeys, loginDir string) string {
+func config(opts Options, listen string, port int, dir, hostKey, authKeys, loginDir, sftpLog string) string {
 	maxSessions := opts.MaxSessions
 	forwarding := "no"
 	if opts.AllowTcpForwarding {
@@ -202,6 +216,12 @@ func config(opts Options, listen string, port int, dir, hostKey, authKeys, login
 		maxSessions = 64
 	}
 	sftp := "internal-sftp -d " + strings.ReplaceAll(loginDir, "%", "%%")
+	subsystem := sftp
+	if sftpLog != "" {
+		// sshd runs a subsystem command with the user's shell, which
+		// sends sftp-server's log (-e: to stderr) to the file.
+		subsystem = sftpServer + " -e -l VERBOSE -d " + strings.ReplaceAll(loginDir, "%", "%%") + " 2>>" + sftpLog
+	}
 	var b strings.Builder
 	for _, kv := range [][2]string{
 		{"ListenAddress", listen},
@@ -220,7 +240,7 @@ func config(opts Options, listen string, port int, dir, hostKey, authKeys, login
 		{"LogLevel", "VERBOSE"},
 		{"MaxSessions", strconv.Itoa(maxSessions)},
 		{"MaxStartups", "100"},
-		{"Subsystem", "sftp " + sftp},
+		{"Subsystem", "sftp " + subsystem},
 	} {
 		fmt.Fprintf(&b, "%s %s\n", kv[0], kv[1])
 	}
@@ -400,6 +420,12 @@ func (s *Server) Log() string {
 	if err != nil {
 		return fmt.Sprintf("(reading sshd log: %v)", err)
 	}
+	return string(b)
+}
+
+// SFTPLog returns what sftp-server logged (Options.SFTPLog).
+func (s *Server) SFTPLog() string {
+	b, _ := os.ReadFile(s.sftpLog)
 	return string(b)
 }
 

@@ -1,0 +1,87 @@
+package carrier
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// DefaultBufferDir is where a carrier keeps its buffer unless told
+// otherwise: $XDG_DATA_HOME/messor/buffer (xdgDataHome, if absolute), else
+// home/.local/share/messor/buffer. Never under home/messor, which
+// `messor agent` serves to carriers.
+func DefaultBufferDir(home, xdgDataHome string) string {
+	if filepath.IsAbs(xdgDataHome) {
+		return filepath.Join(xdgDataHome, "messor", "buffer")
+	}
+	return filepath.Join(home, ".local", "share", "messor", "buffer")
+}
+
+// LegacyBufferDir is where messor kept its buffer by default before: inside
+// the directory the agent serves.
+func LegacyBufferDir(home string) string {
+	return filepath.Join(home, "messor", "buffer")
+}
+
+// LegacyBufferError says that the buffer at Old, where messor kept it
+// before, was not moved to New: it is used in place (InPlace), or it is
+// left alone because New holds a buffer already.
+type LegacyBufferError struct {
+	Old, New string
+	InPlace  bool
+	Err      error
+}
+
+func (e *LegacyBufferError) Error() string {
+	if e.InPlace {
+		return fmt.Sprintf("using the buffer at %s in place (could not move it to %s, the new default: %v); "+
+			"a messor agent on this host no longer serves it, but move it when no messor runs: mv %s %s",
+			e.Old, e.New, e.Err, e.Old, e.New)
+	}
+	return fmt.Sprintf("a buffer is still at %s, where messor kept it before, and another at %s, the new default, "+
+		"which is used; deliver what the old one carries with: messor --buffer %s dropoff",
+		e.Old, e.New, e.Old)
+}
+
+func (e *LegacyBufferError) Unwrap() error { return e.Err }
+
+// MoveLegacyBuffer finds the buffer to use by default: dir (see
+// DefaultBufferDir), after moving a buffer found at old (see
+// LegacyBufferDir) there, by a rename (the same file system) and only while
+// no run has it open. The error, if any, is a *LegacyBufferError to warn
+// about: the directory returned is the one to use all the same.
+func MoveLegacyBuffer(old, dir string) (string, error) {
+	if !isBuffer(old) {
+		return dir, nil
+	}
+	if _, err := os.Lstat(dir); err == nil {
+		if isBuffer(dir) {
+			return dir, &LegacyBufferError{Old: old, New: dir}
+		}
+		// An empty directory (made by hand, or by a run that failed
+		// before it wrote anything) is taken over.
+		if err := os.Remove(dir); err != nil {
+			return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
+		}
+	}
+	if inUse(filepath.Join(old, "index.db")) {
+		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: ErrBufferBusy}
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
+	}
+	if err := os.Rename(old, dir); err != nil {
+		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
+	}
+	syncDir(filepath.Dir(dir))
+	syncDir(filepath.Dir(old))
+	return dir, nil
+}
+
+// isBuffer reports whether dir holds a buffer (its index).
+func isBuffer(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "index.db"))
+	return err == nil || !errors.Is(err, fs.ErrNotExist)
+}
