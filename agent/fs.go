@@ -618,7 +618,7 @@ func (c *confinedFS) rename(oldpath, newpath string) error {
 		return sftpError("rename", oldpath, err)
 	}
 	c.log.Debug("sftp rename", "from", cleanSFTPPath(oldpath), "to", cleanSFTPPath(newpath))
-	if err := renameNoReplace(c.root, oldRel, newRel); !errors.Is(err, errNoRenameat2) {
+	if err := renameNoReplace(root, oldRel, newRel); !errors.Is(err, errNoRenameat2) {
 		return sftpError("rename", oldpath, err)
 	}
 	if fi.Mode().IsRegular() {
