@@ -309,12 +309,13 @@ func (b *Buffer) apply(batch []*op) {
 				}
 				if name == "" {
 					dropRecs = append(dropRecs, b.recordPath(o.e)) // an older buffer's
-				} else if empty, err := countRecord(tx, name, -1); err != nil {
+				} else if _, err := countRecord(tx, name, -1); err != nil {
 					return err
-				} else if empty {
-					dropRecs = append(dropRecs, b.recordFile(name))
-					delete(rewrite, name)
 				} else {
+					// Marked even when none is left (the rewrite then
+					// removes it): at the next open, a file the index
+					// does not know is one it never committed, whose
+					// entries are carried (check).
 					rewrite[name] = true
 				}
 				var rec objectRec
