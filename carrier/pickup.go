@@ -108,7 +108,7 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 	remaining := fresh
 	for pass := 0; len(remaining) > 0 && ctx.Err() == nil; pass++ {
 		free := c.buf.Limit() - c.buf.Used()
-		take, wait := plan(remaining, free)
+		take, wait := plan(remaining, free, c.buf.partialsOf(s.Host.Name))
 		if len(take) == 0 {
 			for _, w := range wait {
 				r.Waiting = append(r.Waiting, FileNote{path.Join(w.Dest, w.Path), "over the buffer limit"})
