@@ -1,10 +1,17 @@
 package faults
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,4 +80,183 @@ func TestInterruptedPickupResumesUnderLimit(t *testing.T) {
 		t.Fatal(reportsErr(rs))
 	}
 	e.world.CheckSettled(t, c.Buffer())
+}
+
+// TestKilledRecover kills `messor recover` with SIGKILL at seeded moments
+// spread over its run (while it verifies objects, builds the new index,
+// puts it in place), at least 20 times, with the index damaged before
+// about half of the runs. After each kill a plain pickup runs (it must
+// refuse or work, never clean up), then, if the index is still damaged, a
+// recover to the end; the invariant holds after each, dropoffs run now and
+// then, and at the end every file is delivered intact.
+func TestKilledRecover(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "alpha", "beta")
+	e.Home.WriteHostsFile("alpha", "beta")
+	const seed = 20261201
+	r := rand.New(rand.NewSource(seed))
+	batch := 0
+	refill := func() {
+		batch++
+		files := smallTree(r, fmt.Sprintf("r%02d", batch), 8, 16<<10)
+		for i := range 3 {
+			files[fmt.Sprintf("r%02d/big%d.bin", batch, i)] = randBytes(r, 4<<20+r.Intn(4<<20))
+		}
+		e.send("alpha", "beta", files)
+		if code, out := run(t, e.quickCLI("pickup")); code != 0 {
+			t.Fatalf("messor pickup: exit %d\n%s", code, out)
+		}
+	}
+	refill()
+	refill()
+	index := filepath.Join(e.Buf, "index.db")
+	// Junk over both meta pages, junk further in, or no index at all.
+	damage := func() {
+		if r.Intn(3) == 0 {
+			if err := os.Remove(index); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				t.Fatal(err)
+			}
+			return
+		}
+		f, err := os.OpenFile(index, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(randBytes(r, 8192), int64(r.Intn(2))*8192); err != nil {
+			t.Fatal(err)
+		}
+	}
+	openable := func() bool {
+		b, err := carrier.OpenBufferReadOnly(e.Buf)
+		if err != nil {
+			if !errors.Is(err, carrier.ErrIndexCorrupt) {
+				t.Fatalf("open buffer: %v", err)
+			}
+			return false
+		}
+		b.Close()
+		return true
+	}
+	// How long a whole recover takes here (the shortest of three): the
+	// kills are spread over it.
+	span := time.Hour
+	for range 3 {
+		start := time.Now()
+		if code, out := run(t, e.quickCLI("recover")); code != 0 {
+			t.Fatalf("messor recover: exit %d\n%s", code, out)
+		}
+		span = min(span, time.Since(start))
+	}
+	t.Logf("a recover of %d MiB of objects takes about %v", objectBytes(e.Buf)>>20, span)
+
+	landed, runs := 0, 0
+	for ; landed < 20; runs++ {
+		if runs >= 60 {
+			t.Fatalf("only %d kills landed in %d runs", landed, runs)
+		}
+		if r.Intn(2) == 0 {
+			damage()
+		}
+		if killCLI(t, e.quickCLI("recover"), time.Duration(r.Int63n(int64(span)))) {
+			landed++
+		}
+		// The reported sequence: a plain run right after the killed
+		// recover. It may refuse (the damaged index is still in place),
+		// never clean up.
+		if code, out := run(t, e.quickCLI("pickup")); code != 0 && !strings.Contains(out, "corrupt") {
+			t.Fatalf("run %d: messor pickup after a killed recover: exit %d\n%s", runs, code, out)
+		}
+		if !openable() {
+			if code, out := run(t, e.quickCLI("recover")); code != 0 {
+				t.Fatalf("run %d: messor recover: exit %d\n%s", runs, code, out)
+			}
+		}
+		e.world.Check(t, nil)
+		if runs%5 == 4 {
+			if code, out := run(t, e.quickCLI("dropoff")); code != 0 {
+				t.Fatalf("run %d: messor dropoff: exit %d\n%s", runs, code, out)
+			}
+			e.world.Check(t, nil)
+			if e.settled(t) {
+				refill()
+			}
+		}
+	}
+	t.Logf("seed %d: %d kills landed in %d runs of recover, %d batches", seed, landed, runs, batch)
+	for i := 0; !e.settled(t); i++ {
+		if i == 4 {
+			t.Fatal("not settled after 4 runs without kills")
+		}
+		for _, verb := range []string{"pickup", "dropoff"} {
+			if code, out := run(t, e.quickCLI(verb)); code != 0 {
+				t.Fatalf("messor %s: exit %d\n%s", verb, code, out)
+			}
+		}
+	}
+	e.world.CheckSettled(t, nil)
+}
+
+// quickCLI is cli without listening for agents over mDNS (2 s a run).
+func (e *env) quickCLI(verb string) *exec.Cmd {
+	cmd := e.cli(verb)
+	cmd.Env = append(cmd.Env, "MESSOR_NO_MDNS=1")
+	return cmd
+}
+
+// run runs cmd to the end and returns its exit code and output.
+func run(t *testing.T, cmd *exec.Cmd) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), out.String()
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", cmd.Args, err)
+	}
+	return 0, out.String()
+}
+
+// killCLI starts cmd and kills it with SIGKILL after d; it reports whether
+// cmd was still running then.
+func killCLI(t *testing.T, cmd *exec.Cmd, d time.Duration) bool {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", cmd.Args, err, out.Bytes())
+		}
+		return false
+	case <-time.After(d):
+		cmd.Process.Signal(syscall.SIGKILL)
+		return <-exited != nil
+	}
+}
+
+// objectBytes is what the buffer's objects hold.
+func objectBytes(buf string) int64 {
+	var n int64
+	filepath.WalkDir(filepath.Join(buf, "objects"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if i, err := d.Info(); err == nil {
+				n += i.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
