@@ -365,7 +365,7 @@ func (b *Buffer) check() error {
 	}
 	moved, err := b.quarantineObjects(func(hash string) bool { return known[hash] })
 	if len(moved) > 0 {
-		b.note("moved content the index does not name to quarantine (kept, not deleted; `messor recover` rebuilds the index if files are missing)",
+		b.note("moved content that neither the index nor a record names to quarantine (kept, not deleted)",
 			"objects", len(moved), "dir", filepath.Join(b.dir, quarantineDir))
 	}
 	if err != nil {

@@ -36,10 +36,13 @@ import (
 // live entries removes it; one that leaves some marks the file
 // (bucketRecDirty) in the same transaction and rewrites it afterwards with
 // only those (a new file under the same name, by rename); a crash before
-// the rewrite leaves the mark, and the next OpenBuffer rewrites it. So a
+// the rewrite leaves the mark, and the next OpenBuffer rewrites it (a
+// release that leaves none marks it too, and the rewrite removes it). So a
 // recovered index never brings back what was delivered. A file the index
-// does not know (a crash between writing it and committing) is dropped by
-// OpenBuffer; a torn one can only be such a file.
+// does not know and has not marked was written by a batch whose
+// transaction a crash cut off (or an index lost it): its objects were
+// made durable with it, so OpenBuffer indexes the entries whose objects
+// verify, and moves a file with none (a torn one) to quarantine/.
 //
 // Why a file per batch: a file per entry (as buffers written by messor
 // before 2026-11-26 have, entries/*.json, still read and released) cost a

@@ -1,8 +1,10 @@
 package carrier
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // recoverChildEnv names the buffer that TestRecoverChild recovers: set, the
@@ -148,5 +152,125 @@ func TestRecoverKilledThenOpen(t *testing.T) {
 	defer b.Close()
 	if got, _ := b.Entries(); len(got) != len(ents) {
 		t.Fatalf("buffer carries %d entries after recovery, want %d", len(got), len(ents))
+	}
+}
+
+// An index that was never set up (bbolt's empty file: what an older
+// messor's recover left when it was killed) beside record files: the open
+// refuses as for a missing index, read-only too, and deletes nothing.
+func TestOpenUnsetIndexBesideRecords(t *testing.T) {
+	dir := t.TempDir()
+	ents := carriedBuffer(t, dir, 3, 64<<10)
+	index := filepath.Join(dir, "index.db")
+	os.Remove(index)
+	db, err := bolt.Open(index, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := OpenBuffer(dir, 1<<40); !errors.Is(err, ErrIndexCorrupt) {
+		t.Fatalf("open: %v, want ErrIndexCorrupt", err)
+	}
+	if _, err := OpenBufferReadOnly(dir); !errors.Is(err, ErrIndexCorrupt) {
+		t.Fatalf("read-only open: %v, want ErrIndexCorrupt", err)
+	}
+	intact(t, dir, ents, "after open")
+	rep, err := RecoverBuffer(dir)
+	if err != nil || rep.Restored != len(ents) {
+		t.Fatalf("recover: restored %d of %d (%v)", rep.Restored, len(ents), err)
+	}
+}
+
+// An index set up but empty beside record files (it lost them, or a crash
+// came between writing a batch's records and its transaction): the open
+// carries the files whose objects verify instead of deleting them, and
+// says so; an object nothing names goes to quarantine/, and that is said
+// too, with the count and the directory.
+func TestOpenAdoptsUnknownRecords(t *testing.T) {
+	dir := t.TempDir()
+	ents := carriedBuffer(t, dir, 3, 64<<10)
+	stray := (&Buffer{dir: dir}).ObjectPath(strings.Repeat("ab", 32))
+	if err := os.WriteFile(stray, []byte("named by nothing"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	index := filepath.Join(dir, "index.db")
+	os.Remove(index)
+	db, err := bolt.Open(index, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(createBuckets); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	b, err := OpenBuffer(dir, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var logged bytes.Buffer
+	b.SetLogger(slog.New(slog.NewTextHandler(&logged, nil)))
+	t.Logf("open said:\n%s", logged.String())
+	got, _ := b.Entries()
+	if len(got) != len(ents) {
+		t.Fatalf("open carries %d entries, want the %d its records name", len(got), len(ents))
+	}
+	intact(t, dir, ents, "after open")
+	if b.Stored() != int64(len(ents))*(64<<10) {
+		t.Errorf("stored %d bytes, want %d", b.Stored(), len(ents)*(64<<10))
+	}
+	q := filepath.Join(dir, quarantineDir)
+	if _, err := os.Stat(filepath.Join(q, filepath.Base(stray))); err != nil {
+		t.Errorf("object named by nothing not kept in quarantine: %v", err)
+	}
+	for _, want := range []string{"files=3", "objects=1", "dir=" + q} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("the open's report does not say %q", want)
+		}
+	}
+	// They are delivered as any other: the last release removes the files.
+	for _, e := range got {
+		b.release(e)
+	}
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if f := recordFiles(t, dir); len(f) != 0 {
+		t.Errorf("record files left after delivery: %v", f)
+	}
+}
+
+// A crash after the transaction that released a file's last entry, before
+// the file was removed (simulated by putting it back): the release marked
+// it, so the next open removes it rather than carrying the delivered entry
+// again.
+func TestReleasedRecordNotAdopted(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents := commitBatch(t, b, map[string][]byte{"done": []byte("delivered\n")})
+	files := recordFiles(t, dir)
+	saved, _ := os.ReadFile(filepath.Join(dir, recordsDir, files[0]))
+	obj := b.ObjectPath(ents[0].Hash)
+	b.release(ents[0])
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, recordsDir, files[0]), saved, 0o600)
+	os.WriteFile(obj, []byte("delivered\n"), 0o600)
+	b.Close()
+	b, err = OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got, _ := b.Entries(); len(got) != 0 {
+		t.Fatalf("a delivered entry is carried again: %v", got)
+	}
+	if f := recordFiles(t, dir); len(f) != 0 {
+		t.Errorf("released record file kept: %v", f)
 	}
 }
