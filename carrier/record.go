@@ -467,10 +467,15 @@ func (b *Buffer) quarantineObjects(keep func(hash string) bool) ([]string, error
 }
 
 // quarantine moves the file p to quarantine/ and returns its new path.
+// It never replaces a file there (a damaged copy of an object must not
+// take the place of a whole one).
 func (b *Buffer) quarantine(p string) (string, error) {
 	to := filepath.Join(b.dir, quarantineDir, filepath.Base(p))
 	if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
 		return "", err
+	}
+	if _, err := os.Lstat(to); err == nil {
+		to = fmt.Sprintf("%s.%d", to, time.Now().UnixNano())
 	}
 	return to, os.Rename(p, to)
 }
