@@ -26,18 +26,7 @@ func (e *env) cli(verb string) *exec.Cmd {
 // runCLI runs verb to the end and returns its exit code and output.
 func (e *env) runCLI(t *testing.T, verb string) (int, string) {
 	t.Helper()
-	cmd := e.cli(verb)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode(), out.String()
-	}
-	if err != nil {
-		t.Fatalf("messor %s: %v", verb, err)
-	}
-	return 0, out.String()
+	return run(t, e.cli(verb))
 }
 
 // settled reports whether nothing is left to carry.
