@@ -23,7 +23,9 @@
 //  1. Pickup lists messor/outbox/ (without following symlinks), skips what is
 //     not a regular file, what has a bad name, and what was modified in the
 //     last few seconds (still being written), then plans oldest first what
-//     fits the carrier's buffer limit. Each file is streamed into a
+//     fits the carrier's buffer limit (the bytes of a file's own partial
+//     download count toward it, so a cut-off file resumes within the
+//     limit that took it). Each file is streamed into a
 //     resumable partial in the carrier's buffer and hashed with SHA-256
 //     ([HashName]) on the way.
 //  2. The carrier checks that the source's size and mtime did not change
