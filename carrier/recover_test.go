@@ -224,6 +224,9 @@ func TestOpenAdoptsUnknownRecords(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(q, filepath.Base(stray))); err != nil {
 		t.Errorf("object named by nothing not kept in quarantine: %v", err)
 	}
+	if st, err := ReadStatus(b); err != nil || st.Quarantine.Files != 1 || st.Quarantine.Dir != q {
+		t.Errorf("status shows quarantine %+v (%v), want 1 file in %s", st.Quarantine, err, q)
+	}
 	for _, want := range []string{"files=3", "objects=1", "dir=" + q} {
 		if !strings.Contains(logged.String(), want) {
 			t.Errorf("the open's report does not say %q", want)
