@@ -158,8 +158,11 @@ func TestKilledRecover(t *testing.T) {
 		if r.Intn(2) == 0 {
 			damage()
 		}
-		if killCLI(t, e.quickCLI("recover"), time.Duration(r.Int63n(int64(span)))) {
+		killed, code, out := killCLI(t, e.quickCLI("recover"), time.Duration(r.Int63n(int64(span))))
+		if killed {
 			landed++
+		} else if code != 0 {
+			t.Fatalf("run %d: messor recover: exit %d\n%s", runs, code, out)
 		}
 		// The reported sequence: a plain run right after the killed
 		// recover. It may refuse (the damaged index is still in place),
@@ -220,12 +223,12 @@ func run(t *testing.T, cmd *exec.Cmd) (int, string) {
 	return 0, out.String()
 }
 
-// killCLI starts cmd and kills it with SIGKILL after d; it reports whether
-// cmd was still running then.
-func killCLI(t *testing.T, cmd *exec.Cmd, d time.Duration) bool {
+// killCLI starts cmd and kills it with SIGKILL after d. It reports
+// whether cmd was still running then; if not, its exit code and output.
+func killCLI(t *testing.T, cmd *exec.Cmd, d time.Duration) (killed bool, code int, out string) {
 	t.Helper()
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -234,16 +237,16 @@ func killCLI(t *testing.T, cmd *exec.Cmd, d time.Duration) bool {
 	select {
 	case err := <-exited:
 		var ee *exec.ExitError
-		if err != nil && !errors.As(err, &ee) {
-			t.Fatal(err)
+		if errors.As(err, &ee) {
+			return false, ee.ExitCode(), buf.String()
 		}
 		if err != nil {
-			t.Fatalf("%s: %v\n%s", cmd.Args, err, out.Bytes())
+			t.Fatalf("%s: %v", cmd.Args, err)
 		}
-		return false
+		return false, 0, buf.String()
 	case <-time.After(d):
 		cmd.Process.Signal(syscall.SIGKILL)
-		return <-exited != nil
+		return <-exited != nil, 0, ""
 	}
 }
 
