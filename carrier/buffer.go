@@ -150,8 +150,9 @@ type Buffer struct {
 	dir     string
 	limit   int64
 	db      *bolt.DB
-	recSeq  uint64   // record files named by this run (commit goroutine only)
-	cleaned []string // record files rewritten, to unmark (commit goroutine only)
+	recSeq  uint64     // record files named by this run (commit goroutine only)
+	cleaned []string   // record files rewritten, to unmark (commit goroutine only)
+	notes   []openNote // what the open found, logged by SetLogger
 
 	ops       chan *op
 	kick      chan struct{}
@@ -169,8 +170,9 @@ type Buffer struct {
 
 // OpenBuffer opens (creating it if needed) the buffer in dir with the given
 // limit in bytes. It fails with ErrBufferBusy when another run has it open,
-// and ErrIndexCorrupt when the index is damaged. Objects not referenced by
-// the index (left by a crash between storing and indexing) are removed.
+// and ErrIndexCorrupt when the index is damaged, missing or empty while
+// the buffer holds records of carried files. What a crash left between
+// storing and indexing is indexed or kept aside, never deleted (check).
 func OpenBuffer(dir string, limit int64) (*Buffer, error) {
 	return openBuffer(dir, limit, false)
 }
@@ -196,17 +198,15 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 	fresh := errors.Is(statErr, fs.ErrNotExist)
 	if fresh {
 		// A buffer that carries files but has no index lost it: starting
-		// an empty one would delete every carried object as unknown.
-		recs, _ := filepath.Glob(filepath.Join(dir, "entries", "*"+legacyRecordExt))
-		batches, _ := filepath.Glob(filepath.Join(dir, recordsDir, "*"+recordExt))
-		if len(recs)+len(batches) > 0 {
-			return nil, fmt.Errorf("buffer %s: %w: index.db is missing but the buffer holds records of carried files (%d record files); %s", dir, ErrIndexCorrupt, len(recs)+len(batches), recoverHint)
+		// an empty one would leave every carried file unknown.
+		if n := countRecordFiles(dir); n > 0 {
+			return nil, fmt.Errorf("buffer %s: %w: index.db is missing but the buffer holds records of carried files (%d record files); %s", dir, ErrIndexCorrupt, n, recoverHint)
 		}
 		if ro {
 			return &Buffer{dir: dir, id: id}, nil // empty, never used
 		}
 	}
-	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond, ReadOnly: ro})
+	db, err := openIndex(dbPath, ro)
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("buffer %s: %w (wait for it to finish, or stop it)", dir, ErrBufferBusy)
 	}
@@ -218,16 +218,17 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 		db.Close()
 		return nil, fmt.Errorf("buffer %s: %w: %w; %s", dir, ErrIndexCorrupt, err, recoverHint)
 	}
+	// An index never set up (a crash while it was being made, or a
+	// rebuild by an older messor that was cut short) beside records of
+	// carried files lost them: the same as a missing one.
+	if !fresh && !b.initialized() {
+		if n := countRecordFiles(dir); n > 0 {
+			db.Close()
+			return nil, fmt.Errorf("buffer %s: %w: index.db is empty but the buffer holds records of carried files (%d record files); %s", dir, ErrIndexCorrupt, n, recoverHint)
+		}
+	}
 	if !ro {
-		err = db.Update(func(tx *bolt.Tx) error {
-			for _, n := range allBuckets {
-				if _, err := tx.CreateBucketIfNotExists(n); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
+		if err := db.Update(createBuckets); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("buffer %s: %w: %w", dir, ErrIndexCorrupt, err)
 		}
@@ -241,6 +242,55 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// openIndex opens the bbolt index at p. bbolt panics on some damaged
+// pages while it opens; that is reported as an error, and the file it
+// opened is closed (releasing its lock).
+func openIndex(p string, ro bool) (db *bolt.DB, err error) {
+	var f *os.File
+	defer func() {
+		if r := recover(); r != nil {
+			if f != nil { // its mapping stays: memory, not the lock
+				unlockFile(f)
+				f.Close()
+			}
+			db, err = nil, fmt.Errorf("index damaged: %v", r)
+		}
+	}()
+	return bolt.Open(p, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond, ReadOnly: ro,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			var err error
+			f, err = os.OpenFile(name, flag, perm)
+			return f, err
+		}})
+}
+
+// createBuckets makes the index's buckets that are missing.
+func createBuckets(tx *bolt.Tx) error {
+	for _, n := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// initialized reports whether the index was ever set up (it has its
+// buckets).
+func (b *Buffer) initialized() bool {
+	ok := false
+	b.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketEntries) != nil
+		return nil
+	})
+	return ok
+}
+
+// countRecordFiles counts the record files in the buffer in dir.
+func countRecordFiles(dir string) int {
+	recs, _ := (&Buffer{dir: dir}).recordFiles()
+	return len(recs)
 }
 
 // recoverHint tells people what to do about ErrIndexCorrupt.
@@ -307,11 +357,20 @@ func (b *Buffer) sumStored() error {
 	})
 }
 
-// check reconciles the index with the files: objects missing from disk are
-// reported (their entries can never be delivered), objects on disk not in
-// the index are removed, partial bytes are counted against the limit.
+// check reconciles the index with the files when the buffer opens. It
+// never deletes an object or a record file that a record names, nor a
+// record file the index does not mark as released: record files a release
+// left naming delivered entries (marked in its transaction) are rewritten;
+// record files the index does not know (a crash between writing one and
+// the index transaction, or an index that lost them) have their entries
+// indexed again where the object verifies; objects that are then still
+// unknown are moved to quarantine/ and reported. Partial bytes are counted
+// against the limit.
 func (b *Buffer) check() error {
-	if err := b.sumStored(); err != nil {
+	if err := b.rewriteDirty(); err != nil {
+		return err
+	}
+	if err := b.adoptRecords(); err != nil {
 		return err
 	}
 	known := map[string]bool{}
@@ -324,24 +383,69 @@ func (b *Buffer) check() error {
 	if err != nil {
 		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
 	}
-	objDir := filepath.Join(b.dir, "objects")
-	err = filepath.WalkDir(objDir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
+	moved, err := b.quarantineObjects(func(hash string) bool { return known[hash] })
+	if len(moved) > 0 {
+		b.note("moved content that neither the index nor a record names to quarantine (kept, not deleted)",
+			"objects", len(moved), "dir", filepath.Join(b.dir, quarantineDir))
+	}
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	}
+	if err := b.sumStored(); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(filepath.Join(b.dir, "partial"))
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	}
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+			b.partials += info.Size()
 		}
-		name := d.Name()
-		if !known[name] {
-			return os.Remove(p)
+	}
+	return nil
+}
+
+// rewriteDirty rewrites the record files that releases marked (a crash
+// before their rewrite), and unmarks them.
+func (b *Buffer) rewriteDirty() error {
+	var dirty []string
+	b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRecDirty).ForEach(func(k, _ []byte) error {
+			dirty = append(dirty, string(k))
+			return nil
+		})
+	})
+	if len(dirty) == 0 {
+		return nil
+	}
+	var done []string
+	for _, name := range dirty {
+		// One that cannot be rewritten now (a full disk) keeps its
+		// mark: the buffer still opens, and delivering frees space.
+		if err := b.rewriteRecords(name); err == nil || errors.Is(err, fs.ErrNotExist) {
+			done = append(done, name)
+		}
+	}
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range done {
+			if err := tx.Bucket(bucketRecDirty).Delete([]byte(name)); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("buffer %s: %w", b.dir, err)
+		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
 	}
-	// Record files no indexed entry needs (a crash between writing a
-	// record and committing, or releasing and removing it).
+	return nil
+}
+
+// wantedRecords returns the names of the record files the index links
+// entries to.
+func (b *Buffer) wantedRecords() (map[string]bool, error) {
 	want := map[string]bool{}
-	err = b.db.View(func(tx *bolt.Tx) error {
+	err := b.db.View(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketRecFiles).ForEach(func(k, _ []byte) error {
 			want[string(k)] = true
 			return nil
@@ -362,44 +466,55 @@ func (b *Buffer) check() error {
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
+		return nil, fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
 	}
+	return want, nil
+}
+
+// adoptRecords indexes the entries of record files the index does not
+// know whose objects verify: they were carried (their objects and records
+// were made durable before the index transaction that a crash cut off, or
+// that the index lost). A file none of whose entries can be indexed goes
+// to quarantine/.
+func (b *Buffer) adoptRecords() error {
+	want, err := b.wantedRecords()
+	if err != nil {
+		return err
+	}
+	var stray []string
 	for _, d := range recordDirs {
 		if err := os.MkdirAll(filepath.Join(b.dir, d), 0o700); err != nil {
 			return fmt.Errorf("buffer %s: %w", b.dir, err)
 		}
-		recs, err := os.ReadDir(filepath.Join(b.dir, d))
-		if err != nil {
-			return fmt.Errorf("buffer %s: %w", b.dir, err)
-		}
-		for _, r := range recs {
-			if !want[r.Name()] {
-				os.Remove(filepath.Join(b.dir, d, r.Name()))
-			}
+	}
+	recs, err := b.recordFiles()
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	}
+	for _, p := range recs {
+		if !want[filepath.Base(p)] {
+			stray = append(stray, p)
 		}
 	}
-	// Record files a release left naming delivered entries (a crash
-	// before their rewrite): rewrite them now.
-	var dirty []string
-	b.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRecDirty).ForEach(func(k, _ []byte) error {
-			dirty = append(dirty, string(k))
-			return nil
-		})
-	})
-	if len(dirty) > 0 {
-		var done []string
-		for _, name := range dirty {
-			// One that cannot be rewritten now (a full disk) keeps its
-			// mark: the buffer still opens, and delivering frees space.
-			if err := b.rewriteRecords(name); err == nil || errors.Is(err, fs.ErrNotExist) {
-				done = append(done, name)
-			}
-		}
+	// A rewrite's temporary file: the file it rewrites is whole.
+	tmps, _ := filepath.Glob(filepath.Join(b.dir, recordsDir, "*"+recordExt+".tmp"))
+	for _, p := range tmps {
+		os.Remove(p)
+	}
+	verified := map[string]bool{}
+	adopted, moved := 0, 0
+	for _, p := range stray {
+		ents, _ := b.readVerified(p, verified)
+		n := 0
 		err := b.db.Update(func(tx *bolt.Tx) error {
-			for _, name := range done {
-				if err := tx.Bucket(bucketRecDirty).Delete([]byte(name)); err != nil {
+			n = 0
+			for _, e := range ents {
+				added, _, err := indexEntry(tx, e, batchName(p))
+				if err != nil {
 					return err
+				}
+				if added {
+					n++
 				}
 			}
 			return nil
@@ -407,17 +522,32 @@ func (b *Buffer) check() error {
 		if err != nil {
 			return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
 		}
-	}
-	ents, err := os.ReadDir(filepath.Join(b.dir, "partial"))
-	if err != nil {
-		return fmt.Errorf("buffer %s: %w", b.dir, err)
-	}
-	for _, e := range ents {
-		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
-			b.partials += info.Size()
+		adopted += n
+		if n == 0 {
+			if _, err := b.quarantine(p); err != nil {
+				return fmt.Errorf("buffer %s: %w", b.dir, err)
+			}
+			moved++
 		}
 	}
+	if adopted > 0 {
+		b.note("found carried files the index did not list (a crash before the index recorded them): carrying them", "files", adopted)
+	}
+	if moved > 0 {
+		b.note("moved record files naming nothing that could be carried to quarantine (kept, not deleted)", "files", moved, "dir", filepath.Join(b.dir, quarantineDir))
+	}
 	return nil
+}
+
+// note keeps something the open found, to be logged when the logger is
+// set.
+func (b *Buffer) note(msg string, args ...any) {
+	b.notes = append(b.notes, openNote{msg, args})
+}
+
+type openNote struct {
+	msg  string
+	args []any
 }
 
 // Close closes the index and releases the lock.
@@ -605,8 +735,15 @@ func (b *Buffer) log(msg string, err error) {
 	}
 }
 
-// SetLogger sets where the buffer reports background problems.
-func (b *Buffer) SetLogger(l *slog.Logger) { b.logger = l }
+// SetLogger sets where the buffer reports background problems, and
+// reports there what opening the buffer found and did.
+func (b *Buffer) SetLogger(l *slog.Logger) {
+	b.logger = l
+	for _, n := range b.notes {
+		l.Warn(n.msg, append([]any{"buffer", b.dir}, n.args...)...)
+	}
+	b.notes = nil
+}
 
 // Entries lists the carried files, oldest pickup first.
 func (b *Buffer) Entries() ([]Entry, error) {

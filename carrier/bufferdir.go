@@ -66,9 +66,11 @@ func MoveLegacyBuffer(old, dir string) (string, error) {
 			return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
 		}
 	}
-	if inUse(filepath.Join(old, "index.db")) {
+	unlock, busy := lockIndex(filepath.Join(old, "index.db"))
+	if busy {
 		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: ErrBufferBusy}
 	}
+	defer unlock() // held across the move, so no run opens the buffer meanwhile
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
 	}

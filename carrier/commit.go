@@ -135,242 +135,300 @@ func (b *Buffer) commitLoop() {
 	}
 }
 
-// apply performs a batch: files first (objects into place, records
-// written), one sync that makes them all durable, then one index
-// transaction, then the removal of what releases freed.
+// apply performs a batch in its phases: objects into place, one record
+// file for the batch's commits, one sync that makes them all durable, one
+// index transaction, then the removals and rewrites the transaction
+// decided, and finally the accounting and the replies.
 func (b *Buffer) apply(batch []*op) {
-	var files, dirs []string
-	dirSet := map[string]bool{}
-	addDir := func(d string) {
-		if !dirSet[d] {
-			dirSet[d] = true
-			dirs = append(dirs, d)
+	st := &batchFiles{dirSet: map[string]bool{}, stored: map[string]bool{}}
+	for _, o := range batch {
+		if o.kind == opCommit && b.storeObject(o, st) {
+			st.recOps = append(st.recOps, o)
 		}
 	}
-	stored := map[string]bool{} // objects put in place by this batch
+	b.writeBatchRecord(st)
+	b.syncBatch(batch, st)
+	res, err := b.indexBatch(batch, st)
+	b.cleanUp(batch, st, res, err)
+	b.finish(batch, res, err)
+}
+
+// batchFiles is what the file phases of a batch wrote, to be made durable.
+type batchFiles struct {
+	files, dirs []string
+	dirSet      map[string]bool
+	stored      map[string]bool // objects put in place by this batch
 	// Every commit gets a line in this batch's record file. An entry
 	// indexed already (committed again: the outbox file was touched, or
 	// after a recover) keeps the record it has, and its new line is
-	// dropped (see below); deciding that here, before the transaction,
+	// dropped (indexCommit); deciding that here, before the transaction,
 	// would be wrong when a release of the same entry comes first in the
 	// batch.
-	var recOps []*op
-	for _, o := range batch {
-		if o.kind != opCommit {
-			continue
-		}
-		obj := b.ObjectPath(o.e.Hash)
-		prefix := filepath.Dir(obj)
-		if _, err := os.Stat(prefix); errors.Is(err, fs.ErrNotExist) {
-			if err := os.MkdirAll(prefix, 0o700); err != nil {
-				o.err = fmt.Errorf("buffer %s: %w", b.dir, err)
-				continue
-			}
-			addDir(filepath.Join(b.dir, "objects"))
-		} else if err != nil {
-			o.err = fmt.Errorf("buffer %s: %w", b.dir, err)
-			continue
-		}
-		_, serr := os.Stat(obj)
-		if serr != nil && !errors.Is(serr, fs.ErrNotExist) {
-			// Cannot tell whether it is there: never write over it.
-			o.err = fmt.Errorf("buffer %s: store %s: %w", b.dir, o.e.Path, serr)
-			continue
-		}
-		if serr == nil || stored[o.e.Hash] {
-			if o.data == nil {
-				os.Remove(o.partial)
-			}
-		} else {
-			var err error
-			if o.data != nil {
-				err = os.WriteFile(obj, o.data, 0o600)
-			} else {
-				err = os.Rename(o.partial, obj)
-			}
-			if err != nil {
-				os.Remove(obj)
-				o.err = fmt.Errorf("buffer %s: store %s: %w", b.dir, o.e.Path, err)
-				continue
-			}
-			o.newObj = obj
-			stored[o.e.Hash] = true
-			files = append(files, obj)
-			addDir(prefix)
-		}
-		recOps = append(recOps, o)
-	}
-	// One record file for the batch.
-	recName := ""
-	if len(recOps) > 0 {
-		recName = b.newRecordName()
-		var data []byte
-		for _, o := range recOps {
-			data = append(data, marshalRecord(o.e)...)
-		}
-		rp := b.recordFile(recName)
-		if err := writeNewFile(rp, data); err != nil {
-			for _, o := range recOps {
-				o.err = fmt.Errorf("buffer %s: record %s: %w", b.dir, o.e.Path, err)
-			}
-		} else {
-			for _, o := range recOps {
-				o.rec = recName
-			}
-			files = append(files, rp)
-			addDir(filepath.Dir(rp))
-		}
-	}
-	if len(files) > 0 {
-		if err := durable(b.dir, files, dirs); err != nil {
-			err = fmt.Errorf("buffer %s: sync: %w", b.dir, err)
-			for _, o := range batch {
-				if o.kind == opCommit && o.err == nil {
-					o.err = err
-				}
-			}
-		}
-	}
+	recOps  []*op
+	recName string // the batch's record file, "" if none was written
+}
 
-	// One transaction for everything that got this far.
-	var added, dropped int64
-	var dropObjs, dropRecs []string
-	rewrite := map[string]bool{} // record files left with fewer live entries
-	linked := 0                  // entries of this batch's record file now indexed
-	dedup := map[*op]bool{}
+func (st *batchFiles) addDir(d string) {
+	if !st.dirSet[d] {
+		st.dirSet[d] = true
+		st.dirs = append(st.dirs, d)
+	}
+}
+
+// storeObject puts the content of commit o in place as its object (or
+// drops its partial when that content is there already), and reports
+// whether o goes on to the record; otherwise o.err says why not.
+func (b *Buffer) storeObject(o *op, st *batchFiles) bool {
+	obj := b.ObjectPath(o.e.Hash)
+	prefix := filepath.Dir(obj)
+	if _, err := os.Stat(prefix); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(prefix, 0o700); err != nil {
+			o.err = fmt.Errorf("buffer %s: %w", b.dir, err)
+			return false
+		}
+		st.addDir(filepath.Join(b.dir, "objects"))
+	} else if err != nil {
+		o.err = fmt.Errorf("buffer %s: %w", b.dir, err)
+		return false
+	}
+	_, serr := os.Stat(obj)
+	if serr != nil && !errors.Is(serr, fs.ErrNotExist) {
+		// Cannot tell whether it is there: never write over it.
+		o.err = fmt.Errorf("buffer %s: store %s: %w", b.dir, o.e.Path, serr)
+		return false
+	}
+	if serr == nil || st.stored[o.e.Hash] {
+		if o.data == nil {
+			os.Remove(o.partial) // the content is stored already
+		}
+		return true
+	}
+	var err error
+	if o.data != nil {
+		err = os.WriteFile(obj, o.data, 0o600)
+	} else {
+		err = os.Rename(o.partial, obj)
+	}
+	if err != nil {
+		os.Remove(obj)
+		o.err = fmt.Errorf("buffer %s: store %s: %w", b.dir, o.e.Path, err)
+		return false
+	}
+	o.newObj = obj
+	st.stored[o.e.Hash] = true
+	st.files = append(st.files, obj)
+	st.addDir(prefix)
+	return true
+}
+
+// writeBatchRecord writes one record file for the commits that got this
+// far, and names it in each; if it cannot, they fail.
+func (b *Buffer) writeBatchRecord(st *batchFiles) {
+	if len(st.recOps) == 0 {
+		return
+	}
+	name := b.newRecordName()
+	var data []byte
+	for _, o := range st.recOps {
+		data = append(data, marshalRecord(o.e)...)
+	}
+	rp := b.recordFile(name)
+	if err := writeNewFile(rp, data); err != nil {
+		for _, o := range st.recOps {
+			o.err = fmt.Errorf("buffer %s: record %s: %w", b.dir, o.e.Path, err)
+		}
+		return
+	}
+	st.recName = name
+	for _, o := range st.recOps {
+		o.rec = name
+	}
+	st.files = append(st.files, rp)
+	st.addDir(filepath.Dir(rp))
+}
+
+// syncBatch makes what the batch wrote durable; if it cannot, its commits
+// fail.
+func (b *Buffer) syncBatch(batch []*op, st *batchFiles) {
+	if len(st.files) == 0 {
+		return
+	}
+	if err := durable(b.dir, st.files, st.dirs); err != nil {
+		err = fmt.Errorf("buffer %s: sync: %w", b.dir, err)
+		for _, o := range batch {
+			if o.kind == opCommit && o.err == nil {
+				o.err = err
+			}
+		}
+	}
+}
+
+// indexed is what a batch's index transaction did, for the phases after
+// it.
+type indexed struct {
+	added, dropped int64           // bytes of objects the index gained and lost
+	dropObjs       []string        // object files no entry uses any more
+	dropRecs       []string        // one-entry record files of released entries
+	rewrite        map[string]bool // record files left naming entries no longer live
+	linked         int             // entries of this batch's record file now indexed
+	dedup          map[*op]bool    // commits whose content was stored already
+}
+
+// indexBatch applies the batch's operations that got this far in one
+// index transaction.
+func (b *Buffer) indexBatch(batch []*op, st *batchFiles) (*indexed, error) {
+	var res *indexed
 	err := b.db.Update(func(tx *bolt.Tx) error {
-		added, dropped, dropObjs, dropRecs, linked = 0, 0, nil, nil, 0
-		clear(dedup)
-		clear(rewrite)
+		res = &indexed{rewrite: map[string]bool{}, dedup: map[*op]bool{}} // afresh if bbolt retries
 		for _, name := range b.cleaned {
 			if err := tx.Bucket(bucketRecDirty).Delete([]byte(name)); err != nil {
 				return err
 			}
 		}
-		ob, eb, cb := tx.Bucket(bucketObjects), tx.Bucket(bucketEntries), tx.Bucket(bucketCarried)
 		freed := map[string]int64{}
 		for _, o := range batch {
 			if o.err != nil {
 				continue
 			}
+			var err error
 			switch o.kind {
 			case opForget:
-				if err := cb.Delete(o.o.key()); err != nil {
-					return err
-				}
+				err = tx.Bucket(bucketCarried).Delete(o.o.key())
 			case opCommit:
-				var rec objectRec
-				if v := ob.Get([]byte(o.e.Hash)); v != nil {
-					if err := json.Unmarshal(v, &rec); err != nil {
-						return err
-					}
-					dedup[o] = true
-				} else {
-					rec.Size = o.e.Size
-					added += o.e.Size
-				}
-				prev := eb.Get(o.e.key())
-				if prev == nil {
-					rec.Refs++
-				}
-				// The entry names its record file: this batch's for a
-				// new entry, the one it has for an indexed one.
-				recFile := o.rec
-				if prev != nil {
-					recFile = recOf(prev)
-				} else if recFile != "" {
-					if _, err := countRecord(tx, recFile, 1); err != nil {
-						return err
-					}
-					linked++
-				}
-				ev, err := json.Marshal(storedEntry{o.e, recFile})
-				if err != nil {
-					return err
-				}
-				rv, _ := json.Marshal(rec)
-				if err := ob.Put([]byte(o.e.Hash), rv); err != nil {
-					return err
-				}
-				if err := eb.Put(o.e.key(), ev); err != nil {
-					return err
-				}
-				if err := cb.Put(o.o.key(), []byte(o.e.Hash)); err != nil {
-					return err
-				}
+				err = indexCommit(tx, o, res)
 			case opRelease:
-				v := eb.Get(o.e.key())
-				if v == nil {
-					continue
-				}
-				name := recOf(v)
-				if err := eb.Delete(o.e.key()); err != nil {
-					return err
-				}
-				if name == "" {
-					dropRecs = append(dropRecs, b.recordPath(o.e)) // an older buffer's
-				} else if empty, err := countRecord(tx, name, -1); err != nil {
-					return err
-				} else if empty {
-					dropRecs = append(dropRecs, b.recordFile(name))
-					delete(rewrite, name)
-				} else {
-					rewrite[name] = true
-				}
-				var rec objectRec
-				if v := ob.Get([]byte(o.e.Hash)); v != nil {
-					if err := json.Unmarshal(v, &rec); err != nil {
-						return err
-					}
-				}
-				rec.Refs--
-				if rec.Refs <= 0 {
-					freed[o.e.Hash] = rec.Size
-					if err := ob.Delete([]byte(o.e.Hash)); err != nil {
-						return err
-					}
-					continue
-				}
-				rv, _ := json.Marshal(rec)
-				if err := ob.Put([]byte(o.e.Hash), rv); err != nil {
-					return err
-				}
+				err = b.indexRelease(tx, o, res, freed)
+			}
+			if err != nil {
+				return err
 			}
 		}
 		// Record files that now name entries no longer live are marked,
 		// so that a crash before they are rewritten has them rewritten
 		// at the next open (check), not recovered as they are.
-		if recName != "" && linked > 0 && linked < len(recOps) {
-			rewrite[recName] = true
+		if st.recName != "" && res.linked > 0 && res.linked < len(st.recOps) {
+			res.rewrite[st.recName] = true
 		}
 		db := tx.Bucket(bucketRecDirty)
-		for name := range rewrite {
+		for name := range res.rewrite {
 			if err := db.Put([]byte(name), nil); err != nil {
 				return err
 			}
 		}
 		// An object freed and stored again within the batch stays.
+		ob := tx.Bucket(bucketObjects)
 		for h, size := range freed {
 			if ob.Get([]byte(h)) == nil {
-				dropObjs = append(dropObjs, b.ObjectPath(h))
-				dropped += size
+				res.dropObjs = append(res.dropObjs, b.ObjectPath(h))
+				res.dropped += size
 			} else {
-				added -= size // counted as new above, but the file is the same
+				res.added -= size // counted as new above, but the file is the same
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return &indexed{dedup: map[*op]bool{}}, fmt.Errorf("buffer %s: index: %w", b.dir, err)
+	}
+	return res, nil
+}
+
+// indexCommit indexes the entry of commit o, its object and its origin.
+func indexCommit(tx *bolt.Tx, o *op, res *indexed) error {
+	ob, eb := tx.Bucket(bucketObjects), tx.Bucket(bucketEntries)
+	var rec objectRec
+	if v := ob.Get([]byte(o.e.Hash)); v != nil {
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return err
+		}
+		res.dedup[o] = true
+	} else {
+		rec.Size = o.e.Size
+		res.added += o.e.Size
+	}
+	prev := eb.Get(o.e.key())
+	if prev == nil {
+		rec.Refs++
+	}
+	// The entry names its record file: this batch's for a new entry, the
+	// one it has for an indexed one.
+	recFile := o.rec
+	if prev != nil {
+		recFile = recOf(prev)
+	} else if recFile != "" {
+		if _, err := countRecord(tx, recFile, 1); err != nil {
+			return err
+		}
+		res.linked++
+	}
+	ev, err := json.Marshal(storedEntry{o.e, recFile})
+	if err != nil {
+		return err
+	}
+	rv, _ := json.Marshal(rec)
+	if err := ob.Put([]byte(o.e.Hash), rv); err != nil {
+		return err
+	}
+	if err := eb.Put(o.e.key(), ev); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketCarried).Put(o.o.key(), []byte(o.e.Hash))
+}
+
+// indexRelease removes the entry of release o, marks its record file for
+// a rewrite (or, an older buffer's, for removal), and drops a reference
+// to its object; freed collects objects no entry uses any more.
+func (b *Buffer) indexRelease(tx *bolt.Tx, o *op, res *indexed, freed map[string]int64) error {
+	ob, eb := tx.Bucket(bucketObjects), tx.Bucket(bucketEntries)
+	v := eb.Get(o.e.key())
+	if v == nil {
+		return nil
+	}
+	name := recOf(v)
+	if err := eb.Delete(o.e.key()); err != nil {
+		return err
+	}
+	if name == "" {
+		res.dropRecs = append(res.dropRecs, b.recordPath(o.e)) // an older buffer's
+	} else if _, err := countRecord(tx, name, -1); err != nil {
+		return err
+	} else {
+		// Marked even when none is left (the rewrite then removes it):
+		// at the next open, a file the index does not know is one it
+		// never committed, whose entries are carried (check).
+		res.rewrite[name] = true
+	}
+	var rec objectRec
+	if v := ob.Get([]byte(o.e.Hash)); v != nil {
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return err
+		}
+	}
+	rec.Refs--
+	if rec.Refs <= 0 {
+		freed[o.e.Hash] = rec.Size
+		return ob.Delete([]byte(o.e.Hash))
+	}
+	rv, _ := json.Marshal(rec)
+	return ob.Put([]byte(o.e.Hash), rv)
+}
+
+// cleanUp removes what the transaction left unused and rewrites the record
+// files it marked; err is the transaction's.
+func (b *Buffer) cleanUp(batch []*op, st *batchFiles, res *indexed, err error) {
 	// Unmarked or not (a failed transaction may still have reached the
 	// disk), the files are marked again by the release that touches them
 	// next; a mark left behind only costs a rewrite at the next open.
 	b.cleaned = nil
 	if err != nil {
-		err = fmt.Errorf("buffer %s: index: %w", b.dir, err)
 		for _, o := range batch {
 			if o.err == nil {
 				o.err = err
 			}
 		}
+		// It may still have reached the disk: leave everything for the
+		// check at the next open to reconcile.
+		return
 	}
 	inUse := map[string]bool{} // objects a successful commit of this batch points at
 	for _, o := range batch {
@@ -379,35 +437,35 @@ func (b *Buffer) apply(batch []*op) {
 		}
 	}
 	// Ops that failed before the transaction (which went through without
-	// them) are not indexed: nothing may point at what they wrote. If the
-	// transaction itself failed, it may still have reached the disk; leave
-	// everything for the check at the next open to reconcile.
+	// them) are not indexed: nothing may point at what they wrote.
 	for _, o := range batch {
-		if err == nil && o.kind == opCommit && o.err != nil && o.newObj != "" && !inUse[o.e.Hash] {
+		if o.kind == opCommit && o.err != nil && o.newObj != "" && !inUse[o.e.Hash] {
 			os.Remove(o.newObj)
 		}
 	}
-	if err == nil && recName != "" && linked == 0 {
-		os.Remove(b.recordFile(recName)) // it names nothing indexed
+	if st.recName != "" && res.linked == 0 {
+		os.Remove(b.recordFile(st.recName)) // it names nothing indexed
 	}
-	if err == nil {
-		for _, p := range dropRecs {
-			os.Remove(p)
-		}
-		for _, p := range dropObjs {
-			os.Remove(p)
-		}
-		for name := range rewrite {
-			if rerr := b.rewriteRecords(name); rerr != nil {
-				b.log("rewriting a record file (done again when the buffer is next opened)", fmt.Errorf("buffer %s: %s: %w", b.dir, name, rerr))
-				continue
-			}
-			b.cleaned = append(b.cleaned, name) // unmarked by the next transaction
-		}
+	for _, p := range res.dropRecs {
+		os.Remove(p)
 	}
+	for _, p := range res.dropObjs {
+		os.Remove(p)
+	}
+	for name := range res.rewrite {
+		if rerr := b.rewriteRecords(name); rerr != nil {
+			b.log("rewriting a record file (done again when the buffer is next opened)", fmt.Errorf("buffer %s: %s: %w", b.dir, name, rerr))
+			continue
+		}
+		b.cleaned = append(b.cleaned, name) // unmarked by the next transaction
+	}
+}
+
+// finish settles the batch's bytes against the limit and answers its ops.
+func (b *Buffer) finish(batch []*op, res *indexed, err error) {
 	b.mu.Lock()
 	if err == nil {
-		b.stored += added - dropped
+		b.stored += res.added - res.dropped
 	}
 	for _, o := range batch {
 		if o.kind == opCommit && o.err == nil {
@@ -417,7 +475,7 @@ func (b *Buffer) apply(batch []*op) {
 	b.mu.Unlock()
 	for _, o := range batch {
 		if o.done != nil {
-			o.done <- opResult{dedup: dedup[o], err: o.err}
+			o.done <- opResult{dedup: res.dedup[o], err: o.err}
 		} else if o.err != nil {
 			b.log("index update deferred from a transfer failed; it is redone on the next visit", o.err)
 		}

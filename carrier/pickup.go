@@ -166,7 +166,7 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 	remaining := fresh
 	for pass := 0; len(remaining) > 0 && ctx.Err() == nil; pass++ {
 		free := c.buf.Limit() - c.buf.Used()
-		take, wait := plan(remaining, free)
+		take, wait := plan(remaining, free, c.buf.partialsOf(s.Host.Name))
 		full = full || len(wait) > 0
 		if len(take) == 0 {
 			for _, w := range wait {

@@ -2,6 +2,7 @@ package carrier
 
 import (
 	"io/fs"
+	"os"
 	"sort"
 	"time"
 )
@@ -17,7 +18,10 @@ type candidate struct {
 
 // plan picks, oldest first, the candidates that fit in free bytes. A file
 // too big for the space left is passed over and smaller ones still go.
-func plan(cands []candidate, free int64) (take, wait []candidate) {
+// have tells the bytes a candidate's partial download holds: they are
+// counted as used already, and count toward their own file (reserve does
+// the same), so a resumed download needs room for the rest only.
+func plan(cands []candidate, free int64, have func(candidate) int64) (take, wait []candidate) {
 	sorted := append([]candidate(nil), cands...)
 	sort.SliceStable(sorted, func(i, j int) bool {
 		a, b := sorted[i], sorted[j]
@@ -30,12 +34,24 @@ func plan(cands []candidate, free int64) (take, wait []candidate) {
 		return a.Path < b.Path
 	})
 	for _, c := range sorted {
-		if c.Size <= free {
+		if need := c.Size - have(c); need <= free {
 			take = append(take, c)
-			free -= c.Size
+			free -= need
 		} else {
 			wait = append(wait, c)
 		}
 	}
 	return take, wait
+}
+
+// partialsOf returns, for plan, the bytes held by the partial download of
+// a candidate from source.
+func (b *Buffer) partialsOf(source string) func(candidate) int64 {
+	return func(c candidate) int64 {
+		st, err := os.Stat(b.partialPath(origin{source, c.Dest, c.Path, c.Size, c.MTime.Unix()}))
+		if err != nil || !st.Mode().IsRegular() {
+			return 0
+		}
+		return st.Size()
+	}
 }

@@ -36,10 +36,13 @@ import (
 // live entries removes it; one that leaves some marks the file
 // (bucketRecDirty) in the same transaction and rewrites it afterwards with
 // only those (a new file under the same name, by rename); a crash before
-// the rewrite leaves the mark, and the next OpenBuffer rewrites it. So a
+// the rewrite leaves the mark, and the next OpenBuffer rewrites it (a
+// release that leaves none marks it too, and the rewrite removes it). So a
 // recovered index never brings back what was delivered. A file the index
-// does not know (a crash between writing it and committing) is dropped by
-// OpenBuffer; a torn one can only be such a file.
+// does not know and has not marked was written by a batch whose
+// transaction a crash cut off (or an index lost it): its objects were
+// made durable with it, so OpenBuffer indexes the entries whose objects
+// verify, and moves a file with none (a torn one) to quarantine/.
 //
 // Why a file per batch: a file per entry (as buffers written by messor
 // before 2026-11-26 have, entries/*.json, still read and released) cost a
@@ -252,25 +255,34 @@ func writeFileSync(p string, data []byte) error {
 
 // RecoverReport says what RecoverBuffer did.
 type RecoverReport struct {
-	MovedAside string   // where the damaged index went ("" if there was none)
+	MovedAside string   // where the damaged index is kept ("" if there was none)
 	Restored   int      // entries rebuilt from their records, objects verified
 	Lost       []string // records whose object is missing or damaged, or unreadable records
-	Orphans    []string // objects no record names, moved to orphans/ (not deleted)
+	Orphans    []string // objects no record names, moved to quarantine/ (not deleted)
 }
 
+// quarantineDir, in the buffer, holds what messor found there and could
+// not place: objects that no index entry or record names, record files
+// naming nothing that could be indexed. messor never deletes them.
+const quarantineDir = "quarantine"
+
 // RecoverBuffer rebuilds the buffer index in dir after OpenBuffer reported
-// ErrIndexCorrupt: it moves index.db aside, and rebuilds every entry from
-// its record (records/, or entries/ in an older buffer) whose object is
-// present and verifies (SHA-256).
+// ErrIndexCorrupt, from the records (records/, or entries/ in an older
+// buffer): every entry whose object is present and verifies (SHA-256).
+// The new index is built beside the old one (index.db.rebuild), made
+// durable, and renamed over it; the damaged one is kept under another name
+// (a hard link). Killed at any moment, it leaves the old index or the new
+// one whole, never an empty one, and never removes a record or an object.
 // Record files keep only live entries (see above: a file a crash left
 // naming delivered ones is still marked, and OpenBuffer rewrites it), so
 // nothing delivered comes back. (A mark the index lost with the index is
 // gone too: such a file may name delivered entries, which are then
 // delivered again, found at their destination or left as a second copy.)
-// Objects that no record names are moved to orphans/ rather than deleted.
-// The outbox copies of files committed but not yet removed are not
+// Objects that no record names are moved to quarantine/ rather than
+// deleted. The outbox copies of files committed but not yet removed are not
 // remembered; the next pickup carries such a file again and, its content
-// being stored already, keeps one copy. The buffer must not be in use.
+// being stored already, keeps one copy. It holds the buffer's lock while it
+// works: it fails with ErrBufferBusy while a run has the buffer open.
 func RecoverBuffer(dir string) (*RecoverReport, error) {
 	rep := &RecoverReport{}
 	for _, d := range []string{dir, filepath.Join(dir, "objects"), filepath.Join(dir, "partial"), filepath.Join(dir, "entries"), filepath.Join(dir, recordsDir)} {
@@ -279,33 +291,15 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 		}
 	}
 	dbPath := filepath.Join(dir, "index.db")
-	if inUse(dbPath) {
+	unlock, busy := lockIndex(dbPath)
+	if busy {
 		return nil, fmt.Errorf("buffer %s: %w; recover it when that run has ended", dir, ErrBufferBusy)
 	}
-	if _, err := os.Stat(dbPath); err == nil {
-		rep.MovedAside = fmt.Sprintf("%s.corrupt-%d", dbPath, time.Now().UnixNano())
-		if err := os.Rename(dbPath, rep.MovedAside); err != nil {
-			return nil, fmt.Errorf("buffer %s: move the damaged index aside: %w", dir, err)
-		}
-	}
-	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond})
+	defer unlock()
+	b := &Buffer{dir: dir}
+	recs, err := b.recordFiles()
 	if err != nil {
-		return nil, fmt.Errorf("buffer %s: new index: %w", dir, err)
-	}
-	defer db.Close()
-	b := &Buffer{dir: dir, db: db}
-
-	var recs []string // record files, older ones first
-	for _, d := range recordDirs {
-		des, err := os.ReadDir(filepath.Join(dir, d))
-		if err != nil {
-			return nil, fmt.Errorf("buffer %s: %w", dir, err)
-		}
-		for _, de := range des {
-			if isRecordFile(de.Name()) {
-				recs = append(recs, filepath.Join(dir, d, de.Name()))
-			}
-		}
+		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
 	verified := map[string]bool{}
 	type found struct {
@@ -313,88 +307,177 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 		file string // batch record file name; "" for a one-entry record
 	}
 	var ents []found
-	for _, n := range recs {
-		es, bad, err := readRecords(n)
-		if err != nil {
-			bad = append(bad, err)
-		}
-		for _, err := range bad {
-			rep.Lost = append(rep.Lost, fmt.Sprintf("%s: %v", n, err))
-		}
-		file := ""
-		if strings.HasSuffix(n, recordExt) {
-			file = filepath.Base(n)
-		}
+	for _, p := range recs {
+		es, lost := b.readVerified(p, verified)
+		rep.Lost = append(rep.Lost, lost...)
 		for _, e := range es {
-			ok, seen := verified[e.Hash]
-			if !seen {
-				ok = verifyObject(b.ObjectPath(e.Hash), e.Hash, e.Size) == nil
-				verified[e.Hash] = ok
-			}
-			if !ok {
-				rep.Lost = append(rep.Lost, fmt.Sprintf("%s -> %s: %s: object %s missing or damaged", e.Source, e.Dest, e.Path, e.Hash))
-				continue
-			}
-			ents = append(ents, found{e, file})
+			ents = append(ents, found{e, batchName(p)})
 		}
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, n := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(n); err != nil {
-				return err
-			}
+
+	tmp := dbPath + ".rebuild"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("buffer %s: %w", dir, err)
+	}
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		return nil, fmt.Errorf("buffer %s: new index: %w", dir, err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error { // fsynced when it commits
+		rep.Restored = 0
+		if err := createBuckets(tx); err != nil {
+			return err
 		}
-		eb, ob := tx.Bucket(bucketEntries), tx.Bucket(bucketObjects)
 		for _, f := range ents {
-			e := f.e
-			if eb.Get(e.key()) != nil {
-				continue
-			}
-			var rec objectRec
-			if v := ob.Get([]byte(e.Hash)); v != nil {
-				if err := json.Unmarshal(v, &rec); err != nil {
-					return err
-				}
-			}
-			rec.Size = e.Size
-			rec.Refs++
-			ev, _ := json.Marshal(storedEntry{e, f.file})
-			rv, _ := json.Marshal(rec)
-			if err := eb.Put(e.key(), ev); err != nil {
+			added, _, err := indexEntry(tx, f.e, f.file)
+			if err != nil {
 				return err
 			}
-			if err := ob.Put([]byte(e.Hash), rv); err != nil {
-				return err
+			if added {
+				rep.Restored++
 			}
-			if f.file != "" {
-				if _, err := countRecord(tx, f.file, 1); err != nil {
-					return err
-				}
-			}
-			rep.Restored++
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer %s: rebuild index: %w", dir, err)
 	}
-	// Keep, rather than let the next open delete, objects nobody names.
-	objDir := filepath.Join(dir, "objects")
-	err = filepath.WalkDir(objDir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || verified[d.Name()] {
-			return err
-		}
-		to := filepath.Join(dir, "orphans", d.Name())
-		if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
-			return err
-		}
-		rep.Orphans = append(rep.Orphans, to)
-		return os.Rename(p, to)
-	})
+	// Keep, rather than let an open delete, objects nobody names.
+	rep.Orphans, err = b.quarantineObjects(func(hash string) bool { return verified[hash] })
 	if err != nil {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
+	if _, err := os.Stat(dbPath); err == nil {
+		aside := fmt.Sprintf("%s.corrupt-%d", dbPath, time.Now().UnixNano())
+		if os.Link(dbPath, aside) == nil {
+			rep.MovedAside = aside
+		}
+	}
+	if err := os.Rename(tmp, dbPath); err != nil {
+		return nil, fmt.Errorf("buffer %s: put the rebuilt index in place: %w", dir, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return nil, fmt.Errorf("buffer %s: %w", dir, err)
+	}
 	return rep, db.Close()
+}
+
+// recordFiles lists the buffer's record files, older buffers' first.
+func (b *Buffer) recordFiles() ([]string, error) {
+	var out []string
+	for _, d := range recordDirs {
+		des, err := os.ReadDir(filepath.Join(b.dir, d))
+		if err != nil {
+			return nil, err
+		}
+		for _, de := range des {
+			if isRecordFile(de.Name()) {
+				out = append(out, filepath.Join(b.dir, d, de.Name()))
+			}
+		}
+	}
+	return out, nil
+}
+
+// batchName is the name entries give to the batch record file p, and ""
+// for a one-entry record of an older buffer.
+func batchName(p string) string {
+	if strings.HasSuffix(p, recordExt) {
+		return filepath.Base(p)
+	}
+	return ""
+}
+
+// readVerified reads the record file p and returns its entries whose
+// object is in place and verifies (verified caches hashes checked), and a
+// line for each that is not, or does not parse.
+func (b *Buffer) readVerified(p string, verified map[string]bool) (ents []Entry, lost []string) {
+	es, bad, err := readRecords(p)
+	if err != nil {
+		bad = append(bad, err)
+	}
+	for _, err := range bad {
+		lost = append(lost, fmt.Sprintf("%s: %v", p, err))
+	}
+	for _, e := range es {
+		ok, seen := verified[e.Hash]
+		if !seen {
+			ok = verifyObject(b.ObjectPath(e.Hash), e.Hash, e.Size) == nil
+			verified[e.Hash] = ok
+		}
+		if !ok {
+			lost = append(lost, fmt.Sprintf("%s -> %s: %s: object %s missing or damaged", e.Source, e.Dest, e.Path, e.Hash))
+			continue
+		}
+		ents = append(ents, e)
+	}
+	return ents, lost
+}
+
+// indexEntry indexes e, whose record is in the batch record file named
+// file ("" for a one-entry record) and whose object is in place, unless an
+// entry of that key is indexed already. It reports whether it indexed e,
+// and whether that made the object known.
+func indexEntry(tx *bolt.Tx, e Entry, file string) (added, newObject bool, err error) {
+	eb, ob := tx.Bucket(bucketEntries), tx.Bucket(bucketObjects)
+	if eb.Get(e.key()) != nil {
+		return false, false, nil
+	}
+	var rec objectRec
+	v := ob.Get([]byte(e.Hash))
+	if v != nil {
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return false, false, err
+		}
+	}
+	rec.Size = e.Size
+	rec.Refs++
+	ev, _ := json.Marshal(storedEntry{e, file})
+	rv, _ := json.Marshal(rec)
+	if err := eb.Put(e.key(), ev); err != nil {
+		return false, false, err
+	}
+	if err := ob.Put([]byte(e.Hash), rv); err != nil {
+		return false, false, err
+	}
+	if file != "" {
+		if _, err := countRecord(tx, file, 1); err != nil {
+			return false, false, err
+		}
+	}
+	return true, v == nil, nil
+}
+
+// quarantineObjects moves the object files for which keep is false to
+// quarantine/, and returns where they went.
+func (b *Buffer) quarantineObjects(keep func(hash string) bool) ([]string, error) {
+	var moved []string
+	err := filepath.WalkDir(filepath.Join(b.dir, "objects"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || keep(d.Name()) {
+			return err
+		}
+		to, err := b.quarantine(p)
+		if err == nil {
+			moved = append(moved, to)
+		}
+		return err
+	})
+	return moved, err
+}
+
+// quarantine moves the file p to quarantine/ and returns its new path.
+// It never replaces a file there (a damaged copy of an object must not
+// take the place of a whole one).
+func (b *Buffer) quarantine(p string) (string, error) {
+	to := filepath.Join(b.dir, quarantineDir, filepath.Base(p))
+	if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+		return "", err
+	}
+	if _, err := os.Lstat(to); err == nil {
+		to = fmt.Sprintf("%s.%d", to, time.Now().UnixNano())
+	}
+	return to, os.Rename(p, to)
 }
 
 func verifyObject(p, hash string, size int64) error {

@@ -52,7 +52,8 @@ func TestPlan(t *testing.T) {
 		return candidate{Dest: "d", Path: p, Size: size, MTime: base.Add(time.Duration(-age) * time.Minute)}
 	}
 	cands := []candidate{c("new", 10, 1), c("oldest", 40, 10), c("huge", 1000, 9), c("mid", 30, 5), c("small", 5, 2)}
-	take, wait := plan(cands, 80)
+	none := func(candidate) int64 { return 0 }
+	take, wait := plan(cands, 80, none)
 	var got []string
 	for _, x := range take {
 		got = append(got, x.Path)
@@ -70,10 +71,24 @@ func TestPlan(t *testing.T) {
 	if len(wait) != 2 || wait[0].Path != "huge" || wait[1].Path != "new" {
 		t.Fatalf("wait %v", wait)
 	}
-	if take, _ := plan(cands, 0); len(take) != 0 {
+	if take, _ := plan(cands, 0, none); len(take) != 0 {
 		t.Fatal("took files with no room")
 	}
-	if take, _ := plan([]candidate{c("empty", 0, 1)}, 0); len(take) != 1 {
+	if take, _ := plan([]candidate{c("empty", 0, 1)}, 0, none); len(take) != 1 {
 		t.Fatal("an empty file needs no room")
+	}
+	// A partial holding 900 of huge's 1000 bytes (counted as used, so
+	// free is small) needs room for the rest only.
+	held := func(x candidate) int64 {
+		if x.Path == "huge" {
+			return 900
+		}
+		return 0
+	}
+	if take, _ := plan([]candidate{c("huge", 1000, 9)}, 100, held); len(take) != 1 {
+		t.Fatal("a partial's own bytes were counted against its file")
+	}
+	if take, _ := plan([]candidate{c("huge", 1000, 9)}, 99, held); len(take) != 0 {
+		t.Fatal("took a file whose rest does not fit")
 	}
 }

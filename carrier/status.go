@@ -1,6 +1,8 @@
 package carrier
 
 import (
+	"os"
+	"path/filepath"
 	"sort"
 )
 
@@ -13,6 +15,17 @@ type Status struct {
 	Bytes  int64        `json:"bytes"` // sum of file sizes (before dedup)
 	Routes []RouteTotal `json:"routes"`
 	Items  []Entry      `json:"files_carried"`
+	// Quarantine is what the buffer keeps in quarantine/: content and
+	// records it found but could not place (see OpenBuffer). messor never
+	// deletes them; they do not count against the limit.
+	Quarantine Quarantine `json:"quarantine"`
+}
+
+// Quarantine sums the files in a buffer's quarantine/.
+type Quarantine struct {
+	Dir   string `json:"dir"`
+	Files int    `json:"files"`
+	Bytes int64  `json:"bytes"`
 }
 
 // RouteTotal sums the files carried from one source to one destination.
@@ -29,7 +42,15 @@ func ReadStatus(b *Buffer) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Status{Buffer: b.Dir(), Limit: b.Limit(), Stored: b.Stored(), Items: ents}
+	st := &Status{Buffer: b.Dir(), Limit: b.Limit(), Stored: b.Stored(), Items: ents,
+		Quarantine: Quarantine{Dir: filepath.Join(b.Dir(), quarantineDir)}}
+	qs, _ := os.ReadDir(st.Quarantine.Dir)
+	for _, q := range qs {
+		if info, err := q.Info(); err == nil && info.Mode().IsRegular() {
+			st.Quarantine.Files++
+			st.Quarantine.Bytes += info.Size()
+		}
+	}
 	if st.Items == nil {
 		st.Items = []Entry{}
 	}

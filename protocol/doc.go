@@ -28,7 +28,9 @@
 //  1. Pickup lists messor/outbox/ (without following symlinks), skips what is
 //     not a regular file, what has a bad name, and what was modified in the
 //     last few seconds (still being written), then plans oldest first what
-//     fits the carrier's buffer limit. A destination directory that cannot
+//     fits the carrier's buffer limit (the bytes of a file's own partial
+//     download count toward it, so a cut-off file resumes within the
+//     limit that took it). A destination directory that cannot
 //     be listed is reported and passed over. A listing holds a bounded
 //     number of entries (and bytes of replies); a bigger outbox is carried
 //     in rounds, each listing again what is left. Each file is streamed into

@@ -13,9 +13,11 @@ func newRecoverCmd(g *globals) *cobra.Command {
 		Use:   "recover",
 		Short: "Rebuild a damaged buffer index from the buffer's own records",
 		Long: `When a run reports that the buffer index is corrupt, rebuild it: the damaged
-index is moved aside (not deleted), every carried file whose record and content
-still verify (SHA-256) is restored, and content no record names is moved to
-orphans/ in the buffer rather than deleted.`,
+index is kept beside the new one (not deleted), every carried file whose record
+and content still verify (SHA-256) is restored, and content no record names is
+moved to quarantine/ in the buffer rather than deleted. The new index is built
+beside the old one and put in its place at the end: an interrupted recover
+leaves the old index, and running it again is safe.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep, err := carrier.RecoverBuffer(g.buffer)
@@ -23,14 +25,14 @@ orphans/ in the buffer rather than deleted.`,
 				return &exitError{exitFailed, err}
 			}
 			if rep.MovedAside != "" {
-				fmt.Fprintf(g.stdout, "damaged index moved to %s\n", rep.MovedAside)
+				fmt.Fprintf(g.stdout, "damaged index kept as %s\n", rep.MovedAside)
 			}
 			fmt.Fprintf(g.stdout, "restored %d carried file(s)\n", rep.Restored)
 			for _, l := range rep.Lost {
 				fmt.Fprintf(g.stdout, "lost: %s\n", l)
 			}
 			for _, o := range rep.Orphans {
-				fmt.Fprintf(g.stdout, "kept unnamed content in orphans/: %s\n", o)
+				fmt.Fprintf(g.stdout, "kept unnamed content in quarantine/: %s\n", o)
 			}
 			if len(rep.Lost) > 0 {
 				return &exitError{code: exitFailed}

@@ -39,6 +39,10 @@ func newStatusCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(g.stdout, "buffer %s: %d file(s), %s stored of %s limit (%.0f%%)\n",
 				st.Buffer, st.Files, carrier.FormatSize(st.Stored), carrier.FormatSize(st.Limit),
 				100*float64(st.Stored)/float64(max(st.Limit, 1)))
+			if q := st.Quarantine; q.Files > 0 {
+				fmt.Fprintf(g.stdout, "quarantine: %d file(s), %s in %s, found in the buffer and kept (never deleted by messor)\n",
+					q.Files, carrier.FormatSize(q.Bytes), q.Dir)
+			}
 			if len(st.Routes) == 0 {
 				fmt.Fprintln(g.stdout, "nothing carried")
 				return nil

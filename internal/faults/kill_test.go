@@ -2,13 +2,11 @@ package faults
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,18 +24,7 @@ func (e *env) cli(verb string) *exec.Cmd {
 // runCLI runs verb to the end and returns its exit code and output.
 func (e *env) runCLI(t *testing.T, verb string) (int, string) {
 	t.Helper()
-	cmd := e.cli(verb)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode(), out.String()
-	}
-	if err != nil {
-		t.Fatalf("messor %s: %v", verb, err)
-	}
-	return 0, out.String()
+	return run(t, e.cli(verb))
 }
 
 // settled reports whether nothing is left to carry.
@@ -85,25 +72,8 @@ func TestKilledCarrier(t *testing.T) {
 		}
 		verb := []string{"pickup", "dropoff"}[i%2]
 		delay := time.Duration(r.Int63n(int64(700 * time.Millisecond)))
-		cmd := e.cli(verb)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		select {
-		case err := <-exited:
-			var ee *exec.ExitError
-			if err != nil && !errors.As(err, &ee) {
-				t.Fatalf("run %d (%s): %v", i, verb, err)
-			}
-		case <-time.After(delay):
-			cmd.Process.Signal(syscall.SIGKILL)
-			if err := <-exited; err != nil {
-				landed[verb]++ // it was still running
-			}
+		if killed, _, _ := killCLI(t, e.cli(verb), delay); killed {
+			landed[verb]++ // it was still running
 		}
 		e.world.Check(t, nil)
 		if e.settled(t) {
