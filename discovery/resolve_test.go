@@ -85,9 +85,13 @@ func TestFinderPrecedence(t *testing.T) {
 			if err != nil || h.HostName != "10.0.0.5" || h.Port != 2222 || h.Source != SourceHostsFile {
 				t.Errorf("home: %+v, %v: want the configured 10.0.0.5:2222", h, err)
 			}
-		case "office", "zeta":
+		case "office":
 			if err != nil || h.HostName != h.Name || h.Source != SourceHostsFile {
 				t.Errorf("%s: %+v, %v: want it resolved by name", h.Name, h, err)
+			}
+		case "zeta":
+			if err != nil || h.HostName != h.Name || h.Source != SourceSSHConfig {
+				t.Errorf("%s: %+v, %v: want it resolved by name, as a name nobody configured", h.Name, h, err)
 			}
 		case "alpha":
 			if err != nil || h.HostName != "10.9.9.9" {

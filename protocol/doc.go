@@ -92,7 +92,9 @@
 //     files wait for it). A name claimed by more than 4 agents stays in
 //     conflict for the rest of the browse, goodbyes or not.
 //  4. A pinned agent not heard is out of range; any other destination name
-//     resolves through ~/.ssh/config as ssh would.
+//     resolves through ~/.ssh/config as ssh would, except that --accept-new
+//     does not apply to it (only ssh_config's StrictHostKeyChecking does):
+//     the name comes from an outbox, not from the user.
 //
 // A browse remembers at most 4,096 names, 4 agents per name and 16 addresses
 // per agent, so a flood of adverts costs bounded memory and linear work.
