@@ -1,16 +1,22 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/grandcat/zeroconf"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/messor-sync/messor/internal/netns"
+	"github.com/messor-sync/messor/protocol"
 )
 
 // TestAcceptNewOnlyConfigured: a destination nobody configured (its name
@@ -58,4 +64,166 @@ func TestAcceptNewOnlyConfigured(t *testing.T) {
 	wantCode(t, r, 0)
 	wantOutput(t, r, "dropoff: attic: delivered 1 file(s)")
 	wantTree(t, "attic's inbox after trust", filepath.Join(atticDir, "messor", "inbox", "office"), letter)
+}
+
+// forgeEnv makes the test binary a forger of mDNS adverts (forgeAdverts).
+const forgeEnv = "MESSOR_E2E_FORGE"
+
+// forgeAdverts advertises, until stdin closes, one agent per
+// ";"-separated "NAME PORT FINGERPRINT IP[,IP...]" of spec: any name, any
+// fingerprint in TXT, any addresses. It prints "ready" once registered.
+func forgeAdverts(spec string) int {
+	var servers []*zeroconf.Server
+	for i, ad := range strings.Split(spec, ";") {
+		f := strings.Fields(ad)
+		port, err := strconv.Atoi(f[1])
+		if len(f) != 4 || err != nil {
+			fmt.Fprintf(os.Stderr, "forge: bad advert %q\n", ad)
+			return 2
+		}
+		s, err := zeroconf.RegisterProxy(f[0], protocol.ServiceType, protocol.Domain, port, fmt.Sprintf("forged-%d", i),
+			strings.Split(f[3], ","), []string{protocol.TxtVersion + "=" + protocol.Version, protocol.TxtFingerprint + "=" + f[2]}, nil)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "forge:", err)
+			return 1
+		}
+		servers = append(servers, s)
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, s := range servers {
+		s.Shutdown()
+	}
+	return 0
+}
+
+// forge runs forgeAdverts in node's namespace; stop withdraws the adverts.
+func forge(t *testing.T, nt *netns.Net, node int, adverts ...string) (stop func()) {
+	t.Helper()
+	cmd := nt.Command(node, os.Args[0])
+	cmd.Env = append(os.Environ(), forgeEnv+"="+strings.Join(adverts, ";"))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuf
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "ready\n" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("forger did not start: %q\n%s", line, stderr.String())
+	}
+	return func() { stdin.Close(); _ = cmd.Wait() }
+}
+
+// TestPinnedAgentImpostors: an agent pinned as "nas" has files waiting;
+// a hostile LAN advertises "nas" too, with nas's fingerprint in TXT but its
+// own key, or floods the name. Nothing reaches the impostor, and every run
+// where nas cannot be told apart exits 1 with the files still carried.
+//
+//	node 0: the real agent "nas"
+//	node 1: an impostor agent (advertised as "decoy") that would accept the carrier's files, and the forger
+//	node 2: the carrier; node 3: OpenSSH sshd "office", whose outbox holds files for nas
+func TestPinnedAgentImpostors(t *testing.T) {
+	requireRootAndIP(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	nt := netns.New(t, 4)
+	base := t.TempDir()
+	officeDir := filepath.Join(base, "office")
+	c := &carrierEnv{ctx: ctx, nt: nt, node: 2, home: filepath.Join(base, "carrier"), hosts: filepath.Join(base, "carrier-hosts")}
+	authorized := newCarrierKey(t, c.home)
+	writeFile(t, c.hosts, []byte("office\n"), 0o644)
+	officeKey := startNSSSHD(ctx, t, nt, 3, 2223, officeDir, authorized)
+	writeFile(t, filepath.Join(c.home, ".ssh", "config"), fmt.Appendf(nil,
+		"Host office\n  HostName %s\n  Port 2223\n  User root\n\nHost *\n  ConnectTimeout 5\n", nt.IP(3)), 0o600)
+	writeFile(t, filepath.Join(c.home, ".ssh", "known_hosts"), fmt.Appendf(nil, "[%s]:2223 %s", nt.IP(3), ssh.MarshalAuthorizedKey(officeKey)), 0o600)
+	for _, d := range []string{"nas", "impostor"} {
+		writeFile(t, filepath.Join(base, d, ".ssh", "authorized_keys"), authorized, 0o600)
+	}
+	nas := startAgent(ctx, t, nt, 0, "nas", "nas", filepath.Join(base, "nas"))
+	impostor := startAgent(ctx, t, nt, 1, "impostor", "decoy", filepath.Join(base, "impostor"))
+	wantCode(t, c.run(t, "trust", "nas", "--fingerprint", nas.fingerprint, "--mdns-timeout", "3s"), 0)
+
+	put(t, filepath.Join(officeDir, "messor", "outbox", "nas"), tree{"deeds.pdf": []byte("the deeds\n")}, time.Now().Add(-time.Hour))
+	wantCode(t, c.run(t, "pickup", "--mdns-timeout", "3s"), 0)
+	undelivered := func(step string, r result) {
+		t.Helper()
+		wantTree(t, step+": the impostor's inbox", impostor.inbox("office"), nil)
+		wantTree(t, step+": nas's inbox", nas.inbox("office"), nil)
+		if st := c.run(t, "status", "--json"); !strings.Contains(st.output(), "deeds.pdf") {
+			t.Errorf("%s: the buffer no longer carries deeds.pdf:\n%s", step, st)
+		}
+	}
+	fake := func(fp, ips string) string { return "nas 2290 " + fp + " " + ips }
+	otherFP := func(i int) string { return fmt.Sprintf("SHA256:forged%dAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", i) }
+
+	t.Run("second advert with the pinned fingerprint: contested", func(t *testing.T) {
+		stop := forge(t, nt, 1, fake(nas.fingerprint, nt.IP(1)))
+		defer stop()
+		for _, verb := range []string{"dropoff", "pickup", "sync"} {
+			r := c.run(t, verb, "--mdns-timeout", "3s")
+			wantCode(t, r, 1)
+			wantOutput(t, r, "nas:", `agents advertise the name "nas"`)
+		}
+		undelivered("contested", result{})
+	})
+
+	t.Run("flood of five: contested", func(t *testing.T) {
+		var ads []string
+		for i := range 5 {
+			ads = append(ads, fake(otherFP(i), nt.IP(1)))
+		}
+		stop := forge(t, nt, 1, ads...)
+		defer stop()
+		r := c.run(t, "dropoff", "--mdns-timeout", "3s")
+		wantCode(t, r, 1)
+		wantOutput(t, r, `agents advertise the name "nas"`)
+		undelivered("flooded", r)
+	})
+
+	// Claiming to be nas itself (its fingerprint, port and address, plus
+	// the impostor's) merges with nas's advert: whichever was heard first
+	// gives the address dialled, so the run either delivers to nas or is
+	// refused at the key check, never reaching the impostor.
+	t.Run("advert posing as nas on a second address", func(t *testing.T) {
+		stop := forge(t, nt, 1, fake(nas.fingerprint, nt.IP(1)+","+nt.IP(0)))
+		defer stop()
+		r := c.run(t, "dropoff", "--mdns-timeout", "3s")
+		wantTree(t, "the impostor's inbox", impostor.inbox("office"), nil)
+		if r.code == 0 {
+			wantOutput(t, r, "dropoff: nas: delivered 1 file(s)")
+			if len(read(t, nas.inbox("office"))) != 1 {
+				t.Errorf("exit 0, but nas's inbox holds %s", describe(read(t, nas.inbox("office"))))
+			}
+			put(t, filepath.Join(officeDir, "messor", "outbox", "nas"), tree{"deeds.pdf": []byte("the deeds, again\n")}, time.Now().Add(-time.Hour))
+			wantCode(t, c.run(t, "pickup", "--no-mdns"), 0)
+			return
+		}
+		wantCode(t, r, 1)
+		wantOutput(t, r, "dropoff: nas:", "HOST KEY CHANGED")
+		undelivered("posing", r)
+	})
+
+	t.Run("impostor alone with the pinned fingerprint in TXT", func(t *testing.T) {
+		os.RemoveAll(nas.inbox("office"))
+		nas.stop(t)
+		stop := forge(t, nt, 1, fake(nas.fingerprint, nt.IP(1)))
+		defer stop()
+		r := c.run(t, "dropoff", "--mdns-timeout", "3s", "--accept-new")
+		wantCode(t, r, 1)
+		wantOutput(t, r, "dropoff: nas:", "HOST KEY CHANGED", impostor.fingerprint)
+		undelivered("impostor alone", r)
+		r = c.run(t, "trust", "nas", "--yes", "--mdns-timeout", "3s")
+		wantCode(t, r, 1)
+		wantOutput(t, r, impostor.fingerprint)
+	})
 }
