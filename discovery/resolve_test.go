@@ -158,6 +158,24 @@ func TestConfigures(t *testing.T) {
 	}
 }
 
+// TestConfiguresTabs: patterns of a Host line split on tabs too, as
+// OpenSSH splits them: "Host home<TAB>nas" configures nas, with its options,
+// and an advert under nas is ignored.
+func TestConfiguresTabs(t *testing.T) {
+	for _, line := range []string{"Host home\tnas", "host\thome \t nas", "Host=home\tnas", "\tHOST home\tnas # the NAS"} {
+		w := newFinderWorld(t, "", line+"\n\tHostName 10.0.0.5\n")
+		w.advert("nas", "10.9.9.9", "SHA256:nas")
+		w.pinned["nas"] = true
+		f := w.find()
+		if !f.ssh.Configures("nas") {
+			t.Errorf("%q: nas is not configured", line)
+		}
+		if h, err := f.Dest("nas"); err != nil || h.HostName != "10.0.0.5" || h.Source != SourceHostsFile {
+			t.Errorf("%q: Dest(nas) = %+v, %v; want the configured 10.0.0.5", line, h, err)
+		}
+	}
+}
+
 // TestFinderBadConfig: a configured name whose ssh_config entry is bad is
 // an error, not a panic or a host, and stays the user's: an advert under it
 // is not dialled instead, even when pinned.

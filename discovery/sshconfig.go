@@ -1,11 +1,13 @@
 package discovery
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,7 +34,7 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
-	cfg, err := ssh_config.DecodeBytes(b)
+	cfg, err := ssh_config.DecodeBytes(hostTabs(b))
 	if err != nil {
 		return nil, fmt.Errorf("ssh config %s: %w", p, err)
 	}
@@ -126,4 +128,21 @@ func (c *SSHConfig) Resolve(name string) (Host, error) {
 		h.ConnectTimeout = time.Duration(s) * time.Second
 	}
 	return h, nil
+}
+
+// hostTabs writes the tabs between a Host line's patterns as spaces:
+// OpenSSH splits patterns on any blank, the parser only on spaces, and would
+// read "Host home<TAB>nas" as one pattern that configures neither name.
+// (Files the config Includes are parsed as they are.)
+func hostTabs(b []byte) []byte {
+	lines := bytes.Split(b, []byte("\n"))
+	for i, l := range lines {
+		rest := bytes.TrimLeft(l, " \t")
+		end := bytes.IndexAny(rest, " \t=")
+		if end < 0 || !strings.EqualFold(string(rest[:end]), "host") {
+			continue
+		}
+		lines[i] = slices.Concat(l[:len(l)-len(rest)+end], bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" ")))
+	}
+	return bytes.Join(lines, []byte("\n"))
 }
