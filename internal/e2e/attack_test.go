@@ -226,4 +226,14 @@ func TestPinnedAgentImpostors(t *testing.T) {
 		wantCode(t, r, 1)
 		wantOutput(t, r, impostor.fingerprint)
 	})
+
+	t.Run("advert pointing at a configured host", func(t *testing.T) {
+		stop := forge(t, nt, 1, "nas 2223 "+ssh.FingerprintSHA256(officeKey)+" "+nt.IP(3))
+		defer stop()
+		r := c.run(t, "dropoff", "--mdns-timeout", "3s")
+		wantCode(t, r, 1)
+		wantOutput(t, r, "dropoff: nas:", "HOST KEY CHANGED", ssh.FingerprintSHA256(officeKey))
+		wantTree(t, "office's inbox", filepath.Join(officeDir, "messor", "inbox"), nil)
+		undelivered("advert at office", r)
+	})
 }
