@@ -22,7 +22,7 @@ func (c *SSHConfig) Configures(name string) bool {
 	if c == nil || c.cfg == nil {
 		return false
 	}
-	return configures(c.cfg, name, c.home, 0)
+	return configures(c.cfg, strings.ToLower(name), c.home, 0)
 }
 
 func configures(cfg *ssh_config.Config, name, home string, depth int) bool {

@@ -176,6 +176,22 @@ func TestConfiguresTabs(t *testing.T) {
 	}
 }
 
+// TestConfiguresCase: ssh_config matches host names without regard to
+// case, as OpenSSH does: "Host Home" configures the hosts-file name home,
+// "Host nas" the name NAS, and an advert under NAS is ignored.
+func TestConfiguresCase(t *testing.T) {
+	w := newFinderWorld(t, "home\n", "Host Home\n  HostName 10.0.0.5\n\nHost nas\n  HostName 10.0.0.6\n")
+	w.advert("NAS", "10.9.9.9", "SHA256:nas")
+	w.pinned["NAS"] = true
+	f := w.find()
+	if c := f.Configured(); len(c) != 1 || c[0].Name != "home" || c[0].HostName != "10.0.0.5" {
+		t.Errorf("Configured = %+v, want home at 10.0.0.5 (Host Home)", c)
+	}
+	if h, err := f.Dest("NAS"); err != nil || h.Name != "NAS" || h.HostName != "10.0.0.6" || h.Source != SourceHostsFile {
+		t.Errorf("Dest(NAS) = %+v, %v; want the configured 10.0.0.6 (Host nas), under the name NAS", h, err)
+	}
+}
+
 // TestFinderBadConfig: a configured name whose ssh_config entry is bad is
 // an error, not a panic or a host, and stays the user's: an advert under it
 // is not dialled instead, even when pinned.

@@ -34,7 +34,7 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
-	cfg, err := ssh_config.DecodeBytes(hostTabs(b))
+	cfg, err := ssh_config.DecodeBytes(hostLines(b))
 	if err != nil {
 		return nil, fmt.Errorf("ssh config %s: %w", p, err)
 	}
@@ -73,18 +73,19 @@ func (c *SSHConfig) Resolve(name string) (Host, error) {
 	if c != nil {
 		home = c.home
 	}
-	h := Host{Name: name, HostName: name, Port: 22, Source: SourceHostsFile}
-	if v := c.get(name, "HostName"); v != "" {
-		h.HostName = strings.ReplaceAll(v, "%h", name)
+	alias := strings.ToLower(name) // as OpenSSH matches Host patterns
+	h := Host{Name: name, HostName: alias, Port: 22, Source: SourceHostsFile}
+	if v := c.get(alias, "HostName"); v != "" {
+		h.HostName = strings.ReplaceAll(v, "%h", alias)
 	}
-	if v := c.get(name, "Port"); v != "" {
+	if v := c.get(alias, "Port"); v != "" {
 		p, err := strconv.Atoi(v)
 		if err != nil || p <= 0 || p > 65535 {
 			return h, fmt.Errorf("ssh config: host %s: bad Port %q", name, v)
 		}
 		h.Port = p
 	}
-	h.User = c.get(name, "User")
+	h.User = c.get(alias, "User")
 	if h.User == "" {
 		if u, err := user.Current(); err == nil {
 			h.User = u.Username
@@ -103,7 +104,7 @@ func (c *SSHConfig) Resolve(name string) (Host, error) {
 		}
 		return p
 	}
-	for _, f := range c.getAll(name, "IdentityFile") {
+	for _, f := range c.getAll(alias, "IdentityFile") {
 		h.IdentityFiles = append(h.IdentityFiles, expand(f))
 	}
 	if len(h.IdentityFiles) == 0 {
@@ -111,16 +112,16 @@ func (c *SSHConfig) Resolve(name string) (Host, error) {
 			h.IdentityFiles = append(h.IdentityFiles, filepath.Join(home, ".ssh", f))
 		}
 	}
-	if v := c.get(name, "UserKnownHostsFile"); v != "" {
+	if v := c.get(alias, "UserKnownHostsFile"); v != "" {
 		for _, f := range strings.Fields(v) {
 			h.KnownHostsFiles = append(h.KnownHostsFiles, expand(f))
 		}
 	} else {
 		h.KnownHostsFiles = []string{filepath.Join(home, ".ssh", "known_hosts"), filepath.Join(home, ".ssh", "known_hosts2")}
 	}
-	h.HostKeyAlias = c.get(name, "HostKeyAlias")
-	h.StrictHostKeyChecking = strings.ToLower(c.get(name, "StrictHostKeyChecking"))
-	if v := c.get(name, "ConnectTimeout"); v != "" {
+	h.HostKeyAlias = c.get(alias, "HostKeyAlias")
+	h.StrictHostKeyChecking = strings.ToLower(c.get(alias, "StrictHostKeyChecking"))
+	if v := c.get(alias, "ConnectTimeout"); v != "" {
 		s, err := strconv.Atoi(v)
 		if err != nil || s < 0 {
 			return h, fmt.Errorf("ssh config: host %s: bad ConnectTimeout %q", name, v)
@@ -130,11 +131,12 @@ func (c *SSHConfig) Resolve(name string) (Host, error) {
 	return h, nil
 }
 
-// hostTabs writes the tabs between a Host line's patterns as spaces:
-// OpenSSH splits patterns on any blank, the parser only on spaces, and would
-// read "Host home<TAB>nas" as one pattern that configures neither name.
-// (Files the config Includes are parsed as they are.)
-func hostTabs(b []byte) []byte {
+// hostLines makes a Host line's patterns read as OpenSSH reads them: split
+// on tabs as well as spaces (the parser splits only on spaces, and would
+// read "Host home<TAB>nas" as one pattern) and lower case (OpenSSH matches
+// host names without regard to case; Resolve and Configures look up the
+// lower-cased name). Files the config Includes are parsed as they are.
+func hostLines(b []byte) []byte {
 	lines := bytes.Split(b, []byte("\n"))
 	for i, l := range lines {
 		rest := bytes.TrimLeft(l, " \t")
@@ -142,7 +144,8 @@ func hostTabs(b []byte) []byte {
 		if end < 0 || !strings.EqualFold(string(rest[:end]), "host") {
 			continue
 		}
-		lines[i] = slices.Concat(l[:len(l)-len(rest)+end], bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" ")))
+		patterns := bytes.ToLower(bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" ")))
+		lines[i] = slices.Concat(l[:len(l)-len(rest)+end], patterns)
 	}
 	return bytes.Join(lines, []byte("\n"))
 }
