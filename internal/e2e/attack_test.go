@@ -19,6 +19,45 @@ import (
 	"github.com/messor-sync/messor/protocol"
 )
 
+// officeWorld is a carrier with its own key and HOME, whose hosts file
+// lists "office": an OpenSSH sshd on port 2223 whose key the carrier knows.
+type officeWorld struct {
+	ctx        context.Context
+	nt         *netns.Net
+	base       string
+	c          *carrierEnv
+	authorized []byte // the carrier's authorized_keys line
+	officeDir  string
+	officeKey  ssh.PublicKey
+}
+
+// newOfficeWorld builds it on nodes namespaces, the carrier on node
+// carrier and office's sshd on node office; hostBlocks are more Host
+// blocks for the carrier's ~/.ssh/config ("%[1]s" is office's node's IP).
+func newOfficeWorld(t *testing.T, nodes, carrier, office int, hostBlocks string) *officeWorld {
+	t.Helper()
+	requireRootAndIP(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	w := &officeWorld{ctx: ctx, nt: netns.New(t, nodes), base: t.TempDir()}
+	w.officeDir = filepath.Join(w.base, "office")
+	w.c = &carrierEnv{ctx: ctx, nt: w.nt, node: carrier, home: filepath.Join(w.base, "carrier"), hosts: filepath.Join(w.base, "carrier-hosts")}
+	w.authorized = newCarrierKey(t, w.c.home)
+	writeFile(t, w.c.hosts, []byte("office\n"), 0o644)
+	w.officeKey = startNSSSHD(ctx, t, w.nt, office, 2223, w.officeDir, w.authorized)
+	writeFile(t, filepath.Join(w.c.home, ".ssh", "config"), fmt.Appendf(nil,
+		"Host office\n  HostName %[1]s\n  Port 2223\n  User root\n\n"+hostBlocks+"Host *\n  ConnectTimeout 5\n", w.nt.IP(office)), 0o600)
+	writeFile(t, w.knownHosts(), fmt.Appendf(nil, "[%s]:2223 %s", w.nt.IP(office), ssh.MarshalAuthorizedKey(w.officeKey)), 0o600)
+	return w
+}
+
+func (w *officeWorld) knownHosts() string { return filepath.Join(w.c.home, ".ssh", "known_hosts") }
+
+// outbox puts files in office's outbox for dest, an hour old.
+func (w *officeWorld) outbox(t *testing.T, dest string, files tree) {
+	put(t, filepath.Join(w.officeDir, "messor", "outbox", dest), files, time.Now().Add(-time.Hour))
+}
+
 // TestAcceptNewOnlyConfigured: a destination nobody configured (its name
 // comes from an outbox directory, resolved only through a wildcard block
 // of ~/.ssh/config) never gets --accept-new: its unknown key is refused,
@@ -27,27 +66,16 @@ import (
 //	node 0: OpenSSH sshd "office" (port 2223, key known) and one whose key is unknown (2224)
 //	node 1: the carrier
 func TestAcceptNewOnlyConfigured(t *testing.T) {
-	requireRootAndIP(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-
-	nt := netns.New(t, 2)
-	base := t.TempDir()
-	officeDir, atticDir := filepath.Join(base, "office"), filepath.Join(base, "attic")
-	c := &carrierEnv{ctx: ctx, nt: nt, node: 1, home: filepath.Join(base, "carrier"), hosts: filepath.Join(base, "carrier-hosts")}
-	authorized := newCarrierKey(t, c.home)
-	writeFile(t, c.hosts, []byte("office\n"), 0o644)
-	officeKey := startNSSSHD(ctx, t, nt, 0, 2223, officeDir, authorized)
-	atticKey := startNSSSHD(ctx, t, nt, 0, 2224, atticDir, authorized)
-	writeFile(t, filepath.Join(c.home, ".ssh", "config"), fmt.Appendf(nil,
-		"Host office\n  HostName %[1]s\n  Port 2223\n  User root\n\nHost att*\n  HostName %[1]s\n  Port 2224\n  User root\n\nHost *\n  ConnectTimeout 5\n",
-		nt.IP(0)), 0o600)
-	knownHosts := filepath.Join(c.home, ".ssh", "known_hosts")
-	known := fmt.Appendf(nil, "[%s]:2223 %s", nt.IP(0), ssh.MarshalAuthorizedKey(officeKey))
-	writeFile(t, knownHosts, known, 0o600)
-
+	w := newOfficeWorld(t, 2, 1, 0, "Host att*\n  HostName %[1]s\n  Port 2224\n  User root\n\n")
+	c, knownHosts := w.c, w.knownHosts()
+	atticDir := filepath.Join(w.base, "attic")
+	atticKey := startNSSSHD(w.ctx, t, w.nt, 0, 2224, atticDir, w.authorized)
+	known, err := os.ReadFile(knownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	letter := tree{"letter.txt": []byte("for the attic\n")}
-	put(t, filepath.Join(officeDir, "messor", "outbox", "attic"), letter, time.Now().Add(-time.Hour))
+	w.outbox(t, "attic", letter)
 	wantCode(t, c.run(t, "pickup", "--no-mdns"), 0)
 
 	r := c.run(t, "dropoff", "--no-mdns", "--accept-new")
@@ -133,27 +161,16 @@ func forge(t *testing.T, nt *netns.Net, node int, adverts ...string) (stop func(
 //	node 1: an impostor agent (advertised as "decoy") that would accept the carrier's files, and the forger
 //	node 2: the carrier; node 3: OpenSSH sshd "office", whose outbox holds files for nas
 func TestPinnedAgentImpostors(t *testing.T) {
-	requireRootAndIP(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	nt := netns.New(t, 4)
-	base := t.TempDir()
-	officeDir := filepath.Join(base, "office")
-	c := &carrierEnv{ctx: ctx, nt: nt, node: 2, home: filepath.Join(base, "carrier"), hosts: filepath.Join(base, "carrier-hosts")}
-	authorized := newCarrierKey(t, c.home)
-	writeFile(t, c.hosts, []byte("office\n"), 0o644)
-	officeKey := startNSSSHD(ctx, t, nt, 3, 2223, officeDir, authorized)
-	writeFile(t, filepath.Join(c.home, ".ssh", "config"), fmt.Appendf(nil,
-		"Host office\n  HostName %s\n  Port 2223\n  User root\n\nHost *\n  ConnectTimeout 5\n", nt.IP(3)), 0o600)
-	writeFile(t, filepath.Join(c.home, ".ssh", "known_hosts"), fmt.Appendf(nil, "[%s]:2223 %s", nt.IP(3), ssh.MarshalAuthorizedKey(officeKey)), 0o600)
+	w := newOfficeWorld(t, 4, 2, 3, "")
+	c, nt, officeDir, officeKey := w.c, w.nt, w.officeDir, w.officeKey
 	for _, d := range []string{"nas", "impostor"} {
-		writeFile(t, filepath.Join(base, d, ".ssh", "authorized_keys"), authorized, 0o600)
+		writeFile(t, filepath.Join(w.base, d, ".ssh", "authorized_keys"), w.authorized, 0o600)
 	}
-	nas := startAgent(ctx, t, nt, 0, "nas", "nas", filepath.Join(base, "nas"))
-	impostor := startAgent(ctx, t, nt, 1, "impostor", "decoy", filepath.Join(base, "impostor"))
+	nas := startAgent(w.ctx, t, nt, 0, "nas", "nas", filepath.Join(w.base, "nas"))
+	impostor := startAgent(w.ctx, t, nt, 1, "impostor", "decoy", filepath.Join(w.base, "impostor"))
 	wantCode(t, c.run(t, "trust", "nas", "--fingerprint", nas.fingerprint, "--mdns-timeout", "3s"), 0)
 
-	put(t, filepath.Join(officeDir, "messor", "outbox", "nas"), tree{"deeds.pdf": []byte("the deeds\n")}, time.Now().Add(-time.Hour))
+	w.outbox(t, "nas", tree{"deeds.pdf": []byte("the deeds\n")})
 	wantCode(t, c.run(t, "pickup", "--mdns-timeout", "3s"), 0)
 	undelivered := func(step string, r result) {
 		t.Helper()
@@ -204,7 +221,7 @@ func TestPinnedAgentImpostors(t *testing.T) {
 			if len(read(t, nas.inbox("office"))) != 1 {
 				t.Errorf("exit 0, but nas's inbox holds %s", describe(read(t, nas.inbox("office"))))
 			}
-			put(t, filepath.Join(officeDir, "messor", "outbox", "nas"), tree{"deeds.pdf": []byte("the deeds, again\n")}, time.Now().Add(-time.Hour))
+			w.outbox(t, "nas", tree{"deeds.pdf": []byte("the deeds, again\n")})
 			wantCode(t, c.run(t, "pickup", "--no-mdns"), 0)
 			return
 		}
