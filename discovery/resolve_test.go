@@ -180,7 +180,7 @@ func TestConfiguresTabs(t *testing.T) {
 // case, as OpenSSH does: "Host Home" configures the hosts-file name home,
 // "Host nas" the name NAS, and an advert under NAS is ignored.
 func TestConfiguresCase(t *testing.T) {
-	w := newFinderWorld(t, "home\n", "Host Home\n  HostName 10.0.0.5\n\nHost nas\n  HostName 10.0.0.6\n")
+	w := newFinderWorld(t, "home\n", "Host Home\n  HostName 10.0.0.5\n\nHost nas\n  HostName 10.0.0.6\n\nMatch Host Attic\n  HostName 10.0.0.7\n")
 	w.advert("NAS", "10.9.9.9", "SHA256:nas")
 	w.pinned["NAS"] = true
 	f := w.find()
@@ -189,6 +189,9 @@ func TestConfiguresCase(t *testing.T) {
 	}
 	if h, err := f.Dest("NAS"); err != nil || h.Name != "NAS" || h.HostName != "10.0.0.6" || h.Source != SourceHostsFile {
 		t.Errorf("Dest(NAS) = %+v, %v; want the configured 10.0.0.6 (Host nas), under the name NAS", h, err)
+	}
+	if h, err := f.Dest("attic"); err != nil || h.HostName != "10.0.0.7" {
+		t.Errorf("Dest(attic) = %+v, %v; want the configured 10.0.0.7 (Match Host Attic)", h, err)
 	}
 }
 

@@ -131,7 +131,8 @@ func (c *SSHConfig) Resolve(name string) (Host, error) {
 	return h, nil
 }
 
-// hostLines makes a Host line's patterns read as OpenSSH reads them: split
+// hostLines makes the patterns of a Host (or Match host) line read as
+// OpenSSH reads them: split
 // on tabs as well as spaces (the parser splits only on spaces, and would
 // read "Host home<TAB>nas" as one pattern) and lower case (OpenSSH matches
 // host names without regard to case; Resolve and Configures look up the
@@ -141,7 +142,7 @@ func hostLines(b []byte) []byte {
 	for i, l := range lines {
 		rest := bytes.TrimLeft(l, " \t")
 		end := bytes.IndexAny(rest, " \t=")
-		if end < 0 || !strings.EqualFold(string(rest[:end]), "host") {
+		if key := string(rest[:max(end, 0)]); end < 0 || !strings.EqualFold(key, "host") && !strings.EqualFold(key, "match") {
 			continue
 		}
 		patterns := bytes.ToLower(bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" ")))
