@@ -176,6 +176,23 @@ func TestConfiguresTabs(t *testing.T) {
 	}
 }
 
+// TestIncludeUnderHome: a relative Include is read from the HOME messor
+// was given (not the account's home from the password database), for a
+// name's options as for whether it is configured.
+func TestIncludeUnderHome(t *testing.T) {
+	for _, inc := range []string{"Include conf.d/*", "Include ~/.ssh/conf.d/lan", "include\tconf.d/*.none conf.d/l?n"} {
+		w := newFinderWorld(t, "", inc+"\n")
+		os.MkdirAll(filepath.Join(w.home, ".ssh", "conf.d"), 0o700)
+		os.WriteFile(filepath.Join(w.home, ".ssh", "conf.d", "lan"), []byte("Host printer nas\n  HostName 10.0.0.6\n  Port 2222\n"), 0o600)
+		w.advert("nas", "10.9.9.9", "SHA256:nas")
+		w.pinned["nas"] = true
+		f := w.find()
+		if h, err := f.Dest("nas"); err != nil || h.HostName != "10.0.0.6" || h.Port != 2222 {
+			t.Errorf("%q: Dest(nas) = %+v, %v; want the included 10.0.0.6:2222", inc, h, err)
+		}
+	}
+}
+
 // TestConfiguresCase: ssh_config matches host names without regard to
 // case, as OpenSSH does: "Host Home" configures the hosts-file name home,
 // "Host nas" the name NAS, and an advert under NAS is ignored.

@@ -34,7 +34,7 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
-	cfg, err := ssh_config.DecodeBytes(hostLines(b))
+	cfg, err := ssh_config.DecodeBytes(configLines(b, home))
 	if err != nil {
 		return nil, fmt.Errorf("ssh config %s: %w", p, err)
 	}
@@ -131,22 +131,51 @@ func (c *SSHConfig) Resolve(name string) (Host, error) {
 	return h, nil
 }
 
-// hostLines makes the patterns of a Host (or Match host) line read as
-// OpenSSH reads them: split
-// on tabs as well as spaces (the parser splits only on spaces, and would
-// read "Host home<TAB>nas" as one pattern) and lower case (OpenSSH matches
-// host names without regard to case; Resolve and Configures look up the
-// lower-cased name). Files the config Includes are parsed as they are.
-func hostLines(b []byte) []byte {
+// configLines makes the parser read the user's ssh_config as OpenSSH reads
+// it: the patterns of Host and Match host lines split on tabs as well as
+// spaces (the parser splits only on spaces, and would read "Host
+// home<TAB>nas" as one pattern) and in lower case (OpenSSH matches host
+// names without regard to case; Resolve and Configures look up the
+// lower-cased name); the files of an Include line under home (the parser
+// would look under the account's home in the password database, which
+// Configures does not). Files the config Includes are parsed as they are.
+func configLines(b []byte, home string) []byte {
 	lines := bytes.Split(b, []byte("\n"))
 	for i, l := range lines {
 		rest := bytes.TrimLeft(l, " \t")
 		end := bytes.IndexAny(rest, " \t=")
-		if key := string(rest[:max(end, 0)]); end < 0 || !strings.EqualFold(key, "host") && !strings.EqualFold(key, "match") {
+		if end < 0 {
 			continue
 		}
-		patterns := bytes.ToLower(bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" ")))
-		lines[i] = slices.Concat(l[:len(l)-len(rest)+end], patterns)
+		lead := l[:len(l)-len(rest)+end] // indentation and keyword
+		switch key := string(rest[:end]); {
+		case strings.EqualFold(key, "host"), strings.EqualFold(key, "match"):
+			lines[i] = slices.Concat(lead, bytes.ToLower(bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" "))))
+		case strings.EqualFold(key, "include"):
+			// Left alone if a path has a blank: the parser splits on spaces.
+			paths := includePaths(string(rest[end:]), home)
+			if len(paths) > 0 && !slices.ContainsFunc(paths, func(p string) bool { return strings.ContainsAny(p, " \t") }) {
+				lines[i] = slices.Concat(lead, []byte(" "+strings.Join(paths, " ")))
+			}
+		}
 	}
 	return bytes.Join(lines, []byte("\n"))
+}
+
+// includePaths returns the paths of an Include line's value (after the
+// keyword) as OpenSSH reads them: "~/" is home, relative paths are under
+// home/.ssh; globs are left to expand.
+func includePaths(val, home string) []string {
+	val, _, _ = strings.Cut(val, "#")
+	var out []string
+	for _, p := range strings.Fields(strings.TrimLeft(val, " \t=")) {
+		switch {
+		case strings.HasPrefix(p, "~/"):
+			p = filepath.Join(home, p[2:])
+		case !filepath.IsAbs(p):
+			p = filepath.Join(home, ".ssh", p)
+		}
+		out = append(out, p)
+	}
+	return out
 }
