@@ -78,8 +78,10 @@
 // Which host a name means (one rule, discovery.Finder):
 //  1. A name the user configured, listed in the pickup hosts file or named
 //     by a Host line of ~/.ssh/config without wildcards (a block matched only
-//     through "*" or "?", such as "Host *", does not claim a name), is
-//     dialled as configured, always. An advert under that name is ignored
+//     through "*" or "?", such as "Host *", does not claim a name; patterns
+//     are split on blanks and compared regardless of case, as by OpenSSH;
+//     relative Includes are read under the carrier's HOME), is dialled as
+//     configured, always. An advert under that name is ignored
 //     and logged (a warning when it points elsewhere).
 //  2. Otherwise an agent pinned with `messor trust NAME` (its key in
 //     ~/.config/messor/known_agents) and advertised by exactly one agent is
