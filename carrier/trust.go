@@ -26,9 +26,16 @@ type UnknownHostKeyError struct {
 	Addr        string // name looked up in known_hosts
 	Fingerprint string
 	KnownHosts  string // the file a trusted key would go to
+	// Configured: the host is one the user configured, so --accept-new
+	// would pin its key.
+	Configured bool
 }
 
 func (e *UnknownHostKeyError) Error() string {
+	if !e.Configured {
+		return fmt.Sprintf("host %s (%s): unknown host key %s; if that is the right key, trust it with `messor trust %s` (--accept-new is only for configured hosts)",
+			e.Host, e.Addr, e.Fingerprint, e.Host)
+	}
 	return fmt.Sprintf("host %s (%s): unknown host key %s; if that is the right key, trust it with `messor trust %s` or run once with --accept-new (it will be added to %s)",
 		e.Host, e.Addr, e.Fingerprint, e.Host, e.KnownHosts)
 }
@@ -54,10 +61,15 @@ var knownHostsMu sync.Mutex // serialises appends to known_hosts within a proces
 // HostKeyPolicy builds the host key check for h: its known_hosts files,
 // plus accept-new (pin an unknown key on first contact) when acceptNew is
 // set or ssh_config says StrictHostKeyChecking accept-new or no. A changed
-// key is always refused. A host heard over mDNS never gets accept-new:
+// key is always refused. The acceptNew flag is ignored for a name nobody
+// configured (discovery.SourceSSHConfig; ssh_config's own setting for it
+// still applies, as in ssh). A host heard over mDNS never gets accept-new:
 // first contact is for names the user configured, and a name heard on a
 // LAN is anyone's; agents are pinned with `messor trust` (Pin).
 func HostKeyPolicy(h discovery.Host, acceptNew bool) ssh.HostKeyCallback {
+	// The flag is for configured hosts: a destination nobody configured is
+	// named by whoever wrote the outbox, and resolved by the LAN's DNS.
+	acceptNew = acceptNew && h.Source != discovery.SourceSSHConfig
 	if h.StrictHostKeyChecking == "accept-new" || h.StrictHostKeyChecking == "no" {
 		acceptNew = true
 	}
@@ -103,7 +115,8 @@ func HostKeyPolicy(h discovery.Host, acceptNew bool) ssh.HostKeyCallback {
 			target = h.KnownHostsFiles[0]
 		}
 		if !acceptNew || target == "" {
-			return &UnknownHostKeyError{Host: h.Name, Addr: name, Fingerprint: fp, KnownHosts: target}
+			return &UnknownHostKeyError{Host: h.Name, Addr: name, Fingerprint: fp, KnownHosts: target,
+				Configured: h.Source != discovery.SourceMDNS && h.Source != discovery.SourceSSHConfig}
 		}
 		if err := AppendKnownHost(target, name, key); err != nil {
 			return fmt.Errorf("host %s: pin key: %w", h.Name, err)

@@ -56,6 +56,27 @@ func TestHostKeyPolicyNeverAcceptsNewForMDNS(t *testing.T) {
 	}
 }
 
+// TestHostKeyPolicyAcceptNewOnlyConfigured: the --accept-new flag never
+// pins the key of a destination nobody configured (SourceSSHConfig), but
+// ssh_config's own StrictHostKeyChecking for it is honoured, as by ssh.
+func TestHostKeyPolicyAcceptNewOnlyConfigured(t *testing.T) {
+	remote := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 9), Port: 22}
+	for _, strict := range []string{"", "accept-new"} {
+		kh := filepath.Join(t.TempDir(), "known_hosts")
+		h := discovery.Host{Name: "attic", HostName: "attic", Port: 22, Source: discovery.SourceSSHConfig,
+			KnownHostsFiles: []string{kh}, StrictHostKeyChecking: strict}
+		err := carrier.HostKeyPolicy(h, true)(h.KnownHostsName(), remote, newHostKey(t))
+		_, statErr := os.Stat(kh)
+		var uk *carrier.UnknownHostKeyError
+		switch {
+		case strict == "" && (!errors.As(err, &uk) || uk.Configured || statErr == nil):
+			t.Errorf("--accept-new, unconfigured destination: %v (known_hosts written: %v), want an UnknownHostKeyError and nothing pinned", err, statErr == nil)
+		case strict != "" && (err != nil || statErr != nil):
+			t.Errorf("StrictHostKeyChecking %s in ssh_config, unconfigured destination: %v, %v; want it pinned", strict, err, statErr)
+		}
+	}
+}
+
 // TestAgentPins: names with a key in the agents file are pinned, others
 // and a missing or empty file pin nothing.
 func TestAgentPins(t *testing.T) {

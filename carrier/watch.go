@@ -15,7 +15,7 @@ type WatchConfig struct {
 	// hosts, the pinned agents heard, and how to reach destinations.
 	Find func(ctx context.Context) (Finder, error)
 	// Wake, if set, starts a round at once when it delivers (an mDNS agent
-	// appeared).
+	// appeared), at most once per Interval; other wakes wait for the timer.
 	Wake <-chan struct{}
 	// Interval between rounds (default 30s).
 	Interval time.Duration
@@ -62,12 +62,19 @@ func (c *Carrier) Watch(ctx context.Context, cfg WatchConfig) error {
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var woken time.Time // when a wake last started a round
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-timer.C:
 		case <-cfg.Wake:
+			// At most one woken round per interval: adverts are anyone's,
+			// and a LAN re-announcing a name must not keep watch busy.
+			if !woken.IsZero() && time.Since(woken) < cfg.Interval {
+				continue
+			}
+			woken = time.Now()
 		}
 		visit, order, refused := c.watchRound(ctx, cfg.Find)
 		for _, r := range refused {

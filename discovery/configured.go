@@ -22,7 +22,7 @@ func (c *SSHConfig) Configures(name string) bool {
 	if c == nil || c.cfg == nil {
 		return false
 	}
-	return configures(c.cfg, name, c.home, 0)
+	return configures(c.cfg, strings.ToLower(name), c.home, 0)
 }
 
 func configures(cfg *ssh_config.Config, name, home string, depth int) bool {
@@ -59,23 +59,17 @@ func names(h *ssh_config.Host, name string) bool {
 	return false
 }
 
-// included parses the files an Include line names: relative paths are
-// under ~/.ssh, "~/" is home, globs are expanded. Unreadable files are
-// skipped (ssh_config already read them once to resolve options).
+// included parses the files an Include line names (see includePaths),
+// globs expanded. Unreadable files are skipped (ssh_config already read
+// them once to resolve options).
 func included(inc *ssh_config.Include, home string) []*ssh_config.Config {
-	line, _, _ := strings.Cut(inc.String(), "#")
-	fields := strings.Fields(strings.Replace(line, "=", " ", 1))
-	if len(fields) < 2 {
+	line := strings.TrimLeft(inc.String(), " \t")
+	end := strings.IndexAny(line, " \t=")
+	if end < 0 {
 		return nil
 	}
 	var out []*ssh_config.Config
-	for _, p := range fields[1:] {
-		switch {
-		case strings.HasPrefix(p, "~/"):
-			p = filepath.Join(home, p[2:])
-		case !filepath.IsAbs(p):
-			p = filepath.Join(home, ".ssh", p)
-		}
+	for _, p := range includePaths(line[end:], home) {
 		matches, _ := filepath.Glob(p)
 		for _, m := range matches {
 			b, err := os.ReadFile(m)

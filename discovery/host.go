@@ -13,6 +13,10 @@ type Source string
 const (
 	SourceHostsFile Source = "hosts-file"
 	SourceMDNS      Source = "mdns"
+	// SourceSSHConfig: a name nobody configured (no hosts-file line, no
+	// Host line naming it), resolved only through ~/.ssh/config's wildcard
+	// blocks and OpenSSH's defaults. --accept-new does not apply to it.
+	SourceSSHConfig Source = "ssh-config"
 )
 
 // Host is one host a carrier may visit, with everything needed to dial it.

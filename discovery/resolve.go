@@ -305,6 +305,7 @@ func (f *Finder) resolve(name string, forTrust bool) (Host, error) {
 	if err != nil {
 		return Host{Name: name}, err
 	}
+	h.Source = SourceSSHConfig
 	return h, nil
 }
 

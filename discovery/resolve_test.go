@@ -85,9 +85,13 @@ func TestFinderPrecedence(t *testing.T) {
 			if err != nil || h.HostName != "10.0.0.5" || h.Port != 2222 || h.Source != SourceHostsFile {
 				t.Errorf("home: %+v, %v: want the configured 10.0.0.5:2222", h, err)
 			}
-		case "office", "zeta":
+		case "office":
 			if err != nil || h.HostName != h.Name || h.Source != SourceHostsFile {
 				t.Errorf("%s: %+v, %v: want it resolved by name", h.Name, h, err)
+			}
+		case "zeta":
+			if err != nil || h.HostName != h.Name || h.Source != SourceSSHConfig {
+				t.Errorf("%s: %+v, %v: want it resolved by name, as a name nobody configured", h.Name, h, err)
 			}
 		case "alpha":
 			if err != nil || h.HostName != "10.9.9.9" {
@@ -151,6 +155,60 @@ func TestConfigures(t *testing.T) {
 	}
 	if (*SSHConfig)(nil).Configures("home") {
 		t.Error("a nil SSHConfig configures home")
+	}
+}
+
+// TestConfiguresTabs: patterns of a Host line split on tabs too, as
+// OpenSSH splits them: "Host home<TAB>nas" configures nas, with its options,
+// and an advert under nas is ignored.
+func TestConfiguresTabs(t *testing.T) {
+	for _, line := range []string{"Host home\tnas", "host\thome \t nas", "Host=home\tnas", "\tHOST home\tnas # the NAS"} {
+		w := newFinderWorld(t, "", line+"\n\tHostName 10.0.0.5\n")
+		w.advert("nas", "10.9.9.9", "SHA256:nas")
+		w.pinned["nas"] = true
+		f := w.find()
+		if !f.ssh.Configures("nas") {
+			t.Errorf("%q: nas is not configured", line)
+		}
+		if h, err := f.Dest("nas"); err != nil || h.HostName != "10.0.0.5" || h.Source != SourceHostsFile {
+			t.Errorf("%q: Dest(nas) = %+v, %v; want the configured 10.0.0.5", line, h, err)
+		}
+	}
+}
+
+// TestIncludeUnderHome: a relative Include is read from the HOME messor
+// was given (not the account's home from the password database), for a
+// name's options as for whether it is configured.
+func TestIncludeUnderHome(t *testing.T) {
+	for _, inc := range []string{"Include conf.d/*", "Include ~/.ssh/conf.d/lan", "include\tconf.d/*.none conf.d/l?n"} {
+		w := newFinderWorld(t, "", inc+"\n")
+		os.MkdirAll(filepath.Join(w.home, ".ssh", "conf.d"), 0o700)
+		os.WriteFile(filepath.Join(w.home, ".ssh", "conf.d", "lan"), []byte("Host printer nas\n  HostName 10.0.0.6\n  Port 2222\n"), 0o600)
+		w.advert("nas", "10.9.9.9", "SHA256:nas")
+		w.pinned["nas"] = true
+		f := w.find()
+		if h, err := f.Dest("nas"); err != nil || h.HostName != "10.0.0.6" || h.Port != 2222 {
+			t.Errorf("%q: Dest(nas) = %+v, %v; want the included 10.0.0.6:2222", inc, h, err)
+		}
+	}
+}
+
+// TestConfiguresCase: ssh_config matches host names without regard to
+// case, as OpenSSH does: "Host Home" configures the hosts-file name home,
+// "Host nas" the name NAS, and an advert under NAS is ignored.
+func TestConfiguresCase(t *testing.T) {
+	w := newFinderWorld(t, "home\n", "Host Home\n  HostName 10.0.0.5\n\nHost nas\n  HostName 10.0.0.6\n\nMatch Host Attic\n  HostName 10.0.0.7\n")
+	w.advert("NAS", "10.9.9.9", "SHA256:nas")
+	w.pinned["NAS"] = true
+	f := w.find()
+	if c := f.Configured(); len(c) != 1 || c[0].Name != "home" || c[0].HostName != "10.0.0.5" {
+		t.Errorf("Configured = %+v, want home at 10.0.0.5 (Host Home)", c)
+	}
+	if h, err := f.Dest("NAS"); err != nil || h.Name != "NAS" || h.HostName != "10.0.0.6" || h.Source != SourceHostsFile {
+		t.Errorf("Dest(NAS) = %+v, %v; want the configured 10.0.0.6 (Host nas), under the name NAS", h, err)
+	}
+	if h, err := f.Dest("attic"); err != nil || h.HostName != "10.0.0.7" {
+		t.Errorf("Dest(attic) = %+v, %v; want the configured 10.0.0.7 (Match Host Attic)", h, err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -42,7 +43,7 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 	if err := checkIncluded(b, p, home, 0); err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
-	cfg, err := ssh_config.DecodeBytes(b)
+	cfg, err := ssh_config.DecodeBytes(configLines(b, home))
 	if err != nil {
 		return nil, fmt.Errorf("ssh config %s: %w", p, err)
 	}
@@ -260,18 +261,19 @@ func (c *SSHConfig) resolveBase(name string) (Host, error) {
 	if c != nil {
 		home = c.home
 	}
-	h := Host{Name: name, HostName: name, Port: 22, Source: SourceHostsFile}
-	if v := c.get(name, "HostName"); v != "" {
-		h.HostName = strings.ReplaceAll(v, "%h", name)
+	alias := strings.ToLower(name) // as OpenSSH matches Host patterns
+	h := Host{Name: name, HostName: alias, Port: 22, Source: SourceHostsFile}
+	if v := c.get(alias, "HostName"); v != "" {
+		h.HostName = strings.ReplaceAll(v, "%h", alias)
 	}
-	if v := c.get(name, "Port"); v != "" {
+	if v := c.get(alias, "Port"); v != "" {
 		p, err := strconv.Atoi(v)
 		if err != nil || p <= 0 || p > 65535 {
 			return h, fmt.Errorf("ssh config: host %s: bad Port %q", name, v)
 		}
 		h.Port = p
 	}
-	h.User = c.get(name, "User")
+	h.User = c.get(alias, "User")
 	if h.User == "" {
 		if u, err := user.Current(); err == nil {
 			h.User = u.Username
@@ -290,7 +292,7 @@ func (c *SSHConfig) resolveBase(name string) (Host, error) {
 		}
 		return p
 	}
-	for _, f := range c.getAll(name, "IdentityFile") {
+	for _, f := range c.getAll(alias, "IdentityFile") {
 		h.IdentityFiles = append(h.IdentityFiles, expand(f))
 	}
 	if len(h.IdentityFiles) == 0 {
@@ -298,7 +300,7 @@ func (c *SSHConfig) resolveBase(name string) (Host, error) {
 			h.IdentityFiles = append(h.IdentityFiles, filepath.Join(home, ".ssh", f))
 		}
 	}
-	if v := c.get(name, "UserKnownHostsFile"); v != "" {
+	if v := c.get(alias, "UserKnownHostsFile"); v != "" {
 		for _, f := range strings.Fields(v) {
 			if !strings.EqualFold(f, "none") { // none: no user known_hosts file
 				h.KnownHostsFiles = append(h.KnownHostsFiles, expand(f))
@@ -307,9 +309,9 @@ func (c *SSHConfig) resolveBase(name string) (Host, error) {
 	} else {
 		h.KnownHostsFiles = []string{filepath.Join(home, ".ssh", "known_hosts"), filepath.Join(home, ".ssh", "known_hosts2")}
 	}
-	h.HostKeyAlias = c.get(name, "HostKeyAlias")
-	h.StrictHostKeyChecking = strings.ToLower(c.get(name, "StrictHostKeyChecking"))
-	if v := c.get(name, "ConnectTimeout"); v != "" {
+	h.HostKeyAlias = c.get(alias, "HostKeyAlias")
+	h.StrictHostKeyChecking = strings.ToLower(c.get(alias, "StrictHostKeyChecking"))
+	if v := c.get(alias, "ConnectTimeout"); v != "" {
 		s, err := strconv.Atoi(v)
 		if err != nil || s < 0 {
 			return h, fmt.Errorf("ssh config: host %s: bad ConnectTimeout %q", name, v)
@@ -317,4 +319,53 @@ func (c *SSHConfig) resolveBase(name string) (Host, error) {
 		h.ConnectTimeout = time.Duration(s) * time.Second
 	}
 	return h, nil
+}
+
+// configLines makes the parser read the user's ssh_config as OpenSSH reads
+// it: the patterns of Host and Match host lines split on tabs as well as
+// spaces (the parser splits only on spaces, and would read "Host
+// home<TAB>nas" as one pattern) and in lower case (OpenSSH matches host
+// names without regard to case; Resolve and Configures look up the
+// lower-cased name); the files of an Include line under home (the parser
+// would look under the account's home in the password database, which
+// Configures does not). Files the config Includes are parsed as they are.
+func configLines(b []byte, home string) []byte {
+	lines := bytes.Split(b, []byte("\n"))
+	for i, l := range lines {
+		rest := bytes.TrimLeft(l, " \t")
+		end := bytes.IndexAny(rest, " \t=")
+		if end < 0 {
+			continue
+		}
+		lead := l[:len(l)-len(rest)+end] // indentation and keyword
+		switch key := string(rest[:end]); {
+		case strings.EqualFold(key, "host"), strings.EqualFold(key, "match"):
+			lines[i] = slices.Concat(lead, bytes.ToLower(bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" "))))
+		case strings.EqualFold(key, "include"):
+			// Left alone if a path has a blank: the parser splits on spaces.
+			paths := includePaths(string(rest[end:]), home)
+			if len(paths) > 0 && !slices.ContainsFunc(paths, func(p string) bool { return strings.ContainsAny(p, " \t") }) {
+				lines[i] = slices.Concat(lead, []byte(" "+strings.Join(paths, " ")))
+			}
+		}
+	}
+	return bytes.Join(lines, []byte("\n"))
+}
+
+// includePaths returns the paths of an Include line's value (after the
+// keyword) as OpenSSH reads them: "~/" is home, relative paths are under
+// home/.ssh; globs are left to expand.
+func includePaths(val, home string) []string {
+	val, _, _ = strings.Cut(val, "#")
+	var out []string
+	for _, p := range strings.Fields(strings.TrimLeft(val, " \t=")) {
+		switch {
+		case strings.HasPrefix(p, "~/"):
+			p = filepath.Join(home, p[2:])
+		case !filepath.IsAbs(p):
+			p = filepath.Join(home, ".ssh", p)
+		}
+		out = append(out, p)
+	}
+	return out
 }

@@ -39,6 +39,8 @@ type matchBlock struct {
 	// byName: the line was rewritten to a Host line the parser applies.
 	byName bool
 	keys   []string // lower-case keywords set in the block
+	// hostName is the HostName the block itself sets, if any.
+	hostName string
 }
 
 // criterion is one criterion of a Match line: "host a,b", "!exec cmd".
@@ -177,6 +179,9 @@ func rewriteMatches(b []byte, file string) ([]byte, []*matchBlock, error) {
 		default:
 			if cur != nil {
 				cur.keys = append(cur.keys, key)
+				if key == "hostname" && cur.hostName == "" {
+					cur.hostName, _, _ = strings.Cut(rest, " ")
+				}
 			}
 		}
 	}

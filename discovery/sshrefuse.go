@@ -85,7 +85,14 @@ func (c *SSHConfig) checkMatches(name, hostname string) error {
 		where := fmt.Sprintf("%s:%d", m.file, m.line)
 		if m.byName {
 			cr := m.crit[0]
-			if cr.name == "host" && matchList(cr.arg, name) != matchList(cr.arg, hostname) {
+			// OpenSSH matches "host" against the HostName set before
+			// the Match line: when the HostName in force is the one this
+			// block sets, none was set before, and the name is matched.
+			seen := hostname
+			if m.hostName != "" && strings.EqualFold(m.hostName, hostname) {
+				seen = name
+			}
+			if cr.name == "host" && matchList(cr.arg, name) != matchList(cr.arg, seen) {
 				return &UnsupportedOptionError{Host: name, Option: "Match " + m.text, Where: where,
 					Fix: fmt.Sprintf("ssh matches it against the HostName %s, messor against the name %s; write it as \"Host\" or \"Match originalhost\"", hostname, name)}
 			}

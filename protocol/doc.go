@@ -143,8 +143,10 @@
 // Which host a name means (one rule, discovery.Finder):
 //  1. A name the user configured, listed in the pickup hosts file or named
 //     by a Host line of ~/.ssh/config without wildcards (a block matched only
-//     through "*" or "?", such as "Host *", does not claim a name), is
-//     dialled as configured, always. An advert under that name is ignored
+//     through "*" or "?", such as "Host *", does not claim a name; patterns
+//     are split on blanks and compared regardless of case, as by OpenSSH;
+//     relative Includes are read under the carrier's HOME), is dialled as
+//     configured, always. An advert under that name is ignored
 //     and logged (a warning when it points elsewhere).
 //  2. Otherwise an agent pinned with `messor trust NAME` (its key in
 //     ~/.config/messor/known_agents) and advertised by exactly one agent is
@@ -157,7 +159,9 @@
 //     files wait for it). A name claimed by more than 4 agents stays in
 //     conflict for the rest of the browse, goodbyes or not.
 //  4. A pinned agent not heard is out of range; any other destination name
-//     resolves through ~/.ssh/config as ssh would.
+//     resolves through ~/.ssh/config as ssh would, except that --accept-new
+//     does not apply to it (only ssh_config's StrictHostKeyChecking does):
+//     the name comes from an outbox, not from the user.
 //
 // A browse remembers at most 4,096 names, 4 agents per name and 16 addresses
 // per agent, so a flood of adverts costs bounded memory and linear work.

@@ -16,7 +16,7 @@ func newWatchCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "watch",
 		Short: "Stay running and sync with hosts as they come into reach",
-		Long: `Stay running: every --interval, and at once when a pinned agent announces
+		Long: `Stay running: every --interval, and at once (at most once an --interval) when a pinned agent announces
 itself on the LAN, look for pickup hosts and destinations in reach (a cheap TCP probe),
 deliver what the buffer holds for them, and pick up what waits. Hosts that fail
 are retried less and less often. Quiet when there is nothing to do; stops

@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	if spec := os.Getenv(forgeEnv); spec != "" {
+		return forgeAdverts(spec)
+	}
 	dir, err := os.MkdirTemp("", "messor-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
