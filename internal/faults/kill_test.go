@@ -66,14 +66,27 @@ func TestKilledCarrier(t *testing.T) {
 
 	landed := map[string]int{}
 	const want = 25
+	// Kills land at a random moment within window. On a loaded machine a
+	// run can outlast any fixed window, and then no run ever finishes and
+	// dropoff never has work: a verb killed 8 times in a row gets a window
+	// twice as long, so that the kills keep landing mid-run and the work
+	// still moves.
+	window := map[string]time.Duration{"pickup": 700 * time.Millisecond, "dropoff": 700 * time.Millisecond}
+	streak := map[string]int{}
 	for i := 0; landed["pickup"] < want || landed["dropoff"] < want; i++ {
 		if i >= 400 {
-			t.Fatalf("only %v kills landed in %d runs", landed, i)
+			t.Fatalf("only %v kills landed in %d runs (windows %v)", landed, i, window)
 		}
 		verb := []string{"pickup", "dropoff"}[i%2]
-		delay := time.Duration(r.Int63n(int64(700 * time.Millisecond)))
+		delay := time.Duration(r.Int63n(int64(window[verb])))
 		if killed, _, _ := killCLI(t, e.cli(verb), delay); killed {
 			landed[verb]++ // it was still running
+			if streak[verb]++; streak[verb] == 8 && window[verb] < 20*time.Second {
+				window[verb] *= 2
+				streak[verb] = 0
+			}
+		} else {
+			streak[verb] = 0
 		}
 		e.world.Check(t, nil)
 		if e.settled(t) {
