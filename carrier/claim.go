@@ -31,6 +31,10 @@ const maxPutBack = 100
 // back for a later visit (a *putBackError).
 var errNotCarried = errors.New("a new version was claimed and put back")
 
+// errClaimGone: a claim to put back is gone already (another carrier
+// settled it at the same moment).
+var errClaimGone = errors.New("the claim is gone (settled by another carrier)")
+
 // putBackError is errNotCarried with the name the new version was put back
 // under, when its own was taken.
 type putBackError struct{ as string }
@@ -102,6 +106,11 @@ func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote stri
 		// version carried is gone, the claimed one goes back.
 		c.buf.forgetCarried(o)
 		to, perr := c.putBack(s, claim, remote)
+		if errors.Is(perr, errClaimGone) {
+			// Put back (or carried) by another carrier that took
+			// this one for lost.
+			return &putBackError{}
+		}
 		if perr != nil {
 			return fmt.Errorf("host %s: a new version of %s was claimed and cannot be put back (it stays as %s until the next visit): %w", s.Host.Name, remote, claim, perr)
 		}
@@ -152,6 +161,9 @@ func (c *Carrier) putBack(s *Session, claim, orig string) (string, error) {
 		if err = c.placeNoReplace(s, claim, to); err == nil {
 			return to, nil
 		}
+		if _, cerr := s.sftp.Lstat(claim); errors.Is(cerr, fs.ErrNotExist) {
+			return "", errClaimGone
+		}
 		if _, serr := s.sftp.Lstat(to); serr != nil {
 			// Not taken (or cannot tell): the rename failed for
 			// another reason.
@@ -181,16 +193,20 @@ func (c *Carrier) placeNoReplace(s *Session, from, to string) error {
 func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 	now := c.opts.Now()
 	for _, fc := range claims {
-		base := path.Join(protocol.OutboxDir(fc.Dest), fc.Dir)
-		claim, orig := path.Join(base, fc.Name), path.Join(base, fc.claim.Name)
-		shown := path.Join(fc.Dest, fc.Dir, fc.claim.Name)
 		own := fc.claim.Carrier == c.claimID()
-		if !own && now.Sub(fc.claim.At) < claimStaleAfter {
-			c.log.Debug("claimed by another carrier", "host", s.Host.Name, "path", claim)
+		if age := now.Sub(fc.claim.At); !own && age < claimStaleAfter && age > -claimStaleAfter {
+			c.log.Debug("claimed by another carrier", "host", s.Host.Name, "dest", fc.Dest, "path", path.Join(fc.Dir, fc.Name))
 			continue
 		}
-		if own && fc.claim.Exact {
-			o := origin{s.Host.Name, fc.Dest, path.Join(fc.Dir, fc.claim.Name), fc.Size, fc.MTime.Unix()}
+		name, exact := fc.claim.Name, fc.claim.Exact
+		if own && !exact {
+			name, exact = c.claimedName(s, fc)
+		}
+		base := path.Join(protocol.OutboxDir(fc.Dest), fc.Dir)
+		claim, orig := path.Join(base, fc.Name), path.Join(base, name)
+		shown := path.Join(fc.Dest, fc.Dir, name)
+		if own && exact {
+			o := origin{s.Host.Name, fc.Dest, path.Join(fc.Dir, name), fc.Size, fc.MTime.Unix()}
 			carried, err := c.buf.carried([]origin{o})
 			if err == nil && carried[0] {
 				if err := s.sftp.Remove(claim); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -204,6 +220,10 @@ func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 			}
 		}
 		to, err := c.putBack(s, claim, orig)
+		if errors.Is(err, errClaimGone) {
+			c.log.Debug("a claim was settled by another carrier", "host", s.Host.Name, "path", claim)
+			continue
+		}
 		if err != nil {
 			r.Failed = append(r.Failed, FileNote{shown, "claimed and not carried, cannot put it back: " + err.Error()})
 			c.log.Error("cannot put a claimed file back", "host", s.Host.Name, "path", claim, "err", err)
@@ -216,4 +236,24 @@ func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 		r.Waiting = append(r.Waiting, FileNote{shown, note})
 		c.log.Info("put back a claimed file", "host", s.Host.Name, "path", to, "claim", claim)
 	}
+}
+
+// claimedName is the file name of this carrier's claim fc whose name was
+// too long for it and shortened: found among the buffer's records of
+// carried files (kept after delivery until the outbox copy is gone), so
+// that the file is removed, or put back under its own name, not delivered
+// again under the shortened one. Without such a record, the shortened name.
+func (c *Carrier) claimedName(s *Session, fc foundClaim) (name string, exact bool) {
+	dir := fc.Dir
+	if dir == "" {
+		dir = "."
+	}
+	paths, err := c.buf.carriedPaths(s.Host.Name, fc.Dest, func(p string) bool {
+		cn, err := protocol.ClaimName(path.Base(p), c.claimID(), fc.claim.At)
+		return err == nil && cn == fc.Name && path.Dir(p) == dir
+	})
+	if err != nil || len(paths) == 0 {
+		return fc.claim.Name, false
+	}
+	return path.Base(paths[0]), true
 }

@@ -1,0 +1,109 @@
+package conformance
+
+import (
+	"context"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/sftptest"
+	"github.com/messor-sync/messor/protocol"
+)
+
+// TestClaimSettled: claims left where a carrier stopped, or met by two
+// carriers at once, are settled so that each version is delivered once
+// under its own name and no claim stays for ever. Against sshd with and
+// without exec, and the agent.
+func TestClaimSettled(t *testing.T) {
+	long := strings.Repeat("long name ", 22) + ".txt" // too long for a claim name
+	for _, k := range hostKinds {
+		t.Run(k.name, func(t *testing.T) {
+			for _, name := range []string{"f.txt", long} {
+				short := name[:min(len(name), 12)]
+				t.Run(short+" stopped before removing", func(t *testing.T) { testStoppedDelivered(t, k.start, name, false) })
+				t.Run(short+" stopped, delivered before the next visit", func(t *testing.T) { testStoppedDelivered(t, k.start, name, true) })
+			}
+			t.Run("put back by another carrier at once", func(t *testing.T) { testPutBackRace(t, k.start) })
+			t.Run("another carrier's claim from the future", func(t *testing.T) { testFutureClaim(t, k.start) })
+		})
+	}
+}
+
+// testStoppedDelivered cuts the connection at the removal of the claim of
+// name (a carrier killed there), runs a dropoff before the next pickup if
+// deliverFirst, then pickup and dropoff: name arrives once, under its own
+// name, and the outbox is empty.
+func testStoppedDelivered(t *testing.T, start StartFunc, name string, deliverFirst bool) {
+	h := &relayHost{}
+	e := NewEnv(t, relayed(start, h), "alpha")
+	e.Start = start
+	e.AddHost("beta", true)
+	e.Outbox("alpha", "beta", map[string][]byte{name: claimV1})
+	c := e.Carrier(1<<20, carrier.Options{})
+	h.set(func(r sftptest.Request) bool {
+		return r.Type == sftptest.FxpRemove && strings.HasPrefix(path.Base(r.Path), protocol.ClaimPrefix)
+	})
+	c.Pickup(context.Background(), e.Resolve("alpha"))
+	h.set(nil)
+	left := e.OutboxFiles("alpha")
+	if len(left) != 1 || !strings.HasPrefix(path.Base(firstKey(left)), protocol.ClaimPrefix) {
+		t.Fatalf("outbox after the cut: %v, want the claim alone", keys(left))
+	}
+	if deliverFirst {
+		MustOK(t, e.Dropoff(c, "beta"))
+	}
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	MustOK(t, e.Dropoff(c, "beta"))
+	SameTree(t, "outbox", e.OutboxFiles("alpha"), map[string][]byte{})
+	SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{name: claimV1})
+}
+
+// foreignClaim writes a claim of name by carrier "0ther" made at time at.
+func foreignClaim(t *testing.T, h *relayHost, name string, at time.Time, data []byte) string {
+	cn, err := protocol.ClaimName(name, "0ther", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(h.local(protocol.OutboxDir("beta")), cn)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(p, old, old)
+	return cn
+}
+
+// testPutBackRace: another carrier puts back the same lost claim just
+// before this one does: not a failure, the file is back once.
+func testPutBackRace(t *testing.T, start StartFunc) {
+	e, h, c := newClaimEnv(t, start)
+	cn := foreignClaim(t, h, "lost.txt", time.Now().Add(-2*time.Hour), []byte("lost\n"))
+	h.set(func(r sftptest.Request) bool {
+		if r.Type == sftptest.FxpRename && path.Base(r.Path) == cn {
+			os.Rename(h.local(r.Path), h.local(r.Target)) // the other carrier, first
+		}
+		return false
+	})
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	h.set(nil)
+	left := e.OutboxFiles("alpha")
+	if string(left["beta/lost.txt"]) != "lost\n" || len(left) > 2 {
+		t.Errorf("outbox after the visit: %v, want lost.txt back", keys(left))
+	}
+	carriedAll(t, e, c, claimV1, []byte("lost\n"))
+}
+
+// testFutureClaim: a claim dated hours ahead (its carrier's clock was
+// wrong) is taken for lost like an old one, not left for ever.
+func testFutureClaim(t *testing.T, start StartFunc) {
+	e, h, c := newClaimEnv(t, start)
+	foreignClaim(t, h, "ahead.txt", time.Now().Add(3*time.Hour), []byte("ahead\n"))
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	SameTree(t, "outbox after a visit", e.OutboxFiles("alpha"), map[string][]byte{"beta/ahead.txt": []byte("ahead\n")})
+	carriedAll(t, e, c, claimV1, []byte("ahead\n"))
+}
