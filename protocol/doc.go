@@ -27,7 +27,9 @@
 //     fits the carrier's buffer limit. A destination directory that cannot
 //     be listed is reported and passed over. A listing holds a bounded
 //     number of entries (and bytes of replies); a bigger outbox is carried
-//     in rounds, each listing again what is left. Each file is streamed into
+//     in rounds, each listing again what is left, at most 1,000 rounds a
+//     visit (a writer feeding the outbox faster than it is carried waits
+//     for the next visit). Each file is streamed into
 //     a resumable partial in the carrier's buffer and hashed with SHA-256
 //     ([HashName]) on the way.
 //  2. The carrier checks that the source's size and mtime did not change
