@@ -6,6 +6,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +29,10 @@ func TestClaimSettled(t *testing.T) {
 				t.Run(short+" stopped, delivered before the next visit", func(t *testing.T) { testStoppedDelivered(t, k.start, name, true) })
 			}
 			t.Run("put back by another carrier at once", func(t *testing.T) { testPutBackRace(t, k.start) })
+			t.Run("claimed by another carrier at once", func(t *testing.T) { testClaimedByOther(t, k.start) })
+			t.Run("a directory at the name put back", func(t *testing.T) { testPutBackOnto(t, k.start, false) })
+			t.Run("a symlink at the name put back", func(t *testing.T) { testPutBackOnto(t, k.start, true) })
+			t.Run("a claim forged under our ID", func(t *testing.T) { testForgedOwnClaim(t, k.start) })
 			t.Run("another carrier's claim from the future", func(t *testing.T) { testFutureClaim(t, k.start) })
 		})
 	}
@@ -106,4 +111,74 @@ func testFutureClaim(t *testing.T, start StartFunc) {
 	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
 	SameTree(t, "outbox after a visit", e.OutboxFiles("alpha"), map[string][]byte{"beta/ahead.txt": []byte("ahead\n")})
 	carriedAll(t, e, c, claimV1, []byte("ahead\n"))
+}
+
+// testClaimedByOther: another carrier claims the file just before this one
+// does: not a failure; the other carrier's claim is left alone.
+func testClaimedByOther(t *testing.T, start StartFunc) {
+	e, h, c := newClaimEnv(t, start)
+	other, err := protocol.ClaimName("f.txt", "0ther", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.set(func(r sftptest.Request) bool {
+		if r.Type == sftptest.FxpRename && isClaimOf(r, "beta/f.txt") {
+			os.Rename(h.local(r.Path), filepath.Join(filepath.Dir(h.local(r.Path)), other))
+		}
+		return false
+	})
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	h.set(nil)
+	SameTree(t, "outbox", e.OutboxFiles("alpha"), map[string][]byte{"beta/" + other: claimV1})
+	if got := carriedContents(t, c); len(got) != 1 || got[string(claimV1)] != 1 {
+		t.Errorf("carried %v, want version 1 once", got)
+	}
+}
+
+// testPutBackOnto: a new version was claimed, and a directory (or a
+// symlink) appears under the file's name before it is put back: it is put
+// back beside it, and the directory or symlink is left as it is.
+func testPutBackOnto(t *testing.T, start StartFunc, symlink bool) {
+	e, h, c := newClaimEnv(t, start)
+	orig := h.local("messor/outbox/beta/f.txt")
+	var claimed, placed sync.Once
+	h.set(func(r sftptest.Request) bool {
+		switch {
+		case r.Type == sftptest.FxpRename && isClaimOf(r, "beta/f.txt"):
+			claimed.Do(func() { saveOver(t, h.local(r.Path), claimV2) })
+		case r.Type == sftptest.FxpLstat && strings.HasPrefix(path.Base(r.Path), protocol.ClaimPrefix):
+			placed.Do(func() {
+				if symlink {
+					os.Symlink("/etc/hostname", orig)
+				} else {
+					os.Mkdir(orig, 0o755)
+				}
+			})
+		}
+		return false
+	})
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	h.set(nil)
+	fi, err := os.Lstat(orig)
+	if err != nil || symlink != (fi.Mode()&os.ModeSymlink != 0) || !symlink && !fi.IsDir() {
+		t.Errorf("f.txt after the put-back: %v, %v", fi, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(filepath.Dir(orig), "f (2).txt")); string(got) != string(claimV2) {
+		t.Errorf("f (2).txt: %q, %v; want version 2 put back beside", got, err)
+	}
+}
+
+// testForgedOwnClaim: a claim under this carrier's ID of a file it never
+// carried (forged by someone on the host) is put back, never removed.
+func testForgedOwnClaim(t *testing.T, start StartFunc) {
+	e, h, c := newClaimEnv(t, start)
+	cn, err := protocol.ClaimName("never.txt", c.Buffer().ID(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.local(protocol.OutboxDir("beta")), cn), []byte("forged\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	SameTree(t, "outbox after a visit", e.OutboxFiles("alpha"), map[string][]byte{"beta/never.txt": []byte("forged\n")})
 }
