@@ -528,22 +528,20 @@ func carriedIn(cb, eb *bolt.Bucket, o origin) bool {
 	return false
 }
 
-// carriedPaths lists the paths of source's outbox for dest that have a
-// carried record (whether or not their entry is still held) and pass match.
-func (b *Buffer) carriedPaths(source, dest string, match func(p string) bool) ([]string, error) {
-	var out []string
-	prefix := []byte(source + "\x00" + dest + "\x00")
-	err := b.db.View(func(tx *bolt.Tx) error {
+// carriedPaths calls f with the destination and path of each of source's
+// outbox files that has a carried record (whether or not its entry is
+// still held).
+func (b *Buffer) carriedPaths(source string, f func(dest, p string)) error {
+	prefix := []byte(source + "\x00")
+	return b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketCarried).Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			p, _, _ := bytes.Cut(k[len(prefix):], []byte{0})
-			if match(string(p)) {
-				out = append(out, string(p))
-			}
+			dest, rest, _ := bytes.Cut(k[len(prefix):], []byte{0})
+			p, _, _ := bytes.Cut(rest, []byte{0})
+			f(string(dest), string(p))
 		}
 		return nil
 	})
-	return out, err
 }
 
 // removalFailed marks a carried record whose outbox file could not be

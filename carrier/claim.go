@@ -187,11 +187,14 @@ func (c *Carrier) placeNoReplace(s *Session, from, to string) error {
 
 // settleClaims settles the claims a listing met, left by a carrier that
 // stopped between claiming and removing: this carrier's own are removed
-// when their version is carried, put back otherwise; another carrier's are
-// put back once older than claimStaleAfter (a carried duplicate arrives as
-// identical content, which counts as delivered once).
+// when their version is carried, put back otherwise (under the full name
+// when it was shortened: longNames); another carrier's are put back once
+// further than claimStaleAfter from now, past or future (its clock may be
+// wrong; a carried duplicate arrives as identical content, which counts as
+// delivered once). One already gone was settled by another carrier.
 func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 	now := c.opts.Now()
+	var long longNames
 	for _, fc := range claims {
 		own := fc.claim.Carrier == c.claimID()
 		if age := now.Sub(fc.claim.At); !own && age < claimStaleAfter && age > -claimStaleAfter {
@@ -200,7 +203,10 @@ func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 		}
 		name, exact := fc.claim.Name, fc.claim.Exact
 		if own && !exact {
-			name, exact = c.claimedName(s, fc)
+			if long == nil {
+				long = c.longNames(s)
+			}
+			name, exact = long.find(c.claimID(), fc)
 		}
 		base := path.Join(protocol.OutboxDir(fc.Dest), fc.Dir)
 		claim, orig := path.Join(base, fc.Name), path.Join(base, name)
@@ -238,22 +244,47 @@ func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 	}
 }
 
-// claimedName is the file name of this carrier's claim fc whose name was
-// too long for it and shortened: found among the buffer's records of
-// carried files (kept after delivery until the outbox copy is gone), so
-// that the file is removed, or put back under its own name, not delivered
-// again under the shortened one. Without such a record, the shortened name.
-func (c *Carrier) claimedName(s *Session, fc foundClaim) (name string, exact bool) {
+// longNames finds the full names of this carrier's own claims whose file
+// names were too long for a claim name and shortened (ending "~" and a
+// hash of the full name), among the files of the host it recorded as
+// carried (records kept after delivery until the outbox copy is gone): so
+// that such a file is removed, or put back under its own name, not
+// delivered again under the shortened one. Built once a visit needs it.
+type longNames map[string][]string // longKey -> file names
+
+// shortHashLen is how many hex digits of the full name's SHA-256 end a
+// shortened name in a claim name (protocol.ClaimName).
+const shortHashLen = 8
+
+func longKey(dest, dir, hash string) string { return dest + "\x00" + dir + "\x00" + hash }
+
+func (c *Carrier) longNames(s *Session) longNames {
+	idx := longNames{}
+	err := c.buf.carriedPaths(s.Host.Name, func(dest, p string) {
+		base := path.Base(p)
+		h := sha256.Sum256([]byte(base))
+		k := longKey(dest, path.Dir(p), hex.EncodeToString(h[:])[:shortHashLen])
+		idx[k] = append(idx[k], base)
+	})
+	if err != nil {
+		c.log.Warn("index", "err", err)
+	}
+	return idx
+}
+
+// find returns the full name of own claim fc, or its shortened name (not
+// exact) when no carried file has it.
+func (l longNames) find(id string, fc foundClaim) (name string, exact bool) {
 	dir := fc.Dir
 	if dir == "" {
 		dir = "."
 	}
-	paths, err := c.buf.carriedPaths(s.Host.Name, fc.Dest, func(p string) bool {
-		cn, err := protocol.ClaimName(path.Base(p), c.claimID(), fc.claim.At)
-		return err == nil && cn == fc.Name && path.Dir(p) == dir
-	})
-	if err != nil || len(paths) == 0 {
-		return fc.claim.Name, false
+	short := fc.claim.Name
+	hash := short[max(0, len(short)-shortHashLen):]
+	for _, n := range l[longKey(fc.Dest, dir, hash)] {
+		if cn, err := protocol.ClaimName(n, id, fc.claim.At); err == nil && cn == fc.Name {
+			return n, true
+		}
 	}
-	return path.Base(paths[0]), true
+	return short, false
 }
