@@ -33,6 +33,7 @@ func TestClaimSettled(t *testing.T) {
 			t.Run("a directory at the name put back", func(t *testing.T) { testPutBackOnto(t, k.start, false) })
 			t.Run("a symlink at the name put back", func(t *testing.T) { testPutBackOnto(t, k.start, true) })
 			t.Run("a claim forged under our ID", func(t *testing.T) { testForgedOwnClaim(t, k.start) })
+			t.Run("a long name taken at the put-back", func(t *testing.T) { testLongPutBackTaken(t, k.start) })
 			t.Run("another carrier's claim from the future", func(t *testing.T) { testFutureClaim(t, k.start) })
 		})
 	}
@@ -181,4 +182,50 @@ func testForgedOwnClaim(t *testing.T, start StartFunc) {
 	}
 	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
 	SameTree(t, "outbox after a visit", e.OutboxFiles("alpha"), map[string][]byte{"beta/never.txt": []byte("forged\n")})
+}
+
+// testLongPutBackTaken: a new version of a file whose name is near the
+// longest allowed is claimed, and a newer one saved under the name before
+// it is put back: it is put back under a conflict name cut to fit, and
+// both are carried next visit.
+func testLongPutBackTaken(t *testing.T, start StartFunc) {
+	h := &relayHost{}
+	e := NewEnv(t, relayed(start, h), "alpha")
+	name := strings.Repeat("x", 250) + ".txt"
+	e.Outbox("alpha", "beta", map[string][]byte{name: claimV1})
+	c := e.Carrier(1<<20, carrier.Options{})
+	v3 := []byte("version 3, the longest of all\n")
+	var claimed, saved sync.Once
+	h.set(func(r sftptest.Request) bool {
+		switch {
+		case r.Type == sftptest.FxpRename && isClaimOf(r, "beta/"+name):
+			claimed.Do(func() { saveOverLong(t, h.local(r.Path), claimV2) })
+		case r.Type == sftptest.FxpLstat && strings.HasPrefix(path.Base(r.Path), protocol.ClaimPrefix):
+			saved.Do(func() { saveOverLong(t, h.local("messor/outbox/beta/"+name), v3) })
+		}
+		return false
+	})
+	rs := c.Pickup(context.Background(), e.Resolve("alpha"))
+	h.set(nil)
+	t.Logf("%s; waiting %v; skipped %v; outbox %q", rs[0].Summary(), rs[0].Waiting, rs[0].Skipped, keys(e.OutboxFiles("alpha")))
+	MustOK(t, rs)
+	SameTree(t, "outbox after the first visit", e.OutboxFiles("alpha"), map[string][]byte{
+		"beta/" + name: v3, "beta/" + protocol.ConflictName(name, 2): claimV2})
+	carriedAll(t, e, c, claimV1, claimV2, v3)
+}
+
+// saveOverLong is saveOver for a name too long to add a suffix to: the
+// temp file has a short name of its own.
+func saveOverLong(t *testing.T, p string, data []byte) {
+	tmp := filepath.Join(filepath.Dir(p), "tmp~")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		t.Error(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Error(err)
+	}
+	old := time.Now().Add(-90 * time.Minute)
+	if err := os.Chtimes(p, old, old); err != nil {
+		t.Error(err)
+	}
 }
