@@ -34,6 +34,7 @@ func TestClaimSettled(t *testing.T) {
 			t.Run("a symlink at the name put back", func(t *testing.T) { testPutBackOnto(t, k.start, true) })
 			t.Run("a claim forged under our ID", func(t *testing.T) { testForgedOwnClaim(t, k.start) })
 			t.Run("a long name taken at the put-back", func(t *testing.T) { testLongPutBackTaken(t, k.start) })
+			t.Run("a long name taken in the inbox", func(t *testing.T) { testLongInboxTaken(t, k.start) })
 			t.Run("another carrier's claim from the future", func(t *testing.T) { testFutureClaim(t, k.start) })
 		})
 	}
@@ -228,4 +229,24 @@ func saveOverLong(t *testing.T, p string, data []byte) {
 	if err := os.Chtimes(p, old, old); err != nil {
 		t.Error(err)
 	}
+}
+
+// testLongInboxTaken: a file whose name is near the longest allowed, and
+// taken in the inbox by other content, is delivered under a conflict name
+// cut to fit.
+func testLongInboxTaken(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	name := strings.Repeat("x", 250) + ".txt"
+	e.Outbox("alpha", "beta", map[string][]byte{name: claimV2})
+	inbox := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")))
+	if err := os.MkdirAll(inbox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(inbox, name), claimV1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := e.Carrier(1<<20, carrier.Options{})
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	MustOK(t, e.Dropoff(c, "beta"))
+	SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{name: claimV1, protocol.ConflictName(name, 2): claimV2})
 }
