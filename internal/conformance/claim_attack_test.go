@@ -51,15 +51,7 @@ func testStoppedDelivered(t *testing.T, start StartFunc, name string, deliverFir
 	e.AddHost("beta", true)
 	e.Outbox("alpha", "beta", map[string][]byte{name: claimV1})
 	c := e.Carrier(1<<20, carrier.Options{})
-	h.set(func(r sftptest.Request) bool {
-		return r.Type == sftptest.FxpRemove && strings.HasPrefix(path.Base(r.Path), protocol.ClaimPrefix)
-	})
-	c.Pickup(context.Background(), e.Resolve("alpha"))
-	h.set(nil)
-	left := e.OutboxFiles("alpha")
-	if len(left) != 1 || !strings.HasPrefix(path.Base(firstKey(left)), protocol.ClaimPrefix) {
-		t.Fatalf("outbox after the cut: %v, want the claim alone", keys(left))
-	}
+	stopAtClaimRemoval(t, e, h, c)
 	if deliverFirst {
 		MustOK(t, e.Dropoff(c, "beta"))
 	}
@@ -249,4 +241,19 @@ func testLongInboxTaken(t *testing.T, start StartFunc) {
 	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
 	MustOK(t, e.Dropoff(c, "beta"))
 	SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{name: claimV1, protocol.ConflictName(name, 2): claimV2})
+}
+
+// stopAtClaimRemoval runs a visit of alpha cut at the removal of a claim
+// (as a carrier killed there), which must leave the claim alone.
+func stopAtClaimRemoval(t *testing.T, e *Env, h *relayHost, c *carrier.Carrier) {
+	t.Helper()
+	h.set(func(r sftptest.Request) bool {
+		return r.Type == sftptest.FxpRemove && strings.HasPrefix(path.Base(r.Path), protocol.ClaimPrefix)
+	})
+	c.Pickup(context.Background(), e.Resolve("alpha"))
+	h.set(nil)
+	left := e.OutboxFiles("alpha")
+	if len(left) != 1 || !strings.HasPrefix(path.Base(firstKey(left)), protocol.ClaimPrefix) {
+		t.Fatalf("outbox after the cut: %v, want the claim alone", keys(left))
+	}
 }
