@@ -678,6 +678,22 @@ func carriedIn(cb, eb *bolt.Bucket, o origin) bool {
 	return false
 }
 
+// carriedPaths calls f with the destination and path of each of source's
+// outbox files that has a carried record (whether or not its entry is
+// still held).
+func (b *Buffer) carriedPaths(source string, f func(dest, p string)) error {
+	prefix := []byte(source + "\x00")
+	return b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketCarried).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			dest, rest, _ := bytes.Cut(k[len(prefix):], []byte{0})
+			p, _, _ := bytes.Cut(rest, []byte{0})
+			f(string(dest), string(p))
+		}
+		return nil
+	})
+}
+
 // removalFailed marks a carried record whose outbox file could not be
 // removed.
 var removalFailed = []byte("\x00removal-failed")

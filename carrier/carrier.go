@@ -33,6 +33,11 @@ type Options struct {
 	// enormous or hostile directory cannot exhaust memory; a bigger outbox
 	// is carried in rounds (default 100,000).
 	MaxListing int
+	// MaxRounds bounds the listing rounds of one visit, so a writer that
+	// keeps an outbox over MaxListing entries fed faster than it is
+	// carried (with content already carried, which takes no buffer room)
+	// cannot keep the visit going for ever (default 1,000).
+	MaxRounds int
 	// Settle: a source file modified less than this long ago is still being
 	// written and waits for the next visit. Default 5s; negative disables.
 	Settle time.Duration
@@ -114,6 +119,9 @@ func New(buf *Buffer, opts Options) *Carrier {
 	}
 	if opts.MaxListing <= 0 {
 		opts.MaxListing = defaultMaxListing
+	}
+	if opts.MaxRounds <= 0 {
+		opts.MaxRounds = 1000
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

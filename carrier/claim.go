@@ -31,6 +31,10 @@ const maxPutBack = 100
 // back for a later visit (a *putBackError).
 var errNotCarried = errors.New("a new version was claimed and put back")
 
+// errClaimGone: a claim to put back is gone already (another carrier
+// settled it at the same moment).
+var errClaimGone = errors.New("the claim is gone (settled by another carrier)")
+
 // putBackError is errNotCarried with the name the new version was put back
 // under, when its own was taken.
 type putBackError struct{ as string }
@@ -102,6 +106,11 @@ func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote stri
 		// version carried is gone, the claimed one goes back.
 		c.buf.forgetCarried(o)
 		to, perr := c.putBack(s, claim, remote)
+		if errors.Is(perr, errClaimGone) {
+			// Put back (or carried) by another carrier that took
+			// this one for lost.
+			return &putBackError{}
+		}
 		if perr != nil {
 			return fmt.Errorf("host %s: a new version of %s was claimed and cannot be put back (it stays as %s until the next visit): %w", s.Host.Name, remote, claim, perr)
 		}
@@ -152,6 +161,9 @@ func (c *Carrier) putBack(s *Session, claim, orig string) (string, error) {
 		if err = c.placeNoReplace(s, claim, to); err == nil {
 			return to, nil
 		}
+		if _, cerr := s.sftp.Lstat(claim); errors.Is(cerr, fs.ErrNotExist) {
+			return "", errClaimGone
+		}
 		if _, serr := s.sftp.Lstat(to); serr != nil {
 			// Not taken (or cannot tell): the rename failed for
 			// another reason.
@@ -175,22 +187,32 @@ func (c *Carrier) placeNoReplace(s *Session, from, to string) error {
 
 // settleClaims settles the claims a listing met, left by a carrier that
 // stopped between claiming and removing: this carrier's own are removed
-// when their version is carried, put back otherwise; another carrier's are
-// put back once older than claimStaleAfter (a carried duplicate arrives as
-// identical content, which counts as delivered once).
+// when their version is carried, put back otherwise (under the full name
+// when it was shortened: longNames); another carrier's are put back once
+// further than claimStaleAfter from now, past or future (its clock may be
+// wrong; a carried duplicate arrives as identical content, which counts as
+// delivered once). One already gone was settled by another carrier.
 func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 	now := c.opts.Now()
+	var long longNames
 	for _, fc := range claims {
-		base := path.Join(protocol.OutboxDir(fc.Dest), fc.Dir)
-		claim, orig := path.Join(base, fc.Name), path.Join(base, fc.claim.Name)
-		shown := path.Join(fc.Dest, fc.Dir, fc.claim.Name)
 		own := fc.claim.Carrier == c.claimID()
-		if !own && now.Sub(fc.claim.At) < claimStaleAfter {
-			c.log.Debug("claimed by another carrier", "host", s.Host.Name, "path", claim)
+		if age := now.Sub(fc.claim.At); !own && age < claimStaleAfter && age > -claimStaleAfter {
+			c.log.Debug("claimed by another carrier", "host", s.Host.Name, "dest", fc.Dest, "path", path.Join(fc.Dir, fc.Name))
 			continue
 		}
-		if own && fc.claim.Exact {
-			o := origin{s.Host.Name, fc.Dest, path.Join(fc.Dir, fc.claim.Name), fc.Size, fc.MTime.Unix()}
+		name, exact := fc.claim.Name, fc.claim.Exact
+		if own && !exact {
+			if long == nil {
+				long = c.longNames(s)
+			}
+			name, exact = long.find(c.claimID(), fc)
+		}
+		base := path.Join(protocol.OutboxDir(fc.Dest), fc.Dir)
+		claim, orig := path.Join(base, fc.Name), path.Join(base, name)
+		shown := path.Join(fc.Dest, fc.Dir, name)
+		if own && exact {
+			o := origin{s.Host.Name, fc.Dest, path.Join(fc.Dir, name), fc.Size, fc.MTime.Unix()}
 			carried, err := c.buf.carried([]origin{o})
 			if err == nil && carried[0] {
 				if err := s.sftp.Remove(claim); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -204,6 +226,10 @@ func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 			}
 		}
 		to, err := c.putBack(s, claim, orig)
+		if errors.Is(err, errClaimGone) {
+			c.log.Debug("a claim was settled by another carrier", "host", s.Host.Name, "path", claim)
+			continue
+		}
 		if err != nil {
 			r.Failed = append(r.Failed, FileNote{shown, "claimed and not carried, cannot put it back: " + err.Error()})
 			c.log.Error("cannot put a claimed file back", "host", s.Host.Name, "path", claim, "err", err)
@@ -216,4 +242,49 @@ func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 		r.Waiting = append(r.Waiting, FileNote{shown, note})
 		c.log.Info("put back a claimed file", "host", s.Host.Name, "path", to, "claim", claim)
 	}
+}
+
+// longNames finds the full names of this carrier's own claims whose file
+// names were too long for a claim name and shortened (ending "~" and a
+// hash of the full name), among the files of the host it recorded as
+// carried (records kept after delivery until the outbox copy is gone): so
+// that such a file is removed, or put back under its own name, not
+// delivered again under the shortened one. Built once a visit needs it.
+type longNames map[string][]string // longKey -> file names
+
+// shortHashLen is how many hex digits of the full name's SHA-256 end a
+// shortened name in a claim name (protocol.ClaimName).
+const shortHashLen = 8
+
+func longKey(dest, dir, hash string) string { return dest + "\x00" + dir + "\x00" + hash }
+
+func (c *Carrier) longNames(s *Session) longNames {
+	idx := longNames{}
+	err := c.buf.carriedPaths(s.Host.Name, func(dest, p string) {
+		base := path.Base(p)
+		h := sha256.Sum256([]byte(base))
+		k := longKey(dest, path.Dir(p), hex.EncodeToString(h[:])[:shortHashLen])
+		idx[k] = append(idx[k], base)
+	})
+	if err != nil {
+		c.log.Warn("index", "err", err)
+	}
+	return idx
+}
+
+// find returns the full name of own claim fc, or its shortened name (not
+// exact) when no carried file has it.
+func (l longNames) find(id string, fc foundClaim) (name string, exact bool) {
+	dir := fc.Dir
+	if dir == "" {
+		dir = "."
+	}
+	short := fc.claim.Name
+	hash := short[max(0, len(short)-shortHashLen):]
+	for _, n := range l[longKey(fc.Dest, dir, hash)] {
+		if cn, err := protocol.ClaimName(n, id, fc.claim.At); err == nil && cn == fc.Name {
+			return n, true
+		}
+	}
+	return short, false
 }

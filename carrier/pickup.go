@@ -71,11 +71,11 @@ func (c *Carrier) PickupHost(ctx context.Context, h discovery.Host) *HostReport 
 // pickup carries a host's outbox in rounds: each lists at most
 // Options.MaxListing entries (and listingRoundBytes of replies), settles
 // the claims it met, and carries what it found, until a listing is
-// complete or a round carries nothing.
+// complete, a round carries nothing, or Options.MaxRounds rounds.
 func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 	notes := newNoteSet(r)
 	defer notes.bound(true)
-	for ctx.Err() == nil {
+	for round := 1; ctx.Err() == nil; round++ {
 		notes.bound(false)
 		l, err := c.listOutbox(ctx, s, notes)
 		if err != nil {
@@ -109,6 +109,10 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 				return
 			}
 			r.Err = fmt.Errorf("host %s: outbox has more than one listing holds (%d entries or %d MiB of replies: a directory that never ends?) and of those listed none could be carried or removed", s.Host.Name, c.opts.MaxListing, listingRoundBytes>>20)
+			return
+		}
+		if round >= c.opts.MaxRounds {
+			notes.wait(protocol.Outbox, fmt.Sprintf("outbox listed %d times in this visit and files keep appearing; the rest waits for the next visit", round))
 			return
 		}
 		c.log.Info("outbox listed in part; listing again", "host", s.Host.Name, "carried", r.Files-before, "removed", removed)

@@ -33,7 +33,9 @@
 //     limit that took it). A destination directory that cannot
 //     be listed is reported and passed over. A listing holds a bounded
 //     number of entries (and bytes of replies); a bigger outbox is carried
-//     in rounds, each listing again what is left. Each file is streamed into
+//     in rounds, each listing again what is left, at most 1,000 rounds a
+//     visit (a writer feeding the outbox faster than it is carried waits
+//     for the next visit). Each file is streamed into
 //     a resumable partial in the carrier's buffer and hashed with SHA-256
 //     ([HashName]) on the way.
 //  2. The carrier checks that the source's size and mtime did not change
@@ -98,11 +100,14 @@
 // visit a carrier settles the claims it lists ([ParseClaim]): its own are
 // removed when it holds their version (same source, dest, path, size and
 // mtime) and put back otherwise; another carrier's are put back once older
-// than an hour (that carrier is taken for lost; should it hold a copy, the
+// than an hour, or dated more than an hour ahead of the settling carrier's
+// clock (that carrier is taken for lost; should it hold a copy, the
 // destination's identical-content rule keeps the duplicate from arriving
-// twice). A name too long to fit in a claim name is shortened in it (with a
-// hash); such a claim left by a stopped carrier is put back under the
-// shortened name. What this cannot guard: a writer that keeps a file open
+// twice). A claim already gone when it is put back was settled by another
+// carrier at the same moment: nothing to do. A name too long to fit in a
+// claim name is shortened in it (with a hash); a carrier finds the full name
+// of its own such claim among the files it recorded as carried, and
+// another carrier's is put back under the shortened name. What this cannot guard: a writer that keeps a file open
 // and writes into it in place after the claim was looked at, and, on an
 // OpenSSH host, the instant between the link and the unlink inside its
 // rename (a version saved over the name right then is unlinked).

@@ -239,14 +239,22 @@ func ParseClaim(claim string) (Claim, error) {
 }
 
 // ConflictName is the name used for the n-th (n >= 2) different file that
-// wants the same final name: "photo.jpg" becomes "photo (2).jpg".
+// wants the same final name: "photo.jpg" becomes "photo (2).jpg". The stem
+// of a name near MaxNameLen is cut (at a character boundary) to fit.
 func ConflictName(name string, n int) string {
 	ext := path.Ext(name)
 	stem := strings.TrimSuffix(name, ext)
-	if stem == "" { // ".bashrc": no stem, treat it all as the stem
+	tag := fmt.Sprintf(" (%d)", n)
+	if stem == "" || len(tag)+len(ext) >= MaxNameLen { // ".bashrc", or an extension too long to keep
 		stem, ext = name, ""
 	}
-	return fmt.Sprintf("%s (%d)%s", stem, n, ext)
+	if keep := MaxNameLen - len(tag) - len(ext); len(stem) > keep {
+		for keep > 0 && !utf8.RuneStart(stem[keep]) {
+			keep--
+		}
+		stem = stem[:keep]
+	}
+	return stem + tag + ext
 }
 
 // AgentVersionTag appears in a messor agent's SSH server version string.

@@ -90,6 +90,10 @@ func TestConflictName(t *testing.T) {
 		{"archive.tar.gz", 3, "archive.tar (3).gz"},
 		{"noext", 2, "noext (2)"},
 		{".bashrc", 2, ".bashrc (2)"},
+		// A name near MaxNameLen: its stem is cut (at a character) to fit.
+		{strings.Repeat("x", 250) + ".txt", 2, strings.Repeat("x", 247) + " (2).txt"},
+		{"a" + strings.Repeat("é", 125) + ".t", 10, "a" + strings.Repeat("é", 123) + " (10).t"},
+		{"a." + strings.Repeat("e", 253), 2, "a." + strings.Repeat("e", 249) + " (2)"},
 	}
 	for _, tt := range tests {
 		if got := ConflictName(tt.in, tt.n); got != tt.want {

@@ -205,15 +205,7 @@ func testClaimPutBackTaken(t *testing.T, start StartFunc) {
 func testClaimStopped(t *testing.T, start StartFunc) {
 	t.Run("carried", func(t *testing.T) {
 		e, h, c := newClaimEnv(t, start)
-		h.set(func(r sftptest.Request) bool {
-			return r.Type == sftptest.FxpRemove && strings.HasPrefix(path.Base(r.Path), protocol.ClaimPrefix)
-		})
-		c.Pickup(context.Background(), e.Resolve("alpha"))
-		h.set(nil)
-		left := e.OutboxFiles("alpha")
-		if len(left) != 1 || !strings.HasPrefix(path.Base(firstKey(left)), protocol.ClaimPrefix) {
-			t.Fatalf("outbox after the cut: %v, want the claim alone", keys(left))
-		}
+		stopAtClaimRemoval(t, e, h, c)
 		carriedAll(t, e, c, claimV1)
 	})
 	t.Run("not carried", func(t *testing.T) {

@@ -27,6 +27,11 @@ import (
 type memOutbox struct {
 	badDirs, endless bool
 	readOnly         bool // nothing can be renamed or removed
+	// growing: each listing of outbox/beta (up to the 500th) adds this
+	// many new files, as a writer busy during the visit; same: all with
+	// the same content.
+	growing int
+	same    bool
 
 	mu     sync.Mutex
 	files  map[string][]byte // name in outbox/beta/ -> content
@@ -59,6 +64,13 @@ func (m *memOutbox) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
 			slices.SortFunc(l, func(a, b os.FileInfo) int { return strings.Compare(a.Name(), b.Name()) })
 			m.lists++
 			m.served = len(l)
+			for i := 0; i < m.growing && m.lists <= 500; i++ {
+				data := fmt.Sprintf("new %d %d\n", m.lists, i)
+				if m.same {
+					data = "same\n"
+				}
+				m.files[fmt.Sprintf("new%04d-%d", m.lists, i)] = []byte(data)
+			}
 			return l, nil
 		case "/messor/outbox/denied":
 			return nil, os.ErrPermission
@@ -240,5 +252,29 @@ func TestListingMemory(t *testing.T) {
 	}
 	if len(r.Skipped) > 10_001 {
 		t.Errorf("%d notes of skipped entries: the report grows with the listing", len(r.Skipped))
+	}
+}
+
+// TestListingInRoundsGrowing: a writer adding files faster than one
+// listing round takes them (MaxListing 50, 60 new files a listing) does not
+// keep the visit going for ever: unique files fill the buffer, files of
+// content already carried stop at Options.MaxRounds listings.
+func TestListingInRoundsGrowing(t *testing.T) {
+	t.Parallel()
+	for _, same := range []bool{false, true} {
+		m := &memOutbox{files: map[string][]byte{}, growing: 60, same: same}
+		for i := range 60 {
+			m.files[fmt.Sprintf("f%05d", i)] = []byte(fmt.Sprintf("file %d\n", i))
+		}
+		e := newEnv(t)
+		e.Start = startHandlers(m)
+		e.AddHost("mem", true)
+		c := e.carrier(4<<10, carrier.Options{Settle: -1, MaxListing: 50, MaxRounds: 20})
+		var r *carrier.HostReport
+		bounded(t, 60*time.Second, "pickup of a growing outbox", func() { r = c.Pickup(context.Background(), e.Resolve("mem"))[0] })
+		t.Logf("same content %v: %s; err %v; outbox/beta listed %d times; %d files carried, %d waiting", same, r.Summary(), r.Err, m.lists, r.Files, len(r.Waiting))
+		if m.lists > 20 {
+			t.Errorf("same content %v: outbox/beta listed %d times in one visit", same, m.lists)
+		}
 	}
 }
