@@ -3,8 +3,11 @@ package carrier
 import (
 	"errors"
 	"path"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/messor-sync/messor/protocol"
 )
 
 // A file renamed into place lasts a power loss only once its directory is
@@ -62,7 +65,10 @@ func newDirSyncer() *dirSyncer {
 
 // after calls then (if not nil) once dir has been synced, from another
 // goroutine, with nil, an error wrapping errNotDurable, or why the sync of
-// dir, or of a directory on the way to it that the carrier made, failed.
+// dir, or of a directory on the way to it, failed. A file's directory is
+// synced with every directory above it up to the inbox, in the same batch:
+// one found there may have been made by a carrier killed before it synced
+// its parent (TestDirectorySyncFoundDirs).
 func (d *dirSyncer) after(s *Session, dir string, then func(error)) {
 	d.mu.Lock()
 	if d.closed {
@@ -72,10 +78,12 @@ func (d *dirSyncer) after(s *Session, dir string, then func(error)) {
 		}
 		return
 	}
-	w := d.pending[dir]
-	if w == nil {
-		w = &dirWaiters{s: s}
-		d.pending[dir] = w
+	w := d.wait(s, dir)
+	if then != nil {
+		for up := dir; strings.HasPrefix(up, protocol.Inbox+"/"); {
+			up = path.Dir(up)
+			d.wait(s, up)
+		}
 	}
 	if then != nil {
 		w.then = append(w.then, then)
@@ -89,6 +97,16 @@ func (d *dirSyncer) after(s *Session, dir string, then func(error)) {
 		default:
 		}
 	}
+}
+
+// wait returns the waiters of dir in the next batch. d.mu is held.
+func (d *dirSyncer) wait(s *Session, dir string) *dirWaiters {
+	w := d.pending[dir]
+	if w == nil {
+		w = &dirWaiters{s: s}
+		d.pending[dir] = w
+	}
+	return w
 }
 
 // close runs a last batch and returns once every waiter has been called.

@@ -65,9 +65,11 @@
 //     new one under [ConflictName].
 //  4. The carrier makes the new name durable: it opens the directory for
 //     reading and sends fsync@openssh.com on that handle (OpenSSH's
-//     sftp-server and the agent sync the directory), as it did for the
-//     parent of each directory it made. Files put into one directory at
-//     about the same time share one sync. Only then is the carrier's buffer
+//     sftp-server and the agent sync the directory), and every directory
+//     above it up to messor/inbox (one found there may have been made by a
+//     carrier killed before it synced its parent), as it did for the parent
+//     of each directory it made. Files put into one directory at about the
+//     same time share one sync. Only then is the carrier's buffer
 //     entry released. A host that offers no fsync@openssh.com, or refuses
 //     it on a directory, keeps the file, but the carrier keeps its entry
 //     until a later visit finds the file there with identical content.
