@@ -451,6 +451,14 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		flags |= os.O_TRUNC // a fresh start: nothing of ours to keep
 	}
 	f, err := s.sftp.OpenFile(partial, flags)
+	if errors.Is(err, fs.ErrPermission) {
+		// A carrier killed after giving the partial a read-only
+		// source's mode (before the rename) left it unwritable to the
+		// host's user (TestReadOnlyPartialResumed).
+		if s.sftp.Chmod(partial, writingPerm(e.deliverPerm())) == nil {
+			f, err = s.sftp.OpenFile(partial, flags)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
