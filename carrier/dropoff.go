@@ -395,7 +395,7 @@ func (c *Carrier) freeName(ctx context.Context, s *Session, dir, name string, si
 			return "", false, fmt.Errorf("host %s: stat %s: %w", s.Host.Name, p, err)
 		}
 		if st.Mode().IsRegular() && st.Size() == size {
-			got, err := s.hashRange(ctx, p, size)
+			got, err := s.hashFound(ctx, p, st.Mode().Perm(), size)
 			if err != nil {
 				return "", false, err
 			}
@@ -405,6 +405,25 @@ func (c *Carrier) freeName(ctx context.Context, s *Session, dir, name string, si
 		}
 	}
 	return "", false, fmt.Errorf("host %s: %s: more than %d different files want this name", s.Host.Name, path.Join(dir, name), maxConflicts)
+}
+
+// hashFound hashes the file p (of perm and size) found where a file is to
+// be delivered. One its owner cannot read (delivered with a 0000 or
+// write-only source's mode) is given its owner's read while it is hashed,
+// then its mode back (TestUnreadableDeliveredFound).
+func (s *Session) hashFound(ctx context.Context, p string, perm fs.FileMode, size int64) ([]byte, error) {
+	got, err := s.hashRange(ctx, p, size)
+	if !errors.Is(err, fs.ErrPermission) || perm&0o400 != 0 {
+		return got, err
+	}
+	if err := s.sftp.Chmod(p, perm|0o400); err != nil {
+		return nil, fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, p, err)
+	}
+	got, err = s.hashRange(ctx, p, size)
+	if cerr := s.sftp.Chmod(p, perm); cerr != nil && err == nil {
+		err = fmt.Errorf("host %s: chmod %s back to %v: %w", s.Host.Name, p, perm, cerr)
+	}
+	return got, err
 }
 
 // upload writes the object for e into partial, resuming from a verified

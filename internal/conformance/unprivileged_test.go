@@ -118,3 +118,63 @@ func TestReadOnlyPartialResumed(t *testing.T) {
 		})
 	}
 }
+
+// TestUnreadableDeliveredFound: a file delivered with a 0000 or
+// write-only source's mode, whose entry was kept (a carrier killed before
+// the directory sync, a host that cannot sync), is found and counted as
+// delivered by the next visit, though its host's user cannot read it; it
+// keeps its mode.
+func TestUnreadableDeliveredFound(t *testing.T) {
+	for _, perm := range []os.FileMode{0, 0o200} {
+		t.Run(perm.String(), func(t *testing.T) {
+			e := NewEnv(t, SSHD(false), "alpha")
+			e.Start = startSFTPServerAsNobody
+			e.AddHost("beta", true)
+			files := map[string][]byte{"small.bin": []byte("small\n"), "big.bin": make([]byte, 3<<20)}
+			e.Outbox("alpha", "beta", files)
+			for name := range files {
+				src := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), name)
+				if err := os.Chmod(src, perm); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := e.Carrier(1<<30, carrier.Options{})
+			MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+			// What a carrier killed after the renames, before the
+			// directory sync, leaves.
+			inbox := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")))
+			testenvWrite(t, inbox, files, perm)
+			giveToNobody(t, e.Dirs["beta"])
+			rs := e.Dropoff(c, "beta")
+			MustOK(t, rs)
+			if rs[0].Already != len(files) {
+				t.Errorf("dropoff: %s, want all %d found", rs[0].Summary(), len(files))
+			}
+			if ents, _ := c.Buffer().Entries(); len(ents) != 0 {
+				t.Errorf("the buffer still holds %d entries", len(ents))
+			}
+			SameTree(t, "inbox", e.Inbox("beta", "alpha"), files)
+			for name := range files {
+				if fi, err := os.Stat(filepath.Join(inbox, name)); err != nil || fi.Mode().Perm() != perm {
+					t.Errorf("%s: %v, %v; want mode %v", name, fi, err, perm)
+				}
+			}
+		})
+	}
+}
+
+// testenvWrite writes files into dir with mode perm.
+func testenvWrite(t *testing.T, dir string, files map[string][]byte, perm os.FileMode) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, perm); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
