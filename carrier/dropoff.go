@@ -232,8 +232,8 @@ func newDirCache(syncs *dirSyncer) *dirCache {
 // inboxDirPerm is the mode of the directories a carrier makes in an inbox:
 // the files in them keep their sources' modes, and a directory open to the
 // destination's other users would let them read a file while it is being
-// delivered, before its mode is set (a stock sftp-server creates files
-// 0666 less its umask).
+// delivered, before its mode is set (a server that ignores the mode asked
+// in an open creates files 0666 less its umask).
 const inboxDirPerm = 0o700
 
 // ensure makes dir (and its parents up to the inbox) on the host.
@@ -482,8 +482,9 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
 	defer f.Close()
-	// Before any byte is written: a stock sftp-server made it 0666 less
-	// its umask, and the file is to be no more readable than its source.
+	// Before any byte is written: it was created 0600 (privateCreates) or,
+	// by a server that ignores the mode asked, 0666 less its umask; the
+	// file is to be no more readable than its source.
 	if err := f.Chmod(writingPerm(e.deliverPerm())); err != nil {
 		// Some servers set attributes only by path.
 		if err2 := s.sftp.Chmod(partial, writingPerm(e.deliverPerm())); err2 != nil {

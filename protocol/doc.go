@@ -51,7 +51,8 @@
 //  3. Dropoff makes the missing directories of inbox/<source>/<path> with
 //     mode 0700 (a mkdir, then a setstat: the SFTP client sends no mode),
 //     then uploads into a hidden partial beside the final name
-//     ([PartialName]), whose mode it first sets to the source's permission
+//     ([PartialName]), created asking for mode 0600 in SSH_FXP_OPEN,
+//     whose mode it then sets to the source's permission
 //     bits (rwx only: never setuid, setgid or sticky; 0600 for a file
 //     carried by a messor that did not record them) plus its owner's read
 //     and write, resuming from a prefix it has verified (a range hash).
