@@ -43,12 +43,14 @@ type dirSyncer struct {
 	mu      sync.Mutex
 	pending map[string]*dirWaiters
 	files   int
-	failed  map[string]error // directories whose sync failed, this dropoff
+	failed  map[string]error // directories whose last sync failed, this dropoff
 	closed  bool
 
 	kick chan struct{}
 	stop chan struct{}
 	done chan struct{}
+
+	sync func(s *Session, dir string) error // (*Session).syncDir; tests replace it
 }
 
 type dirWaiters struct {
@@ -58,7 +60,8 @@ type dirWaiters struct {
 
 func newDirSyncer() *dirSyncer {
 	d := &dirSyncer{pending: map[string]*dirWaiters{}, failed: map[string]error{},
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		sync: (*Session).syncDir}
 	go d.loop()
 	return d
 }
@@ -153,7 +156,7 @@ func (d *dirSyncer) flush() {
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			err := w.s.syncDir(dir)
+			err := d.sync(w.s, dir)
 			<-sem
 			rmu.Lock()
 			results[dir] = err
@@ -165,6 +168,8 @@ func (d *dirSyncer) flush() {
 	for dir, err := range results {
 		if err != nil {
 			d.failed[dir] = err
+		} else {
+			delete(d.failed, dir) // synced now, with what the failed sync missed
 		}
 	}
 	outcome := make(map[string]error, len(batch))
