@@ -1,6 +1,7 @@
 package carrier
 
 import (
+	"bytes"
 	"encoding/binary"
 	"io"
 	"sync"
@@ -30,56 +31,77 @@ type privateCreates struct {
 	hdr []byte // a packet's start, gathered until its type is known; an open whole
 }
 
+// Write passes p on in one write, as the client wrote it, but for the opens
+// it rewrites (and the start of a packet split across writes, held until
+// its type is known).
 func (c *privateCreates) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := len(p)
-	for len(p) > 0 {
+	var out [][]byte
+	from := 0 // p[from:i] passes on unchanged
+	for i := 0; i < len(p); {
 		if c.rem > 0 {
-			k := min(c.rem, len(p))
-			if _, err := c.w.Write(p[:k]); err != nil {
-				return 0, err
-			}
-			c.rem, p = c.rem-k, p[k:]
+			k := min(c.rem, len(p)-i)
+			c.rem, i = c.rem-k, i+k
 			continue
+		}
+		if len(c.hdr) == 0 && len(p)-i >= 5 && !isOpen(p[i:]) {
+			c.rem = 4 + int(binary.BigEndian.Uint32(p[i:]))
+			continue
+		}
+		// An open, or a packet whose length and type are split across
+		// writes: gather it.
+		if i > from {
+			out = append(out, p[from:i])
 		}
 		want := c.want()
-		k := min(want-len(c.hdr), len(p))
-		c.hdr, p = append(c.hdr, p[:k]...), p[k:]
-		if len(c.hdr) < want {
-			continue
+		k := min(want-len(c.hdr), len(p)-i)
+		c.hdr, i, from = append(c.hdr, p[i:i+k]...), i+k, i+k
+		if len(c.hdr) < want || want == 5 && c.want() > 5 {
+			continue // more to come (all of an open)
 		}
-		if want == 5 && c.want() > 5 {
-			continue // an open: gather the rest of it
-		}
-		out := c.hdr
 		if want > 5 {
-			out = withCreatePerm(out)
+			out = append(out, withCreatePerm(c.hdr))
 		} else {
-			c.rem = 4 + int(binary.BigEndian.Uint32(out)) - len(out)
+			out = append(out, c.hdr)
+			c.rem = 4 + int(binary.BigEndian.Uint32(c.hdr)) - len(c.hdr)
 		}
-		if _, err := c.w.Write(out); err != nil {
-			return 0, err
-		}
-		c.hdr = c.hdr[:0]
+		c.hdr = nil
 	}
-	return n, nil
+	if from < len(p) {
+		out = append(out, p[from:])
+	}
+	var err error
+	switch len(out) {
+	case 0:
+	case 1:
+		_, err = c.w.Write(out[0])
+	default:
+		_, err = c.w.Write(bytes.Join(out, nil))
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// isOpen reports whether the packet starting b (at least its length and
+// type) is an open privateCreates gathers.
+func isOpen(b []byte) bool {
+	l := 4 + int(binary.BigEndian.Uint32(b))
+	return b[4] == sftpOpen && l > 5 && l <= maxRewrittenOpen
 }
 
 // Close closes w.
 func (c *privateCreates) Close() error { return c.w.Close() }
 
 // want is how much of the packet at hand to gather before passing it on:
-// its length and type, and all of an open of a reasonable size.
+// its length and type, and all of an open.
 func (c *privateCreates) want() int {
-	if len(c.hdr) < 5 || c.hdr[4] != sftpOpen {
+	if len(c.hdr) < 5 || !isOpen(c.hdr) {
 		return 5
 	}
-	l := 4 + int(binary.BigEndian.Uint32(c.hdr))
-	if l < 5 || l > maxRewrittenOpen {
-		return 5
-	}
-	return l
+	return 4 + int(binary.BigEndian.Uint32(c.hdr))
 }
 
 // withCreatePerm returns the whole SSH_FXP_OPEN packet pkt asking for

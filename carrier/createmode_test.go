@@ -6,7 +6,12 @@ import (
 	"testing"
 )
 
-type bufCloser struct{ bytes.Buffer }
+type bufCloser struct {
+	bytes.Buffer
+	writes int
+}
+
+func (b *bufCloser) Write(p []byte) (int, error) { b.writes++; return b.Buffer.Write(p) }
 
 func (*bufCloser) Close() error { return nil }
 
@@ -53,5 +58,14 @@ func TestPrivateCreates(t *testing.T) {
 		if !bytes.Equal(out.Bytes(), wantAll) {
 			t.Errorf("writes of %d bytes: got\n%x\nwant\n%x", step, out.Bytes(), wantAll)
 		}
+	}
+	// As pkg/sftp writes: a packet a write, passed on a write each.
+	var out bufCloser
+	c := &privateCreates{w: &out}
+	for _, pkt := range in {
+		c.Write(pkt)
+	}
+	if !bytes.Equal(out.Bytes(), wantAll) || out.writes != len(in) {
+		t.Errorf("a packet a write: %d writes passed on, want %d; same bytes: %v", out.writes, len(in), bytes.Equal(out.Bytes(), wantAll))
 	}
 }
