@@ -1,13 +1,11 @@
 package conformance
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
-	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/sftptest"
 	"github.com/messor-sync/messor/protocol"
 )
@@ -22,26 +20,22 @@ import (
 func TestPartialCreatedPrivate(t *testing.T) {
 	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
-			h := &relayHost{}
-			e := NewEnv(t, k.start, "alpha")
-			e.Start = relayed(k.start, h)
-			e.AddHost("beta", true)
 			files := map[string][]byte{"one.txt": []byte("private\n"), "two.txt": []byte("private too\n")}
-			e.Outbox("alpha", "beta", files)
-			for name := range files {
-				if err := os.Chmod(filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), name), 0o600); err != nil {
+			inbox := ""
+			e, h, c := relayedBeta(t, k.start, files, func(e *Env) {
+				for name := range files {
+					if err := os.Chmod(filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), name), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+				inbox = filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")))
+				if err := os.MkdirAll(inbox, 0o755); err != nil {
 					t.Fatal(err)
 				}
-			}
-			inbox := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")))
-			if err := os.MkdirAll(inbox, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chmod(inbox, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			c := e.Carrier(1<<30, carrier.Options{})
-			MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+				if err := os.Chmod(inbox, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			})
 			var mu sync.Mutex
 			seen := map[os.FileMode]int{}
 			h.set(func(sftptest.Request) bool {

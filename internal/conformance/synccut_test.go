@@ -21,13 +21,7 @@ import (
 func TestSyncCut(t *testing.T) {
 	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
-			h := &relayHost{}
-			e := NewEnv(t, k.start, "alpha")
-			e.Start = relayed(k.start, h)
-			e.AddHost("beta", true)
-			e.Outbox("alpha", "beta", durableFiles)
-			c := e.Carrier(1<<30, carrier.Options{})
-			MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+			e, h, c := relayedBeta(t, k.start, durableFiles, nil)
 			var cuts atomic.Int32
 			var cutDir atomic.Value
 			h.set(func(r sftptest.Request) bool {
@@ -77,4 +71,21 @@ func TestSyncCut(t *testing.T) {
 			}
 		})
 	}
+}
+
+// relayedBeta starts alpha, and beta behind a relay whose hook the test
+// sets, both with start; carries files from alpha's outbox for beta into
+// a new carrier's buffer, calling prepare (if not nil) before the pickup.
+func relayedBeta(t *testing.T, start StartFunc, files map[string][]byte, prepare func(e *Env)) (*Env, *relayHost, *carrier.Carrier) {
+	h := &relayHost{}
+	e := NewEnv(t, start, "alpha")
+	e.Start = relayed(start, h)
+	e.AddHost("beta", true)
+	e.Outbox("alpha", "beta", files)
+	if prepare != nil {
+		prepare(e)
+	}
+	c := e.Carrier(1<<30, carrier.Options{})
+	MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	return e, h, c
 }
