@@ -3,8 +3,11 @@ package carrier
 import (
 	"errors"
 	"path"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/messor-sync/messor/protocol"
 )
 
 // A file renamed into place lasts a power loss only once its directory is
@@ -40,12 +43,14 @@ type dirSyncer struct {
 	mu      sync.Mutex
 	pending map[string]*dirWaiters
 	files   int
-	failed  map[string]error // directories whose sync failed, this dropoff
+	failed  map[string]error // directories whose last sync failed, this dropoff
 	closed  bool
 
 	kick chan struct{}
 	stop chan struct{}
 	done chan struct{}
+
+	sync func(s *Session, dir string) error // (*Session).syncDir; tests replace it
 }
 
 type dirWaiters struct {
@@ -55,14 +60,18 @@ type dirWaiters struct {
 
 func newDirSyncer() *dirSyncer {
 	d := &dirSyncer{pending: map[string]*dirWaiters{}, failed: map[string]error{},
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		sync: (*Session).syncDir}
 	go d.loop()
 	return d
 }
 
 // after calls then (if not nil) once dir has been synced, from another
 // goroutine, with nil, an error wrapping errNotDurable, or why the sync of
-// dir, or of a directory on the way to it that the carrier made, failed.
+// dir, or of a directory on the way to it, failed. A file's directory is
+// synced with every directory above it up to the inbox, in the same batch:
+// one found there may have been made by a carrier killed before it synced
+// its parent (TestDirectorySyncFoundDirs).
 func (d *dirSyncer) after(s *Session, dir string, then func(error)) {
 	d.mu.Lock()
 	if d.closed {
@@ -72,10 +81,12 @@ func (d *dirSyncer) after(s *Session, dir string, then func(error)) {
 		}
 		return
 	}
-	w := d.pending[dir]
-	if w == nil {
-		w = &dirWaiters{s: s}
-		d.pending[dir] = w
+	w := d.wait(s, dir)
+	if then != nil {
+		for up := dir; strings.HasPrefix(up, protocol.Inbox+"/"); {
+			up = path.Dir(up)
+			d.wait(s, up)
+		}
 	}
 	if then != nil {
 		w.then = append(w.then, then)
@@ -89,6 +100,16 @@ func (d *dirSyncer) after(s *Session, dir string, then func(error)) {
 		default:
 		}
 	}
+}
+
+// wait returns the waiters of dir in the next batch. d.mu is held.
+func (d *dirSyncer) wait(s *Session, dir string) *dirWaiters {
+	w := d.pending[dir]
+	if w == nil {
+		w = &dirWaiters{s: s}
+		d.pending[dir] = w
+	}
+	return w
 }
 
 // close runs a last batch and returns once every waiter has been called.
@@ -135,7 +156,7 @@ func (d *dirSyncer) flush() {
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			err := w.s.syncDir(dir)
+			err := d.sync(w.s, dir)
 			<-sem
 			rmu.Lock()
 			results[dir] = err
@@ -147,6 +168,8 @@ func (d *dirSyncer) flush() {
 	for dir, err := range results {
 		if err != nil {
 			d.failed[dir] = err
+		} else {
+			delete(d.failed, dir) // synced now, with what the failed sync missed
 		}
 	}
 	outcome := make(map[string]error, len(batch))

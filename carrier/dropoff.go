@@ -232,8 +232,8 @@ func newDirCache(syncs *dirSyncer) *dirCache {
 // inboxDirPerm is the mode of the directories a carrier makes in an inbox:
 // the files in them keep their sources' modes, and a directory open to the
 // destination's other users would let them read a file while it is being
-// delivered, before its mode is set (a stock sftp-server creates files
-// 0666 less its umask).
+// delivered, before its mode is set (a server that ignores the mode asked
+// in an open creates files 0666 less its umask).
 const inboxDirPerm = 0o700
 
 // ensure makes dir (and its parents up to the inbox) on the host.
@@ -395,7 +395,7 @@ func (c *Carrier) freeName(ctx context.Context, s *Session, dir, name string, si
 			return "", false, fmt.Errorf("host %s: stat %s: %w", s.Host.Name, p, err)
 		}
 		if st.Mode().IsRegular() && st.Size() == size {
-			got, err := s.hashRange(ctx, p, size)
+			got, err := s.hashFound(ctx, p, st.Mode().Perm(), size)
 			if err != nil {
 				return "", false, err
 			}
@@ -405,6 +405,25 @@ func (c *Carrier) freeName(ctx context.Context, s *Session, dir, name string, si
 		}
 	}
 	return "", false, fmt.Errorf("host %s: %s: more than %d different files want this name", s.Host.Name, path.Join(dir, name), maxConflicts)
+}
+
+// hashFound hashes the file p (of perm and size) found where a file is to
+// be delivered. One its owner cannot read (delivered with a 0000 or
+// write-only source's mode) is given its owner's read while it is hashed,
+// then its mode back (TestUnreadableDeliveredFound).
+func (s *Session) hashFound(ctx context.Context, p string, perm fs.FileMode, size int64) ([]byte, error) {
+	got, err := s.hashRange(ctx, p, size)
+	if !errors.Is(err, fs.ErrPermission) || perm&0o400 != 0 {
+		return got, err
+	}
+	if err := s.sftp.Chmod(p, perm|0o400); err != nil {
+		return nil, fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, p, err)
+	}
+	got, err = s.hashRange(ctx, p, size)
+	if cerr := s.sftp.Chmod(p, perm); cerr != nil && err == nil {
+		err = fmt.Errorf("host %s: chmod %s back to %v: %w", s.Host.Name, p, perm, cerr)
+	}
+	return got, err
 }
 
 // upload writes the object for e into partial, resuming from a verified
@@ -451,12 +470,21 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		flags |= os.O_TRUNC // a fresh start: nothing of ours to keep
 	}
 	f, err := s.sftp.OpenFile(partial, flags)
+	if errors.Is(err, fs.ErrPermission) {
+		// A carrier killed after giving the partial a read-only
+		// source's mode (before the rename) left it unwritable to the
+		// host's user (TestReadOnlyPartialResumed).
+		if s.sftp.Chmod(partial, writingPerm(e.deliverPerm())) == nil {
+			f, err = s.sftp.OpenFile(partial, flags)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
 	defer f.Close()
-	// Before any byte is written: a stock sftp-server made it 0666 less
-	// its umask, and the file is to be no more readable than its source.
+	// Before any byte is written: it was created 0600 (privateCreates) or,
+	// by a server that ignores the mode asked, 0666 less its umask; the
+	// file is to be no more readable than its source.
 	if err := f.Chmod(writingPerm(e.deliverPerm())); err != nil {
 		// Some servers set attributes only by path.
 		if err2 := s.sftp.Chmod(partial, writingPerm(e.deliverPerm())); err2 != nil {

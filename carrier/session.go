@@ -384,7 +384,7 @@ func newSFTP(ctx context.Context, client *ssh.Client, wrap func(io.Reader) io.Re
 	if wrap != nil {
 		r = wrap(pr)
 	}
-	sc, err := sftp.NewClientPipe(r, pw,
+	sc, err := sftp.NewClientPipe(r, &privateCreates{w: pw},
 		sftp.UseConcurrentWrites(true),
 		sftp.MaxPacketUnchecked(maxPacket),
 		sftp.MaxConcurrentRequestsPerFile(maxInFlight),

@@ -53,7 +53,8 @@
 //  3. Dropoff makes the missing directories of inbox/<source>/<path> with
 //     mode 0700 (a mkdir, then a setstat: the SFTP client sends no mode),
 //     then uploads into a hidden partial beside the final name
-//     ([PartialName]), whose mode it first sets to the source's permission
+//     ([PartialName]), created asking for mode 0600 in SSH_FXP_OPEN,
+//     whose mode it then sets to the source's permission
 //     bits (rwx only: never setuid, setgid or sticky; 0600 for a file
 //     carried by a messor that did not record them) plus its owner's read
 //     and write, resuming from a prefix it has verified (a range hash).
@@ -67,9 +68,11 @@
 //     new one under [ConflictName].
 //  4. The carrier makes the new name durable: it opens the directory for
 //     reading and sends fsync@openssh.com on that handle (OpenSSH's
-//     sftp-server and the agent sync the directory), as it did for the
-//     parent of each directory it made. Files put into one directory at
-//     about the same time share one sync. Only then is the carrier's buffer
+//     sftp-server and the agent sync the directory), and every directory
+//     above it up to messor/inbox (one found there may have been made by a
+//     carrier killed before it synced its parent), as it did for the parent
+//     of each directory it made. Files put into one directory at about the
+//     same time share one sync. Only then is the carrier's buffer
 //     entry released. A host that offers no fsync@openssh.com, or refuses
 //     it on a directory, keeps the file, but the carrier keeps its entry
 //     until a later visit finds the file there with identical content.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -33,7 +35,23 @@ var syncedDirs = []string{"messor/inbox", "messor/inbox/alpha", "messor/inbox/al
 // opened for reading), and the parent of each directory it made, before
 // it lets go of its copy; OpenSSH's sftp-server carries the syncs out (its
 // log shows each, and no request failed).
-func TestDirectorySyncOpenSSH(t *testing.T) {
+func TestDirectorySyncOpenSSH(t *testing.T) { directorySyncOpenSSH(t, nil) }
+
+// TestDirectorySyncFoundDirs: directories found in the inbox may have been
+// made by a carrier killed before it synced their parents, so every
+// directory from the file's up to the inbox is synced, made this visit or
+// not.
+func TestDirectorySyncFoundDirs(t *testing.T) {
+	directorySyncOpenSSH(t, func(dir string) {
+		if err := os.MkdirAll(filepath.Join(dir, "messor", "inbox", "alpha", "a", "b"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// directorySyncOpenSSH runs deliverDurable against sshd, calling before
+// (if not nil) with the destination's login directory first.
+func directorySyncOpenSSH(t *testing.T, before func(dir string)) {
 	var mu sync.Mutex
 	var beta *sshdtest.Server
 	e := NewEnv(t, SSHD(false), "alpha")
@@ -45,6 +63,9 @@ func TestDirectorySyncOpenSSH(t *testing.T) {
 		return sshdHost{s}
 	}
 	e.AddHost("beta", true)
+	if before != nil {
+		before(e.Dirs["beta"])
+	}
 	deliverDurable(t, e)
 	log := beta.SFTPLog()
 	for _, d := range syncedDirs {
