@@ -177,7 +177,7 @@ func (r *HostReport) Failure() bool {
 func (r *HostReport) Summary() string {
 	if r.Err != nil {
 		if r.Unreachable() {
-			return fmt.Sprintf("%s: %s: skipped, not reachable", r.Verb, r.Host)
+			return r.unreachableSummary()
 		}
 		return fmt.Sprintf("%s: %s: %v", r.Verb, r.Host, r.Err)
 	}

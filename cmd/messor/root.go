@@ -54,7 +54,7 @@ addresses and keys come from ~/.ssh/config, host keys from known_hosts.
 
 Exit status: 0 when all that could be done was done (hosts out of range are
 not failures), 1 when a transfer failed or a host was refused, 2 for bad
-usage or configuration.`,
+usage or configuration (a host name that resolves nowhere is one).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -130,6 +130,9 @@ func (g *globals) report(reports []*carrier.HostReport, badConfig bool) error {
 		}
 		if r.Failure() {
 			failed = true
+		}
+		if r.NoSuchHost() {
+			badConfig = true
 		}
 	}
 	switch {
