@@ -85,16 +85,22 @@ func (g *globals) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: g.level(slog.LevelWarn)}))
 }
 
-// openCarrier opens the buffer (taking the run lock) and makes a carrier.
-func (g *globals) openCarrier() (*carrier.Carrier, error) {
+// openCarrier opens the buffer (taking the run lock), answers `messor
+// status` for it meanwhile, and makes a carrier; closeBuf ends both.
+func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error) {
 	limit, err := carrier.ParseSize(g.limit)
 	if err != nil {
-		return nil, usageErr("--limit: %w", err)
+		return nil, nil, usageErr("--limit: %w", err)
 	}
 	buf, err := carrier.OpenBuffer(g.buffer, limit)
 	if err != nil {
-		return nil, &exitError{exitFailed, err}
+		return nil, nil, &exitError{exitFailed, err}
 	}
+	stopStatus, err := carrier.ServeStatus(buf)
+	if err != nil {
+		g.logger().Debug("status will not answer during this run", "err", err)
+	}
+	closeBuf = func() { stopStatus(); buf.Close() }
 	settle := g.settle
 	if settle == 0 {
 		settle = -1
@@ -109,7 +115,7 @@ func (g *globals) openCarrier() (*carrier.Carrier, error) {
 	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.verbose {
 		opts.Progress = &barProgress{w: g.stderr}
 	}
-	return carrier.New(buf, opts), nil
+	return carrier.New(buf, opts), closeBuf, nil
 }
 
 // report prints one line per host and returns the exit error, if any.

@@ -83,11 +83,11 @@ func newSyncCmd(g *globals) *cobra.Command {
 
 // withCarrier opens the buffer (the run lock), finds the hosts, and runs fn.
 func (g *globals) withCarrier(cmd *cobra.Command, fn func(*cobra.Command, *globals, *carrier.Carrier, *discovery.Finder, bool) error) error {
-	c, err := g.openCarrier()
+	c, closeBuf, err := g.openCarrier()
 	if err != nil {
 		return err
 	}
-	defer c.Buffer().Close()
+	defer closeBuf()
 	f, bad, err := g.find(cmd.Context())
 	if err != nil {
 		return err

@@ -24,11 +24,11 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			c, err := g.openCarrier()
+			c, closeBuf, err := g.openCarrier()
 			if err != nil {
 				return err
 			}
-			defer c.Buffer().Close()
+			defer closeBuf()
 			wake := make(chan struct{}, 1)
 			if !g.noMDNS {
 				// Only a pinned agent wakes a round: adverts under other
