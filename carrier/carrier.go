@@ -68,6 +68,9 @@ type Options struct {
 	// Rounded up to a multiple of 1 MiB; default 32 MiB; negative: files
 	// are verified whole after their last byte.
 	VerifySlice int64
+	// DryRun: PickupFound, PickupFrom and DropoffTo connect and say what
+	// they would move and what would wait, moving nothing.
+	DryRun bool
 }
 
 // Progress receives transfer progress; implementations must be safe for
@@ -153,12 +156,14 @@ type HostReport struct {
 	Skipped []FileNote
 	Failed  []FileNote
 	Elapsed time.Duration
+	// DryRun: Files and Bytes are what would have moved.
+	DryRun bool
 }
 
 // FileNote is one file's fate.
 type FileNote struct {
-	Path   string
-	Reason string
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
 }
 
 // Unreachable reports whether the host was simply out of range.
@@ -182,7 +187,12 @@ func (r *HostReport) Summary() string {
 		return fmt.Sprintf("%s: %s: %v", r.Verb, r.Host, r.Err)
 	}
 	verb := "picked up"
-	if r.Verb == "dropoff" {
+	switch {
+	case r.DryRun && r.Verb == "dropoff":
+		verb = "would deliver"
+	case r.DryRun:
+		verb = "would pick up"
+	case r.Verb == "dropoff":
 		verb = "delivered"
 	}
 	var b strings.Builder

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/testenv"
 )
 
 // A host out of range says why, once; a name that resolves nowhere (a typo
@@ -81,4 +86,56 @@ func (l *lockedBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// --version, -q, host arguments, --dry-run and --json on pickup, dropoff
+// and sync.
+func TestEverydayFlags(t *testing.T) {
+	w := newWorld(t, "alpha", "gamma", "beta")
+	w.home.WriteHostsFile("alpha", "gamma")
+	w.outbox("alpha", "beta", map[string][]byte{"a.txt": []byte("from alpha\n")})
+	w.outbox("gamma", "beta", map[string][]byte{"g.txt": []byte("from gamma\n"), "big.bin": bytes.Repeat([]byte{1}, 3000)})
+	ctx := context.Background()
+
+	if code, out, errs := w.messor(ctx, "--version"); code != 0 || !strings.HasPrefix(out, "messor version ") {
+		t.Errorf("--version: exit %d\n%s%s", code, out, errs)
+	}
+
+	// --dry-run says what would move and what would wait, and moves nothing.
+	code, out, errs := w.messor(ctx, "--limit", "2000", "pickup", "--dry-run", "gamma")
+	if code != 0 || !strings.Contains(out, "pickup: gamma: would pick up 1 file(s), 11 B; 1 waiting (1 over the buffer limit)") || strings.Contains(out, "alpha") {
+		t.Errorf("pickup --dry-run gamma: exit %d\n%s%s", code, out, errs)
+	}
+	if got := testenv.ReadTree(t, filepath.Join(w.dirs["gamma"], "messor", "outbox", "beta")); len(got) != 2 {
+		t.Errorf("dry run moved files: outbox holds %v", got)
+	}
+
+	// A host argument: only that host.
+	code, out, errs = w.messor(ctx, "pickup", "alpha")
+	if code != 0 || !strings.Contains(out, "pickup: alpha: picked up 1 file(s)") || strings.Contains(out, "gamma") {
+		t.Errorf("pickup alpha: exit %d\n%s%s", code, out, errs)
+	}
+
+	// --json: one object per host, versioned.
+	code, out, errs = w.messor(ctx, "--limit", "2000", "pickup", "--json")
+	var rep carrier.RunReport
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Schema != 1 || len(rep.Hosts) != 2 {
+		t.Fatalf("pickup --json: exit %d\n%s%s", code, out, errs)
+	}
+	if g := rep.Hosts[1]; g.Host != "gamma" || g.Outcome != "done" || g.Files != 1 || len(g.Waiting) != 1 || g.Waiting[0].Reason == "" {
+		t.Errorf("pickup --json: gamma is %+v", g)
+	}
+
+	// -q: nothing on a clean run.
+	code, out, errs = w.messor(ctx, "-q", "dropoff", "--dry-run", "beta")
+	if code != 0 || out != "" || errs != "" {
+		t.Errorf("-q dropoff --dry-run: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = w.messor(ctx, "sync", "--json", "beta")
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Command != "sync" || len(rep.Hosts) != 2 || rep.Hosts[0].Verb != "dropoff" || rep.Hosts[0].Files != 2 {
+		t.Errorf("sync --json beta: exit %d\n%s%s", code, out, errs)
+	}
+	if got := testenv.ReadTree(t, filepath.Join(w.dirs["beta"], "messor", "inbox")); len(got) != 2 {
+		t.Errorf("beta's inbox: %v", got)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,6 +23,8 @@ type globals struct {
 	hosts          string
 	acceptNew      bool
 	verbose        bool
+	quiet          bool
+	dryRun         bool // set by pickup, dropoff and sync's --dry-run
 	connectTimeout time.Duration
 	settle         time.Duration
 	noMDNS         bool
@@ -58,6 +61,8 @@ usage or configuration (a host name that resolves nowhere is one).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.Version = version()
+	root.SetVersionTemplate("messor version {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
@@ -66,6 +71,7 @@ usage or configuration (a host name that resolves nowhere is one).`,
 	pf.StringVar(&g.hosts, "hosts", envOr("MESSOR_HOSTS", filepath.Join(home, ".messor_pickup_hosts")), "pickup hosts file, one name a line (env $MESSOR_HOSTS)")
 	pf.BoolVar(&g.acceptNew, "accept-new", false, "trust and pin unknown host keys of configured hosts on first contact (like ssh's StrictHostKeyChecking=accept-new); never an agent heard over mDNS (use messor trust), and changed keys are always refused")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file")
+	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print only failures and errors (no summaries, no progress bar)")
 	pf.DurationVar(&g.connectTimeout, "connect-timeout", carrier.DefaultConnectTimeout, "give up on a host that does not answer within this time (ssh_config ConnectTimeout wins)")
 	pf.DurationVar(&g.settle, "settle", 5*time.Second, "leave files modified more recently than this for the next visit (still being written)")
 	pf.BoolVar(&g.noMDNS, "no-mdns", os.Getenv("MESSOR_NO_MDNS") != "", "do not look for agents on the LAN over mDNS (or set $MESSOR_NO_MDNS)")
@@ -111,35 +117,51 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 		Settle:         settle,
 		Logger:         g.logger(),
 		VerifySource:   true,
+		DryRun:         g.dryRun,
 	}
-	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.verbose {
+	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.verbose && !g.quiet {
 		opts.Progress = &barProgress{w: g.stderr}
 	}
 	return carrier.New(buf, opts), closeBuf, nil
 }
 
-// report prints one line per host and returns the exit error, if any.
+// report prints one line per host (with -q, only the hosts that failed
+// or are misconfigured) and returns the exit error, if any.
 func (g *globals) report(reports []*carrier.HostReport, badConfig bool) error {
+	for _, r := range reports {
+		g.printReport(r, "")
+	}
+	return g.exitFor(reports, badConfig)
+}
+
+// printReport prints r's summary, after prefix, and its failed files
+// (with -v, its skipped and waiting ones too).
+func (g *globals) printReport(r *carrier.HostReport, prefix string) {
+	if g.quiet && !r.Failure() && !r.NoSuchHost() {
+		return
+	}
+	fmt.Fprintln(g.stdout, prefix+r.Summary())
+	for _, f := range r.Failed {
+		fmt.Fprintf(g.stderr, "  failed: %s: %s\n", f.Path, f.Reason)
+	}
+	if g.verbose {
+		for _, f := range r.Skipped {
+			fmt.Fprintf(g.stderr, "  skipped: %s: %s\n", f.Path, f.Reason)
+		}
+		for _, f := range r.Waiting {
+			fmt.Fprintf(g.stderr, "  waiting: %s: %s\n", f.Path, f.Reason)
+		}
+	}
+}
+
+// exitFor is the exit error for a run that made reports: 1 if a host
+// failed, else 2 if the configuration is bad (bad lines, a name that
+// resolves nowhere), else none.
+func (g *globals) exitFor(reports []*carrier.HostReport, badConfig bool) error {
 	failed := false
 	for _, r := range reports {
-		fmt.Fprintln(g.stdout, r.Summary())
-		for _, f := range r.Failed {
-			fmt.Fprintf(g.stderr, "  failed: %s: %s\n", f.Path, f.Reason)
-		}
-		if g.verbose {
-			for _, f := range r.Skipped {
-				fmt.Fprintf(g.stderr, "  skipped: %s: %s\n", f.Path, f.Reason)
-			}
-			for _, f := range r.Waiting {
-				fmt.Fprintf(g.stderr, "  waiting: %s: %s\n", f.Path, f.Reason)
-			}
-		}
-		if r.Failure() {
-			failed = true
-		}
-		if r.NoSuchHost() {
-			badConfig = true
-		}
+		failed = failed || r.Failure()
+		badConfig = badConfig || r.NoSuchHost()
 	}
 	switch {
 	case failed:
@@ -148,4 +170,23 @@ func (g *globals) report(reports []*carrier.HostReport, badConfig bool) error {
 		return &exitError{code: exitUsage}
 	}
 	return nil
+}
+
+// version is the module version messor was built from, with its commit
+// when built from a checkout.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 && (v == "" || v == "(devel)") {
+			v = "(devel) " + s.Value[:12]
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	return v
 }
