@@ -158,6 +158,8 @@ type HostReport struct {
 	Elapsed time.Duration
 	// DryRun: Files and Bytes are what would have moved.
 	DryRun bool
+	// NoOutbox: the pickup host has no messor/outbox/ at all.
+	NoOutbox bool
 }
 
 // FileNote is one file's fate.
@@ -196,6 +198,9 @@ func (r *HostReport) Summary() string {
 		verb = "delivered"
 	}
 	var b strings.Builder
+	if r.NoOutbox {
+		return fmt.Sprintf("%s: %s: %s", r.Verb, r.Host, noOutboxHint)
+	}
 	fmt.Fprintf(&b, "%s: %s: %s %d file(s), %s", r.Verb, r.Host, verb, r.Files, FormatSize(r.Bytes))
 	if r.Elapsed > 0 && r.Bytes > 0 {
 		fmt.Fprintf(&b, " in %s (%s/s)", r.Elapsed.Round(time.Millisecond), FormatSize(int64(float64(r.Bytes)/r.Elapsed.Seconds())))

@@ -3,7 +3,6 @@ package carrier
 import (
 	"context"
 	"fmt"
-	"path"
 
 	"github.com/messor-sync/messor/discovery"
 )
@@ -47,7 +46,7 @@ func (c *Carrier) pickupPlan(ctx context.Context, h discovery.Host) *HostReport 
 		r.Bytes += t.Size
 	}
 	for _, w := range wait {
-		r.Waiting = append(r.Waiting, FileNote{path.Join(w.Dest, w.Path), "over the buffer limit"})
+		r.Waiting = append(r.Waiting, c.waitNote(w))
 	}
 	if err := c.sessionErr(ctx, s, "pickup"); err != nil {
 		r.Err = err

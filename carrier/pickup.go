@@ -111,7 +111,7 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 		take, wait := plan(remaining, free)
 		if len(take) == 0 {
 			for _, w := range wait {
-				r.Waiting = append(r.Waiting, FileNote{path.Join(w.Dest, w.Path), "over the buffer limit"})
+				r.Waiting = append(r.Waiting, c.waitNote(w))
 			}
 			break
 		}
@@ -127,7 +127,7 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 		if c.buf.Used() >= before+total || len(wait) == 0 {
 			// nothing was freed by dedup: what waits still won't fit
 			for _, w := range wait {
-				r.Waiting = append(r.Waiting, FileNote{path.Join(w.Dest, w.Path), "over the buffer limit"})
+				r.Waiting = append(r.Waiting, c.waitNote(w))
 			}
 			break
 		}
@@ -168,6 +168,7 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, r *HostReport) ([]
 		return nil, tooBig()
 	}
 	if errors.Is(err, fs.ErrNotExist) {
+		r.NoOutbox = true
 		return nil, nil
 	}
 	if err != nil {

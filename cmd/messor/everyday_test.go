@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -103,7 +104,7 @@ func TestEverydayFlags(t *testing.T) {
 
 	// --dry-run says what would move and what would wait, and moves nothing.
 	code, out, errs := w.messor(ctx, "--limit", "2000", "pickup", "--dry-run", "gamma")
-	if code != 0 || !strings.Contains(out, "pickup: gamma: would pick up 1 file(s), 11 B; 1 waiting (1 over the buffer limit)") || strings.Contains(out, "alpha") {
+	if code != 0 || !strings.Contains(out, "pickup: gamma: would pick up 1 file(s), 11 B; 1 waiting (1 larger than the whole buffer limit (2.0 KiB))") || strings.Contains(out, "alpha") {
 		t.Errorf("pickup --dry-run gamma: exit %d\n%s%s", code, out, errs)
 	}
 	if got := testenv.ReadTree(t, filepath.Join(w.dirs["gamma"], "messor", "outbox", "beta")); len(got) != 2 {
@@ -137,5 +138,23 @@ func TestEverydayFlags(t *testing.T) {
 	}
 	if got := testenv.ReadTree(t, filepath.Join(w.dirs["beta"], "messor", "inbox")); len(got) != 2 {
 		t.Errorf("beta's inbox: %v", got)
+	}
+}
+
+// A pickup host without an outbox says so and how to make one; a file that
+// can never fit the limit says so, once.
+func TestNoOutboxAndNeverFits(t *testing.T) {
+	w := newWorld(t, "alpha", "gamma")
+	w.home.WriteHostsFile("alpha", "gamma")
+	if err := os.RemoveAll(filepath.Join(w.dirs["alpha"], "messor", "outbox")); err != nil {
+		t.Fatal(err)
+	}
+	w.outbox("gamma", "beta", map[string][]byte{"big.bin": bytes.Repeat([]byte{1}, 3000), "small.txt": []byte("fits\n")})
+	code, out, errs := w.messor(context.Background(), "--limit", "1000", "pickup")
+	if code != 0 || !strings.Contains(out, "pickup: alpha: no messor/outbox/ in the login directory (create it with mkdir -p ~/messor/outbox/<dest>)") {
+		t.Errorf("no outbox: exit %d\n%s%s", code, out, errs)
+	}
+	if !strings.Contains(out+errs, "never fits: beta/big.bin: larger than the whole buffer limit (1000 B); raise --limit") || strings.Count(out+errs, "big.bin") != 1 || !strings.Contains(out, "picked up 1 file(s)") {
+		t.Errorf("never fits: exit %d\n%s%s", code, out, errs)
 	}
 }

@@ -144,6 +144,11 @@ func (g *globals) printReport(r *carrier.HostReport, prefix string) {
 	for _, f := range r.Failed {
 		fmt.Fprintf(g.stderr, "  failed: %s: %s\n", f.Path, f.Reason)
 	}
+	for _, f := range r.Waiting {
+		if f.NeverFits() && !g.verbose {
+			fmt.Fprintf(g.stderr, "  never fits: %s: %s; raise --limit to carry it\n", f.Path, f.Reason)
+		}
+	}
 	if g.verbose {
 		for _, f := range r.Skipped {
 			fmt.Fprintf(g.stderr, "  skipped: %s: %s\n", f.Path, f.Reason)
