@@ -68,6 +68,9 @@ type Options struct {
 	// Rounded up to a multiple of 1 MiB; default 32 MiB; negative: files
 	// are verified whole after their last byte.
 	VerifySlice int64
+	// Passphrase, if set, is asked once per run for a passphrase-protected
+	// key file that ssh-agent does not hold (on a terminal, as ssh does).
+	Passphrase func(file string) ([]byte, error)
 	// DryRun: PickupFound, PickupFrom and DropoffTo connect and say what
 	// they would move and what would wait, moving nothing.
 	DryRun bool
@@ -101,6 +104,8 @@ type Carrier struct {
 	// older agent).
 	sliceWritten func(partial string, start, end int64)
 	sliceRequest string
+
+	keys unlocked // passphrase-protected keys unlocked this run
 }
 
 // New makes a carrier over an open buffer.
@@ -242,7 +247,11 @@ func reasons(ns []FileNote) string {
 
 // dial opens a session to h with the carrier's policies.
 func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) {
-	s, err := dialWithKeys(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), c.opts.ConnectTimeout, c.log)
+	s, err := dialWithExtraKeys(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), c.opts.ConnectTimeout, c.log, c.unlockKeys(h))
+	var ae *AuthError
+	if errors.As(err, &ae) {
+		return nil, c.keyError(h, ae)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -119,10 +120,25 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 		VerifySource:   true,
 		DryRun:         g.dryRun,
 	}
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		opts.Passphrase = g.askPassphrase
+	}
 	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.verbose && !g.quiet {
 		opts.Progress = &barProgress{w: g.stderr}
 	}
 	return carrier.New(buf, opts), closeBuf, nil
+}
+
+// askPassphrase asks for file's passphrase on the terminal, as ssh does;
+// an empty one passes the key over.
+func (g *globals) askPassphrase(file string) ([]byte, error) {
+	fmt.Fprintf(g.stderr, "Enter passphrase for key '%s': ", file)
+	pass, err := term.ReadPassword(int(os.Stdin.Fd()))
+	fmt.Fprintln(g.stderr)
+	if err == nil && len(pass) == 0 {
+		err = errors.New("no passphrase given")
+	}
+	return pass, err
 }
 
 // report prints one line per host (with -q, only the hosts that failed

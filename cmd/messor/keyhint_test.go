@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/messor-sync/messor/internal/sshdtest"
+)
+
+// Key trouble says which keys were tried and why each was not usable, and
+// points at authorized_keys only when a key was offered and refused.
+func TestKeyTroubleHints(t *testing.T) {
+	w := newWorld(t, "alpha")
+	t.Setenv("SSH_AUTH_SOCK", "")
+	w.home.WriteHostsFile("alpha")
+	ctx := context.Background()
+	id := filepath.Join(w.home.Dir, ".ssh", "id_ed25519")
+
+	// Only a passphrase-protected key, no ssh-agent, no terminal.
+	raw, err := ssh.ParseRawPrivateKey(w.home.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(raw, "carrier", []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(id, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := w.messor(ctx, "pickup")
+	if code != 1 || !strings.Contains(out+errs, "id_ed25519 is passphrase-protected: add it to ssh-agent with ssh-add") || strings.Contains(out+errs, "authorized_keys") {
+		t.Errorf("passphrase-protected key: exit %d\n%s%s", code, out, errs)
+	}
+
+	// No key at all.
+	os.Remove(id)
+	code, out, errs = w.messor(ctx, "pickup")
+	if code != 1 || !strings.Contains(out+errs, "no usable SSH key") || !strings.Contains(out+errs, "id_ed25519 does not exist") || !strings.Contains(out+errs, "messor key --generate") {
+		t.Errorf("no key: exit %d\n%s%s", code, out, errs)
+	}
+
+	// A usable key the host does not accept: named, and authorized_keys hinted.
+	_, other := sshdtest.NewKey(t)
+	os.WriteFile(id, other, 0o600)
+	code, out, errs = w.messor(ctx, "pickup")
+	if code != 1 || !strings.Contains(out+errs, "offered ~/.ssh/id_ed25519 (SHA256:") || !strings.Contains(out+errs, "authorized_keys") {
+		t.Errorf("refused key: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// On a terminal, a passphrase-protected key is unlocked by asking for its
+// passphrase, as ssh does: the real binary runs under script(1) for a pty.
+func TestPassphrasePromptOnTerminal(t *testing.T) {
+	scriptBin, err := exec.LookPath("script")
+	if err != nil {
+		t.Fatalf("this test needs script(1) from util-linux for a terminal: %v", err)
+	}
+	// Built before newWorld sets $HOME, which would hide the build cache.
+	bin := filepath.Join(t.TempDir(), "messor")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	w := newWorld(t, "alpha")
+	t.Setenv("SSH_AUTH_SOCK", "")
+	w.home.WriteHostsFile("alpha")
+	w.outbox("alpha", "beta", map[string][]byte{"x.txt": []byte("unlocked\n")})
+	raw, err := ssh.ParseRawPrivateKey(w.home.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(raw, "carrier", []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(w.home.Dir, ".ssh", "id_ed25519"), pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(scriptBin, "-qec", bin+" --settle 0 pickup", "/dev/null")
+	cmd.Stdin = strings.NewReader("secret\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Enter passphrase for key '"+w.home.Dir+"/.ssh/id_ed25519': ") || !strings.Contains(string(out), "pickup: alpha: picked up 1 file(s)") {
+		t.Fatalf("pickup on a terminal: %v\n%s", err, out)
+	}
+}
