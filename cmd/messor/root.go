@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,6 +32,8 @@ type globals struct {
 	noMDNS         bool
 	mdnsTimeout    time.Duration
 	stdout, stderr io.Writer
+	log            *slog.Logger // made by logger, once
+	logOnce        sync.Once
 }
 
 func envOr(k, def string) string {
@@ -88,8 +91,17 @@ func (g *globals) level(def slog.Level) slog.Level {
 	return def
 }
 
+// logger is the run's logger: with -v, every detail in slog's text
+// format; else warnings and errors, each once, in plain words (humanLog).
 func (g *globals) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: g.level(slog.LevelWarn)}))
+	g.logOnce.Do(func() {
+		if g.verbose {
+			g.log = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		} else {
+			g.log = slog.New(newHumanLog(g.stderr))
+		}
+	})
+	return g.log
 }
 
 // openCarrier opens the buffer (taking the run lock), answers `messor
