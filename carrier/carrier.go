@@ -71,6 +71,10 @@ type Options struct {
 	// Passphrase, if set, is asked once per run for a passphrase-protected
 	// key file that ssh-agent does not hold (on a terminal, as ssh does).
 	Passphrase func(file string) ([]byte, error)
+	// OnPin, if set, is told of each host key pinned on first contact
+	// (AcceptNew, or ssh_config's StrictHostKeyChecking accept-new) by the
+	// default HostKeyPolicy.
+	OnPin func(PinNote)
 	// DryRun: PickupFound, PickupFrom and DropoffTo connect and say what
 	// they would move and what would wait, moving nothing.
 	DryRun bool
@@ -132,7 +136,10 @@ func New(buf *Buffer, opts Options) *Carrier {
 		opts.VerifySlice = (opts.VerifySlice + protocol.HashBlock - 1) / protocol.HashBlock * protocol.HashBlock
 	}
 	if opts.HostKeyPolicy == nil {
-		opts.HostKeyPolicy = HostKeyPolicy
+		onPin := opts.OnPin
+		opts.HostKeyPolicy = func(h discovery.Host, acceptNew bool) ssh.HostKeyCallback {
+			return hostKeyPolicy(h, acceptNew, onPin)
+		}
 	}
 	log := opts.Logger
 	if log == nil {

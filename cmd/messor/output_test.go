@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
+	"github.com/messor-sync/messor/internal/sshdtest"
+	"github.com/messor-sync/messor/internal/testenv"
 	"github.com/messor-sync/messor/protocol"
 )
 
@@ -42,5 +46,40 @@ func TestWarningsOnceAndPlain(t *testing.T) {
 	errs := errb.String()
 	if code != 0 || strings.Contains(errs, "level=") || strings.Contains(errs, "time=") || strings.Count(errs, "beta/link") != 1 {
 		t.Errorf("watch: exit %d, want the symlink warned about once, plainly\n%s%s", code, out.String(), errs)
+	}
+}
+
+// --accept-new says what it pinned, as ssh does.
+func TestAcceptNewSaysWhatItPinned(t *testing.T) {
+	w := newWorld(t)
+	dir := testenv.NewHostDir(t)
+	s := sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: []ssh.PublicKey{w.home.Key.PublicKey()}})
+	w.home.AddHost("stranger", s, false)
+	w.home.WriteHostsFile("stranger")
+	code, out, errs := w.messor(context.Background(), "--accept-new", "pickup")
+	want := "messor: permanently added stranger's host key (" + ssh.FingerprintSHA256(s.HostKey) + ") to " + filepath.Join(w.home.Dir, ".ssh", "known_hosts")
+	if code != 0 || !strings.Contains(errs, want) {
+		t.Errorf("--accept-new: exit %d, want %q\n%s%s", code, want, out, errs)
+	}
+	if code, out, errs = w.messor(context.Background(), "--accept-new", "pickup"); code != 0 || strings.Contains(errs, "permanently added") {
+		t.Errorf("second run: exit %d, want nothing pinned\n%s%s", code, out, errs)
+	}
+}
+
+// recover on a healthy index says so and leaves it be; --force rebuilds.
+func TestRecoverHealthy(t *testing.T) {
+	w := newWorld(t, "alpha")
+	w.home.WriteHostsFile("alpha")
+	w.outbox("alpha", "beta", map[string][]byte{"a.txt": []byte("a\n")})
+	ctx := context.Background()
+	if code, out, errs := w.messor(ctx, "pickup"); code != 0 {
+		t.Fatalf("pickup: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs := w.messor(ctx, "recover")
+	if code != 0 || !strings.Contains(out, "buffer index is healthy (1 carried file(s)); nothing to recover") || strings.Contains(out, "moved") {
+		t.Errorf("recover on a healthy index: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs = w.messor(ctx, "recover", "--force"); code != 0 || !strings.Contains(out, "restored 1 carried file(s)") {
+		t.Errorf("recover --force: exit %d\n%s%s", code, out, errs)
 	}
 }

@@ -9,15 +9,27 @@ import (
 )
 
 func newRecoverCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "recover",
 		Short: "Rebuild a damaged buffer index from the buffer's own records",
 		Long: `When a run reports that the buffer index is corrupt, rebuild it: the damaged
 index is moved aside (not deleted), every carried file whose record and content
 still verify (SHA-256) is restored, and content no record names is moved to
-orphans/ in the buffer rather than deleted.`,
+orphans/ in the buffer rather than deleted. A healthy index is left as it is
+(--force rebuilds it anyway).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !force {
+				healthy, files, err := carrier.IndexHealthy(g.buffer)
+				if err != nil {
+					return &exitError{exitFailed, err}
+				}
+				if healthy {
+					fmt.Fprintf(g.stdout, "buffer index is healthy (%d carried file(s)); nothing to recover\n", files)
+					return nil
+				}
+			}
 			rep, err := carrier.RecoverBuffer(g.buffer)
 			if err != nil {
 				return &exitError{exitFailed, err}
@@ -38,4 +50,6 @@ orphans/ in the buffer rather than deleted.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "rebuild the index even when it is healthy")
+	return cmd
 }

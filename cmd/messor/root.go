@@ -131,6 +131,11 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 		Logger:         g.logger(),
 		VerifySource:   true,
 		DryRun:         g.dryRun,
+		OnPin: func(p carrier.PinNote) {
+			if !g.quiet {
+				fmt.Fprintf(g.stderr, "messor: permanently added %s's host key (%s) to %s\n", p.Host, p.Fingerprint, p.File)
+			}
+		},
 	}
 	if term.IsTerminal(int(os.Stdin.Fd())) {
 		opts.Passphrase = g.askPassphrase
