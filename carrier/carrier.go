@@ -172,6 +172,9 @@ type HostReport struct {
 	DryRun bool
 	// NoOutbox: the pickup host has no messor/outbox/ at all.
 	NoOutbox bool
+	// Interrupted: the run was cancelled during this visit; Err, if
+	// any, is a consequence, not the host's doing.
+	Interrupted bool
 }
 
 // FileNote is one file's fate.
@@ -194,6 +197,9 @@ func (r *HostReport) Failure() bool {
 
 // Summary is one line for people.
 func (r *HostReport) Summary() string {
+	if r.Interrupted {
+		return fmt.Sprintf("%s: %s: interrupted after %d file(s), %s; what was moved is kept, the rest resumes next time", r.Verb, r.Host, r.Files, FormatSize(r.Bytes))
+	}
 	if r.Err != nil {
 		if r.Unreachable() {
 			return r.unreachableSummary()

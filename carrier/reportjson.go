@@ -23,8 +23,8 @@ type HostResult struct {
 	Verb string `json:"verb"` // "pickup" or "dropoff"
 	// Outcome: "done" (Failed may still list files), "unreachable" (out
 	// of range, not a failure), "no_such_host" (the name resolves
-	// nowhere: a configuration error), "error" (refused, stalled,
-	// interrupted...). Reason says why for all but "done".
+	// nowhere: a configuration error), "interrupted" (the run was), "error"
+	// (refused, stalled...). Reason says why for all but "done".
 	Outcome   string     `json:"outcome"`
 	Reason    string     `json:"reason,omitempty"`
 	Files     int        `json:"files"` // moved, or would move with dry_run
@@ -56,6 +56,8 @@ func (r *HostReport) Result() HostResult {
 	}
 	var ue *UnreachableError
 	switch {
+	case r.Interrupted:
+		hr.Outcome, hr.Reason = "interrupted", "the run was interrupted; the rest resumes next time"
 	case r.NoSuchHost():
 		hr.Outcome, hr.Reason = "no_such_host", "no such host"
 	case errors.As(r.Err, &ue):

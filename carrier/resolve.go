@@ -53,10 +53,14 @@ func (c *Carrier) pickupEach(ctx context.Context, hosts []discovery.Host) []*Hos
 
 // visitPickup picks up from h, or with Options.DryRun says what it would.
 func (c *Carrier) visitPickup(ctx context.Context, h discovery.Host) *HostReport {
+	var r *HostReport
 	if c.opts.DryRun {
-		return c.pickupPlan(ctx, h)
+		r = c.pickupPlan(ctx, h)
+	} else {
+		r = c.PickupHost(ctx, h)
 	}
-	return c.PickupHost(ctx, h)
+	r.Interrupted = ctx.Err() != nil
+	return r
 }
 
 // PickupFrom picks up from the hosts named, each resolved as f resolves a
@@ -111,6 +115,7 @@ func (c *Carrier) DropoffTo(ctx context.Context, f Finder, names []string) ([]*H
 		default:
 			out = append(out, c.dropoff(ctx, h, byDest[h.Name]))
 		}
+		out[len(out)-1].Interrupted = ctx.Err() != nil
 	})
 	return append(out, empty...), nil
 }

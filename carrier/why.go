@@ -18,6 +18,8 @@ func (e *UnreachableError) Why() string {
 	switch {
 	case errors.Is(e.Err, discovery.ErrNotHeard):
 		return "not heard on the LAN"
+	case errors.Is(e.Err, context.Canceled):
+		return "interrupted"
 	case errors.As(e.Err, &dns) && dns.IsNotFound:
 		return "no such host"
 	case errors.As(e.Err, &dns):

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,5 +82,35 @@ func TestRecoverHealthy(t *testing.T) {
 	}
 	if code, out, errs = w.messor(ctx, "recover", "--force"); code != 0 || !strings.Contains(out, "restored 1 carried file(s)") {
 		t.Errorf("recover --force: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// An interrupted run says so in words, never "context canceled", and does
+// not blame the host it was talking to.
+func TestInterruptedSaysSo(t *testing.T) {
+	w := newWorld(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			accepted <- c // and say nothing
+		}
+	}()
+	w.home.AddHostAddr("mute", "127.0.0.1", l.Addr().(*net.TCPAddr).Port)
+	w.home.WriteHostsFile("mute")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		c := <-accepted
+		defer c.Close()
+		cancel()
+		time.Sleep(5 * time.Second)
+	}()
+	code, out, errs := w.messor(ctx, "--connect-timeout", "1h", "pickup")
+	if code == 0 || strings.Contains(out+errs, "context canceled") || strings.Contains(out+errs, "timed out") || !strings.Contains(out, "pickup: mute: interrupted") {
+		t.Errorf("interrupted: exit %d\n%s%s", code, out, errs)
 	}
 }

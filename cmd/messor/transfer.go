@@ -90,7 +90,7 @@ func (g *globals) pickup(cmd *cobra.Command, c *carrier.Carrier, f *discovery.Fi
 
 // withCarrier opens the buffer (the run lock), finds the hosts, runs fn
 // and reports what it did, as text or JSON.
-func (g *globals) withCarrier(cmd *cobra.Command, rf *runFlags, fn func(*carrier.Carrier, *discovery.Finder) ([]*carrier.HostReport, error)) error {
+func (g *globals) withCarrier(cmd *cobra.Command, rf *runFlags, fn func(*carrier.Carrier, *discovery.Finder) ([]*carrier.HostReport, error)) (err error) {
 	g.dryRun = rf.dryRun
 	c, closeBuf, err := g.openCarrier()
 	if err != nil {
@@ -103,9 +103,16 @@ func (g *globals) withCarrier(cmd *cobra.Command, rf *runFlags, fn func(*carrier
 	}
 	defer f.Close()
 	reports, err := fn(c, f)
-	if err != nil {
+	if err != nil && cmd.Context().Err() == nil {
 		return &exitError{exitFailed, err}
 	}
+	// An interrupted run still reports what it did; run then says it was
+	// interrupted and exits with the signal's status.
+	defer func() {
+		if cmd.Context().Err() != nil {
+			err = cmd.Context().Err()
+		}
+	}()
 	if rf.asJSON {
 		enc := json.NewEncoder(g.stdout)
 		enc.SetIndent("", "  ")
