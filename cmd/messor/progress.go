@@ -24,6 +24,7 @@ func (p *barProgress) Start(host, verb string, files int, bytes int64) carrier.T
 		progressbar.OptionSetWriter(p.w),
 		progressbar.OptionSetDescription(fmt.Sprintf("%s %s (%d files)", verb, host, files)),
 		progressbar.OptionShowBytes(true),
+		progressbar.OptionUseIECUnits(true), // MiB, as FormatSize in the summaries
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100_000_000),
 		progressbar.OptionShowCount(),

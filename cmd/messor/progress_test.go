@@ -26,4 +26,8 @@ func TestBarProgress(t *testing.T) {
 	if !strings.Contains(out.String(), "pickup alpha (3 files)") {
 		t.Errorf("progress output lacks the host and count: %q", out.String())
 	}
+	// One unit family with the summaries (FormatSize): MiB, never MB.
+	if !strings.Contains(out.String(), "MiB") || strings.Contains(out.String(), " MB") {
+		t.Errorf("progress output is not in MiB: %q", out.String())
+	}
 }
