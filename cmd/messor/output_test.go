@@ -114,3 +114,26 @@ func TestInterruptedSaysSo(t *testing.T) {
 		t.Errorf("interrupted: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+// The service units in `messor agent --help` and README.md run the binary
+// where the README installs it, and say how to keep them running.
+func TestServiceDocs(t *testing.T) {
+	var help lockedBuf
+	if code := run(context.Background(), []string{"agent", "--help"}, &help, &help); code != 0 {
+		t.Fatalf("agent --help: exit %d", code)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ExecStart=%h/go/bin/messor agent", "loginctl enable-linger"} {
+		if !strings.Contains(help.String(), want) || !strings.Contains(string(readme), want) {
+			t.Errorf("agent --help or README.md lacks %q", want)
+		}
+	}
+	for _, want := range []string{"go install ./cmd/messor", "ExecStart=%h/go/bin/messor watch -q", "termux-job-scheduler", ".termux/boot/"} {
+		if !strings.Contains(string(readme), want) {
+			t.Errorf("README.md lacks %q", want)
+		}
+	}
+}
