@@ -175,6 +175,9 @@ type HostReport struct {
 	// Interrupted: the run was cancelled during this visit; Err, if
 	// any, is a consequence, not the host's doing.
 	Interrupted bool
+	// NothingCarried: a destination named for a dropoff that the buffer
+	// holds nothing for; it was not visited.
+	NothingCarried bool
 }
 
 // FileNote is one file's fate.
@@ -216,6 +219,9 @@ func (r *HostReport) Summary() string {
 		verb = "delivered"
 	}
 	var b strings.Builder
+	if r.NothingCarried {
+		return fmt.Sprintf("%s: %s: nothing carried for it", r.Verb, r.Host)
+	}
 	if r.NoOutbox {
 		return fmt.Sprintf("%s: %s: %s", r.Verb, r.Host, noOutboxHint)
 	}

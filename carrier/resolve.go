@@ -68,7 +68,7 @@ func (c *Carrier) visitPickup(ctx context.Context, h discovery.Host) *HostReport
 // or not the hosts file lists it. A name f refuses is reported as refused.
 func (c *Carrier) PickupFrom(ctx context.Context, f Finder, names []string) []*HostReport {
 	var out []*HostReport
-	f.Dests(ctx, names, func(h discovery.Host, err error) {
+	f.Dests(ctx, unique(names), func(h discovery.Host, err error) {
 		switch {
 		case ctx.Err() != nil:
 		case err != nil:
@@ -99,11 +99,12 @@ func (c *Carrier) DropoffTo(ctx context.Context, f Finder, names []string) ([]*H
 	if len(names) == 0 {
 		names = slices.Sorted(maps.Keys(byDest))
 	}
+	names = unique(names)
 	var out []*HostReport
 	var empty []*HostReport
 	for _, n := range names {
 		if len(byDest[n]) == 0 {
-			empty = append(empty, &HostReport{Host: n, Verb: "dropoff", DryRun: c.opts.DryRun})
+			empty = append(empty, &HostReport{Host: n, Verb: "dropoff", DryRun: c.opts.DryRun, NothingCarried: true})
 		}
 	}
 	f.Dests(ctx, slices.DeleteFunc(slices.Clone(names), func(n string) bool { return len(byDest[n]) == 0 }), func(h discovery.Host, err error) {
@@ -127,4 +128,15 @@ func unresolved(verb, name string, err error) *HostReport {
 		err = &UnreachableError{Host: name, Addr: "mDNS", Err: err}
 	}
 	return &HostReport{Host: name, Verb: verb, Err: err}
+}
+
+// unique is names without repeats, in order.
+func unique(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }

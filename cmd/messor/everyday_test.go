@@ -29,6 +29,13 @@ func TestUnreachableSaysWhy(t *testing.T) {
 		t.Errorf("refused: exit %d, want 0 and the cause once\n%s%s", code, out, errs)
 	}
 
+	// sync tries away twice (dropoff, then pickup): the cause is still said once.
+	w.home.AddHostAddr("beta", "127.0.0.1", 1)
+	code, out, errs = w.messor(ctx, "sync", "away", "beta")
+	if code != 0 || strings.Count(out+errs, "away: skipped, not reachable: connection refused") != 1 || strings.Count(out+errs, "beta: skipped, not reachable: connection refused") != 1 {
+		t.Errorf("sync: exit %d, want 0 and each cause once\n%s%s", code, out, errs)
+	}
+
 	w.home.WriteHostsFile("ofice.invalid", "alpha")
 	w.outbox("alpha", "beta", map[string][]byte{"y": []byte("y")})
 	code, out, errs = w.messor(ctx, "pickup")
@@ -109,6 +116,15 @@ func TestEverydayFlags(t *testing.T) {
 	}
 	if got := testenv.ReadTree(t, filepath.Join(w.dirs["gamma"], "messor", "outbox", "beta")); len(got) != 2 {
 		t.Errorf("dry run moved files: outbox holds %v", got)
+	}
+
+	// Host arguments are names: a path is bad usage; one given twice is
+	// visited once; a destination nothing is carried for says so.
+	if code, out, errs := w.messor(ctx, "pickup", "../etc"); code != 2 || !strings.Contains(errs, "../etc") {
+		t.Errorf("pickup ../etc: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := w.messor(ctx, "dropoff", "--dry-run", "gamma", "gamma"); code != 0 || strings.Count(out, "dropoff: gamma: nothing carried for it") != 1 {
+		t.Errorf("dropoff gamma gamma: exit %d\n%s%s", code, out, errs)
 	}
 
 	// A host argument: only that host.

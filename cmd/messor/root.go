@@ -160,8 +160,16 @@ func (g *globals) askPassphrase(file string) ([]byte, error) {
 
 // report prints one line per host (with -q, only the hosts that failed
 // or are misconfigured) and returns the exit error, if any.
+// A host out of reach in both halves of a sync is said to be so once.
 func (g *globals) report(reports []*carrier.HostReport, badConfig bool) error {
+	away := map[string]bool{}
 	for _, r := range reports {
+		if r.Unreachable() {
+			if away[r.Host] {
+				continue
+			}
+			away[r.Host] = true
+		}
 		g.printReport(r, "")
 	}
 	return g.exitFor(reports, badConfig)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/discovery"
+	"github.com/messor-sync/messor/protocol"
 )
 
 // runFlags are the flags of pickup, dropoff and sync.
@@ -91,6 +92,11 @@ func (g *globals) pickup(cmd *cobra.Command, c *carrier.Carrier, f *discovery.Fi
 // withCarrier opens the buffer (the run lock), finds the hosts, runs fn
 // and reports what it did, as text or JSON.
 func (g *globals) withCarrier(cmd *cobra.Command, rf *runFlags, fn func(*carrier.Carrier, *discovery.Finder) ([]*carrier.HostReport, error)) (err error) {
+	for _, n := range cmd.Flags().Args() {
+		if err := protocol.CheckHostName(n); err != nil {
+			return usageErr("host %q: %w", n, err)
+		}
+	}
 	g.dryRun = rf.dryRun
 	c, closeBuf, err := g.openCarrier()
 	if err != nil {
