@@ -91,7 +91,14 @@ type Progress interface {
 
 // Tracker follows one host's transfer.
 type Tracker interface {
+	// Add: n bytes moved now.
 	Add(n int64)
+	// Resumed: n bytes of the total were moved by an earlier run (a
+	// partial resumed) and will not cross the link now.
+	Resumed(n int64)
+	// FileDone: one more of the files is finished (moved, found done,
+	// or failed).
+	FileDone()
 	Done()
 }
 
@@ -302,8 +309,10 @@ func (c *Carrier) tracker(host, verb string, files int, bytes int64) Tracker {
 
 type nopTracker struct{}
 
-func (nopTracker) Add(int64) {}
-func (nopTracker) Done()     {}
+func (nopTracker) Add(int64)     {}
+func (nopTracker) Resumed(int64) {}
+func (nopTracker) FileDone()     {}
+func (nopTracker) Done()         {}
 
 // bigFile is the size from which a transfer takes one of the BigWorkers
 // slots.

@@ -304,6 +304,7 @@ func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r 
 			return res, err
 		},
 		func(cd candidate, res fetchResult, err error) {
+			tr.FileDone()
 			shown := path.Join(cd.Dest, cd.Path)
 			switch {
 			case errors.Is(err, errChanged):
@@ -394,6 +395,7 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 			return res, fmt.Errorf("buffer %s: rehash partial: %w", c.buf.Dir(), err)
 		}
 		c.log.Debug("resuming download", "host", s.Host.Name, "path", remote, "offset", have)
+		tr.Resumed(have)
 	}
 	rf, err := s.sftp.Open(remote)
 	if err != nil {

@@ -59,15 +59,7 @@ func TestKeyTroubleHints(t *testing.T) {
 // On a terminal, a passphrase-protected key is unlocked by asking for its
 // passphrase, as ssh does: the real binary runs under script(1) for a pty.
 func TestPassphrasePromptOnTerminal(t *testing.T) {
-	scriptBin, err := exec.LookPath("script")
-	if err != nil {
-		t.Fatalf("this test needs script(1) from util-linux for a terminal: %v", err)
-	}
-	// Built before newWorld sets $HOME, which would hide the build cache.
-	bin := filepath.Join(t.TempDir(), "messor")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildMessor(t)
 	w := newWorld(t, "alpha")
 	t.Setenv("SSH_AUTH_SOCK", "")
 	w.home.WriteHostsFile("alpha")
@@ -83,10 +75,33 @@ func TestPassphrasePromptOnTerminal(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(w.home.Dir, ".ssh", "id_ed25519"), pem.EncodeToMemory(block), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(scriptBin, "-qec", bin+" --settle 0 pickup", "/dev/null")
-	cmd.Stdin = strings.NewReader("secret\n")
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "Enter passphrase for key '"+w.home.Dir+"/.ssh/id_ed25519': ") || !strings.Contains(string(out), "pickup: alpha: picked up 1 file(s)") {
+	out, err := onTerminal(t, "secret\n", bin, "--settle", "0", "pickup")
+	if err != nil || !strings.Contains(out, "Enter passphrase for key '"+w.home.Dir+"/.ssh/id_ed25519': ") || !strings.Contains(out, "pickup: alpha: picked up 1 file(s)") {
 		t.Fatalf("pickup on a terminal: %v\n%s", err, out)
 	}
+}
+
+// buildMessor builds this command into a temporary directory. Call it
+// before newWorld, whose $HOME would hide the build cache.
+func buildMessor(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "messor")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// onTerminal runs bin with args under script(1), so that it has a
+// terminal, feeding it stdin; it returns what the terminal showed.
+func onTerminal(t *testing.T, stdin string, bin string, args ...string) (string, error) {
+	t.Helper()
+	scriptBin, err := exec.LookPath("script")
+	if err != nil {
+		t.Fatalf("this test needs script(1) from util-linux for a terminal: %v", err)
+	}
+	cmd := exec.Command(scriptBin, "-qec", bin+" "+strings.Join(args, " "), "/dev/null")
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
