@@ -46,13 +46,8 @@ func TestUnreachableSaysWhy(t *testing.T) {
 
 // status answers while watch holds the buffer.
 func TestStatusWhileWatching(t *testing.T) {
-	w := newWorld(t, "alpha")
-	w.home.WriteHostsFile("alpha")
-	w.outbox("alpha", "beta", map[string][]byte{"a.txt": []byte("carried\n")})
+	w := carrying(t, map[string][]byte{"a.txt": []byte("carried\n")}, "alpha")
 	ctx := context.Background()
-	if code, out, errs := w.messor(ctx, "pickup"); code != 0 {
-		t.Fatalf("pickup: exit %d\n%s%s", code, out, errs)
-	}
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	var wout, werr lockedBuf
@@ -173,4 +168,17 @@ func TestNoOutboxAndNeverFits(t *testing.T) {
 	if !strings.Contains(out+errs, "never fits: beta/big.bin: larger than the whole buffer limit (1000 B); raise --limit") || strings.Count(out+errs, "big.bin") != 1 || !strings.Contains(out, "picked up 1 file(s)") {
 		t.Errorf("never fits: exit %d\n%s%s", code, out, errs)
 	}
+}
+
+// carrying is a world of names whose carrier picked up files from alpha,
+// its only pickup host, for beta.
+func carrying(t *testing.T, files map[string][]byte, names ...string) *world {
+	t.Helper()
+	w := newWorld(t, names...)
+	w.home.WriteHostsFile("alpha")
+	w.outbox("alpha", "beta", files)
+	if code, out, errs := w.messor(context.Background(), "pickup"); code != 0 {
+		t.Fatalf("pickup: exit %d\n%s%s", code, out, errs)
+	}
+	return w
 }

@@ -24,17 +24,7 @@ func TestKeyTroubleHints(t *testing.T) {
 	id := filepath.Join(w.home.Dir, ".ssh", "id_ed25519")
 
 	// Only a passphrase-protected key, no ssh-agent, no terminal.
-	raw, err := ssh.ParseRawPrivateKey(w.home.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKeyWithPassphrase(raw, "carrier", []byte("secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(id, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	lockKey(t, w, "secret")
 	code, out, errs := w.messor(ctx, "pickup")
 	if code != 1 || !strings.Contains(out+errs, "id_ed25519 is passphrase-protected: add it to ssh-agent with ssh-add") || strings.Contains(out+errs, "authorized_keys") {
 		t.Errorf("passphrase-protected key: exit %d\n%s%s", code, out, errs)
@@ -64,17 +54,7 @@ func TestPassphrasePromptOnTerminal(t *testing.T) {
 	t.Setenv("SSH_AUTH_SOCK", "")
 	w.home.WriteHostsFile("alpha")
 	w.outbox("alpha", "beta", map[string][]byte{"x.txt": []byte("unlocked\n")})
-	raw, err := ssh.ParseRawPrivateKey(w.home.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKeyWithPassphrase(raw, "carrier", []byte("secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(w.home.Dir, ".ssh", "id_ed25519"), pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	lockKey(t, w, "secret")
 	out, err := onTerminal(t, "secret\n", bin, "--settle", "0", "pickup")
 	if err != nil || !strings.Contains(out, "Enter passphrase for key '"+w.home.Dir+"/.ssh/id_ed25519': ") || !strings.Contains(out, "pickup: alpha: picked up 1 file(s)") {
 		t.Fatalf("pickup on a terminal: %v\n%s", err, out)
@@ -104,4 +84,20 @@ func onTerminal(t *testing.T, stdin string, bin string, args ...string) (string,
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// lockKey rewrites w's carrier key file with passphrase pass.
+func lockKey(t *testing.T, w *world, pass string) {
+	t.Helper()
+	raw, err := ssh.ParseRawPrivateKey(w.home.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(raw, "carrier", []byte(pass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(w.home.Dir, ".ssh", "id_ed25519"), pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

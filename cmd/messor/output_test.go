@@ -69,13 +69,8 @@ func TestAcceptNewSaysWhatItPinned(t *testing.T) {
 
 // recover on a healthy index says so and leaves it be; --force rebuilds.
 func TestRecoverHealthy(t *testing.T) {
-	w := newWorld(t, "alpha")
-	w.home.WriteHostsFile("alpha")
-	w.outbox("alpha", "beta", map[string][]byte{"a.txt": []byte("a\n")})
+	w := carrying(t, map[string][]byte{"a.txt": []byte("a\n")}, "alpha")
 	ctx := context.Background()
-	if code, out, errs := w.messor(ctx, "pickup"); code != 0 {
-		t.Fatalf("pickup: exit %d\n%s%s", code, out, errs)
-	}
 	code, out, errs := w.messor(ctx, "recover")
 	if code != 0 || !strings.Contains(out, "buffer index is healthy (1 carried file(s)); nothing to recover") || strings.Contains(out, "moved") {
 		t.Errorf("recover on a healthy index: exit %d\n%s%s", code, out, errs)

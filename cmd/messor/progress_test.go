@@ -67,15 +67,10 @@ func TestBarFilesResumedVerifying(t *testing.T) {
 // On a terminal, a resumed upload shows its resumed bytes as resumed.
 func TestBarShowsResumedUpload(t *testing.T) {
 	bin := buildMessor(t)
-	w := newWorld(t, "alpha", "beta")
-	w.home.WriteHostsFile("alpha")
 	data := make([]byte, 3<<20)
 	rand.New(rand.NewSource(1)).Read(data)
-	w.outbox("alpha", "beta", map[string][]byte{"big.bin": data})
+	w := carrying(t, map[string][]byte{"big.bin": data}, "alpha", "beta")
 	ctx := context.Background()
-	if code, out, errs := w.messor(ctx, "pickup"); code != 0 {
-		t.Fatalf("pickup: exit %d\n%s%s", code, out, errs)
-	}
 	_, out, _ := w.messor(ctx, "status", "--json")
 	var st carrier.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Items) != 1 {
