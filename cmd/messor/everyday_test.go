@@ -104,6 +104,19 @@ func TestEverydayFlags(t *testing.T) {
 		t.Errorf("--version: exit %d\n%s%s", code, out, errs)
 	}
 
+	for _, c := range []string{"pickup", "dropoff", "sync", ""} {
+		_, out, _ := w.messor(ctx, c, "--help")
+		wants := []string{"[HOST...]", "--dry-run", "--json", "schema 1", "--quiet"}
+		if c == "" {
+			wants = []string{"--quiet", "--version"}
+		}
+		for _, want := range wants {
+			if !strings.Contains(out, want) {
+				t.Errorf("messor %s --help lacks %q", c, want)
+			}
+		}
+	}
+
 	// --dry-run says what would move and what would wait, and moves nothing.
 	code, out, errs := w.messor(ctx, "--limit", "2000", "pickup", "--dry-run", "gamma")
 	if code != 0 || !strings.Contains(out, "pickup: gamma: would pick up 1 file(s), 11 B; 1 waiting (1 larger than the whole buffer limit (2.0 KiB))") || strings.Contains(out, "alpha") {

@@ -74,7 +74,7 @@ usage or configuration (a host name that resolves nowhere is one).`,
 	pf.StringVar(&g.limit, "limit", envOr("MESSOR_LIMIT", "500MiB"), "most bytes the buffer may hold, e.g. 500MiB, 2GiB, 1.5GB (env $MESSOR_LIMIT)")
 	pf.StringVar(&g.hosts, "hosts", envOr("MESSOR_HOSTS", filepath.Join(home, ".messor_pickup_hosts")), "pickup hosts file, one name a line (env $MESSOR_HOSTS)")
 	pf.BoolVar(&g.acceptNew, "accept-new", false, "trust and pin unknown host keys of configured hosts on first contact (like ssh's StrictHostKeyChecking=accept-new); never an agent heard over mDNS (use messor trust), and changed keys are always refused")
-	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file")
+	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file and detail, in slog's key=value format")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print only failures and errors (no summaries, no progress bar)")
 	pf.DurationVar(&g.connectTimeout, "connect-timeout", carrier.DefaultConnectTimeout, "give up on a host that does not answer within this time (ssh_config ConnectTimeout wins)")
 	pf.DurationVar(&g.settle, "settle", 5*time.Second, "leave files modified more recently than this for the next visit (still being written)")
