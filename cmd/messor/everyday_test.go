@@ -195,3 +195,24 @@ func carrying(t *testing.T, files map[string][]byte, names ...string) *world {
 	}
 	return w
 }
+
+// watch says once that a name resolves nowhere, and goes on with the others.
+func TestWatchNoSuchHostOnce(t *testing.T) {
+	w := newWorld(t, "alpha")
+	w.home.WriteHostsFile("ofice.invalid", "alpha")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var out, errb lockedBuf
+	go func() {
+		done <- run(ctx, []string{"--settle", "0", "watch", "--interval", "50ms"}, &out, &errb)
+	}()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "no such host") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // rounds go by; a second mention would be there
+	cancel()
+	code := <-done
+	if code != 0 || strings.Count(out.String(), "ofice.invalid: no such host") != 1 {
+		t.Errorf("watch: exit %d, want the typo said once\n%s%s", code, out.String(), errb.String())
+	}
+}
