@@ -59,8 +59,17 @@ func (c *Carrier) visitPickup(ctx context.Context, h discovery.Host) *HostReport
 	} else {
 		r = c.PickupHost(ctx, h)
 	}
-	r.Interrupted = ctx.Err() != nil
+	markInterrupted(ctx, r)
 	return r
+}
+
+// markInterrupted marks r Interrupted when the run's cancellation cut the
+// visit short (not when it came once the visit was done).
+func markInterrupted(ctx context.Context, r *HostReport) {
+	if ctx.Err() == nil {
+		return
+	}
+	r.Interrupted = r.Err != nil || slices.ContainsFunc(r.Waiting, func(n FileNote) bool { return n.Reason == "interrupted" })
 }
 
 // PickupFrom picks up from the hosts named, each resolved as f resolves a
@@ -116,7 +125,7 @@ func (c *Carrier) DropoffTo(ctx context.Context, f Finder, names []string) ([]*H
 		default:
 			out = append(out, c.dropoff(ctx, h, byDest[h.Name]))
 		}
-		out[len(out)-1].Interrupted = ctx.Err() != nil
+		markInterrupted(ctx, out[len(out)-1])
 	})
 	return append(out, empty...), nil
 }
