@@ -74,6 +74,16 @@ type Options struct {
 	// Rounded up to a multiple of 1 MiB; default 32 MiB; negative: files
 	// are verified whole after their last byte.
 	VerifySlice int64
+	// Passphrase, if set, is asked once per run for a passphrase-protected
+	// key file that ssh-agent does not hold (on a terminal, as ssh does).
+	Passphrase func(file string) ([]byte, error)
+	// OnPin, if set, is told of each host key pinned on first contact
+	// (AcceptNew, or ssh_config's StrictHostKeyChecking accept-new) by the
+	// default HostKeyPolicy.
+	OnPin func(PinNote)
+	// DryRun: PickupFound, PickupFrom and DropoffTo connect and say what
+	// they would move and what would wait, moving nothing.
+	DryRun bool
 }
 
 // Progress receives transfer progress; implementations must be safe for
@@ -87,7 +97,14 @@ type Progress interface {
 
 // Tracker follows one host's transfer.
 type Tracker interface {
+	// Add: n bytes moved now.
 	Add(n int64)
+	// Resumed: n bytes of the total were moved by an earlier run (a
+	// partial resumed) and will not cross the link now.
+	Resumed(n int64)
+	// FileDone: one more of the files is finished (moved, found done,
+	// or failed).
+	FileDone()
 	Done()
 }
 
@@ -104,6 +121,8 @@ type Carrier struct {
 	// older agent).
 	sliceWritten func(partial string, start, end int64)
 	sliceRequest string
+
+	keys unlocked // passphrase-protected keys unlocked this run
 }
 
 // New makes a carrier over an open buffer.
@@ -133,7 +152,10 @@ func New(buf *Buffer, opts Options) *Carrier {
 		opts.VerifySlice = (opts.VerifySlice + protocol.HashBlock - 1) / protocol.HashBlock * protocol.HashBlock
 	}
 	if opts.HostKeyPolicy == nil {
-		opts.HostKeyPolicy = HostKeyPolicy
+		onPin := opts.OnPin
+		opts.HostKeyPolicy = func(h discovery.Host, acceptNew bool) ssh.HostKeyCallback {
+			return hostKeyPolicy(h, acceptNew, onPin)
+		}
 	}
 	log := opts.Logger
 	if log == nil {
@@ -162,12 +184,22 @@ type HostReport struct {
 	Skipped []FileNote
 	Failed  []FileNote
 	Elapsed time.Duration
+	// DryRun: Files and Bytes are what would have moved.
+	DryRun bool
+	// NoOutbox: the pickup host has no messor/outbox/ at all.
+	NoOutbox bool
+	// Interrupted: the run was cancelled during this visit; Err, if
+	// any, is a consequence, not the host's doing.
+	Interrupted bool
+	// NothingCarried: a destination named for a dropoff that the buffer
+	// holds nothing for; it was not visited.
+	NothingCarried bool
 }
 
 // FileNote is one file's fate.
 type FileNote struct {
-	Path   string
-	Reason string
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
 }
 
 // Unreachable reports whether the host was simply out of range.
@@ -192,17 +224,31 @@ func (r *HostReport) Misconfigured() bool {
 
 // Summary is one line for people.
 func (r *HostReport) Summary() string {
+	if r.Interrupted {
+		return fmt.Sprintf("%s: %s: interrupted after %d file(s), %s; what was moved is kept, the rest resumes next time", r.Verb, r.Host, r.Files, FormatSize(r.Bytes))
+	}
 	if r.Err != nil {
 		if r.Unreachable() {
-			return fmt.Sprintf("%s: %s: skipped, not reachable", r.Verb, r.Host)
+			return r.unreachableSummary()
 		}
 		return fmt.Sprintf("%s: %s: %v", r.Verb, r.Host, r.Err)
 	}
 	verb := "picked up"
-	if r.Verb == "dropoff" {
+	switch {
+	case r.DryRun && r.Verb == "dropoff":
+		verb = "would deliver"
+	case r.DryRun:
+		verb = "would pick up"
+	case r.Verb == "dropoff":
 		verb = "delivered"
 	}
 	var b strings.Builder
+	if r.NothingCarried {
+		return fmt.Sprintf("%s: %s: nothing carried for it", r.Verb, r.Host)
+	}
+	if r.NoOutbox {
+		return fmt.Sprintf("%s: %s: %s", r.Verb, r.Host, noOutboxHint)
+	}
 	fmt.Fprintf(&b, "%s: %s: %s %d file(s), %s", r.Verb, r.Host, verb, r.Files, FormatSize(r.Bytes))
 	if r.Elapsed > 0 && r.Bytes > 0 {
 		fmt.Fprintf(&b, " in %s (%s/s)", r.Elapsed.Round(time.Millisecond), FormatSize(int64(float64(r.Bytes)/r.Elapsed.Seconds())))
@@ -245,7 +291,11 @@ func reasons(ns []FileNote) string {
 // dial opens a session to h with the carrier's policies.
 func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) {
 	hops := func(hop discovery.Host) ssh.HostKeyCallback { return c.opts.HostKeyPolicy(hop, c.opts.AcceptNew) }
-	s, err := dialWithKeys(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), hops, c.opts.ConnectTimeout, c.log)
+	s, err := dialWithExtraKeys(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), hops, c.opts.ConnectTimeout, c.log, c.unlockKeys(h))
+	var ae *AuthError
+	if errors.As(err, &ae) {
+		return nil, c.keyError(h, ae)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -277,8 +327,10 @@ func (c *Carrier) tracker(host, verb string, files int, bytes int64) Tracker {
 
 type nopTracker struct{}
 
-func (nopTracker) Add(int64) {}
-func (nopTracker) Done()     {}
+func (nopTracker) Add(int64)     {}
+func (nopTracker) Resumed(int64) {}
+func (nopTracker) FileDone()     {}
+func (nopTracker) Done()         {}
 
 // bigFile is the size from which a transfer takes one of the BigWorkers
 // slots.

@@ -165,6 +165,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 			return already, err
 		},
 		func(e Entry, already bool, err error) {
+			tr.FileDone()
 			if err != nil {
 				finish(e, already, err)
 			}
@@ -498,7 +499,7 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	}
 	if off > 0 {
 		c.log.Debug("resuming upload", "host", s.Host.Name, "path", partial, "offset", off)
-		tr.Add(off)
+		tr.Resumed(off)
 	}
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return fmt.Errorf("host %s: seek %s: %w", s.Host.Name, partial, err)

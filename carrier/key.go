@@ -212,8 +212,14 @@ func withDedicatedKey(signers []ssh.Signer, dedicated ssh.Signer, first bool) []
 // key the host authorizes may be the one the dedicated key pushed past the
 // limit.
 func dialWithKeys(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hops hopPolicy, timeout time.Duration, log *slog.Logger) (*Session, error) {
+	return dialWithExtraKeys(ctx, h, policy, hops, timeout, log, nil)
+}
+
+// dialWithExtraKeys is dialWithKeys offering extra (keys unlocked with a
+// passphrase) after the others.
+func dialWithExtraKeys(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hops hopPolicy, timeout time.Duration, log *slog.Logger, extra []ssh.Signer) (*Session, error) {
 	signers, done := keySigners(h, log, true)
-	s, err := dial(ctx, h, policy, hops, signers, timeout, log)
+	s, err := dial(ctx, h, policy, hops, withExtra(signers, extra), timeout, log)
 	done()
 	var ae *AuthError
 	if !errors.As(err, &ae) || !tooManyTries(ae.Err) || dedicatedSigner(log) == nil || ctx.Err() != nil {
@@ -224,5 +230,16 @@ func dialWithKeys(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallb
 	}
 	signers, done = keySigners(h, log, false)
 	defer done()
-	return dial(ctx, h, policy, hops, signers, timeout, log)
+	return dial(ctx, h, policy, hops, withExtra(signers, extra), timeout, log)
+}
+
+// withExtra offers extra after signers' keys.
+func withExtra(signers func() ([]ssh.Signer, error), extra []ssh.Signer) func() ([]ssh.Signer, error) {
+	if len(extra) == 0 {
+		return signers
+	}
+	return func() ([]ssh.Signer, error) {
+		ss, err := signers()
+		return append(ss, extra...), err
+	}
 }

@@ -82,6 +82,7 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 			r.Err = err
 			return
 		}
+		r.NoOutbox = l.noOutbox
 		c.settleClaims(s, l.claims, r)
 		if l.complete {
 			keep := map[string]bool{}
@@ -174,7 +175,7 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 		full = full || len(wait) > 0
 		if len(take) == 0 {
 			for _, w := range wait {
-				notes.wait(path.Join(w.Dest, w.Path), "over the buffer limit")
+				notes.waitFor(c.waitNote(w))
 			}
 			break
 		}
@@ -190,7 +191,7 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 		if c.buf.Used() >= before+total || len(wait) == 0 {
 			// nothing was freed by dedup: what waits still won't fit
 			for _, w := range wait {
-				notes.wait(path.Join(w.Dest, w.Path), "over the buffer limit")
+				notes.waitFor(c.waitNote(w))
 			}
 			break
 		}
@@ -262,6 +263,7 @@ func (n *noteSet) first(k string) bool {
 func (n *noteSet) skip(p, reason string) { n.add(&n.r.Skipped, p, reason) }
 func (n *noteSet) wait(p, reason string) { n.add(&n.r.Waiting, p, reason) }
 func (n *noteSet) fail(p, reason string) { n.add(&n.r.Failed, p, reason) }
+func (n *noteSet) waitFor(f FileNote)    { n.wait(f.Path, f.Reason) }
 
 // listConcurrency is how many directories are listed at once: each listing
 // costs round trips (open, read, read to the end, close), and a deep tree
@@ -288,6 +290,7 @@ type listing struct {
 	// complete: every directory was listed to its end, within the round's
 	// bounds.
 	complete bool
+	noOutbox bool // the host has no messor/outbox/ at all
 }
 
 // listOutbox walks messor/outbox/ without following symlinks, listing many
@@ -310,7 +313,7 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, notes *noteSet) (*
 		return nil, fmt.Errorf("host %s: list %s: more than %d bytes of entries", s.Host.Name, protocol.Outbox, budget)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return &listing{complete: true}, nil
+		return &listing{complete: true, noOutbox: true}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("host %s: list %s: %w", s.Host.Name, protocol.Outbox, err)
@@ -447,6 +450,7 @@ func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r 
 			return res, err
 		},
 		func(cd candidate, res fetchResult, err error) {
+			tr.FileDone()
 			shown := path.Join(cd.Dest, cd.Path)
 			switch {
 			case errors.Is(err, errChanged):
@@ -543,6 +547,10 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	from, h, err := c.checkPartial(ctx, s, remote, lf, have)
 	if err != nil {
 		return res, err
+	}
+	if from > 0 {
+		c.log.Debug("resuming download", "host", s.Host.Name, "path", remote, "offset", from)
+		tr.Resumed(from)
 	}
 	rf, err := s.sftp.Open(remote)
 	if err != nil {

@@ -220,19 +220,19 @@ func TestReachableFollowsRoute(t *testing.T) {
 	ln.Close()
 	hidden := discovery.Host{Name: "hidden", HostName: "127.0.0.1", Port: closed.Port}
 	jump := discovery.Host{Name: "jump", HostName: "127.0.0.1", Port: open.Port}
-	if reachable(context.Background(), hidden, time.Second) {
+	if probe(context.Background(), hidden, time.Second) == nil {
 		t.Fatal("a closed port probed as reachable")
 	}
 	hidden.ProxyJump = []discovery.Host{jump}
-	if !reachable(context.Background(), hidden, time.Second) {
+	if probe(context.Background(), hidden, time.Second) != nil {
 		t.Error("a host behind a reachable jump host probed as unreachable")
 	}
 	hidden.ProxyJump = []discovery.Host{{Name: "j", HostName: "127.0.0.1", Port: closed.Port}, jump}
-	if reachable(context.Background(), hidden, time.Second) {
+	if probe(context.Background(), hidden, time.Second) == nil {
 		t.Error("a host behind an unreachable first jump host probed as reachable")
 	}
 	hidden.ProxyJump, hidden.ProxyCommand = nil, "true"
-	if !reachable(context.Background(), hidden, time.Second) {
+	if probe(context.Background(), hidden, time.Second) != nil {
 		t.Error("a ProxyCommand host probed as unreachable")
 	}
 }

@@ -67,6 +67,19 @@ var knownHostsMu sync.Mutex // serialises appends to known_hosts within a proces
 // first contact is for names the user configured, and a name heard on a
 // LAN is anyone's; agents are pinned with `messor trust` (Pin).
 func HostKeyPolicy(h discovery.Host, acceptNew bool) ssh.HostKeyCallback {
+	return hostKeyPolicy(h, acceptNew, nil)
+}
+
+// PinNote is a host key pinned on first contact (accept-new).
+type PinNote struct {
+	Host        string // the messor name
+	Fingerprint string // SHA256:...
+	File        string // the known_hosts file it was added to
+}
+
+// hostKeyPolicy is HostKeyPolicy, telling onPin (if set) of each key it
+// pins.
+func hostKeyPolicy(h discovery.Host, acceptNew bool, onPin func(PinNote)) ssh.HostKeyCallback {
 	// The flag is for configured hosts: a destination nobody configured is
 	// named by whoever wrote the outbox, and resolved by the LAN's DNS.
 	acceptNew = acceptNew && h.Source != discovery.SourceSSHConfig
@@ -120,6 +133,9 @@ func HostKeyPolicy(h discovery.Host, acceptNew bool) ssh.HostKeyCallback {
 		}
 		if err := AppendKnownHost(target, name, key); err != nil {
 			return fmt.Errorf("host %s: pin key: %w", h.Name, err)
+		}
+		if onPin != nil {
+			onPin(PinNote{Host: h.Name, Fingerprint: fp, File: target})
 		}
 		return nil
 	}

@@ -44,6 +44,7 @@ func (c *Carrier) Watch(ctx context.Context, cfg WatchConfig) error {
 		wait  time.Duration
 	}
 	off := map[string]*backoff{}
+	typos := map[string]bool{} // names that resolve nowhere, reported
 	backOff := func(name string) {
 		b := off[name]
 		if b == nil {
@@ -94,7 +95,13 @@ func (c *Carrier) Watch(ctx context.Context, cfg WatchConfig) error {
 			if b := off[name]; b != nil && time.Now().Before(b.until) {
 				continue
 			}
-			if !reachable(ctx, h.Host, c.opts.ConnectTimeout) {
+			if err := probe(ctx, h.Host, c.opts.ConnectTimeout); err != nil {
+				if r := (&HostReport{Host: name, Verb: h.verb(), Err: err}); r.NoSuchHost() && !typos[name] {
+					typos[name] = true // a configuration error: said once
+					if cfg.Report != nil {
+						cfg.Report(r)
+					}
+				}
 				continue
 			}
 			r := c.DropoffHost(ctx, h.Host)
@@ -118,31 +125,40 @@ func (c *Carrier) Watch(ctx context.Context, cfg WatchConfig) error {
 	}
 }
 
-// reachable is a cheap probe: does the host (or, behind jump hosts, the
-// first of them) accept a TCP connection? A host reached by ProxyCommand
-// counts as reachable: only running the command would tell.
-func reachable(ctx context.Context, h discovery.Host, timeout time.Duration) bool {
+// probe is a cheap check: does the host (or, behind jump hosts, the first
+// of them) accept a TCP connection? The error is an *UnreachableError
+// saying why not. A host reached by ProxyCommand counts as reachable: only
+// running the command would tell.
+func probe(ctx context.Context, h discovery.Host, timeout time.Duration) error {
 	for len(h.ProxyJump) > 0 {
 		h = h.ProxyJump[0]
 	}
 	if h.ProxyCommand != "" {
-		return ctx.Err() == nil
+		return ctx.Err()
 	}
 	dctx, cancel := context.WithTimeout(ctx, connectTimeout(h, timeout))
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(dctx, "tcp", h.Addr())
 	if err != nil {
-		return false
+		return &UnreachableError{Host: h.Name, Addr: h.Addr(), Err: err}
 	}
 	conn.Close()
-	return ctx.Err() == nil
+	return ctx.Err()
 }
 
 // watchHost is one host a watch round may visit.
 type watchHost struct {
 	discovery.Host
 	pickup bool // also pick up, not only deliver
+}
+
+// verb is what a visit to w does first.
+func (w watchHost) verb() string {
+	if w.pickup {
+		return "pickup"
+	}
+	return "dropoff"
 }
 
 // watchRound finds this round's hosts: the pickup hosts (configured, then

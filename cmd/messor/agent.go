@@ -47,13 +47,15 @@ As a systemd user service (~/.config/systemd/user/messor-agent.service):
   After=network-online.target
 
   [Service]
-  ExecStart=%h/bin/messor agent
+  ExecStart=%h/go/bin/messor agent
   Restart=on-failure
 
   [Install]
   WantedBy=default.target
 
-then: systemctl --user enable --now messor-agent`,
+with messor installed by go install (into ~/go/bin; change the path if you
+put it elsewhere), then: systemctl --user enable --now messor-agent, and
+loginctl enable-linger $USER so that it runs while you are logged out.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: g.level(slog.LevelInfo)}))

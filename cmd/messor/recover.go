@@ -9,7 +9,8 @@ import (
 )
 
 func newRecoverCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "recover",
 		Short: "Rebuild a damaged buffer index from the buffer's own records",
 		Long: `When a run reports that the buffer index is corrupt, rebuild it: the damaged
@@ -17,9 +18,20 @@ index is kept beside the new one (not deleted), every carried file whose record
 and content still verify (SHA-256) is restored, and content no record names is
 moved to quarantine/ in the buffer rather than deleted. The new index is built
 beside the old one and put in its place at the end: an interrupted recover
-leaves the old index, and running it again is safe.`,
+leaves the old index, and running it again is safe. A healthy index is left as it is
+(--force rebuilds it anyway).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !force {
+				healthy, files, err := carrier.IndexHealthy(g.buffer)
+				if err != nil {
+					return &exitError{exitFailed, err}
+				}
+				if healthy {
+					fmt.Fprintf(g.stdout, "buffer index is healthy (%d carried file(s)); nothing to recover\n", files)
+					return nil
+				}
+			}
 			rep, err := carrier.RecoverBuffer(g.buffer)
 			if err != nil {
 				return &exitError{exitFailed, err}
@@ -40,4 +52,6 @@ leaves the old index, and running it again is safe.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "rebuild the index even when it is healthy")
+	return cmd
 }

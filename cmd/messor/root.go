@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,11 +25,15 @@ type globals struct {
 	hosts          string
 	acceptNew      bool
 	verbose        bool
+	quiet          bool
+	dryRun         bool // set by pickup, dropoff and sync's --dry-run
 	connectTimeout time.Duration
 	settle         time.Duration
 	noMDNS         bool
 	mdnsTimeout    time.Duration
 	stdout, stderr io.Writer
+	log            *slog.Logger // made by logger, once
+	logOnce        sync.Once
 }
 
 func envOr(k, def string) string {
@@ -54,10 +61,12 @@ addresses and keys come from ~/.ssh/config, host keys from known_hosts.
 
 Exit status: 0 when all that could be done was done (hosts out of range are
 not failures), 1 when a transfer failed or a host was refused, 2 for bad
-usage or configuration.`,
+usage or configuration (a host name that resolves nowhere is one).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.Version = version()
+	root.SetVersionTemplate("messor version {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
@@ -65,7 +74,8 @@ usage or configuration.`,
 	pf.StringVar(&g.limit, "limit", envOr("MESSOR_LIMIT", "500MiB"), "most bytes the buffer may hold, e.g. 500MiB, 2GiB, 1.5GB (env $MESSOR_LIMIT)")
 	pf.StringVar(&g.hosts, "hosts", envOr("MESSOR_HOSTS", filepath.Join(home, ".messor_pickup_hosts")), "pickup hosts file, one name a line (env $MESSOR_HOSTS)")
 	pf.BoolVar(&g.acceptNew, "accept-new", false, "trust and pin unknown host keys of configured hosts on first contact (like ssh's StrictHostKeyChecking=accept-new); never an agent heard over mDNS (use messor trust), and changed keys are always refused")
-	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file")
+	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file and detail, in slog's key=value format")
+	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print only failures and errors (no summaries, no progress bar)")
 	pf.DurationVar(&g.connectTimeout, "connect-timeout", carrier.DefaultConnectTimeout, "give up on a host that does not answer within this time (ssh_config ConnectTimeout wins)")
 	pf.DurationVar(&g.settle, "settle", 5*time.Second, "leave files modified more recently than this for the next visit (still being written)")
 	pf.BoolVar(&g.noMDNS, "no-mdns", os.Getenv("MESSOR_NO_MDNS") != "", "do not look for agents on the LAN over mDNS (or set $MESSOR_NO_MDNS)")
@@ -96,20 +106,35 @@ func (g *globals) level(def slog.Level) slog.Level {
 	return def
 }
 
+// logger is the run's logger: with -v, every detail in slog's text
+// format; else warnings and errors, each once, in plain words (humanLog).
 func (g *globals) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: g.level(slog.LevelWarn)}))
+	g.logOnce.Do(func() {
+		if g.verbose {
+			g.log = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		} else {
+			g.log = slog.New(newHumanLog(g.stderr))
+		}
+	})
+	return g.log
 }
 
-// openCarrier opens the buffer (taking the run lock) and makes a carrier.
-func (g *globals) openCarrier() (*carrier.Carrier, error) {
+// openCarrier opens the buffer (taking the run lock), answers `messor
+// status` for it meanwhile, and makes a carrier; closeBuf ends both.
+func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error) {
 	limit, err := carrier.ParseSize(g.limit)
 	if err != nil {
-		return nil, usageErr("--limit: %w", err)
+		return nil, nil, usageErr("--limit: %w", err)
 	}
 	buf, err := carrier.OpenBuffer(g.buffer, limit)
 	if err != nil {
-		return nil, &exitError{exitFailed, err}
+		return nil, nil, &exitError{exitFailed, err}
 	}
+	stopStatus, err := carrier.ServeStatus(buf)
+	if err != nil {
+		g.logger().Debug("status will not answer during this run", "err", err)
+	}
+	closeBuf = func() { stopStatus(); buf.Close() }
 	settle := g.settle
 	if settle == 0 {
 		settle = -1
@@ -120,37 +145,84 @@ func (g *globals) openCarrier() (*carrier.Carrier, error) {
 		Settle:         settle,
 		Logger:         g.logger(),
 		VerifySource:   true,
+		DryRun:         g.dryRun,
+		OnPin: func(p carrier.PinNote) {
+			if !g.quiet {
+				fmt.Fprintf(g.stderr, "messor: permanently added %s's host key (%s) to %s\n", p.Host, p.Fingerprint, p.File)
+			}
+		},
 	}
-	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.verbose {
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		opts.Passphrase = g.askPassphrase
+	}
+	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !g.verbose && !g.quiet {
 		opts.Progress = &barProgress{w: g.stderr}
 	}
-	return carrier.New(buf, opts), nil
+	return carrier.New(buf, opts), closeBuf, nil
 }
 
-// report prints one line per host and returns the exit error, if any.
+// askPassphrase asks for file's passphrase on the terminal, as ssh does;
+// an empty one passes the key over.
+func (g *globals) askPassphrase(file string) ([]byte, error) {
+	fmt.Fprintf(g.stderr, "Enter passphrase for key '%s': ", file)
+	pass, err := term.ReadPassword(int(os.Stdin.Fd()))
+	fmt.Fprintln(g.stderr)
+	if err == nil && len(pass) == 0 {
+		err = errors.New("no passphrase given")
+	}
+	return pass, err
+}
+
+// report prints one line per host (with -q, only the hosts that failed
+// or are misconfigured) and returns the exit error, if any.
+// A host out of reach in both halves of a sync is said to be so once.
 func (g *globals) report(reports []*carrier.HostReport, badConfig bool) error {
+	away := map[string]bool{}
+	for _, r := range reports {
+		if r.Unreachable() {
+			if away[r.Host] {
+				continue
+			}
+			away[r.Host] = true
+		}
+		g.printReport(r, "")
+	}
+	return g.exitFor(reports, badConfig)
+}
+
+// printReport prints r's summary, after prefix, and its failed files
+// (with -v, its skipped and waiting ones too).
+func (g *globals) printReport(r *carrier.HostReport, prefix string) {
+	if g.quiet && !r.Failure() && !r.NoSuchHost() {
+		return
+	}
+	fmt.Fprintln(g.stdout, prefix+r.Summary())
+	for _, f := range r.Failed {
+		fmt.Fprintf(g.stderr, "  failed: %s: %s\n", f.Path, f.Reason)
+	}
+	for _, f := range r.Waiting {
+		if f.NeverFits() && !g.verbose {
+			fmt.Fprintf(g.stderr, "  never fits: %s: %s; raise --limit to carry it\n", f.Path, f.Reason)
+		}
+	}
+	if g.verbose {
+		for _, f := range r.Skipped {
+			fmt.Fprintf(g.stderr, "  skipped: %s: %s\n", f.Path, f.Reason)
+		}
+		for _, f := range r.Waiting {
+			fmt.Fprintf(g.stderr, "  waiting: %s: %s\n", f.Path, f.Reason)
+		}
+	}
+}
+
+// exitFor is the exit error for a run that made reports: 1 if a host
+// failed, else 2 if the configuration is bad (bad lines, a name that
+// resolves nowhere), else none.
+func (g *globals) exitFor(reports []*carrier.HostReport, badConfig bool) error {
 	failed := false
 	for _, r := range reports {
-		if r.Misconfigured() {
-			fmt.Fprintln(g.stderr, "messor:", r.Err)
-			badConfig = true
-			continue
-		}
-		fmt.Fprintln(g.stdout, r.Summary())
-		for _, f := range r.Failed {
-			fmt.Fprintf(g.stderr, "  failed: %s: %s\n", f.Path, f.Reason)
-		}
-		if g.verbose {
-			for _, f := range r.Skipped {
-				fmt.Fprintf(g.stderr, "  skipped: %s: %s\n", f.Path, f.Reason)
-			}
-			for _, f := range r.Waiting {
-				fmt.Fprintf(g.stderr, "  waiting: %s: %s\n", f.Path, f.Reason)
-			}
-		}
-		if r.Failure() {
-			failed = true
-		}
+		failed = failed || r.Failure()
+		badConfig = badConfig || r.NoSuchHost() || r.Misconfigured()
 	}
 	switch {
 	case failed:
@@ -159,4 +231,23 @@ func (g *globals) report(reports []*carrier.HostReport, badConfig bool) error {
 		return &exitError{code: exitUsage}
 	}
 	return nil
+}
+
+// version is the module version messor was built from, with its commit
+// when built from a checkout.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 && (v == "" || v == "(devel)") {
+			v = "(devel) " + s.Value[:12]
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	return v
 }

@@ -21,16 +21,10 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageErr("--limit: %w", err)
 			}
-			buf, err := carrier.OpenBufferReadOnly(g.buffer)
+			st, err := carrier.ReadStatusAnyway(cmd.Context(), g.buffer, limit)
 			if err != nil {
 				return &exitError{exitFailed, err}
 			}
-			defer buf.Close()
-			st, err := carrier.ReadStatus(buf)
-			if err != nil {
-				return &exitError{exitFailed, err}
-			}
-			st.Limit = limit
 			if asJSON {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")

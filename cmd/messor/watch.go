@@ -24,11 +24,11 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			c, err := g.openCarrier()
+			c, closeBuf, err := g.openCarrier()
 			if err != nil {
 				return err
 			}
-			defer c.Buffer().Close()
+			defer closeBuf()
 			wake := make(chan struct{}, 1)
 			if !g.noMDNS {
 				// Only a pinned agent wakes a round: adverts under other
@@ -43,7 +43,9 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 					}
 				})
 			}
-			fmt.Fprintf(g.stdout, "messor watch: checking for hosts every %s (Ctrl-C to stop)\n", interval)
+			if !g.quiet {
+				fmt.Fprintf(g.stdout, "messor watch: checking for hosts every %s (Ctrl-C to stop)\n", interval)
+			}
 			err = c.Watch(ctx, carrier.WatchConfig{
 				Interval: interval,
 				Wake:     wake,
@@ -53,12 +55,14 @@ cleanly on Ctrl-C or SIGTERM, and anything cut short resumes next time.`,
 				},
 				Report: func(r *carrier.HostReport) {
 					if ctx.Err() == nil {
-						fmt.Fprintf(g.stdout, "%s %s\n", time.Now().Format("15:04:05"), r.Summary())
+						g.printReport(r, time.Now().Format("15:04:05 "))
 					}
 				},
 			})
 			if ctx.Err() != nil {
-				fmt.Fprintln(g.stdout, "messor watch: stopped")
+				if !g.quiet {
+					fmt.Fprintln(g.stdout, "messor watch: stopped")
+				}
 				return nil
 			}
 			return &exitError{exitFailed, err}

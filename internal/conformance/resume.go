@@ -25,6 +25,8 @@ type cancelAfter struct {
 
 func (p *cancelAfter) Start(host, verb string, files int, bytes int64) carrier.Tracker { return p }
 func (p *cancelAfter) Done()                                                           {}
+func (p *cancelAfter) Resumed(int64)                                                   {}
+func (p *cancelAfter) FileDone()                                                       {}
 func (p *cancelAfter) Add(n int64) {
 	if p.got.Add(n) >= p.n {
 		p.cancel()
@@ -61,6 +63,8 @@ type onFirstAdd struct {
 
 func (p *onFirstAdd) Start(host, verb string, files int, bytes int64) carrier.Tracker { return p }
 func (p *onFirstAdd) Done()                                                           {}
+func (p *onFirstAdd) Resumed(int64)                                                   {}
+func (p *onFirstAdd) FileDone()                                                       {}
 func (p *onFirstAdd) Add(int64)                                                       { p.once.Do(p.f) }
 
 // rewriteInPlace overwrites 64 KiB of source at off and restores its mtime,
