@@ -108,32 +108,29 @@ func zeroRange(t *testing.T, p string, off, n int64) {
 
 // appendTo appends b to p, keeping its mtime.
 func appendTo(t *testing.T, p string, b []byte) {
-	st, err := os.Stat(p)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	defer f.Close()
-	if _, err := f.Write(b); err != nil {
-		t.Error(err)
-	}
-	if err := os.Chtimes(p, st.ModTime(), st.ModTime()); err != nil {
-		t.Error(err)
-	}
+	keepMTime(t, p, func() error {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = f.Write(b)
+		return err
+	})
 }
 
 func truncateKeepMTime(t *testing.T, p string, size int64) {
+	keepMTime(t, p, func() error { return os.Truncate(p, size) })
+}
+
+// keepMTime runs change on p and gives p back the mtime it had.
+func keepMTime(t *testing.T, p string, change func() error) {
 	st, err := os.Stat(p)
 	if err != nil {
 		t.Error(err)
 		return
 	}
-	if err := os.Truncate(p, size); err != nil {
+	if err := change(); err != nil {
 		t.Error(err)
 	}
 	if err := os.Chtimes(p, st.ModTime(), st.ModTime()); err != nil {
@@ -171,23 +168,15 @@ func replaceByRename(t *testing.T, source string, off int64) {
 // rewriteInPlace overwrites 64 KiB of source at off and restores its mtime,
 // as disk images and databases are written.
 func rewriteInPlace(t *testing.T, source string, off int64) {
-	st, err := os.Stat(source)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	f, err := os.OpenFile(source, os.O_WRONLY, 0)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(bytes.Repeat([]byte("new!"), 16<<10), off); err != nil {
-		t.Error(err)
-	}
-	if err := os.Chtimes(source, st.ModTime(), st.ModTime()); err != nil {
-		t.Error(err)
-	}
+	keepMTime(t, source, func() error {
+		f, err := os.OpenFile(source, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = f.WriteAt(bytes.Repeat([]byte("new!"), 16<<10), off)
+		return err
+	})
 }
 
 // testResumeChangedSource: a pickup of a multi-MiB file is interrupted, then

@@ -40,6 +40,21 @@ func (e *env) runCLI(t *testing.T, verb string) (int, string) {
 	return 0, out.String()
 }
 
+// startCLI starts verb; its output goes to out, and exited gets what Wait
+// returns.
+func (e *env) startCLI(t *testing.T, verb string) (cmd *exec.Cmd, out *bytes.Buffer, exited <-chan error) {
+	t.Helper()
+	cmd = e.cli(verb)
+	out = &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- cmd.Wait() }()
+	return cmd, out, ch
+}
+
 // settled reports whether nothing is left to carry.
 func (e *env) settled(t *testing.T) bool {
 	b, err := carrier.OpenBufferReadOnly(e.Buf)
@@ -85,14 +100,7 @@ func TestKilledCarrier(t *testing.T) {
 		}
 		verb := []string{"pickup", "dropoff"}[i%2]
 		delay := time.Duration(r.Int63n(int64(700 * time.Millisecond)))
-		cmd := e.cli(verb)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
+		cmd, _, exited := e.startCLI(t, verb)
 		select {
 		case err := <-exited:
 			var ee *exec.ExitError

@@ -81,14 +81,7 @@ func TestKillDuringResume(t *testing.T) {
 				}
 				ready = func() bool { _, err := os.Stat(flag); return err != nil }
 			}
-			cmd := e.cli("pickup")
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
+			cmd, out, exited := e.startCLI(t, "pickup")
 			deadline := time.After(60 * time.Second)
 		wait:
 			for !ready() {
