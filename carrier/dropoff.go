@@ -630,14 +630,21 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 }
 
 // resumePoint finds the longest prefix of the remote partial (of have
-// bytes) that matches the object, trying the end and a step before it. It
-// returns the prefix's length and the hash of the object's prefix that
-// matched, positioned at its end (for the whole-file hash to go on from).
+// bytes) that matches the object: the end; else where the last writes in
+// flight before the link dropped left a hole (holeBefore); else a step
+// before the end, or eight. It returns the prefix's length and the hash of
+// the object's prefix that matched, positioned at its end (for the
+// whole-file hash to go on from).
 func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, partial string, have int64) (int64, hash.Hash, error) {
-	for _, n := range []int64{have, have - resumeStep, have - 8*resumeStep} {
-		if n <= 0 {
-			break
+	tried := map[int64]bool{}
+	for i, n := range []int64{have, 0, have - resumeStep, have - 8*resumeStep} {
+		if i == 1 {
+			n = c.holeBefore(ctx, s, obj, partial, have)
 		}
+		if n <= 0 || tried[n] {
+			continue
+		}
+		tried[n] = true
 		h := sha256.New()
 		if _, err := io.Copy(h, io.NewSectionReader(obj, 0, n)); err != nil {
 			return 0, nil, nil // our copy: send it all again
@@ -662,6 +669,37 @@ func (c *Carrier) resumePoint(ctx context.Context, s *Session, obj *os.File, par
 		}
 	}
 	return 0, nil, nil
+}
+
+// holeWindow is how far before the end of a partial upload a write may
+// have been lost while later ones were written: the writes in flight when
+// the link dropped (writeWindowed keeps at most this much in flight). A
+// server that writes requests concurrently (messor agent) and stops when
+// the link drops leaves such holes; stock sftp-server writes in order.
+const holeWindow = maxWritesInFlight * maxPacket
+
+// holeBefore returns where the first slice of flakyChunk bytes that differs
+// from the object starts, within the last holeWindow bytes of the partial
+// (of have bytes), where the host hashes slices; else 0.
+func (c *Carrier) holeBefore(ctx context.Context, s *Session, obj *os.File, partial string, have int64) int64 {
+	if !s.canHashSlices(ctx) {
+		return 0
+	}
+	for off := max(0, have-holeWindow); off < have; off += flakyChunk {
+		n := min(flakyChunk, have-off)
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(obj, off, n)); err != nil {
+			return 0
+		}
+		got, err := s.hashSlice(ctx, partial, off, n)
+		if err != nil {
+			return 0
+		}
+		if !bytes.Equal(got, h.Sum(nil)) {
+			return off
+		}
+	}
+	return 0
 }
 
 // diskFullHint explains a failed write when the host's disk is full: stock

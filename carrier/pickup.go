@@ -715,7 +715,7 @@ const smallFile = 256 << 10
 func (c *Carrier) readSmall(s *Session, rf *sftp.File, remote string, cd candidate) ([]byte, error) {
 	buf := make([]byte, cd.Size+1)
 	n, err := rf.ReadAt(buf, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
+	if err != nil && !atEnd(err) {
 		return nil, fmt.Errorf("host %s: read %s: %w", s.Host.Name, remote, err)
 	}
 	if int64(n) != cd.Size {
@@ -778,7 +778,7 @@ func readWindowed(rf *sftp.File, w io.Writer, off int64) (int64, error) {
 			}
 			n += int64(k)
 		}
-		if errors.Is(err, io.EOF) {
+		if atEnd(err) {
 			return n, nil
 		}
 		if err != nil {
@@ -786,6 +786,12 @@ func readWindowed(rf *sftp.File, w io.Writer, off int64) (int64, error) {
 		}
 	}
 }
+
+// atEnd reports whether err from a read of a host file is its end: io.EOF
+// itself, as pkg/sftp returns it for the server's end of file. A wrapped
+// io.EOF ("failed to send packet: EOF") is the link dropping: taken for
+// the end, the short file would count as changed, its partial deleted.
+func atEnd(err error) bool { return err == io.EOF }
 
 // sameVersion checks that the file still has the size and mtime it was
 // listed with.

@@ -1,7 +1,6 @@
 package carrier
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -568,20 +567,22 @@ func (s *Session) pickHasher(ctx context.Context) {
 	if err != nil || !strings.HasPrefix(wd, "/") {
 		return
 	}
-	// Probe, in one exec: which of the hash tools work here? One line of
-	// output per tool, the best first.
+	// Probe, in one exec: which of the hash tools work here, behind head
+	// (which every hash command but the slice's cuts its input with)? One
+	// line of output per tool, the best first, the last lines of the
+	// output (see execLines).
 	var probe []string
 	for _, tool := range protocol.HashTools {
-		probe = append(probe, "{ printf messor | "+tool+"; } 2>/dev/null; echo")
+		probe = append(probe, "{ printf messorX | head -c 6 | "+tool+"; } 2>/dev/null; echo")
 	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	out, err := s.execOutput(pctx, strings.Join(probe, "; "), 0)
 	sum := sha256.Sum256([]byte("messor"))
 	want := hex.EncodeToString(sum[:])
-	lines := strings.Split(string(out), "\n")
+	lines := execLines(out, len(protocol.HashTools))
 	for i, tool := range protocol.HashTools {
-		if i < len(lines) && strings.HasPrefix(lines[i], want) {
+		if strings.HasPrefix(lines[i], want) {
 			s.hashTool = tool
 			break
 		}
@@ -623,7 +624,7 @@ func (s *Session) canHashSlices(ctx context.Context) bool {
 			defer cancel()
 			out, err := s.execOutput(pctx, "printf messor | dd bs=2 skip=1 count=2 2>/dev/null | head -c 3 | "+s.hashTool, 0)
 			sum := sha256.Sum256([]byte("sso"))
-			s.execSlices = err == nil && strings.HasPrefix(string(out), hex.EncodeToString(sum[:]))
+			s.execSlices = err == nil && strings.HasPrefix(execLines(out, 1)[0], hex.EncodeToString(sum[:]))
 			if !s.execSlices {
 				s.log.Debug("the host cannot hash a slice of a file (dd, head -c); verifying whole files", "err", err, "output", string(out))
 			}
@@ -673,8 +674,9 @@ func (s *Session) hashSlice(ctx context.Context, p string, off, n int64) ([]byte
 	return nil, fmt.Errorf("host %s: hash %s: the host cannot hash for us", s.Host.Name, p)
 }
 
-// execOutput runs cmd on the host and returns (the first 4 KiB of) its
-// output. It waits for one of the session's exec slots first; timeout, if
+// execOutput runs cmd on the host and returns (the last 4 KiB of) its
+// output, on a line of its own: a login shell may print a banner first, with
+// or without a newline (see execLines). It waits for one of the session's exec slots first; timeout, if
 // positive, bounds the run from then on. A session the host refuses is
 // asked for again, about a second in all.
 func (s *Session) execOutput(ctx context.Context, cmd string, timeout time.Duration) ([]byte, error) {
@@ -719,10 +721,21 @@ func (s *Session) execOutputTries(ctx context.Context, cmd string, timeout time.
 	defer sess.Close()
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()
-	var out bytes.Buffer
-	sess.Stdout = &limitedWriter{w: &out, n: 4096}
-	err := sess.Run(cmd)
-	return out.Bytes(), err
+	out := &tailWriter{n: 4096}
+	sess.Stdout = out
+	err := sess.Run("echo; " + cmd)
+	return out.b, err
+}
+
+// execLines returns the last n lines of a command's output (padded with
+// empty ones at the front): what the command printed, not what a login
+// shell or its profile printed before it.
+func execLines(out []byte, n int) []string {
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	for len(lines) < n {
+		lines = append([]string{""}, lines...)
+	}
+	return lines[len(lines)-n:]
 }
 
 // execHash runs cmd, which hashes n bytes of the file at abs on the host,
@@ -732,10 +745,15 @@ func (s *Session) execHash(ctx context.Context, abs, cmd string, n int64) ([]byt
 	if err != nil {
 		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, abs, err)
 	}
-	if len(out) < 64 {
-		return nil, fmt.Errorf("host %s: hash %s: short output %q", s.Host.Name, abs, out)
+	line := execLines(out, 1)[0]
+	if len(line) < 64 {
+		return nil, fmt.Errorf("host %s: hash %s: short output %q", s.Host.Name, abs, line)
 	}
-	return hex.DecodeString(string(out[:64]))
+	sum, err := hex.DecodeString(line[:64])
+	if err != nil {
+		return nil, fmt.Errorf("host %s: hash %s: output %q: %w", s.Host.Name, abs, line, err)
+	}
+	return sum, nil
 }
 
 // hashTime is how long a host may take to hash n bytes: generous (a slow SD
@@ -786,19 +804,18 @@ func (s *Session) readbackHash(ctx context.Context, p string, n int64) ([]byte, 
 	return h.Sum(nil), nil
 }
 
-type limitedWriter struct {
-	w io.Writer
+// tailWriter keeps the last n bytes written to it.
+type tailWriter struct {
+	b []byte
 	n int
 }
 
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if len(p) > l.n {
-		l.w.Write(p[:l.n])
-		l.n = 0
-		return len(p), nil
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	if len(w.b) > w.n {
+		w.b = append(w.b[:0], w.b[len(w.b)-w.n:]...)
 	}
-	l.n -= len(p)
-	return l.w.Write(p)
+	return len(p), nil
 }
 
 // Signers returns the signers to offer to h: the dedicated key (see

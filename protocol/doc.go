@@ -124,8 +124,10 @@
 //     with the global SSH request [HashRangeRequest] carrying a
 //     [HashRangeMsg]; the reply payload is the 32-byte digest;
 //   - on a stock host, with an exec of [HashCommand] (POSIX head, and
-//     OpenSSL or sha256sum: [HashTools]), whose output begins with the hex
-//     digest;
+//     OpenSSL or sha256sum: [HashTools]), run after an echo so that the
+//     last line of its output begins with the hex digest (what a login
+//     shell prints before it, a banner, is ignored); a host where the
+//     probe finds no tool working behind head is read back;
 //   - failing both, by reading the bytes back over SFTP. That is the case
 //     on a stock host where the carrier's key is authorized as
 //     restrict,command="internal-sftp" (what messor key prints): the probe

@@ -10,6 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/protocol"
@@ -67,26 +70,119 @@ func (p *onFirstAdd) Resumed(int64)                                             
 func (p *onFirstAdd) FileDone()                                                       {}
 func (p *onFirstAdd) Add(int64)                                                       { p.once.Do(p.f) }
 
-// rewriteInPlace overwrites 64 KiB of source at off and restores its mtime,
-// as disk images and databases are written.
-func rewriteInPlace(t *testing.T, source string, off int64) {
+// onAdded is a carrier.Progress that calls f once, when n bytes have been
+// carried.
+type onAdded struct {
+	n    int64
+	got  atomic.Int64
+	once sync.Once
+	f    func()
+}
+
+func (p *onAdded) Start(host, verb string, files int, bytes int64) carrier.Tracker { return p }
+func (p *onAdded) Done()                                                           {}
+func (p *onAdded) Resumed(int64)                                                   {}
+func (p *onAdded) FileDone()                                                       {}
+func (p *onAdded) Add(n int64) {
+	if p.got.Add(n) >= p.n {
+		p.once.Do(p.f)
+	}
+}
+
+// hashKind is how the carrier verifies files on host (Session.HashKind).
+func (e *Env) hashKind(host string) string {
+	ctx := context.Background()
+	signers := func() ([]ssh.Signer, error) { return []ssh.Signer{e.Home.Key}, nil }
+	s, err := carrier.Dial(ctx, e.Resolve(host)[0], ssh.InsecureIgnoreHostKey(), signers, 10*time.Second, nil)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	defer s.Close()
+	return s.HashKind(ctx)
+}
+
+func zeroRange(t *testing.T, p string, off, n int64) {
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, n), off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// appendTo appends b to p, keeping its mtime.
+func appendTo(t *testing.T, p string, b []byte) {
+	keepMTime(t, p, func() error {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = f.Write(b)
+		return err
+	})
+}
+
+func truncateKeepMTime(t *testing.T, p string, size int64) {
+	keepMTime(t, p, func() error { return os.Truncate(p, size) })
+}
+
+// keepMTime runs change on p and gives p back the mtime it had.
+func keepMTime(t *testing.T, p string, change func() error) {
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	if err := change(); err != nil {
+		t.Error(err)
+	}
+	if err := os.Chtimes(p, st.ModTime(), st.ModTime()); err != nil {
+		t.Error(err)
+	}
+}
+
+// replaceByRename writes a copy of source with 64 KiB at off changed, with
+// the same mtime, and renames it over source.
+func replaceByRename(t *testing.T, source string, off int64) {
+	b, err := os.ReadFile(source)
+	if err != nil {
+		t.Error(err)
+		return
+	}
 	st, err := os.Stat(source)
 	if err != nil {
 		t.Error(err)
 		return
 	}
-	f, err := os.OpenFile(source, os.O_WRONLY, 0)
-	if err != nil {
+	copy(b[off:], bytes.Repeat([]byte("new!"), 16<<10))
+	tmp := source + ".new"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
 		t.Error(err)
 		return
 	}
-	defer f.Close()
-	if _, err := f.WriteAt(bytes.Repeat([]byte("new!"), 16<<10), off); err != nil {
+	if err := os.Chtimes(tmp, st.ModTime(), st.ModTime()); err != nil {
 		t.Error(err)
 	}
-	if err := os.Chtimes(source, st.ModTime(), st.ModTime()); err != nil {
+	if err := os.Rename(tmp, source); err != nil {
 		t.Error(err)
 	}
+}
+
+// rewriteInPlace overwrites 64 KiB of source at off and restores its mtime,
+// as disk images and databases are written.
+func rewriteInPlace(t *testing.T, source string, off int64) {
+	keepMTime(t, source, func() error {
+		f, err := os.OpenFile(source, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = f.WriteAt(bytes.Repeat([]byte("new!"), 16<<10), off)
+		return err
+	})
 }
 
 // testResumeChangedSource: a pickup of a multi-MiB file is interrupted, then
@@ -115,9 +211,44 @@ func testResumeChangedSource(t *testing.T, start StartFunc) {
 				t.Fatal(err)
 			}
 		}, nil},
+		{"PartialWithHole", func(t *testing.T, source, partial string) { zeroRange(t, partial, 1<<20, 64<<10) }, nil},
+		{"PartialLongerThanSource", func(t *testing.T, source, partial string) {
+			appendTo(t, partial, bytes.Repeat([]byte("more"), 3<<20))
+		}, nil},
+		// Another version's partial: the same size and mtime, the first
+		// MiB the same, then other bytes.
+		{"PartialOfOtherVersion", func(t *testing.T, source, partial string) {
+			st, err := os.Stat(partial)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(partial, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteAt(randBytes(rand.New(rand.NewSource(3)), int(st.Size()-1<<20)), 1<<20); err != nil {
+				t.Fatal(err)
+			}
+		}, nil},
+		// Once the rest has been read, before the whole file is hashed.
+		{"SourceChangedAfterTailRead", nil, func(source string) { rewriteInPlace(t, source, 512<<10) }},
+		{"SourceTruncatedWhileResumed", nil, func(source string) { truncateKeepMTime(t, source, 6<<20) }},
+		{"SourceExtendedWhileResumed", nil, func(source string) { appendTo(t, source, []byte("appended")) }},
+		// A new inode, same size and mtime, renamed over the source.
+		{"SourceReplacedByRename", nil, func(source string) { replaceByRename(t, source, 1600<<10) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := NewEnv(t, start, "alpha", "beta")
+			if tc.name == "SourceChangedAfterTailRead" || tc.name == "SourceReplacedByRename" {
+				// A host that cannot hash is read whole again, in one
+				// run, as a fresh download is: a change made after its
+				// bytes were read (in place, mtime restored) or to
+				// another inode is not seen on such a host.
+				if k := e.hashKind("alpha"); k == "readback" {
+					t.Skipf("hash kind %s: a resumed download is read as a fresh one", k)
+				}
+			}
 			r := rand.New(rand.NewSource(11))
 			e.Outbox("alpha", "beta", map[string][]byte{"img/disk.img": randBytes(r, 8<<20+5)})
 			source := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "img", "disk.img")
@@ -132,7 +263,15 @@ func testResumeChangedSource(t *testing.T, start StartFunc) {
 				t.Fatal(err)
 			}
 			if tc.during != nil {
-				opts.Progress = &onFirstAdd{f: func() {
+				at := int64(1)
+				if tc.name == "SourceChangedAfterTailRead" {
+					st, err := os.Stat(partial)
+					if err != nil {
+						t.Fatal(err)
+					}
+					at = int64(len(want)) - st.Size()
+				}
+				opts.Progress = &onAdded{n: at, f: func() {
 					tc.during(source)
 					b, err := os.ReadFile(source)
 					if err != nil {

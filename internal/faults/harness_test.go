@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,7 +56,29 @@ func (h linkHost) Addr() (string, int) { return "127.0.0.1", h.p.Port() }
 func (h linkHost) KnownHostsLine() string {
 	return knownhosts.Line([]string{knownhosts.Normalize(h.p.Addr())}, h.s.HostKey)
 }
-func (h linkHost) Stop() { h.s.Stop() }
+func (h linkHost) Stop()              { h.s.Stop() }
+func (h linkHost) link() *flaky.Proxy { return h.p }
+
+// linkedAgent is a messor agent reached through a flaky proxy.
+type linkedAgent struct {
+	a conformance.Host
+	p *flaky.Proxy
+}
+
+func (h linkedAgent) Addr() (string, int) { return "127.0.0.1", h.p.Port() }
+func (h linkedAgent) KnownHostsLine() string {
+	// The agent's line, for the proxy's address.
+	f := strings.Fields(h.a.KnownHostsLine())
+	return knownhosts.Normalize(h.p.Addr()) + " " + strings.Join(f[1:], " ")
+}
+func (h linkedAgent) Stop()              { h.a.Stop() }
+func (h linkedAgent) link() *flaky.Proxy { return h.p }
+
+func startLinkedAgent(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
+	a := conformance.Agent(t, dir, keys)
+	host, port := a.Addr()
+	return linkedAgent{a: a, p: flaky.New(t, net.JoinHostPort(host, strconv.Itoa(port)))}
+}
 
 func startLinked(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
 	requireRoot(t)
@@ -80,7 +105,9 @@ func newEnv(t *testing.T, names ...string) *env {
 	return e
 }
 
-func (e *env) proxy(name string) *flaky.Proxy { return e.Hosts[name].(linkHost).p }
+func (e *env) proxy(name string) *flaky.Proxy {
+	return e.Hosts[name].(interface{ link() *flaky.Proxy }).link()
+}
 
 // send puts files into source's outbox for dest (mtimes in the past) and
 // records them in the world.

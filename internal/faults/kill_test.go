@@ -27,6 +27,21 @@ func (e *env) runCLI(t *testing.T, verb string) (int, string) {
 	return run(t, e.cli(verb))
 }
 
+// startCLI starts verb; its output goes to out, and exited gets what Wait
+// returns.
+func (e *env) startCLI(t *testing.T, verb string) (cmd *exec.Cmd, out *bytes.Buffer, exited <-chan error) {
+	t.Helper()
+	cmd = e.cli(verb)
+	out = &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- cmd.Wait() }()
+	return cmd, out, ch
+}
+
 // settled reports whether nothing is left to carry.
 func (e *env) settled(t *testing.T) bool {
 	b, err := carrier.OpenBufferReadOnly(e.Buf)

@@ -75,6 +75,10 @@ type Options struct {
 	// request it handles at level VERBOSE, for Server.SFTPLog. Not with
 	// NoExec.
 	SFTPLog bool
+	// LoginScript, when set, is shell text run before every command (not
+	// SFTP), as a login shell's profile is: a banner printed to standard
+	// output (`echo Welcome`), a slow start, a PATH without some tools.
+	LoginScript string
 }
 
 // Server is a running sshd.
@@ -166,6 +170,9 @@ func Start(t testing.TB, opts Options) *Server {
 			port = freePort(t)
 		}
 		cfg := config(opts, listen, port, dir, hostKeyPath, authPath, loginDir, sftpLog)
+		if opts.LoginScript != "" {
+			cfg += "ForceCommand " + loginWrapper(t, dir, opts.LoginScript, loginDir) + "\n"
+		}
 		cfgPath := filepath.Join(dir, "sshd_config")
 		writeFile(t, cfgPath, []byte(cfg))
 		err := s.launch(sshd, cfgPath, port)
@@ -248,6 +255,24 @@ func config(opts Options, listen string, port int, dir, hostKey, authKeys, login
 		fmt.Fprintf(&b, "ForceCommand %s\n", sftp)
 	}
 	return b.String()
+}
+
+// loginWrapper writes a ForceCommand script that runs script before the
+// client's command, and serves SFTP with sftp-server without it.
+func loginWrapper(t testing.TB, dir, script, loginDir string) string {
+	sftpServer := filepath.Join(filepath.Dir(findSSHD(t)), "..", "lib", "openssh", "sftp-server")
+	if _, err := os.Stat(sftpServer); err != nil {
+		t.Fatalf("sshdtest: LoginScript needs sftp-server: %v", err)
+	}
+	p := filepath.Join(dir, "login.sh")
+	writeFile(t, p, []byte("#!/bin/sh\n"+
+		"case \"$SSH_ORIGINAL_COMMAND\" in internal-sftp*) exec "+sftpServer+" -d "+loginDir+";; esac\n"+
+		script+"\n"+
+		"exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n"))
+	if err := os.Chmod(p, 0o755); err != nil {
+		t.Fatalf("sshdtest: %v", err)
+	}
+	return p
 }
 
 // launch starts sshd and waits until it presents s.HostKey on port.
