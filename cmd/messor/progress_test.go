@@ -76,7 +76,7 @@ func TestBarShowsResumedUpload(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Items) != 1 {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	id, err := os.ReadFile(filepath.Join(w.home.Dir, "messor", "buffer", "id"))
+	id, err := os.ReadFile(filepath.Join(w.home.Dir, ".local", "share", "messor", "buffer", "id"))
 	if err != nil {
 		t.Fatal(err)
 	}
