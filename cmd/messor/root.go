@@ -193,6 +193,10 @@ func (g *globals) report(reports []*carrier.HostReport, badConfig bool) error {
 // printReport prints r's summary, after prefix, and its failed files
 // (with -v, its skipped and waiting ones too).
 func (g *globals) printReport(r *carrier.HostReport, prefix string) {
+	if r.Misconfigured() { // a configuration error, said as one
+		fmt.Fprintln(g.stderr, "messor:", r.Err)
+		return
+	}
 	if g.quiet && !r.Failure() && !r.NoSuchHost() {
 		return
 	}
