@@ -400,6 +400,14 @@ func (b *Buffer) readVerified(p string, verified map[string]bool) (ents []Entry,
 	for _, err := range bad {
 		lost = append(lost, fmt.Sprintf("%s: %v", p, err))
 	}
+	ents, l := b.verifiedEntries(es, verified)
+	return ents, append(lost, l...)
+}
+
+// verifiedEntries returns the entries of es whose object is in place and
+// verifies (verified caches hashes checked), and a line for each that is
+// not.
+func (b *Buffer) verifiedEntries(es []Entry, verified map[string]bool) (ents []Entry, lost []string) {
 	for _, e := range es {
 		ok, seen := verified[e.Hash]
 		if !seen {

@@ -1,0 +1,74 @@
+package carrier
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// An index that opens whole but lost some entries (and their objects'
+// counts) of a record file it still knows: the open carries them again
+// rather than move their objects to quarantine, and a later release of the
+// file's other entries never rewrites their records away.
+func TestOpenAdoptsEntriesIndexLost(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents := commitBatch(t, b, map[string][]byte{"a.txt": []byte("lost by the index\n"), "b.txt": []byte("still indexed\n")})
+	b.Close()
+	lost, kept := ents[0], ents[1]
+	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketEntries).Delete(lost.key()); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketObjects).Delete([]byte(lost.Hash))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b, err = OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	got, _ := b.Entries()
+	if len(got) != 2 {
+		t.Errorf("open carries %d entries, want the 2 the record file names", len(got))
+	}
+	var n string
+	b.db.View(func(tx *bolt.Tx) error {
+		n = string(tx.Bucket(bucketRecFiles).Get([]byte(recordFiles(t, dir)[0])))
+		return nil
+	})
+	if n != "2" {
+		t.Errorf("record file counted %q live entries, want 2", n)
+	}
+	b.release(kept)
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	intact(t, dir, []Entry{lost}, "after the other entry's release")
+	b.release(lost)
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if f := recordFiles(t, dir); len(f) != 0 {
+		t.Errorf("record files left after every entry was delivered: %v", f)
+	}
+	if _, err := os.Stat(filepath.Join(dir, quarantineDir)); err == nil {
+		ents, _ := os.ReadDir(filepath.Join(dir, quarantineDir))
+		for _, e := range ents {
+			t.Errorf("quarantined: %s", e.Name())
+		}
+	}
+}
