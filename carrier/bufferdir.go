@@ -76,11 +76,13 @@ func MoveLegacyBuffer(old, dir string) (string, error) {
 			return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
 		}
 	}
-	unlock, busy := lockIndex(filepath.Join(old, "index.db"))
-	if busy {
-		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: ErrBufferBusy}
+	for _, p := range []string{old, filepath.Join(old, "index.db")} { // RecoverBuffer's, a run's
+		unlock, busy := lockPath(p)
+		if busy {
+			return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: ErrBufferBusy}
+		}
+		defer unlock() // held across the move, so no run opens the buffer meanwhile
 	}
-	defer unlock() // held across the move, so no run opens the buffer meanwhile
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
 	}

@@ -282,7 +282,8 @@ const quarantineDir = "quarantine"
 // deleted. The outbox copies of files committed but not yet removed are not
 // remembered; the next pickup carries such a file again and, its content
 // being stored already, keeps one copy. It holds the buffer's lock while it
-// works: it fails with ErrBufferBusy while a run has the buffer open.
+// works: it fails with ErrBufferBusy while a run has the buffer open or
+// another recover works on it (index.db missing too).
 func RecoverBuffer(dir string) (*RecoverReport, error) {
 	rep := &RecoverReport{}
 	for _, d := range []string{dir, filepath.Join(dir, "objects"), filepath.Join(dir, "partial"), filepath.Join(dir, "entries"), filepath.Join(dir, recordsDir)} {
@@ -291,11 +292,15 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 		}
 	}
 	dbPath := filepath.Join(dir, "index.db")
-	unlock, busy := lockIndex(dbPath)
-	if busy {
-		return nil, fmt.Errorf("buffer %s: %w; recover it when that run has ended", dir, ErrBufferBusy)
+	// The directory's lock keeps recovers to one at a time even with no
+	// index.db; index.db's keeps runs out.
+	for _, p := range []string{dir, dbPath} {
+		unlock, busy := lockPath(p)
+		if busy {
+			return nil, fmt.Errorf("buffer %s: %w; recover it when that run has ended", dir, ErrBufferBusy)
+		}
+		defer unlock()
 	}
-	defer unlock()
 	b := &Buffer{dir: dir}
 	recs, err := b.recordFiles()
 	if err != nil {

@@ -1,0 +1,74 @@
+package carrier
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startRecover runs RecoverBuffer on dir in a child process and stops it
+// (SIGSTOP) once it has read at least n bytes of the objects it verifies.
+// cont resumes it and returns how it ended.
+func startRecover(t *testing.T, dir string, n int64) (cont func() error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRecoverChild$")
+	cmd.Env = append(os.Environ(), recoverChildEnv+"="+dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	read := func() int64 {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", cmd.Process.Pid))
+		var r int64
+		fmt.Sscanf(string(b), "rchar: %d", &r)
+		return r
+	}
+	for deadline := time.Now().Add(30 * time.Second); read() < n; time.Sleep(100 * time.Microsecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("recover ended (%v) before it could be stopped", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("recover never began")
+		}
+	}
+	cmd.Process.Signal(syscall.SIGSTOP)
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return func() error {
+		cmd.Process.Signal(syscall.SIGCONT)
+		return <-exited
+	}
+}
+
+// Two recovers of a buffer whose index.db is missing: the second is refused
+// while the first works (no index.db to lock: each would remove the
+// other's half-built index.db.rebuild and rename its own over the other's).
+func TestRecoverTwiceAtOnceNoIndex(t *testing.T) {
+	dir := t.TempDir()
+	ents := carriedBuffer(t, dir, 3, 16<<20)
+	os.Remove(filepath.Join(dir, "index.db"))
+	cont := startRecover(t, dir, 8<<20)
+	_, err := RecoverBuffer(dir)
+	if !errors.Is(err, ErrBufferBusy) {
+		t.Errorf("a second recover while the first works: %v, want ErrBufferBusy", err)
+	}
+	if err := cont(); err != nil {
+		t.Fatalf("the first recover: %v", err)
+	}
+	b, err := OpenBuffer(dir, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got, _ := b.Entries(); len(got) != len(ents) {
+		t.Fatalf("buffer carries %d entries after both, want %d", len(got), len(ents))
+	}
+}
