@@ -324,6 +324,13 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
+	// Until it is in place, a failure (a full disk) gives back its space.
+	placed := false
+	defer func() {
+		if !placed {
+			os.Remove(tmp)
+		}
+	}()
 	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond})
 	if err != nil {
 		return nil, fmt.Errorf("buffer %s: new index: %w", dir, err)
@@ -362,6 +369,7 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 	if err := os.Rename(tmp, dbPath); err != nil {
 		return nil, fmt.Errorf("buffer %s: put the rebuilt index in place: %w", dir, err)
 	}
+	placed = true
 	if err := syncDir(dir); err != nil {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
