@@ -373,6 +373,9 @@ func (b *Buffer) check() error {
 	if err := b.adoptRecords(); err != nil {
 		return err
 	}
+	if err := b.recountObjects(); err != nil {
+		return err
+	}
 	known := map[string]bool{}
 	err := b.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketObjects).ForEach(func(k, _ []byte) error {
@@ -594,6 +597,49 @@ func (b *Buffer) dirtyRecords() (map[string]bool, error) {
 		return nil, fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
 	}
 	return dirty, nil
+}
+
+// recountObjects sets each object's record to the uses and size its
+// entries give it where they differ (an index that lost object records):
+// an object not counted would be moved to quarantine under its entries,
+// or removed when the first of them is released.
+func (b *Buffer) recountObjects() error {
+	want := map[string]objectRec{}
+	var fix []string
+	err := b.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			want[e.Hash] = objectRec{Size: e.Size, Refs: want[e.Hash].Refs + 1}
+			return nil
+		})
+		ob := tx.Bucket(bucketObjects)
+		for h, w := range want {
+			var r objectRec
+			if v := ob.Get([]byte(h)); v == nil || json.Unmarshal(v, &r) != nil || r != w {
+				fix = append(fix, h)
+			}
+		}
+		return err
+	})
+	if err == nil && len(fix) > 0 {
+		err = b.db.Update(func(tx *bolt.Tx) error {
+			for _, h := range fix {
+				v, _ := json.Marshal(want[h])
+				if err := tx.Bucket(bucketObjects).Put([]byte(h), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		b.note("counted the uses of objects again from the index's entries (its object records did not match them)", "objects", len(fix))
+	}
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
+	}
+	return nil
 }
 
 // note keeps something the open found, to be logged when the logger is

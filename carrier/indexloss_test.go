@@ -72,3 +72,42 @@ func TestOpenAdoptsEntriesIndexLost(t *testing.T) {
 		}
 	}
 }
+
+// An index that opens whole but lost the object record of content two
+// entries share: the open counts the object's uses again from the entries
+// rather than move it to quarantine, and delivering one entry leaves the
+// object for the other.
+func TestOpenRecountsObjectsIndexLost(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := []byte("the same content twice\n")
+	ents := commitBatch(t, b, map[string][]byte{"one.txt": same, "two.txt": same})
+	b.Close()
+	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketObjects).Delete([]byte(ents[0].Hash)) })
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b, err = OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	intact(t, dir, ents, "after open")
+	if b.Stored() != int64(len(same)) {
+		t.Errorf("stored %d bytes, want %d", b.Stored(), len(same))
+	}
+	b.release(ents[0])
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	intact(t, dir, ents[1:], "after the other entry's release")
+}
