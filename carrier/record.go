@@ -424,7 +424,7 @@ func (b *Buffer) verifiedEntries(es []Entry, verified map[string]bool) (ents []E
 	for _, e := range es {
 		ok, seen := verified[e.Hash]
 		if !seen {
-			ok = verifyObject(b.ObjectPath(e.Hash), e.Hash, e.Size) == nil
+			ok = verifyObject(b.ObjectPath(e.Hash), e.Hash, e.Size) == nil || b.takeBack(e.Hash, e.Size)
 			verified[e.Hash] = ok
 		}
 		if !ok {
@@ -468,6 +468,30 @@ func indexEntry(tx *bolt.Tx, e Entry, file string) (added, newObject bool, err e
 		}
 	}
 	return true, v == nil, nil
+}
+
+// takeBack moves a copy of the object hash that verifies from quarantine/
+// (where an open or a recover put it, named by nothing then) back to its
+// place, if that is free, and reports whether it did.
+func (b *Buffer) takeBack(hash string, size int64) bool {
+	to := b.ObjectPath(hash)
+	if _, err := os.Lstat(to); !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	q := filepath.Join(b.dir, quarantineDir)
+	names, _ := filepath.Glob(filepath.Join(q, hash+"*"))
+	for _, p := range names {
+		if base := filepath.Base(p); base != hash && !strings.HasPrefix(base, hash+".") {
+			continue
+		}
+		if verifyObject(p, hash, size) != nil || os.Rename(p, to) != nil {
+			continue
+		}
+		syncDir(filepath.Dir(to))
+		syncDir(q)
+		return true
+	}
+	return false
 }
 
 // quarantineObjects moves the object files for which keep is false to

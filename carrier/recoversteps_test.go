@@ -113,3 +113,36 @@ func wholeRebuild(t *testing.T, dir string) {
 	}
 	os.WriteFile(filepath.Join(dir, "index.db.rebuild"), data, 0o600)
 }
+
+// Content moved to quarantine/ by an earlier open or recover (as named by
+// nothing then) that a record names: recover takes it back, verified,
+// rather than report the file lost; a damaged copy there stays there.
+func TestRecoverTakesBackFromQuarantine(t *testing.T) {
+	dir := t.TempDir()
+	ents := carriedBuffer(t, dir, 3, 8<<10)
+	q := filepath.Join(dir, quarantineDir)
+	os.MkdirAll(q, 0o700)
+	b := &Buffer{dir: dir}
+	// The first: a damaged copy under its name, the whole one under a
+	// second name, as quarantine keeps both.
+	obj0 := b.ObjectPath(ents[0].Hash)
+	os.WriteFile(filepath.Join(q, ents[0].Hash), []byte("damaged"), 0o600)
+	if err := os.Rename(obj0, filepath.Join(q, ents[0].Hash+".1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(b.ObjectPath(ents[1].Hash), filepath.Join(q, ents[1].Hash)); err != nil {
+		t.Fatal(err)
+	}
+	damageIndex(t, dir)
+	rep, err := RecoverBuffer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Restored != len(ents) || len(rep.Lost) != 0 {
+		t.Fatalf("recover restored %d of %d, lost %v", rep.Restored, len(ents), rep.Lost)
+	}
+	intact(t, dir, ents, "after recover")
+	if data, _ := os.ReadFile(filepath.Join(q, ents[0].Hash)); string(data) != "damaged" {
+		t.Errorf("the damaged copy in quarantine is gone")
+	}
+}
