@@ -42,7 +42,10 @@ import (
 // does not know and has not marked was written by a batch whose
 // transaction a crash cut off (or an index lost it): its objects were
 // made durable with it, so OpenBuffer indexes the entries whose objects
-// verify, and moves a file with none (a torn one) to quarantine/.
+// verify, and moves a file with none (a torn one) to quarantine/. In a
+// file the index knows and has not marked every line is live, so a line
+// whose entry the index does not list was lost by it, and is indexed the
+// same way.
 //
 // Why a file per batch: a file per entry (as buffers written by messor
 // before 2026-11-26 have, entries/*.json, still read and released) cost a
@@ -279,7 +282,8 @@ const quarantineDir = "quarantine"
 // gone too: such a file may name delivered entries, which are then
 // delivered again, found at their destination or left as a second copy.)
 // Objects that no record names are moved to quarantine/ rather than
-// deleted. The outbox copies of files committed but not yet removed are not
+// deleted; one a record names that is missing is taken back from there
+// where a copy verifies. The outbox copies of files committed but not yet removed are not
 // remembered; the next pickup carries such a file again and, its content
 // being stored already, keeps one copy. It holds the buffer's lock while it
 // works: it fails with ErrBufferBusy while a run has the buffer open or
