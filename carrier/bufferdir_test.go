@@ -51,11 +51,15 @@ func TestLegacyBufferSymlink(t *testing.T) {
 	carries(t, got, len(ents))
 }
 
-// An old buffer whose index is lost (record files, no index.db) is still
-// found, so that `messor recover` recovers it rather than an empty new one.
+// An old buffer whose index is lost (record files, no index.db, nor the
+// empty directory of an older kind of record) is still found, so that `messor recover` recovers it rather than an empty new one.
 func TestLegacyBufferWithoutIndex(t *testing.T) {
 	_, old, dir, ents := legacyWorld(t, 2)
 	os.Remove(filepath.Join(old, "index.db"))
+	os.Remove(filepath.Join(old, "entries")) // empty: a copy may not keep it
+	if _, err := OpenBufferReadOnly(old); !errors.Is(err, ErrIndexCorrupt) {
+		t.Errorf("status of the old buffer: %v, want ErrIndexCorrupt", err)
+	}
 	got, err := MoveLegacyBuffer(old, dir)
 	t.Logf("moved to %s (%v)", got, err)
 	rep, err := RecoverBuffer(got)

@@ -380,11 +380,15 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 	return rep, db.Close()
 }
 
-// recordFiles lists the buffer's record files, older buffers' first.
+// recordFiles lists the buffer's record files, older buffers' first. A
+// directory of them that is missing holds none.
 func (b *Buffer) recordFiles() ([]string, error) {
 	var out []string
 	for _, d := range recordDirs {
 		des, err := os.ReadDir(filepath.Join(b.dir, d))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
