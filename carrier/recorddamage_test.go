@@ -93,3 +93,38 @@ func TestRecordDamageVariants(t *testing.T) {
 		}
 	}
 }
+
+// quarantine/ holding files under the names of what goes there next (an
+// object, a record file): both are kept, the one there untouched.
+func TestQuarantineNameTaken(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	data := []byte("named by nothing\n")
+	e := testEntry("x", data)
+	obj := (&Buffer{dir: dir}).ObjectPath(e.Hash)
+	os.WriteFile(obj, data, 0o600)
+	torn := filepath.Join(dir, recordsDir, "0000000000000001-0001-abcd"+recordExt)
+	os.WriteFile(torn, []byte("{\"v\":1,\"sour"), 0o600)
+	q := filepath.Join(dir, quarantineDir)
+	os.MkdirAll(q, 0o700)
+	for _, n := range []string{e.Hash, filepath.Base(torn)} {
+		os.WriteFile(filepath.Join(q, n), []byte("there first"), 0o600)
+	}
+	b, err = OpenBuffer(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	for _, n := range []string{e.Hash, filepath.Base(torn)} {
+		if got, _ := os.ReadFile(filepath.Join(q, n)); string(got) != "there first" {
+			t.Errorf("quarantine/%s replaced: %q", n, got)
+		}
+	}
+	if ents, _ := os.ReadDir(q); len(ents) != 4 {
+		t.Errorf("quarantine holds %d files, want 4", len(ents))
+	}
+}
