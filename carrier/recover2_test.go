@@ -72,3 +72,50 @@ func TestRecoverTwiceAtOnceNoIndex(t *testing.T) {
 		t.Fatalf("buffer carries %d entries after both, want %d", len(got), len(ents))
 	}
 }
+
+// A recover while a run has the buffer open is refused and changes
+// nothing; a run or a status while a recover works is refused (busy, or
+// the index missing), and the recover then finishes.
+func TestRecoverAndRunsExclude(t *testing.T) {
+	dir := t.TempDir()
+	ents := carriedBuffer(t, dir, 3, 16<<10)
+	b, err := OpenBuffer(dir, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, "index.db"))
+	if _, err := RecoverBuffer(dir); !errors.Is(err, ErrBufferBusy) {
+		t.Errorf("recover while a run has the buffer: %v, want ErrBufferBusy", err)
+	}
+	b.Close()
+	if after, _ := os.ReadFile(filepath.Join(dir, "index.db")); string(after) != string(before) {
+		t.Errorf("the refused recover changed the index")
+	}
+	for _, n := range []string{"index.db.rebuild", quarantineDir} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			t.Errorf("the refused recover left %s", n)
+		}
+	}
+
+	for _, missing := range []bool{false, true} {
+		dir := t.TempDir()
+		carried := carriedBuffer(t, dir, 3, 16<<20)
+		if missing {
+			os.Remove(filepath.Join(dir, "index.db"))
+		} else {
+			damageIndex(t, dir)
+		}
+		cont := startRecover(t, dir, 8<<20)
+		if _, err := OpenBuffer(dir, 1<<40); !errors.Is(err, ErrBufferBusy) && !errors.Is(err, ErrIndexCorrupt) {
+			t.Errorf("index missing %v: a run while recover works: %v, want busy or corrupt", missing, err)
+		}
+		if _, err := OpenBufferReadOnly(dir); !errors.Is(err, ErrBufferBusy) && !errors.Is(err, ErrIndexCorrupt) {
+			t.Errorf("index missing %v: status while recover works: %v, want busy or corrupt", missing, err)
+		}
+		if err := cont(); err != nil {
+			t.Fatalf("index missing %v: recover: %v", missing, err)
+		}
+		carries(t, dir, len(carried))
+	}
+	carries(t, dir, len(ents))
+}
