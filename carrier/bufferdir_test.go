@@ -19,19 +19,6 @@ func legacyWorld(t *testing.T, n int) (home, old, dir string, ents []Entry) {
 	return home, old, DefaultBufferDir(home, ""), ents
 }
 
-// carries fails unless the buffer in dir opens and carries n entries.
-func carries(t *testing.T, dir string, n int) {
-	t.Helper()
-	b, err := OpenBufferReadOnly(dir)
-	if err != nil {
-		t.Fatalf("buffer %s: %v", dir, err)
-	}
-	defer b.Close()
-	if got, _ := b.Entries(); len(got) != n {
-		t.Fatalf("buffer %s carries %d entries, want %d", dir, len(got), n)
-	}
-}
-
 // An old buffer that is a symbolic link (to a relative place) is used where
 // it points, not moved as a link that then points nowhere.
 func TestLegacyBufferSymlink(t *testing.T) {

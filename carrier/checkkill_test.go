@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // openChildEnv names the buffer that TestOpenChild opens: set, the test
@@ -91,27 +89,6 @@ func TestKilledOpenCheck(t *testing.T) {
 			}
 		}
 	}
-	b, err = OpenBuffer(dir, 1<<40)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if got, _ := b.Entries(); len(got) != len(ents) {
-		t.Fatalf("carries %d entries, want %d", len(got), len(ents))
-	}
+	openCarrying(t, dir, len(ents))
 	intact(t, dir, ents, "at the end")
-}
-
-// emptyIndex replaces dir's index with one set up but empty.
-func emptyIndex(t *testing.T, dir string) {
-	t.Helper()
-	os.Remove(filepath.Join(dir, "index.db"))
-	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Update(createBuckets); err != nil {
-		t.Fatal(err)
-	}
 }

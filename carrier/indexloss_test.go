@@ -21,30 +21,14 @@ func TestOpenAdoptsEntriesIndexLost(t *testing.T) {
 	ents := commitBatch(t, b, map[string][]byte{"a.txt": []byte("lost by the index\n"), "b.txt": []byte("still indexed\n")})
 	b.Close()
 	lost, kept := ents[0], ents[1]
-	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	editIndex(t, dir, func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketEntries).Delete(lost.key()); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketObjects).Delete([]byte(lost.Hash))
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 
-	b, err = OpenBuffer(dir, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	got, _ := b.Entries()
-	if len(got) != 2 {
-		t.Errorf("open carries %d entries, want the 2 the record file names", len(got))
-	}
+	b = openCarrying(t, dir, 2)
 	var n string
 	b.db.View(func(tx *bolt.Tx) error {
 		n = string(tx.Bucket(bucketRecFiles).Get([]byte(recordFiles(t, dir)[0])))
@@ -58,13 +42,7 @@ func TestOpenAdoptsEntriesIndexLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	intact(t, dir, []Entry{lost}, "after the other entry's release")
-	b.release(lost)
-	if err := b.flush(); err != nil {
-		t.Fatal(err)
-	}
-	if f := recordFiles(t, dir); len(f) != 0 {
-		t.Errorf("record files left after every entry was delivered: %v", f)
-	}
+	deliverAll(t, b, []Entry{lost})
 	if _, err := os.Stat(filepath.Join(dir, quarantineDir)); err == nil {
 		ents, _ := os.ReadDir(filepath.Join(dir, quarantineDir))
 		for _, e := range ents {
@@ -86,21 +64,9 @@ func TestOpenRecountsObjectsIndexLost(t *testing.T) {
 	same := []byte("the same content twice\n")
 	ents := commitBatch(t, b, map[string][]byte{"one.txt": same, "two.txt": same})
 	b.Close()
-	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketObjects).Delete([]byte(ents[0].Hash)) })
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	editIndex(t, dir, func(tx *bolt.Tx) error { return tx.Bucket(bucketObjects).Delete([]byte(ents[0].Hash)) })
 
-	b, err = OpenBuffer(dir, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b = openCarrying(t, dir, 2)
 	intact(t, dir, ents, "after open")
 	if b.Stored() != int64(len(same)) {
 		t.Errorf("stored %d bytes, want %d", b.Stored(), len(same))

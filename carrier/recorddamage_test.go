@@ -41,26 +41,16 @@ func TestRecordDamageVariants(t *testing.T) {
 						want++
 					}
 				}
-				os.Remove(filepath.Join(dir, "index.db"))
 				if via == "open" {
-					db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, nil)
-					if err != nil {
+					emptyIndex(t, dir)
+				} else {
+					os.Remove(filepath.Join(dir, "index.db"))
+					if _, err := RecoverBuffer(dir); err != nil {
 						t.Fatal(err)
 					}
-					db.Update(createBuckets)
-					db.Close()
-				} else if _, err := RecoverBuffer(dir); err != nil {
-					t.Fatal(err)
 				}
-				b, err = OpenBuffer(dir, 1<<30)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer b.Close()
+				b = openCarrying(t, dir, want)
 				got, _ := b.Entries()
-				if len(got) != want {
-					t.Errorf("carries %d entries, want the %d whole lines name", len(got), want)
-				}
 				var n string
 				b.db.View(func(tx *bolt.Tx) error {
 					n = string(tx.Bucket(bucketRecFiles).Get([]byte(filepath.Base(p))))
@@ -79,16 +69,7 @@ func TestRecordDamageVariants(t *testing.T) {
 				if _, err := os.Stat(p); err != nil {
 					t.Errorf("record file: %v", err)
 				}
-				// Delivering all removes the file.
-				for _, e := range got {
-					b.release(e)
-				}
-				if err := b.flush(); err != nil {
-					t.Fatal(err)
-				}
-				if f := recordFiles(t, dir); len(f) != 0 {
-					t.Errorf("record files left after delivery: %v", f)
-				}
+				deliverAll(t, b, got) // and the file goes
 			})
 		}
 	}

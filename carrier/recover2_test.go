@@ -11,20 +11,24 @@ import (
 	"time"
 )
 
-// startRecover runs RecoverBuffer on dir in a child process and stops it
-// (SIGSTOP) once it has read at least n bytes of the objects it verifies.
-// cont resumes it and returns how it ended.
-func startRecover(t *testing.T, dir string, n int64) (cont func() error) {
+// recoverUntil runs RecoverBuffer on dir in a child process and returns
+// once it has read at least n bytes (of the objects it verifies, from
+// /proc/PID/io), with the process and how it will end.
+func recoverUntil(t *testing.T, dir string, n int64) (*os.Process, <-chan error) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestRecoverChild$")
 	cmd.Env = append(os.Environ(), recoverChildEnv+"="+dir)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cmd.Process.Kill() })
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	read := func() int64 {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", cmd.Process.Pid))
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", cmd.Process.Pid))
+		if err != nil {
+			t.Fatalf("how much recover has read: %v", err)
+		}
 		var r int64
 		fmt.Sscanf(string(b), "rchar: %d", &r)
 		return r
@@ -32,18 +36,25 @@ func startRecover(t *testing.T, dir string, n int64) (cont func() error) {
 	for deadline := time.Now().Add(30 * time.Second); read() < n; time.Sleep(100 * time.Microsecond) {
 		select {
 		case err := <-exited:
-			t.Fatalf("recover ended (%v) before it could be stopped", err)
+			t.Fatalf("recover ended (%v) before it read %d bytes", err, n)
 		default:
 		}
 		if time.Now().After(deadline) {
-			cmd.Process.Kill()
 			t.Fatal("recover never began")
 		}
 	}
-	cmd.Process.Signal(syscall.SIGSTOP)
-	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd.Process, exited
+}
+
+// startRecover runs RecoverBuffer on dir in a child process and stops it
+// (SIGSTOP) once it has read n bytes; cont resumes it and returns how it
+// ended.
+func startRecover(t *testing.T, dir string, n int64) (cont func() error) {
+	t.Helper()
+	p, exited := recoverUntil(t, dir, n)
+	p.Signal(syscall.SIGSTOP)
 	return func() error {
-		cmd.Process.Signal(syscall.SIGCONT)
+		p.Signal(syscall.SIGCONT)
 		return <-exited
 	}
 }
@@ -63,14 +74,7 @@ func TestRecoverTwiceAtOnceNoIndex(t *testing.T) {
 	if err := cont(); err != nil {
 		t.Fatalf("the first recover: %v", err)
 	}
-	b, err := OpenBuffer(dir, 1<<40)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if got, _ := b.Entries(); len(got) != len(ents) {
-		t.Fatalf("buffer carries %d entries after both, want %d", len(got), len(ents))
-	}
+	openCarrying(t, dir, len(ents))
 }
 
 // A recover while a run has the buffer open is refused and changes

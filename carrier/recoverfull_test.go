@@ -72,12 +72,5 @@ func recoverDiskFull(t *testing.T, free int64) {
 	if _, err := os.Stat(filepath.Join(dir, "index.db.rebuild")); err == nil {
 		t.Errorf("the failed recover left index.db.rebuild taking space on the full disk")
 	}
-	b, err = OpenBuffer(dir, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if got, _ := b.Entries(); len(got) != len(ents) {
-		t.Fatalf("buffer carries %d entries after the failed recover, want %d", len(got), len(ents))
-	}
+	openCarrying(t, dir, len(ents))
 }

@@ -54,14 +54,7 @@ func TestRecoverStepStates(t *testing.T) {
 			if err != nil || rep.Restored != len(ents) {
 				t.Fatalf("recover: %+v, %v; want %d restored", rep, err, len(ents))
 			}
-			b, err := OpenBuffer(dir, 1<<40)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			if got, _ := b.Entries(); len(got) != len(ents) {
-				t.Fatalf("buffer carries %d entries after recover, want %d", len(got), len(ents))
-			}
+			openCarrying(t, dir, len(ents))
 			intact(t, dir, ents, "after recover")
 			if _, err := os.Stat(filepath.Join(dir, "index.db.rebuild")); err == nil {
 				t.Errorf("index.db.rebuild left after recover")
