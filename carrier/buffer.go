@@ -544,7 +544,7 @@ func (b *Buffer) adoptRecordFile(p string, verified map[string]bool) (int, error
 	if len(missing) == 0 {
 		return 0, nil
 	}
-	ents, _ := b.verifiedEntries(missing, verified)
+	ents, _ := b.verifiedEntries(missing, verified, false)
 	n := 0
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		n = 0

@@ -421,18 +421,20 @@ func (b *Buffer) readVerified(p string, verified map[string]bool) (ents []Entry,
 	for _, err := range bad {
 		lost = append(lost, fmt.Sprintf("%s: %v", p, err))
 	}
-	ents, l := b.verifiedEntries(es, verified)
+	ents, l := b.verifiedEntries(es, verified, true)
 	return ents, append(lost, l...)
 }
 
 // verifiedEntries returns the entries of es whose object is in place and
 // verifies (verified caches hashes checked), and a line for each that is
-// not.
-func (b *Buffer) verifiedEntries(es []Entry, verified map[string]bool) (ents []Entry, lost []string) {
+// not. With fromQuarantine, a missing object is taken back from
+// quarantine/ where a copy there verifies (recover does; an open does not
+// hash again at every open what it cannot place).
+func (b *Buffer) verifiedEntries(es []Entry, verified map[string]bool, fromQuarantine bool) (ents []Entry, lost []string) {
 	for _, e := range es {
 		ok, seen := verified[e.Hash]
 		if !seen {
-			ok = verifyObject(b.ObjectPath(e.Hash), e.Hash, e.Size) == nil || b.takeBack(e.Hash, e.Size)
+			ok = verifyObject(b.ObjectPath(e.Hash), e.Hash, e.Size) == nil || fromQuarantine && b.takeBack(e.Hash, e.Size)
 			verified[e.Hash] = ok
 		}
 		if !ok {
