@@ -373,6 +373,9 @@ func (b *Buffer) check() error {
 	if err := b.adoptRecords(); err != nil {
 		return err
 	}
+	if err := b.recountObjects(); err != nil {
+		return err
+	}
 	known := map[string]bool{}
 	err := b.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketObjects).ForEach(func(k, _ []byte) error {
@@ -409,25 +412,19 @@ func (b *Buffer) check() error {
 // rewriteDirty rewrites the record files that releases marked (a crash
 // before their rewrite), and unmarks them.
 func (b *Buffer) rewriteDirty() error {
-	var dirty []string
-	b.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRecDirty).ForEach(func(k, _ []byte) error {
-			dirty = append(dirty, string(k))
-			return nil
-		})
-	})
-	if len(dirty) == 0 {
-		return nil
+	dirty, err := b.dirtyRecords()
+	if err != nil || len(dirty) == 0 {
+		return err
 	}
 	var done []string
-	for _, name := range dirty {
+	for name := range dirty {
 		// One that cannot be rewritten now (a full disk) keeps its
 		// mark: the buffer still opens, and delivering frees space.
 		if err := b.rewriteRecords(name); err == nil || errors.Is(err, fs.ErrNotExist) {
 			done = append(done, name)
 		}
 	}
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	err = b.db.Update(func(tx *bolt.Tx) error {
 		for _, name := range done {
 			if err := tx.Bucket(bucketRecDirty).Delete([]byte(name)); err != nil {
 				return err
@@ -471,17 +468,23 @@ func (b *Buffer) wantedRecords() (map[string]bool, error) {
 	return want, nil
 }
 
-// adoptRecords indexes the entries of record files the index does not
-// know whose objects verify: they were carried (their objects and records
-// were made durable before the index transaction that a crash cut off, or
-// that the index lost). A file none of whose entries can be indexed goes
-// to quarantine/.
+// adoptRecords indexes the entries of record files that the index does
+// not list and whose objects verify: they were carried (their objects and
+// records were made durable before the index transaction that a crash cut
+// off, or the index lost them). That covers whole files the index does not
+// know and, in files it knows and has not marked for a rewrite (whose
+// lines are then all live), lines whose entry it lost: a later rewrite
+// would drop their records. A file the index does not know none of whose
+// entries can be indexed goes to quarantine/.
 func (b *Buffer) adoptRecords() error {
 	want, err := b.wantedRecords()
 	if err != nil {
 		return err
 	}
-	var stray []string
+	dirty, err := b.dirtyRecords()
+	if err != nil {
+		return err
+	}
 	for _, d := range recordDirs {
 		if err := os.MkdirAll(filepath.Join(b.dir, d), 0o700); err != nil {
 			return fmt.Errorf("buffer %s: %w", b.dir, err)
@@ -491,11 +494,6 @@ func (b *Buffer) adoptRecords() error {
 	if err != nil {
 		return fmt.Errorf("buffer %s: %w", b.dir, err)
 	}
-	for _, p := range recs {
-		if !want[filepath.Base(p)] {
-			stray = append(stray, p)
-		}
-	}
 	// A rewrite's temporary file: the file it rewrites is whole.
 	tmps, _ := filepath.Glob(filepath.Join(b.dir, recordsDir, "*"+recordExt+".tmp"))
 	for _, p := range tmps {
@@ -503,27 +501,17 @@ func (b *Buffer) adoptRecords() error {
 	}
 	verified := map[string]bool{}
 	adopted, moved := 0, 0
-	for _, p := range stray {
-		ents, _ := b.readVerified(p, verified)
-		n := 0
-		err := b.db.Update(func(tx *bolt.Tx) error {
-			n = 0
-			for _, e := range ents {
-				added, _, err := indexEntry(tx, e, batchName(p))
-				if err != nil {
-					return err
-				}
-				if added {
-					n++
-				}
-			}
-			return nil
-		})
+	for _, p := range recs {
+		known := want[filepath.Base(p)]
+		if known && dirty[filepath.Base(p)] {
+			continue
+		}
+		n, err := b.adoptRecordFile(p, verified)
 		if err != nil {
 			return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
 		}
 		adopted += n
-		if n == 0 {
+		if n == 0 && !known {
 			if _, err := b.quarantine(p); err != nil {
 				return fmt.Errorf("buffer %s: %w", b.dir, err)
 			}
@@ -531,10 +519,125 @@ func (b *Buffer) adoptRecords() error {
 		}
 	}
 	if adopted > 0 {
-		b.note("found carried files the index did not list (a crash before the index recorded them): carrying them", "files", adopted)
+		b.note("found carried files the index did not list (a crash before the index recorded them, or an index that lost them): carrying them", "files", adopted)
 	}
 	if moved > 0 {
 		b.note("moved record files naming nothing that could be carried to quarantine (kept, not deleted)", "files", moved, "dir", filepath.Join(b.dir, quarantineDir))
+	}
+	return nil
+}
+
+// adoptRecordFile indexes the entries of the record file p that the index
+// does not list and whose objects verify, and returns how many.
+func (b *Buffer) adoptRecordFile(p string, verified map[string]bool) (int, error) {
+	es, _, _ := readRecords(p) // lines that do not parse name nothing to index
+	var missing []Entry
+	b.db.View(func(tx *bolt.Tx) error {
+		eb := tx.Bucket(bucketEntries)
+		for _, e := range es {
+			if eb.Get(e.key()) == nil {
+				missing = append(missing, e)
+			}
+		}
+		return nil
+	})
+	if len(missing) == 0 {
+		return 0, nil
+	}
+	ents, _ := b.verifiedEntries(missing, verified, false)
+	n := 0
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		n = 0
+		for _, e := range ents {
+			added, _, err := indexEntry(tx, e, batchName(p))
+			if err != nil {
+				return err
+			}
+			if added {
+				n++
+			}
+		}
+		if name := batchName(p); name != "" {
+			return recount(tx, name, es)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// recount sets the live entries of the batch record file name, whose
+// entries are es, to those the index links to it (adopting lost lines must
+// not count twice the ones it kept).
+func recount(tx *bolt.Tx, name string, es []Entry) error {
+	eb, seen, n := tx.Bucket(bucketEntries), map[string]bool{}, 0
+	for _, e := range es {
+		if v := eb.Get(e.key()); v != nil && recOf(v) == name && !seen[string(e.key())] {
+			seen[string(e.key())] = true
+			n++
+		}
+	}
+	fb := tx.Bucket(bucketRecFiles)
+	if n == 0 {
+		return fb.Delete([]byte(name))
+	}
+	return fb.Put([]byte(name), []byte(strconv.Itoa(n)))
+}
+
+// dirtyRecords returns the names of the record files marked for a
+// rewrite.
+func (b *Buffer) dirtyRecords() (map[string]bool, error) {
+	dirty := map[string]bool{}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRecDirty).ForEach(func(k, _ []byte) error {
+			dirty[string(k)] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
+	}
+	return dirty, nil
+}
+
+// recountObjects sets each object's record to the uses and size its
+// entries give it where they differ (an index that lost object records):
+// an object not counted would be moved to quarantine under its entries,
+// or removed when the first of them is released.
+func (b *Buffer) recountObjects() error {
+	want := map[string]objectRec{}
+	var fix []string
+	err := b.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			want[e.Hash] = objectRec{Size: e.Size, Refs: want[e.Hash].Refs + 1}
+			return nil
+		})
+		ob := tx.Bucket(bucketObjects)
+		for h, w := range want {
+			var r objectRec
+			if v := ob.Get([]byte(h)); v == nil || json.Unmarshal(v, &r) != nil || r != w {
+				fix = append(fix, h)
+			}
+		}
+		return err
+	})
+	if err == nil && len(fix) > 0 {
+		err = b.db.Update(func(tx *bolt.Tx) error {
+			for _, h := range fix {
+				v, _ := json.Marshal(want[h])
+				if err := tx.Bucket(bucketObjects).Put([]byte(h), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		b.note("counted the uses of objects again from the index's entries (its object records did not match them)", "objects", len(fix))
+	}
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
 	}
 	return nil
 }

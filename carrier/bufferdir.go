@@ -31,10 +31,15 @@ func LegacyBufferDir(home string) string {
 type LegacyBufferError struct {
 	Old, New string
 	InPlace  bool
+	Link     string // where Old, a symbolic link, points (used in place)
 	Err      error
 }
 
 func (e *LegacyBufferError) Error() string {
+	if e.Link != "" {
+		return fmt.Sprintf("using the buffer at %s, a symbolic link to %s, in place (not moved to %s, the new default); "+
+			"name it with --buffer or $MESSOR_BUFFER to keep it there", e.Old, e.Link, e.New)
+	}
 	if e.InPlace {
 		return fmt.Sprintf("using the buffer at %s in place (could not move it to %s, the new default: %v); "+
 			"a messor agent on this host no longer serves it, but move it when no messor runs: mv %s %s",
@@ -56,6 +61,11 @@ func MoveLegacyBuffer(old, dir string) (string, error) {
 	if !isBuffer(old) {
 		return dir, nil
 	}
+	// A link moved elsewhere may point nowhere (a relative target).
+	if fi, err := os.Lstat(old); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		target, _ := os.Readlink(old)
+		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Link: target}
+	}
 	if _, err := os.Lstat(dir); err == nil {
 		if isBuffer(dir) {
 			return dir, &LegacyBufferError{Old: old, New: dir}
@@ -66,11 +76,13 @@ func MoveLegacyBuffer(old, dir string) (string, error) {
 			return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
 		}
 	}
-	unlock, busy := lockIndex(filepath.Join(old, "index.db"))
-	if busy {
-		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: ErrBufferBusy}
+	for _, p := range []string{old, filepath.Join(old, "index.db")} { // RecoverBuffer's, a run's
+		unlock, busy := lockPath(p)
+		if busy {
+			return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: ErrBufferBusy}
+		}
+		defer unlock() // held across the move, so no run opens the buffer meanwhile
 	}
-	defer unlock() // held across the move, so no run opens the buffer meanwhile
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
 	}
@@ -82,8 +94,9 @@ func MoveLegacyBuffer(old, dir string) (string, error) {
 	return dir, nil
 }
 
-// isBuffer reports whether dir holds a buffer (its index).
+// isBuffer reports whether dir holds a buffer: its index, or record files
+// of carried files (an index lost, for `messor recover` to rebuild).
 func isBuffer(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, "index.db"))
-	return err == nil || !errors.Is(err, fs.ErrNotExist)
+	return err == nil || !errors.Is(err, fs.ErrNotExist) || countRecordFiles(dir) > 0
 }

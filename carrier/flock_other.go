@@ -4,9 +4,9 @@ package carrier
 
 import "os"
 
-// lockIndex cannot lock on this platform; bbolt's own lock still guards
+// lockPath cannot lock on this platform; bbolt's own lock still guards
 // runs.
-func lockIndex(dbPath string) (unlock func(), busy bool) { return func() {}, false }
+func lockPath(p string) (unlock func(), busy bool) { return func() {}, false }
 
 // unlockFile has nothing to drop on this platform.
 func unlockFile(f *os.File) {}

@@ -8,12 +8,14 @@ import (
 	"syscall"
 )
 
-// lockIndex takes the lock bbolt takes on index.db while a buffer is open
-// (an flock), so that no run opens the buffer while RecoverBuffer works on
-// it. busy reports that another process holds it; a missing index.db is
-// not locked. unlock releases it.
-func lockIndex(dbPath string) (unlock func(), busy bool) {
-	f, err := os.Open(dbPath)
+// lockPath takes an flock on the file or directory at p. On index.db it is
+// the lock bbolt takes while a buffer is open, so that no run opens the
+// buffer while RecoverBuffer works on it; on the buffer's directory it
+// keeps RecoverBuffer and the legacy buffer move to one at a time even
+// when there is no index.db to lock. busy reports that another process
+// holds it; a missing p is not locked. unlock releases it.
+func lockPath(p string) (unlock func(), busy bool) {
+	f, err := os.Open(p)
 	if err != nil {
 		return func() {}, false
 	}

@@ -42,7 +42,10 @@ import (
 // does not know and has not marked was written by a batch whose
 // transaction a crash cut off (or an index lost it): its objects were
 // made durable with it, so OpenBuffer indexes the entries whose objects
-// verify, and moves a file with none (a torn one) to quarantine/.
+// verify, and moves a file with none (a torn one) to quarantine/. In a
+// file the index knows and has not marked every line is live, so a line
+// whose entry the index does not list was lost by it, and is indexed the
+// same way.
 //
 // Why a file per batch: a file per entry (as buffers written by messor
 // before 2026-11-26 have, entries/*.json, still read and released) cost a
@@ -279,10 +282,12 @@ const quarantineDir = "quarantine"
 // gone too: such a file may name delivered entries, which are then
 // delivered again, found at their destination or left as a second copy.)
 // Objects that no record names are moved to quarantine/ rather than
-// deleted. The outbox copies of files committed but not yet removed are not
+// deleted; one a record names that is missing is taken back from there
+// where a copy verifies. The outbox copies of files committed but not yet removed are not
 // remembered; the next pickup carries such a file again and, its content
 // being stored already, keeps one copy. It holds the buffer's lock while it
-// works: it fails with ErrBufferBusy while a run has the buffer open.
+// works: it fails with ErrBufferBusy while a run has the buffer open or
+// another recover works on it (index.db missing too).
 func RecoverBuffer(dir string) (*RecoverReport, error) {
 	rep := &RecoverReport{}
 	for _, d := range []string{dir, filepath.Join(dir, "objects"), filepath.Join(dir, "partial"), filepath.Join(dir, "entries"), filepath.Join(dir, recordsDir)} {
@@ -291,11 +296,15 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 		}
 	}
 	dbPath := filepath.Join(dir, "index.db")
-	unlock, busy := lockIndex(dbPath)
-	if busy {
-		return nil, fmt.Errorf("buffer %s: %w; recover it when that run has ended", dir, ErrBufferBusy)
+	// The directory's lock keeps recovers to one at a time even with no
+	// index.db; index.db's keeps runs out.
+	for _, p := range []string{dir, dbPath} {
+		unlock, busy := lockPath(p)
+		if busy {
+			return nil, fmt.Errorf("buffer %s: %w; recover it when that run has ended", dir, ErrBufferBusy)
+		}
+		defer unlock()
 	}
-	defer unlock()
 	b := &Buffer{dir: dir}
 	recs, err := b.recordFiles()
 	if err != nil {
@@ -319,6 +328,13 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
+	// Until it is in place, a failure (a full disk) gives back its space.
+	placed := false
+	defer func() {
+		if !placed {
+			os.Remove(tmp)
+		}
+	}()
 	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond})
 	if err != nil {
 		return nil, fmt.Errorf("buffer %s: new index: %w", dir, err)
@@ -357,17 +373,22 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 	if err := os.Rename(tmp, dbPath); err != nil {
 		return nil, fmt.Errorf("buffer %s: put the rebuilt index in place: %w", dir, err)
 	}
+	placed = true
 	if err := syncDir(dir); err != nil {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
 	return rep, db.Close()
 }
 
-// recordFiles lists the buffer's record files, older buffers' first.
+// recordFiles lists the buffer's record files, older buffers' first. A
+// directory of them that is missing holds none.
 func (b *Buffer) recordFiles() ([]string, error) {
 	var out []string
 	for _, d := range recordDirs {
 		des, err := os.ReadDir(filepath.Join(b.dir, d))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -400,10 +421,20 @@ func (b *Buffer) readVerified(p string, verified map[string]bool) (ents []Entry,
 	for _, err := range bad {
 		lost = append(lost, fmt.Sprintf("%s: %v", p, err))
 	}
+	ents, l := b.verifiedEntries(es, verified, true)
+	return ents, append(lost, l...)
+}
+
+// verifiedEntries returns the entries of es whose object is in place and
+// verifies (verified caches hashes checked), and a line for each that is
+// not. With fromQuarantine, a missing object is taken back from
+// quarantine/ where a copy there verifies (recover does; an open does not
+// hash again at every open what it cannot place).
+func (b *Buffer) verifiedEntries(es []Entry, verified map[string]bool, fromQuarantine bool) (ents []Entry, lost []string) {
 	for _, e := range es {
 		ok, seen := verified[e.Hash]
 		if !seen {
-			ok = verifyObject(b.ObjectPath(e.Hash), e.Hash, e.Size) == nil
+			ok = verifyObject(b.ObjectPath(e.Hash), e.Hash, e.Size) == nil || fromQuarantine && b.takeBack(e.Hash, e.Size)
 			verified[e.Hash] = ok
 		}
 		if !ok {
@@ -447,6 +478,30 @@ func indexEntry(tx *bolt.Tx, e Entry, file string) (added, newObject bool, err e
 		}
 	}
 	return true, v == nil, nil
+}
+
+// takeBack moves a copy of the object hash that verifies from quarantine/
+// (where an open or a recover put it, named by nothing then) back to its
+// place, if that is free, and reports whether it did.
+func (b *Buffer) takeBack(hash string, size int64) bool {
+	to := b.ObjectPath(hash)
+	if _, err := os.Lstat(to); !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	q := filepath.Join(b.dir, quarantineDir)
+	names, _ := filepath.Glob(filepath.Join(q, hash+"*"))
+	for _, p := range names {
+		if base := filepath.Base(p); base != hash && !strings.HasPrefix(base, hash+".") {
+			continue
+		}
+		if verifyObject(p, hash, size) != nil || os.Rename(p, to) != nil {
+			continue
+		}
+		syncDir(filepath.Dir(to))
+		syncDir(q)
+		return true
+	}
+	return false
 }
 
 // quarantineObjects moves the object files for which keep is false to

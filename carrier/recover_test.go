@@ -7,12 +7,10 @@ import (
 	"log/slog"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -94,36 +92,10 @@ func TestRecoverKilledThenOpen(t *testing.T) {
 	ents := carriedBuffer(t, dir, 5, 24<<20)
 	damageIndex(t, dir)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRecoverChild$")
-	cmd.Env = append(os.Environ(), recoverChildEnv+"="+dir)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	// Kill it when it has read a third of the 120 MiB of objects it
-	// verifies (what it has read, from /proc/PID/io).
-	read := func() int64 {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", cmd.Process.Pid))
-		if err != nil {
-			t.Fatalf("how much recover has read: %v", err)
-		}
-		var n int64
-		fmt.Sscanf(string(b), "rchar: %d", &n)
-		return n
-	}
-	for deadline := time.Now().Add(30 * time.Second); read() < 40<<20; time.Sleep(200 * time.Microsecond) {
-		select {
-		case err := <-exited:
-			t.Fatalf("recover ended (%v) before it could be killed", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatal("recover never began")
-		}
-	}
-	cmd.Process.Signal(syscall.SIGKILL)
+	// verifies.
+	p, exited := recoverUntil(t, dir, 40<<20)
+	p.Signal(syscall.SIGKILL)
 	if err := <-exited; err == nil {
 		t.Fatal("recover finished before the kill landed")
 	}
