@@ -1,7 +1,8 @@
 // Command bench measures messor against scp, sftp, rsync and NNCP on real
 // OpenSSH sshd hosts on loopback, and on an emulated Wi-Fi link.
 //
-//	go run ./bench                 # the full run (about 15 minutes here)
+//	go run ./bench                 # the full run, every profile (about 45 minutes here)
+//	go run ./bench --profile quick # as before the profiles (about 15 minutes)
 //	go run ./bench --smoke         # tiny sizes, one run: a check that it all works
 //	go run ./bench --scale 0.25 --runs 5 --only big,small
 //	go run ./bench --profile quick,heavy-shell --only big,small
@@ -105,8 +106,15 @@ func (r *runner) say(format string, args ...any) {
 	fmt.Fprintf(r.log, format+"\n", args...)
 }
 
-// home is the carrier HOME for w's link and profile.
-func (r *runner) home(w *workload) *clientHome { return r.homes[w.Link+"/"+w.profile()] }
+// home is the carrier HOME for w's link and profile; a workload measured
+// on one profile only (rss100k, --cpuprofile) runs on the first selected.
+func (r *runner) home(w *workload) *clientHome {
+	prof := w.Profile
+	if prof == "" {
+		prof = r.profiles[0]
+	}
+	return r.homes[w.Link+"/"+prof]
+}
 
 func (r *runner) seedDir(w *workload) string { return filepath.Join(r.root, "seed", w.Key) }
 

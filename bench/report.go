@@ -291,6 +291,8 @@ func (rep *report) targets() []string {
 		r := rep.find(key, prof)
 		m, pc := okCell(r, "messor"), okCell(r, peer)
 		switch {
+		case r == nil:
+			// not selected in this run
 		case m == nil:
 			out = append(out, prof+": "+what+": not measured")
 		case pc == nil && r.NA[peer] != "":
@@ -339,7 +341,7 @@ func (rep *report) targets() []string {
 	}
 	if r := rep.RSS100k; r != nil && r.Err == nil {
 		peak := max(r.S.RSSPickup, r.S.RSSDropoff) >> 10
-		out = append(out, fmt.Sprintf("quick: peak carrier RSS, %d files: %d MiB (target < 256 MiB): %s", r.Files, peak, verdict(peak < 256)))
+		out = append(out, fmt.Sprintf("peak carrier RSS, %d files: %d MiB (target < 256 MiB): %s", r.Files, peak, verdict(peak < 256)))
 	}
 	if rep.Opts.Smoke || rep.Opts.Scale != 1 {
 		out = append(out, "(sizes are not the targets' sizes in this run: verdicts are indicative only)")
