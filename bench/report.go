@@ -291,8 +291,8 @@ func (rep *report) targets() []string {
 		r := rep.find(key, prof)
 		m, pc := okCell(r, "messor"), okCell(r, peer)
 		switch {
-		case r == nil:
-			// not selected in this run
+		case r == nil, pc == nil && r.Cells[peer] == nil && r.NA[peer] == "":
+			// workload or peer not selected in this run
 		case m == nil:
 			out = append(out, prof+": "+what+": not measured")
 		case pc == nil && r.NA[peer] != "":
