@@ -221,7 +221,7 @@ func sshdConfig(port int, dir, hostKey, auth, loginDir, userName string, ph prof
 		fmt.Fprintf(&b, "%s %s\n", kv[0], kv[1])
 	}
 	if ph.SlowUser != "" {
-		fmt.Fprintf(&b, "Match User %s\n ForceCommand %s\n", ph.SlowUser, ph.Dispatch)
+		fmt.Fprintf(&b, "Match User %s\n ForceCommand %s\n SetEnv %s=%s\n", ph.SlowUser, ph.Dispatch, startLogEnv, ph.StartLog)
 	}
 	return b.String()
 }

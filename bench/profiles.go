@@ -30,6 +30,16 @@ const slowUser = "messorbench-slow"
 // heavyDelay is the heavy-shell profile's start-up cost per session.
 const heavyDelay = 500 * time.Millisecond
 
+// heavyShellPath is slowUser's login shell. It lives outside any run's
+// directory because the password database is shared by every bench run on
+// the machine (two `go test ./bench` at once): each run rewrites the same
+// content, and its sshd tells the shell where to log (startLogEnv).
+const heavyShellPath = "/usr/local/lib/messor-bench/heavy-shell"
+
+// startLogEnv names the file the heavy shell logs each start to; each
+// run's sshd sets it for slowUser (SetEnv).
+const startLogEnv = "MESSOR_BENCH_SHELL_LOG"
+
 // needsExec lists the tools that cannot work on a key restricted to SFTP.
 var needsExec = map[string]string{"rsync": "n/a: rsync runs `rsync --server` on the host, which a key restricted to internal-sftp refuses"}
 
@@ -48,12 +58,13 @@ type profileHosts struct {
 	StartLog   string       // one line per heavy-shell start
 }
 
-// setupHeavyShell writes the heavy shell and the dispatch script under dir
-// and gives slowUser that shell, creating slowUser when missing (root only).
+// setupHeavyShell writes the heavy shell (heavyShellPath) and the dispatch
+// script under dir, and gives slowUser that shell, creating slowUser when
+// missing (root only).
 func setupHeavyShell(dir string, acct account) (profileHosts, error) {
 	var ph profileHosts
 	if os.Geteuid() != 0 {
-		return ph, errors.New("heavy-shell profile: needs root (it creates user " + slowUser + ")")
+		return ph, errors.New("heavy-shell profile: needs root (it creates user " + slowUser + "); run with --profile quick,no-exec")
 	}
 	sftpServer, err := findSFTPServer()
 	if err != nil {
@@ -69,15 +80,18 @@ func setupHeavyShell(dir string, acct account) (profileHosts, error) {
 	if err := os.Chown(ph.StartLog, acct.UID, acct.GID); err != nil {
 		return ph, err
 	}
-	shell := filepath.Join(dir, "heavy-shell")
+	shell := heavyShellPath
 	script := fmt.Sprintf(`#!/bin/sh
-# messor bench heavy-shell profile: a login shell whose start-up costs %s.
-line=$(printf '%%s' "${SSH_ORIGINAL_COMMAND:-$*}" | tr '\n' ' ' | cut -c1-300)
-printf '%%s\n' "$line" >> %s
-sleep %g
+# messor bench heavy-shell profile (go run ./bench): a login shell whose
+# start-up costs %s, like pyenv, conda or nvm in ~/.bashrc.
+if [ -n "$%[2]s" ]; then
+	line=$(printf '%%s' "${SSH_ORIGINAL_COMMAND:-$*}" | tr '\n' ' ' | cut -c1-300)
+	printf '%%s\n' "$line" >> "$%[2]s"
+fi
+sleep %[3]g
 exec /bin/sh "$@"
-`, heavyDelay, ph.StartLog, heavyDelay.Seconds())
-	if err := os.WriteFile(shell, []byte(script), 0o755); err != nil {
+`, heavyDelay, startLogEnv, heavyDelay.Seconds())
+	if err := writeFileAtomic(shell, []byte(script), 0o755); err != nil {
 		return ph, err
 	}
 	ph.Dispatch = filepath.Join(dir, "dispatch")
@@ -154,4 +168,28 @@ func (o options) profiles() ([]string, error) {
 		out = []string{profQuick}
 	}
 	return out, nil
+}
+
+// writeFileAtomic replaces path with data by a rename, so a concurrent run
+// executing the file never sees it half written.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
