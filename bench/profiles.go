@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -155,14 +156,12 @@ func (ph profileHosts) shellStarts() int {
 func (o options) profiles() ([]string, error) {
 	var out []string
 	for _, p := range splitList(o.Profiles) {
-		ok := false
-		for _, a := range allProfiles {
-			ok = ok || p == a
-		}
-		if !ok {
+		if !slices.Contains(allProfiles, p) {
 			return nil, fmt.Errorf("unknown profile %q (want %s)", p, strings.Join(allProfiles, ","))
 		}
-		out = append(out, p)
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
 	}
 	if len(out) == 0 {
 		out = []string{profQuick}
