@@ -123,8 +123,9 @@ func findSSHD() (string, error) {
 }
 
 // startSSHD starts sshd for name, with dir for its files and loginDir as
-// the SFTP login directory, authorising clientKey for acct.
-func startSSHD(name, dir, loginDir string, acct account, clientKey ssh.PublicKey, logLevel string) (*sshdHost, error) {
+// the SFTP login directory, authorising clientKey for acct (and ph's
+// restricted key and slow user, when set).
+func startSSHD(name, dir, loginDir string, acct account, clientKey ssh.PublicKey, ph profileHosts, logLevel string) (*sshdHost, error) {
 	sshd, err := findSSHD()
 	if err != nil {
 		return nil, err
@@ -156,7 +157,14 @@ func startSSHD(name, dir, loginDir string, acct account, clientKey ssh.PublicKey
 	}
 	// Read by sshd as the logged-in user.
 	auth := filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(auth, ssh.MarshalAuthorizedKey(clientKey), 0o644); err != nil {
+	keys := ssh.MarshalAuthorizedKey(clientKey)
+	if ph.Restricted != nil {
+		// As `messor key` prints it; the -d stands in for the home a real
+		// host's internal-sftp starts in.
+		line := fmt.Sprintf(`restrict,command="internal-sftp -d %s" `, loginDir)
+		keys = append(keys, append([]byte(line), ssh.MarshalAuthorizedKey(ph.Restricted)...)...)
+	}
+	if err := os.WriteFile(auth, keys, 0o644); err != nil {
 		return nil, err
 	}
 	h := &sshdHost{Name: name, LoginDir: loginDir, HostKey: signer.PublicKey(), dir: dir}
@@ -165,7 +173,7 @@ func startSSHD(name, dir, loginDir string, acct account, clientKey ssh.PublicKey
 		if err != nil {
 			return nil, err
 		}
-		cfg := sshdConfig(h.Port, dir, hostKey, auth, loginDir, acct.Name, logLevel)
+		cfg := sshdConfig(h.Port, dir, hostKey, auth, loginDir, acct.Name, ph, logLevel)
 		cfgPath := filepath.Join(dir, "sshd_config")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return nil, err
@@ -181,8 +189,12 @@ func startSSHD(name, dir, loginDir string, acct account, clientKey ssh.PublicKey
 	}
 }
 
-func sshdConfig(port int, dir, hostKey, auth, loginDir, userName, logLevel string) string {
+func sshdConfig(port int, dir, hostKey, auth, loginDir, userName string, ph profileHosts, logLevel string) string {
 	var b strings.Builder
+	users := userName
+	if ph.SlowUser != "" {
+		users += " " + ph.SlowUser
+	}
 	for _, kv := range [][2]string{
 		{"ListenAddress", "127.0.0.1"},
 		{"Port", strconv.Itoa(port)},
@@ -196,7 +208,7 @@ func sshdConfig(port int, dir, hostKey, auth, loginDir, userName, logLevel strin
 		{"KbdInteractiveAuthentication", "no"},
 		{"PubkeyAuthentication", "yes"},
 		{"PermitRootLogin", "yes"}, // only for the not-root fallback's sake; AllowUsers decides
-		{"AllowUsers", userName},
+		{"AllowUsers", users},
 		{"AllowTcpForwarding", "no"},
 		{"X11Forwarding", "no"},
 		{"PrintMotd", "no"},
@@ -207,6 +219,9 @@ func sshdConfig(port int, dir, hostKey, auth, loginDir, userName, logLevel strin
 		{"Subsystem", "sftp internal-sftp -d " + loginDir},
 	} {
 		fmt.Fprintf(&b, "%s %s\n", kv[0], kv[1])
+	}
+	if ph.SlowUser != "" {
+		fmt.Fprintf(&b, "Match User %s\n ForceCommand %s\n SetEnv %s=%s\n", ph.SlowUser, ph.Dispatch, startLogEnv, ph.StartLog)
 	}
 	return b.String()
 }
@@ -336,7 +351,7 @@ type clientHome struct {
 
 // writeClientHome writes dir/.ssh for hosts reached at ports (host name ->
 // port, the sshd's own or a link proxy's).
-func writeClientHome(dir string, keyPEM []byte, hosts []*sshdHost, ports map[string]int, acct account, cipher string) (*clientHome, error) {
+func writeClientHome(dir string, keyPEM []byte, hosts []*sshdHost, ports map[string]int, userName, cipher string) (*clientHome, error) {
 	sshDir := filepath.Join(dir, ".ssh")
 	if err := os.MkdirAll(sshDir, 0o700); err != nil {
 		return nil, err
@@ -351,7 +366,7 @@ func writeClientHome(dir string, keyPEM []byte, hosts []*sshdHost, ports map[str
 		fmt.Fprintf(&cfg, "Host %s\n HostName 127.0.0.1\n Port %d\n User %s\n IdentityFile %s\n IdentitiesOnly yes\n"+
 			" UserKnownHostsFile %s\n GlobalKnownHostsFile /dev/null\n StrictHostKeyChecking yes\n"+
 			" BatchMode yes\n ControlMaster no\n ControlPath none\n LogLevel ERROR\n",
-			h.Name, ports[h.Name], acct.Name, id, kh)
+			h.Name, ports[h.Name], userName, id, kh)
 		if cipher != "" {
 			fmt.Fprintf(&cfg, " Ciphers %s\n", cipher)
 		}

@@ -1,16 +1,21 @@
 // Command bench measures messor against scp, sftp, rsync and NNCP on real
 // OpenSSH sshd hosts on loopback, and on an emulated Wi-Fi link.
 //
-//	go run ./bench                 # the full run (about 15 minutes here)
+//	go run ./bench                 # the full run, every profile (about 45 minutes here)
+//	go run ./bench --profile quick # as before the profiles (about 15 minutes)
 //	go run ./bench --smoke         # tiny sizes, one run: a check that it all works
 //	go run ./bench --scale 0.25 --runs 5 --only big,small
+//	go run ./bench --profile quick,heavy-shell --only big,small
 //
 // Two sshd hosts (hosta, hostb) run as root on 127.0.0.1 with their own
-// config, host key and authorized_keys; everyone logs in as the dedicated
-// user messorbench (shell /bin/sh, so a remote exec costs no login-shell
-// start-up), and the OpenSSH tools use the cipher messor negotiates. The
-// messor binary is built once from ./cmd/messor. Each figure is the median
-// of --runs runs; the report is Markdown on stdout (and in --out).
+// config, host key and authorized_keys, and the OpenSSH tools use the
+// cipher messor negotiates. Every tool runs on each host profile
+// (profiles.go) against the same sshd processes: quick logs in as the
+// dedicated user messorbench (shell /bin/sh, so a remote exec costs no
+// login-shell start-up), heavy-shell as its twin whose login shell sleeps
+// 0.5 s first, no-exec with a key restricted to internal-sftp. The messor
+// binary is built once from ./cmd/messor. Each figure is the median of
+// --runs runs; the report is Markdown on stdout (and in --out).
 package main
 
 import (
@@ -21,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -32,6 +38,7 @@ type options struct {
 	Runs       int
 	Tools      string // comma-separated subset of transferTools
 	Only       string // comma-separated workload keys; empty: all
+	Profiles   string // comma-separated host profiles; empty: quick
 	Workdir    string // kept if set; else a temp dir, removed at the end
 	Out        string
 	Cipher     string
@@ -47,6 +54,7 @@ func main() {
 	flag.IntVar(&o.Runs, "runs", 3, "runs per figure; the median is reported")
 	flag.StringVar(&o.Tools, "tools", strings.Join(transferTools, ","), "tools to run")
 	flag.StringVar(&o.Only, "only", "", "run only these workloads (comma-separated keys: big,small,photos,dedup,e2e,wifi-big,wifi-small,wifi-photos,ttfb,rss100k)")
+	flag.StringVar(&o.Profiles, "profile", strings.Join(allProfiles, ","), "host profiles to run every tool on: quick (/bin/sh user), heavy-shell (login shell start-up 0.5 s), no-exec (key restricted to internal-sftp)")
 	flag.StringVar(&o.Workdir, "workdir", "", "work directory, kept afterwards (default: a temporary one, removed)")
 	flag.StringVar(&o.Out, "out", "", "also write the Markdown report to this file")
 	flag.StringVar(&o.Cipher, "cipher", "auto", `cipher for the OpenSSH tools: "auto" = the one messor negotiates, "" = OpenSSH's default, or a name`)
@@ -79,7 +87,9 @@ type runner struct {
 	acct      account
 	hostA     *sshdHost
 	hostB     *sshdHost
-	homes     map[string]*clientHome // by link
+	homes     map[string]*clientHome // by link + "/" + profile
+	profiles  []string
+	ph        profileHosts
 	messor    string
 	want      map[string]manifest // by workload key
 	nncpNodes *nncpNodes
@@ -96,7 +106,15 @@ func (r *runner) say(format string, args ...any) {
 	fmt.Fprintf(r.log, format+"\n", args...)
 }
 
-func (r *runner) home(link string) *clientHome { return r.homes[link] }
+// home is the carrier HOME for w's link and profile; a workload measured
+// on one profile only (rss100k, --cpuprofile) runs on the first selected.
+func (r *runner) home(w *workload) *clientHome {
+	prof := w.Profile
+	if prof == "" {
+		prof = r.profiles[0]
+	}
+	return r.homes[w.Link+"/"+prof]
+}
 
 func (r *runner) seedDir(w *workload) string { return filepath.Join(r.root, "seed", w.Key) }
 
@@ -117,6 +135,10 @@ func run(ctx context.Context, o options) (*report, error) {
 	if _, err := findSSHD(); err != nil {
 		return nil, err
 	}
+	profiles, err := o.profiles()
+	if err != nil {
+		return nil, err
+	}
 	for _, t := range splitList(o.Tools) {
 		if t != "messor" && t != "nncp" {
 			if _, err := exec.LookPath(t); err != nil {
@@ -124,7 +146,7 @@ func run(ctx context.Context, o options) (*report, error) {
 			}
 		}
 	}
-	r := &runner{o: o, want: map[string]manifest{}, homes: map[string]*clientHome{}, progress: o.Log}
+	r := &runner{o: o, want: map[string]manifest{}, homes: map[string]*clientHome{}, progress: o.Log, profiles: profiles}
 	root := o.Workdir
 	if root == "" {
 		var err error
@@ -133,7 +155,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		}
 		defer os.RemoveAll(root)
 	}
-	root, err := filepath.Abs(root)
+	root, err = filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
@@ -177,6 +199,16 @@ func run(ctx context.Context, o options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
+	restrictedPub, restrictedPEM, err := newClientKey()
+	if err != nil {
+		return nil, err
+	}
+	if slices.Contains(profiles, profHeavy) {
+		if r.ph, err = setupHeavyShell(filepath.Join(root, "heavy-shell"), r.acct); err != nil {
+			return nil, err
+		}
+	}
+	r.ph.Restricted = restrictedPub
 	// Ciphers first, on a throwaway host logging at DEBUG1 (the measured
 	// hosts log at INFO).
 	cipher, notes, err := r.probeCiphers(clientPub, clientPEM)
@@ -197,7 +229,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		if err := r.acct.chownTree(filepath.Join(root, name)); err != nil {
 			return nil, err
 		}
-		h, err := startSSHD(name, filepath.Join(root, name, "sshd"), login, r.acct, clientPub, "INFO")
+		h, err := startSSHD(name, filepath.Join(root, name, "sshd"), login, r.acct, clientPub, r.ph, "INFO")
 		if err != nil {
 			return nil, err
 		}
@@ -209,16 +241,27 @@ func run(ctx context.Context, o options) (*report, error) {
 		}
 	}
 	hosts := []*sshdHost{r.hostA, r.hostB}
-	ports := map[string]int{"hosta": r.hostA.Port, "hostb": r.hostB.Port}
-	if r.homes["loopback"], err = writeClientHome(filepath.Join(root, "home-loopback"), clientPEM, hosts, ports, r.acct, cipher); err != nil {
-		return nil, err
-	}
 	tb := &tbAdapter{}
 	defer tb.close()
 	pa, pb := wifiProxy(tb, r.hostA.Addr()), wifiProxy(tb, r.hostB.Addr())
-	wports := map[string]int{"hosta": pa.Port(), "hostb": pb.Port()}
-	if r.homes["wifi"], err = writeClientHome(filepath.Join(root, "home-wifi"), clientPEM, hosts, wports, r.acct, cipher); err != nil {
-		return nil, err
+	linkPorts := map[string]map[string]int{
+		"loopback": {"hosta": r.hostA.Port, "hostb": r.hostB.Port},
+		"wifi":     {"hosta": pa.Port(), "hostb": pb.Port()},
+	}
+	for link, ports := range linkPorts {
+		for _, prof := range profiles {
+			user, pem := r.acct.Name, clientPEM
+			switch prof {
+			case profHeavy:
+				user = r.ph.SlowUser
+			case profNoExec:
+				pem = restrictedPEM
+			}
+			dir := filepath.Join(root, "home-"+link+"-"+prof)
+			if r.homes[link+"/"+prof], err = writeClientHome(dir, pem, hosts, ports, user, cipher); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if r.wants("nncp") && r.selected("e2e") {
 		if r.nncpNodes, err = setupNNCP(filepath.Join(root, "nncp")); err != nil {
@@ -244,7 +287,7 @@ func run(ctx context.Context, o options) (*report, error) {
 			rep.RSS100k = r.measureRSS100k(w)
 			continue
 		}
-		rep.Results = append(rep.Results, r.measure(w))
+		rep.Results = append(rep.Results, r.measure(w)...)
 	}
 	if o.CPUProfile != "" {
 		if err := r.profile(ctx, o.CPUProfile); err != nil {
@@ -300,52 +343,66 @@ func (r *runner) prepare(w *workload) error {
 	return r.acct.chownTree(dir)
 }
 
-// measure runs every tool on w, --runs times, round robin.
-func (r *runner) measure(w *workload) *result {
-	res := &result{W: w, Cells: map[string]*cell{}}
+// measure runs every tool on w on each profile, --runs times, round
+// robin over profiles and tools within each run, so the machine's drift
+// spreads evenly: one result per profile.
+func (r *runner) measure(w *workload) []*result {
 	r.say("%s: %d files, %s, %s link", w.Title, w.Count(), fmtBytes(w.Bytes()), w.Link)
+	var out []*result
+	for _, prof := range r.profiles {
+		pw := *w
+		pw.Profile = prof
+		res := &result{W: &pw, Cells: map[string]*cell{}, NA: map[string]string{}}
+		for _, t := range splitList(r.o.Tools) {
+			switch {
+			case !w.runs(t):
+			case t == "nncp" && (r.nncpNodes == nil || w.Key != "e2e"):
+			case t == "nncp" && prof != r.profiles[0]:
+				res.NA[t] = "nncp uses no ssh: see the " + r.profiles[0] + " profile"
+			case prof == profNoExec && needsExec[t] != "":
+				res.NA[t] = needsExec[t]
+			default:
+				res.Order = append(res.Order, t)
+				res.Cells[t] = &cell{}
+			}
+		}
+		out = append(out, res)
+	}
 	if err := r.prepare(w); err != nil {
-		res.Err = err
-		return res
+		for _, res := range out {
+			res.Err = err
+		}
+		return out
 	}
 	defer os.RemoveAll(r.seedDir(w))
-	var tools []string
-	for _, t := range splitList(r.o.Tools) {
-		if !w.runs(t) {
-			continue
-		}
-		if t == "nncp" && (r.nncpNodes == nil || w.Key != "e2e") {
-			continue
-		}
-		tools = append(tools, t)
-		res.Order = append(res.Order, t)
-		res.Cells[t] = &cell{}
-	}
 	for i := 0; i < r.o.Runs; i++ {
-		for _, t := range tools {
-			c := res.Cells[t]
-			if c.Err != nil {
-				continue
+		for _, res := range out {
+			for _, t := range res.Order {
+				c := res.Cells[t]
+				if c.Err != nil {
+					continue
+				}
+				s, err := r.transfer(res.W, t)
+				if err != nil {
+					c.Err = err
+					r.say("  %-11s %-6s run %d: FAILED: %v", res.W.profile(), t, i+1, firstLine(err.Error()))
+					r.logf("%v\n", err)
+					continue
+				}
+				c.Samples = append(c.Samples, s)
+				r.say("  %-11s %-6s run %d: pickup %.2fs dropoff %.2fs carrier CPU %.2fs, %d shell starts",
+					res.W.profile(), t, i+1, s.Pickup.Seconds(), s.Dropoff.Seconds(), s.LocalCPU.Seconds(), s.ShellStarts)
 			}
-			s, err := r.transfer(w, t)
-			if err != nil {
-				c.Err = err
-				r.say("  %s run %d: FAILED: %v", t, i+1, firstLine(err.Error()))
-				r.logf("%v\n", err)
-				continue
-			}
-			c.Samples = append(c.Samples, s)
-			r.say("  %-6s run %d: pickup %.2fs dropoff %.2fs", t, i+1, s.Pickup.Seconds(), s.Dropoff.Seconds())
 		}
 	}
 	// Leave nothing big behind between workloads.
-	for _, t := range tools {
+	for _, t := range splitList(r.o.Tools) {
 		p := r.paths(t)
 		os.RemoveAll(p.local)
 		os.RemoveAll(p.dest)
 		os.RemoveAll(p.outbox)
 	}
-	return res
+	return out
 }
 
 func firstLine(s string) string {
@@ -364,26 +421,31 @@ func (r *runner) measureTTFB(w *workload) []ttfbResult {
 		return []ttfbResult{{Err: err}}
 	}
 	defer os.RemoveAll(r.seedDir(w))
-	for _, link := range []string{"loopback", "wifi"} {
-		lw := *w
-		lw.Link = link
-		tr := ttfbResult{Link: link}
-		for i := 0; i < r.o.Runs && tr.Err == nil; i++ {
-			d, err := r.ttfb(&lw)
-			if err != nil {
-				tr.Err = err
-				break
+	for _, prof := range r.profiles {
+		for _, link := range []string{"loopback", "wifi"} {
+			lw := *w
+			lw.Link, lw.Profile = link, prof
+			tr := ttfbResult{Link: link, Profile: prof}
+			for i := 0; i < r.o.Runs && tr.Err == nil; i++ {
+				d, err := r.ttfb(&lw)
+				if err != nil {
+					tr.Err = err
+					break
+				}
+				tr.Messor = append(tr.Messor, d)
+				if prof == profNoExec {
+					continue // ssh host true is refused there
+				}
+				s, err := r.sshTrue(&lw)
+				if err != nil {
+					tr.Err = err
+					break
+				}
+				tr.SSHTrue = append(tr.SSHTrue, s)
 			}
-			tr.Messor = append(tr.Messor, d)
-			s, err := r.sshTrue(link)
-			if err != nil {
-				tr.Err = err
-				break
-			}
-			tr.SSHTrue = append(tr.SSHTrue, s)
+			r.say("  %s %s: messor %v, ssh true %v", prof, link, median(tr.Messor), median(tr.SSHTrue))
+			out = append(out, tr)
 		}
-		r.say("  %s: messor %v, ssh true %v", link, median(tr.Messor), median(tr.SSHTrue))
-		out = append(out, tr)
 	}
 	os.RemoveAll(r.paths("messor").local)
 	os.RemoveAll(r.paths("messor").outbox)
@@ -421,12 +483,12 @@ func (r *runner) probeCiphers(pub sshPublicKey, pem []byte) (string, []string, e
 	if err := r.acct.chownTree(dir); err != nil {
 		return "", nil, err
 	}
-	h, err := startSSHD("hosta", filepath.Join(dir, "sshd"), login, r.acct, pub, "DEBUG1")
+	h, err := startSSHD("hosta", filepath.Join(dir, "sshd"), login, r.acct, pub, profileHosts{}, "DEBUG1")
 	if err != nil {
 		return "", nil, err
 	}
 	defer h.Stop()
-	home, err := writeClientHome(filepath.Join(dir, "home"), pem, []*sshdHost{h}, map[string]int{"hosta": h.Port}, r.acct, "")
+	home, err := writeClientHome(filepath.Join(dir, "home"), pem, []*sshdHost{h}, map[string]int{"hosta": h.Port}, r.acct.Name, "")
 	if err != nil {
 		return "", nil, err
 	}

@@ -32,7 +32,7 @@ func (r *runner) profile(ctx context.Context, dir string) error {
 		if err != nil {
 			return err
 		}
-		home := r.home(w.Link)
+		home := r.home(w)
 		cfg, err := discovery.LoadSSHConfig(home.Dir)
 		if err != nil {
 			return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
@@ -35,6 +36,24 @@ func (c *cell) dropoff() time.Duration {
 func (c *cell) total() time.Duration { return c.median(sample.Total) }
 func (c *cell) cpu() time.Duration   { return c.median(func(s sample) time.Duration { return s.CPU }) }
 func (c *cell) prep() time.Duration  { return c.median(func(s sample) time.Duration { return s.Prep }) }
+func (c *cell) localCPU() time.Duration {
+	return c.median(func(s sample) time.Duration { return s.LocalCPU })
+}
+
+// cpuPerGiB is the carrier side's median CPU seconds per GiB moved (each
+// byte is moved twice: pickup and dropoff, both on the carrier).
+func (c *cell) cpuPerGiB(w *workload) float64 {
+	return c.localCPU().Seconds() / (float64(w.Bytes()) / float64(gib))
+}
+
+// shellStarts is the median number of host shell starts per run.
+func (c *cell) shellStarts() int {
+	var ds []time.Duration
+	for _, s := range c.Samples {
+		ds = append(ds, time.Duration(s.ShellStarts))
+	}
+	return int(median(ds))
+}
 
 func (c *cell) peakRSS() (pick, drop int64) {
 	for _, s := range c.Samples {
@@ -48,6 +67,7 @@ type result struct {
 	W     *workload
 	Order []string
 	Cells map[string]*cell
+	NA    map[string]string // tools not run on this profile, and why
 	Err   error
 }
 
@@ -68,6 +88,7 @@ func (r *result) fastestPeer(among func(string) bool) (string, time.Duration) {
 
 type ttfbResult struct {
 	Link    string
+	Profile string
 	Messor  []time.Duration
 	SSHTrue []time.Duration
 	Err     error
@@ -103,15 +124,15 @@ func (rep *report) Errors() []string {
 		}
 		for _, t := range r.Order {
 			if c := r.Cells[t]; c.Err != nil {
-				out = append(out, fmt.Sprintf("%s (%s): %s: %v", r.W.Key, r.W.Link, t, c.Err))
+				out = append(out, fmt.Sprintf("%s (%s, %s): %s: %v", r.W.Key, r.W.Link, r.W.profile(), t, c.Err))
 			} else if len(c.Samples) == 0 {
-				out = append(out, fmt.Sprintf("%s (%s): %s: no samples", r.W.Key, r.W.Link, t))
+				out = append(out, fmt.Sprintf("%s (%s, %s): %s: no samples", r.W.Key, r.W.Link, r.W.profile(), t))
 			}
 		}
 	}
 	for _, t := range rep.TTFB {
 		if t.Err != nil {
-			out = append(out, fmt.Sprintf("ttfb %s: %v", t.Link, t.Err))
+			out = append(out, fmt.Sprintf("ttfb %s %s: %v", t.Profile, t.Link, t.Err))
 		}
 	}
 	if rep.RSS100k != nil && rep.RSS100k.Err != nil {
@@ -120,9 +141,10 @@ func (rep *report) Errors() []string {
 	return out
 }
 
-func (rep *report) find(key string) *result {
+// find is the result for workload key on profile.
+func (rep *report) find(key, profile string) *result {
 	for _, r := range rep.Results {
-		if r.W.Key == key {
+		if r.W.Key == key && r.W.profile() == profile {
 			return r
 		}
 	}
@@ -154,13 +176,19 @@ func (rep *report) Markdown() string {
 	p(" (10^6 bytes); \"x peer\" = this tool's total / the fastest peer's (scp, sftp, rsync, nncp) total; RSS = peak")
 	p(" resident set of the local messor process (pickup / dropoff); CPU = the whole machine's busy CPU seconds over")
 	p(" pickup and dropoff (every process: the tool, sshd, sftp-server, hashing on the host; from /proc/stat, so other")
-	p(" load on the machine shows too): near 2x the total time means both cores were busy.\n\n")
-	p("| link | workload | files | bytes | tool | pickup | dropoff | total | MB/s | x peer | CPU s | RSS MiB |\n")
-	p("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	p(" load on the machine shows too): near 2x the total time means both cores were busy; CPU s/GiB = the carrier")
+	p(" side's own CPU (user + system of the tool and its children, e.g. scp's ssh, from wait4: a phone's battery)")
+	p(" per GiB of the workload, pickup and dropoff together; shell starts = sessions the host's login shell started")
+	p(" for, per run (heavy-shell only: every exec and every SFTP session; quick and no-exec run the same exec")
+	p(" commands, no-exec refuses them). Profiles: quick = /bin/sh user, heavy-shell = a login shell whose start-up")
+	p(" sleeps 0.5 s (sftp-server run through it, as stock sshd does), no-exec = a key restricted to internal-sftp.\n\n")
+	p("| profile | link | workload | files | bytes | tool | pickup | dropoff | total | MB/s | x peer | CPU s | CPU s/GiB | shell starts | RSS MiB |\n")
+	p("|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.Results {
 		_, bt := r.fastestPeer(nil)
+		prof := r.W.profile()
 		if r.Err != nil {
-			p("| %s | %s | %d | %s | - | error: %s |||||\n", r.W.Link, r.W.Title, r.W.Count(), fmtBytes(r.W.Bytes()), oneLine(r.Err))
+			p("| %s | %s | %s | %d | %s | - | error: %s |||||||||\n", prof, r.W.Link, r.W.Title, r.W.Count(), fmtBytes(r.W.Bytes()), oneLine(r.Err))
 			continue
 		}
 		for _, t := range r.Order {
@@ -170,7 +198,7 @@ func (rep *report) Markdown() string {
 				name = "nncp (xfer -tx / xfer -rx + toss)"
 			}
 			if !c.ok() {
-				p("| %s | %s | %d | %s | %s | FAILED: %s |||||||\n", r.W.Link, r.W.Title, r.W.Count(), fmtBytes(r.W.Bytes()), name, oneLine(c.Err))
+				p("| %s | %s | %s | %d | %s | %s | FAILED: %s |||||||||\n", prof, r.W.Link, r.W.Title, r.W.Count(), fmtBytes(r.W.Bytes()), name, oneLine(c.Err))
 				continue
 			}
 			ratio := "-"
@@ -182,26 +210,37 @@ func (rep *report) Markdown() string {
 				pk, dr := c.peakRSS()
 				rss = fmt.Sprintf("%d / %d", pk>>10, dr>>10)
 			}
-			p("| %s | %s | %d | %s | %s | %.2f | %.2f | %.2f | %.1f | %s | %.2f | %s |\n", r.W.Link, r.W.Title, r.W.Count(), fmtBytes(r.W.Bytes()),
+			starts := "-"
+			if prof == profHeavy && t != "nncp" {
+				starts = fmt.Sprint(c.shellStarts())
+			}
+			p("| %s | %s | %s | %d | %s | %s | %.2f | %.2f | %.2f | %.1f | %s | %.2f | %.2f | %s | %s |\n", prof, r.W.Link, r.W.Title, r.W.Count(), fmtBytes(r.W.Bytes()),
 				name, c.pickup().Seconds(), c.dropoff().Seconds(), c.total().Seconds(),
-				float64(r.W.Bytes())/1e6/c.total().Seconds(), ratio, c.cpu().Seconds(), rss)
+				float64(r.W.Bytes())/1e6/c.total().Seconds(), ratio, c.cpu().Seconds(), c.cpuPerGiB(r.W), starts, rss)
 			if t == "nncp" {
-				p("| %s | %s | | | nncp-file (packing into the spool, on host A) | %.2f | | %.2f | | | | |\n", r.W.Link, r.W.Title, c.prep().Seconds(), c.prep().Seconds()+c.total().Seconds())
+				p("| %s | %s | %s | | | nncp-file (packing into the spool, on host A) | %.2f | | %.2f | | | | | | |\n", prof, r.W.Link, r.W.Title, c.prep().Seconds(), c.prep().Seconds()+c.total().Seconds())
 			}
 		}
+		for _, t := range slices.Sorted(maps.Keys(r.NA)) {
+			p("| %s | %s | %s | | | %s | %s |||||||||\n", prof, r.W.Link, r.W.Title, t, r.NA[t])
+		}
 		if r.W.Skip != "" {
-			p("| %s | %s | | | (%s) |||||||\n", r.W.Link, r.W.Title, r.W.Skip)
+			p("| %s | %s | %s | | | (%s) |||||||||\n", prof, r.W.Link, r.W.Title, r.W.Skip)
 		}
 	}
 	if len(rep.TTFB) > 0 {
 		p("\nTime to first byte (messor pickup started with a hosts-file host that is reachable, until the first data byte is in the buffer; `ssh host true` = connect, key exchange, login and one exec):\n\n")
-		p("| link | messor first byte | ssh host true |\n|---|---:|---:|\n")
+		p("| profile | link | messor first byte | ssh host true |\n|---|---|---:|---:|\n")
 		for _, t := range rep.TTFB {
 			if t.Err != nil {
-				p("| %s | error: %s | |\n", t.Link, oneLine(t.Err))
+				p("| %s | %s | error: %s | |\n", t.Profile, t.Link, oneLine(t.Err))
 				continue
 			}
-			p("| %s | %.0f ms | %.0f ms |\n", t.Link, ms(median(t.Messor)), ms(median(t.SSHTrue)))
+			sshTrue := "n/a (no exec)"
+			if len(t.SSHTrue) > 0 {
+				sshTrue = fmt.Sprintf("%.0f ms", ms(median(t.SSHTrue)))
+			}
+			p("| %s | %s | %.0f ms | %s |\n", t.Profile, t.Link, ms(median(t.Messor)), sshTrue)
 		}
 	}
 	if r := rep.RSS100k; r != nil {
@@ -225,7 +264,8 @@ func (rep *report) Markdown() string {
 	return b.String()
 }
 
-// targets checks the issue's targets against this run.
+// targets checks issue 11's targets against this run, on each profile
+// (reported, never asserted).
 func (rep *report) targets() []string {
 	var out []string
 	verdict := func(ok bool) string {
@@ -234,49 +274,70 @@ func (rep *report) targets() []string {
 		}
 		return "MISSED"
 	}
-	messor := func(r *result) *cell {
-		if r == nil || r.Cells["messor"] == nil || !r.Cells["messor"].ok() {
+	okCell := func(r *result, tool string) *cell {
+		if r == nil || r.Cells[tool] == nil || !r.Cells[tool].ok() {
 			return nil
 		}
-		return r.Cells["messor"]
+		return r.Cells[tool]
 	}
-	ratioTarget := func(key, what string, limit float64, among func(string) bool) {
-		r := rep.find(key)
-		m := messor(r)
-		if m == nil {
-			out = append(out, what+": not measured")
-			return
+	profiles := []string{}
+	for _, r := range rep.Results {
+		if !slices.Contains(profiles, r.W.profile()) {
+			profiles = append(profiles, r.W.profile())
 		}
-		peer, pt := r.fastestPeer(among)
-		if peer == "" {
-			out = append(out, what+": no peer measured")
-			return
+	}
+	// vs compares messor's f with peer's f on key.
+	vs := func(prof, key, peer, what string, limit float64, f func(*cell) float64) {
+		r := rep.find(key, prof)
+		m, pc := okCell(r, "messor"), okCell(r, peer)
+		switch {
+		case r == nil, pc == nil && r.Cells[peer] == nil && r.NA[peer] == "":
+			// workload or peer not selected in this run
+		case m == nil:
+			out = append(out, prof+": "+what+": not measured")
+		case pc == nil && r.NA[peer] != "":
+			out = append(out, fmt.Sprintf("%s: %s: %s not run (%s)", prof, what, peer, r.NA[peer]))
+		case pc == nil:
+			out = append(out, fmt.Sprintf("%s: %s: %s not measured", prof, what, peer))
+		default:
+			mv, pv := f(m), f(pc)
+			ratio := mv / pv
+			out = append(out, fmt.Sprintf("%s: %s: messor %.2f vs %s %.2f = %.2fx (target <= %.2fx): %s",
+				prof, what, mv, peer, pv, ratio, limit, verdict(ratio <= limit)))
 		}
-		ratio := m.total().Seconds() / pt.Seconds()
-		out = append(out, fmt.Sprintf("%s: messor %.2f s vs %s %.2f s = %.2fx (target <= %.2fx): %s",
-			what, m.total().Seconds(), peer, pt.Seconds(), ratio, limit, verdict(ratio <= limit)))
 	}
-	is := func(names ...string) func(string) bool {
-		return func(t string) bool { return slices.Contains(names, t) }
+	secs := func(f func(*cell) time.Duration) func(*cell) float64 {
+		return func(c *cell) float64 { return f(c).Seconds() }
 	}
-	ratioTarget("e2e", "end to end one file, pickup + dropoff, vs NNCP xfer + toss", 1.0, is("nncp"))
-	ratioTarget("big", "1 GiB file, loopback, vs fastest of scp/sftp", 0.9, is("scp", "sftp"))
-	ratioTarget("small", "5,000 small files, loopback, vs rsync", 1.0, is("rsync"))
-	ratioTarget("wifi-small", "5,000 small files, Wi-Fi, vs rsync", 0.8, is("rsync"))
-	if r := rep.find("wifi-photos"); messor(r) != nil {
-		m := messor(r)
-		link := float64(wifiRate)
-		pu := float64(r.W.Bytes()) / m.pickup().Seconds() / link
-		do := float64(r.W.Bytes()) / m.dropoff().Seconds() / link
-		out = append(out, fmt.Sprintf("photo card on Wi-Fi at >= 90%% of the 25 MB/s link: pickup %.0f%%, dropoff %.0f%%: %s",
-			pu*100, do*100, verdict(pu >= 0.9 && do >= 0.9)))
-	} else {
-		out = append(out, "photo card on Wi-Fi: not measured")
+	for _, prof := range profiles {
+		vs(prof, "e2e", "scp", "end to end one file, s, vs scp twice (pickup + dropoff)", 1.0, secs((*cell).total))
+		vs(prof, "big", "scp", "1 GiB file pickup, s", 0.9, secs((*cell).pickup))
+		vs(prof, "big", "scp", "1 GiB file dropoff, s", 0.9, secs((*cell).dropoff))
+		vs(prof, "small", "rsync", "5,000 small files, loopback, s", 1.0, secs((*cell).total))
+		if r := rep.find("big", prof); r != nil {
+			vs(prof, "big", "scp", "carrier CPU s per GiB, 1 GiB file", 1.2, func(c *cell) float64 { return c.cpuPerGiB(r.W) })
+		}
 	}
-	if m := messor(rep.find("big")); m != nil {
-		pk, dr := m.peakRSS()
-		peak := max(pk, dr) >> 10
-		out = append(out, fmt.Sprintf("peak carrier RSS, 1 GiB file: %d MiB (target < 64 MiB): %s", peak, verdict(peak < 64)))
+	quick := profiles
+	if len(quick) > 0 {
+		quick = quick[:1]
+	}
+	for _, prof := range quick {
+		vs(prof, "e2e", "nncp", "end to end one file vs NNCP xfer + toss", 1.0, secs((*cell).total))
+		vs(prof, "wifi-small", "rsync", "5,000 small files, Wi-Fi", 0.8, secs((*cell).total))
+		if r := rep.find("wifi-photos", prof); okCell(r, "messor") != nil {
+			m := okCell(r, "messor")
+			link := float64(wifiRate)
+			pu := float64(r.W.Bytes()) / m.pickup().Seconds() / link
+			do := float64(r.W.Bytes()) / m.dropoff().Seconds() / link
+			out = append(out, fmt.Sprintf("%s: photo card on Wi-Fi at >= 90%% of the 25 MB/s link: pickup %.0f%%, dropoff %.0f%%: %s",
+				prof, pu*100, do*100, verdict(pu >= 0.9 && do >= 0.9)))
+		}
+		if m := okCell(rep.find("big", prof), "messor"); m != nil {
+			pk, dr := m.peakRSS()
+			peak := max(pk, dr) >> 10
+			out = append(out, fmt.Sprintf("%s: peak carrier RSS, 1 GiB file: %d MiB (target < 64 MiB): %s", prof, peak, verdict(peak < 64)))
+		}
 	}
 	if r := rep.RSS100k; r != nil && r.Err == nil {
 		peak := max(r.S.RSSPickup, r.S.RSSDropoff) >> 10

@@ -14,7 +14,7 @@ import (
 func TestSmoke(t *testing.T) {
 	var progress strings.Builder
 	rep, err := run(context.Background(), options{
-		Scale: 1, Smoke: true, Runs: 1,
+		Scale: 1, Smoke: true, Runs: 1, Profiles: profQuick,
 		Tools:  strings.Join(transferTools, ","),
 		Cipher: "auto",
 		Log:    &progress,
@@ -52,7 +52,51 @@ func TestSmoke(t *testing.T) {
 	if rep.RSS100k == nil || rep.RSS100k.S.RSSPickup == 0 {
 		t.Errorf("peak RSS of the many-files run not measured")
 	}
-	if e2e := rep.find("e2e"); e2e != nil && e2e.Cells["nncp"] == nil {
+	if e2e := rep.find("e2e", profQuick); e2e != nil && e2e.Cells["nncp"] == nil {
 		t.Logf("nncp did not run: %s", rep.NNCP)
+	}
+}
+
+// TestSmokeProfiles runs the small-file workload, tiny, on the heavy-shell
+// and no-exec profiles: every tool that can run there must deliver intact,
+// rsync must be reported n/a on no-exec, and the heavy shell must have
+// started for every tool's sessions. No timing is asserted.
+func TestSmokeProfiles(t *testing.T) {
+	var progress strings.Builder
+	rep, err := run(context.Background(), options{
+		Scale: 1, Smoke: true, Runs: 1, Only: "small",
+		Profiles: profHeavy + "," + profNoExec,
+		Tools:    "messor,scp,sftp,rsync",
+		Cipher:   "auto",
+		Log:      &progress,
+	})
+	if testing.Verbose() || err != nil || (rep != nil && rep.Failed()) {
+		t.Logf("progress:\n%s", progress.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := rep.Errors(); len(errs) > 0 {
+		t.Fatalf("bench profiles run failed:\n%s\n\nreport:\n%s", strings.Join(errs, "\n"), rep.Markdown())
+	}
+	heavy, noExec := rep.find("small", profHeavy), rep.find("small", profNoExec)
+	if heavy == nil || noExec == nil {
+		t.Fatalf("small: a profile is missing from the report:\n%s", rep.Markdown())
+	}
+	for _, tool := range []string{"messor", "scp", "sftp", "rsync"} {
+		c := heavy.Cells[tool]
+		if !c.ok() {
+			t.Errorf("heavy-shell: %s: no successful run", tool)
+		} else if c.Samples[0].ShellStarts < 1 {
+			t.Errorf("heavy-shell: %s: the login shell never started", tool)
+		}
+	}
+	for _, tool := range []string{"messor", "scp", "sftp"} {
+		if !noExec.Cells[tool].ok() {
+			t.Errorf("no-exec: %s: no successful run", tool)
+		}
+	}
+	if noExec.Cells["rsync"] != nil || noExec.NA["rsync"] == "" {
+		t.Errorf("no-exec: rsync should be reported n/a, got cell %v, NA %q", noExec.Cells["rsync"], noExec.NA["rsync"])
 	}
 }

@@ -27,6 +27,14 @@ type sample struct {
 	// from /proc/stat. Near 2 s per second of wall time on this 2-core
 	// machine means the run was CPU-bound.
 	CPU time.Duration
+	// LocalCPU is the carrier side's own CPU time (user + system of the
+	// tool and the children it waited for, e.g. scp's ssh), from wait4:
+	// what a phone's battery pays. Other load on the machine does not
+	// count here.
+	LocalCPU time.Duration
+	// ShellStarts is how many times the host's login shell started
+	// (heavy-shell profile only): one per ssh session, exec or SFTP.
+	ShellStarts int
 }
 
 func (s sample) Total() time.Duration { return s.Pickup + s.Dropoff }
@@ -34,8 +42,9 @@ func (s sample) Total() time.Duration { return s.Pickup + s.Dropoff }
 // cmdResult is what one process did.
 type cmdResult struct {
 	Elapsed time.Duration
-	MaxRSS  int64 // KiB
-	CPU     time.Duration
+	MaxRSS  int64         // KiB
+	CPU     time.Duration // machine-wide busy
+	Local   time.Duration // the process tree's own user + system time
 	Out     string
 }
 
@@ -61,6 +70,9 @@ func (r *runner) run(env []string, argv ...string) (cmdResult, error) {
 		<-polled
 	}
 	res := cmdResult{Elapsed: time.Since(start), Out: out.String(), MaxRSS: hwm.Load(), CPU: busyCPU() - cpu0}
+	if ps := cmd.ProcessState; ps != nil {
+		res.Local = ps.UserTime() + ps.SystemTime()
+	}
 	r.logf("  $ %s (%.3fs)\n%s", strings.Join(argv, " "), res.Elapsed.Seconds(), indent(res.Out))
 	if err != nil {
 		return res, fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, res.Out)
@@ -189,8 +201,9 @@ func (r *runner) transfer(w *workload, tool string) (sample, error) {
 	if err != nil {
 		return sample{}, err
 	}
-	home := r.home(w.Link)
+	home := r.home(w)
 	env := home.env()
+	starts0 := r.ph.shellStarts()
 	ssh := "ssh -F " + home.Config
 	stage := filepath.Join(p.local, "stage")
 	var s sample
@@ -245,6 +258,10 @@ func (r *runner) transfer(w *workload, tool string) (sample, error) {
 	}
 	s.Pickup, s.Dropoff = pick.Elapsed, drop.Elapsed
 	s.CPU = pick.CPU + drop.CPU
+	s.LocalCPU = pick.Local + drop.Local
+	if w.profile() == profHeavy {
+		s.ShellStarts = r.ph.shellStarts() - starts0
+	}
 	return s, r.verify(w, p.dest)
 }
 
@@ -319,6 +336,7 @@ func (r *runner) nncp(w *workload) (sample, error) {
 	}
 	s.Prep, s.Pickup, s.Dropoff = file.Elapsed, tx.Elapsed, rx.Elapsed+toss.Elapsed
 	s.CPU = tx.CPU + rx.CPU + toss.CPU
+	s.LocalCPU = tx.Local + rx.Local + toss.Local
 	got, err := readManifest(n.incoming)
 	if err != nil {
 		return s, err
@@ -418,7 +436,7 @@ func (r *runner) ttfb(w *workload) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	home := r.home(w.Link)
+	home := r.home(w)
 	buf := filepath.Join(p.local, "buffer")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -450,8 +468,8 @@ func (r *runner) ttfb(w *workload) (time.Duration, error) {
 
 // sshTrue times `ssh host true`: connect, key exchange, login and one exec,
 // the floor for any tool that starts a remote command.
-func (r *runner) sshTrue(link string) (time.Duration, error) {
-	home := r.home(link)
+func (r *runner) sshTrue(w *workload) (time.Duration, error) {
+	home := r.home(w)
 	res, err := r.run(home.env(), "ssh", "-F", home.Config, "hosta", "true")
 	return res.Elapsed, err
 }

@@ -18,9 +18,11 @@ type workload struct {
 	Key   string // short id: "big", "small", ...
 	Title string
 	Link  string // "loopback" or "wifi"
-	files []fileSpec
-	tools []string // tools run on it; nil means every transfer tool
-	Skip  string   // why tools outside tools were not run
+	// Profile is the host profile it runs on (profiles.go); "" is quick.
+	Profile string
+	files   []fileSpec
+	tools   []string // tools run on it; nil means every transfer tool
+	Skip    string   // why tools outside tools were not run
 }
 
 // fileSpec is one file: its path and how to make its content.
@@ -49,6 +51,13 @@ func (w *workload) Distinct() int {
 		seen[[2]uint64{f.Seed, uint64(f.Size)}] = true
 	}
 	return len(seen)
+}
+
+func (w *workload) profile() string {
+	if w.Profile == "" {
+		return profQuick
+	}
+	return w.Profile
 }
 
 func (w *workload) runs(tool string) bool {
