@@ -128,6 +128,7 @@ func (c *SSHConfig) route(name string) (key, value string, err error) {
 	if c == nil || c.cfg == nil {
 		return "", "", nil
 	}
+	name = strings.ToLower(name) // as resolveBase looks it up
 	jumpNone := false
 	// see takes one value; done says the route is settled.
 	see := func(k, v string) (done bool) {
@@ -184,7 +185,7 @@ func (c *SSHConfig) resolveJumps(name, value string, via []string) ([]Host, erro
 		if err != nil {
 			return nil, fmt.Errorf("ssh config: host %s: ProxyJump %q: %w", name, value, err)
 		}
-		if slices.Contains(via, j.host) {
+		if slices.ContainsFunc(via, func(v string) bool { return strings.EqualFold(v, j.host) }) {
 			return nil, fmt.Errorf("ssh config: host %s: ProxyJump loops: %s → %s; leave the jump host out of the Host patterns that give it a ProxyJump (e.g. \"Host * !%s\")",
 				name, strings.Join(via, " → "), j.host, j.host)
 		}

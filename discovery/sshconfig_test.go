@@ -370,3 +370,29 @@ func sshG(t *testing.T, ssh, config string, args ...string) map[string]string {
 	}
 	return m
 }
+
+// TestResolveNameCase: a name matches Host patterns without regard to case
+// for everything Resolve reads, the route and the refusals included, so a
+// block's HostName is never taken without its ProxyJump.
+func TestResolveNameCase(t *testing.T) {
+	c, _ := loadConfig(t, `Host office
+  HostName 10.0.0.5
+  ProxyJump Bastion
+Host rc
+  RemoteCommand ls
+Host bastion
+  HostName 10.0.0.1
+  ProxyJump none
+`)
+	h, err := c.Resolve("Office")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.HostName != "10.0.0.5" || h.Route() != "via ProxyJump Bastion" || h.ProxyJump[0].HostName != "10.0.0.1" {
+		t.Errorf("Office: HostName %s, %s, want 10.0.0.5 via ProxyJump to bastion's 10.0.0.1", h.HostName, h.Route())
+	}
+	var ue *UnsupportedOptionError
+	if _, err := c.Resolve("RC"); !errors.As(err, &ue) {
+		t.Errorf("RC with RemoteCommand: %v, want an *UnsupportedOptionError", err)
+	}
+}
