@@ -340,6 +340,8 @@ func configLines(b []byte, home string) []byte {
 		}
 		lead := l[:len(l)-len(rest)+end] // indentation and keyword
 		switch key := string(rest[:end]); {
+		case strings.EqualFold(key, "host") && bytes.ContainsRune(rest[end:], '"'):
+			lines[i] = slices.Concat(lead, []byte(" "+hostPatterns(string(rest[end:]))))
 		case strings.EqualFold(key, "host"), strings.EqualFold(key, "match"):
 			lines[i] = slices.Concat(lead, bytes.ToLower(bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" "))))
 		case strings.EqualFold(key, "include"):
@@ -351,6 +353,32 @@ func configLines(b []byte, home string) []byte {
 		}
 	}
 	return bytes.Join(lines, []byte("\n"))
+}
+
+// hostPatterns returns the patterns of a Host line's value (after the
+// keyword) with double quotes as OpenSSH reads them (the parser would keep
+// the quotes, and the block would apply to no host): unquoted, lower case,
+// up to a word starting with '#'. A pattern with a blank in it matches no
+// host name messor takes, and is left out; "!*" stands for a line left
+// with none.
+func hostPatterns(val string) string {
+	words, err := splitArgs(strings.TrimLeft(val, " \t="))
+	if err != nil {
+		return "!*" // not reached: rewriteMatches refuses unbalanced quotes
+	}
+	var pats []string
+	for _, w := range words {
+		if strings.HasPrefix(w, "#") {
+			break
+		}
+		if !strings.ContainsAny(w, " \t") {
+			pats = append(pats, strings.ToLower(w))
+		}
+	}
+	if len(pats) == 0 {
+		return "!*"
+	}
+	return strings.Join(pats, " ")
 }
 
 // includePaths returns the paths of an Include line's value (after the

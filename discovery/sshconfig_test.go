@@ -312,12 +312,15 @@ Match host d?
 Host *.lan !nas.lan
   HostName %h.example
   Port 2222
+Host q1 "q2" "q 3"
+  HostName %h.quoted
+  ProxyJump j1
 Host j1
   HostName jump.example
 Match all
   User bob
 `)
-	for _, name := range []string{"pc", "pj", "none-first", "cmd-none", "c1", "c9", "d1", "x.lan", "nas.lan", "j1", "plain"} {
+	for _, name := range []string{"pc", "pj", "none-first", "cmd-none", "c1", "c9", "d1", "x.lan", "nas.lan", "j1", "plain", "q2", "q"} {
 		h, err := c.Resolve(name)
 		if err != nil {
 			t.Errorf("Resolve(%s): %v", name, err)
@@ -394,5 +397,28 @@ Host bastion
 	var ue *UnsupportedOptionError
 	if _, err := c.Resolve("RC"); !errors.As(err, &ue) {
 		t.Errorf("RC with RemoteCommand: %v, want an *UnsupportedOptionError", err)
+	}
+}
+
+// TestResolveQuotedHost: quoted Host patterns apply as OpenSSH applies them
+// (TestResolveAgreesWithOpenSSH), and where messor cannot read them, the
+// config is refused rather than the block skipped: unbalanced quotes (as
+// OpenSSH refuses them), or quotes in an Included file.
+func TestResolveQuotedHost(t *testing.T) {
+	home := t.TempDir()
+	ssh := filepath.Join(home, ".ssh")
+	os.MkdirAll(ssh, 0o700)
+	os.WriteFile(filepath.Join(ssh, "config"), []byte("Host a \"b\n  ProxyJump j\n"), 0o600)
+	if _, err := LoadSSHConfig(home); err == nil || !strings.Contains(err.Error(), "config:1") {
+		t.Errorf("Host line with unbalanced quotes: %v, want an error naming the line", err)
+	}
+	os.WriteFile(filepath.Join(ssh, "more"), []byte("Host \"nas\"\n  ProxyJump j\n"), 0o600)
+	os.WriteFile(filepath.Join(ssh, "config"), []byte("Include more\n"), 0o600)
+	c, err := LoadSSHConfig(home)
+	if err == nil {
+		h, _ := c.Resolve("nas")
+		t.Errorf("Host \"nas\" in an Included file: loaded, nas goes %s; want an error naming the line", h.Route())
+	} else if !strings.Contains(err.Error(), "more:1") {
+		t.Errorf("Host \"nas\" in an Included file: %v, want an error naming the line", err)
 	}
 }

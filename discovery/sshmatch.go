@@ -161,6 +161,9 @@ func rewriteMatches(b []byte, file string) ([]byte, []*matchBlock, error) {
 		case "":
 		case "host":
 			cur = nil
+			if _, err := splitArgs(rest); err != nil {
+				return nil, nil, &LineError{file, i + 1, fmt.Errorf("Host: %w", err)} // as OpenSSH
+			}
 		case "match":
 			crit, err := parseMatch(rest)
 			if err != nil {
@@ -191,7 +194,10 @@ func rewriteMatches(b []byte, file string) ([]byte, []*matchBlock, error) {
 // checkIncluded reads the files that b's Include lines name (as the parser
 // will: relative to home/.ssh, at most 5 deep) and fails on a Match line in
 // them that the parser would misread or refuse: any but "Match all" and
-// one "host" criterion without commas, which it reads by name. depth is 0
+// one "host" criterion without commas, which it reads by name; and on a
+// Host line with quotes, whose patterns the parser would read with the
+// quotes kept (a block for no host; configLines unquotes them only in
+// ~/.ssh/config itself). depth is 0
 // for ~/.ssh/config itself, whose Match lines rewriteMatches handles.
 func checkIncluded(b []byte, file, home string, depth int) error {
 	if depth > 5 {
@@ -208,6 +214,8 @@ func checkIncluded(b []byte, file, home string, depth int) error {
 			if !simpleMatch(crit) || crit[0].name == "originalhost" || strings.Contains(crit[0].arg, ",") {
 				return &LineError{file, i + 1, fmt.Errorf("Match %s in an Included file: messor reads only \"Match all\" and \"Match host PATTERNS\" there; move it to ~/.ssh/config itself", strings.TrimSpace(rest))}
 			}
+		case key == "host" && depth > 0 && strings.Contains(rest, `"`):
+			return &LineError{file, i + 1, fmt.Errorf("Host %s in an Included file: messor reads quoted Host patterns only in ~/.ssh/config itself; unquote them or move the block there", strings.TrimSpace(rest))}
 		case key == "include":
 			pats, err := splitArgs(rest)
 			if err != nil {
