@@ -253,6 +253,10 @@ Match exec "test -e /tmp/on-vpn" originalhost vpn-*,!vpn-ok
   ProxyJump bastion
 Match user root
   ServerAliveInterval 5
+Host lc-*
+  LocalCommand echo hi
+Match exec "test -e /tmp/on-vpn" originalhost lc-*
+  PermitLocalCommand yes
 Match all
   User everyone
 `)
@@ -269,6 +273,9 @@ Match all
 	}
 	if h, err := c.Resolve("vpn-ok"); err != nil || len(h.ProxyJump) != 0 {
 		t.Errorf("Match exec whose originalhost leaves the host out: %+v, %v", h.ProxyJump, err)
+	}
+	if _, err := c.Resolve("lc-1"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "Match exec") {
+		t.Errorf("Match exec that may permit a LocalCommand: %v, want refused, naming the line", err)
 	}
 	if _, err := c.Resolve("nas"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "Match host 10.0.*") {
 		t.Errorf("Match host that applies by HostName only: %v", err)

@@ -332,9 +332,10 @@ func (m *matchBlock) matters() bool {
 	return false
 }
 
-// readKeys are the ssh_config keywords Resolve reads.
+// readKeys are the ssh_config keywords Resolve reads (PermitLocalCommand:
+// whether a LocalCommand is refused).
 var readKeys = map[string]bool{
 	"hostname": true, "port": true, "user": true, "identityfile": true, "userknownhostsfile": true,
 	"hostkeyalias": true, "stricthostkeychecking": true, "connecttimeout": true,
-	"proxyjump": true, "proxycommand": true,
+	"proxyjump": true, "proxycommand": true, "permitlocalcommand": true,
 }
