@@ -40,7 +40,7 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
-	if err := checkIncluded(b, p, home, 0); err != nil {
+	if err := c.checkIncluded(b, p, home, 0); err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
 	cfg, err := ssh_config.DecodeBytes(configLines(b, home))

@@ -287,6 +287,16 @@ Match all
 	if _, err := LoadSSHConfig(home); err == nil || !strings.Contains(err.Error(), "more:1") {
 		t.Errorf("Match host a user b in an Included file: %v, want an error naming the line", err)
 	}
+	// OpenSSH matches it against nas's HostName, and jumps.
+	os.WriteFile(filepath.Join(home, ".ssh", "more"), []byte("Match host 10.0.0.*\n  ProxyJump bastion\n"), 0o600)
+	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Host nas\n  HostName 10.0.0.5\nInclude more\n"), 0o600)
+	c, err = LoadSSHConfig(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := c.Resolve("nas"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "more:1") {
+		t.Errorf("Match host in an Included file that applies by HostName only: %s, %v; want refused, naming the line", h.Route(), err)
+	}
 }
 
 // TestResolveAgreesWithOpenSSH: for hosts messor does not refuse, Resolve

@@ -28,7 +28,8 @@ import (
 //     line excludes the host.
 //
 // Match lines in Included files (which the parser reads itself) are held
-// to the first form; any other is an error naming file and line.
+// to the first form, and their "Match host" refuses hosts as above; any
+// other is an error naming file and line.
 
 // matchBlock is one Match line of the config file and what its block sets.
 type matchBlock struct {
@@ -197,11 +198,20 @@ func rewriteMatches(b []byte, file string) ([]byte, []*matchBlock, error) {
 // one "host" criterion without commas, which it reads by name; and on a
 // Host line with quotes, whose patterns the parser would read with the
 // quotes kept (a block for no host; configLines unquotes them only in
-// ~/.ssh/config itself). depth is 0
-// for ~/.ssh/config itself, whose Match lines rewriteMatches handles.
-func checkIncluded(b []byte, file, home string, depth int) error {
+// ~/.ssh/config itself). The Match lines it reads by name are added to
+// c.matches, for checkMatches to refuse the hosts OpenSSH would judge
+// differently by their HostName. depth is 0 for ~/.ssh/config itself,
+// whose Match lines rewriteMatches handles.
+func (c *SSHConfig) checkIncluded(b []byte, file, home string, depth int) error {
 	if depth > 5 {
 		return nil // the parser refuses it itself
+	}
+	if depth > 0 {
+		_, blocks, err := rewriteMatches(b, file)
+		if err != nil {
+			return err
+		}
+		c.matches = append(c.matches, blocks...)
 	}
 	for i, line := range strings.Split(string(b), "\n") {
 		key, rest := splitKeyword(line)
@@ -222,7 +232,7 @@ func checkIncluded(b []byte, file, home string, depth int) error {
 				return &LineError{file, i + 1, err}
 			}
 			for _, p := range pats {
-				if err := checkIncludeGlob(p, home, depth); err != nil {
+				if err := c.checkIncludeGlob(p, home, depth); err != nil {
 					return err
 				}
 			}
@@ -232,7 +242,7 @@ func checkIncluded(b []byte, file, home string, depth int) error {
 }
 
 // checkIncludeGlob runs checkIncluded on the files an Include pattern names.
-func checkIncludeGlob(p, home string, depth int) error {
+func (c *SSHConfig) checkIncludeGlob(p, home string, depth int) error {
 	switch {
 	case strings.HasPrefix(p, "~/"):
 		p = filepath.Join(home, p[2:])
@@ -245,7 +255,7 @@ func checkIncludeGlob(p, home string, depth int) error {
 		if err != nil {
 			return fmt.Errorf("Include: %w", err)
 		}
-		if err := checkIncluded(b, f, home, depth+1); err != nil {
+		if err := c.checkIncluded(b, f, home, depth+1); err != nil {
 			return err
 		}
 	}
