@@ -152,7 +152,12 @@ func (c *SSHConfig) route(name string) (key, value string, err error) {
 		for _, node := range host.Nodes {
 			switch n := node.(type) {
 			case *ssh_config.KV:
-				if k := strings.ToLower(n.Key); (k == "proxyjump" || k == "proxycommand") && see(k, n.Value) {
+				k := strings.ToLower(n.Key)
+				if k == "proxycommand" && strings.EqualFold(n.Value, "none") && (n.Comment != "" || strings.Contains(n.String(), `"`)) {
+					return "", "", &UnsupportedOptionError{Host: name, Option: "ProxyCommand", Value: strings.TrimSpace(n.String()[len(n.Key):]),
+						Fix: "OpenSSH reads the whole rest of the line, quotes and comment included, as a command to run; write \"ProxyCommand none\" alone for none"}
+				}
+				if (k == "proxyjump" || k == "proxycommand") && see(k, n.Value) {
 					return key, value, nil
 				}
 			case *ssh_config.Include:

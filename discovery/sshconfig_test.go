@@ -439,3 +439,21 @@ func TestResolveQuotedHost(t *testing.T) {
 		t.Errorf("Host \"nas\" in an Included file: %v, want an error naming the line", err)
 	}
 }
+
+// TestResolveProxyCommandNotNone: OpenSSH reads the rest of a ProxyCommand
+// line as the command, so "none" with a comment after it, or in quotes, is
+// a command named none (which fails), not "no ProxyCommand": the host is
+// refused rather than dialled directly.
+func TestResolveProxyCommandNotNone(t *testing.T) {
+	c, _ := loadConfig(t, "Host c1\n  ProxyCommand none # off\nHost c2\n  ProxyCommand \"none\"\nHost c3\n  ProxyCommand NONE\nHost *\n  ProxyJump j\nHost j\n  ProxyJump none\n")
+	for _, name := range []string{"c1", "c2"} {
+		h, err := c.Resolve(name)
+		var ue *UnsupportedOptionError
+		if !errors.As(err, &ue) {
+			t.Errorf("%s: %s, %v; want an *UnsupportedOptionError", name, h.Route(), err)
+		}
+	}
+	if h, err := c.Resolve("c3"); err != nil || h.Route() != "direct" {
+		t.Errorf("ProxyCommand NONE: %s, %v; want direct", h.Route(), err)
+	}
+}
