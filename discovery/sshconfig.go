@@ -17,18 +17,37 @@ import (
 )
 
 // SSHConfig resolves host names the way OpenSSH's client does, from the
-// user's ~/.ssh/config (parsed by github.com/kevinburke/ssh_config). The
-// zero value (or nil) resolves every name to itself with OpenSSH defaults.
+// user's ~/.ssh/config and then the system's /etc/ssh/ssh_config (parsed by
+// github.com/kevinburke/ssh_config): the first value found wins. The zero
+// value (or nil) resolves every name to itself with OpenSSH defaults.
 type SSHConfig struct {
 	home    string
+	dir     string // where relative Include paths are: ~/.ssh, /etc/ssh
 	cfg     *ssh_config.Config
 	matches []*matchBlock // the file's Match lines (see sshmatch.go)
+	sys     *SSHConfig    // the system's file, read after this one
 }
 
-// LoadSSHConfig reads home/.ssh/config. A missing file is not an error.
+// systemConfig is OpenSSH's system-wide client configuration.
+var systemConfig = "/etc/ssh/ssh_config"
+
+// LoadSSHConfig reads home/.ssh/config and systemConfig. A missing file is
+// not an error.
 func LoadSSHConfig(home string) (*SSHConfig, error) {
-	c := &SSHConfig{home: home}
-	p := filepath.Join(home, ".ssh", "config")
+	c, err := loadConfigFile(home, filepath.Join(home, ".ssh", "config"), filepath.Join(home, ".ssh"))
+	if err != nil {
+		return nil, err
+	}
+	if c.sys, err = loadConfigFile(home, systemConfig, filepath.Dir(systemConfig)); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// loadConfigFile reads one config file, p, whose relative Include paths
+// are under dir.
+func loadConfigFile(home, p, dir string) (*SSHConfig, error) {
+	c := &SSHConfig{home: home, dir: dir}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
@@ -43,7 +62,7 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 	if err := c.checkIncluded(b, p, home, 0); err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
-	cfg, err := ssh_config.DecodeBytes(configLines(b, home))
+	cfg, err := ssh_config.DecodeBytes(configLines(b, home, dir))
 	if err != nil {
 		return nil, fmt.Errorf("ssh config %s: %w", p, err)
 	}
@@ -52,25 +71,26 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 }
 
 func (c *SSHConfig) get(alias, key string) string {
-	if c == nil || c.cfg == nil {
+	if c == nil {
 		return ""
 	}
-	v, err := c.cfg.Get(alias, key)
-	if err != nil {
-		return ""
+	if c.cfg != nil {
+		if v, err := c.cfg.Get(alias, key); err == nil && v != "" {
+			return v
+		}
 	}
-	return v
+	return c.sys.get(alias, key)
 }
 
 func (c *SSHConfig) getAll(alias, key string) []string {
-	if c == nil || c.cfg == nil {
+	if c == nil {
 		return nil
 	}
-	v, err := c.cfg.GetAll(alias, key)
-	if err != nil {
-		return nil
+	var v []string
+	if c.cfg != nil {
+		v, _ = c.cfg.GetAll(alias, key)
 	}
-	return v
+	return append(v, c.sys.getAll(alias, key)...)
 }
 
 // Resolve returns the Host for a messor name: HostName, Port, User,
@@ -99,7 +119,10 @@ func (c *SSHConfig) resolve(name string, via []string) (Host, error) {
 	if err := c.checkMatches(name, h.HostName); err != nil {
 		return h, err
 	}
-	key, v, err := c.route(name)
+	if err := c.sys.checkMatches(name, h.HostName); err != nil {
+		return h, err
+	}
+	key, v, _, err := c.route(name, false)
 	if err != nil {
 		return h, err
 	}
@@ -124,12 +147,16 @@ func (c *SSHConfig) resolve(name string, via []string) (Host, error) {
 // against ssh -G): the first ProxyCommand, even "none", settles it, unless
 // a ProxyJump other than "none" came first; "ProxyJump none" ends the
 // search for a ProxyJump only.
-func (c *SSHConfig) route(name string) (key, value string, err error) {
-	if c == nil || c.cfg == nil {
-		return "", "", nil
+// jumpNone is whether a file read before said "ProxyJump none" (as it
+// returns); the system's file is read after this one.
+func (c *SSHConfig) route(name string, jumpNone bool) (key, value string, _ bool, err error) {
+	if c == nil {
+		return "", "", jumpNone, nil
+	}
+	if c.cfg == nil {
+		return c.sys.route(name, jumpNone)
 	}
 	name = strings.ToLower(name) // as resolveBase looks it up
-	jumpNone := false
 	// see takes one value; done says the route is settled.
 	see := func(k, v string) (done bool) {
 		switch {
@@ -154,25 +181,25 @@ func (c *SSHConfig) route(name string) (key, value string, err error) {
 			case *ssh_config.KV:
 				k := strings.ToLower(n.Key)
 				if k == "proxycommand" && strings.EqualFold(n.Value, "none") && (n.Comment != "" || strings.Contains(n.String(), `"`)) {
-					return "", "", &UnsupportedOptionError{Host: name, Option: "ProxyCommand", Value: strings.TrimSpace(n.String()[len(n.Key):]),
+					return "", "", false, &UnsupportedOptionError{Host: name, Option: "ProxyCommand", Value: strings.TrimSpace(n.String()[len(n.Key):]),
 						Fix: "OpenSSH reads the whole rest of the line, quotes and comment included, as a command to run; write \"ProxyCommand none\" alone for none"}
 				}
 				if (k == "proxyjump" || k == "proxycommand") && see(k, n.Value) {
-					return key, value, nil
+					return key, value, jumpNone, nil
 				}
 			case *ssh_config.Include:
 				j, p := n.Get(name, "ProxyJump"), n.Get(name, "ProxyCommand")
 				if j != "" && p != "" && !strings.EqualFold(j, "none") && !jumpNone {
-					return "", "", &UnsupportedOptionError{Host: name, Option: "ProxyJump and ProxyCommand", Value: "in one Included file",
+					return "", "", false, &UnsupportedOptionError{Host: name, Option: "ProxyJump and ProxyCommand", Value: "in one Included file",
 						Fix: "messor cannot tell which comes first there; keep one of them for this host"}
 				}
 				if (j != "" && see("proxyjump", j)) || (p != "" && see("proxycommand", p)) {
-					return key, value, nil
+					return key, value, jumpNone, nil
 				}
 			}
 		}
 	}
-	return "", "", nil
+	return c.sys.route(name, jumpNone)
 }
 
 // resolveJumps resolves a ProxyJump value ("a,user@b:2222") for host name:
@@ -332,10 +359,11 @@ func (c *SSHConfig) resolveBase(name string) (Host, error) {
 // spaces (the parser splits only on spaces, and would read "Host
 // home<TAB>nas" as one pattern) and in lower case (OpenSSH matches host
 // names without regard to case; Resolve and Configures look up the
-// lower-cased name); the files of an Include line under home (the parser
-// would look under the account's home in the password database, which
-// Configures does not). Files the config Includes are parsed as they are.
-func configLines(b []byte, home string) []byte {
+// lower-cased name); the relative files of an Include line under dir (the
+// parser would look under the account's home in the password database,
+// which Configures does not). Files the config Includes are parsed as they
+// are.
+func configLines(b []byte, home, dir string) []byte {
 	lines := bytes.Split(b, []byte("\n"))
 	for i, l := range lines {
 		rest := bytes.TrimLeft(l, " \t")
@@ -351,7 +379,7 @@ func configLines(b []byte, home string) []byte {
 			lines[i] = slices.Concat(lead, bytes.ToLower(bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" "))))
 		case strings.EqualFold(key, "include"):
 			// Left alone if a path has a blank: the parser splits on spaces.
-			paths := includePaths(string(rest[end:]), home)
+			paths := includePaths(string(rest[end:]), home, dir)
 			if len(paths) > 0 && !slices.ContainsFunc(paths, func(p string) bool { return strings.ContainsAny(p, " \t") }) {
 				lines[i] = slices.Concat(lead, []byte(" "+strings.Join(paths, " ")))
 			}
@@ -388,8 +416,9 @@ func hostPatterns(val string) string {
 
 // includePaths returns the paths of an Include line's value (after the
 // keyword) as OpenSSH reads them: "~/" is home, relative paths are under
-// home/.ssh; globs are left to expand.
-func includePaths(val, home string) []string {
+// dir (~/.ssh, or /etc/ssh for the system's file); globs are left to
+// expand.
+func includePaths(val, home, dir string) []string {
 	val, _, _ = strings.Cut(val, "#")
 	var out []string
 	for _, p := range strings.Fields(strings.TrimLeft(val, " \t=")) {
@@ -397,7 +426,7 @@ func includePaths(val, home string) []string {
 		case strings.HasPrefix(p, "~/"):
 			p = filepath.Join(home, p[2:])
 		case !filepath.IsAbs(p):
-			p = filepath.Join(home, ".ssh", p)
+			p = filepath.Join(dir, p)
 		}
 		out = append(out, p)
 	}

@@ -457,3 +457,29 @@ func TestResolveProxyCommandNotNone(t *testing.T) {
 		t.Errorf("ProxyCommand NONE: %s, %v; want direct", h.Route(), err)
 	}
 }
+
+// TestResolveSystemConfig: /etc/ssh/ssh_config is read after the user's
+// file, as OpenSSH reads it: a route or a refused option set there applies
+// unless the user's file set the option first.
+func TestResolveSystemConfig(t *testing.T) {
+	sys := filepath.Join(t.TempDir(), "ssh_config")
+	os.WriteFile(filepath.Join(filepath.Dir(sys), "corp.conf"), []byte("Host *.corp\n  ProxyCommand nc %h %p\n"), 0o600)
+	os.WriteFile(sys, []byte("Include corp.conf\nHost nas n2\n  HostName 10.0.0.5\n  RemoteCommand tmux\n"), 0o600)
+	old := systemConfig
+	systemConfig = sys
+	defer func() { systemConfig = old }()
+	c, _ := loadConfig(t, "Host b.corp\n  ProxyCommand none\nHost n2\n  HostName 10.0.0.6\n  RemoteCommand none\n")
+	if h, err := c.Resolve("a.corp"); err != nil || h.ProxyCommand != "nc %h %p" {
+		t.Errorf("a.corp: %s, %v; want the system's ProxyCommand", h.Route(), err)
+	}
+	if h, err := c.Resolve("b.corp"); err != nil || h.Route() != "direct" {
+		t.Errorf("b.corp: %s, %v; want direct (ProxyCommand none in the user's file)", h.Route(), err)
+	}
+	var ue *UnsupportedOptionError
+	if _, err := c.Resolve("nas"); !errors.As(err, &ue) {
+		t.Errorf("nas: %v; want the system's RemoteCommand refused", err)
+	}
+	if h, err := c.Resolve("n2"); err != nil || h.HostName != "10.0.0.6" {
+		t.Errorf("n2: %s, %v; want the user's HostName, RemoteCommand none", h.HostName, err)
+	}
+}

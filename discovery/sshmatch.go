@@ -193,7 +193,7 @@ func rewriteMatches(b []byte, file string) ([]byte, []*matchBlock, error) {
 }
 
 // checkIncluded reads the files that b's Include lines name (as the parser
-// will: relative to home/.ssh, at most 5 deep) and fails on a Match line in
+// will: relative to c.dir, at most 5 deep) and fails on a Match line in
 // them that the parser would misread or refuse: any but "Match all" and
 // one "host" criterion without commas, which it reads by name; and on a
 // Host line with quotes, whose patterns the parser would read with the
@@ -247,7 +247,7 @@ func (c *SSHConfig) checkIncludeGlob(p, home string, depth int) error {
 	case strings.HasPrefix(p, "~/"):
 		p = filepath.Join(home, p[2:])
 	case !filepath.IsAbs(p):
-		p = filepath.Join(home, ".ssh", p)
+		p = filepath.Join(c.dir, p)
 	}
 	files, _ := filepath.Glob(p)
 	for _, f := range files {
