@@ -32,14 +32,15 @@ type SSHConfig struct {
 var systemConfig = "/etc/ssh/ssh_config"
 
 // LoadSSHConfig reads home/.ssh/config and systemConfig. A missing file is
-// not an error.
+// not an error. A system file messor cannot read is skipped: Fedora's, for
+// one, Includes a file with "Match final all", which the parser refuses.
 func LoadSSHConfig(home string) (*SSHConfig, error) {
 	c, err := loadConfigFile(home, filepath.Join(home, ".ssh", "config"), filepath.Join(home, ".ssh"))
 	if err != nil {
 		return nil, err
 	}
-	if c.sys, err = loadConfigFile(home, systemConfig, filepath.Dir(systemConfig)); err != nil {
-		return nil, err
+	if sys, err := loadConfigFile(home, systemConfig, filepath.Dir(systemConfig)); err == nil {
+		c.sys = sys
 	}
 	return c, nil
 }

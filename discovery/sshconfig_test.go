@@ -415,6 +415,27 @@ Host bastion
 	if _, err := c.Resolve("RC"); !errors.As(err, &ue) {
 		t.Errorf("RC with RemoteCommand: %v, want an *UnsupportedOptionError", err)
 	}
+	// The parser reads an Included file's patterns as written: one that
+	// could never match (upper case, a tab inside) refuses the config.
+	home := t.TempDir()
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Include more\n"), 0o600)
+	for _, block := range []string{"Host NAS # the NAS\n", "Host a\tnas\n", "Match host NAS\n"} {
+		os.WriteFile(filepath.Join(home, ".ssh", "more"), []byte(block+"  ProxyJump j\nHost j\n  ProxyJump none\n"), 0o600)
+		c, err := LoadSSHConfig(home)
+		if err == nil {
+			h, _ := c.Resolve("NAS")
+			t.Errorf("%q in an Included file: loaded, NAS goes %s; want an error naming the line", block, h.Route())
+		} else if !strings.Contains(err.Error(), "more:1") {
+			t.Errorf("%q in an Included file: %v, want an error naming the line", block, err)
+		}
+	}
+	os.WriteFile(filepath.Join(home, ".ssh", "more"), []byte("Host nas # The NAS\n  ProxyJump j\nHost j\n  ProxyJump none\n"), 0o600)
+	if c, err := LoadSSHConfig(home); err != nil {
+		t.Errorf("a lower-case Host line with a comment in an Included file: %v", err)
+	} else if h, err := c.Resolve("NAS"); err != nil || h.Route() != "via ProxyJump j" {
+		t.Errorf("NAS, Host nas in an Included file: %s, %v", h.Route(), err)
+	}
 }
 
 // TestResolveQuotedHost: quoted Host patterns apply as OpenSSH applies them
@@ -481,5 +502,12 @@ func TestResolveSystemConfig(t *testing.T) {
 	}
 	if h, err := c.Resolve("n2"); err != nil || h.HostName != "10.0.0.6" {
 		t.Errorf("n2: %s, %v; want the user's HostName, RemoteCommand none", h.HostName, err)
+	}
+	// Fedora's system file Includes one with "Match final all": skipped.
+	os.WriteFile(filepath.Join(filepath.Dir(sys), "50-redhat.conf"), []byte("Match final all\n  GSSAPIAuthentication yes\n"), 0o600)
+	os.WriteFile(sys, []byte("Include 50-redhat.conf\nHost *\n  ProxyCommand nc %h %p\n"), 0o600)
+	c, _ = loadConfig(t, "Host x\n  Port 2222\n")
+	if h, err := c.Resolve("x"); err != nil || h.Port != 2222 {
+		t.Errorf("a system file messor cannot read: x %s port %d, %v; want the user's file still read", h.Route(), h.Port, err)
 	}
 }

@@ -196,9 +196,9 @@ func rewriteMatches(b []byte, file string) ([]byte, []*matchBlock, error) {
 // will: relative to c.dir, at most 5 deep) and fails on a Match line in
 // them that the parser would misread or refuse: any but "Match all" and
 // one "host" criterion without commas, which it reads by name; and on a
-// Host line with quotes, whose patterns the parser would read with the
-// quotes kept (a block for no host; configLines unquotes them only in
-// ~/.ssh/config itself). The Match lines it reads by name are added to
+// Host or Match line whose patterns the parser would read otherwise than
+// OpenSSH (see plainPatterns; configLines rewrites them only in the config
+// itself). The Match lines it reads by name are added to
 // c.matches, for checkMatches to refuse the hosts OpenSSH would judge
 // differently by their HostName. depth is 0 for ~/.ssh/config itself,
 // whose Match lines rewriteMatches handles.
@@ -216,6 +216,8 @@ func (c *SSHConfig) checkIncluded(b []byte, file, home string, depth int) error 
 	for i, line := range strings.Split(string(b), "\n") {
 		key, rest := splitKeyword(line)
 		switch {
+		case (key == "host" || key == "match") && depth > 0 && !plainPatterns(rest):
+			return &LineError{file, i + 1, fmt.Errorf("%s %s in an Included file: messor reads patterns there as written, so they must be in lower case, without quotes or tabs; rewrite them, or move the block to ~/.ssh/config itself", key, strings.TrimSpace(rest))}
 		case key == "match" && depth > 0:
 			crit, err := parseMatch(rest)
 			if err != nil {
@@ -224,8 +226,6 @@ func (c *SSHConfig) checkIncluded(b []byte, file, home string, depth int) error 
 			if !simpleMatch(crit) || crit[0].name == "originalhost" || strings.Contains(crit[0].arg, ",") {
 				return &LineError{file, i + 1, fmt.Errorf("Match %s in an Included file: messor reads only \"Match all\" and \"Match host PATTERNS\" there; move it to ~/.ssh/config itself", strings.TrimSpace(rest))}
 			}
-		case key == "host" && depth > 0 && strings.Contains(rest, `"`):
-			return &LineError{file, i + 1, fmt.Errorf("Host %s in an Included file: messor reads quoted Host patterns only in ~/.ssh/config itself; unquote them or move the block there", strings.TrimSpace(rest))}
 		case key == "include":
 			pats, err := splitArgs(rest)
 			if err != nil {
@@ -239,6 +239,18 @@ func (c *SSHConfig) checkIncluded(b []byte, file, home string, depth int) error 
 		}
 	}
 	return nil
+}
+
+// plainPatterns reports whether the value of a Host or Match line (up to a
+// comment) has no upper case, quotes or tabs: whether the parser, which
+// reads it as written, reads it as OpenSSH does for the lower-case names
+// Resolve looks up.
+func plainPatterns(rest string) bool {
+	if i := strings.Index(rest, "#"); i >= 0 && (i == 0 || rest[i-1] == ' ' || rest[i-1] == '\t') {
+		rest = rest[:i]
+	}
+	rest = strings.TrimRight(rest, " \t")
+	return !strings.ContainsAny(rest, "\"\t") && rest == strings.ToLower(rest)
 }
 
 // checkIncludeGlob runs checkIncluded on the files an Include pattern names.
