@@ -21,33 +21,18 @@ func hostileJump(t *testing.T, answer func(ssh.NewChannel)) discovery.Host {
 	hostKey, _ := sshdtest.NewKey(t)
 	cfg := &ssh.ServerConfig{NoClientAuth: true}
 	cfg.AddHostKey(hostKey)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-			go func() {
-				_, chans, reqs, err := ssh.NewServerConn(c, cfg)
-				if err != nil {
-					return
-				}
-				go ssh.DiscardRequests(reqs)
-				for nc := range chans {
-					if answer != nil {
-						answer(nc)
-					}
-				}
-			}()
+	a := serveLoopback(t, func(c net.Conn) {
+		_, chans, reqs, err := ssh.NewServerConn(c, cfg)
+		if err != nil {
+			return
 		}
-	}()
-	a := ln.Addr().(*net.TCPAddr)
+		go ssh.DiscardRequests(reqs)
+		for nc := range chans {
+			if answer != nil {
+				answer(nc)
+			}
+		}
+	})
 	return discovery.Host{Name: "jump", HostName: "127.0.0.1", Port: a.Port, User: "root"}
 }
 
@@ -62,28 +47,40 @@ func TestJumpChannelHostile(t *testing.T) {
 	target := discovery.Host{Name: "target", HostName: "10.255.255.1", Port: 22, User: "root"}
 
 	target.ProxyJump = []discovery.Host{hostileJump(t, nil)}
-	_, err := dialOrHang(t, func() (*Session, error) {
-		return dial(context.Background(), target, ssh.InsecureIgnoreHostKey(), insecure, signers, 500*time.Millisecond, nil)
-	})
-	var ue *UnreachableError
-	if !errors.As(err, &ue) {
-		t.Errorf("a jump host stalling the channel: %v, want unreachable within the connect timeout", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(300*time.Millisecond, cancel)
-	_, err = dialOrHang(t, func() (*Session, error) {
-		return dial(ctx, target, ssh.InsecureIgnoreHostKey(), insecure, signers, time.Hour, nil)
-	})
-	if !errors.As(err, &ue) {
-		t.Errorf("a jump host stalling the channel, cancelled: %v, want unreachable", err)
-	}
+	wantBounded(t, target, signer, "a jump host stalling the channel")
 
 	target.ProxyJump = []discovery.Host{hostileJump(t, func(nc ssh.NewChannel) { nc.Reject(ssh.Prohibited, "no forwarding here") })}
-	_, err = dialOrHang(t, func() (*Session, error) {
+	_, err := dialOrHang(t, func() (*Session, error) {
 		return dial(context.Background(), target, ssh.InsecureIgnoreHostKey(), insecure, signers, 10*time.Second, nil)
 	})
+	var ue *UnreachableError
 	if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), "jump host jump refused") {
 		t.Errorf("a jump host refusing the channel: %v, want a refusal naming it", err)
+	}
+}
+
+// wantBounded dials h (no host key checked) with a short connect timeout,
+// then with a long one and a context cancelled meanwhile, and wants h
+// unreachable both times.
+func wantBounded(t *testing.T, h discovery.Host, signer ssh.Signer, what string) {
+	t.Helper()
+	insecure := func(discovery.Host) ssh.HostKeyCallback { return ssh.InsecureIgnoreHostKey() }
+	signers := func() ([]ssh.Signer, error) { return []ssh.Signer{signer}, nil }
+	var ue *UnreachableError
+	_, err := dialOrHang(t, func() (*Session, error) {
+		return dial(context.Background(), h, ssh.InsecureIgnoreHostKey(), insecure, signers, 500*time.Millisecond, nil)
+	})
+	if !errors.As(err, &ue) {
+		t.Errorf("%s, timeout: %v, want an UnreachableError", what, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	time.AfterFunc(300*time.Millisecond, cancel)
+	_, err = dialOrHang(t, func() (*Session, error) {
+		return dial(ctx, h, ssh.InsecureIgnoreHostKey(), insecure, signers, time.Hour, nil)
+	})
+	if !errors.As(err, &ue) {
+		t.Errorf("%s, cancelled: %v, want an UnreachableError", what, err)
 	}
 }
 
