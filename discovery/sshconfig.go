@@ -71,6 +71,10 @@ func loadConfigFile(home, p, dir string) (*SSHConfig, error) {
 	return c, nil
 }
 
+// userOnly are the keywords read from the user's file only: the system's
+// file may route or refuse a host, never trust more host keys.
+var userOnly = map[string]bool{"stricthostkeychecking": true, "userknownhostsfile": true}
+
 func (c *SSHConfig) get(alias, key string) string {
 	if c == nil {
 		return ""
@@ -79,6 +83,9 @@ func (c *SSHConfig) get(alias, key string) string {
 		if v, err := c.cfg.Get(alias, key); err == nil && v != "" {
 			return v
 		}
+	}
+	if userOnly[strings.ToLower(key)] {
+		return ""
 	}
 	return c.sys.get(alias, key)
 }

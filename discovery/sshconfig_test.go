@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -485,13 +486,16 @@ func TestResolveProxyCommandNotNone(t *testing.T) {
 func TestResolveSystemConfig(t *testing.T) {
 	sys := filepath.Join(t.TempDir(), "ssh_config")
 	os.WriteFile(filepath.Join(filepath.Dir(sys), "corp.conf"), []byte("Host *.corp\n  ProxyCommand nc %h %p\n"), 0o600)
-	os.WriteFile(sys, []byte("Include corp.conf\nHost nas n2\n  HostName 10.0.0.5\n  RemoteCommand tmux\n"), 0o600)
+	os.WriteFile(sys, []byte("Include corp.conf\nHost nas n2\n  HostName 10.0.0.5\n  RemoteCommand tmux\nHost *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"), 0o600)
 	old := systemConfig
 	systemConfig = sys
 	defer func() { systemConfig = old }()
 	c, _ := loadConfig(t, "Host b.corp\n  ProxyCommand none\nHost n2\n  HostName 10.0.0.6\n  RemoteCommand none\n")
 	if h, err := c.Resolve("a.corp"); err != nil || h.ProxyCommand != "nc %h %p" {
 		t.Errorf("a.corp: %s, %v; want the system's ProxyCommand", h.Route(), err)
+	}
+	if h, _ := c.Resolve("a.corp"); h.StrictHostKeyChecking != "" || slices.Contains(h.KnownHostsFiles, "/dev/null") {
+		t.Errorf("a.corp: StrictHostKeyChecking %q, known_hosts %q: taken from the system's file, which may not trust more keys", h.StrictHostKeyChecking, h.KnownHostsFiles)
 	}
 	if h, err := c.Resolve("b.corp"); err != nil || h.Route() != "direct" {
 		t.Errorf("b.corp: %s, %v; want direct (ProxyCommand none in the user's file)", h.Route(), err)
