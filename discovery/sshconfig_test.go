@@ -431,7 +431,7 @@ Host bastion
 			t.Errorf("%q in an Included file: %v, want an error naming the line", block, err)
 		}
 	}
-	os.WriteFile(filepath.Join(home, ".ssh", "more"), []byte("Host nas # The NAS\n  ProxyJump j\nHost j\n  ProxyJump none\n"), 0o600)
+	os.WriteFile(filepath.Join(home, ".ssh", "more"), []byte("Host nas # The NAS\n  ProxyJump j\nMatch Host j\n  ProxyJump none\n"), 0o600)
 	if c, err := LoadSSHConfig(home); err != nil {
 		t.Errorf("a lower-case Host line with a comment in an Included file: %v", err)
 	} else if h, err := c.Resolve("NAS"); err != nil || h.Route() != "via ProxyJump j" {

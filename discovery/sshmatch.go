@@ -246,6 +246,9 @@ func (c *SSHConfig) checkIncluded(b []byte, file, home string, depth int) error 
 // reads it as written, reads it as OpenSSH does for the lower-case names
 // Resolve looks up.
 func plainPatterns(rest string) bool {
+	if key, args, ok := strings.Cut(rest, " "); ok && strings.EqualFold(key, "host") {
+		rest = args // "Match Host PATTERNS": the criterion may be in any case
+	}
 	if i := strings.Index(rest, "#"); i >= 0 && (i == 0 || rest[i-1] == ' ' || rest[i-1] == '\t') {
 		rest = rest[:i]
 	}
