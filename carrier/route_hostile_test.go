@@ -86,7 +86,8 @@ func wantBounded(t *testing.T, h discovery.Host, signer ssh.Signer, what string)
 
 // TestProxyCommandHostile: a ProxyCommand that floods standard error and
 // then prints garbage, or leaves a child holding its pipes, fails the dial
-// with a bounded message, and the dial returns.
+// with a bounded message, and the dial returns; one that never answers is
+// bounded by the connect timeout and by the context.
 func TestProxyCommandHostile(t *testing.T) {
 	signer, _ := sshdtest.NewKey(t)
 	signers := func() ([]ssh.Signer, error) { return []ssh.Signer{signer}, nil }
@@ -106,4 +107,6 @@ func TestProxyCommandHostile(t *testing.T) {
 			t.Errorf("%s: a message of %d bytes", cmd, len(err.Error()))
 		}
 	}
+	h.ProxyCommand = "sleep 600"
+	wantBounded(t, h, signer, "a ProxyCommand that never answers")
 }
