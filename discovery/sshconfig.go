@@ -386,7 +386,7 @@ func configLines(b []byte, home, dir string) []byte {
 		case strings.EqualFold(key, "host"), strings.EqualFold(key, "match"):
 			lines[i] = slices.Concat(lead, bytes.ToLower(bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" "))))
 		case strings.EqualFold(key, "include"):
-			// Left alone if a path has a blank: the parser splits on spaces.
+			// Left alone if a path has a blank (checkIncluded refuses it).
 			paths := includePaths(string(rest[end:]), home, dir)
 			if len(paths) > 0 && !slices.ContainsFunc(paths, func(p string) bool { return strings.ContainsAny(p, " \t") }) {
 				lines[i] = slices.Concat(lead, []byte(" "+strings.Join(paths, " ")))
@@ -423,13 +423,14 @@ func hostPatterns(val string) string {
 }
 
 // includePaths returns the paths of an Include line's value (after the
-// keyword) as OpenSSH reads them: "~/" is home, relative paths are under
-// dir (~/.ssh, or /etc/ssh for the system's file); globs are left to
-// expand.
+// keyword) as OpenSSH reads them: quotes removed, "~/" is home, relative
+// paths are under dir (~/.ssh, or /etc/ssh for the system's file); globs
+// are left to expand.
 func includePaths(val, home, dir string) []string {
 	val, _, _ = strings.Cut(val, "#")
+	words, _ := splitArgs(strings.TrimLeft(val, " \t=")) // checkIncluded refused bad quotes
 	var out []string
-	for _, p := range strings.Fields(strings.TrimLeft(val, " \t=")) {
+	for _, p := range words {
 		switch {
 		case strings.HasPrefix(p, "~/"):
 			p = filepath.Join(home, p[2:])

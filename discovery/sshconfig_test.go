@@ -515,3 +515,29 @@ func TestResolveSystemConfig(t *testing.T) {
 		t.Errorf("a system file messor cannot read: x %s port %d, %v; want the user's file still read", h.Route(), h.Port, err)
 	}
 }
+
+// TestResolveQuotedInclude: a quoted Include path is read as OpenSSH reads
+// it; one with a blank, which the parser cannot read, refuses the config
+// rather than leaving the file out.
+func TestResolveQuotedInclude(t *testing.T) {
+	home := t.TempDir()
+	dir := filepath.Join(home, "my dir")
+	os.MkdirAll(dir, 0o700)
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	inc := []byte("Host nas\n  ProxyJump j1\nHost j1\n  ProxyJump none\n")
+	os.WriteFile(filepath.Join(dir, "inc.conf"), inc, 0o600)
+	os.WriteFile(filepath.Join(home, ".ssh", "inc.conf"), inc, 0o600)
+	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Include \"~/.ssh/inc.conf\"\n"), 0o600)
+	if c, err := LoadSSHConfig(home); err != nil {
+		t.Errorf("Include \"~/.ssh/inc.conf\": %v", err)
+	} else if h, err := c.Resolve("nas"); err != nil || h.Route() != "via ProxyJump j1" {
+		t.Errorf("Include \"~/.ssh/inc.conf\": nas %s, %v; want via ProxyJump j1", h.Route(), err)
+	}
+	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Include \""+dir+"/inc.conf\"\n"), 0o600)
+	if c, err := LoadSSHConfig(home); err == nil {
+		h, _ := c.Resolve("nas")
+		t.Errorf("Include of a path with a blank: loaded, nas goes %s; want an error naming the line", h.Route())
+	} else if !strings.Contains(err.Error(), "config:1") {
+		t.Errorf("Include of a path with a blank: %v, want an error naming the line", err)
+	}
+}

@@ -232,6 +232,9 @@ func (c *SSHConfig) checkIncluded(b []byte, file, home string, depth int) error 
 				return &LineError{file, i + 1, err}
 			}
 			for _, p := range pats {
+				if strings.ContainsAny(p, " \t") {
+					return &LineError{file, i + 1, fmt.Errorf("Include %q: messor cannot read a path with a blank in it (its parser splits it); rename the file", p)}
+				}
 				if err := c.checkIncludeGlob(p, home, depth); err != nil {
 					return err
 				}
