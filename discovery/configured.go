@@ -69,7 +69,7 @@ func included(inc *ssh_config.Include, home string) []*ssh_config.Config {
 		return nil
 	}
 	var out []*ssh_config.Config
-	for _, p := range includePaths(line[end:], home) {
+	for _, p := range includePaths(line[end:], home, filepath.Join(home, ".ssh")) {
 		matches, _ := filepath.Glob(p)
 		for _, m := range matches {
 			b, err := os.ReadFile(m)

@@ -17,18 +17,38 @@ import (
 )
 
 // SSHConfig resolves host names the way OpenSSH's client does, from the
-// user's ~/.ssh/config (parsed by github.com/kevinburke/ssh_config). The
-// zero value (or nil) resolves every name to itself with OpenSSH defaults.
+// user's ~/.ssh/config and then the system's /etc/ssh/ssh_config (parsed by
+// github.com/kevinburke/ssh_config): the first value found wins. The zero
+// value (or nil) resolves every name to itself with OpenSSH defaults.
 type SSHConfig struct {
 	home    string
+	dir     string // where relative Include paths are: ~/.ssh, /etc/ssh
 	cfg     *ssh_config.Config
 	matches []*matchBlock // the file's Match lines (see sshmatch.go)
+	sys     *SSHConfig    // the system's file, read after this one
 }
 
-// LoadSSHConfig reads home/.ssh/config. A missing file is not an error.
+// systemConfig is OpenSSH's system-wide client configuration.
+var systemConfig = "/etc/ssh/ssh_config"
+
+// LoadSSHConfig reads home/.ssh/config and systemConfig. A missing file is
+// not an error. A system file messor cannot read is skipped: Fedora's, for
+// one, Includes a file with "Match final all", which the parser refuses.
 func LoadSSHConfig(home string) (*SSHConfig, error) {
-	c := &SSHConfig{home: home}
-	p := filepath.Join(home, ".ssh", "config")
+	c, err := loadConfigFile(home, filepath.Join(home, ".ssh", "config"), filepath.Join(home, ".ssh"))
+	if err != nil {
+		return nil, err
+	}
+	if sys, err := loadConfigFile(home, systemConfig, filepath.Dir(systemConfig)); err == nil {
+		c.sys = sys
+	}
+	return c, nil
+}
+
+// loadConfigFile reads one config file, p, whose relative Include paths
+// are under dir.
+func loadConfigFile(home, p, dir string) (*SSHConfig, error) {
+	c := &SSHConfig{home: home, dir: dir}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
@@ -40,10 +60,10 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
-	if err := checkIncluded(b, p, home, 0); err != nil {
+	if err := c.checkIncluded(b, p, home, 0); err != nil {
 		return nil, fmt.Errorf("ssh config: %w", err)
 	}
-	cfg, err := ssh_config.DecodeBytes(configLines(b, home))
+	cfg, err := ssh_config.DecodeBytes(configLines(b, home, dir))
 	if err != nil {
 		return nil, fmt.Errorf("ssh config %s: %w", p, err)
 	}
@@ -51,26 +71,34 @@ func LoadSSHConfig(home string) (*SSHConfig, error) {
 	return c, nil
 }
 
+// userOnly are the keywords read from the user's file only: the system's
+// file may route or refuse a host, never trust more host keys.
+var userOnly = map[string]bool{"stricthostkeychecking": true, "userknownhostsfile": true}
+
 func (c *SSHConfig) get(alias, key string) string {
-	if c == nil || c.cfg == nil {
+	if c == nil {
 		return ""
 	}
-	v, err := c.cfg.Get(alias, key)
-	if err != nil {
+	if c.cfg != nil {
+		if v, err := c.cfg.Get(alias, key); err == nil && v != "" {
+			return v
+		}
+	}
+	if userOnly[strings.ToLower(key)] {
 		return ""
 	}
-	return v
+	return c.sys.get(alias, key)
 }
 
 func (c *SSHConfig) getAll(alias, key string) []string {
-	if c == nil || c.cfg == nil {
+	if c == nil {
 		return nil
 	}
-	v, err := c.cfg.GetAll(alias, key)
-	if err != nil {
-		return nil
+	var v []string
+	if c.cfg != nil {
+		v, _ = c.cfg.GetAll(alias, key)
 	}
-	return v
+	return append(v, c.sys.getAll(alias, key)...)
 }
 
 // Resolve returns the Host for a messor name: HostName, Port, User,
@@ -99,7 +127,10 @@ func (c *SSHConfig) resolve(name string, via []string) (Host, error) {
 	if err := c.checkMatches(name, h.HostName); err != nil {
 		return h, err
 	}
-	key, v, err := c.route(name)
+	if err := c.sys.checkMatches(name, h.HostName); err != nil {
+		return h, err
+	}
+	key, v, _, err := c.route(name, false)
 	if err != nil {
 		return h, err
 	}
@@ -124,11 +155,16 @@ func (c *SSHConfig) resolve(name string, via []string) (Host, error) {
 // against ssh -G): the first ProxyCommand, even "none", settles it, unless
 // a ProxyJump other than "none" came first; "ProxyJump none" ends the
 // search for a ProxyJump only.
-func (c *SSHConfig) route(name string) (key, value string, err error) {
-	if c == nil || c.cfg == nil {
-		return "", "", nil
+// jumpNone is whether a file read before said "ProxyJump none" (as it
+// returns); the system's file is read after this one.
+func (c *SSHConfig) route(name string, jumpNone bool) (key, value string, _ bool, err error) {
+	if c == nil {
+		return "", "", jumpNone, nil
 	}
-	jumpNone := false
+	if c.cfg == nil {
+		return c.sys.route(name, jumpNone)
+	}
+	name = strings.ToLower(name) // as resolveBase looks it up
 	// see takes one value; done says the route is settled.
 	see := func(k, v string) (done bool) {
 		switch {
@@ -151,22 +187,27 @@ func (c *SSHConfig) route(name string) (key, value string, err error) {
 		for _, node := range host.Nodes {
 			switch n := node.(type) {
 			case *ssh_config.KV:
-				if k := strings.ToLower(n.Key); (k == "proxyjump" || k == "proxycommand") && see(k, n.Value) {
-					return key, value, nil
+				k := strings.ToLower(n.Key)
+				if k == "proxycommand" && strings.EqualFold(n.Value, "none") && (n.Comment != "" || strings.Contains(n.String(), `"`)) {
+					return "", "", false, &UnsupportedOptionError{Host: name, Option: "ProxyCommand", Value: strings.TrimSpace(n.String()[len(n.Key):]),
+						Fix: "OpenSSH reads the whole rest of the line, quotes and comment included, as a command to run; write \"ProxyCommand none\" alone for none"}
+				}
+				if (k == "proxyjump" || k == "proxycommand") && see(k, n.Value) {
+					return key, value, jumpNone, nil
 				}
 			case *ssh_config.Include:
 				j, p := n.Get(name, "ProxyJump"), n.Get(name, "ProxyCommand")
 				if j != "" && p != "" && !strings.EqualFold(j, "none") && !jumpNone {
-					return "", "", &UnsupportedOptionError{Host: name, Option: "ProxyJump and ProxyCommand", Value: "in one Included file",
+					return "", "", false, &UnsupportedOptionError{Host: name, Option: "ProxyJump and ProxyCommand", Value: "in one Included file",
 						Fix: "messor cannot tell which comes first there; keep one of them for this host"}
 				}
 				if (j != "" && see("proxyjump", j)) || (p != "" && see("proxycommand", p)) {
-					return key, value, nil
+					return key, value, jumpNone, nil
 				}
 			}
 		}
 	}
-	return "", "", nil
+	return c.sys.route(name, jumpNone)
 }
 
 // resolveJumps resolves a ProxyJump value ("a,user@b:2222") for host name:
@@ -184,7 +225,7 @@ func (c *SSHConfig) resolveJumps(name, value string, via []string) ([]Host, erro
 		if err != nil {
 			return nil, fmt.Errorf("ssh config: host %s: ProxyJump %q: %w", name, value, err)
 		}
-		if slices.Contains(via, j.host) {
+		if slices.ContainsFunc(via, func(v string) bool { return strings.EqualFold(v, j.host) }) {
 			return nil, fmt.Errorf("ssh config: host %s: ProxyJump loops: %s → %s; leave the jump host out of the Host patterns that give it a ProxyJump (e.g. \"Host * !%s\")",
 				name, strings.Join(via, " → "), j.host, j.host)
 		}
@@ -326,10 +367,11 @@ func (c *SSHConfig) resolveBase(name string) (Host, error) {
 // spaces (the parser splits only on spaces, and would read "Host
 // home<TAB>nas" as one pattern) and in lower case (OpenSSH matches host
 // names without regard to case; Resolve and Configures look up the
-// lower-cased name); the files of an Include line under home (the parser
-// would look under the account's home in the password database, which
-// Configures does not). Files the config Includes are parsed as they are.
-func configLines(b []byte, home string) []byte {
+// lower-cased name); the relative files of an Include line under dir (the
+// parser would look under the account's home in the password database,
+// which Configures does not). Files the config Includes are parsed as they
+// are.
+func configLines(b []byte, home, dir string) []byte {
 	lines := bytes.Split(b, []byte("\n"))
 	for i, l := range lines {
 		rest := bytes.TrimLeft(l, " \t")
@@ -339,11 +381,13 @@ func configLines(b []byte, home string) []byte {
 		}
 		lead := l[:len(l)-len(rest)+end] // indentation and keyword
 		switch key := string(rest[:end]); {
+		case strings.EqualFold(key, "host") && bytes.ContainsRune(rest[end:], '"'):
+			lines[i] = slices.Concat(lead, []byte(" "+hostPatterns(string(rest[end:]))))
 		case strings.EqualFold(key, "host"), strings.EqualFold(key, "match"):
 			lines[i] = slices.Concat(lead, bytes.ToLower(bytes.ReplaceAll(rest[end:], []byte("\t"), []byte(" "))))
 		case strings.EqualFold(key, "include"):
-			// Left alone if a path has a blank: the parser splits on spaces.
-			paths := includePaths(string(rest[end:]), home)
+			// Left alone if a path has a blank (checkIncluded refuses it).
+			paths := includePaths(string(rest[end:]), home, dir)
 			if len(paths) > 0 && !slices.ContainsFunc(paths, func(p string) bool { return strings.ContainsAny(p, " \t") }) {
 				lines[i] = slices.Concat(lead, []byte(" "+strings.Join(paths, " ")))
 			}
@@ -352,18 +396,46 @@ func configLines(b []byte, home string) []byte {
 	return bytes.Join(lines, []byte("\n"))
 }
 
+// hostPatterns returns the patterns of a Host line's value (after the
+// keyword) with double quotes as OpenSSH reads them (the parser would keep
+// the quotes, and the block would apply to no host): unquoted, lower case,
+// up to a word starting with '#'. A pattern with a blank in it matches no
+// host name messor takes, and is left out; "!*" stands for a line left
+// with none.
+func hostPatterns(val string) string {
+	words, err := splitArgs(strings.TrimLeft(val, " \t="))
+	if err != nil {
+		return "!*" // not reached: rewriteMatches refuses unbalanced quotes
+	}
+	var pats []string
+	for _, w := range words {
+		if strings.HasPrefix(w, "#") {
+			break
+		}
+		if !strings.ContainsAny(w, " \t") {
+			pats = append(pats, strings.ToLower(w))
+		}
+	}
+	if len(pats) == 0 {
+		return "!*"
+	}
+	return strings.Join(pats, " ")
+}
+
 // includePaths returns the paths of an Include line's value (after the
-// keyword) as OpenSSH reads them: "~/" is home, relative paths are under
-// home/.ssh; globs are left to expand.
-func includePaths(val, home string) []string {
+// keyword) as OpenSSH reads them: quotes removed, "~/" is home, relative
+// paths are under dir (~/.ssh, or /etc/ssh for the system's file); globs
+// are left to expand.
+func includePaths(val, home, dir string) []string {
 	val, _, _ = strings.Cut(val, "#")
+	words, _ := splitArgs(strings.TrimLeft(val, " \t=")) // checkIncluded refused bad quotes
 	var out []string
-	for _, p := range strings.Fields(strings.TrimLeft(val, " \t=")) {
+	for _, p := range words {
 		switch {
 		case strings.HasPrefix(p, "~/"):
 			p = filepath.Join(home, p[2:])
 		case !filepath.IsAbs(p):
-			p = filepath.Join(home, ".ssh", p)
+			p = filepath.Join(dir, p)
 		}
 		out = append(out, p)
 	}

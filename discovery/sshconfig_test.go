@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -253,6 +254,10 @@ Match exec "test -e /tmp/on-vpn" originalhost vpn-*,!vpn-ok
   ProxyJump bastion
 Match user root
   ServerAliveInterval 5
+Host lc-*
+  LocalCommand echo hi
+Match exec "test -e /tmp/on-vpn" originalhost lc-*
+  PermitLocalCommand yes
 Match all
   User everyone
 `)
@@ -270,6 +275,9 @@ Match all
 	if h, err := c.Resolve("vpn-ok"); err != nil || len(h.ProxyJump) != 0 {
 		t.Errorf("Match exec whose originalhost leaves the host out: %+v, %v", h.ProxyJump, err)
 	}
+	if _, err := c.Resolve("lc-1"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "Match exec") {
+		t.Errorf("Match exec that may permit a LocalCommand: %v, want refused, naming the line", err)
+	}
 	if _, err := c.Resolve("nas"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "Match host 10.0.*") {
 		t.Errorf("Match host that applies by HostName only: %v", err)
 	}
@@ -279,6 +287,16 @@ Match all
 	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Include "+filepath.Join(home, ".ssh", "more")+"\n"), 0o600)
 	if _, err := LoadSSHConfig(home); err == nil || !strings.Contains(err.Error(), "more:1") {
 		t.Errorf("Match host a user b in an Included file: %v, want an error naming the line", err)
+	}
+	// OpenSSH matches it against nas's HostName, and jumps.
+	os.WriteFile(filepath.Join(home, ".ssh", "more"), []byte("Match host 10.0.0.*\n  ProxyJump bastion\n"), 0o600)
+	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Host nas\n  HostName 10.0.0.5\nInclude more\n"), 0o600)
+	c, err = LoadSSHConfig(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := c.Resolve("nas"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "more:1") {
+		t.Errorf("Match host in an Included file that applies by HostName only: %s, %v; want refused, naming the line", h.Route(), err)
 	}
 }
 
@@ -312,12 +330,15 @@ Match host d?
 Host *.lan !nas.lan
   HostName %h.example
   Port 2222
+Host q1 "q2" "q 3"
+  HostName %h.quoted
+  ProxyJump j1
 Host j1
   HostName jump.example
 Match all
   User bob
 `)
-	for _, name := range []string{"pc", "pj", "none-first", "cmd-none", "c1", "c9", "d1", "x.lan", "nas.lan", "j1", "plain"} {
+	for _, name := range []string{"pc", "pj", "none-first", "cmd-none", "c1", "c9", "d1", "x.lan", "nas.lan", "j1", "plain", "q2", "q"} {
 		h, err := c.Resolve(name)
 		if err != nil {
 			t.Errorf("Resolve(%s): %v", name, err)
@@ -369,4 +390,154 @@ func sshG(t *testing.T, ssh, config string, args ...string) map[string]string {
 		}
 	}
 	return m
+}
+
+// TestResolveNameCase: a name matches Host patterns without regard to case
+// for everything Resolve reads, the route and the refusals included, so a
+// block's HostName is never taken without its ProxyJump.
+func TestResolveNameCase(t *testing.T) {
+	c, _ := loadConfig(t, `Host office
+  HostName 10.0.0.5
+  ProxyJump Bastion
+Host rc
+  RemoteCommand ls
+Host bastion
+  HostName 10.0.0.1
+  ProxyJump none
+`)
+	h, err := c.Resolve("Office")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.HostName != "10.0.0.5" || h.Route() != "via ProxyJump Bastion" || h.ProxyJump[0].HostName != "10.0.0.1" {
+		t.Errorf("Office: HostName %s, %s, want 10.0.0.5 via ProxyJump to bastion's 10.0.0.1", h.HostName, h.Route())
+	}
+	var ue *UnsupportedOptionError
+	if _, err := c.Resolve("RC"); !errors.As(err, &ue) {
+		t.Errorf("RC with RemoteCommand: %v, want an *UnsupportedOptionError", err)
+	}
+	// The parser reads an Included file's patterns as written: one that
+	// could never match (upper case, a tab inside) refuses the config.
+	home := t.TempDir()
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Include more\n"), 0o600)
+	for _, block := range []string{"Host NAS # the NAS\n", "Host a\tnas\n", "Match host NAS\n"} {
+		os.WriteFile(filepath.Join(home, ".ssh", "more"), []byte(block+"  ProxyJump j\nHost j\n  ProxyJump none\n"), 0o600)
+		c, err := LoadSSHConfig(home)
+		if err == nil {
+			h, _ := c.Resolve("NAS")
+			t.Errorf("%q in an Included file: loaded, NAS goes %s; want an error naming the line", block, h.Route())
+		} else if !strings.Contains(err.Error(), "more:1") {
+			t.Errorf("%q in an Included file: %v, want an error naming the line", block, err)
+		}
+	}
+	os.WriteFile(filepath.Join(home, ".ssh", "more"), []byte("Host nas # The NAS\n  ProxyJump j\nMatch Host j\n  ProxyJump none\n"), 0o600)
+	if c, err := LoadSSHConfig(home); err != nil {
+		t.Errorf("a lower-case Host line with a comment in an Included file: %v", err)
+	} else if h, err := c.Resolve("NAS"); err != nil || h.Route() != "via ProxyJump j" {
+		t.Errorf("NAS, Host nas in an Included file: %s, %v", h.Route(), err)
+	}
+}
+
+// TestResolveQuotedHost: quoted Host patterns apply as OpenSSH applies them
+// (TestResolveAgreesWithOpenSSH), and where messor cannot read them, the
+// config is refused rather than the block skipped: unbalanced quotes (as
+// OpenSSH refuses them), or quotes in an Included file.
+func TestResolveQuotedHost(t *testing.T) {
+	home := t.TempDir()
+	ssh := filepath.Join(home, ".ssh")
+	os.MkdirAll(ssh, 0o700)
+	os.WriteFile(filepath.Join(ssh, "config"), []byte("Host a \"b\n  ProxyJump j\n"), 0o600)
+	if _, err := LoadSSHConfig(home); err == nil || !strings.Contains(err.Error(), "config:1") {
+		t.Errorf("Host line with unbalanced quotes: %v, want an error naming the line", err)
+	}
+	os.WriteFile(filepath.Join(ssh, "more"), []byte("Host \"nas\"\n  ProxyJump j\n"), 0o600)
+	os.WriteFile(filepath.Join(ssh, "config"), []byte("Include more\n"), 0o600)
+	c, err := LoadSSHConfig(home)
+	if err == nil {
+		h, _ := c.Resolve("nas")
+		t.Errorf("Host \"nas\" in an Included file: loaded, nas goes %s; want an error naming the line", h.Route())
+	} else if !strings.Contains(err.Error(), "more:1") {
+		t.Errorf("Host \"nas\" in an Included file: %v, want an error naming the line", err)
+	}
+}
+
+// TestResolveProxyCommandNotNone: OpenSSH reads the rest of a ProxyCommand
+// line as the command, so "none" with a comment after it, or in quotes, is
+// a command named none (which fails), not "no ProxyCommand": the host is
+// refused rather than dialled directly.
+func TestResolveProxyCommandNotNone(t *testing.T) {
+	c, _ := loadConfig(t, "Host c1\n  ProxyCommand none # off\nHost c2\n  ProxyCommand \"none\"\nHost c3\n  ProxyCommand NONE\nHost *\n  ProxyJump j\nHost j\n  ProxyJump none\n")
+	for _, name := range []string{"c1", "c2"} {
+		h, err := c.Resolve(name)
+		var ue *UnsupportedOptionError
+		if !errors.As(err, &ue) {
+			t.Errorf("%s: %s, %v; want an *UnsupportedOptionError", name, h.Route(), err)
+		}
+	}
+	if h, err := c.Resolve("c3"); err != nil || h.Route() != "direct" {
+		t.Errorf("ProxyCommand NONE: %s, %v; want direct", h.Route(), err)
+	}
+}
+
+// TestResolveSystemConfig: /etc/ssh/ssh_config is read after the user's
+// file, as OpenSSH reads it: a route or a refused option set there applies
+// unless the user's file set the option first.
+func TestResolveSystemConfig(t *testing.T) {
+	sys := filepath.Join(t.TempDir(), "ssh_config")
+	os.WriteFile(filepath.Join(filepath.Dir(sys), "corp.conf"), []byte("Host *.corp\n  ProxyCommand nc %h %p\n"), 0o600)
+	os.WriteFile(sys, []byte("Include corp.conf\nHost nas n2\n  HostName 10.0.0.5\n  RemoteCommand tmux\nHost *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"), 0o600)
+	old := systemConfig
+	systemConfig = sys
+	defer func() { systemConfig = old }()
+	c, _ := loadConfig(t, "Host b.corp\n  ProxyCommand none\nHost n2\n  HostName 10.0.0.6\n  RemoteCommand none\n")
+	if h, err := c.Resolve("a.corp"); err != nil || h.ProxyCommand != "nc %h %p" {
+		t.Errorf("a.corp: %s, %v; want the system's ProxyCommand", h.Route(), err)
+	}
+	if h, _ := c.Resolve("a.corp"); h.StrictHostKeyChecking != "" || slices.Contains(h.KnownHostsFiles, "/dev/null") {
+		t.Errorf("a.corp: StrictHostKeyChecking %q, known_hosts %q: taken from the system's file, which may not trust more keys", h.StrictHostKeyChecking, h.KnownHostsFiles)
+	}
+	if h, err := c.Resolve("b.corp"); err != nil || h.Route() != "direct" {
+		t.Errorf("b.corp: %s, %v; want direct (ProxyCommand none in the user's file)", h.Route(), err)
+	}
+	var ue *UnsupportedOptionError
+	if _, err := c.Resolve("nas"); !errors.As(err, &ue) {
+		t.Errorf("nas: %v; want the system's RemoteCommand refused", err)
+	}
+	if h, err := c.Resolve("n2"); err != nil || h.HostName != "10.0.0.6" {
+		t.Errorf("n2: %s, %v; want the user's HostName, RemoteCommand none", h.HostName, err)
+	}
+	// Fedora's system file Includes one with "Match final all": skipped.
+	os.WriteFile(filepath.Join(filepath.Dir(sys), "50-redhat.conf"), []byte("Match final all\n  GSSAPIAuthentication yes\n"), 0o600)
+	os.WriteFile(sys, []byte("Include 50-redhat.conf\nHost *\n  ProxyCommand nc %h %p\n"), 0o600)
+	c, _ = loadConfig(t, "Host x\n  Port 2222\n")
+	if h, err := c.Resolve("x"); err != nil || h.Port != 2222 {
+		t.Errorf("a system file messor cannot read: x %s port %d, %v; want the user's file still read", h.Route(), h.Port, err)
+	}
+}
+
+// TestResolveQuotedInclude: a quoted Include path is read as OpenSSH reads
+// it; one with a blank, which the parser cannot read, refuses the config
+// rather than leaving the file out.
+func TestResolveQuotedInclude(t *testing.T) {
+	home := t.TempDir()
+	dir := filepath.Join(home, "my dir")
+	os.MkdirAll(dir, 0o700)
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	inc := []byte("Host nas\n  ProxyJump j1\nHost j1\n  ProxyJump none\n")
+	os.WriteFile(filepath.Join(dir, "inc.conf"), inc, 0o600)
+	os.WriteFile(filepath.Join(home, ".ssh", "inc.conf"), inc, 0o600)
+	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Include \"~/.ssh/inc.conf\"\n"), 0o600)
+	if c, err := LoadSSHConfig(home); err != nil {
+		t.Errorf("Include \"~/.ssh/inc.conf\": %v", err)
+	} else if h, err := c.Resolve("nas"); err != nil || h.Route() != "via ProxyJump j1" {
+		t.Errorf("Include \"~/.ssh/inc.conf\": nas %s, %v; want via ProxyJump j1", h.Route(), err)
+	}
+	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Include \""+dir+"/inc.conf\"\n"), 0o600)
+	if c, err := LoadSSHConfig(home); err == nil {
+		h, _ := c.Resolve("nas")
+		t.Errorf("Include of a path with a blank: loaded, nas goes %s; want an error naming the line", h.Route())
+	} else if !strings.Contains(err.Error(), "config:1") {
+		t.Errorf("Include of a path with a blank: %v, want an error naming the line", err)
+	}
 }

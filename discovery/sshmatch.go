@@ -28,7 +28,8 @@ import (
 //     line excludes the host.
 //
 // Match lines in Included files (which the parser reads itself) are held
-// to the first form; any other is an error naming file and line.
+// to the first form, and their "Match host" refuses hosts as above; any
+// other is an error naming file and line.
 
 // matchBlock is one Match line of the config file and what its block sets.
 type matchBlock struct {
@@ -161,6 +162,9 @@ func rewriteMatches(b []byte, file string) ([]byte, []*matchBlock, error) {
 		case "":
 		case "host":
 			cur = nil
+			if _, err := splitArgs(rest); err != nil {
+				return nil, nil, &LineError{file, i + 1, fmt.Errorf("Host: %w", err)} // as OpenSSH
+			}
 		case "match":
 			crit, err := parseMatch(rest)
 			if err != nil {
@@ -189,17 +193,31 @@ func rewriteMatches(b []byte, file string) ([]byte, []*matchBlock, error) {
 }
 
 // checkIncluded reads the files that b's Include lines name (as the parser
-// will: relative to home/.ssh, at most 5 deep) and fails on a Match line in
+// will: relative to c.dir, at most 5 deep) and fails on a Match line in
 // them that the parser would misread or refuse: any but "Match all" and
-// one "host" criterion without commas, which it reads by name. depth is 0
-// for ~/.ssh/config itself, whose Match lines rewriteMatches handles.
-func checkIncluded(b []byte, file, home string, depth int) error {
+// one "host" criterion without commas, which it reads by name; and on a
+// Host or Match line whose patterns the parser would read otherwise than
+// OpenSSH (see plainPatterns; configLines rewrites them only in the config
+// itself). The Match lines it reads by name are added to
+// c.matches, for checkMatches to refuse the hosts OpenSSH would judge
+// differently by their HostName. depth is 0 for ~/.ssh/config itself,
+// whose Match lines rewriteMatches handles.
+func (c *SSHConfig) checkIncluded(b []byte, file, home string, depth int) error {
 	if depth > 5 {
 		return nil // the parser refuses it itself
+	}
+	if depth > 0 {
+		_, blocks, err := rewriteMatches(b, file)
+		if err != nil {
+			return err
+		}
+		c.matches = append(c.matches, blocks...)
 	}
 	for i, line := range strings.Split(string(b), "\n") {
 		key, rest := splitKeyword(line)
 		switch {
+		case (key == "host" || key == "match") && depth > 0 && !plainPatterns(rest):
+			return &LineError{file, i + 1, fmt.Errorf("%s %s in an Included file: messor reads patterns there as written, so they must be in lower case, without quotes or tabs; rewrite them, or move the block to ~/.ssh/config itself", key, strings.TrimSpace(rest))}
 		case key == "match" && depth > 0:
 			crit, err := parseMatch(rest)
 			if err != nil {
@@ -214,7 +232,10 @@ func checkIncluded(b []byte, file, home string, depth int) error {
 				return &LineError{file, i + 1, err}
 			}
 			for _, p := range pats {
-				if err := checkIncludeGlob(p, home, depth); err != nil {
+				if strings.ContainsAny(p, " \t") {
+					return &LineError{file, i + 1, fmt.Errorf("Include %q: messor cannot read a path with a blank in it (its parser splits it); rename the file", p)}
+				}
+				if err := c.checkIncludeGlob(p, home, depth); err != nil {
 					return err
 				}
 			}
@@ -223,13 +244,28 @@ func checkIncluded(b []byte, file, home string, depth int) error {
 	return nil
 }
 
+// plainPatterns reports whether the value of a Host or Match line (up to a
+// comment) has no upper case, quotes or tabs: whether the parser, which
+// reads it as written, reads it as OpenSSH does for the lower-case names
+// Resolve looks up.
+func plainPatterns(rest string) bool {
+	if key, args, ok := strings.Cut(rest, " "); ok && strings.EqualFold(key, "host") {
+		rest = args // "Match Host PATTERNS": the criterion may be in any case
+	}
+	if i := strings.Index(rest, "#"); i >= 0 && (i == 0 || rest[i-1] == ' ' || rest[i-1] == '\t') {
+		rest = rest[:i]
+	}
+	rest = strings.TrimRight(rest, " \t")
+	return !strings.ContainsAny(rest, "\"\t") && rest == strings.ToLower(rest)
+}
+
 // checkIncludeGlob runs checkIncluded on the files an Include pattern names.
-func checkIncludeGlob(p, home string, depth int) error {
+func (c *SSHConfig) checkIncludeGlob(p, home string, depth int) error {
 	switch {
 	case strings.HasPrefix(p, "~/"):
 		p = filepath.Join(home, p[2:])
 	case !filepath.IsAbs(p):
-		p = filepath.Join(home, ".ssh", p)
+		p = filepath.Join(c.dir, p)
 	}
 	files, _ := filepath.Glob(p)
 	for _, f := range files {
@@ -237,7 +273,7 @@ func checkIncludeGlob(p, home string, depth int) error {
 		if err != nil {
 			return fmt.Errorf("Include: %w", err)
 		}
-		if err := checkIncluded(b, f, home, depth+1); err != nil {
+		if err := c.checkIncluded(b, f, home, depth+1); err != nil {
 			return err
 		}
 	}
@@ -324,9 +360,10 @@ func (m *matchBlock) matters() bool {
 	return false
 }
 
-// readKeys are the ssh_config keywords Resolve reads.
+// readKeys are the ssh_config keywords Resolve reads (PermitLocalCommand:
+// whether a LocalCommand is refused).
 var readKeys = map[string]bool{
 	"hostname": true, "port": true, "user": true, "identityfile": true, "userknownhostsfile": true,
 	"hostkeyalias": true, "stricthostkeychecking": true, "connecttimeout": true,
-	"proxyjump": true, "proxycommand": true,
+	"proxyjump": true, "proxycommand": true, "permitlocalcommand": true,
 }

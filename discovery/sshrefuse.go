@@ -56,7 +56,7 @@ func isYes(v string, _ func(string) string) bool   { return strings.EqualFold(v,
 // checkRefused returns an *UnsupportedOptionError for the first refused
 // option set for name.
 func (c *SSHConfig) checkRefused(name string) error {
-	get := func(key string) string { return c.get(name, key) }
+	get := func(key string) string { return c.get(strings.ToLower(name), key) } // as resolveBase
 	for _, r := range refusedOptions {
 		v := get(r.key)
 		if !r.applies(v, get) {
