@@ -39,7 +39,18 @@ for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
 		echo "-- $pkg $f"
-		go test -run '^$' -fuzz "^$f\$" -fuzztime 3s "$pkg" >/dev/null
+		# A failing input is a failure; the fuzzer's own trouble on a busy
+		# machine (a worker it thinks hung) is shown and tried once more.
+		for try in 1 2; do
+			if go test -run '^$' -fuzz "^$f\$" -fuzztime 3s "$pkg" >/tmp/messor-fuzz.log 2>&1; then
+				break
+			fi
+			cat /tmp/messor-fuzz.log
+			if grep -q 'Failing input written to' /tmp/messor-fuzz.log || [ "$try" = 2 ]; then
+				exit 1
+			fi
+			echo "-- $pkg $f: the fuzzer failed without a failing input; once more"
+		done
 	done
 done
 
