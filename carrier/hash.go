@@ -9,6 +9,7 @@ import (
 	"io"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -16,16 +17,47 @@ import (
 	"github.com/messor-sync/messor/protocol"
 )
 
+// hasher is how a session verifies host files: the SHA-256 of the first n
+// bytes of a file (hash), or of n bytes at off (slice, where canSlice says
+// so). l is the lane asking: reading back uses its own SFTP channel.
+type hasher interface {
+	kind() string
+	hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error)
+	canSlice(ctx context.Context, l *Session) bool
+	slice(ctx context.Context, l *Session, p string, off, n int64) ([]byte, error)
+}
+
+// hostCaps is what a host offers the carrier, probed once per session
+// (caps): the hasher, and on a stock host the measured cost of one command
+// (a shell start, profile and all).
+type hostCaps struct {
+	hasher   hasher
+	execCost time.Duration // the probe's wall time; 0 where nothing was run
+}
+
+// caps returns the host's capabilities, probing them on first use.
+func (s *Session) caps(ctx context.Context) *hostCaps {
+	s.capsOnce.Do(func() { s.hostCaps = s.probeCaps(ctx) })
+	return s.hostCaps
+}
+
+// HashKind says how this session verifies host files: "agent", "exec" or
+// "readback".
+func (s *Session) HashKind(ctx context.Context) string {
+	return s.caps(ctx).hasher.kind()
+}
+
 // hashRange returns the SHA-256 of the first n bytes of the file at p
 // (relative to the login directory), computed on the host where it can be
 // (agent request, or a hash tool over exec), else by reading it back.
 func (s *Session) hashRange(ctx context.Context, p string, n int64) ([]byte, error) {
-	if s.HashKind(ctx) == "exec" && n < execHashMin {
+	h := s.caps(ctx).hasher
+	if _, ok := h.(*execHasher); ok && n < execHashMin {
 		// Starting a process on the host (a login shell, profile and
 		// all) costs more than reading a small file back.
 		return s.readbackHash(ctx, p, n)
 	}
-	sum, err := s.hostHash(ctx, p, n)
+	sum, err := h.hash(ctx, s, p, n)
 	if errors.Is(err, errNoSession) {
 		// No session free for a command (a host allowing fewer than
 		// sshd's default 10): read it back instead.
@@ -41,43 +73,23 @@ func (s *Session) hashRange(ctx context.Context, p string, n int64) ([]byte, err
 // upload never grows). Where the host hashes for us it never falls back to
 // reading back.
 func (s *Session) hashPrefix(ctx context.Context, p string, n int64) ([]byte, error) {
-	return s.hostHash(ctx, p, n)
-}
-
-// hostHash hashes the first n bytes of p the way HashKind says, on this
-// lane (a lane's SFTP channel for reading back: every lane verifies on its
-// own channel).
-func (s *Session) hostHash(ctx context.Context, p string, n int64) ([]byte, error) {
-	switch s.HashKind(ctx) {
-	case "agent":
-		return s.agentHash(ctx, p, n)
-	case "exec":
-		abs := path.Join(s.hashDir, p)
-		return s.execHash(ctx, abs, protocol.HashCommand(s.hashTool, abs, n), n)
-	}
-	return s.readbackHash(ctx, p, n)
+	return s.caps(ctx).hasher.hash(ctx, s, p, n)
 }
 
 // execHashMin is the smallest range hashed by exec on a stock host; smaller
 // ones are read back, which is cheaper than starting a shell there.
 const execHashMin = 1 << 20
 
-// HashKind says how this session verifies host files: "agent", "exec" or
-// "readback".
-func (s *Session) HashKind(ctx context.Context) string {
-	s.hashOnce.Do(func() { s.pickHasher(ctx) })
-	return s.hashKind
-}
-
-func (s *Session) pickHasher(ctx context.Context) {
-	s.hashKind = "readback"
+// probeCaps finds how s can verify host files: the agent's requests, a
+// hash tool run by command (probed, and timed), or reading back.
+func (s *Session) probeCaps(ctx context.Context) *hostCaps {
 	if s.agent {
-		s.hashKind = "agent"
-		return
+		return &hostCaps{hasher: agentHasher{}}
 	}
+	caps := &hostCaps{hasher: readbackHasher{}}
 	wd, err := s.sftp.Getwd()
 	if err != nil || !strings.HasPrefix(wd, "/") {
-		return
+		return caps
 	}
 	// Probe, in one exec: which of the hash tools work here, behind head
 	// (which every hash command but the slice's cuts its input with)? One
@@ -89,47 +101,77 @@ func (s *Session) pickHasher(ctx context.Context) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	out, err := s.execOutput(pctx, strings.Join(probe, "; "), 0)
+	e := &execHasher{dir: wd}
+	t0 := time.Now()
+	out, err := s.probeHelper(pctx, e, strings.Join(probe, "; "))
+	caps.execCost = time.Since(t0)
+	if err != nil {
+		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		out, err = s.execOutput(fctx, strings.Join(probe, "; "), 0)
+	}
 	sum := sha256.Sum256([]byte("messor"))
 	want := hex.EncodeToString(sum[:])
 	lines := execLines(out, len(protocol.HashTools))
 	for i, tool := range protocol.HashTools {
 		if strings.HasPrefix(lines[i], want) {
-			s.hashTool = tool
-			break
+			e.tool = tool
+			caps.hasher = e
+			s.log.Debug("the host hashes by command", "tool", tool, "helper", e.helper != nil, "exec_cost", caps.execCost.Round(time.Millisecond))
+			return caps
 		}
 	}
-	if s.hashTool == "" {
-		s.log.Debug("no server-side hashing; verifying by reading back", "err", err)
-		return
+	if e.helper != nil {
+		e.helper.close(errHelperDead)
 	}
-	s.hashDir = wd
-	s.hashKind = "exec"
+	s.log.Debug("no server-side hashing; verifying by reading back", "err", err)
+	return caps
+}
+
+// probeHelper starts e's exec helper on s and runs the probe cmd in it; an
+// error where the helper did not start or answer (no exec, a restricted
+// key's SFTP server, a shell without sh -s), and then e has no helper.
+func (s *Session) probeHelper(ctx context.Context, e *execHasher, cmd string) ([]byte, error) {
+	h, err := s.startHelper(ctx)
+	if err != nil {
+		s.log.Debug("no exec helper; one session per command", "err", err)
+		return nil, err
+	}
+	out, err := h.run(ctx, cmd, 0)
+	if err != nil {
+		h.close(fmt.Errorf("%w: %w", errHelperDead, err))
+		s.log.Debug("the exec helper did not answer; one session per command", "err", err)
+		return nil, err
+	}
+	e.helper = h
+	return out, nil
+}
+
+// run runs cmd on the host as execOutput does: in the helper while it
+// lives; in a session of its own where there is none, or when it dies with
+// cmd in flight.
+func (e *execHasher) run(ctx context.Context, s *Session, cmd string, timeout time.Duration) ([]byte, error) {
+	if e.helper != nil && e.helper.gone() == nil {
+		out, err := e.helper.run(ctx, cmd, timeout)
+		if !errors.Is(err, errHelperDead) || ctx.Err() != nil {
+			return out, err
+		}
+		s.log.Debug("the exec helper is gone; one session per command", "err", err)
+	}
+	return s.execOutput(ctx, cmd, timeout)
+}
+
+// helperUp reports whether commands run in the session's exec helper.
+func (s *Session) helperUp(ctx context.Context) bool {
+	e, ok := s.caps(ctx).hasher.(*execHasher)
+	return ok && e.helper != nil && e.helper.gone() == nil
 }
 
 // canHashSlices reports whether hashSlice works on s: on an agent that has
 // not refused it, or on a stock host where a probe (once per session) shows
 // that dd and head -c work together with the hash tool.
 func (s *Session) canHashSlices(ctx context.Context) bool {
-	switch s.HashKind(ctx) {
-	case "agent":
-		return !s.sliceRefused.Load()
-	case "exec":
-		s.sliceOnce.Do(func() {
-			// "messor" in blocks of 2 bytes, skip one, take two: "ssor",
-			// cut to 3 bytes: "sso".
-			pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			defer cancel()
-			out, err := s.execOutput(pctx, "printf messor | dd bs=2 skip=1 count=2 2>/dev/null | head -c 3 | "+s.hashTool, 0)
-			sum := sha256.Sum256([]byte("sso"))
-			s.execSlices = err == nil && strings.HasPrefix(execLines(out, 1)[0], hex.EncodeToString(sum[:]))
-			if !s.execSlices {
-				s.log.Debug("the host cannot hash a slice of a file (dd, head -c); verifying whole files", "err", err, "output", string(out))
-			}
-		})
-		return s.execSlices
-	}
-	return false
+	return s.caps(ctx).hasher.canSlice(ctx, s)
 }
 
 // errSliceRefused: the agent refused a hash-slice request.
@@ -137,7 +179,7 @@ var errSliceRefused = errors.New("hash-slice refused by the agent")
 
 // hashSlice returns the SHA-256 of the n bytes at off in the host file p
 // (relative to the login directory), computed on the host: by the agent
-// (protocol.HashSliceRequest), or on a stock host by an exec of
+// (protocol.HashSliceRequest), or on a stock host by a command running
 // protocol.HashRangeCommand, which reads whole blocks of
 // protocol.HashBlock bytes when off is a multiple of it. It needs a session
 // whose HashKind is "agent" or "exec". An agent's refusal is an error
@@ -147,35 +189,99 @@ var errSliceRefused = errors.New("hash-slice refused by the agent")
 // before off+n yields the digest of fewer bytes, which the caller's
 // comparison rejects.
 func (s *Session) hashSlice(ctx context.Context, p string, off, n int64) ([]byte, error) {
-	switch s.HashKind(ctx) {
-	case "agent":
-		s.expectBusy(hashTime(n))
-		ok, reply, err := s.ssh.SendRequest(s.sliceRequest, true, ssh.Marshal(protocol.HashSliceMsg{Path: p, Offset: uint64(off), Length: uint64(n)}))
-		if err != nil {
-			return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, err)
-		}
-		if !ok || len(reply) != sha256.Size {
-			s.sliceRefused.Store(true)
-			return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, errSliceRefused)
-		}
-		return reply, nil
-	case "exec":
-		abs := path.Join(s.hashDir, p)
-		sum, err := s.execHash(ctx, abs, protocol.HashRangeCommand(s.hashTool, abs, off, n), n)
-		if errors.Is(err, errNoSession) {
-			// No session free for a command (sshd's MaxSessions): the
-			// whole file is verified at the end instead.
-			return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w: %w", s.Host.Name, p, off, off+n, errSliceRefused, err)
-		}
-		return sum, err
+	return s.caps(ctx).hasher.slice(ctx, s, p, off, n)
+}
+
+// agentHasher asks messor agent (protocol.HashRangeRequest,
+// protocol.HashSliceRequest).
+type agentHasher struct{}
+
+func (agentHasher) kind() string { return "agent" }
+
+func (agentHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error) {
+	return l.agentHash(ctx, p, n)
+}
+
+func (agentHasher) canSlice(_ context.Context, l *Session) bool { return !l.sliceRefused.Load() }
+
+func (agentHasher) slice(_ context.Context, s *Session, p string, off, n int64) ([]byte, error) {
+	s.expectBusy(hashTime(n))
+	ok, reply, err := s.ssh.SendRequest(s.sliceRequest, true, ssh.Marshal(protocol.HashSliceMsg{Path: p, Offset: uint64(off), Length: uint64(n)}))
+	if err != nil {
+		return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, err)
 	}
+	if !ok || len(reply) != sha256.Size {
+		s.sliceRefused.Store(true)
+		return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, errSliceRefused)
+	}
+	return reply, nil
+}
+
+// readbackHasher reads the file back over the lane's SFTP channel; it
+// cannot hash slices.
+type readbackHasher struct{}
+
+func (readbackHasher) kind() string { return "readback" }
+
+func (readbackHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error) {
+	return l.readbackHash(ctx, p, n)
+}
+
+func (readbackHasher) canSlice(context.Context, *Session) bool { return false }
+
+func (readbackHasher) slice(_ context.Context, s *Session, p string, _, _ int64) ([]byte, error) {
 	return nil, fmt.Errorf("host %s: hash %s: the host cannot hash for us", s.Host.Name, p)
+}
+
+// execHasher runs a hash tool on a stock host (protocol.HashCommand,
+// protocol.HashRangeCommand) on files under dir, the login directory.
+type execHasher struct {
+	tool, dir string
+	// helper runs the commands in one shell per connection; nil, or
+	// gone, where it could not start or died: then one session each.
+	helper     *execHelper
+	sliceOnce  sync.Once
+	execSlices bool // the host runs protocol.HashRangeCommand
+}
+
+func (*execHasher) kind() string { return "exec" }
+
+func (e *execHasher) hash(ctx context.Context, s *Session, p string, n int64) ([]byte, error) {
+	abs := path.Join(e.dir, p)
+	return e.execHash(ctx, s, abs, protocol.HashCommand(e.tool, abs, n), n)
+}
+
+// canSlice probes, once: "messor" in blocks of 2 bytes, skip one, take
+// two: "ssor", cut to 3 bytes: "sso".
+func (e *execHasher) canSlice(ctx context.Context, s *Session) bool {
+	e.sliceOnce.Do(func() {
+		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		out, err := e.run(pctx, s, "printf messor | dd bs=2 skip=1 count=2 2>/dev/null | head -c 3 | "+e.tool, 0)
+		sum := sha256.Sum256([]byte("sso"))
+		e.execSlices = err == nil && strings.HasPrefix(execLines(out, 1)[0], hex.EncodeToString(sum[:]))
+		if !e.execSlices {
+			s.log.Debug("the host cannot hash a slice of a file (dd, head -c); verifying whole files", "err", err, "output", string(out))
+		}
+	})
+	return e.execSlices
+}
+
+func (e *execHasher) slice(ctx context.Context, s *Session, p string, off, n int64) ([]byte, error) {
+	abs := path.Join(e.dir, p)
+	sum, err := e.execHash(ctx, s, abs, protocol.HashRangeCommand(e.tool, abs, off, n), n)
+	if errors.Is(err, errNoSession) {
+		// No session free for a command (sshd's MaxSessions): the
+		// whole file is verified at the end instead.
+		return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w: %w", s.Host.Name, p, off, off+n, errSliceRefused, err)
+	}
+	return sum, err
 }
 
 // execHash runs cmd, which hashes n bytes of the file at abs on the host,
 // and returns the digest it prints.
-func (s *Session) execHash(ctx context.Context, abs, cmd string, n int64) ([]byte, error) {
-	out, err := s.execOutput(ctx, cmd, hashTime(n))
+func (e *execHasher) execHash(ctx context.Context, s *Session, abs, cmd string, n int64) ([]byte, error) {
+	out, err := e.run(ctx, s, cmd, hashTime(n))
 	if err != nil {
 		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, abs, err)
 	}

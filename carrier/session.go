@@ -121,19 +121,15 @@ type sessionState struct {
 	rwHandles bool
 	agent     bool
 
-	hashOnce sync.Once
-	hashKind string
+	capsOnce sync.Once
+	hostCaps *hostCaps     // caps: probed on first use
 	rtt      time.Duration // one SFTP round trip, measured at the start
-	hashTool string        // on a stock host: the command that hashes stdin
-	hashDir  string        // on a stock host: the login directory (absolute)
 	// execs bounds the commands run on the host at once (sshd's
 	// MaxSessions is 10 by default, and SFTP lanes take up to maxLanes).
 	execs chan struct{}
 	// sliceRefused: the agent refused a hash-slice request (an agent older
 	// than that request); whole files are verified instead.
 	sliceRefused atomic.Bool
-	sliceOnce    sync.Once
-	execSlices   bool // a stock host runs protocol.HashRangeCommand
 	// sliceRequest is protocol.HashSliceRequest (tests name another, to
 	// play an older agent).
 	sliceRequest string
