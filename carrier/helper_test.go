@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -148,4 +149,27 @@ func TestHelperRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHelperCommandCancelled: a command still running in the helper when
+// its context ends returns then, with the context's error; the helper,
+// whose shell is in an unknown state, is closed, and later hashes run one
+// session each.
+func TestHelperCommandCancelled(t *testing.T) {
+	s, dir := helperHost(t, sshdtest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if !s.helperUp(ctx) {
+		t.Fatal("no exec helper on a stock host")
+	}
+	e := s.caps(ctx).hasher.(*execHasher)
+	cctx, ccancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer ccancel()
+	if _, err := e.run(cctx, s, "sleep 30", 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("command cancelled in the helper: %v, want %v", err, context.DeadlineExceeded)
+	}
+	if s.helperUp(ctx) {
+		t.Error("helper still up after a command in it was cancelled")
+	}
+	checkRangeHash(t, ctx, s, dir)
 }
