@@ -28,10 +28,21 @@ func helperHost(t *testing.T, opts sshdtest.Options) (*Session, string) {
 	return dialTest(t, srv.Host, srv.Port, key, 5*time.Second), opts.LoginDir
 }
 
+// stockHelper dials a stock sshd and returns the session, its login
+// directory and its exec hasher, whose helper is up.
+func stockHelper(ctx context.Context, t *testing.T) (*Session, string, *execHasher) {
+	t.Helper()
+	s, dir := helperHost(t, sshdtest.Options{})
+	if !s.helperUp(ctx) {
+		t.Fatal("no exec helper on a stock host")
+	}
+	return s, dir, s.caps(ctx).hasher.(*execHasher)
+}
+
 // checkRangeHash writes a 2 MiB file on the host and checks the digest the
 // session's hasher gives for its first MiB (hashPrefix: the host's own
 // hashing, never reading back).
-func checkRangeHash(t *testing.T, ctx context.Context, s *Session, dir string) {
+func checkRangeHash(ctx context.Context, t *testing.T, s *Session, dir string) {
 	t.Helper()
 	b := make([]byte, 2<<20)
 	for i := range b {
@@ -80,7 +91,7 @@ func TestHelperAnswersThroughNoise(t *testing.T) {
 		if _, err := e.helper.run(ctx, "exit 3", 10*time.Second); err == nil || !s.helperUp(ctx) {
 			t.Errorf("login %q: a command exiting 3: %v, helper up %v; want an error, and the helper still up", login, err, s.helperUp(ctx))
 		}
-		checkRangeHash(t, ctx, s, dir)
+		checkRangeHash(ctx, t, s, dir)
 	}
 }
 
@@ -88,13 +99,9 @@ func TestHelperAnswersThroughNoise(t *testing.T) {
 // runs in it. The command fails over to a session of its own (it does not
 // hang, and is answered), and later hashes run one session each.
 func TestHelperKilledMidCommand(t *testing.T) {
-	s, dir := helperHost(t, sshdtest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if !s.helperUp(ctx) {
-		t.Fatal("no exec helper on a stock host")
-	}
-	e := s.caps(ctx).hasher.(*execHasher)
+	s, dir, e := stockHelper(ctx, t)
 	pidFile := filepath.Join(dir, "pid")
 	cmd := "if [ -e " + pidFile + " ]; then echo again; else echo $$ > " + pidFile + "; sleep 30; fi"
 	done := make(chan error, 1)
@@ -121,7 +128,7 @@ func TestHelperKilledMidCommand(t *testing.T) {
 	if s.helperUp(ctx) {
 		t.Error("helper still up after it was killed")
 	}
-	checkRangeHash(t, ctx, s, dir)
+	checkRangeHash(ctx, t, s, dir)
 }
 
 // TestHelperRefused: a shell that will not run sh -s, and a restricted
@@ -145,7 +152,7 @@ func TestHelperRefused(t *testing.T) {
 				t.Fatalf("hash kind %q, helper up %v; want %s without a helper", k, s.helperUp(ctx), tc.kind)
 			}
 			if tc.kind == "exec" {
-				checkRangeHash(t, ctx, s, dir)
+				checkRangeHash(ctx, t, s, dir)
 			}
 		})
 	}
@@ -156,13 +163,9 @@ func TestHelperRefused(t *testing.T) {
 // whose shell is in an unknown state, is closed, and later hashes run one
 // session each.
 func TestHelperCommandCancelled(t *testing.T) {
-	s, dir := helperHost(t, sshdtest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if !s.helperUp(ctx) {
-		t.Fatal("no exec helper on a stock host")
-	}
-	e := s.caps(ctx).hasher.(*execHasher)
+	s, dir, e := stockHelper(ctx, t)
 	cctx, ccancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer ccancel()
 	if _, err := e.run(cctx, s, "sleep 30", 0); !errors.Is(err, context.DeadlineExceeded) {
@@ -171,5 +174,5 @@ func TestHelperCommandCancelled(t *testing.T) {
 	if s.helperUp(ctx) {
 		t.Error("helper still up after a command in it was cancelled")
 	}
-	checkRangeHash(t, ctx, s, dir)
+	checkRangeHash(ctx, t, s, dir)
 }
