@@ -388,7 +388,9 @@ func (c *Carrier) lanes(ctx context.Context, s *Session, n int) *lanePicker {
 		}
 	}
 	if k > 1 {
-		s.HashKind(ctx) // settled before lanes take the host's sessions
+		// The helper's session is taken before lanes take the host's;
+		// they open while its shell starts.
+		s.awaitHelperOpen(ctx)
 	}
 	lctx, cancel := context.WithTimeout(ctx, connectTimeout(s.Host, c.opts.ConnectTimeout))
 	defer cancel()

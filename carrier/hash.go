@@ -83,6 +83,7 @@ const execHashMin = 1 << 20
 // probeCaps finds how s can verify host files: the agent's requests, a
 // hash tool run by command (probed, and timed), or reading back.
 func (s *Session) probeCaps(ctx context.Context) *hostCaps {
+	defer s.helperOpened()
 	if s.agent {
 		return &hostCaps{hasher: agentHasher{}}
 	}
@@ -133,6 +134,7 @@ func (s *Session) probeCaps(ctx context.Context) *hostCaps {
 // key's SFTP server, a shell without sh -s), and then e has no helper.
 func (s *Session) probeHelper(ctx context.Context, e *execHasher, cmd string) ([]byte, error) {
 	h, err := s.startHelper(ctx)
+	s.helperOpened()
 	if err != nil {
 		s.log.Debug("no exec helper; one session per command", "err", err)
 		return nil, err
@@ -159,6 +161,20 @@ func (e *execHasher) run(ctx context.Context, s *Session, cmd string, timeout ti
 		s.log.Debug("the exec helper is gone; one session per command", "err", err)
 	}
 	return s.execOutput(ctx, cmd, timeout)
+}
+
+func (s *Session) helperOpened() { s.helperOpenOnce.Do(func() { close(s.helperOpen) }) }
+
+// awaitHelperOpen starts the probe if it is not running and waits until
+// the exec helper holds its session (or none will be opened): lanes opened
+// after it leave that session to the helper, and open while its shell
+// starts.
+func (s *Session) awaitHelperOpen(ctx context.Context) {
+	go s.caps(ctx)
+	select {
+	case <-s.helperOpen:
+	case <-ctx.Done():
+	}
 }
 
 // helperUp reports whether commands run in the session's exec helper.

@@ -122,8 +122,12 @@ type sessionState struct {
 	agent     bool
 
 	capsOnce sync.Once
-	hostCaps *hostCaps     // caps: probed on first use
-	rtt      time.Duration // one SFTP round trip, measured at the start
+	hostCaps *hostCaps // caps: probed on first use
+	// helperOpen is closed once the probe holds the exec helper's session
+	// or will not open one (helperOpened).
+	helperOpen     chan struct{}
+	helperOpenOnce sync.Once
+	rtt            time.Duration // one SFTP round trip, measured at the start
 	// execs bounds the commands run on the host at once (sshd's
 	// MaxSessions is 10 by default, and SFTP lanes take up to maxLanes).
 	execs chan struct{}
@@ -327,7 +331,7 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 		return nil, fmt.Errorf("host %s: sftp: %w (does the host's sshd offer the sftp subsystem?)", h.Name, err)
 	}
 	conn.SetDeadline(time.Time{})
-	s := &Session{sessionState: &sessionState{Host: h, ssh: client, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx,
+	s := &Session{sessionState: &sessionState{Host: h, ssh: client, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx, helperOpen: make(chan struct{}),
 		execs: make(chan struct{}, maxExecs), window: make(chan struct{}, windowUnits), sliceRequest: protocol.HashSliceRequest}, sftp: sc}
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
 	// One round trip, timed: how many files to keep in flight.
