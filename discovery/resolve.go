@@ -180,6 +180,12 @@ func (f *Finder) configured(name string) bool {
 	return ok
 }
 
+// Known reports whether name is configured (the hosts file, a Host line of
+// ~/.ssh/config) or a pinned agent: a name the user wrote down.
+func (f *Finder) Known(name string) bool {
+	return f.configured(name) || f.cfg.Pins.Pinned(name)
+}
+
 // configuredHost returns how to dial a configured name; err is a bad
 // ssh_config entry for it (the name is still the user's).
 func (f *Finder) configuredHost(name string) (h Host, ok bool, err error) {
