@@ -75,3 +75,43 @@ again to finish. ` + "`messor status`" + ` flags destinations never seen.`,
 	cmd.Flags().BoolVar(&yes, "yes", false, "drop without asking")
 	return cmd
 }
+
+func newReaddressCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "readdress OLD NEW",
+		Short: "Carry the files carried for OLD (a typo) for NEW instead",
+		Long: `Give the files the buffer carries for OLD the destination NEW: they are
+delivered to NEW's ~/messor/inbox/<source>/, once. Each file's new record
+is committed with the removal of the old one: a kill leaves it carried for
+OLD or for NEW, never both; readdress again to finish.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			from, to := args[0], args[1]
+			for _, n := range args {
+				if err := protocol.CheckHostName(n); err != nil {
+					return usageErr("destination %q: %w", n, err)
+				}
+			}
+			if from == to {
+				return usageErr("readdress %s %s: the same name", from, to)
+			}
+			c, closeBuf, err := g.openCarrier()
+			if err != nil {
+				return err
+			}
+			defer closeBuf()
+			ents, err := c.Buffer().CarriedFor(from, "")
+			if err != nil {
+				return &exitError{exitFailed, err}
+			}
+			if len(ents) == 0 {
+				return usageErr("nothing carried for %s", from)
+			}
+			if err := c.Buffer().Readdress(ents, to); err != nil {
+				return &exitError{exitFailed, err}
+			}
+			fmt.Fprintf(g.stdout, "readdressed %d file(s) from %s to %s\n", len(ents), from, to)
+			return nil
+		},
+	}
+}

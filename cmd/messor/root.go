@@ -81,7 +81,7 @@ usage or configuration (a host name that resolves nowhere is one).`,
 	pf.BoolVar(&g.noMDNS, "no-mdns", os.Getenv("MESSOR_NO_MDNS") != "", "do not look for agents on the LAN over mDNS (or set $MESSOR_NO_MDNS)")
 	pf.DurationVar(&g.mdnsTimeout, "mdns-timeout", 2*time.Second, "how long to listen for agents on the LAN")
 	root.PersistentPreRun = func(*cobra.Command, []string) { g.defaultBuffer() }
-	root.AddCommand(newPickupCmd(g), newDropoffCmd(g), newSyncCmd(g), newStatusCmd(g), newAgentCmd(g), newTrustCmd(g), newDemoCmd(g), newWatchCmd(g), newRecoverCmd(g), newKeyCmd(g), newDropCmd(g))
+	root.AddCommand(newPickupCmd(g), newDropoffCmd(g), newSyncCmd(g), newStatusCmd(g), newAgentCmd(g), newTrustCmd(g), newDemoCmd(g), newWatchCmd(g), newRecoverCmd(g), newKeyCmd(g), newDropCmd(g), newReaddressCmd(g))
 	return root
 }
 
