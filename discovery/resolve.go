@@ -110,12 +110,13 @@ func Find(ctx context.Context, cfg FinderConfig) (f *Finder, problems []error, e
 	ctx, cancel := context.WithCancel(ctx)
 	f = &Finder{cfg: cfg, ssh: sc, bad: map[string]error{}, browsed: make(chan struct{}), stop: cancel}
 	for _, n := range names {
-		h, err := sc.Resolve(n)
+		h, err := sc.Resolve(n.Name)
 		if err != nil {
 			problems = append(problems, err)
-			f.bad[n] = err
+			f.bad[n.Name] = err
 			continue
 		}
+		h.Remote = n.Remote
 		f.file = append(f.file, h)
 	}
 	if cfg.Browse == nil {
