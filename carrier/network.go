@@ -67,9 +67,11 @@ func (c *Carrier) guardNetwork(h discovery.Host, check ssh.HostKeyCallback) ssh.
 	}
 	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 		if ta, ok := remote.(*net.TCPAddr); ok {
-			ip, _ := netip.AddrFromSlice(ta.IP)
+			// No address (a ProxyCommand pipe) or 0.0.0.0 (a later hop)
+			// is not checked.
+			ip, known := netip.AddrFromSlice(ta.IP)
 			ip = ip.Unmap()
-			if !ip.IsUnspecified() && !discovery.LocalAddr(ip) {
+			if known && !ip.IsUnspecified() && !discovery.LocalAddr(ip) {
 				return &HeldError{Host: h.Name, Addr: ta.String(), Rule: "remote"}
 			}
 		}

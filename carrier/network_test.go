@@ -28,6 +28,7 @@ func TestGuardNetwork(t *testing.T) {
 		{&net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 22}, true},
 		{&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 22}, true},
 		{&net.UnixAddr{Name: "proxycommand"}, false},
+		{&net.TCPAddr{}, false}, // a ProxyCommand pipe as the session sees it
 	} {
 		err := c.guardNetwork(discovery.Host{Name: "h"}, ok)("h", tc.addr, nil)
 		var he *HeldError
