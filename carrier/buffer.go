@@ -37,6 +37,10 @@ type Entry struct {
 	// delivered with defaultPerm.
 	Perm    fs.FileMode `json:"perm,omitempty"`
 	HasPerm bool        `json:"has_perm,omitempty"`
+	// From is the destination the entry was carried for before `messor
+	// readdress` (Buffer.Readdress) gave it this one: an index or a
+	// recover that finds both entries keeps this one (settleReaddress).
+	From string `json:"readdressed_from,omitempty"`
 }
 
 // defaultPerm is the mode of a delivered file whose source's mode is not
@@ -555,6 +559,11 @@ func (b *Buffer) adoptRecordFile(p string, verified map[string]bool) (int, error
 			}
 			if added {
 				n++
+			}
+		}
+		for _, e := range ents {
+			if err := settleReaddress(tx, e); err != nil {
+				return err
 			}
 		}
 		if name := batchName(p); name != "" {

@@ -84,6 +84,14 @@ type Options struct {
 	// DryRun: PickupFound, PickupFrom and DropoffTo connect and say what
 	// they would move and what would wait, moving nothing.
 	DryRun bool
+	// AllowRemote: visit hosts at addresses not on a local network
+	// (discovery.LocalAddr) even when the hosts file does not mark them
+	// "remote" (see guardNetwork).
+	AllowRemote bool
+	// Metered, if set, says whether the connection is metered (and by
+	// what); a metered one stops every visit unless AllowMetered.
+	Metered      func(ctx context.Context) (metered bool, by string)
+	AllowMetered bool
 }
 
 // Progress receives transfer progress; implementations must be safe for
@@ -211,7 +219,7 @@ func (r *HostReport) Unreachable() bool {
 // Failed reports whether this host's run counts as a failure (exit 1):
 // refused, or a transfer failed. Out of range is not a failure.
 func (r *HostReport) Failure() bool {
-	return (r.Err != nil && !r.Unreachable() && !r.Misconfigured()) || len(r.Failed) > 0
+	return (r.Err != nil && !r.Unreachable() && !r.Misconfigured() && !r.Held()) || len(r.Failed) > 0
 }
 
 // Misconfigured reports whether the host was refused for its configuration
@@ -230,6 +238,9 @@ func (r *HostReport) Summary() string {
 	if r.Err != nil {
 		if r.Unreachable() {
 			return r.unreachableSummary()
+		}
+		if he := r.held(); he != nil {
+			return fmt.Sprintf("%s: %s: skipped: %v", r.Verb, r.Host, he)
 		}
 		return fmt.Sprintf("%s: %s: %v", r.Verb, r.Host, r.Err)
 	}
@@ -290,8 +301,13 @@ func reasons(ns []FileNote) string {
 
 // dial opens a session to h with the carrier's policies.
 func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) {
-	hops := func(hop discovery.Host) ssh.HostKeyCallback { return c.opts.HostKeyPolicy(hop, c.opts.AcceptNew) }
-	s, err := dialWithExtraKeys(ctx, h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew), hops, c.opts.ConnectTimeout, c.log, c.unlockKeys(h))
+	if err := c.checkMetered(ctx, h); err != nil {
+		return nil, err
+	}
+	hops := func(hop discovery.Host) ssh.HostKeyCallback {
+		return c.guardNetwork(h, c.opts.HostKeyPolicy(hop, c.opts.AcceptNew))
+	}
+	s, err := dialWithExtraKeys(ctx, h, c.guardNetwork(h, c.opts.HostKeyPolicy(h, c.opts.AcceptNew)), hops, c.opts.ConnectTimeout, c.log, c.unlockKeys(h))
 	var ae *AuthError
 	if errors.As(err, &ae) {
 		return nil, c.keyError(h, ae)

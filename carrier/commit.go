@@ -33,6 +33,9 @@ type op struct {
 	data     []byte // the content to store
 	reserved int64
 	done     chan opResult
+	// after: a release that must not happen unless this commit does
+	// (Readdress): it is skipped when after failed.
+	after *op
 
 	// set while applying
 	err    error
@@ -198,7 +201,7 @@ func (b *Buffer) storeObject(o *op, st *batchFiles) bool {
 		return false
 	}
 	if serr == nil || st.stored[o.e.Hash] {
-		if o.data == nil {
+		if o.data == nil && o.partial != "" {
 			os.Remove(o.partial) // the content is stored already
 		}
 		return true
@@ -287,6 +290,9 @@ func (b *Buffer) indexBatch(batch []*op, st *batchFiles) (*indexed, error) {
 		}
 		freed := map[string]int64{}
 		for _, o := range batch {
+			if o.err == nil && o.after != nil && o.after.err != nil {
+				o.err = o.after.err
+			}
 			if o.err != nil {
 				continue
 			}
@@ -371,6 +377,9 @@ func indexCommit(tx *bolt.Tx, o *op, res *indexed) error {
 	}
 	if err := eb.Put(o.e.key(), ev); err != nil {
 		return err
+	}
+	if o.o == (origin{}) {
+		return nil // readdressed: the entry's origin is recorded already
 	}
 	return tx.Bucket(bucketCarried).Put(o.o.key(), []byte(o.e.Hash))
 }

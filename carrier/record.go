@@ -354,6 +354,11 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 				rep.Restored++
 			}
 		}
+		for _, f := range ents {
+			if err := settleReaddress(tx, f.e); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -550,4 +555,44 @@ func verifyObject(p, hash string, size int64) error {
 		return errors.New("content does not match")
 	}
 	return nil
+}
+
+// settleReaddress finishes a readdress a crash cut off: when e was
+// readdressed (From) and is indexed, the entry it replaced is released
+// if it is still indexed, and its record file marked for the rewrite
+// that drops its line (rewriteDirty, at the next open).
+func settleReaddress(tx *bolt.Tx, e Entry) error {
+	if e.From == "" {
+		return nil
+	}
+	eb, ob := tx.Bucket(bucketEntries), tx.Bucket(bucketObjects)
+	if eb.Get(e.key()) == nil {
+		return nil
+	}
+	old := e
+	old.Dest, old.From = e.From, ""
+	v := eb.Get(old.key())
+	if v == nil {
+		return nil
+	}
+	name := recOf(v)
+	if name == "" {
+		return nil // an older messor's record: Readdress refuses those
+	}
+	if err := eb.Delete(old.key()); err != nil {
+		return err
+	}
+	if _, err := countRecord(tx, name, -1); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketRecDirty).Put([]byte(name), nil); err != nil {
+		return err
+	}
+	var rec objectRec
+	if err := json.Unmarshal(ob.Get([]byte(e.Hash)), &rec); err != nil {
+		return err
+	}
+	rec.Refs-- // e still uses it
+	rv, _ := json.Marshal(rec)
+	return ob.Put([]byte(e.Hash), rv)
 }

@@ -23,7 +23,8 @@ type HostResult struct {
 	Verb string `json:"verb"` // "pickup" or "dropoff"
 	// Outcome: "done" (Failed may still list files), "unreachable" (out
 	// of range, not a failure), "no_such_host" (the name resolves
-	// nowhere: a configuration error), "interrupted" (the run was), "error"
+	// nowhere: a configuration error), "interrupted" (the run was), "held"
+	// (not visited over a remote address or a metered link), "error"
 	// (refused, stalled...). Reason says why for all but "done".
 	Outcome   string     `json:"outcome"`
 	Reason    string     `json:"reason,omitempty"`
@@ -62,6 +63,8 @@ func (r *HostReport) Result() HostResult {
 		hr.Outcome, hr.Reason = "no_such_host", "no such host"
 	case errors.As(r.Err, &ue):
 		hr.Outcome, hr.Reason = "unreachable", ue.Why()
+	case r.Held():
+		hr.Outcome, hr.Reason = "held", r.held().Error()
 	case r.Err != nil:
 		hr.Outcome, hr.Reason = "error", r.Err.Error()
 	}

@@ -105,6 +105,12 @@ func (c *Carrier) DropoffTo(ctx context.Context, f Finder, names []string) ([]*H
 	if err != nil {
 		return nil, err
 	}
+	return c.dropoffTo(ctx, f, names, byDest), nil
+}
+
+// dropoffTo delivers byDest's entries to the destinations named (all of
+// byDest's when none are).
+func (c *Carrier) dropoffTo(ctx context.Context, f Finder, names []string, byDest map[string][]Entry) []*HostReport {
 	if len(names) == 0 {
 		names = slices.Sorted(maps.Keys(byDest))
 	}
@@ -127,7 +133,7 @@ func (c *Carrier) DropoffTo(ctx context.Context, f Finder, names []string) ([]*H
 		}
 		markInterrupted(ctx, out[len(out)-1])
 	})
-	return append(out, empty...), nil
+	return append(out, empty...)
 }
 
 // unresolved is the report for a name that could not be resolved to a

@@ -19,6 +19,9 @@ type Status struct {
 	// records it found but could not place (see OpenBuffer). messor never
 	// deletes them; they do not count against the limit.
 	Quarantine Quarantine `json:"quarantine"`
+	// NeverSeen: destinations carried for that no configuration names and
+	// no run visited (FlagNeverSeen); absent when not checked.
+	NeverSeen []string `json:"never_seen,omitempty"`
 }
 
 // Quarantine sums the files in a buffer's quarantine/.

@@ -43,6 +43,9 @@ type Host struct {
 	// ConnectTimeout bounds the TCP connect and SSH handshake; 0 means the
 	// caller's default.
 	ConnectTimeout time.Duration
+	// Remote: the hosts file marks the host "remote": it may be visited at
+	// an address not on a local network (LocalAddr).
+	Remote bool
 	// ProxyJump is the chain of jump hosts to the host, first hop first
 	// (ssh_config ProxyJump), each resolved through ssh_config as a host of
 	// its own. As with OpenSSH, only the first hop has a route of its own;

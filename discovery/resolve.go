@@ -110,12 +110,13 @@ func Find(ctx context.Context, cfg FinderConfig) (f *Finder, problems []error, e
 	ctx, cancel := context.WithCancel(ctx)
 	f = &Finder{cfg: cfg, ssh: sc, bad: map[string]error{}, browsed: make(chan struct{}), stop: cancel}
 	for _, n := range names {
-		h, err := sc.Resolve(n)
+		h, err := sc.Resolve(n.Name)
 		if err != nil {
 			problems = append(problems, err)
-			f.bad[n] = err
+			f.bad[n.Name] = err
 			continue
 		}
+		h.Remote = n.Remote
 		f.file = append(f.file, h)
 	}
 	if cfg.Browse == nil {
@@ -178,6 +179,12 @@ func (f *Finder) ignore(a Host) {
 func (f *Finder) configured(name string) bool {
 	_, ok, _ := f.configuredHost(name)
 	return ok
+}
+
+// Known reports whether name is configured (the hosts file, a Host line of
+// ~/.ssh/config) or a pinned agent: a name the user wrote down.
+func (f *Finder) Known(name string) bool {
+	return f.configured(name) || f.cfg.Pins.Pinned(name)
 }
 
 // configuredHost returns how to dial a configured name; err is a bad

@@ -18,6 +18,11 @@ func (g *globals) agentsFile() string {
 // starts looking for agents over mDNS (unless --no-mdns). Bad lines are
 // printed ("file:line: ...") and reported as bad, the good ones served.
 func (g *globals) find(ctx context.Context) (f *discovery.Finder, bad bool, err error) {
+	return g.findBrowsing(ctx, !g.noMDNS && g.mdnsTimeout > 0)
+}
+
+// findBrowsing is find, with an mDNS browse for agents only when browse.
+func (g *globals) findBrowsing(ctx context.Context, browse bool) (f *discovery.Finder, bad bool, err error) {
 	pins, err := carrier.AgentPins(g.agentsFile())
 	if err != nil {
 		return nil, false, usageErr("%w", err)
@@ -29,7 +34,7 @@ func (g *globals) find(ctx context.Context) (f *discovery.Finder, bad bool, err 
 		Pins:       pins,
 		Log:        g.logger(),
 	}
-	if !g.noMDNS && g.mdnsTimeout > 0 {
+	if browse {
 		cfg.Browse = discovery.BrowseFor(g.mdnsTimeout, g.logger())
 	}
 	f, problems, err := discovery.Find(ctx, cfg)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/discovery"
 )
 
 // globals are the flags every subcommand shares.
@@ -24,6 +25,8 @@ type globals struct {
 	limit          string
 	hosts          string
 	acceptNew      bool
+	allowRemote    bool
+	allowMetered   bool
 	verbose        bool
 	quiet          bool
 	dryRun         bool // set by pickup, dropoff and sync's --dry-run
@@ -73,6 +76,8 @@ usage or configuration (a host name that resolves nowhere is one).`,
 	pf.StringVar(&g.buffer, "buffer", os.Getenv("MESSOR_BUFFER"), "carrier buffer directory (env $MESSOR_BUFFER; default $XDG_DATA_HOME/messor/buffer, else ~/.local/share/messor/buffer)")
 	pf.StringVar(&g.limit, "limit", envOr("MESSOR_LIMIT", "500MiB"), "most bytes the buffer may hold, e.g. 500MiB, 2GiB, 1.5GB (env $MESSOR_LIMIT)")
 	pf.StringVar(&g.hosts, "hosts", envOr("MESSOR_HOSTS", filepath.Join(home, ".messor_pickup_hosts")), "pickup hosts file, one name a line (env $MESSOR_HOSTS)")
+	pf.BoolVar(&g.allowRemote, "allow-remote", false, "visit hosts at addresses not on a local network (not RFC 1918, IPv6 ULA, link-local or loopback), as the hosts file allows per host with \"NAME remote\"")
+	pf.BoolVar(&g.allowMetered, "allow-metered", false, "run on a connection NetworkManager says is metered")
 	pf.BoolVar(&g.acceptNew, "accept-new", false, "trust and pin unknown host keys of configured hosts on first contact (like ssh's StrictHostKeyChecking=accept-new); never an agent heard over mDNS (use messor trust), and changed keys are always refused")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file and detail, in slog's key=value format")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print only failures and errors (no summaries, no progress bar)")
@@ -81,7 +86,7 @@ usage or configuration (a host name that resolves nowhere is one).`,
 	pf.BoolVar(&g.noMDNS, "no-mdns", os.Getenv("MESSOR_NO_MDNS") != "", "do not look for agents on the LAN over mDNS (or set $MESSOR_NO_MDNS)")
 	pf.DurationVar(&g.mdnsTimeout, "mdns-timeout", 2*time.Second, "how long to listen for agents on the LAN")
 	root.PersistentPreRun = func(*cobra.Command, []string) { g.defaultBuffer() }
-	root.AddCommand(newPickupCmd(g), newDropoffCmd(g), newSyncCmd(g), newStatusCmd(g), newAgentCmd(g), newTrustCmd(g), newDemoCmd(g), newWatchCmd(g), newRecoverCmd(g), newKeyCmd(g))
+	root.AddCommand(newPickupCmd(g), newDropoffCmd(g), newSyncCmd(g), newStatusCmd(g), newAgentCmd(g), newTrustCmd(g), newDemoCmd(g), newWatchCmd(g), newRecoverCmd(g), newKeyCmd(g), newDropCmd(g), newReaddressCmd(g))
 	return root
 }
 
@@ -141,6 +146,9 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 	}
 	opts := carrier.Options{
 		AcceptNew:      g.acceptNew,
+		AllowRemote:    g.allowRemote,
+		AllowMetered:   g.allowMetered,
+		Metered:        meteredProbe,
 		ConnectTimeout: g.connectTimeout,
 		Settle:         settle,
 		Logger:         g.logger(),
@@ -160,6 +168,9 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 	}
 	return carrier.New(buf, opts), closeBuf, nil
 }
+
+// meteredProbe says whether the connection is metered (tests replace it).
+var meteredProbe = discovery.Metered
 
 // askPassphrase asks for file's passphrase on the terminal, as ssh does;
 // an empty one passes the key over.

@@ -25,6 +25,10 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &exitError{exitFailed, err}
 			}
+			if f, _, err := g.findBrowsing(cmd.Context(), false); err == nil {
+				st.FlagNeverSeen(f)
+				f.Close()
+			}
 			if asJSON {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
@@ -47,6 +51,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Dest, r.Source, r.Files, carrier.FormatSize(r.Bytes))
 			}
 			tw.Flush()
+			for _, d := range st.NeverSeen {
+				fmt.Fprintf(g.stdout, "%s: never seen: not in %s, ~/.ssh/config or the pinned agents, and no host key for it is known; a typo? `messor readdress %s NAME` or `messor drop %s`\n", d, g.hosts, d, d)
+			}
 			if g.verbose {
 				for _, e := range st.Items {
 					fmt.Fprintf(g.stdout, "  %s -> %s  %s  %s  sha256:%s\n", e.Source, e.Dest, e.Path, carrier.FormatSize(e.Size), e.Hash[:16])

@@ -62,15 +62,16 @@ func newSyncCmd(g *globals) *cobra.Command {
 	rf := &runFlags{}
 	return rf.add(&cobra.Command{
 		Use:   "sync [HOST...]",
-		Short: "Dropoff, then pickup",
-		Long:  "Deliver what the buffer holds to reachable destinations, then pick up from reachable pickup hosts (or, with HOSTs, deliver to and pick up from those only).",
+		Short: "Dropoff, pickup, then deliver what was just picked up",
+		Long: `Deliver what the buffer holds to reachable destinations, pick up from
+reachable pickup hosts, then deliver what was just picked up to its
+destinations in the same run (or, with HOSTs, deliver to and pick up from
+those only). A destination found out of range or refused in this run is
+not dialed again; each host has one line per verb. With --dry-run nothing
+is picked up, so only the first delivery and the pickup are shown.`,
 		RunE: func(cmd *cobra.Command, names []string) error {
 			return g.withCarrier(cmd, rf, func(c *carrier.Carrier, f *discovery.Finder) ([]*carrier.HostReport, error) {
-				reports, err := c.DropoffTo(cmd.Context(), f, names)
-				if err != nil || cmd.Context().Err() != nil {
-					return reports, err
-				}
-				return append(reports, g.pickup(cmd, c, f, names)...), nil
+				return c.Sync(cmd.Context(), f, names, func() []*carrier.HostReport { return g.pickup(cmd, c, f, names) })
 			})
 		},
 	})
