@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -88,6 +89,10 @@ type Options struct {
 	// (discovery.LocalAddr) even when the hosts file does not mark them
 	// "remote" (see guardNetwork).
 	AllowRemote bool
+	// IsLocal, if set, replaces discovery.LocalAddr as the test of an
+	// address on a local network (tests use it to make a loopback
+	// address remote).
+	IsLocal func(netip.Addr) bool
 	// Metered, if set, says whether the connection is metered (and by
 	// what); a metered one stops every visit unless AllowMetered.
 	Metered      func(ctx context.Context) (metered bool, by string)

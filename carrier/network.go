@@ -71,10 +71,18 @@ func (c *Carrier) guardNetwork(h discovery.Host, check ssh.HostKeyCallback) ssh.
 			// is not checked.
 			ip, known := netip.AddrFromSlice(ta.IP)
 			ip = ip.Unmap()
-			if known && !ip.IsUnspecified() && !discovery.LocalAddr(ip) {
+			if known && !ip.IsUnspecified() && !c.isLocal(ip) {
 				return &HeldError{Host: h.Name, Addr: ta.String(), Rule: "remote"}
 			}
 		}
 		return check(hostname, remote, key)
 	}
+}
+
+// isLocal is Options.IsLocal, or discovery.LocalAddr.
+func (c *Carrier) isLocal(ip netip.Addr) bool {
+	if c.opts.IsLocal != nil {
+		return c.opts.IsLocal(ip)
+	}
+	return discovery.LocalAddr(ip)
 }

@@ -149,6 +149,7 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 		AllowRemote:    g.allowRemote,
 		AllowMetered:   g.allowMetered,
 		Metered:        meteredProbe,
+		IsLocal:        localAddr,
 		ConnectTimeout: g.connectTimeout,
 		Settle:         settle,
 		Logger:         g.logger(),
@@ -168,6 +169,10 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 	}
 	return carrier.New(buf, opts), closeBuf, nil
 }
+
+// localAddr says whether an address is on a local network (tests replace
+// it, to make a loopback address remote without leaving loopback).
+var localAddr = discovery.LocalAddr
 
 // meteredProbe says whether the connection is metered (tests replace it).
 var meteredProbe = discovery.Metered
