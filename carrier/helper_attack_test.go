@@ -44,3 +44,30 @@ func TestHelperCancelReturnsWhileCommandRuns(t *testing.T) {
 	os.WriteFile(release, nil, 0o600)
 	checkRangeHash(ctx, t, s, dir)
 }
+
+// TestExecCancelReturnsWhileCommandRuns: the same for a command in an exec
+// session of its own (where there is no helper).
+func TestExecCancelReturnsWhileCommandRuns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s, dir, _ := stockHelper(ctx, t)
+	release := filepath.Join(dir, "release")
+	defer os.WriteFile(release, nil, 0o600)
+	cmd := "while [ ! -e " + release + " ]; do sleep 0.1; done; echo late"
+	cctx, ccancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.execOutput(cctx, cmd, 0)
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the command is in flight
+	ccancel()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		os.WriteFile(release, nil, 0o600)
+		t.Fatalf("cancelled command still waited for the host's command after 20s (returned %v once released)", <-done)
+	}
+	os.WriteFile(release, nil, 0o600)
+	checkRangeHash(ctx, t, s, dir)
+}
