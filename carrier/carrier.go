@@ -409,9 +409,7 @@ func (c *Carrier) lanes(ctx context.Context, s *Session, n int) *lanePicker {
 		}
 	}
 	if k > 1 {
-		// The helper's session is taken before lanes take the host's;
-		// they open while its shell starts.
-		s.awaitHelperOpen(ctx)
+		s.HashKind(ctx) // settled before lanes take the host's sessions
 	}
 	lctx, cancel := context.WithTimeout(ctx, connectTimeout(s.Host, c.opts.ConnectTimeout))
 	defer cancel()
@@ -419,8 +417,7 @@ func (c *Carrier) lanes(ctx context.Context, s *Session, n int) *lanePicker {
 	// On a host that hashes for us by command, a lane must not take the
 	// last session a command could have (sshd's MaxSessions): a resume
 	// check would have nothing to run in.
-	// The exec helper already holds the session its commands run in.
-	for len(ls) > 1 && s.HashKind(ctx) == "exec" && !s.helperUp(ctx) {
+	for len(ls) > 1 && s.HashKind(ctx) == "exec" {
 		if _, err := s.execOutputTries(lctx, "true", 3*time.Second, 3); !errors.Is(err, errNoSession) {
 			break
 		}
