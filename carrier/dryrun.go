@@ -29,7 +29,7 @@ func (c *Carrier) pickupPlan(ctx context.Context, h discovery.Host) *HostReport 
 	cands := l.cands
 	origins := make([]origin, len(cands))
 	for i, cd := range cands {
-		origins[i] = origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
+		origins[i] = cd.origin(s.Host.Name)
 	}
 	carried, err := c.buf.carried(origins)
 	if err != nil {

@@ -87,7 +87,7 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 		if l.complete {
 			keep := map[string]bool{}
 			for _, cd := range l.cands {
-				keep[origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}.partialName()] = true
+				keep[cd.origin(s.Host.Name).partialName()] = true
 			}
 			if n, freed := c.buf.dropStalePartials(s.Host.Name, keep); n > 0 {
 				c.log.Info("dropped partial downloads whose source changed or went away", "host", s.Host.Name, "files", n, "bytes", freed)
@@ -130,7 +130,7 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 	// between commit and removal, or a file we may not remove.
 	origins := make([]origin, len(cands))
 	for i, cd := range cands {
-		origins[i] = origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
+		origins[i] = cd.origin(s.Host.Name)
 	}
 	carried, err := c.buf.carried(origins)
 	if err != nil {
@@ -500,7 +500,7 @@ type fetchResult struct {
 // may go (verifySource with resumed).
 func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracker) (fetchResult, error) {
 	var res fetchResult
-	o := origin{s.Host.Name, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
+	o := cd.origin(s.Host.Name)
 	remote := path.Join(protocol.OutboxDir(cd.Dest), cd.Path)
 	pp := c.buf.partialPath(o)
 	if cd.Size <= smallFile {

@@ -55,3 +55,8 @@ func (b *Buffer) partialsOf(source string) func(candidate) int64 {
 		return st.Size()
 	}
 }
+
+// origin is where cd, listed on host, comes from.
+func (cd candidate) origin(host string) origin {
+	return origin{host, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
+}
