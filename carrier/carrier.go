@@ -409,7 +409,9 @@ func (c *Carrier) lanes(ctx context.Context, s *Session, n int) *lanePicker {
 		}
 	}
 	if k > 1 {
-		s.HashKind(ctx) // settled before lanes take the host's sessions
+		// The helper's session is taken before lanes take the host's;
+		// they open while its shell starts.
+		s.awaitHelperOpen(ctx)
 	}
 	lctx, cancel := context.WithTimeout(ctx, connectTimeout(s.Host, c.opts.ConnectTimeout))
 	defer cancel()
@@ -417,7 +419,8 @@ func (c *Carrier) lanes(ctx context.Context, s *Session, n int) *lanePicker {
 	// On a host that hashes for us by command, a lane must not take the
 	// last session a command could have (sshd's MaxSessions): a resume
 	// check would have nothing to run in.
-	for len(ls) > 1 && s.HashKind(ctx) == "exec" {
+	// The exec helper already holds the session its commands run in.
+	for len(ls) > 1 && s.HashKind(ctx) == "exec" && !s.helperUp(ctx) {
 		if _, err := s.execOutputTries(lctx, "true", 3*time.Second, 3); !errors.Is(err, errNoSession) {
 			break
 		}

@@ -114,6 +114,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	defer s.Close()
 	disarm := s.closeOnCancel(ctx)
 	defer disarm()
+	go s.caps(ctx) // alongside the first SFTP work: a stock host's shell starts once, early
 
 	tr := c.tracker(h.Name, "dropoff", len(mine), total)
 	defer tr.Done()

@@ -57,6 +57,7 @@ func (c *Carrier) PickupHost(ctx context.Context, h discovery.Host) *HostReport 
 	defer s.Close()
 	disarm := s.closeOnCancel(ctx)
 	defer disarm()
+	go s.caps(ctx) // alongside the first SFTP work: a stock host's shell starts once, early
 	c.pickup(ctx, s, r)
 	if err := c.buf.flush(); err != nil && r.Err == nil {
 		r.Err = err

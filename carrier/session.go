@@ -2,8 +2,6 @@ package carrier
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,8 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,19 +121,19 @@ type sessionState struct {
 	rwHandles bool
 	agent     bool
 
-	hashOnce sync.Once
-	hashKind string
-	rtt      time.Duration // one SFTP round trip, measured at the start
-	hashTool string        // on a stock host: the command that hashes stdin
-	hashDir  string        // on a stock host: the login directory (absolute)
+	capsOnce sync.Once
+	hostCaps *hostCaps // caps: probed on first use
+	// helperOpen is closed once the probe holds the exec helper's session
+	// or will not open one (helperOpened).
+	helperOpen     chan struct{}
+	helperOpenOnce sync.Once
+	rtt            time.Duration // one SFTP round trip, measured at the start
 	// execs bounds the commands run on the host at once (sshd's
 	// MaxSessions is 10 by default, and SFTP lanes take up to maxLanes).
 	execs chan struct{}
 	// sliceRefused: the agent refused a hash-slice request (an agent older
 	// than that request); whole files are verified instead.
 	sliceRefused atomic.Bool
-	sliceOnce    sync.Once
-	execSlices   bool // a stock host runs protocol.HashRangeCommand
 	// sliceRequest is protocol.HashSliceRequest (tests name another, to
 	// play an older agent).
 	sliceRequest string
@@ -335,7 +331,7 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 		return nil, fmt.Errorf("host %s: sftp: %w (does the host's sshd offer the sftp subsystem?)", h.Name, err)
 	}
 	conn.SetDeadline(time.Time{})
-	s := &Session{sessionState: &sessionState{Host: h, ssh: client, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx,
+	s := &Session{sessionState: &sessionState{Host: h, ssh: client, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx, helperOpen: make(chan struct{}),
 		execs: make(chan struct{}, maxExecs), window: make(chan struct{}, windowUnits), sliceRequest: protocol.HashSliceRequest}, sftp: sc}
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
 	// One round trip, timed: how many files to keep in flight.
@@ -404,75 +400,6 @@ func newSFTP(ctx context.Context, client *ssh.Client, wrap func(io.Reader) io.Re
 	return sc, nil
 }
 
-// maxLanes is how many SFTP channels a session uses at most for many
-// files. Each is a process of its own on a stock host (sftp-server answers
-// one request at a time, and waits in each fsync), so a host with cores to
-// spare answers in parallel, and its filesystem can join concurrent fsyncs
-// in one journal commit. Four stay within sshd's default MaxSessions (10)
-// beside the hash commands of four big files.
-const maxLanes = 4
-
-// openLanes makes sure the session has n SFTP channels (at most maxLanes;
-// fewer if the host refuses more: each is a session, and sshd's
-// MaxSessions bounds them) and returns them as sessions sharing everything
-// else; the first is s. Lanes are opened at the same time, in one round
-// trip or two; a channel not started when ctx ends is given up.
-func (s *Session) openLanes(ctx context.Context, n int) []*Session {
-	n = min(n, maxLanes)
-	s.laneMu.Lock()
-	defer s.laneMu.Unlock()
-	if len(s.lanes) == 0 {
-		s.lanes = []*Session{s}
-	}
-	if more := n - len(s.lanes); more > 0 {
-		// Started at once; those not started when ctx ends are given up
-		// (x/crypto cannot cancel a channel open: a late one is closed
-		// when it comes).
-		started := make(chan *sftp.Client, more)
-		for range more {
-			go func() {
-				sc, err := newSFTP(ctx, s.ssh, nil)
-				if err != nil {
-					s.log.Debug("another SFTP channel refused; going on with fewer", "err", err)
-				}
-				started <- sc
-			}()
-		}
-	wait:
-		for left := more; left > 0; left-- {
-			select {
-			case sc := <-started:
-				if sc != nil {
-					s.lanes = append(s.lanes, &Session{sessionState: s.sessionState, sftp: sc})
-				}
-			case <-ctx.Done():
-				go func() {
-					for range left {
-						if sc := <-started; sc != nil {
-							sc.Close()
-						}
-					}
-				}()
-				break wait
-			}
-		}
-	}
-	return slices.Clone(s.lanes[:min(n, len(s.lanes))])
-}
-
-// shedLane closes the session's last lane (not the first) and returns the
-// lanes left.
-func (s *Session) shedLane() []*Session {
-	s.laneMu.Lock()
-	defer s.laneMu.Unlock()
-	if len(s.lanes) > 1 {
-		last := s.lanes[len(s.lanes)-1]
-		s.lanes = s.lanes[:len(s.lanes)-1]
-		go last.sftp.Close()
-	}
-	return slices.Clone(s.lanes)
-}
-
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -502,320 +429,6 @@ func (s *Session) Close() error {
 // so Ctrl-C and timeouts cut a stuck transfer. Call the result to disarm.
 func (s *Session) closeOnCancel(ctx context.Context) func() bool {
 	return context.AfterFunc(ctx, func() { s.Close() })
-}
-
-// hashRange returns the SHA-256 of the first n bytes of the file at p
-// (relative to the login directory), computed on the host where it can be
-// (agent request, or a hash tool over exec), else by reading it back.
-func (s *Session) hashRange(ctx context.Context, p string, n int64) ([]byte, error) {
-	if s.HashKind(ctx) == "exec" && n < execHashMin {
-		// Starting a process on the host (a login shell, profile and
-		// all) costs more than reading a small file back.
-		return s.readbackHash(ctx, p, n)
-	}
-	sum, err := s.hostHash(ctx, p, n)
-	if errors.Is(err, errNoSession) {
-		// No session free for a command (a host allowing fewer than
-		// sshd's default 10): read it back instead.
-		return s.readbackHash(ctx, p, n)
-	}
-	return sum, err
-}
-
-// hashPrefix is hashRange for checking a partial before resuming it: it
-// uses the host's own hashing whatever the size, because reading a prefix
-// back costs as many bytes as sending it again (and over a link that drops
-// every few MiB, reading back a partial of that size never finishes, so the
-// upload never grows). Where the host hashes for us it never falls back to
-// reading back.
-func (s *Session) hashPrefix(ctx context.Context, p string, n int64) ([]byte, error) {
-	return s.hostHash(ctx, p, n)
-}
-
-// hostHash hashes the first n bytes of p the way HashKind says, on this
-// lane (a lane's SFTP channel for reading back: every lane verifies on its
-// own channel).
-func (s *Session) hostHash(ctx context.Context, p string, n int64) ([]byte, error) {
-	switch s.HashKind(ctx) {
-	case "agent":
-		return s.agentHash(ctx, p, n)
-	case "exec":
-		abs := path.Join(s.hashDir, p)
-		return s.execHash(ctx, abs, protocol.HashCommand(s.hashTool, abs, n), n)
-	}
-	return s.readbackHash(ctx, p, n)
-}
-
-// execHashMin is the smallest range hashed by exec on a stock host; smaller
-// ones are read back, which is cheaper than starting a shell there.
-const execHashMin = 1 << 20
-
-// HashKind says how this session verifies host files: "agent", "exec" or
-// "readback".
-func (s *Session) HashKind(ctx context.Context) string {
-	s.hashOnce.Do(func() { s.pickHasher(ctx) })
-	return s.hashKind
-}
-
-func (s *Session) pickHasher(ctx context.Context) {
-	s.hashKind = "readback"
-	if s.agent {
-		s.hashKind = "agent"
-		return
-	}
-	wd, err := s.sftp.Getwd()
-	if err != nil || !strings.HasPrefix(wd, "/") {
-		return
-	}
-	// Probe, in one exec: which of the hash tools work here, behind head
-	// (which every hash command but the slice's cuts its input with)? One
-	// line of output per tool, the best first, the last lines of the
-	// output (see execLines).
-	var probe []string
-	for _, tool := range protocol.HashTools {
-		probe = append(probe, "{ printf messorX | head -c 6 | "+tool+"; } 2>/dev/null; echo")
-	}
-	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	out, err := s.execOutput(pctx, strings.Join(probe, "; "), 0)
-	sum := sha256.Sum256([]byte("messor"))
-	want := hex.EncodeToString(sum[:])
-	lines := execLines(out, len(protocol.HashTools))
-	for i, tool := range protocol.HashTools {
-		if strings.HasPrefix(lines[i], want) {
-			s.hashTool = tool
-			break
-		}
-	}
-	if s.hashTool == "" {
-		s.log.Debug("no server-side hashing; verifying by reading back", "err", err)
-		return
-	}
-	s.hashDir = wd
-	s.hashKind = "exec"
-}
-
-// maxExecs is how many commands a session runs on a stock host at once: one
-// per big upload's outstanding slice hash and resume check. With maxLanes
-// SFTP channels that is one session less than sshd's default MaxSessions
-// (10): sshd frees a session's slot only after the client's close has been
-// handled, and a command started right after another ended was refused
-// about one time in three when the budget was exactly 10 (found in
-// review). A host allowing fewer sessions refuses some; execOutput waits
-// and tries again, then the caller verifies another way.
-const maxExecs = 10 - maxLanes - 1
-
-// errNoSession: the host refused a session for a command (sshd's
-// MaxSessions), several times.
-var errNoSession = errors.New("no session free on the host for a command")
-
-// canHashSlices reports whether hashSlice works on s: on an agent that has
-// not refused it, or on a stock host where a probe (once per session) shows
-// that dd and head -c work together with the hash tool.
-func (s *Session) canHashSlices(ctx context.Context) bool {
-	switch s.HashKind(ctx) {
-	case "agent":
-		return !s.sliceRefused.Load()
-	case "exec":
-		s.sliceOnce.Do(func() {
-			// "messor" in blocks of 2 bytes, skip one, take two: "ssor",
-			// cut to 3 bytes: "sso".
-			pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			defer cancel()
-			out, err := s.execOutput(pctx, "printf messor | dd bs=2 skip=1 count=2 2>/dev/null | head -c 3 | "+s.hashTool, 0)
-			sum := sha256.Sum256([]byte("sso"))
-			s.execSlices = err == nil && strings.HasPrefix(execLines(out, 1)[0], hex.EncodeToString(sum[:]))
-			if !s.execSlices {
-				s.log.Debug("the host cannot hash a slice of a file (dd, head -c); verifying whole files", "err", err, "output", string(out))
-			}
-		})
-		return s.execSlices
-	}
-	return false
-}
-
-// errSliceRefused: the agent refused a hash-slice request.
-var errSliceRefused = errors.New("hash-slice refused by the agent")
-
-// hashSlice returns the SHA-256 of the n bytes at off in the host file p
-// (relative to the login directory), computed on the host: by the agent
-// (protocol.HashSliceRequest), or on a stock host by an exec of
-// protocol.HashRangeCommand, which reads whole blocks of
-// protocol.HashBlock bytes when off is a multiple of it. It needs a session
-// whose HashKind is "agent" or "exec". An agent's refusal is an error
-// wrapping errSliceRefused, and marks the session (sliceRefused): an older
-// agent, or a file that is not as long as it should be; either way the
-// caller verifies the whole file instead. On a stock host a file that ends
-// before off+n yields the digest of fewer bytes, which the caller's
-// comparison rejects.
-func (s *Session) hashSlice(ctx context.Context, p string, off, n int64) ([]byte, error) {
-	switch s.HashKind(ctx) {
-	case "agent":
-		s.expectBusy(hashTime(n))
-		ok, reply, err := s.ssh.SendRequest(s.sliceRequest, true, ssh.Marshal(protocol.HashSliceMsg{Path: p, Offset: uint64(off), Length: uint64(n)}))
-		if err != nil {
-			return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, err)
-		}
-		if !ok || len(reply) != sha256.Size {
-			s.sliceRefused.Store(true)
-			return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, errSliceRefused)
-		}
-		return reply, nil
-	case "exec":
-		abs := path.Join(s.hashDir, p)
-		sum, err := s.execHash(ctx, abs, protocol.HashRangeCommand(s.hashTool, abs, off, n), n)
-		if errors.Is(err, errNoSession) {
-			// No session free for a command (sshd's MaxSessions): the
-			// whole file is verified at the end instead.
-			return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w: %w", s.Host.Name, p, off, off+n, errSliceRefused, err)
-		}
-		return sum, err
-	}
-	return nil, fmt.Errorf("host %s: hash %s: the host cannot hash for us", s.Host.Name, p)
-}
-
-// execOutput runs cmd on the host and returns (the last 4 KiB of) its
-// output, on a line of its own: a login shell may print a banner first, with
-// or without a newline (see execLines). It waits for one of the session's exec slots first; timeout, if
-// positive, bounds the run from then on. A session the host refuses is
-// asked for again, about a second in all.
-func (s *Session) execOutput(ctx context.Context, cmd string, timeout time.Duration) ([]byte, error) {
-	return s.execOutputTries(ctx, cmd, timeout, 10)
-}
-
-// execOutputTries is execOutput asking for a session at most tries times.
-func (s *Session) execOutputTries(ctx context.Context, cmd string, timeout time.Duration, tries int) ([]byte, error) {
-	select {
-	case s.execs <- struct{}{}:
-		defer func() { <-s.execs }()
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	var sess *ssh.Session
-	for try := 1; ; try++ {
-		var err error
-		sess, err = s.ssh.NewSession()
-		var refused *ssh.OpenChannelError
-		if err == nil {
-			break
-		}
-		if !errors.As(err, &refused) {
-			return nil, err
-		}
-		if try >= tries {
-			return nil, fmt.Errorf("%w: %w", errNoSession, err)
-		}
-		// A slot may be freed by a command that just ended (about a
-		// second in all before giving up).
-		select {
-		case <-time.After(time.Duration(try) * 25 * time.Millisecond):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	defer sess.Close()
-	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	defer stop()
-	out := &tailWriter{n: 4096}
-	sess.Stdout = out
-	err := sess.Run("echo; " + cmd)
-	return out.b, err
-}
-
-// execLines returns the last n lines of a command's output (padded with
-// empty ones at the front): what the command printed, not what a login
-// shell or its profile printed before it.
-func execLines(out []byte, n int) []string {
-	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
-	for len(lines) < n {
-		lines = append([]string{""}, lines...)
-	}
-	return lines[len(lines)-n:]
-}
-
-// execHash runs cmd, which hashes n bytes of the file at abs on the host,
-// and returns the digest it prints.
-func (s *Session) execHash(ctx context.Context, abs, cmd string, n int64) ([]byte, error) {
-	out, err := s.execOutput(ctx, cmd, hashTime(n))
-	if err != nil {
-		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, abs, err)
-	}
-	line := execLines(out, 1)[0]
-	if len(line) < 64 {
-		return nil, fmt.Errorf("host %s: hash %s: short output %q", s.Host.Name, abs, line)
-	}
-	sum, err := hex.DecodeString(line[:64])
-	if err != nil {
-		return nil, fmt.Errorf("host %s: hash %s: output %q: %w", s.Host.Name, abs, line, err)
-	}
-	return sum, nil
-}
-
-// hashTime is how long a host may take to hash n bytes: generous (a slow SD
-// card, other workers hashing too), and bounded.
-func hashTime(n int64) time.Duration {
-	return 30*time.Second + time.Duration(n/(5<<20))*time.Second
-}
-
-// expectBusy tells the idle watch that the host may be silent for d.
-func (s *Session) expectBusy(d time.Duration) {
-	until := time.Now().Add(d).UnixNano()
-	for {
-		cur := s.busyUntil.Load()
-		if cur >= until || s.busyUntil.CompareAndSwap(cur, until) {
-			return
-		}
-	}
-}
-
-func (s *Session) agentHash(ctx context.Context, p string, n int64) ([]byte, error) {
-	// Global requests are answered in order, so while the agent hashes a
-	// big file our keepalives wait behind it: give the idle watch a bound.
-	s.expectBusy(hashTime(n))
-	ok, reply, err := s.ssh.SendRequest(protocol.HashRangeRequest, true, ssh.Marshal(protocol.HashRangeMsg{Path: p, Length: uint64(n)}))
-	if err != nil {
-		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, p, err)
-	}
-	if !ok || len(reply) != sha256.Size {
-		return nil, fmt.Errorf("host %s: hash %s: refused by agent", s.Host.Name, p)
-	}
-	return reply, nil
-}
-
-func (s *Session) readbackHash(ctx context.Context, p string, n int64) ([]byte, error) {
-	f, err := s.sftp.Open(p)
-	if err != nil {
-		return nil, fmt.Errorf("host %s: read back %s: %w", s.Host.Name, p, err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	m, err := io.Copy(h, io.LimitReader(f, n))
-	if err != nil {
-		return nil, fmt.Errorf("host %s: read back %s: %w", s.Host.Name, p, err)
-	}
-	if m != n {
-		return nil, fmt.Errorf("host %s: read back %s: %d bytes, want %d", s.Host.Name, p, m, n)
-	}
-	return h.Sum(nil), nil
-}
-
-// tailWriter keeps the last n bytes written to it.
-type tailWriter struct {
-	b []byte
-	n int
-}
-
-func (w *tailWriter) Write(p []byte) (int, error) {
-	w.b = append(w.b, p...)
-	if len(w.b) > w.n {
-		w.b = append(w.b[:0], w.b[len(w.b)-w.n:]...)
-	}
-	return len(p), nil
 }
 
 // Signers returns the signers to offer to h: the dedicated key (see

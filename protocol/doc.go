@@ -123,11 +123,19 @@
 //   - on a messor agent (its SSH server version contains [AgentVersionTag]),
 //     with the global SSH request [HashRangeRequest] carrying a
 //     [HashRangeMsg]; the reply payload is the 32-byte digest;
-//   - on a stock host, with an exec of [HashCommand] (POSIX head, and
-//     OpenSSL or sha256sum: [HashTools]), run after an echo so that the
-//     last line of its output begins with the hex digest (what a login
-//     shell prints before it, a banner, is ignored); a host where the
-//     probe finds no tool working behind head is read back;
+//   - on a stock host, with [HashCommand] (POSIX head, and OpenSSL or
+//     sha256sum: [HashTools]), run after an echo so that the last line of
+//     its output begins with the hex digest (what a login shell prints
+//     before it, a banner, is ignored); a host where the probe finds no
+//     tool working behind head is read back. The commands of one
+//     connection run in one long-lived helper session, `exec sh -s`, so
+//     that a slow login shell starts once: each command goes on the
+//     helper's input as one line, in a subshell reading /dev/null, and
+//     its reply ends with a line "<marker> <seq> <exit status>", the
+//     marker random per helper. Where the helper does not start or
+//     answer (no exec, a restricted key, a shell without sh -s) or dies,
+//     each command runs in an exec session of its own, as the only way
+//     before;
 //   - failing both, by reading the bytes back over SFTP. That is the case
 //     on a stock host where the carrier's key is authorized as
 //     restrict,command="internal-sftp" (what messor key prints): the probe
@@ -138,8 +146,8 @@
 // SHA-256 of each piece just written (a slice: n bytes at an offset), with
 // the global request [HashSliceRequest] carrying a [HashSliceMsg] on an agent
 // (an older agent refuses it, and the carrier falls back to the whole-file
-// hash), or an exec of [HashRangeCommand] (POSIX dd and head) on a stock
-// host, and compares each with the same slice of its own copy, whose whole
+// hash), or [HashRangeCommand] (POSIX dd and head), run as above, on a
+// stock host, and compares each with the same slice of its own copy, whose whole
 // SHA-256 it checks against the content hash in the same pass.
 //
 // # mDNS

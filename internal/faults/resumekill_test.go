@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -35,8 +36,20 @@ func TestKillDuringResume(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			flag := filepath.Join(t.TempDir(), "hold")
 			// The whole-file hash (head -c size) waits while flag exists,
-			// having removed it: the test kills the carrier then.
-			login := `case "$SSH_ORIGINAL_COMMAND" in *"head -c ` + strconv.Itoa(size) + ` "*) if [ -e ` + flag + ` ]; then rm ` + flag + `; sleep 5; fi;; esac`
+			// having removed it: the test kills the carrier then. head
+			// is wrapped on the login PATH, since the carrier's commands
+			// reach the host on a helper shell's input, not as the
+			// session's command.
+			wrap := t.TempDir()
+			realHead, err := exec.LookPath("head")
+			if err != nil {
+				t.Fatal(err)
+			}
+			script := "#!/bin/sh\ncase \"$*\" in *\"-c " + strconv.Itoa(size) + "\"*) if [ -e " + flag + " ]; then rm " + flag + "; sleep 5; fi;; esac\nexec " + realHead + " \"$@\"\n"
+			if err := os.WriteFile(filepath.Join(wrap, "head"), []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			login := "PATH=" + wrap + ":$PATH; export PATH"
 			start := func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
 				opts := sshdtest.Options{LoginDir: dir, AuthorizedKeys: keys, NoExec: tc.noExec}
 				if !tc.noExec {

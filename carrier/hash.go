@@ -1,0 +1,361 @@
+package carrier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/messor-sync/messor/protocol"
+)
+
+// hasher is how a session verifies host files: the SHA-256 of the first n
+// bytes of a file (hash), or of n bytes at off (slice, where canSlice says
+// so). l is the lane asking: reading back uses its own SFTP channel.
+type hasher interface {
+	kind() string
+	hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error)
+	canSlice(ctx context.Context, l *Session) bool
+	slice(ctx context.Context, l *Session, p string, off, n int64) ([]byte, error)
+}
+
+// hostCaps is what a host offers the carrier, probed once per session
+// (caps): the hasher, and on a stock host the measured cost of one command
+// (a shell start, profile and all).
+type hostCaps struct {
+	hasher   hasher
+	execCost time.Duration // the probe's wall time; 0 where nothing was run
+}
+
+// caps returns the host's capabilities, probing them on first use.
+func (s *Session) caps(ctx context.Context) *hostCaps {
+	s.capsOnce.Do(func() { s.hostCaps = s.probeCaps(ctx) })
+	return s.hostCaps
+}
+
+// HashKind says how this session verifies host files: "agent", "exec" or
+// "readback".
+func (s *Session) HashKind(ctx context.Context) string {
+	return s.caps(ctx).hasher.kind()
+}
+
+// hashRange returns the SHA-256 of the first n bytes of the file at p
+// (relative to the login directory), computed on the host where it can be
+// (agent request, or a hash tool over exec), else by reading it back.
+func (s *Session) hashRange(ctx context.Context, p string, n int64) ([]byte, error) {
+	h := s.caps(ctx).hasher
+	if _, ok := h.(*execHasher); ok && n < execHashMin {
+		// Starting a process on the host (a login shell, profile and
+		// all) costs more than reading a small file back.
+		return s.readbackHash(ctx, p, n)
+	}
+	sum, err := h.hash(ctx, s, p, n)
+	if errors.Is(err, errNoSession) {
+		// No session free for a command (a host allowing fewer than
+		// sshd's default 10): read it back instead.
+		return s.readbackHash(ctx, p, n)
+	}
+	return sum, err
+}
+
+// hashPrefix is hashRange for checking a partial before resuming it: it
+// uses the host's own hashing whatever the size, because reading a prefix
+// back costs as many bytes as sending it again (and over a link that drops
+// every few MiB, reading back a partial of that size never finishes, so the
+// upload never grows). Where the host hashes for us it never falls back to
+// reading back.
+func (s *Session) hashPrefix(ctx context.Context, p string, n int64) ([]byte, error) {
+	return s.caps(ctx).hasher.hash(ctx, s, p, n)
+}
+
+// execHashMin is the smallest range hashed by exec on a stock host; smaller
+// ones are read back, which is cheaper than starting a shell there.
+const execHashMin = 1 << 20
+
+// probeCaps finds how s can verify host files: the agent's requests, a
+// hash tool run by command (probed, and timed), or reading back.
+func (s *Session) probeCaps(ctx context.Context) *hostCaps {
+	defer s.helperOpened()
+	if s.agent {
+		return &hostCaps{hasher: agentHasher{}}
+	}
+	caps := &hostCaps{hasher: readbackHasher{}}
+	wd, err := s.sftp.Getwd()
+	if err != nil || !strings.HasPrefix(wd, "/") {
+		return caps
+	}
+	// Probe, in one exec: which of the hash tools work here, behind head
+	// (which every hash command but the slice's cuts its input with)? One
+	// line of output per tool, the best first, the last lines of the
+	// output (see execLines).
+	var probe []string
+	for _, tool := range protocol.HashTools {
+		probe = append(probe, "{ printf messorX | head -c 6 | "+tool+"; } 2>/dev/null; echo")
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	e := &execHasher{dir: wd}
+	t0 := time.Now()
+	out, err := s.probeHelper(pctx, e, strings.Join(probe, "; "))
+	caps.execCost = time.Since(t0)
+	if err != nil {
+		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		out, err = s.execOutput(fctx, strings.Join(probe, "; "), 0)
+	}
+	sum := sha256.Sum256([]byte("messor"))
+	want := hex.EncodeToString(sum[:])
+	lines := execLines(out, len(protocol.HashTools))
+	for i, tool := range protocol.HashTools {
+		if strings.HasPrefix(lines[i], want) {
+			e.tool = tool
+			caps.hasher = e
+			s.log.Debug("the host hashes by command", "tool", tool, "helper", e.helper != nil, "exec_cost", caps.execCost.Round(time.Millisecond))
+			return caps
+		}
+	}
+	if e.helper != nil {
+		e.helper.close(errHelperDead)
+	}
+	s.log.Debug("no server-side hashing; verifying by reading back", "err", err)
+	return caps
+}
+
+// probeHelper starts e's exec helper on s and runs the probe cmd in it; an
+// error where the helper did not start or answer (no exec, a restricted
+// key's SFTP server, a shell without sh -s), and then e has no helper.
+func (s *Session) probeHelper(ctx context.Context, e *execHasher, cmd string) ([]byte, error) {
+	h, err := s.startHelper(ctx)
+	s.helperOpened()
+	if err != nil {
+		s.log.Debug("no exec helper; one session per command", "err", err)
+		return nil, err
+	}
+	out, err := h.run(ctx, cmd, 0)
+	if err != nil {
+		h.close(fmt.Errorf("%w: %w", errHelperDead, err))
+		s.log.Debug("the exec helper did not answer; one session per command", "err", err)
+		return nil, err
+	}
+	e.helper = h
+	return out, nil
+}
+
+// run runs cmd on the host as execOutput does: in the helper while it
+// lives; in a session of its own where there is none, or when it dies with
+// cmd in flight.
+func (e *execHasher) run(ctx context.Context, s *Session, cmd string, timeout time.Duration) ([]byte, error) {
+	if e.helper != nil && e.helper.gone() == nil {
+		out, err := e.helper.run(ctx, cmd, timeout)
+		if !errors.Is(err, errHelperDead) || ctx.Err() != nil {
+			return out, err
+		}
+		s.log.Debug("the exec helper is gone; one session per command", "err", err)
+	}
+	return s.execOutput(ctx, cmd, timeout)
+}
+
+func (s *Session) helperOpened() { s.helperOpenOnce.Do(func() { close(s.helperOpen) }) }
+
+// awaitHelperOpen starts the probe if it is not running and waits until
+// the exec helper holds its session (or none will be opened): lanes opened
+// after it leave that session to the helper, and open while its shell
+// starts.
+func (s *Session) awaitHelperOpen(ctx context.Context) {
+	go s.caps(ctx)
+	select {
+	case <-s.helperOpen:
+	case <-ctx.Done():
+	}
+}
+
+// helperUp reports whether commands run in the session's exec helper.
+func (s *Session) helperUp(ctx context.Context) bool {
+	e, ok := s.caps(ctx).hasher.(*execHasher)
+	return ok && e.helper != nil && e.helper.gone() == nil
+}
+
+// canHashSlices reports whether hashSlice works on s: on an agent that has
+// not refused it, or on a stock host where a probe (once per session) shows
+// that dd and head -c work together with the hash tool.
+func (s *Session) canHashSlices(ctx context.Context) bool {
+	return s.caps(ctx).hasher.canSlice(ctx, s)
+}
+
+// errSliceRefused: the agent refused a hash-slice request.
+var errSliceRefused = errors.New("hash-slice refused by the agent")
+
+// hashSlice returns the SHA-256 of the n bytes at off in the host file p
+// (relative to the login directory), computed on the host: by the agent
+// (protocol.HashSliceRequest), or on a stock host by a command running
+// protocol.HashRangeCommand, which reads whole blocks of
+// protocol.HashBlock bytes when off is a multiple of it. It needs a session
+// whose HashKind is "agent" or "exec". An agent's refusal is an error
+// wrapping errSliceRefused, and marks the session (sliceRefused): an older
+// agent, or a file that is not as long as it should be; either way the
+// caller verifies the whole file instead. On a stock host a file that ends
+// before off+n yields the digest of fewer bytes, which the caller's
+// comparison rejects.
+func (s *Session) hashSlice(ctx context.Context, p string, off, n int64) ([]byte, error) {
+	return s.caps(ctx).hasher.slice(ctx, s, p, off, n)
+}
+
+// agentHasher asks messor agent (protocol.HashRangeRequest,
+// protocol.HashSliceRequest).
+type agentHasher struct{}
+
+func (agentHasher) kind() string { return "agent" }
+
+func (agentHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error) {
+	return l.agentHash(ctx, p, n)
+}
+
+func (agentHasher) canSlice(_ context.Context, l *Session) bool { return !l.sliceRefused.Load() }
+
+func (agentHasher) slice(_ context.Context, s *Session, p string, off, n int64) ([]byte, error) {
+	s.expectBusy(hashTime(n))
+	ok, reply, err := s.ssh.SendRequest(s.sliceRequest, true, ssh.Marshal(protocol.HashSliceMsg{Path: p, Offset: uint64(off), Length: uint64(n)}))
+	if err != nil {
+		return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, err)
+	}
+	if !ok || len(reply) != sha256.Size {
+		s.sliceRefused.Store(true)
+		return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, errSliceRefused)
+	}
+	return reply, nil
+}
+
+// readbackHasher reads the file back over the lane's SFTP channel; it
+// cannot hash slices.
+type readbackHasher struct{}
+
+func (readbackHasher) kind() string { return "readback" }
+
+func (readbackHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error) {
+	return l.readbackHash(ctx, p, n)
+}
+
+func (readbackHasher) canSlice(context.Context, *Session) bool { return false }
+
+func (readbackHasher) slice(_ context.Context, s *Session, p string, _, _ int64) ([]byte, error) {
+	return nil, fmt.Errorf("host %s: hash %s: the host cannot hash for us", s.Host.Name, p)
+}
+
+// execHasher runs a hash tool on a stock host (protocol.HashCommand,
+// protocol.HashRangeCommand) on files under dir, the login directory.
+type execHasher struct {
+	tool, dir string
+	// helper runs the commands in one shell per connection; nil, or
+	// gone, where it could not start or died: then one session each.
+	helper     *execHelper
+	sliceOnce  sync.Once
+	execSlices bool // the host runs protocol.HashRangeCommand
+}
+
+func (*execHasher) kind() string { return "exec" }
+
+func (e *execHasher) hash(ctx context.Context, s *Session, p string, n int64) ([]byte, error) {
+	abs := path.Join(e.dir, p)
+	return e.execHash(ctx, s, abs, protocol.HashCommand(e.tool, abs, n), n)
+}
+
+// canSlice probes, once: "messor" in blocks of 2 bytes, skip one, take
+// two: "ssor", cut to 3 bytes: "sso".
+func (e *execHasher) canSlice(ctx context.Context, s *Session) bool {
+	e.sliceOnce.Do(func() {
+		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		out, err := e.run(pctx, s, "printf messor | dd bs=2 skip=1 count=2 2>/dev/null | head -c 3 | "+e.tool, 0)
+		sum := sha256.Sum256([]byte("sso"))
+		e.execSlices = err == nil && strings.HasPrefix(execLines(out, 1)[0], hex.EncodeToString(sum[:]))
+		if !e.execSlices {
+			s.log.Debug("the host cannot hash a slice of a file (dd, head -c); verifying whole files", "err", err, "output", string(out))
+		}
+	})
+	return e.execSlices
+}
+
+func (e *execHasher) slice(ctx context.Context, s *Session, p string, off, n int64) ([]byte, error) {
+	abs := path.Join(e.dir, p)
+	sum, err := e.execHash(ctx, s, abs, protocol.HashRangeCommand(e.tool, abs, off, n), n)
+	if errors.Is(err, errNoSession) {
+		// No session free for a command (sshd's MaxSessions): the
+		// whole file is verified at the end instead.
+		return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w: %w", s.Host.Name, p, off, off+n, errSliceRefused, err)
+	}
+	return sum, err
+}
+
+// execHash runs cmd, which hashes n bytes of the file at abs on the host,
+// and returns the digest it prints.
+func (e *execHasher) execHash(ctx context.Context, s *Session, abs, cmd string, n int64) ([]byte, error) {
+	out, err := e.run(ctx, s, cmd, hashTime(n))
+	if err != nil {
+		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, abs, err)
+	}
+	line := execLines(out, 1)[0]
+	if len(line) < 64 {
+		return nil, fmt.Errorf("host %s: hash %s: short output %q", s.Host.Name, abs, line)
+	}
+	sum, err := hex.DecodeString(line[:64])
+	if err != nil {
+		return nil, fmt.Errorf("host %s: hash %s: output %q: %w", s.Host.Name, abs, line, err)
+	}
+	return sum, nil
+}
+
+// hashTime is how long a host may take to hash n bytes: generous (a slow SD
+// card, other workers hashing too), and bounded.
+func hashTime(n int64) time.Duration {
+	return 30*time.Second + time.Duration(n/(5<<20))*time.Second
+}
+
+// expectBusy tells the idle watch that the host may be silent for d.
+func (s *Session) expectBusy(d time.Duration) {
+	until := time.Now().Add(d).UnixNano()
+	for {
+		cur := s.busyUntil.Load()
+		if cur >= until || s.busyUntil.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
+func (s *Session) agentHash(ctx context.Context, p string, n int64) ([]byte, error) {
+	// Global requests are answered in order, so while the agent hashes a
+	// big file our keepalives wait behind it: give the idle watch a bound.
+	s.expectBusy(hashTime(n))
+	ok, reply, err := s.ssh.SendRequest(protocol.HashRangeRequest, true, ssh.Marshal(protocol.HashRangeMsg{Path: p, Length: uint64(n)}))
+	if err != nil {
+		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, p, err)
+	}
+	if !ok || len(reply) != sha256.Size {
+		return nil, fmt.Errorf("host %s: hash %s: refused by agent", s.Host.Name, p)
+	}
+	return reply, nil
+}
+
+func (s *Session) readbackHash(ctx context.Context, p string, n int64) ([]byte, error) {
+	f, err := s.sftp.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("host %s: read back %s: %w", s.Host.Name, p, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	m, err := io.Copy(h, io.LimitReader(f, n))
+	if err != nil {
+		return nil, fmt.Errorf("host %s: read back %s: %w", s.Host.Name, p, err)
+	}
+	if m != n {
+		return nil, fmt.Errorf("host %s: read back %s: %d bytes, want %d", s.Host.Name, p, m, n)
+	}
+	return h.Sum(nil), nil
+}
