@@ -73,8 +73,17 @@ func (s *Session) execOutputTries(ctx context.Context, cmd string, timeout time.
 	defer stop()
 	out := &tailWriter{n: 4096}
 	sess.Stdout = out
-	err := sess.Run("echo; " + cmd)
-	return out.b, err
+	// Closing the session (ctx's end) does not end Run until the host
+	// closes its side, which it may do only once the command ends: the
+	// run is left behind then, holding nothing but its closed session.
+	done := make(chan error, 1)
+	go func() { done <- sess.Run("echo; " + cmd) }()
+	select {
+	case err := <-done:
+		return out.b, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // execLines returns the last n lines of a command's output (padded with

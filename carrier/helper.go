@@ -113,20 +113,47 @@ func (h *execHelper) run(ctx context.Context, cmd string, timeout time.Duration)
 	// it), and its output is followed by a newline so that the marker
 	// starts a line of its own.
 	line := "( echo; " + cmd + " ) </dev/null; printf '\\n%s %s\\n' '" + end[:len(end)-1] + "' \"$?\"\n"
+	// The exchange runs on its own: closing the session (ctx's end) does
+	// not end a read until the host closes its side, which it may do
+	// only once the command ends. The helper is closed by then, so the
+	// exchange left behind touches nothing another command uses.
+	type reply struct {
+		out []byte
+		err error
+	}
+	done := make(chan reply, 1)
+	go func() {
+		out, err := h.exchange(line, end)
+		done <- reply{out, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil && !errors.As(r.err, new(*helperExitError)) {
+			return nil, h.fail(ctx, r.err)
+		}
+		return r.out, r.err
+	case <-ctx.Done():
+		return nil, h.fail(ctx, ctx.Err())
+	}
+}
+
+// exchange sends line to the helper and reads its reply, which ends with
+// a line beginning with end.
+func (h *execHelper) exchange(line, end string) ([]byte, error) {
 	if _, err := io.WriteString(h.stdin, line); err != nil {
-		return nil, h.fail(ctx, err)
+		return nil, err
 	}
 	tail := &tailWriter{n: 4096}
 	atStart := true // the next piece read begins a line
 	for {
 		l, err := h.out.ReadSlice('\n')
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return nil, h.fail(ctx, err)
+			return nil, err
 		}
 		if rest, ok := strings.CutPrefix(string(l), end); ok && atStart && err == nil {
 			status, err := strconv.Atoi(strings.TrimSpace(rest))
 			if err != nil {
-				return nil, h.fail(ctx, fmt.Errorf("reply %q", l))
+				return nil, fmt.Errorf("reply %q", l)
 			}
 			out := strings.TrimSuffix(string(tail.b), "\n") // the newline before the marker
 			if status != 0 {
