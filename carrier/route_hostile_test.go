@@ -3,6 +3,7 @@ package carrier
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/messor-sync/messor/discovery"
+	"github.com/messor-sync/messor/internal/sftptest"
 	"github.com/messor-sync/messor/internal/sshdtest"
 )
 
@@ -109,4 +111,25 @@ func TestProxyCommandHostile(t *testing.T) {
 	}
 	h.ProxyCommand = "sleep 600"
 	wantBounded(t, h, signer, "a ProxyCommand that never answers")
+}
+
+// TestSFTPNeverAnswers: a host that accepts the sftp subsystem and never
+// sends its version packet is unreachable within the connect timeout, and
+// the error says that the reply did not come in time rather than quoting
+// the EOF the deadline left behind.
+func TestSFTPNeverAnswers(t *testing.T) {
+	signer, _ := sshdtest.NewKey(t)
+	srv := sftptest.Start(t, []ssh.PublicKey{signer.PublicKey()}, "", func(ch ssh.Channel) {
+		io.Copy(io.Discard, ch) // reads the client's init, never replies
+	})
+	addr, port := srv.Addr()
+	h := discovery.Host{Name: "mute", HostName: addr, Port: port, User: "root"}
+	signers := func() ([]ssh.Signer, error) { return []ssh.Signer{signer}, nil }
+	_, err := dialOrHang(t, func() (*Session, error) {
+		return Dial(context.Background(), h, ssh.InsecureIgnoreHostKey(), signers, 500*time.Millisecond, nil)
+	})
+	var ue *UnreachableError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "no SFTP reply within 500ms") {
+		t.Errorf("dial of a host whose sftp never answers: %v, want unreachable, no SFTP reply within 500ms", err)
+	}
 }

@@ -321,6 +321,11 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 		if err == nil {
 			err = dctx.Err()
 		}
+		if ctx.Err() == nil {
+			// Our own deadline cut the connection: say so, rather than
+			// the EOF it left behind.
+			err = fmt.Errorf("no SFTP reply within %s: %w", timeout, err)
+		}
 		return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: fmt.Errorf("starting SFTP: %w", err)}
 	}
 	if err != nil {

@@ -47,7 +47,7 @@ func TestRestrictedKeyReadsBack(t *testing.T) {
 			e := NewEnv(t, start, "alpha", "beta")
 			ctx := context.Background()
 			signers := func() ([]ssh.Signer, error) { return []ssh.Signer{e.Home.Key}, nil }
-			s, err := carrier.Dial(ctx, e.Resolve("alpha")[0], ssh.InsecureIgnoreHostKey(), signers, 10*time.Second, nil)
+			s, err := carrier.Dial(ctx, e.Resolve("alpha")[0], ssh.InsecureIgnoreHostKey(), signers, 60*time.Second, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
