@@ -197,6 +197,9 @@ type HostReport struct {
 	Skipped []FileNote
 	Failed  []FileNote
 	Elapsed time.Duration
+	// Resumed: bytes of Bytes moved by an earlier visit (partials
+	// resumed); they did not cross the link in Elapsed.
+	Resumed int64
 	// DryRun: Files and Bytes are what would have moved.
 	DryRun bool
 	// NoOutbox: the pickup host has no messor/outbox/ at all.
@@ -266,8 +269,12 @@ func (r *HostReport) Summary() string {
 		return fmt.Sprintf("%s: %s: %s", r.Verb, r.Host, noOutboxHint)
 	}
 	fmt.Fprintf(&b, "%s: %s: %s %d file(s), %s", r.Verb, r.Host, verb, r.Files, FormatSize(r.Bytes))
-	if r.Elapsed > 0 && r.Bytes > 0 {
-		fmt.Fprintf(&b, " in %s (%s/s)", r.Elapsed.Round(time.Millisecond), FormatSize(int64(float64(r.Bytes)/r.Elapsed.Seconds())))
+	if moved := r.Bytes - r.Resumed; r.Elapsed > 0 && moved > 0 {
+		fmt.Fprintf(&b, " in %s (%s/s", r.Elapsed.Round(time.Millisecond), FormatSize(int64(float64(moved)/r.Elapsed.Seconds())))
+		if r.Resumed > 0 {
+			fmt.Fprintf(&b, "; %s of it moved on an earlier visit", FormatSize(r.Resumed))
+		}
+		b.WriteString(")")
 	}
 	if r.Already > 0 {
 		fmt.Fprintf(&b, "; %d already done", r.Already)
@@ -339,12 +346,21 @@ func (c *Carrier) sessionErr(ctx context.Context, s *Session, verb string) error
 	return nil
 }
 
-func (c *Carrier) tracker(host, verb string, files int, bytes int64) Tracker {
+func (c *Carrier) tracker(host, verb string, files int, bytes int64) *resumeCounter {
 	if c.opts.Progress == nil || files == 0 {
-		return nopTracker{}
+		return &resumeCounter{Tracker: nopTracker{}}
 	}
-	return c.opts.Progress.Start(host, verb, files, bytes)
+	return &resumeCounter{Tracker: c.opts.Progress.Start(host, verb, files, bytes)}
 }
+
+// resumeCounter passes every call on and counts the bytes resumed, so
+// that a report's rate is what crossed the link in its time.
+type resumeCounter struct {
+	Tracker
+	n atomic.Int64
+}
+
+func (t *resumeCounter) Resumed(n int64) { t.n.Add(n); t.Tracker.Resumed(n) }
 
 type nopTracker struct{}
 

@@ -176,6 +176,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 		r.Err = err
 	}
 	r.Elapsed = time.Since(start)
+	r.Resumed = tr.n.Load()
 	if err := c.sessionErr(ctx, s, "dropoff"); err != nil {
 		r.Err = err
 	}

@@ -188,6 +188,7 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 		before := c.buf.Used()
 		c.fetchAll(ctx, s, take, r, tr)
 		tr.Done()
+		r.Resumed += tr.n.Load()
 		remaining = wait
 		if c.buf.Used() >= before+total || len(wait) == 0 {
 			// nothing was freed by dedup: what waits still won't fit

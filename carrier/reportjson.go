@@ -26,12 +26,15 @@ type HostResult struct {
 	// nowhere: a configuration error), "interrupted" (the run was), "held"
 	// (not visited over a remote address or a metered link), "error"
 	// (refused, stalled...). Reason says why for all but "done".
-	Outcome   string     `json:"outcome"`
-	Reason    string     `json:"reason,omitempty"`
-	Files     int        `json:"files"` // moved, or would move with dry_run
-	Bytes     int64      `json:"bytes"`
-	Already   int        `json:"already"`
-	Dedup     int        `json:"dedup"`
+	Outcome string `json:"outcome"`
+	Reason  string `json:"reason,omitempty"`
+	Files   int    `json:"files"` // moved, or would move with dry_run
+	Bytes   int64  `json:"bytes"`
+	Already int    `json:"already"`
+	Dedup   int    `json:"dedup"`
+	// Resumed: bytes of Bytes moved by an earlier visit (partials
+	// resumed), not in this visit's time.
+	Resumed   int64      `json:"resumed_bytes"`
 	ElapsedMS int64      `json:"elapsed_ms"`
 	Waiting   []FileNote `json:"waiting"`
 	Skipped   []FileNote `json:"skipped"`
@@ -51,7 +54,7 @@ func NewRunReport(command string, dryRun bool, reports []*HostReport) *RunReport
 func (r *HostReport) Result() HostResult {
 	hr := HostResult{
 		Host: r.Host, Verb: r.Verb, Outcome: "done",
-		Files: r.Files, Bytes: r.Bytes, Already: r.Already, Dedup: r.Dedup,
+		Files: r.Files, Bytes: r.Bytes, Already: r.Already, Dedup: r.Dedup, Resumed: r.Resumed,
 		ElapsedMS: r.Elapsed.Milliseconds(),
 		Waiting:   notes(r.Waiting), Skipped: notes(r.Skipped), Failed: notes(r.Failed),
 	}

@@ -90,6 +90,7 @@ func mergeDropoffs(rs, second []*HostReport) []*HostReport {
 		r := rs[i]
 		r.Files += s.Files
 		r.Bytes += s.Bytes
+		r.Resumed += s.Resumed
 		r.Already += s.Already
 		r.Dedup += s.Dedup
 		r.Waiting = append(r.Waiting, s.Waiting...)

@@ -47,9 +47,19 @@ func TestFlakyWiFi(t *testing.T) {
 			if rounds > maxRounds {
 				t.Fatalf("%s: not done after %d rounds", leg.verb, maxRounds)
 			}
+			before := p.BytesUp() + p.BytesDown()
 			rs := leg.run()
 			if err := reportsErr(rs); err != nil && rounds%10 == 1 {
 				t.Logf("%s round %d: %.200v", leg.verb, rounds, err)
+			}
+			// A report's bytes less those resumed are what it says
+			// crossed the link in this round: never more than did.
+			var moved int64
+			for _, r := range rs {
+				moved += r.Bytes - r.Resumed
+			}
+			if wire := p.BytesUp() + p.BytesDown() - before; moved > wire {
+				t.Errorf("%s round %d: the reports count %d bytes moved now, %d crossed the link: %s", leg.verb, rounds, moved, wire, rs[0].Summary())
 			}
 			e.world.Check(t, c.Buffer())
 		}
