@@ -248,6 +248,13 @@ func config(opts Options, listen string, port int, dir, hostKey, authKeys, login
 		{"MaxSessions", strconv.Itoa(maxSessions)},
 		{"MaxStartups", "100"},
 		{"Subsystem", "sftp " + subsystem},
+		// The test hosts log in as root through root's real shell,
+		// init files and all (pyenv here). pyenv's rehash takes a lock
+		// file and waits up to 60 s for it; a shell killed while holding
+		// it (a cut connection) leaves it behind, and every later login
+		// then waits the 60 s. 5 s bounds that without removing the
+		// init files' cost from what the tests see.
+		{"SetEnv", "PYENV_REHASH_TIMEOUT=5"},
 	} {
 		fmt.Fprintf(&b, "%s %s\n", kv[0], kv[1])
 	}

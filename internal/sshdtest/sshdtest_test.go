@@ -95,6 +95,8 @@ func TestServer(t *testing.T) {
 				t.Logf("exec on a server offering only SFTP: %q, %v", out, err)
 			} else if err != nil || out != "hi\n" {
 				t.Errorf("exec echo hi = %q, %v; want \"hi\\n\"", out, err)
+			} else if out, _ := run(t, c, "echo $PYENV_REHASH_TIMEOUT"); out != "5\n" {
+				t.Errorf("PYENV_REHASH_TIMEOUT in a session = %q, want 5 (a stale pyenv lock would hold every login 60 s)", out)
 			}
 		})
 	}
