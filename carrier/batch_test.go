@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/conformance"
+	"github.com/messor-sync/messor/internal/flaky"
 	"github.com/messor-sync/messor/internal/sshdtest"
 	"github.com/messor-sync/messor/protocol"
 )
@@ -331,4 +333,62 @@ func TestBatchSymlinkNotFollowed(t *testing.T) {
 	noneHolds(t, be.Home.Dir, secret)
 	delete(files, "d0/f000.txt")
 	be.deliver(t, files)
+}
+
+type proxiedHost struct {
+	s *sshdtest.Server
+	p *flaky.Proxy
+}
+
+func (h proxiedHost) Addr() (string, int) { return "127.0.0.1", h.p.Port() }
+func (h proxiedHost) KnownHostsLine() string {
+	return knownhosts.Line([]string{knownhosts.Normalize(h.p.Addr())}, h.s.HostKey)
+}
+func (h proxiedHost) Stop() { h.s.Stop() }
+
+// TestBatchTornStream: the link cut while an archive streams loses
+// nothing: what came whole is committed, nothing else, and the next visit
+// carries the rest; every file arrives once, intact.
+func TestBatchTornStream(t *testing.T) {
+	t.Cleanup(carrier.SetBatchMin(4))
+	files := map[string][]byte{}
+	for i := range 300 {
+		files[fmt.Sprintf("d%d/f%03d.bin", i%4, i)] = bytes.Repeat([]byte{byte(i), byte(i >> 8), 'x'}, 2000+i)
+	}
+	log := &syncBuffer{}
+	e := conformance.NewEnv(t, conformance.SSHD(false), "beta")
+	var p *flaky.Proxy
+	e.Start = func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
+		s := sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: keys})
+		p = flaky.New(t, s.Addr)
+		return proxiedHost{s, p}
+	}
+	e.AddHost("alpha", true)
+	e.Outbox("alpha", "beta", files)
+	c := e.Carrier(1<<30, carrier.Options{Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("carrier log:\n%s", log)
+		}
+	})
+	p.CutAfter(900 << 10)
+	r := c.Pickup(context.Background(), e.Resolve("alpha"))[0]
+	t.Logf("first visit: %d files, err %v, waiting %d", r.Files, r.Err, len(r.Waiting))
+	for _, l := range strings.Split(log.String(), "\n") {
+		if strings.Contains(l, "batch read") {
+			t.Log(l)
+		}
+	}
+	if !strings.Contains(log.String(), `msg="batch read"`) || strings.Contains(log.String(), "err=<nil>") {
+		t.Fatal("the cut did not fall in an archive")
+	}
+	p.CutAfter(0)
+	for visit := 0; visit < 3 && len(e.OutboxFiles("alpha")) > 0; visit++ {
+		conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	}
+	if left := e.OutboxFiles("alpha"); len(left) != 0 {
+		t.Fatalf("%d files left in the outbox", len(left))
+	}
+	conformance.MustOK(t, e.Dropoff(c, "beta"))
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), files)
 }
