@@ -194,17 +194,15 @@ func (bt *batches) run(ctx context.Context) {
 // read reads one archive of the files in g, filling their slots as the
 // members come; got counts them.
 func (bt *batches) read(ctx context.Context, g []*batchSlot) (got int, status int, err error) {
-	var cmd strings.Builder
-	cmd.WriteString("cd " + protocol.ShellQuote(bt.dir) + " && exec tar -cf -")
-	var limit int64 = 64 << 10
-	for _, sl := range g {
-		name := path.Join(sl.cd.Dest, sl.cd.Path)
-		cmd.WriteString(" " + protocol.ShellQuote("./"+name))
+	names := make([]string, len(g))
+	var limit int64 = 128 << 10
+	for i, sl := range g {
+		names[i] = path.Join(sl.cd.Dest, sl.cd.Path)
 		// Each member: a header, GNU or pax long-name records, its
 		// content padded to a block.
-		limit += 3*512 + 2*int64(len(name)) + (sl.cd.Size+511)/512*512
+		limit += 3*512 + 2*int64(len(names[i])) + (sl.cd.Size+511)/512*512
 	}
-	status, err = bt.h.stream(ctx, cmd.String(), limit, func(r io.Reader) error {
+	status, err = bt.h.stream(ctx, protocol.BatchCommand(bt.dir, names), limit, func(r io.Reader) error {
 		n, err := bt.members(ctx, r)
 		got = n
 		return err
