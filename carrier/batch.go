@@ -119,11 +119,17 @@ func (c *Carrier) startBatches(ctx context.Context, s *Session, take []candidate
 	return bt
 }
 
-// stop ends the reads (a run cut short) and waits for them; every slot is
-// settled by then.
-func (bt *batches) stop() {
+// stop waits for the reads to end: the last archive's tail may still be
+// on its way when its last member is committed (cancelling it then would
+// close the helper). Where ctx ended, the reads are cut short. Every slot
+// is settled by then.
+func (bt *batches) stop(ctx context.Context) {
 	if bt == nil {
 		return
+	}
+	select {
+	case <-bt.done:
+	case <-ctx.Done():
 	}
 	bt.cancel()
 	<-bt.done

@@ -93,6 +93,10 @@ func TestBatchPickup(t *testing.T) {
 	if n := be.opens(); n != 0 {
 		t.Errorf("%d outbox files opened by SFTP, want 0 (all in archives)", n)
 	}
+	// The archive's tail is read to its end: the helper stays up.
+	if !strings.Contains(be.log.String(), `msg="batch read" host=alpha files=41 got=41 status=0 err=<nil>`) {
+		t.Error("the archive did not end as it should")
+	}
 	if left := be.OutboxFiles("alpha"); len(left) != 0 {
 		t.Errorf("left in the outbox: %d", len(left))
 	}

@@ -444,7 +444,7 @@ func (w *outboxWalk) entry(ctx context.Context, dest, rel string, depth int, e f
 func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r *HostReport, tr Tracker) {
 	lanes := c.lanes(ctx, s, len(take))
 	bt := c.startBatches(ctx, s, take) // small files in archives (batch.go)
-	defer bt.stop()
+	defer bt.stop(ctx)
 	forEach(ctx, c, c.workers(s), take, func(cd candidate) int64 { return cd.Size },
 		func(cd candidate) (fetchResult, error) {
 			l := lanes.pick()
