@@ -256,7 +256,7 @@ func noneHolds(t *testing.T, dir string, contents ...[]byte) {
 		b, _ := os.ReadFile(p)
 		for _, c := range contents {
 			if bytes.Equal(b, c) {
-				t.Errorf("%s holds %q", p, c)
+				t.Errorf("%s holds %.40q", p, c)
 			}
 		}
 		return nil
