@@ -41,6 +41,9 @@ const (
 	// batchIdle is how long an archive may send nothing before the
 	// helper is taken for stuck and closed.
 	batchIdle = 30 * time.Second
+	// batchCapsWait is how long a run waits for the exec helper's first
+	// answer before reading its small files one by one.
+	batchCapsWait = 5 * time.Second
 )
 
 // batchMin is the fewest small files a run reads in batches: below it the
@@ -93,7 +96,19 @@ func (c *Carrier) startBatches(ctx context.Context, s *Session, take []candidate
 	if len(small) < batchMin {
 		return nil
 	}
-	e, ok := s.caps(ctx).hasher.(*execHasher)
+	// The probe started with the visit; a host whose commands hang is
+	// not waited for beyond batchCapsWait.
+	caps := make(chan *hostCaps, 1)
+	go func() { caps <- s.caps(ctx) }()
+	var hc *hostCaps
+	select {
+	case hc = <-caps:
+	case <-time.After(batchCapsWait):
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+	e, ok := hc.hasher.(*execHasher)
 	if !ok || e.helper == nil || e.helper.gone() != nil {
 		return nil
 	}
