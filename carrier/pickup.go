@@ -444,10 +444,12 @@ func (w *outboxWalk) entry(ctx context.Context, dest, rel string, depth int, e f
 // fetchAll downloads take with the carrier's workers.
 func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r *HostReport, tr Tracker) {
 	lanes := c.lanes(ctx, s, len(take))
+	bt := c.startBatches(ctx, s, take) // small files in archives (batch.go)
+	defer bt.stop(ctx)
 	forEach(ctx, c, c.workers(s), take, func(cd candidate) int64 { return cd.Size },
 		func(cd candidate) (fetchResult, error) {
 			l := lanes.pick()
-			res, err := c.fetch(ctx, l, cd, tr)
+			res, err := c.fetchOne(ctx, bt, l, cd, tr)
 			lanes.check(l, err)
 			return res, err
 		},
@@ -659,17 +661,24 @@ func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o or
 		return res, err
 	}
 	tr.Add(int64(len(data)))
+	res, err = c.keepSmall(ctx, s, cd, o, remote, data)
+	committed = err == nil
+	return res, err
+}
+
+// keepSmall commits the bytes read of a small file, once the host shows
+// it still as listed (read whole before this lstat: no change began after
+// the listing and before the read ended), then removes it from the outbox.
+func (c *Carrier) keepSmall(ctx context.Context, s *Session, cd candidate, o origin, remote string, data []byte) (fetchResult, error) {
 	if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
-		return res, err
+		return fetchResult{}, err
 	}
 	h := sha256.Sum256(data)
 	sum := hex.EncodeToString(h[:])
 	if err := c.verifySource(ctx, s, remote, cd.Size, sum, false); err != nil {
-		return res, err
+		return fetchResult{}, err
 	}
-	res, err = c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.commitData(e, o, data, cd.Size) })
-	committed = err == nil
-	return res, err
+	return c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.commitData(e, o, data, cd.Size) })
 }
 
 // commitAndRemove records the carried file in the buffer with commit, then

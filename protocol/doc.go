@@ -150,6 +150,35 @@
 // stock host, and compares each with the same slice of its own copy, whose whole
 // SHA-256 it checks against the content hash in the same pass.
 //
+// # Reading small files in batches
+//
+// On a stock host whose exec helper is up, a pickup of many small files
+// (64 or more of at most 64 KiB each, with no partial) reads them as tar
+// archives instead of one SFTP open, read and close each: one helper
+// command per batch of at most 512 files, 4 MiB listed and 128 KiB of
+// names, [BatchCommand] (POSIX cd, and tar -cf - with every name given as
+// "./<dest>/<path>", quoted for the shell, below messor/outbox/). The
+// helper line frames the archive: a line "<marker> <seq> start", the
+// archive (tar's stderr to /dev/null), two zero blocks from dd (an
+// archiver that wrote nothing, no tar in PATH, reads as an empty archive),
+// and "<marker> <seq> <exit status>". The carrier takes a member only
+// where its name is one asked for (a leading "./" aside), it is a regular
+// file (never a symlink, hard link or directory: tar does not follow the
+// symlink a listed file may have become), its size and mtime (seconds) are
+// those listed, and it is the first of that name; every other member is
+// passed over unread, and nothing is ever written under a member's name.
+// A member taken is then handled as a file read over SFTP: lstat on the
+// host shows the size and mtime listed (a file written to while tar read
+// it shows a new mtime or size, and is not committed from the archive),
+// its SHA-256 is computed on the carrier, it is committed, and it leaves
+// the outbox by a claim. What the archive did not bring so (missing,
+// refused, changed, the stream cut or stalled for 30 s, more bytes than
+// the listed sizes allow) is read by itself afterwards as before; after an
+// archive that failed (the helper gone) or brought nothing with tar
+// failing, the visit's remaining files are read by themselves. Agents and
+// hosts without an exec helper are read file by file; dropoff is not
+// batched.
+//
 // # mDNS
 //
 // An agent advertises [ServiceType] in domain "local." with its name as the

@@ -330,6 +330,19 @@ func HashRangeCommand(tool, absPath string, off, n int64) string {
 		bs, off/bs, count, ShellQuote(absPath), n, tool)
 }
 
+// BatchCommand is the command a carrier runs on a stock host to read the
+// files names (relative to outboxDir, the host's absolute messor/outbox/)
+// as one tar archive on its standard output (see "Reading small files in
+// batches").
+func BatchCommand(outboxDir string, names []string) string {
+	var b strings.Builder
+	b.WriteString("cd " + ShellQuote(outboxDir) + " && exec tar -cf -")
+	for _, n := range names {
+		b.WriteString(" " + ShellQuote("./"+n))
+	}
+	return b.String()
+}
+
 // ShellQuote quotes s for a POSIX shell.
 func ShellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"

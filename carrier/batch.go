@@ -1,0 +1,413 @@
+package carrier
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/messor-sync/messor/protocol"
+)
+
+// Small files in batches: on a stock host whose exec helper is up, a
+// pickup of many small files reads them as tar archives, one command in
+// the helper per batch (protocol/doc.go, "Reading small files in
+// batches"), instead of an SFTP open, read and close per file. A member is
+// taken only where it is a regular file named as asked, with the size and
+// mtime it was listed with; each is then checked, committed and removed
+// exactly as fetchSmall's file is (keepSmall: the host's lstat after the
+// read, the commit, the claim). Whatever the archive does not bring so
+// (missing, rewritten, changed, a torn stream, no tar on the host) is read
+// by itself afterwards, by fetch.
+
+const (
+	batchFileMax  = 64 << 10  // the largest file read in a batch
+	batchMaxFiles = 512       // files per archive
+	batchMaxBytes = 4 << 20   // listed bytes per archive
+	batchMaxNames = 128 << 10 // bytes of names on one command line
+	// batchInFlight bounds the members received and not yet committed
+	// (at most batchInFlight * batchFileMax bytes held).
+	batchInFlight = 1024
+	// batchIdle is how long an archive may send nothing before the
+	// helper is taken for stuck and closed.
+	batchIdle = 30 * time.Second
+	// batchCapsWait is how long a run waits for the exec helper's first
+	// answer before reading its small files one by one.
+	batchCapsWait = 5 * time.Second
+)
+
+// batchMin is the fewest small files a run reads in batches: below it the
+// wait for the helper (its shell's start on a slow login) costs more than
+// the round trips it saves. Tests lower it.
+var batchMin = manyFiles
+
+// batches is a run's archive reads: each batched file has a slot, filled
+// as its member arrives, or marked for reading by itself.
+type batches struct {
+	s      *Session
+	h      *execHelper
+	dir    string // the host's outbox, absolute
+	groups [][]*batchSlot
+	slots  map[string]*batchSlot // by the member name asked for
+	tokens chan struct{}         // members held, bounded by batchInFlight
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// batchSlot is one batched file: data once its member came as listed;
+// nil data means it is read by itself.
+type batchSlot struct {
+	cd    candidate
+	once  sync.Once
+	ready chan struct{}
+	data  []byte
+}
+
+// fill settles the slot once: with data, or nil for a read of its own.
+func (sl *batchSlot) fill(data []byte) bool {
+	set := false
+	sl.once.Do(func() { sl.data, set = data, true; close(sl.ready) })
+	return set
+}
+
+// startBatches starts reading take's small files in archives, in take's
+// order, when the host's exec helper is up and there are at least
+// batchMin of them; nil otherwise (every file is read by itself).
+func (c *Carrier) startBatches(ctx context.Context, s *Session, take []candidate) *batches {
+	var small []candidate
+	for _, cd := range take {
+		if cd.Size > batchFileMax {
+			continue
+		}
+		if _, err := os.Lstat(c.buf.partialPath(cd.origin(s.Host.Name))); errors.Is(err, fs.ErrNotExist) {
+			small = append(small, cd)
+		}
+	}
+	if len(small) < batchMin {
+		return nil
+	}
+	// The probe started with the visit; a host whose commands hang is
+	// not waited for beyond batchCapsWait.
+	caps := make(chan *hostCaps, 1)
+	go func() { caps <- s.caps(ctx) }()
+	var hc *hostCaps
+	select {
+	case hc = <-caps:
+	case <-time.After(batchCapsWait):
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+	e, ok := hc.hasher.(*execHasher)
+	if !ok || e.helper == nil || e.helper.gone() != nil {
+		return nil
+	}
+	bctx, cancel := context.WithCancel(ctx)
+	bt := &batches{s: s, h: e.helper, dir: path.Join(e.dir, protocol.Outbox), slots: map[string]*batchSlot{},
+		tokens: make(chan struct{}, batchInFlight), cancel: cancel, done: make(chan struct{})}
+	var g []*batchSlot
+	var bytes, names int64
+	for _, cd := range small {
+		name := path.Join(cd.Dest, cd.Path)
+		if len(g) > 0 && (len(g) >= batchMaxFiles || bytes+cd.Size > batchMaxBytes || names+int64(len(name)) > batchMaxNames) {
+			bt.groups = append(bt.groups, g)
+			g, bytes, names = nil, 0, 0
+		}
+		sl := &batchSlot{cd: cd, ready: make(chan struct{})}
+		bt.slots[name] = sl
+		g = append(g, sl)
+		bytes += cd.Size
+		names += int64(len(name)) + 8
+	}
+	bt.groups = append(bt.groups, g)
+	go bt.run(bctx)
+	return bt
+}
+
+// stop waits for the reads to end: the last archive's tail may still be
+// on its way when its last member is committed (cancelling it then would
+// close the helper). Where ctx ended, the reads are cut short. Every slot
+// is settled by then.
+func (bt *batches) stop(ctx context.Context) {
+	if bt == nil {
+		return
+	}
+	select {
+	case <-bt.done:
+	case <-ctx.Done():
+	}
+	bt.cancel()
+	<-bt.done
+}
+
+// fetchOne carries cd: from its batch's member where it came as listed,
+// else by itself (fetch).
+func (c *Carrier) fetchOne(ctx context.Context, bt *batches, s *Session, cd candidate, tr Tracker) (fetchResult, error) {
+	if data, ok := bt.wait(ctx, cd); ok {
+		defer func() { <-bt.tokens }()
+		return c.keepBatched(ctx, s, cd, data, tr)
+	}
+	return c.fetch(ctx, s, cd, tr)
+}
+
+// wait returns cd's member, once its archive has been read that far; ok
+// is false where cd is not batched or its member did not come as listed.
+func (bt *batches) wait(ctx context.Context, cd candidate) ([]byte, bool) {
+	if bt == nil {
+		return nil, false
+	}
+	sl := bt.slots[path.Join(cd.Dest, cd.Path)]
+	if sl == nil {
+		return nil, false
+	}
+	select {
+	case <-sl.ready:
+	case <-ctx.Done():
+		return nil, false
+	}
+	return sl.data, sl.data != nil
+}
+
+// keepBatched commits a file whose bytes came in an archive, as
+// fetchSmall does one it read.
+func (c *Carrier) keepBatched(ctx context.Context, s *Session, cd candidate, data []byte, tr Tracker) (fetchResult, error) {
+	if !c.buf.reserve(cd.Size, 0) {
+		return fetchResult{}, errNoRoom
+	}
+	tr.Add(int64(len(data)))
+	res, err := c.keepSmall(ctx, s, cd, cd.origin(s.Host.Name), path.Join(protocol.OutboxDir(cd.Dest), cd.Path), data)
+	if err != nil {
+		c.buf.unreserve(cd.Size, 0)
+	}
+	return res, err
+}
+
+// run reads the archives one after the other. After one that failed
+// (the helper is gone) or brought nothing with the archiver failing (no
+// tar on the host), the files left are read by themselves.
+func (bt *batches) run(ctx context.Context) {
+	defer close(bt.done)
+	off := false
+	for _, g := range bt.groups {
+		if !off && ctx.Err() == nil {
+			got, status, err := bt.read(ctx, g)
+			bt.s.log.Debug("batch read", "files", len(g), "got", got, "status", status, "err", err)
+			// The helper is gone, or the host cannot archive (no
+			// tar): the files left are read by themselves.
+			off = err != nil || got == 0 && status != 0
+		}
+		for _, sl := range g {
+			sl.fill(nil)
+		}
+	}
+}
+
+// read reads one archive of the files in g, filling their slots as the
+// members come; got counts them.
+func (bt *batches) read(ctx context.Context, g []*batchSlot) (got int, status int, err error) {
+	names := make([]string, len(g))
+	var limit int64 = 128 << 10
+	for i, sl := range g {
+		names[i] = path.Join(sl.cd.Dest, sl.cd.Path)
+		// Each member: a header, GNU or pax long-name records, its
+		// content padded to a block.
+		limit += 3*512 + 2*int64(len(names[i])) + (sl.cd.Size+511)/512*512
+	}
+	status, err = bt.h.stream(ctx, protocol.BatchCommand(bt.dir, names), limit, func(r io.Reader) error {
+		n, err := bt.members(ctx, r)
+		got = n
+		return err
+	})
+	return got, status, err
+}
+
+// members reads a tar archive from r, filling the slot of each member
+// asked for that is a regular file of its listed size and mtime. Anything
+// else (a name not asked for, another type, size or mtime, a second copy)
+// is passed over, its content unread.
+func (bt *batches) members(ctx context.Context, r io.Reader) (int, error) {
+	got := 0
+	tr := tar.NewReader(r)
+	for {
+		hd, err := tr.Next()
+		if err == io.EOF {
+			return got, nil
+		}
+		if err != nil {
+			return got, err
+		}
+		sl := bt.slots[strings.TrimPrefix(hd.Name, "./")]
+		if sl == nil || hd.Typeflag != tar.TypeReg || hd.Size != sl.cd.Size || hd.ModTime.Unix() != sl.cd.MTime.Unix() {
+			continue
+		}
+		data := make([]byte, hd.Size)
+		if _, err := io.ReadFull(tr, data); err != nil {
+			return got, err
+		}
+		select {
+		case bt.tokens <- struct{}{}:
+		case <-ctx.Done():
+			return got, ctx.Err()
+		}
+		if !sl.fill(data) {
+			<-bt.tokens // settled already
+			continue
+		}
+		got++
+	}
+}
+
+// stream runs cmd in the helper, handing its standard output to read as
+// it comes; status is cmd's exit status. The reply is framed by lines of
+// the helper's marker: "<marker> <seq> start" before the output, and
+// after it two zero blocks (an archiver that wrote nothing reads as an
+// empty archive) and "<marker> <seq> <status>". read must consume the
+// output up to its end (a tar archive's end: what follows is padding).
+// More than limit bytes, batchIdle without a byte, ctx's end, or read
+// failing close the helper: its reply's state is unknown.
+func (h *execHelper) stream(ctx context.Context, cmd string, limit int64, read func(io.Reader) error) (int, error) {
+	select {
+	case h.turn <- struct{}{}:
+		defer func() { <-h.turn }()
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	if err := h.gone(); err != nil {
+		return 0, err
+	}
+	h.seq++
+	tag := h.marker + " " + strconv.Itoa(h.seq)
+	line := "printf '%s\\n' '" + tag + " start'; ( " + cmd + " ) </dev/null 2>/dev/null; messor_st=$?; " +
+		"dd if=/dev/zero bs=512 count=2 2>/dev/null; printf '\\n%s %s\\n' '" + tag + "' \"$messor_st\"\n"
+	type reply struct {
+		status int
+		err    error
+	}
+	lr := &streamReader{r: h.out, left: limit}
+	lr.touch()
+	done := make(chan reply, 1)
+	go func() {
+		st, err := h.streamReply(line, tag, lr, read)
+		done <- reply{st, err}
+	}()
+	tick := time.NewTicker(batchIdle / 10)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-done:
+			if r.err != nil {
+				h.close(fmt.Errorf("%w: %w", errHelperDead, r.err))
+				return 0, h.gone()
+			}
+			return r.status, nil
+		case <-ctx.Done():
+			return 0, h.fail(ctx, ctx.Err())
+		case <-tick.C:
+			if lr.idle() > batchIdle {
+				h.close(fmt.Errorf("%w: no output for %v", errHelperDead, batchIdle))
+				return 0, h.gone()
+			}
+		}
+	}
+}
+
+// errStreamLong: a streamed reply longer than its limit.
+var errStreamLong = errors.New("reply longer than its limit")
+
+// streamReply sends line and reads its reply (see stream).
+func (h *execHelper) streamReply(line, tag string, lr *streamReader, read func(io.Reader) error) (int, error) {
+	if _, err := io.WriteString(h.stdin, line); err != nil {
+		return 0, err
+	}
+	if _, err := h.readToLine(lr, tag+" start", 64<<10); err != nil {
+		return 0, err
+	}
+	if err := read(lr); err != nil {
+		return 0, err
+	}
+	rest, err := h.readToLine(lr, tag+" ", 64<<10)
+	if err != nil {
+		return 0, err
+	}
+	status, err := strconv.Atoi(strings.TrimSpace(rest))
+	if err != nil {
+		return 0, fmt.Errorf("reply status %q", rest)
+	}
+	return status, nil
+}
+
+// readToLine reads lines from lr until one that begins with prefix, after
+// a newline or the read's start; it returns the rest of that line. More
+// than max bytes before it is an error.
+func (h *execHelper) readToLine(lr *streamReader, prefix string, max int) (string, error) {
+	br := bufio.NewReaderSize(lr, 4096)
+	defer func() {
+		// What br read ahead of the line is the caller's next read.
+		lr.unread(br)
+	}()
+	atStart, seen := true, 0
+	for {
+		l, err := br.ReadSlice('\n')
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return "", err
+		}
+		if rest, ok := strings.CutPrefix(string(l), prefix); ok && atStart && err == nil {
+			return strings.TrimSuffix(rest, "\n"), nil
+		}
+		if seen += len(l); seen > max {
+			return "", fmt.Errorf("no reply line %q in %d bytes", prefix, max)
+		}
+		atStart = err == nil
+	}
+}
+
+// streamReader is a streamed reply read from r: at most left bytes, the
+// time of the last byte kept for the idle watch, and bytes read ahead
+// (pending) given back first.
+type streamReader struct {
+	r       io.Reader
+	left    int64
+	pending []byte
+	last    atomic.Int64 // unix nanoseconds of the last read
+}
+
+func (s *streamReader) touch()              { s.last.Store(time.Now().UnixNano()) }
+func (s *streamReader) idle() time.Duration { return time.Since(time.Unix(0, s.last.Load())) }
+
+func (s *streamReader) Read(p []byte) (int, error) {
+	if len(s.pending) > 0 {
+		n := copy(p, s.pending)
+		s.pending = s.pending[n:]
+		return n, nil
+	}
+	if s.left <= 0 {
+		return 0, errStreamLong
+	}
+	if int64(len(p)) > s.left {
+		p = p[:s.left]
+	}
+	n, err := s.r.Read(p)
+	s.left -= int64(n)
+	if n > 0 {
+		s.touch()
+	}
+	return n, err
+}
+
+// unread gives back what br holds unread, to be read again first.
+func (s *streamReader) unread(br *bufio.Reader) {
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		s.pending = append(append([]byte(nil), b...), s.pending...)
+	}
+}
