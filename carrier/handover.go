@@ -128,8 +128,10 @@ func (c *Carrier) appendLedger(ctx context.Context, s *Session, dest string, hs 
 	if n == 0 {
 		return 0, nil
 	}
+	made := false
 	if !exists {
 		if err := s.sftp.Mkdir(protocol.Sent); err == nil {
+			made = true
 			s.sftp.Chmod(protocol.Sent, inboxDirPerm)
 		}
 	}
@@ -157,7 +159,11 @@ func (c *Carrier) appendLedger(ctx context.Context, s *Session, dest string, hs 
 		return 0, fmt.Errorf("host %s: close %s: %w", s.Host.Name, p, err)
 	}
 	if !exists {
-		for _, d := range []string{protocol.Sent, protocol.Root} {
+		dirs := []string{protocol.Sent}
+		if made {
+			dirs = append(dirs, protocol.Root)
+		}
+		for _, d := range dirs {
 			if err := s.syncDir(d); err != nil && !errors.Is(err, errNotDurable) {
 				return 0, fmt.Errorf("host %s: sync %s: %w", s.Host.Name, d, err)
 			}
