@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/testenv"
 	"github.com/messor-sync/messor/protocol"
 )
 
@@ -29,6 +30,7 @@ func TestReceipts(t *testing.T) {
 		{"LeaseSkipsThenExpires", testLeaseExpiry},
 		{"MessorNamesNeverCarried", testMessorNamesStay},
 		{"HostileReceipts", testHostileReceipts},
+		{"KilledBeforeForget", testKilledBeforeForget},
 	}
 	for _, k := range kinds {
 		for _, tc := range tests {
@@ -305,5 +307,40 @@ func testHostileReceipts(t *testing.T, start StartFunc) {
 		if string(got["beta/"+k]) != string(v) {
 			t.Fatalf("outbox lost %s: %v", k, keys(got))
 		}
+	}
+}
+
+// A carrier killed between appending to the ledger and forgetting its
+// receipts (the receipts still in its buffer, the file removed) hands them
+// over again on the next visit: no line twice, nothing else removed.
+func testKilledBeforeForget(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	e.keep("alpha", "beta")
+	e.Outbox("alpha", "beta", map[string][]byte{"k": []byte("kept")})
+	c := e.Carrier(1<<30, carrier.Options{})
+	e.pickup(c, "alpha")
+	MustOK(t, e.Dropoff(c, "beta"))
+	held := filepath.Join(e.Buf, "receipts")
+	saved := testenv.ReadTree(t, held)
+	if len(saved) != 1 {
+		t.Fatalf("buffer holds %d receipts, want 1", len(saved))
+	}
+	if r := e.pickup(c, "alpha"); r.Receipts != 1 || r.Released != 1 {
+		t.Fatalf("hand-over: %d lines, %d released; want 1, 1", r.Receipts, r.Released)
+	}
+	testenv.WriteTree(t, held, saved) // as if killed before the forget
+	// The same name, a new version since: it stays.
+	writeAt(t, filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "k"), []byte("kept, v2"))
+	if r := e.pickup(c, "alpha"); r.Receipts != 0 || r.Released != 0 {
+		t.Fatalf("second hand-over: %d lines, %d released; want 0, 0", r.Receipts, r.Released)
+	}
+	if l := e.ledger("alpha", "beta"); len(l) != 1 {
+		t.Fatalf("ledger %q", l)
+	}
+	if got := e.OutboxFiles("alpha")["beta/k"]; string(got) != "kept, v2" {
+		t.Fatalf("the new version is gone: %q", got)
+	}
+	if len(testenv.ReadTree(t, held)) != 0 {
+		t.Fatal("receipts still held after the second hand-over")
 	}
 }
