@@ -2,9 +2,11 @@ package conformance
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +33,7 @@ func TestReceipts(t *testing.T) {
 		{"MessorNamesNeverCarried", testMessorNamesStay},
 		{"HostileReceipts", testHostileReceipts},
 		{"KilledBeforeForget", testKilledBeforeForget},
+		{"TwoCarriersAppend", testTwoCarriersAppend},
 	}
 	for _, k := range kinds {
 		for _, tc := range tests {
@@ -342,5 +345,51 @@ func testKilledBeforeForget(t *testing.T, start StartFunc) {
 	}
 	if len(testenv.ReadTree(t, held)) != 0 {
 		t.Fatal("receipts still held after the second hand-over")
+	}
+}
+
+// Two carriers handing receipts to one source at once: the ledger holds
+// every file's line (a line both held may be there twice), none cut.
+func testTwoCarriersAppend(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	c1 := e.Carrier(1<<30, carrier.Options{})
+	c2 := e.carrierAt("two", carrier.Options{})
+	var want []string
+	for i, c := range []*carrier.Carrier{c1, c2} {
+		files := map[string][]byte{}
+		for j := range 300 {
+			name := fmt.Sprintf("c%d/%03d with a long name to fill the ledger's writes.txt", i, j)
+			files[name] = []byte(name)
+			want = append(want, name)
+		}
+		e.Outbox("alpha", "beta", files)
+		e.pickup(c, "alpha")
+		MustOK(t, e.Dropoff(c, "beta"))
+	}
+	e.pickup(c2, "beta") // c2 now holds c1's receipt too
+	var wg sync.WaitGroup
+	for _, c := range []*carrier.Carrier{c1, c2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rs := c.Pickup(context.Background(), e.Resolve("alpha"))
+			if rs[0].Err != nil || len(rs[0].Failed) > 0 {
+				t.Errorf("%s", rs[0].Summary())
+			}
+		}()
+	}
+	wg.Wait()
+	got := map[string]bool{}
+	for _, l := range e.ledger("alpha", "beta") {
+		d, err := protocol.ParseLedgerLine(l)
+		if err != nil {
+			t.Fatalf("ledger line %q: %v", l, err)
+		}
+		got[d.Path] = true
+	}
+	for _, w := range want {
+		if !got[w] {
+			t.Fatalf("ledger lacks %s (%d of %d paths)", w, len(got), len(want))
+		}
 	}
 }
