@@ -34,6 +34,7 @@ func TestReceipts(t *testing.T) {
 		{"HostileReceipts", testHostileReceipts},
 		{"KilledBeforeForget", testKilledBeforeForget},
 		{"TwoCarriersAppend", testTwoCarriersAppend},
+		{"OldReceiptsExpire", testOldReceiptsExpire},
 	}
 	for _, k := range kinds {
 		for _, tc := range tests {
@@ -391,5 +392,24 @@ func testTwoCarriersAppend(t *testing.T, start StartFunc) {
 		if !got[w] {
 			t.Fatalf("ledger lacks %s (%d of %d paths)", w, len(got), len(want))
 		}
+	}
+}
+
+// A receipt older than ReceiptMaxAge leaves the destination at the next
+// visit, and is not taken along.
+func testOldReceiptsExpire(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	old := time.Now().Add(-31 * 24 * time.Hour)
+	r := protocol.Receipt{Source: "alpha", Dest: "beta", Files: []protocol.Delivery{
+		{Path: "p", Size: 1, MTime: old, Hash: strings.Repeat("ab", 32), At: old, Carrier: "c0ffee"}}}
+	b := protocol.FormatReceipt(r)
+	name, _ := protocol.ReceiptName(old, "c0ffee", b)
+	writeAt(t, filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.ReceiptDir("alpha")), name), b)
+	c := e.Carrier(1<<30, carrier.Options{})
+	if r := e.pickup(c, "beta"); r.Collected != 0 {
+		t.Fatalf("collected %d old receipts", r.Collected)
+	}
+	if got := e.receipts("beta", "alpha"); len(got) != 0 {
+		t.Fatalf("old receipts stay on beta: %v", got)
 	}
 }
