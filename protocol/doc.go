@@ -195,7 +195,12 @@
 // hash); clocks: a carrier whose clock runs far ahead writes leases that
 // last longer, and one far behind takes expired leases for live. A
 // receipt lost with its carrier before it reached the destination is
-// made again when the file is carried again after its lease.
+// made again when the file is carried again after its lease. A receipt is
+// the destination's word: a destination (its user, or anyone who can
+// write its inbox) can write a receipt for a file it never got, and with
+// the file's size, mtime and SHA-256 have it removed from a keep-mode
+// outbox; another host cannot, as a carrier takes receipts only from the
+// destination they name.
 //
 // # Range hashes
 //
