@@ -34,7 +34,12 @@ type HostResult struct {
 	Dedup   int    `json:"dedup"`
 	// Resumed: bytes of Bytes moved by an earlier visit (partials
 	// resumed), not in this visit's time.
-	Resumed   int64      `json:"resumed_bytes"`
+	Resumed int64 `json:"resumed_bytes"`
+	// Receipts, Collected, Kept, Released: see HostReport.
+	Receipts  int        `json:"receipts,omitempty"`
+	Collected int        `json:"receipts_collected,omitempty"`
+	Kept      int        `json:"kept,omitempty"`
+	Released  int        `json:"released,omitempty"`
 	ElapsedMS int64      `json:"elapsed_ms"`
 	Waiting   []FileNote `json:"waiting"`
 	Skipped   []FileNote `json:"skipped"`
@@ -55,6 +60,7 @@ func (r *HostReport) Result() HostResult {
 	hr := HostResult{
 		Host: r.Host, Verb: r.Verb, Outcome: "done",
 		Files: r.Files, Bytes: r.Bytes, Already: r.Already, Dedup: r.Dedup, Resumed: r.Resumed,
+		Receipts: r.Receipts, Collected: r.Collected, Kept: r.Kept, Released: r.Released,
 		ElapsedMS: r.Elapsed.Milliseconds(),
 		Waiting:   notes(r.Waiting), Skipped: notes(r.Skipped), Failed: notes(r.Failed),
 	}

@@ -205,6 +205,9 @@ func (w *World) check(buf *carrier.Buffer, snap *Snapshot) []error {
 		for _, rel := range regularFilesNoT(root) {
 			rel = filepath.ToSlash(rel)
 			source, p, _ := strings.Cut(rel, "/")
+			if strings.HasPrefix(source, protocol.ReservedPrefix) {
+				continue // receipts (.messor-receipts), not delivered files
+			}
 			base := p[strings.LastIndex(p, "/")+1:]
 			if strings.HasPrefix(base, protocol.ReservedPrefix+".part.") {
 				snap.InboxPartials++
