@@ -1,0 +1,78 @@
+package carrier_test
+
+import (
+	"context"
+	"log/slog"
+	"math/rand"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/conformance"
+)
+
+// cutAfter is a carrier.Progress that cancels a run once n bytes have been
+// carried.
+type cutAfter struct {
+	n      int64
+	got    atomic.Int64
+	cancel context.CancelFunc
+}
+
+func (p *cutAfter) Start(string, string, int, int64) carrier.Tracker { return p }
+func (p *cutAfter) Done()                                             {}
+func (p *cutAfter) Resumed(int64)                                     {}
+func (p *cutAfter) FileDone()                                         {}
+func (p *cutAfter) Add(n int64) {
+	if p.got.Add(n) >= p.n {
+		p.cancel()
+	}
+}
+
+// A big download whose source is hashed on the host (from an agent with
+// VerifySource; resumed, from any host that hashes) is checked slice by
+// slice while it streams: the carrier's log says so, and what is left
+// after the last byte is one slice and the resumed prefix, not the whole
+// file hashed again.
+func TestPickupVerifiedInSlices(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		start   conformance.StartFunc
+		resumed bool
+		want    string
+	}{
+		{"AgentFresh", conformance.Agent, false, `verify="10 slices"`},
+		// From the MiB where the partial ends: 9 or fewer.
+		{"AgentResumed", conformance.Agent, true, `verify="[1-9] slices"`},
+		{"OpenSSHResumed", conformance.SSHD(false), true, `verify="[1-9] slices"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := conformance.NewEnv(t, tc.start, "alpha", "beta")
+			data := make([]byte, 9<<20+12345)
+			rand.New(rand.NewSource(5)).Read(data)
+			e.Outbox("alpha", "beta", map[string][]byte{"big/file.bin": data})
+			if tc.resumed {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				c := e.Carrier(1<<30, carrier.Options{Progress: &cutAfter{n: 2<<20 + 300<<10, cancel: cancel}})
+				c.Pickup(ctx, e.Resolve("alpha"))
+				c.Buffer().Close()
+			}
+			log := &syncBuffer{}
+			c := e.Carrier(1<<30, carrier.Options{VerifySlice: 1 << 20,
+				Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+			if tc.resumed && !strings.Contains(log.String(), "resuming download") {
+				t.Fatalf("the second pickup did not resume:\n%s", log)
+			}
+			if !regexp.MustCompile(tc.want).MatchString(log.String()) {
+				t.Errorf("the source was not checked in slices (want %s):\n%s", tc.want, log)
+			}
+			conformance.MustOK(t, e.Dropoff(c, "beta"))
+			conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": data})
+		})
+	}
+}
