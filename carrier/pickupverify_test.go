@@ -22,9 +22,9 @@ type cutAfter struct {
 }
 
 func (p *cutAfter) Start(string, string, int, int64) carrier.Tracker { return p }
-func (p *cutAfter) Done()                                             {}
-func (p *cutAfter) Resumed(int64)                                     {}
-func (p *cutAfter) FileDone()                                         {}
+func (p *cutAfter) Done()                                            {}
+func (p *cutAfter) Resumed(int64)                                    {}
+func (p *cutAfter) FileDone()                                        {}
 func (p *cutAfter) Add(n int64) {
 	if p.got.Add(n) >= p.n {
 		p.cancel()
