@@ -76,3 +76,40 @@ func TestPickupVerifiedInSlices(t *testing.T) {
 		})
 	}
 }
+
+// Cancelled while a resumed download is checked slice by slice (host hashes
+// outstanding): Pickup returns, nothing is carried or lost, the partial is
+// kept, and the next run resumes and carries the source.
+func TestPickupSlicesCancelled(t *testing.T) {
+	for _, h := range sliceHosts {
+		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
+			e := conformance.NewEnv(t, h.start, "alpha", "beta")
+			data := make([]byte, 9<<20+77)
+			rand.New(rand.NewSource(6)).Read(data)
+			e.Outbox("alpha", "beta", map[string][]byte{"big/file.bin": data})
+			for _, cut := range []int64{2 << 20, 3 << 20} { // the second resumes, checks slices, is cut
+				ctx, cancel := context.WithCancel(context.Background())
+				c := e.Carrier(1<<30, carrier.Options{VerifySlice: 1 << 20, Progress: &cutAfter{n: cut, cancel: cancel}})
+				c.Pickup(ctx, e.Resolve("alpha"))
+				cancel()
+				if st, _ := carrier.ReadStatus(c.Buffer()); st.Files != 0 {
+					t.Fatalf("cut at %d: %d files carried", cut, st.Files)
+				}
+				c.Buffer().Close()
+				if len(e.OutboxFiles("alpha")) != 1 {
+					t.Fatalf("cut at %d: the source left the outbox", cut)
+				}
+			}
+			log := &syncBuffer{}
+			c := e.Carrier(1<<30, carrier.Options{VerifySlice: 1 << 20,
+				Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+			if !strings.Contains(log.String(), "resuming download") || !strings.Contains(log.String(), " slices\"") {
+				t.Errorf("the last pickup did not resume checked in slices:\n%s", log)
+			}
+			conformance.MustOK(t, e.Dropoff(c, "beta"))
+			conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": data})
+		})
+	}
+}
