@@ -47,9 +47,10 @@ type sourceCheck struct {
 	wg     sync.WaitGroup // host hashes outstanding
 
 	// Written by Write only (one goroutine).
-	pos  int64 // the offset of the next byte Write gets
-	next int   // the slice being hashed here
-	part hash.Hash
+	pos    int64 // the offset of the next byte Write gets
+	next   int   // the slice being hashed here
+	part   hash.Hash
+	waited time.Duration // the stream, for the host to hash
 
 	mu  sync.Mutex
 	err error // the stream's check cannot go on (cancelled, the partial unreadable)
@@ -124,12 +125,14 @@ func (v *sourceCheck) Write(p []byte) (int, error) {
 // hostHash asks the host for the digest of sl once fewer than sliceAhead
 // are outstanding.
 func (v *sourceCheck) hostHash(sl *sliceCheck) {
+	t0 := time.Now()
 	select {
 	case v.ahead <- struct{}{}:
 	case <-v.ctx.Done():
 		v.fail(v.ctx.Err())
 		return
 	}
+	v.waited += time.Since(t0)
 	if v.s.sliceRefused.Load() {
 		<-v.ahead
 		v.mu.Lock()
@@ -231,7 +234,7 @@ func (c *Carrier) checkSource(ctx context.Context, s *Session, v *sourceCheck, r
 		whole, err := v.verdict()
 		if err != nil || !whole {
 			c.log.Debug("source check", "host", s.Host.Name, "path", remote, "verify", fmt.Sprintf("%d slices", len(v.slices)),
-				"after_last_byte", time.Since(t0).Round(time.Millisecond), "err", err)
+				"after_last_byte", time.Since(t0).Round(time.Millisecond), "read_waited_for_host", v.waited.Round(time.Millisecond), "err", err)
 			return err
 		}
 		c.log.Debug("the host refused to hash a slice of the source; hashing it whole", "host", s.Host.Name, "path", remote)
