@@ -31,6 +31,16 @@ func (p *cutAfter) Add(n int64) {
 	}
 }
 
+// bigOutbox makes hosts alpha and beta (by start) with one file of size
+// random bytes in alpha's outbox for beta, big/file.bin.
+func bigOutbox(t *testing.T, start conformance.StartFunc, size int) (*conformance.Env, []byte) {
+	e := conformance.NewEnv(t, start, "alpha", "beta")
+	data := make([]byte, size)
+	rand.New(rand.NewSource(int64(size))).Read(data)
+	e.Outbox("alpha", "beta", map[string][]byte{"big/file.bin": data})
+	return e, data
+}
+
 // A big download whose source is hashed on the host (from an agent with
 // VerifySource; resumed, from any host that hashes) is checked slice by
 // slice while it streams: the carrier's log says so, and what is left
@@ -50,10 +60,7 @@ func TestPickupVerifiedInSlices(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := conformance.NewEnv(t, tc.start, "alpha", "beta")
-			data := make([]byte, 9<<20+12345)
-			rand.New(rand.NewSource(5)).Read(data)
-			e.Outbox("alpha", "beta", map[string][]byte{"big/file.bin": data})
+			e, data := bigOutbox(t, tc.start, 9<<20+12345)
 			if tc.resumed {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
@@ -84,10 +91,7 @@ func TestPickupSlicesCancelled(t *testing.T) {
 	for _, h := range sliceHosts {
 		t.Run(h.name, func(t *testing.T) {
 			t.Parallel()
-			e := conformance.NewEnv(t, h.start, "alpha", "beta")
-			data := make([]byte, 9<<20+77)
-			rand.New(rand.NewSource(6)).Read(data)
-			e.Outbox("alpha", "beta", map[string][]byte{"big/file.bin": data})
+			e, data := bigOutbox(t, h.start, 9<<20+77)
 			for _, cut := range []int64{2 << 20, 3 << 20} { // the second resumes, checks slices, is cut
 				ctx, cancel := context.WithCancel(context.Background())
 				c := e.Carrier(1<<30, carrier.Options{VerifySlice: 1 << 20, Progress: &cutAfter{n: cut, cancel: cancel}})
