@@ -65,8 +65,9 @@ type sourceCheck struct {
 func (c *Carrier) newSourceCheck(ctx context.Context, s *Session, remote string, size, from int64, h hash.Hash, lf io.ReaderAt) *sourceCheck {
 	resumed := from > 0 && from < size
 	// s.agent is known from the handshake: a fresh download from a stock
-	// host does not wait here for the host's probe.
-	if !resumed && !(c.opts.VerifySource && s.agent) {
+	// host does not wait here for the host's probe. A partial that holds
+	// the whole file has nothing left to stream: verifySource decides.
+	if from >= size || !resumed && !(c.opts.VerifySource && s.agent) {
 		return nil
 	}
 	n := c.verifySlice(ctx, s, size)
