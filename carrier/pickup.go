@@ -593,7 +593,9 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		return res, fmt.Errorf("host %s: open %s: %w", s.Host.Name, remote, err)
 	}
 	defer rf.Close()
-	err = c.readStream(s, rf, remote, cd, stream{from: from, compare: have}, lf, h, tr)
+	sc := c.newSourceCheck(ctx, s, remote, cd.Size, from, h, lf)
+	defer sc.stop()
+	err = c.readStream(s, rf, remote, cd, stream{from: from, compare: have}, lf, sc.tee(h), tr)
 	var lerr *localWriteError
 	if errors.As(err, &lerr) {
 		// Our own disk, not the host: say so, and keep the partial.
@@ -609,8 +611,8 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	sum := hex.EncodeToString(h.Sum(nil))
 	if err == nil {
 		// Resumed from a prefix the host hashed before the rest was read:
-		// proven again as a whole, unless that prefix was all of it.
-		err = c.verifySource(ctx, s, remote, cd.Size, sum, from > 0 && from < cd.Size)
+		// proven again, unless that prefix was all of it.
+		err = c.checkSource(ctx, s, sc, remote, cd.Size, sum, from > 0 && from < cd.Size)
 	}
 	if errors.Is(err, errChanged) {
 		os.Remove(pp)

@@ -51,10 +51,24 @@
 //     same (source, dest, path, size, mtime) removes the outbox file the same
 //     way without taking a second copy. A partial left by an
 //     earlier visit is resumed only from a prefix the host hashed the same
-//     (a range hash), and the whole file is then hashed on the host again
+//     (a range hash), and the file is then hashed on the host again
 //     before the source is removed; a host that cannot hash has the file
 //     read whole again, compared with the partial as it comes. Size and
 //     mtime alone never vouch for a prefix read on an earlier visit.
+//     Where the source is hashed on the host (every file from an agent,
+//     a resumed download from any host that hashes), a file of at least
+//     two slices (see Range hashes) is hashed slice by slice while it
+//     streams: the host is asked for a slice's digest once the carrier has
+//     received its last byte, at most two outstanding, and each must equal
+//     the carrier's digest of the bytes it received; a resumed download's
+//     prefix is hashed on the host again after the last byte. So every
+//     byte kept was hashed on the host after the carrier had it, and the
+//     earlier visit's after this visit's read: a change in place (mtime
+//     restored or not) to bytes not yet hashed is seen. A change to a
+//     slice after the host hashed it, with size and mtime kept, is not
+//     (the whole-file hash after the last byte saw it when made before
+//     that hash ran). A file of fewer slices, or a host that refuses a
+//     slice, is hashed whole after the last byte.
 //  3. Dropoff makes the missing directories of inbox/<source>/<path> with
 //     mode 0700 (a mkdir, then a setstat: the SFTP client sends no mode),
 //     then uploads into a hidden partial beside the final name

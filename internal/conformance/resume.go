@@ -187,22 +187,20 @@ func rewriteInPlace(t *testing.T, source string, off int64) {
 
 // testResumeChangedSource: a pickup of a multi-MiB file is interrupted, then
 // the source's first bytes are changed in place with its mtime restored; or
-// the partial in the buffer is zero-filled; or the source's bytes inside the
-// partial's prefix change while the resumed pickup reads the rest. The
-// resumed pickup must carry the source as it is now, or leave it in the
-// outbox, never the old prefix with the new tail.
+// the partial in the buffer is zero-filled; or the source's bytes change
+// while the resumed pickup reads the rest (inside the partial's prefix, or
+// in the rest behind the read). The resumed pickup must carry the source as
+// it is now, or leave it in the outbox, never the old prefix with the new
+// tail. Each case runs with the rest verified whole after the last byte,
+// and slice by slice while it streams (VerifySlice 1 MiB).
 func testResumeChangedSource(t *testing.T, start StartFunc) {
-	for _, tc := range []struct {
-		name   string
-		damage func(t *testing.T, source, partial string)
-		during func(source string) // the change made while resuming
-	}{
-		{"SourceChangedInPlace", func(t *testing.T, source, partial string) { rewriteInPlace(t, source, 0) }, nil},
+	for _, tc := range []resumeCase{
+		{name: "SourceChangedInPlace", damage: func(t *testing.T, source, partial string) { rewriteInPlace(t, source, 0) }},
 		// Inside the 2 MiB prefix, far enough from the start that a
 		// host that cannot hash, reading the file whole again, has not
 		// asked for those bytes yet.
-		{"SourceChangedWhileResumed", nil, func(source string) { rewriteInPlace(t, source, 1600<<10) }},
-		{"PartialZeroFilled", func(t *testing.T, source, partial string) {
+		{name: "SourceChangedWhileResumed", during: func(t *testing.T, source string, _ int64) { rewriteInPlace(t, source, 1600<<10) }},
+		{name: "PartialZeroFilled", damage: func(t *testing.T, source, partial string) {
 			st, err := os.Stat(partial)
 			if err != nil {
 				t.Fatal(err)
@@ -210,14 +208,14 @@ func testResumeChangedSource(t *testing.T, start StartFunc) {
 			if err := os.WriteFile(partial, make([]byte, st.Size()), 0o600); err != nil {
 				t.Fatal(err)
 			}
-		}, nil},
-		{"PartialWithHole", func(t *testing.T, source, partial string) { zeroRange(t, partial, 1<<20, 64<<10) }, nil},
-		{"PartialLongerThanSource", func(t *testing.T, source, partial string) {
+		}},
+		{name: "PartialWithHole", damage: func(t *testing.T, source, partial string) { zeroRange(t, partial, 1<<20, 64<<10) }},
+		{name: "PartialLongerThanSource", damage: func(t *testing.T, source, partial string) {
 			appendTo(t, partial, bytes.Repeat([]byte("more"), 3<<20))
-		}, nil},
+		}},
 		// Another version's partial: the same size and mtime, the first
 		// MiB the same, then other bytes.
-		{"PartialOfOtherVersion", func(t *testing.T, source, partial string) {
+		{name: "PartialOfOtherVersion", damage: func(t *testing.T, source, partial string) {
 			st, err := os.Stat(partial)
 			if err != nil {
 				t.Fatal(err)
@@ -230,76 +228,105 @@ func testResumeChangedSource(t *testing.T, start StartFunc) {
 			if _, err := f.WriteAt(randBytes(rand.New(rand.NewSource(3)), int(st.Size()-1<<20)), 1<<20); err != nil {
 				t.Fatal(err)
 			}
-		}, nil},
+		}},
 		// Once the rest has been read, before the whole file is hashed.
-		{"SourceChangedAfterTailRead", nil, func(source string) { rewriteInPlace(t, source, 512<<10) }},
-		{"SourceTruncatedWhileResumed", nil, func(source string) { truncateKeepMTime(t, source, 6<<20) }},
-		{"SourceExtendedWhileResumed", nil, func(source string) { appendTo(t, source, []byte("appended")) }},
+		{name: "SourceChangedAfterTailRead", fresh: true, at: func(have, size int64) int64 { return size - have },
+			during: func(t *testing.T, source string, _ int64) { rewriteInPlace(t, source, 512<<10) }},
+		{name: "SourceTruncatedWhileResumed", during: func(t *testing.T, source string, _ int64) { truncateKeepMTime(t, source, 6<<20) }},
+		{name: "SourceExtendedWhileResumed", during: func(t *testing.T, source string, _ int64) { appendTo(t, source, []byte("appended")) }},
 		// A new inode, same size and mtime, renamed over the source.
-		{"SourceReplacedByRename", nil, func(source string) { replaceByRename(t, source, 1600<<10) }},
+		{name: "SourceReplacedByRename", fresh: true, during: func(t *testing.T, source string, _ int64) { replaceByRename(t, source, 1600<<10) }},
+		// In the rest, behind the read: 512 KiB into the fourth MiB
+		// after the partial's, 100 KiB into that MiB is changed. Its
+		// slice is not complete yet, so the host hashes it after the
+		// change.
+		{name: "SourceChangedBehindTheRead", fresh: true,
+			at:     func(have, _ int64) int64 { return (have>>20+3)<<20 + 512<<10 - have },
+			during: func(t *testing.T, source string, have int64) { rewriteInPlace(t, source, (have>>20+3)<<20+100<<10) }},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := NewEnv(t, start, "alpha", "beta")
-			if tc.name == "SourceChangedAfterTailRead" || tc.name == "SourceReplacedByRename" {
-				// A host that cannot hash is read whole again, in one
-				// run, as a fresh download is: a change made after its
-				// bytes were read (in place, mtime restored) or to
-				// another inode is not seen on such a host.
-				if k := e.hashKind("alpha"); k == "readback" {
-					t.Skipf("hash kind %s: a resumed download is read as a fresh one", k)
-				}
+		for _, slice := range []int64{0, 1 << 20} {
+			name := tc.name + "/Whole"
+			if slice > 0 {
+				name = tc.name + "/Slices"
 			}
-			r := rand.New(rand.NewSource(11))
-			e.Outbox("alpha", "beta", map[string][]byte{"img/disk.img": randBytes(r, 8<<20+5)})
-			source := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "img", "disk.img")
-			partial := e.interruptedPickup("alpha", 2<<20)
-			var opts carrier.Options
-			if tc.damage != nil {
-				tc.damage(t, source, partial)
-			}
-			var mu sync.Mutex // guards want
-			want, err := os.ReadFile(source)
+			t.Run(name, func(t *testing.T) { resumeChanged(t, start, tc, slice) })
+		}
+	}
+}
+
+// resumeCase is one case of testResumeChangedSource.
+type resumeCase struct {
+	name   string
+	damage func(t *testing.T, source, partial string) // before the resumed pickup
+	// during is the change made while resuming, once at(have, size)
+	// bytes (default 1) have been carried; have is the partial's size.
+	during func(t *testing.T, source string, have int64)
+	at     func(have, size int64) int64
+	// fresh: a host that cannot hash reads the file whole again in one
+	// run, as a fresh download: a change made after its bytes were read
+	// (in place, mtime restored) or to another inode is not seen there.
+	fresh bool
+}
+
+// resumeChanged runs tc with the resumed pickup verifying in slices of
+// slice bytes (0: the default, whole for this file).
+func resumeChanged(t *testing.T, start StartFunc, tc resumeCase, slice int64) {
+	e := NewEnv(t, start, "alpha", "beta")
+	if tc.fresh {
+		if k := e.hashKind("alpha"); k == "readback" {
+			t.Skipf("hash kind %s: a resumed download is read as a fresh one", k)
+		}
+	}
+	r := rand.New(rand.NewSource(11))
+	e.Outbox("alpha", "beta", map[string][]byte{"img/disk.img": randBytes(r, 8<<20+5)})
+	source := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "img", "disk.img")
+	partial := e.interruptedPickup("alpha", 2<<20)
+	opts := carrier.Options{VerifySlice: slice}
+	if tc.damage != nil {
+		tc.damage(t, source, partial)
+	}
+	st, err := os.Stat(partial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := st.Size()
+	var mu sync.Mutex // guards want
+	want, err := os.ReadFile(source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc.during != nil {
+		at := int64(1)
+		if tc.at != nil {
+			at = tc.at(have, int64(len(want)))
+		}
+		opts.Progress = &onAdded{n: at, f: func() {
+			tc.during(t, source, have)
+			b, err := os.ReadFile(source)
 			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.during != nil {
-				at := int64(1)
-				if tc.name == "SourceChangedAfterTailRead" {
-					st, err := os.Stat(partial)
-					if err != nil {
-						t.Fatal(err)
-					}
-					at = int64(len(want)) - st.Size()
-				}
-				opts.Progress = &onAdded{n: at, f: func() {
-					tc.during(source)
-					b, err := os.ReadFile(source)
-					if err != nil {
-						t.Error(err)
-					}
-					mu.Lock()
-					want = b
-					mu.Unlock()
-				}}
-			}
-			c := e.Carrier(1<<30, opts)
-			// The resumed pickup may refuse the file (it waits in the
-			// outbox); the next one carries it whole.
-			for range 2 {
-				c.Pickup(context.Background(), e.Resolve("alpha"))
-			}
-			if left := e.OutboxFiles("alpha"); len(left) != 0 {
-				t.Fatalf("after two pickups the outbox still holds %v", keys(left))
+				t.Error(err)
 			}
 			mu.Lock()
-			defer mu.Unlock()
-			MustOK(t, e.Dropoff(c, "beta"))
-			got := e.Inbox("beta", "alpha")["img/disk.img"]
-			if !bytes.Equal(got, want) {
-				t.Fatalf("delivered %d bytes (sha256 %x) differ from the source %x at byte %d: a mix of two versions",
-					len(got), sha256.Sum256(got), sha256.Sum256(want), firstDiff(got, want))
-			}
-		})
+			want = b
+			mu.Unlock()
+		}}
+	}
+	c := e.Carrier(1<<30, opts)
+	// The resumed pickup may refuse the file (it waits in the outbox); the
+	// next one carries it whole.
+	for range 2 {
+		c.Pickup(context.Background(), e.Resolve("alpha"))
+	}
+	if left := e.OutboxFiles("alpha"); len(left) != 0 {
+		t.Fatalf("after two pickups the outbox still holds %v", keys(left))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	MustOK(t, e.Dropoff(c, "beta"))
+	got := e.Inbox("beta", "alpha")["img/disk.img"]
+	if !bytes.Equal(got, want) {
+		t.Fatalf("delivered %d bytes (sha256 %x) differ from the source %x at byte %d: a mix of two versions",
+			len(got), sha256.Sum256(got), sha256.Sum256(want), firstDiff(got, want))
 	}
 }
 
