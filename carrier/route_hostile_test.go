@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/messor-sync/messor/discovery"
@@ -114,10 +115,12 @@ func TestProxyCommandHostile(t *testing.T) {
 }
 
 // TestSFTPNeverAnswers: a host that accepts the sftp subsystem and never
-// sends its version packet is unreachable within the connect timeout, and
-// the error says that the reply did not come in time rather than quoting
-// the EOF the deadline left behind.
+// sends its version packet is unreachable within the SFTP start bound,
+// and the error says that the reply did not come in time rather than
+// quoting the EOF the deadline left behind.
 func TestSFTPNeverAnswers(t *testing.T) {
+	defer func(d time.Duration) { sftpStartTimeout = d }(sftpStartTimeout)
+	sftpStartTimeout = 700 * time.Millisecond
 	signer, _ := sshdtest.NewKey(t)
 	srv := sftptest.Start(t, []ssh.PublicKey{signer.PublicKey()}, "", func(ch ssh.Channel) {
 		io.Copy(io.Discard, ch) // reads the client's init, never replies
@@ -129,7 +132,31 @@ func TestSFTPNeverAnswers(t *testing.T) {
 		return Dial(context.Background(), h, ssh.InsecureIgnoreHostKey(), signers, 500*time.Millisecond, nil)
 	})
 	var ue *UnreachableError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "no SFTP reply within 500ms") {
-		t.Errorf("dial of a host whose sftp never answers: %v, want unreachable, no SFTP reply within 500ms", err)
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "no SFTP reply within 700ms") {
+		t.Errorf("dial of a host whose sftp never answers: %v, want unreachable, no SFTP reply within 700ms", err)
 	}
+}
+
+// TestSlowSFTPStart: a host that logs the carrier in at once and takes
+// longer than the connect timeout to start SFTP (sshd runs sftp-server
+// through a login shell whose init files are slow) is not given up on.
+func TestSlowSFTPStart(t *testing.T) {
+	signer, _ := sshdtest.NewKey(t)
+	srv := sftptest.Start(t, []ssh.PublicKey{signer.PublicKey()}, "", func(ch ssh.Channel) {
+		time.Sleep(1500 * time.Millisecond) // the login shell's init files
+		s, err := sftp.NewServer(ch)
+		if err == nil {
+			s.Serve()
+		}
+	})
+	addr, port := srv.Addr()
+	h := discovery.Host{Name: "slowshell", HostName: addr, Port: port, User: "root"}
+	signers := func() ([]ssh.Signer, error) { return []ssh.Signer{signer}, nil }
+	s, err := dialOrHang(t, func() (*Session, error) {
+		return Dial(context.Background(), h, ssh.InsecureIgnoreHostKey(), signers, 500*time.Millisecond, nil)
+	})
+	if err != nil {
+		t.Fatalf("a host whose SFTP starts 1.5 s after login, connect timeout 500ms: %v", err)
+	}
+	s.Close()
 }

@@ -26,6 +26,12 @@ import (
 // options nor ssh_config say otherwise.
 const DefaultConnectTimeout = 5 * time.Second
 
+// sftpStartTimeout bounds starting SFTP once the host has logged the
+// carrier in, when the connect timeout is shorter: sshd starts
+// sftp-server through the user's login shell, whose init files (pyenv,
+// conda, nvm) may take seconds on a loaded host that is plainly there.
+var sftpStartTimeout = 30 * time.Second
+
 // maxPacket is the SFTP data size per request, and maxInFlight the requests
 // outstanding per file: 1 MiB in flight, enough for a fast Wi-Fi link's
 // bandwidth-delay product. More is lost when a link drops: with 255 KiB
@@ -309,13 +315,21 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 		return nil, handshakeErr(h, err)
 	}
 	client := ssh.NewClient(c, chans, reqs)
+	stop()
+	timeout = max(timeout, sftpStartTimeout)
+	dctx, cancel = context.WithTimeout(ctx, timeout)
+	defer cancel()
+	deadline = time.Now().Add(timeout)
+	conn.SetDeadline(deadline)
+	stop = context.AfterFunc(dctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	// sftp.NewClient, spelled out so that the bytes the host sends can be
 	// counted: pkg/sftp's ReadDir gathers a whole directory before it
 	// returns, and only a byte budget bounds an endless one.
 	rx := &rxBudget{}
 	sc, err := newSFTP(context.Background(), client, func(r io.Reader) io.Reader { rx.r = r; return rx })
-	// Starting SFTP is bounded by the same deadline and ctx as the
-	// handshake: a host whose sftp-server never answers must not hang us.
+	// Starting SFTP is bounded by sftpStartTimeout (or the connect
+	// timeout, if longer) and ctx: a host whose sftp-server never
+	// answers must not hang us.
 	if !stop() || dctx.Err() != nil {
 		client.Close()
 		if err == nil {

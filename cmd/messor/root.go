@@ -82,7 +82,7 @@ usage or configuration (a host name that resolves nowhere is one).`,
 	pf.BoolVar(&g.acceptNew, "accept-new", false, "trust and pin unknown host keys of configured hosts on first contact (like ssh's StrictHostKeyChecking=accept-new); never an agent heard over mDNS (use messor trust), and changed keys are always refused")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file and detail, in slog's key=value format")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print only failures and errors (no summaries, no progress bar)")
-	pf.DurationVar(&g.connectTimeout, "connect-timeout", carrier.DefaultConnectTimeout, "give up on a host that does not answer within this time (ssh_config ConnectTimeout wins)")
+	pf.DurationVar(&g.connectTimeout, "connect-timeout", carrier.DefaultConnectTimeout, "give up on a host that does not answer and log in within this time (ssh_config ConnectTimeout wins); a host that did gets 30s to start SFTP")
 	pf.DurationVar(&g.settle, "settle", 5*time.Second, "leave files modified more recently than this for the next visit (still being written)")
 	pf.BoolVar(&g.noMDNS, "no-mdns", os.Getenv("MESSOR_NO_MDNS") != "", "do not look for agents on the LAN over mDNS (or set $MESSOR_NO_MDNS)")
 	pf.DurationVar(&g.mdnsTimeout, "mdns-timeout", 2*time.Second, "how long to listen for agents on the LAN")
