@@ -29,7 +29,10 @@ func (k Key) String() string { return k.Source + "->" + k.Dest + ":" + k.Path }
 type World struct {
 	Dirs   map[string]string // host name -> SFTP login directory
 	Buffer string            // the carrier's buffer directory
-	Sent   map[Key][]byte    // every file put into an outbox, with its content
+	// Others are the buffers of further carriers visiting the same hosts
+	// (a lost carrier's is taken out when it is deleted).
+	Others []string
+	Sent   map[Key][]byte // every file put into an outbox, with its content
 	// Stuck lists files whose outbox copy cannot be removed (they are
 	// carried and delivered, but stay in the outbox too).
 	Stuck map[Key]bool
@@ -69,8 +72,20 @@ type Snapshot struct {
 // running then). It returns what it saw.
 func (w *World) Check(t testing.TB, buf *carrier.Buffer) Snapshot {
 	t.Helper()
+	var open []*carrier.Buffer
+	if buf != nil {
+		open = append(open, buf)
+	}
+	return w.CheckOpen(t, open...)
+}
+
+// CheckOpen is Check for a world of several carriers: open are the buffers
+// held open by carriers running in this process; every other buffer of the
+// world is opened read-only. The snapshot counts all buffers together.
+func (w *World) CheckOpen(t testing.TB, open ...*carrier.Buffer) Snapshot {
+	t.Helper()
 	var snap Snapshot
-	errs := w.check(buf, &snap)
+	errs := w.check(open, &snap)
 	for _, err := range errs {
 		t.Error(err)
 	}
@@ -85,7 +100,18 @@ func (w *World) Check(t testing.TB, buf *carrier.Buffer) Snapshot {
 // the Stuck files, and the buffer is empty.
 func (w *World) CheckSettled(t testing.TB, buf *carrier.Buffer) {
 	t.Helper()
-	snap := w.Check(t, buf)
+	var open []*carrier.Buffer
+	if buf != nil {
+		open = append(open, buf)
+	}
+	w.CheckSettledOpen(t, open...)
+}
+
+// CheckSettledOpen is CheckSettled for a world of several carriers (see
+// CheckOpen): every buffer must be empty.
+func (w *World) CheckSettledOpen(t testing.TB, open ...*carrier.Buffer) {
+	t.Helper()
+	snap := w.CheckOpen(t, open...)
 	for _, e := range snap.Entries {
 		t.Errorf("buffer still carries %s->%s:%s", e.Source, e.Dest, e.Path)
 	}
@@ -153,51 +179,17 @@ func fileHash(p string) ([32]byte, int64, error) {
 	return sum, n, err
 }
 
-func (w *World) check(buf *carrier.Buffer, snap *Snapshot) []error {
+func (w *World) check(open []*carrier.Buffer, snap *Snapshot) []error {
 	var errs []error
 	fail := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 
-	// The buffer: committed entries whose object is intact.
-	if buf == nil {
-		b, err := carrier.OpenBufferReadOnly(w.Buffer)
-		if err != nil {
-			return []error{fmt.Errorf("open buffer: %w", err)}
-		}
-		defer b.Close()
-		buf = b
-	}
-	st, err := carrier.ReadStatus(buf)
-	if err != nil {
-		return []error{fmt.Errorf("buffer status: %w", err)}
-	}
-	snap.Entries = st.Items
-	intact := map[string]bool{} // object hash -> verified
+	// The buffers: committed entries whose object is intact.
 	inBuffer := map[Key][32]byte{}
-	for _, e := range st.Items {
-		k := Key{e.Source, e.Dest, e.Path}
-		ok, seen := intact[e.Hash]
-		if !seen {
-			sum, n, err := fileHash(buf.ObjectPath(e.Hash))
-			ok = err == nil && n == e.Size && fmt.Sprintf("%x", sum) == e.Hash
-			intact[e.Hash] = ok
+	for _, dir := range append([]string{w.Buffer}, w.Others...) {
+		if err := w.checkBuffer(dir, open, inBuffer, snap, fail); err != nil {
+			return []error{err}
 		}
-		if !ok {
-			fail("buffer: object for %s (sha256 %s) is missing or damaged", k, e.Hash)
-			continue
-		}
-		want, sent := w.Sent[k]
-		if !sent {
-			fail("buffer carries %s, which was never sent", k)
-			continue
-		}
-		if fmt.Sprintf("%x", sha256.Sum256(want)) != e.Hash {
-			fail("buffer carries a torn or stale copy of %s (sha256 %s)", k, e.Hash)
-			continue
-		}
-		inBuffer[k] = sha256.Sum256(want)
 	}
-	snap.Objects = len(regularFilesNoT(filepath.Join(w.Buffer, "objects")))
-	snap.Partials = len(regularFilesNoT(filepath.Join(w.Buffer, "partial")))
 
 	// Inboxes: only finished, verified files under final names.
 	for dest, dir := range w.Dirs {
@@ -247,6 +239,57 @@ func (w *World) check(buf *carrier.Buffer, snap *Snapshot) []error {
 		fail("LOST: %s is intact in none of outbox, buffer, inbox", k)
 	}
 	return errs
+}
+
+// checkBuffer checks the buffer in dir (one of open, or opened read-only)
+// and adds what it carries intact to inBuffer and snap.
+func (w *World) checkBuffer(dir string, open []*carrier.Buffer, inBuffer map[Key][32]byte, snap *Snapshot, fail func(string, ...any)) error {
+	var buf *carrier.Buffer
+	for _, b := range open {
+		if b.Dir() == dir {
+			buf = b
+		}
+	}
+	if buf == nil {
+		b, err := carrier.OpenBufferReadOnly(dir)
+		if err != nil {
+			return fmt.Errorf("open buffer: %w", err)
+		}
+		defer b.Close()
+		buf = b
+	}
+	st, err := carrier.ReadStatus(buf)
+	if err != nil {
+		return fmt.Errorf("buffer %s: status: %w", dir, err)
+	}
+	snap.Entries = append(snap.Entries, st.Items...)
+	intact := map[string]bool{} // object hash -> verified
+	for _, e := range st.Items {
+		k := Key{e.Source, e.Dest, e.Path}
+		ok, seen := intact[e.Hash]
+		if !seen {
+			sum, n, err := fileHash(buf.ObjectPath(e.Hash))
+			ok = err == nil && n == e.Size && fmt.Sprintf("%x", sum) == e.Hash
+			intact[e.Hash] = ok
+		}
+		if !ok {
+			fail("buffer: object for %s (sha256 %s) is missing or damaged", k, e.Hash)
+			continue
+		}
+		want, sent := w.Sent[k]
+		if !sent {
+			fail("buffer carries %s, which was never sent", k)
+			continue
+		}
+		if fmt.Sprintf("%x", sha256.Sum256(want)) != e.Hash {
+			fail("buffer carries a torn or stale copy of %s (sha256 %s)", k, e.Hash)
+			continue
+		}
+		inBuffer[k] = sha256.Sum256(want)
+	}
+	snap.Objects += len(regularFilesNoT(filepath.Join(dir, "objects")))
+	snap.Partials += len(regularFilesNoT(filepath.Join(dir, "partial")))
+	return nil
 }
 
 func regularFilesNoT(dir string) []string {
