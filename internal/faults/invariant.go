@@ -133,6 +133,9 @@ func (w *World) CheckSettledOpen(t testing.TB, open ...*carrier.Buffer) {
 	for host, dir := range w.Dirs {
 		for _, f := range regularFiles(t, filepath.Join(dir, filepath.FromSlash(protocol.Outbox))) {
 			rel := filepath.ToSlash(f)
+			if filepath.Base(f) == keepMarker {
+				continue
+			}
 			dest, p, _ := strings.Cut(rel, "/")
 			if k := (Key{host, dest, p}); !w.Stuck[k] {
 				if _, sent := w.Sent[k]; !sent {
@@ -197,6 +200,9 @@ func (w *World) check(open []*carrier.Buffer, snap *Snapshot) []error {
 		for _, rel := range regularFilesNoT(root) {
 			rel = filepath.ToSlash(rel)
 			source, p, _ := strings.Cut(rel, "/")
+			if strings.HasPrefix(source, protocol.ReservedPrefix) {
+				continue // receipts (checkReceipts), never a source
+			}
 			base := p[strings.LastIndex(p, "/")+1:]
 			if strings.HasPrefix(base, protocol.ReservedPrefix+".part.") {
 				snap.InboxPartials++
@@ -238,6 +244,7 @@ func (w *World) check(open []*carrier.Buffer, snap *Snapshot) []error {
 		}
 		fail("LOST: %s is intact in none of outbox, buffer, inbox", k)
 	}
+	w.checkReceipts(fail)
 	return errs
 }
 
