@@ -8,7 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -36,11 +38,81 @@ type World struct {
 	// Stuck lists files whose outbox copy cannot be removed (they are
 	// carried and delivered, but stay in the outbox too).
 	Stuck map[Key]bool
+	// Old holds earlier versions of files, each carried before its
+	// source's user saved a new one over it (Replace): every version must
+	// arrive, a later one under a conflict name beside the first.
+	Old map[Key][][]byte
 }
 
 // NewWorld returns an empty world.
 func NewWorld(dirs map[string]string, buffer string) *World {
-	return &World{Dirs: dirs, Buffer: buffer, Sent: map[Key][]byte{}, Stuck: map[Key]bool{}}
+	return &World{Dirs: dirs, Buffer: buffer, Sent: map[Key][]byte{}, Stuck: map[Key]bool{}, Old: map[Key][][]byte{}}
+}
+
+// Replace records that source's user saved content over path in the
+// outbox for dest (the caller writes it) after the version sent before
+// was carried.
+func (w *World) Replace(source, dest, path string, content []byte) {
+	k := Key{source, dest, path}
+	if old, ok := w.Sent[k]; ok {
+		w.Old[k] = append(w.Old[k], old)
+	}
+	w.Sent[k] = content
+}
+
+// Lose takes a lost carrier's buffer out of the world (the caller deletes
+// it): what only it held is lost, which the checker then reports.
+func (w *World) Lose(buf string) {
+	if w.Buffer == buf {
+		w.Buffer = ""
+	}
+	w.Others = slices.DeleteFunc(w.Others, func(b string) bool { return b == buf })
+}
+
+// versions is every content sent under k, oldest first.
+func (w *World) versions(k Key) [][]byte {
+	vs := w.Old[k]
+	if b, ok := w.Sent[k]; ok {
+		vs = append(vs[:len(vs):len(vs)], b)
+	}
+	return vs
+}
+
+// inboxHolds reports whether got, found in dest's inbox from source at p,
+// is a version sent under that name, or a later version of a file that
+// has several under a conflict name of it; why says what is wrong if not.
+func (w *World) inboxHolds(k Key, got []byte) (ok bool, why string) {
+	vs := w.versions(k)
+	if dir, base := path.Split(k.Path); len(vs) == 0 {
+		if orig, ok := conflictOf(base); ok && len(w.Old[Key{k.Source, k.Dest, dir + orig}]) > 0 {
+			vs = w.versions(Key{k.Source, k.Dest, dir + orig})
+		}
+	}
+	for _, v := range vs {
+		if bytes.Equal(v, got) {
+			return true, ""
+		}
+	}
+	if len(vs) == 0 {
+		return false, "which was never sent under that name (a partial, or a second copy?)"
+	}
+	return false, fmt.Sprintf("under its final name with wrong content (%d bytes, want %d)", len(got), len(vs[len(vs)-1]))
+}
+
+// conflictOf returns the name that base is a conflict name of
+// (protocol.ConflictName), if it is one.
+func conflictOf(base string) (string, bool) {
+	for n := 2; n < 10; n++ {
+		tag := fmt.Sprintf(" (%d)", n)
+		i := strings.LastIndex(base, tag)
+		if i < 0 {
+			continue
+		}
+		if orig := base[:i] + base[i+len(tag):]; protocol.ConflictName(orig, n) == base {
+			return orig, true
+		}
+	}
+	return "", false
 }
 
 // Put records files as sent from source to dest (the caller writes them).
@@ -123,7 +195,13 @@ func (w *World) CheckSettledOpen(t testing.TB, open ...*carrier.Buffer) {
 	}
 	for k, want := range w.Sent {
 		got, err := os.ReadFile(w.inboxPath(k))
-		if err != nil || !bytes.Equal(got, want) {
+		if len(w.Old[k]) > 0 {
+			for _, v := range w.versions(k) {
+				if d := (Delivered{Source: k.Source, Dest: k.Dest, Path: k.Path, Size: int64(len(v)), Hash: fmt.Sprintf("%x", sha256.Sum256(v))}); !w.deliveredAs(d) {
+					t.Errorf("%s: version sha256 %s not delivered intact, under its name or a conflict name", k, d.Hash[:16])
+				}
+			}
+		} else if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("%s: not delivered intact (%v)", k, err)
 		}
 		if _, err := os.Lstat(w.outboxPath(k)); err == nil && !w.Stuck[k] {
@@ -187,8 +265,8 @@ func (w *World) check(open []*carrier.Buffer, snap *Snapshot) []error {
 	fail := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 
 	// The buffers: committed entries whose object is intact.
-	inBuffer := map[Key][32]byte{}
-	for _, dir := range append([]string{w.Buffer}, w.Others...) {
+	inBuffer := map[Key]map[[32]byte]bool{}
+	for _, dir := range w.buffers() {
 		if err := w.checkBuffer(dir, open, inBuffer, snap, fail); err != nil {
 			return []error{err}
 		}
@@ -208,19 +286,13 @@ func (w *World) check(open []*carrier.Buffer, snap *Snapshot) []error {
 				snap.InboxPartials++
 				continue
 			}
-			k := Key{source, dest, p}
-			want, sent := w.Sent[k]
-			if !sent {
-				fail("inbox of %s holds %s from %s, which was never sent under that name (a partial, or a second copy?)", dest, p, source)
-				continue
-			}
 			got, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(rel)))
 			if err != nil {
 				fail("inbox of %s: %v", dest, err)
 				continue
 			}
-			if !bytes.Equal(got, want) {
-				fail("inbox of %s shows %s from %s under its final name with wrong content (%d bytes, want %d)", dest, p, source, len(got), len(want))
+			if ok, why := w.inboxHolds(Key{source, dest, p}, got); !ok {
+				fail("inbox of %s holds %s from %s %s", dest, p, source, why)
 			}
 		}
 	}
@@ -233,7 +305,7 @@ func (w *World) check(open []*carrier.Buffer, snap *Snapshot) []error {
 	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
 	for _, k := range keys {
 		want := sha256.Sum256(w.Sent[k])
-		if _, ok := inBuffer[k]; ok {
+		if inBuffer[k][want] {
 			continue
 		}
 		if sum, _, err := fileHash(w.inboxPath(k)); err == nil && sum == want {
@@ -244,13 +316,30 @@ func (w *World) check(open []*carrier.Buffer, snap *Snapshot) []error {
 		}
 		fail("LOST: %s is intact in none of outbox, buffer, inbox", k)
 	}
+	for k, olds := range w.Old {
+		for _, v := range olds {
+			sum := sha256.Sum256(v)
+			d := Delivered{Source: k.Source, Dest: k.Dest, Path: k.Path, Size: int64(len(v)), Hash: fmt.Sprintf("%x", sum)}
+			if !inBuffer[k][sum] && !w.deliveredAs(d) {
+				fail("LOST: %s, the version sha256 %x replaced since, is intact in neither buffer nor inbox", k, sum[:8])
+			}
+		}
+	}
 	w.checkReceipts(fail)
 	return errs
 }
 
+// buffers are the buffer directories of the world's carriers.
+func (w *World) buffers() []string {
+	if w.Buffer == "" {
+		return w.Others
+	}
+	return append([]string{w.Buffer}, w.Others...)
+}
+
 // checkBuffer checks the buffer in dir (one of open, or opened read-only)
 // and adds what it carries intact to inBuffer and snap.
-func (w *World) checkBuffer(dir string, open []*carrier.Buffer, inBuffer map[Key][32]byte, snap *Snapshot, fail func(string, ...any)) error {
+func (w *World) checkBuffer(dir string, open []*carrier.Buffer, inBuffer map[Key]map[[32]byte]bool, snap *Snapshot, fail func(string, ...any)) error {
 	var buf *carrier.Buffer
 	for _, b := range open {
 		if b.Dir() == dir {
@@ -283,16 +372,20 @@ func (w *World) checkBuffer(dir string, open []*carrier.Buffer, inBuffer map[Key
 			fail("buffer: object for %s (sha256 %s) is missing or damaged", k, e.Hash)
 			continue
 		}
-		want, sent := w.Sent[k]
-		if !sent {
+		vs := w.versions(k)
+		if len(vs) == 0 {
 			fail("buffer carries %s, which was never sent", k)
 			continue
 		}
-		if fmt.Sprintf("%x", sha256.Sum256(want)) != e.Hash {
+		i := slices.IndexFunc(vs, func(v []byte) bool { return fmt.Sprintf("%x", sha256.Sum256(v)) == e.Hash })
+		if i < 0 {
 			fail("buffer carries a torn or stale copy of %s (sha256 %s)", k, e.Hash)
 			continue
 		}
-		inBuffer[k] = sha256.Sum256(want)
+		if inBuffer[k] == nil {
+			inBuffer[k] = map[[32]byte]bool{}
+		}
+		inBuffer[k][sha256.Sum256(vs[i])] = true
 	}
 	snap.Objects += len(regularFilesNoT(filepath.Join(dir, "objects")))
 	snap.Partials += len(regularFilesNoT(filepath.Join(dir, "partial")))

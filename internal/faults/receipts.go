@@ -153,7 +153,7 @@ func (w *World) receipts() ([]Delivered, []error) {
 	for _, dir := range w.Dirs {
 		roots = append(roots, filepath.Join(dir, filepath.FromSlash(protocol.Inbox), receiptsDir))
 	}
-	for _, buf := range append([]string{w.Buffer}, w.Others...) {
+	for _, buf := range w.buffers() {
 		roots = append(roots, filepath.Join(buf, "receipts"))
 	}
 	var out []Delivered
@@ -247,17 +247,14 @@ func (w *World) checkNoDuplicates(fail func(string, ...any)) {
 	for dest, dir := range w.Dirs {
 		root := filepath.Join(dir, filepath.FromSlash(protocol.Inbox))
 		for _, rel := range regularFilesNoT(root) {
-			base := filepath.Base(rel)
-			for n := 2; n < 10; n++ {
-				orig := strings.Replace(base, fmt.Sprintf(" (%d)", n), "", 1)
-				if orig == base || protocol.ConflictName(orig, n) != base {
-					continue
-				}
-				a, err1 := os.ReadFile(filepath.Join(root, rel))
-				b, err2 := os.ReadFile(filepath.Join(root, filepath.Dir(rel), orig))
-				if err1 == nil && err2 == nil && bytes.Equal(a, b) {
-					fail("DUPLICATE in the inbox of %s: %s is a second copy of %s", dest, filepath.ToSlash(rel), orig)
-				}
+			orig, ok := conflictOf(filepath.Base(rel))
+			if !ok {
+				continue
+			}
+			a, err1 := os.ReadFile(filepath.Join(root, rel))
+			b, err2 := os.ReadFile(filepath.Join(root, filepath.Dir(rel), orig))
+			if err1 == nil && err2 == nil && bytes.Equal(a, b) {
+				fail("DUPLICATE in the inbox of %s: %s is a second copy of %s", dest, filepath.ToSlash(rel), orig)
 			}
 		}
 	}
@@ -300,6 +297,11 @@ func (w *World) CheckHome(t testing.TB) {
 		}
 	}
 	for _, k := range w.keys() {
+		for _, v := range w.Old[k] {
+			if !named(ledgers[k.Source], k, fmt.Sprintf("%x", sha256.Sum256(v))) {
+				t.Errorf("%s: an earlier version was delivered, but no receipt for it came home", k)
+			}
+		}
 		if !named(ledgers[k.Source], k, fmt.Sprintf("%x", sha256.Sum256(w.Sent[k]))) {
 			t.Errorf("%s: delivered, but no receipt came home (no ledger line names it)", k)
 		}
