@@ -121,7 +121,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: root %s: %w", cfg.Root, err)
 	}
 	cfg.Root = root
-	for _, d := range []string{"outbox", "inbox"} {
+	for _, d := range areas {
 		if err := os.MkdirAll(filepath.Join(cfg.Root, d), dirMode); err != nil {
 			return nil, fmt.Errorf("agent: create layout: %w", err)
 		}

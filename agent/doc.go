@@ -7,7 +7,8 @@
 //
 //   - SFTP paths are relative to a virtual login directory "/" that holds a
 //     single directory, "messor", which is [Config.Root] on the host and
-//     holds only the layout's two areas, outbox/ and inbox/. So
+//     holds only the layout's three areas, outbox/, inbox/ and sent/ (the
+//     source's ledgers of what was delivered). So
 //     "messor/outbox/<dest>/file" is Root/outbox/<dest>/file, and nothing
 //     else is visible: not what lies outside Root, nor anything else in
 //     Root (a carrier's buffer kept there by an older messor). Each area is
@@ -20,7 +21,12 @@
 //     [protocol.PartialName]), which carriers create, write, stat, rename and
 //     remove while delivering, or outbox claims (".messor.claim.*", see
 //     [protocol.ClaimName]), which carriers rename, stat and remove while
-//     picking up.
+//     picking up, or leases, keep markers and receipts
+//     ([protocol.LeasePrefix], [protocol.KeepMarker],
+//     [protocol.ReceiptsDirName]).
+//   - An open asking to append (SSH_FXF_APPEND) appends in sent/ only, as
+//     OpenSSH's sftp-server does, so that two carriers appending to one
+//     ledger at once lose no line; elsewhere writes land at their offsets.
 //   - SSH_FXP_RENAME never replaces an existing file (on Linux one atomic
 //     renameat2 with RENAME_NOREPLACE; elsewhere it links the new name and
 //     unlinks the old one, as OpenSSH does); posix-rename@openssh.com

@@ -22,8 +22,9 @@ import (
 )
 
 // carrierPrefixes start the only reserved names a carrier may touch:
-// delivery partials and outbox claims.
-var carrierPrefixes = []string{protocol.ReservedPrefix + ".part.", protocol.ClaimPrefix}
+// delivery partials, outbox claims, leases, keep markers and receipts.
+var carrierPrefixes = []string{protocol.ReservedPrefix + ".part.", protocol.ClaimPrefix,
+	protocol.LeasePrefix, protocol.KeepMarker, protocol.ReceiptsDirName}
 
 // Modes of what clients create when they ask for none (pkg/sftp's client
 // never does): private to the agent's user. A carrier sets each delivered
@@ -35,7 +36,12 @@ const (
 
 // areas are the directories under Root the agent serves; nothing else there
 // (a carrier's buffer, say) is reachable.
-var areas = []string{"inbox", "outbox"}
+var areas = []string{"inbox", "outbox", "sent"}
+
+// appendArea is the area whose files are opened for appending when an open
+// asks for it (SSH_FXF_APPEND): the ledgers, to which two carriers may
+// append at once. Elsewhere writes land at their offsets.
+const appendArea = "sent"
 
 // tree is what the agent serves: each area of the layout is an os.Root of
 // its own, so that no path, not even a symbolic link that stays under Root,
@@ -252,15 +258,23 @@ func (c *confinedFS) handlers() sftp.Handlers {
 // openFile is an open regular file handed to the request server, or a
 // directory opened for reading (which can only be synced).
 type openFile struct {
-	f    *os.File
-	c    *confinedFS
-	key  string
-	once sync.Once
+	f      *os.File
+	append bool // opened with O_APPEND (appendArea)
+	c      *confinedFS
+	key    string
+	once   sync.Once
 }
 
 func (o *openFile) ReadAt(p []byte, off int64) (int, error) { return o.f.ReadAt(p, off) }
 
-func (o *openFile) WriteAt(p []byte, off int64) (int, error) { return o.f.WriteAt(p, off) }
+// WriteAt writes at off, or at the end of the file on a handle opened for
+// appending (appendArea): each write lands whole after what is there.
+func (o *openFile) WriteAt(p []byte, off int64) (int, error) {
+	if o.append {
+		return o.f.Write(p)
+	}
+	return o.f.WriteAt(p, off)
+}
 
 // Close is called by the request server when the client closes the handle
 // or the session ends.
@@ -351,7 +365,8 @@ func (c *confinedFS) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 }
 
 // Filewrite opens a regular file for writing. O_CREATE, O_TRUNC and O_EXCL
-// follow the request; O_APPEND is ignored (writes are always at offsets).
+// follow the request; O_APPEND is followed in appendArea only (elsewhere
+// writes are always at offsets).
 func (c *confinedFS) Filewrite(r *sftp.Request) (io.WriterAt, error) {
 	return c.openForWrite(r)
 }
@@ -375,6 +390,11 @@ func (c *confinedFS) openForWrite(r *sftp.Request) (*openFile, error) {
 	}
 	if pf.Excl {
 		flag |= os.O_EXCL
+	}
+	if pf.Append {
+		if l, err := c.t.resolve("open", r.Filepath); err == nil && l.area == appendArea {
+			flag |= os.O_APPEND
+		}
 	}
 	return c.openFile("open", r.Filepath, flag, true, false, c.modeFor(r.Filepath, fileMode))
 }
@@ -430,7 +450,7 @@ func (c *confinedFS) openFile(op, p string, flag int, write, dirOK bool, perm fs
 	if write {
 		c.log.Debug("sftp open for write", "path", cleanSFTPPath(p), "flags", flag)
 	}
-	o := &openFile{f: f, c: c, key: cleanSFTPPath(p)}
+	o := &openFile{f: f, c: c, key: cleanSFTPPath(p), append: flag&os.O_APPEND != 0}
 	c.mu.Lock()
 	if c.open[o.key] == nil {
 		c.open[o.key] = make(map[*openFile]struct{})

@@ -55,7 +55,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("ReadDir = %v, %v", entries, err)
 	}
 	names := dirNames(t, c, "messor")
-	if !slices.Equal(names, []string{"inbox", "outbox"}) {
+	if !slices.Equal(names, []string{"inbox", "outbox", "sent"}) {
 		t.Errorf("ReadDir messor = %v", names)
 	}
 

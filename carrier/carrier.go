@@ -97,6 +97,13 @@ type Options struct {
 	// what); a metered one stops every visit unless AllowMetered.
 	Metered      func(ctx context.Context) (metered bool, by string)
 	AllowMetered bool
+	// Lease is how long a file carried from an outbox in keep mode is
+	// leased to this carrier: other carriers leave that version alone
+	// until then (default DefaultLease).
+	Lease time.Duration
+	// ReceiptMaxAge: receipts older than this leave destinations and the
+	// buffer, home or not (default DefaultReceiptMaxAge).
+	ReceiptMaxAge time.Duration
 }
 
 // Progress receives transfer progress; implementations must be safe for
@@ -158,6 +165,12 @@ func New(buf *Buffer, opts Options) *Carrier {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Lease <= 0 {
+		opts.Lease = DefaultLease
+	}
+	if opts.ReceiptMaxAge <= 0 {
+		opts.ReceiptMaxAge = DefaultReceiptMaxAge
+	}
 	switch {
 	case opts.VerifySlice == 0:
 		opts.VerifySlice = defaultVerifySlice
@@ -190,6 +203,11 @@ type HostReport struct {
 	Bytes   int64  // bytes moved
 	Already int    // files found done already (carried, or delivered)
 	Dedup   int    // files whose content was stored already
+	// Receipts: delivered files written into this host's ledgers;
+	// Collected: receipt files taken from this host for other sources;
+	// Kept: files carried and left in a keep-mode outbox under a lease;
+	// Released: keep-mode files a receipt removed from this host.
+	Receipts, Collected, Kept, Released int
 	// Waiting: files left for a later visit (over the limit, still being
 	// written); Skipped: files that will never be carried as they are
 	// (bad names, symlinks, special files); Failed: per-file errors.

@@ -122,9 +122,11 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	dirs := newDirCache(syncs)
 	locks := &pathLocks{m: map[string]*pathLock{}}
 	lanes := c.lanes(ctx, s, len(mine))
-	// finish releases a delivered entry and reports, once its directory
-	// is synced; from the workers (failures) and the syncer, under mu.
+	// finish notes a delivered entry and reports, once its directory is
+	// synced; from the workers (failures) and the syncer, under mu. The
+	// entries delivered are released once their receipts are kept.
 	var mu sync.Mutex
+	var delivered []Entry
 	finish := func(e Entry, already bool, err error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -139,7 +141,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 			err = nil // that later visit is this one
 		}
 		if err == nil {
-			c.buf.release(e)
+			delivered = append(delivered, e)
 		}
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -172,6 +174,8 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 			}
 		})
 	syncs.close()
+	c.receiptAndRelease(ctx, s, delivered, r)
+	c.exchangeReceipts(ctx, s, r)
 	if err := c.buf.flush(); err != nil {
 		r.Err = err
 	}

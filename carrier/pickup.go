@@ -85,6 +85,13 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 		}
 		r.NoOutbox = l.noOutbox
 		c.settleClaims(s, l.claims, r)
+		if round == 1 {
+			// After the claims are settled (a receipt's removal cut
+			// short left one), before anything is carried.
+			c.exchangeReceipts(ctx, s, r)
+		}
+		l.markKeep()
+		l.cands = c.unleased(ctx, s, l, notes)
 		if l.complete {
 			keep := map[string]bool{}
 			for _, cd := range l.cands {
@@ -148,6 +155,12 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 		met := !notes.first(alreadyKey(shown))
 		if !met {
 			r.Already++
+		}
+		if cd.Keep {
+			// Held by this carrier: kept in the outbox until a
+			// receipt comes back, and never carried twice.
+			notes.wait(shown, "carried; kept until a receipt comes back")
+			continue
 		}
 		err := c.claimAndRemove(s, cd, origins[i], path.Join(protocol.OutboxDir(cd.Dest), cd.Path))
 		switch {
@@ -292,6 +305,11 @@ type listing struct {
 	// bounds.
 	complete bool
 	noOutbox bool // the host has no messor/outbox/ at all
+	// Keep mode (lease.go): marked for every destination, or by
+	// destination; the leases met, by path on the host.
+	keepAll bool
+	keep    map[string]bool
+	leases  map[string]bool
 }
 
 // listOutbox walks messor/outbox/ without following symlinks, listing many
@@ -324,6 +342,9 @@ func (c *Carrier) listOutbox(ctx context.Context, s *Session, notes *noteSet) (*
 	for _, d := range dests {
 		name := d.Name()
 		if !d.IsDir() {
+			if w.l.ownTop(name, d.Mode()) {
+				continue
+			}
 			if protocol.CheckName(name) == nil {
 				notes.skip(name, "not in a destination directory")
 			}
@@ -406,7 +427,7 @@ func (w *outboxWalk) entry(ctx context.Context, dest, rel string, depth int, e f
 			w.l.claims = append(w.l.claims, foundClaim{Dest: dest, Dir: rel, Name: name, Size: e.Size(), MTime: e.ModTime(), claim: cl})
 			return
 		}
-		if strings.HasPrefix(name, protocol.ReservedPrefix) {
+		if w.l.own(dest, rel, name, mode) || strings.HasPrefix(name, protocol.ReservedPrefix) {
 			return // messor's own
 		}
 		w.notes.skip(shown, "bad name")
@@ -471,6 +492,9 @@ func (c *Carrier) fetchAll(ctx context.Context, s *Session, take []candidate, r 
 				r.Bytes += cd.Size
 				if res.dedup {
 					r.Dedup++
+				}
+				if cd.Keep {
+					r.Kept++
 				}
 				switch {
 				case errors.Is(res.removeErr, errNotCarried):
@@ -679,6 +703,10 @@ func (c *Carrier) commitAndRemove(s *Session, cd candidate, o origin, remote, su
 	dedup, err := commit(e)
 	if err != nil {
 		return fetchResult{}, err
+	}
+	if cd.Keep {
+		c.keep(s, cd, remote, sum)
+		return fetchResult{dedup: dedup}, nil
 	}
 	return fetchResult{dedup: dedup, removeErr: c.blackhole(s, cd, o, remote)}, nil
 }

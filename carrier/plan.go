@@ -14,6 +14,7 @@ type candidate struct {
 	Size  int64
 	MTime time.Time
 	Perm  fs.FileMode // the permission bits, as listed
+	Keep  bool        // its outbox is in keep mode (lease.go)
 }
 
 // plan picks, oldest first, the candidates that fit in free bytes. A file

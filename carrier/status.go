@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 )
 
 // Status is what a buffer carries, for `messor status`.
@@ -22,6 +23,9 @@ type Status struct {
 	// NeverSeen: destinations carried for that no configuration names and
 	// no run visited (FlagNeverSeen); absent when not checked.
 	NeverSeen []string `json:"never_seen,omitempty"`
+	// Hosts: per host, the delivered files whose receipts wait to go home
+	// to it, and the live leases this carrier holds on it.
+	Hosts []HostReceipts `json:"hosts"`
 }
 
 // Quarantine sums the files in a buffer's quarantine/.
@@ -57,6 +61,7 @@ func ReadStatus(b *Buffer) (*Status, error) {
 	if st.Items == nil {
 		st.Items = []Entry{}
 	}
+	st.Hosts = b.receiptStatus(time.Now())
 	routes := map[[2]string]*RouteTotal{}
 	for _, e := range ents {
 		st.Files++

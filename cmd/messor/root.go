@@ -29,7 +29,8 @@ type globals struct {
 	allowMetered   bool
 	verbose        bool
 	quiet          bool
-	dryRun         bool // set by pickup, dropoff and sync's --dry-run
+	dryRun         bool          // set by pickup, dropoff and sync's --dry-run
+	lease          time.Duration // set by pickup and sync's --lease
 	connectTimeout time.Duration
 	settle         time.Duration
 	noMDNS         bool
@@ -155,6 +156,7 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 		Logger:         g.logger(),
 		VerifySource:   true,
 		DryRun:         g.dryRun,
+		Lease:          g.lease,
 		OnPin: func(p carrier.PinNote) {
 			if !g.quiet {
 				fmt.Fprintf(g.stderr, "messor: permanently added %s's host key (%s) to %s\n", p.Host, p.Fingerprint, p.File)

@@ -41,6 +41,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "quarantine: %d file(s), %s in %s, found in the buffer and kept (never deleted by messor)\n",
 					q.Files, carrier.FormatSize(q.Bytes), q.Dir)
 			}
+			for _, h := range st.Hosts {
+				fmt.Fprintf(g.stdout, "%s: %d receipt(s) waiting to go home, %d lease(s) held\n", h.Host, h.Receipts, h.Leases)
+			}
 			if len(st.Routes) == 0 {
 				fmt.Fprintln(g.stdout, "nothing carried")
 				return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +15,13 @@ import (
 // runFlags are the flags of pickup, dropoff and sync.
 type runFlags struct {
 	dryRun, asJSON bool
+	lease          time.Duration
+}
+
+// addLease adds --lease (pickup and sync).
+func (rf *runFlags) addLease(cmd *cobra.Command) *cobra.Command {
+	cmd.Flags().DurationVar(&rf.lease, "lease", carrier.DefaultLease, "in an outbox in keep mode (a .messor-keep file), how long other carriers leave a file this run carried")
+	return cmd
 }
 
 func (rf *runFlags) add(cmd *cobra.Command) *cobra.Command {
@@ -24,7 +32,7 @@ func (rf *runFlags) add(cmd *cobra.Command) *cobra.Command {
 
 func newPickupCmd(g *globals) *cobra.Command {
 	rf := &runFlags{}
-	return rf.add(&cobra.Command{
+	return rf.addLease(rf.add(&cobra.Command{
 		Use:   "pickup [HOST...]",
 		Short: "Carry what waits in each reachable pickup host's outbox into the buffer",
 		Long: `Visit every host in the pickup hosts file that answers (or only the HOSTs
@@ -37,7 +45,7 @@ buffer. Interrupted transfers resume on the next run.`,
 				return g.pickup(cmd, c, f, names), nil
 			})
 		},
-	})
+	}))
 }
 
 func newDropoffCmd(g *globals) *cobra.Command {
@@ -60,7 +68,7 @@ that name is kept, and the new one gets a name like "photo (2).jpg".`,
 
 func newSyncCmd(g *globals) *cobra.Command {
 	rf := &runFlags{}
-	return rf.add(&cobra.Command{
+	return rf.addLease(rf.add(&cobra.Command{
 		Use:   "sync [HOST...]",
 		Short: "Dropoff, pickup, then deliver what was just picked up",
 		Long: `Deliver what the buffer holds to reachable destinations, pick up from
@@ -74,7 +82,7 @@ is picked up, so only the first delivery and the pickup are shown.`,
 				return c.Sync(cmd.Context(), f, names, func() []*carrier.HostReport { return g.pickup(cmd, c, f, names) })
 			})
 		},
-	})
+	}))
 }
 
 // pickup serves the hosts named, or the hosts-file hosts at once and then
@@ -99,6 +107,7 @@ func (g *globals) withCarrier(cmd *cobra.Command, rf *runFlags, fn func(*carrier
 		}
 	}
 	g.dryRun = rf.dryRun
+	g.lease = rf.lease
 	c, closeBuf, err := g.openCarrier()
 	if err != nil {
 		return err

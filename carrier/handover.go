@@ -1,0 +1,245 @@
+package carrier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/messor-sync/messor/protocol"
+)
+
+// maxLedgerRead bounds how much of a ledger is read to leave out lines it
+// holds already; a bigger one is appended to without that (a reader takes
+// a ledger's lines for a set).
+const maxLedgerRead = 64 << 20
+
+// ledgerChunk bounds one write to a ledger: whole lines in one SFTP write
+// packet, which a host appending (O_APPEND) writes at once.
+const ledgerChunk = 32 << 10
+
+// exchangeReceipts is the receipt work of every visit: the receipts held
+// for the host go home (handOver), and those found on it for other sources
+// are taken along (collectReceipts). A failure is noted, never fails the
+// visit: the receipts stay where they are for the next one.
+func (c *Carrier) exchangeReceipts(ctx context.Context, s *Session, r *HostReport) {
+	if c.opts.DryRun || ctx.Err() != nil {
+		return
+	}
+	c.buf.expireReceipts(c.opts.Now(), c.opts.ReceiptMaxAge)
+	if err := c.handOver(ctx, s, r); err != nil {
+		r.Waiting = append(r.Waiting, FileNote{protocol.Sent, "receipts not handed over: " + err.Error()})
+		c.log.Warn("receipts not handed over", "host", s.Host.Name, "err", err)
+	}
+	if err := c.collectReceipts(ctx, s, r); err != nil {
+		c.log.Warn("receipts not collected", "host", s.Host.Name, "err", err)
+	}
+}
+
+// handOver gives the host of s (their source) the receipts held for it:
+// the ledger of each destination gets the lines it lacks (synced), then,
+// where that destination's outbox is in keep mode, the receipted versions
+// are removed from it; then the receipts are forgotten. A receipt whose
+// removals could not all be settled is kept for the next visit (its
+// ledger lines are not written twice).
+func (c *Carrier) handOver(ctx context.Context, s *Session, r *HostReport) error {
+	byDest := map[string][]heldReceipt{}
+	for _, h := range c.buf.receiptsFor(s.Host.Name) {
+		byDest[h.r.Dest] = append(byDest[h.r.Dest], h)
+	}
+	if len(byDest) == 0 {
+		return nil
+	}
+	keepAll := c.keepMarked(s, protocol.Outbox)
+	var first error
+	for _, dest := range slices.Sorted(maps.Keys(byDest)) {
+		hs := byDest[dest]
+		n, err := c.appendLedger(ctx, s, dest, hs)
+		if err != nil {
+			first = firstErr(first, err)
+			continue
+		}
+		r.Receipts += n
+		keep := keepAll || c.keepMarked(s, protocol.OutboxDir(dest))
+		for _, h := range hs {
+			settled := true
+			for _, d := range h.r.Files {
+				if !keep {
+					break
+				}
+				removed, err := c.releaseKept(ctx, s, dest, d)
+				if err != nil {
+					settled = false
+					first = firstErr(first, err)
+				}
+				if removed {
+					r.Released++
+				}
+			}
+			if settled {
+				if err := c.buf.forgetReceipt(h); err != nil {
+					first = firstErr(first, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err))
+				}
+			}
+		}
+	}
+	return first
+}
+
+func firstErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// keepMarked reports whether dir holds a keep marker.
+func (c *Carrier) keepMarked(s *Session, dir string) bool {
+	st, err := s.sftp.Lstat(path.Join(dir, protocol.KeepMarker))
+	return err == nil && st.Mode().IsRegular()
+}
+
+// appendLedger appends to the host's ledger for dest the lines of hs it
+// does not hold, and syncs it. It returns how many it appended.
+func (c *Carrier) appendLedger(ctx context.Context, s *Session, dest string, hs []heldReceipt) (int, error) {
+	p := protocol.LedgerPath(dest)
+	have, exists, err := c.readLedger(s, p)
+	if err != nil {
+		return 0, err
+	}
+	var lines []string
+	for _, h := range hs {
+		for _, d := range h.r.Files {
+			if k := d.LedgerKey(); !have[k] {
+				have[k] = true
+				lines = append(lines, protocol.LedgerLine(d))
+			}
+		}
+	}
+	n := len(lines)
+	if n == 0 {
+		return 0, nil
+	}
+	made := false
+	if !exists {
+		if err := s.sftp.Mkdir(protocol.Sent); err == nil {
+			made = true
+			s.sftp.Chmod(protocol.Sent, inboxDirPerm)
+		}
+	}
+	f, err := s.sftp.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE)
+	if err != nil {
+		return 0, fmt.Errorf("host %s: open %s: %w", s.Host.Name, p, err)
+	}
+	defer f.Close()
+	for len(lines) > 0 {
+		var chunk strings.Builder
+		for len(lines) > 0 && (chunk.Len() == 0 || chunk.Len()+len(lines[0]) <= ledgerChunk) {
+			chunk.WriteString(lines[0])
+			lines = lines[1:]
+		}
+		if _, err := f.Write([]byte(chunk.String())); err != nil {
+			return 0, fmt.Errorf("host %s: append to %s: %w", s.Host.Name, p, err)
+		}
+	}
+	if s.hasFsync {
+		if err := f.Sync(); err != nil {
+			return 0, fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, p, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return 0, fmt.Errorf("host %s: close %s: %w", s.Host.Name, p, err)
+	}
+	if !exists {
+		dirs := []string{protocol.Sent}
+		if made {
+			dirs = append(dirs, protocol.Root)
+		}
+		for _, d := range dirs {
+			if err := s.syncDir(d); err != nil && !errors.Is(err, errNotDurable) {
+				return 0, fmt.Errorf("host %s: sync %s: %w", s.Host.Name, d, err)
+			}
+		}
+	}
+	return n, nil
+}
+
+// readLedger reads the keys of a ledger's lines (none, when it is bigger
+// than maxLedgerRead).
+func (c *Carrier) readLedger(s *Session, p string) (keys map[string]bool, exists bool, err error) {
+	f, err := s.sftp.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]bool{}, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("host %s: open %s: %w", s.Host.Name, p, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxLedgerRead+1))
+	if err != nil {
+		return nil, true, fmt.Errorf("host %s: read %s: %w", s.Host.Name, p, err)
+	}
+	if len(data) > maxLedgerRead {
+		return map[string]bool{}, true, nil
+	}
+	return protocol.ReadLedger(data), true, nil
+}
+
+// releaseKept removes from a keep-mode outbox the version a receipt names,
+// if it is what the outbox holds under that path: same size, mtime and
+// content (the lease's hash for that version, else hashed on the host),
+// with the claim-then-remove step, so a version saved meanwhile stays. A
+// path holding another version, or nothing, is settled: nothing to do.
+func (c *Carrier) releaseKept(ctx context.Context, s *Session, dest string, d protocol.Delivery) (removed bool, err error) {
+	remote := path.Join(protocol.OutboxDir(dest), d.Path)
+	st, err := s.sftp.Lstat(remote)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("host %s: stat %s: %w", s.Host.Name, remote, err)
+	}
+	if !st.Mode().IsRegular() || st.Size() != d.Size || st.ModTime().Unix() != d.MTime.Unix() {
+		return false, nil // another version: carried on its own
+	}
+	same, err := c.sameContent(ctx, s, remote, d)
+	if err != nil || !same {
+		return false, err
+	}
+	cd := candidate{Dest: dest, Path: d.Path, Size: d.Size, MTime: st.ModTime()}
+	err = c.claimAndRemove(s, cd, cd.origin(s.Host.Name), remote)
+	if errors.Is(err, errNotCarried) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	c.dropLease(s, dest, d.Path, remote)
+	return true, nil
+}
+
+// sameContent reports whether the outbox file remote (of d's size and
+// mtime) holds d's content: its lease says so for that very version, or
+// the host hashes it so.
+func (c *Carrier) sameContent(ctx context.Context, s *Session, remote string, d protocol.Delivery) (bool, error) {
+	if l, ok := c.readLease(s, remote); ok && l.Size == d.Size && l.MTime.Unix() == d.MTime.Unix() && l.Hash == d.Hash {
+		return true, nil
+	}
+	if d.Size == 0 {
+		h := sha256.Sum256(nil)
+		return hex.EncodeToString(h[:]) == d.Hash, nil
+	}
+	got, err := s.hashRange(ctx, remote, d.Size)
+	if err != nil {
+		return false, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, remote, err)
+	}
+	return hex.EncodeToString(got) == d.Hash, nil
+}

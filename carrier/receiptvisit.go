@@ -1,0 +1,188 @@
+package carrier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path"
+	"slices"
+	"sort"
+
+	"github.com/messor-sync/messor/protocol"
+)
+
+// receiptDelivered makes the receipts of files delivered to the host of s
+// (their directories synced): one per source, kept in the buffer first
+// (durably), then written on the host beside the inbox. Only then may the
+// entries be released: a carrier killed before keeps them, and the next
+// visit finds them delivered and receipts them again. A receipt that
+// cannot be written on the host still goes home in the buffer.
+func (c *Carrier) receiptDelivered(ctx context.Context, s *Session, done []Entry) (saved bool, err error) {
+	bySource := map[string][]protocol.Delivery{}
+	now := c.opts.Now()
+	for _, e := range done {
+		bySource[e.Source] = append(bySource[e.Source], protocol.Delivery{
+			Path: e.Path, Size: e.Size, MTime: e.MTime, Hash: e.Hash, At: now, Carrier: c.claimID()})
+	}
+	var first error
+	for _, source := range slices.Sorted(maps.Keys(bySource)) {
+		r := protocol.Receipt{Source: source, Dest: s.Host.Name, Files: bySource[source]}
+		content := protocol.FormatReceipt(r)
+		name, err := protocol.ReceiptName(now, c.claimID(), content)
+		if err == nil {
+			err = c.buf.saveReceipt(r, name, content)
+		}
+		if err != nil {
+			return false, err
+		}
+		if err := c.putReceipt(ctx, s, source, name, content); err != nil && first == nil {
+			first = err
+		}
+	}
+	return true, first
+}
+
+// putReceipt writes a receipt on the destination durably: into a partial
+// beside its name, synced, renamed into place (never replacing: the same
+// name holds the same content), and the directory synced.
+func (c *Carrier) putReceipt(ctx context.Context, s *Session, source, name string, content []byte) error {
+	dir := protocol.ReceiptDir(source)
+	for _, d := range []string{path.Dir(dir), dir} {
+		if err := s.sftp.Mkdir(d); err != nil {
+			if st, serr := s.sftp.Lstat(d); serr != nil || !st.IsDir() {
+				return fmt.Errorf("host %s: mkdir %s: %w", s.Host.Name, d, err)
+			}
+		} else if err := s.sftp.Chmod(d, inboxDirPerm); err != nil {
+			return fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, d, err)
+		}
+	}
+	final := path.Join(dir, name)
+	partial := path.Join(dir, protocol.PartialName(name, "receipt", c.buf.ID()))
+	f, err := s.sftp.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
+	}
+	_, err = f.Write(content)
+	if err == nil && s.hasFsync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = s.place(partial, final)
+		if _, serr := s.sftp.Lstat(final); err != nil && serr == nil {
+			err = nil // there already: the same name is the same receipt
+			s.sftp.Remove(partial)
+		}
+	}
+	if err != nil {
+		s.sftp.Remove(partial)
+		return fmt.Errorf("host %s: receipt %s: %w", s.Host.Name, final, err)
+	}
+	for _, d := range []string{dir, path.Dir(dir), protocol.Inbox} {
+		if err := s.syncDir(d); err != nil {
+			return fmt.Errorf("host %s: sync %s: %w", s.Host.Name, d, err)
+		}
+	}
+	return nil
+}
+
+// collectReceipts copies into the buffer the receipts found on the host of
+// s for other sources, and removes from the host those this carrier handed
+// to their source already, and those older than Options.ReceiptMaxAge.
+func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport) error {
+	top := protocol.Inbox + "/" + protocol.ReceiptsDirName
+	sources, err := s.sftp.ReadDirContext(ctx, top)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("host %s: list %s: %w", s.Host.Name, top, err)
+	}
+	now := c.opts.Now()
+	for _, sd := range sources {
+		source := sd.Name()
+		if !sd.IsDir() || protocol.CheckHostName(source) != nil || source == s.Host.Name {
+			continue
+		}
+		dir := protocol.ReceiptDir(source)
+		files, err := s.sftp.ReadDirContext(ctx, dir)
+		if err != nil {
+			c.log.Warn("cannot list receipts", "host", s.Host.Name, "dir", dir, "err", err)
+			continue
+		}
+		sort.Slice(files, func(i, j int) bool { return files[i].Name() < files[j].Name() })
+		for _, f := range files {
+			at, _, err := protocol.ParseReceiptName(f.Name())
+			if err != nil || !f.Mode().IsRegular() {
+				continue
+			}
+			p := path.Join(dir, f.Name())
+			held, home := c.buf.hasReceipt(source, s.Host.Name, f.Name())
+			switch {
+			case home || now.Sub(at) > c.opts.ReceiptMaxAge:
+				if err := s.sftp.Remove(p); err == nil || errors.Is(err, fs.ErrNotExist) {
+					c.buf.dropHomeMark(s.Host.Name, source, f.Name())
+				}
+			case held:
+			default:
+				if err := c.copyReceipt(s, source, p, f); err != nil {
+					c.log.Warn("receipt not taken", "host", s.Host.Name, "path", p, "err", err)
+					continue
+				}
+				r.Collected++
+			}
+		}
+	}
+	return nil
+}
+
+// copyReceipt reads the receipt at p on the host (from source to the
+// host) and keeps it in the buffer.
+func (c *Carrier) copyReceipt(s *Session, source, p string, fi fs.FileInfo) error {
+	if fi.Size() > maxReceiptBytes {
+		return fmt.Errorf("%d bytes: too big for a receipt", fi.Size())
+	}
+	f, err := s.sftp.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxReceiptBytes+1))
+	if err != nil {
+		return err
+	}
+	rc, err := protocol.ParseReceipt(data)
+	if err != nil {
+		return err
+	}
+	if rc.Source != source || rc.Dest != s.Host.Name {
+		return fmt.Errorf("%w: names %s to %s, found in %s's inbox from %s", protocol.ErrBadReceipt, rc.Source, rc.Dest, s.Host.Name, source)
+	}
+	return c.buf.saveReceipt(rc, path.Base(p), data)
+}
+
+// receiptAndRelease makes the receipts of the entries delivered by a
+// dropoff (receiptDelivered), then releases the entries, unless their
+// receipts could not be kept in the buffer.
+func (c *Carrier) receiptAndRelease(ctx context.Context, s *Session, delivered []Entry, r *HostReport) {
+	if len(delivered) == 0 {
+		return
+	}
+	saved, err := c.receiptDelivered(ctx, s, delivered)
+	if err != nil {
+		r.Waiting = append(r.Waiting, FileNote{protocol.Inbox + "/" + protocol.ReceiptsDirName, "receipt not written: " + err.Error()})
+		c.log.Warn("receipt not written", "host", s.Host.Name, "err", err)
+	}
+	if !saved {
+		return // kept: the next visit finds them delivered and receipts them
+	}
+	for _, e := range delivered {
+		c.buf.release(e)
+	}
+}
