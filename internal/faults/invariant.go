@@ -311,6 +311,9 @@ func (w *World) check(open []*carrier.Buffer, snap *Snapshot) []error {
 		if sum, _, err := fileHash(w.inboxPath(k)); err == nil && sum == want {
 			continue
 		}
+		if d := (Delivered{Source: k.Source, Dest: k.Dest, Path: k.Path, Size: int64(len(w.Sent[k])), Hash: fmt.Sprintf("%x", want)}); len(w.Old[k]) > 0 && w.deliveredAs(d) {
+			continue // a later version, under a conflict name
+		}
 		if sum, _, err := fileHash(w.outboxPath(k)); err == nil && sum == want {
 			continue
 		}
