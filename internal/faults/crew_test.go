@@ -55,3 +55,10 @@ func sshdHosts(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host 
 	requireRoot(t)
 	return conformance.SSHD(false)(t, dir, keys)
 }
+
+// sftpOnlyHosts starts stock sshd hosts that run no commands (nothing but
+// SFTP): a visit starts no shell, so it costs half the time.
+func sftpOnlyHosts(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
+	requireRoot(t)
+	return conformance.SSHD(true)(t, dir, keys)
+}
