@@ -38,8 +38,8 @@ func TestOnlyOutboxAndInbox(t *testing.T) {
 	mustSymlink(t, "../../notes.txt", e.inRoot("inbox/to-notes"))
 	mustSymlink(t, "../inbox", e.inRoot("outbox/to-inbox"))
 
-	if names := dirNames(t, c, "messor"); !slices.Equal(names, []string{"inbox", "outbox"}) {
-		t.Errorf("messor/ lists %v, want [inbox outbox]", names)
+	if names := dirNames(t, c, "messor"); !slices.Equal(names, []string{"inbox", "outbox", "sent"}) {
+		t.Errorf("messor/ lists %v, want [inbox outbox sent]", names)
 	}
 	unreachable := []string{
 		"messor/buffer", "messor/buffer/index.db", "messor/buffer/objects/ab/cd", "messor/notes.txt",

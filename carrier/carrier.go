@@ -293,6 +293,12 @@ func (r *HostReport) Summary() string {
 	if r.Dedup > 0 {
 		fmt.Fprintf(&b, "; %d with content already carried", r.Dedup)
 	}
+	if r.Kept > 0 {
+		fmt.Fprintf(&b, "; %d kept in the outbox until a receipt comes back", r.Kept)
+	}
+	if r.Receipts+r.Released > 0 {
+		fmt.Fprintf(&b, "; %d receipt(s) home, %d kept file(s) removed by them", r.Receipts, r.Released)
+	}
 	if n := len(r.Waiting); n > 0 {
 		fmt.Fprintf(&b, "; %d waiting (%s)", n, reasons(r.Waiting))
 	}

@@ -97,7 +97,7 @@ func (c *Carrier) putReceipt(ctx context.Context, s *Session, source, name strin
 // to their source already, and those older than Options.ReceiptMaxAge.
 func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport) error {
 	top := protocol.Inbox + "/" + protocol.ReceiptsDirName
-	sources, err := s.sftp.ReadDirContext(ctx, top)
+	sources, err := listBounded(ctx, s, top)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -111,7 +111,7 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 			continue
 		}
 		dir := protocol.ReceiptDir(source)
-		files, err := s.sftp.ReadDirContext(ctx, dir)
+		files, err := listBounded(ctx, s, dir)
 		if err != nil {
 			c.log.Warn("cannot list receipts", "host", s.Host.Name, "dir", dir, "err", err)
 			continue
@@ -157,6 +157,9 @@ func (c *Carrier) copyReceipt(s *Session, source, p string, fi fs.FileInfo) erro
 	if err != nil {
 		return err
 	}
+	if len(data) > maxReceiptBytes {
+		return fmt.Errorf("more than %d bytes: too big for a receipt", maxReceiptBytes)
+	}
 	rc, err := protocol.ParseReceipt(data)
 	if err != nil {
 		return err
@@ -185,4 +188,21 @@ func (c *Carrier) receiptAndRelease(ctx context.Context, s *Session, delivered [
 	for _, e := range delivered {
 		c.buf.release(e)
 	}
+}
+
+// maxReceiptListing bounds the replies of one listing of receipts, so a
+// hostile host's endless directory costs bounded memory.
+const maxReceiptListing = 16 << 20
+
+// listBounded lists dir on the host within maxReceiptListing bytes of
+// replies.
+func listBounded(ctx context.Context, s *Session, dir string) ([]fs.FileInfo, error) {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.rx.arm(maxReceiptListing, cancel)
+	ents, err := s.sftp.ReadDirContext(lctx, dir)
+	if s.rx.disarm() < 0 {
+		return nil, fmt.Errorf("host %s: list %s: more than %d bytes of entries", s.Host.Name, dir, maxReceiptListing)
+	}
+	return ents, err
 }

@@ -26,12 +26,17 @@ type HostResult struct {
 	// nowhere: a configuration error), "interrupted" (the run was), "held"
 	// (not visited over a remote address or a metered link), "error"
 	// (refused, stalled...). Reason says why for all but "done".
-	Outcome   string     `json:"outcome"`
-	Reason    string     `json:"reason,omitempty"`
-	Files     int        `json:"files"` // moved, or would move with dry_run
-	Bytes     int64      `json:"bytes"`
-	Already   int        `json:"already"`
-	Dedup     int        `json:"dedup"`
+	Outcome string `json:"outcome"`
+	Reason  string `json:"reason,omitempty"`
+	Files   int    `json:"files"` // moved, or would move with dry_run
+	Bytes   int64  `json:"bytes"`
+	Already int    `json:"already"`
+	Dedup   int    `json:"dedup"`
+	// Receipts, Collected, Kept, Released: see HostReport.
+	Receipts  int        `json:"receipts,omitempty"`
+	Collected int        `json:"receipts_collected,omitempty"`
+	Kept      int        `json:"kept,omitempty"`
+	Released  int        `json:"released,omitempty"`
 	ElapsedMS int64      `json:"elapsed_ms"`
 	Waiting   []FileNote `json:"waiting"`
 	Skipped   []FileNote `json:"skipped"`
@@ -52,6 +57,7 @@ func (r *HostReport) Result() HostResult {
 	hr := HostResult{
 		Host: r.Host, Verb: r.Verb, Outcome: "done",
 		Files: r.Files, Bytes: r.Bytes, Already: r.Already, Dedup: r.Dedup,
+		Receipts: r.Receipts, Collected: r.Collected, Kept: r.Kept, Released: r.Released,
 		ElapsedMS: r.Elapsed.Milliseconds(),
 		Waiting:   notes(r.Waiting), Skipped: notes(r.Skipped), Failed: notes(r.Failed),
 	}

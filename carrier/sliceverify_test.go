@@ -73,7 +73,7 @@ func (e *sliceEnv) hostPath(p string) string {
 func (e *sliceEnv) partials() []string {
 	var out []string
 	filepath.Walk(filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.Inbox)), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && strings.HasPrefix(fi.Name(), protocol.ReservedPrefix) {
+		if err == nil && strings.HasPrefix(fi.Name(), protocol.ReservedPrefix+".part.") {
 			out = append(out, p)
 		}
 		return nil

@@ -92,6 +92,10 @@ func mergeDropoffs(rs, second []*HostReport) []*HostReport {
 		r.Bytes += s.Bytes
 		r.Already += s.Already
 		r.Dedup += s.Dedup
+		r.Receipts += s.Receipts
+		r.Collected += s.Collected
+		r.Kept += s.Kept
+		r.Released += s.Released
 		r.Waiting = append(r.Waiting, s.Waiting...)
 		r.Skipped = append(r.Skipped, s.Skipped...)
 		r.Failed = append(r.Failed, s.Failed...)

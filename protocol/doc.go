@@ -8,20 +8,25 @@
 //
 // Paths are relative to the SFTP login directory: the user's home on a stock
 // OpenSSH sshd, the agent's virtual root when the host runs `messor agent`.
-// An agent serves messor/outbox/ and messor/inbox/ and nothing else: no
-// other entry of messor/ can be listed, opened, changed, removed or renamed
-// into or out of, not even through a symbolic link (a carrier's buffer
-// never lives there: it defaults to $XDG_DATA_HOME/messor/buffer).
+// An agent serves messor/outbox/, messor/inbox/ and messor/sent/ and
+// nothing else: no other entry of messor/ can be listed, opened, changed,
+// removed or renamed into or out of, not even through a symbolic link (a
+// carrier's buffer never lives there: it defaults to
+// $XDG_DATA_HOME/messor/buffer).
 //
 //	messor/outbox/<dest>/<path>   files waiting to be carried to host <dest>
 //	messor/inbox/<source>/<path>  files delivered from host <source>
+//	messor/sent/<dest>.log        the ledger: what arrived at <dest> (see Receipts)
+//	messor/inbox/.messor-receipts/<source>/<name>  receipts of what arrived from <source>
+//	messor/outbox/.messor-keep, messor/outbox/<dest>/.messor-keep  keep mode
+//	messor/outbox/<dest>/<dir>/.messor.lease.<name>  the lease of a kept file
 //
 // <dest> and <source> are host names as carriers know them (a hosts-file
 // entry or ssh alias, or an agent's advertised name) and must satisfy
 // [CheckHostName]. Every component of <path> must satisfy [CheckName]. Names
 // that begin with ".messor" ([ReservedPrefix]) belong to messor (partial
-// uploads, outbox claims); they are never carried and never count as
-// delivered.
+// uploads, outbox claims, leases, keep markers, receipts); they are never
+// carried and never count as delivered.
 //
 // # The life of one file
 //
@@ -114,6 +119,88 @@
 // and writes into it in place after the claim was looked at, and, on an
 // OpenSSH host, the instant between the link and the unlink inside its
 // rename (a version saved over the name right then is unlinked).
+//
+// # Receipts and keep mode
+//
+// Receipts are always on. Once the files of a dropoff are durable (step 4
+// above; identical content found there counts too), the carrier writes one
+// receipt per source: first into its buffer (synced), then on the
+// destination as messor/inbox/.messor-receipts/<source>/<name>
+// ([ReceiptDir], [ReceiptName]: "<unix seconds, base 36>.<carrier
+// ID>.<16 hex digits of the content's SHA-256>.receipt"), by a partial
+// beside it, synced, renamed into place and the directories synced, and
+// only then lets go of its copies. A receipt is text ([FormatReceipt]):
+//
+//	messor-receipt 1
+//	source <source>
+//	dest <dest>
+//	<delivered-at RFC 3339> <size> <mtime, unix seconds> <sha256> <carrier ID> <path>
+//
+// one line per file, the path last (it may hold spaces, never a newline).
+// [ParseReceipt] checks every name in it ([CheckHostName], [CleanRelPath]),
+// and a carrier takes a receipt only from the directory of the source it
+// names, on the destination it names: a receipt can name nothing outside
+// outbox/<dest>/ on its source.
+//
+// On every visit to a host (pickup, dropoff, sync; in a pickup after the
+// claims are settled and before anything is carried) a carrier:
+//
+//  1. hands over the receipts it holds whose source is this host: it reads
+//     messor/sent/<dest>.log ([LedgerPath]), appends the lines it lacks
+//     ([LedgerLine]: "<delivered-at> <size> <sha256> <carrier ID> <path>",
+//     one per path and content) with an append (SSH_FXF_APPEND, whole
+//     lines in one write of at most 32 KiB), and syncs it (and messor/sent/
+//     when it made it); then, where that destination's outbox is in keep
+//     mode, removes each receipted version (below); then forgets the
+//     receipts, remembering that they went home;
+//  2. collects the receipts found on this host for other sources, and
+//     removes from it those it handed over itself and those older than 30
+//     days (by the time in their names). Receipts older than that leave
+//     the carrier too.
+//
+// Two carriers appending at once may write the same line twice, and a
+// carrier killed between appending and forgetting appends nothing the next
+// time (the lines are there): a ledger is read as a set of lines keyed by
+// path and hash ([ReadLedger]), and a line cut short by a crash is passed
+// over.
+//
+// Keep mode: a regular file named [KeepMarker] in messor/outbox/ (every
+// destination) or messor/outbox/<dest>/ (that one) turns the blackhole off.
+// Pickup then carries a file as before, leaves it in place, and writes
+// beside it a lease ([LeaseName]: ".messor.lease.<name>", a name too long
+// for that shortened as in a claim name, after ".messor.lease~"):
+//
+//	messor-lease 1
+//	carrier <carrier ID>
+//	expires <RFC 3339>
+//	size <bytes>
+//	mtime <unix seconds>
+//	sha256 <hex>
+//
+// A carrier passes over a file under a live lease for its version (same
+// size and mtime, not expired), its own included, and never carries twice
+// a file it still holds. A lease that expired (the carrier was lost), that
+// names another version (the file was saved again), or that is not a lease
+// (garbage, cut short) is none: the file is carried again, and the
+// destination's identical-content rule keeps it from arriving twice. A
+// receipt removes a kept file only when the file has the receipt's size,
+// mtime and SHA-256 (the lease's for that version, else hashed on the
+// host), by the claim of "Removing a carried file", so a version saved
+// meanwhile is never removed; the lease goes with it. A receipt whose
+// removals cannot all be settled is kept for the next visit.
+//
+// What this cannot guard: a file rewritten in place with its size and
+// mtime restored while leased is taken for the leased version (passed
+// over, and removed by its receipt when its lease holds the receipt's
+// hash); clocks: a carrier whose clock runs far ahead writes leases that
+// last longer, and one far behind takes expired leases for live. A
+// receipt lost with its carrier before it reached the destination is
+// made again when the file is carried again after its lease. A receipt is
+// the destination's word: a destination (its user, or anyone who can
+// write its inbox) can write a receipt for a file it never got, and with
+// the file's size, mtime and SHA-256 have it removed from a keep-mode
+// outbox; another host cannot, as a carrier takes receipts only from the
+// destination they name.
 //
 // # Range hashes
 //

@@ -13,6 +13,7 @@ import (
 
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/testenv"
+	"github.com/messor-sync/messor/protocol"
 )
 
 // A host out of range says why, once; a name that resolves nowhere (a typo
@@ -160,7 +161,7 @@ func TestEverydayFlags(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Command != "sync" || len(rep.Hosts) != 2 || rep.Hosts[0].Verb != "dropoff" || rep.Hosts[0].Files != 2 {
 		t.Errorf("sync --json beta: exit %d\n%s%s", code, out, errs)
 	}
-	if got := testenv.ReadTree(t, filepath.Join(w.dirs["beta"], "messor", "inbox")); len(got) != 2 {
+	if got := testenv.ReadTree(t, filepath.Join(w.dirs["beta"], "messor", "inbox")); len(got)-countPrefix(got, protocol.ReceiptsDirName+"/") != 2 {
 		t.Errorf("beta's inbox: %v", got)
 	}
 }
@@ -215,4 +216,15 @@ func TestWatchNoSuchHostOnce(t *testing.T) {
 	if code != 0 || strings.Count(out.String(), "ofice.invalid: no such host") != 1 {
 		t.Errorf("watch: exit %d, want the typo said once\n%s%s", code, out.String(), errb.String())
 	}
+}
+
+// countPrefix counts the paths of tree that begin with prefix.
+func countPrefix(tree map[string][]byte, prefix string) int {
+	n := 0
+	for p := range tree {
+		if strings.HasPrefix(p, prefix) {
+			n++
+		}
+	}
+	return n
 }

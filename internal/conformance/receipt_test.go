@@ -2,13 +2,16 @@ package conformance
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/testenv"
 	"github.com/messor-sync/messor/protocol"
 )
 
@@ -29,6 +32,9 @@ func TestReceipts(t *testing.T) {
 		{"LeaseSkipsThenExpires", testLeaseExpiry},
 		{"MessorNamesNeverCarried", testMessorNamesStay},
 		{"HostileReceipts", testHostileReceipts},
+		{"KilledBeforeForget", testKilledBeforeForget},
+		{"TwoCarriersAppend", testTwoCarriersAppend},
+		{"OldReceiptsExpire", testOldReceiptsExpire},
 	}
 	for _, k := range kinds {
 		for _, tc := range tests {
@@ -305,5 +311,105 @@ func testHostileReceipts(t *testing.T, start StartFunc) {
 		if string(got["beta/"+k]) != string(v) {
 			t.Fatalf("outbox lost %s: %v", k, keys(got))
 		}
+	}
+}
+
+// A carrier killed between appending to the ledger and forgetting its
+// receipts (the receipts still in its buffer, the file removed) hands them
+// over again on the next visit: no line twice, nothing else removed.
+func testKilledBeforeForget(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	e.keep("alpha", "beta")
+	e.Outbox("alpha", "beta", map[string][]byte{"k": []byte("kept")})
+	c := e.Carrier(1<<30, carrier.Options{})
+	e.pickup(c, "alpha")
+	MustOK(t, e.Dropoff(c, "beta"))
+	held := filepath.Join(e.Buf, "receipts")
+	saved := testenv.ReadTree(t, held)
+	if len(saved) != 1 {
+		t.Fatalf("buffer holds %d receipts, want 1", len(saved))
+	}
+	if r := e.pickup(c, "alpha"); r.Receipts != 1 || r.Released != 1 {
+		t.Fatalf("hand-over: %d lines, %d released; want 1, 1", r.Receipts, r.Released)
+	}
+	testenv.WriteTree(t, held, saved) // as if killed before the forget
+	// The same name, a new version since: it stays.
+	writeAt(t, filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "k"), []byte("kept, v2"))
+	if r := e.pickup(c, "alpha"); r.Receipts != 0 || r.Released != 0 {
+		t.Fatalf("second hand-over: %d lines, %d released; want 0, 0", r.Receipts, r.Released)
+	}
+	if l := e.ledger("alpha", "beta"); len(l) != 1 {
+		t.Fatalf("ledger %q", l)
+	}
+	if got := e.OutboxFiles("alpha")["beta/k"]; string(got) != "kept, v2" {
+		t.Fatalf("the new version is gone: %q", got)
+	}
+	if len(testenv.ReadTree(t, held)) != 0 {
+		t.Fatal("receipts still held after the second hand-over")
+	}
+}
+
+// Two carriers handing receipts to one source at once: the ledger holds
+// every file's line (a line both held may be there twice), none cut.
+func testTwoCarriersAppend(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	c1 := e.Carrier(1<<30, carrier.Options{})
+	c2 := e.carrierAt("two", carrier.Options{})
+	var want []string
+	for i, c := range []*carrier.Carrier{c1, c2} {
+		files := map[string][]byte{}
+		for j := range 300 {
+			name := fmt.Sprintf("c%d/%03d with a long name to fill the ledger's writes.txt", i, j)
+			files[name] = []byte(name)
+			want = append(want, name)
+		}
+		e.Outbox("alpha", "beta", files)
+		e.pickup(c, "alpha")
+		MustOK(t, e.Dropoff(c, "beta"))
+	}
+	e.pickup(c2, "beta") // c2 now holds c1's receipt too
+	var wg sync.WaitGroup
+	for _, c := range []*carrier.Carrier{c1, c2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rs := c.Pickup(context.Background(), e.Resolve("alpha"))
+			if rs[0].Err != nil || len(rs[0].Failed) > 0 {
+				t.Errorf("%s", rs[0].Summary())
+			}
+		}()
+	}
+	wg.Wait()
+	got := map[string]bool{}
+	for _, l := range e.ledger("alpha", "beta") {
+		d, err := protocol.ParseLedgerLine(l)
+		if err != nil {
+			t.Fatalf("ledger line %q: %v", l, err)
+		}
+		got[d.Path] = true
+	}
+	for _, w := range want {
+		if !got[w] {
+			t.Fatalf("ledger lacks %s (%d of %d paths)", w, len(got), len(want))
+		}
+	}
+}
+
+// A receipt older than ReceiptMaxAge leaves the destination at the next
+// visit, and is not taken along.
+func testOldReceiptsExpire(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	old := time.Now().Add(-31 * 24 * time.Hour)
+	r := protocol.Receipt{Source: "alpha", Dest: "beta", Files: []protocol.Delivery{
+		{Path: "p", Size: 1, MTime: old, Hash: strings.Repeat("ab", 32), At: old, Carrier: "c0ffee"}}}
+	b := protocol.FormatReceipt(r)
+	name, _ := protocol.ReceiptName(old, "c0ffee", b)
+	writeAt(t, filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.ReceiptDir("alpha")), name), b)
+	c := e.Carrier(1<<30, carrier.Options{})
+	if r := e.pickup(c, "beta"); r.Collected != 0 {
+		t.Fatalf("collected %d old receipts", r.Collected)
+	}
+	if got := e.receipts("beta", "alpha"); len(got) != 0 {
+		t.Fatalf("old receipts stay on beta: %v", got)
 	}
 }
