@@ -134,12 +134,13 @@ func readReceipt(p string) ([]Delivered, error) {
 	return out, nil
 }
 
-// receiptFiles lists the finished receipt files under root (partials,
-// hidden .messor.part.* names, are not receipts yet).
+// receiptFiles lists the finished receipt files under root, named
+// <time>.<carrier>.<hash>.receipt (a partial on a host, .messor.part.*,
+// or a buffer's <name>.tmp, is not one yet).
 func receiptFiles(root string) []string {
 	var out []string
 	for _, rel := range regularFilesNoT(root) {
-		if !strings.HasPrefix(filepath.Base(rel), protocol.ReservedPrefix) {
+		if b := filepath.Base(rel); !strings.HasPrefix(b, protocol.ReservedPrefix) && strings.HasSuffix(b, ".receipt") {
 			out = append(out, filepath.Join(root, rel))
 		}
 	}
