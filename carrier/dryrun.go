@@ -26,7 +26,8 @@ func (c *Carrier) pickupPlan(ctx context.Context, h discovery.Host) *HostReport 
 		return r
 	}
 	r.NoOutbox = l.noOutbox
-	cands := l.cands
+	l.markKeep()
+	cands := c.unleased(ctx, s, l, notes)
 	origins := make([]origin, len(cands))
 	for i, cd := range cands {
 		origins[i] = cd.origin(s.Host.Name)

@@ -202,6 +202,8 @@ func (c *Carrier) releaseKept(ctx context.Context, s *Session, dest string, d pr
 	remote := path.Join(protocol.OutboxDir(dest), d.Path)
 	st, err := s.sftp.Lstat(remote)
 	if errors.Is(err, fs.ErrNotExist) {
+		// Gone already (a claim settled since): its lease goes too.
+		c.dropLease(s, dest, d.Path, remote)
 		return false, nil
 	}
 	if err != nil {

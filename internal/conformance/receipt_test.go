@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/sftptest"
 	"github.com/messor-sync/messor/internal/testenv"
 	"github.com/messor-sync/messor/protocol"
 )
@@ -35,6 +37,7 @@ func TestReceipts(t *testing.T) {
 		{"KilledBeforeForget", testKilledBeforeForget},
 		{"TwoCarriersAppend", testTwoCarriersAppend},
 		{"OldReceiptsExpire", testOldReceiptsExpire},
+		{"HandOverCutAtRemoval", testHandOverCutAtRemoval},
 	}
 	for _, k := range kinds {
 		for _, tc := range tests {
@@ -411,5 +414,37 @@ func testOldReceiptsExpire(t *testing.T, start StartFunc) {
 	}
 	if got := e.receipts("beta", "alpha"); len(got) != 0 {
 		t.Fatalf("old receipts stay on beta: %v", got)
+	}
+}
+
+// A hand-over cut (as a carrier killed) at the removal of the claim of a
+// kept file: the next visit settles the claim (this carrier's, of the
+// version it carried: removed) and its lease; one ledger line, nothing
+// carried again.
+func testHandOverCutAtRemoval(t *testing.T, start StartFunc) {
+	h := &relayHost{}
+	e := NewEnv(t, relayed(start, h), "alpha")
+	e.Start = start
+	e.AddHost("beta", true)
+	e.keep("alpha", "beta")
+	e.Outbox("alpha", "beta", map[string][]byte{"f": []byte("kept")})
+	c := e.Carrier(1<<30, carrier.Options{})
+	e.pickup(c, "alpha")
+	MustOK(t, e.Dropoff(c, "beta"))
+	h.set(func(r sftptest.Request) bool {
+		return r.Type == sftptest.FxpRemove && strings.HasPrefix(path.Base(r.Path), protocol.ClaimPrefix)
+	})
+	c.Pickup(context.Background(), e.Resolve("alpha"))
+	h.set(nil)
+	if r := e.pickup(c, "alpha"); r.Files != 0 {
+		t.Fatalf("visit after the cut: %s; want nothing carried", r.Summary())
+	}
+	for k := range e.OutboxFiles("alpha") {
+		if k != "beta/"+protocol.KeepMarker {
+			t.Fatalf("outbox holds %s after the receipt", k)
+		}
+	}
+	if l := e.ledger("alpha", "beta"); len(l) != 1 {
+		t.Fatalf("ledger %q", l)
 	}
 }
