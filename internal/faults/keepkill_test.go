@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -79,13 +80,21 @@ var keepRound = []string{"pickup", "dropoff", "pickup"}
 // line or receipt naming a file not delivered with that content, a
 // keep-mode file gone from its outbox only with its ledger line, no
 // duplicate in an inbox; and later rounds deliver everything once and
-// bring every receipt home.
+// bring every receipt home. After a third of the kills another carrier,
+// whose clock is 8 days ahead (the killed one's leases and claims have
+// ended), does a round first: it carries what the killed one left,
+// delivers no second copy, and brings its receipts home beside the killed
+// one's.
 func TestKilledKeepMode(t *testing.T) {
 	t.Parallel()
 	k := &claimKiller{match: func(r sftptest.Request) bool { return r.Path != "" }}
-	e := &env{Env: conformance.NewEnv(t, relayed(k), "alpha", "beta", "gamma")}
-	e.world = NewWorld(e.Dirs, e.Buf)
+	crew := newCrew(t, relayed(k), 2, "alpha", "beta", "gamma")
+	e, other := crew[0], crew[1]
 	e.Home.WriteHostsFile("alpha")
+	clk := &clock{}
+	clk.Advance(8 * 24 * time.Hour)
+	b := other.carrier(1<<30, carrier.Options{Now: clk.Now})
+	bBuf := b.Buffer()
 	e.keep("alpha", "beta")
 	const seed, kills = 1212, 18
 	r := rand.New(rand.NewSource(seed))
@@ -106,14 +115,14 @@ func TestKilledKeepMode(t *testing.T) {
 				if code, out := run(t, e.quickCLI(verb)); code != 0 {
 					t.Fatalf("%s: then messor %s: exit %d\n%s", what, verb, code, out)
 				}
-				e.world.Check(t, nil)
+				e.world.CheckOpen(t, bBuf)
 			}
-			if e.home() {
+			if e.home(bBuf) {
 				break
 			}
 		}
 		if !t.Run(what, func(t *testing.T) {
-			e.world.CheckSettled(t, nil)
+			e.world.CheckSettledOpen(t, bBuf)
 			e.world.CheckHome(t)
 		}) {
 			t.FailNow()
@@ -141,9 +150,17 @@ func TestKilledKeepMode(t *testing.T) {
 			} else if at1, _ = e.runKilled(t, k, verb, at, cut); at1 != "" {
 				landed++
 			}
-			e.world.Check(t, nil)
+			e.world.CheckOpen(t, bBuf)
 		}
-		finish(fmt.Sprintf("step %d (%s), request %d, cut %v: %s", step, keepRound[step], at, cut, at1))
+		what := fmt.Sprintf("step %d (%s), request %d, cut %v: %s", step, keepRound[step], at, cut, at1)
+		if i/(2*len(keepRound))%3 == 2 {
+			what += ", another carrier first"
+			for _, h := range []string{"alpha", "beta", "gamma", "alpha"} {
+				other.visit(b, h)
+				e.world.CheckOpen(t, bBuf)
+			}
+		}
+		finish(what)
 	}
 	t.Logf("seed %d: %d of %d kills landed", seed, landed, kills)
 	if landed < kills/2 {
@@ -151,17 +168,19 @@ func TestKilledKeepMode(t *testing.T) {
 	}
 }
 
-// home reports whether nothing is carried, no outbox holds a file sent,
-// and every file sent is named by its source's ledger.
-func (e *env) home() bool {
+// home reports whether nothing is carried (in e's buffer, or open), no
+// outbox holds a file sent, and every file sent is named by its source's
+// ledger.
+func (e *env) home(open ...*carrier.Buffer) bool {
 	buf, err := carrier.OpenBufferReadOnly(e.Buf)
 	if err != nil {
 		return false
 	}
-	st, err := carrier.ReadStatus(buf)
-	buf.Close()
-	if err != nil || st.Files != 0 {
-		return false
+	defer buf.Close()
+	for _, b := range append(open, buf) {
+		if st, err := carrier.ReadStatus(b); err != nil || st.Files != 0 {
+			return false
+		}
 	}
 	for k, v := range e.world.Sent {
 		if e.sent(k.Source, k.Dest) != 0 {
