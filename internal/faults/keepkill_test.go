@@ -80,7 +80,7 @@ var keepRound = []string{"pickup", "dropoff", "pickup"}
 // line or receipt naming a file not delivered with that content, a
 // keep-mode file gone from its outbox only with its ledger line, no
 // duplicate in an inbox; and later rounds deliver everything once and
-// bring every receipt home. After a third of the kills another carrier,
+// bring every receipt home. After a quarter of the kills another carrier,
 // whose clock is 8 days ahead (the killed one's leases and claims have
 // ended), does a round first: it carries what the killed one left,
 // delivers no second copy, and brings its receipts home beside the killed
@@ -96,7 +96,7 @@ func TestKilledKeepMode(t *testing.T) {
 	b := other.carrier(1<<30, carrier.Options{Now: clk.Now})
 	bBuf := b.Buffer()
 	e.keep("alpha", "beta")
-	const seed, kills = 1212, 18
+	const seed, kills = 1212, 12
 	r := rand.New(rand.NewSource(seed))
 	batch := 0
 	refill := func() {
@@ -153,7 +153,7 @@ func TestKilledKeepMode(t *testing.T) {
 			e.world.CheckOpen(t, bBuf)
 		}
 		what := fmt.Sprintf("step %d (%s), request %d, cut %v: %s", step, keepRound[step], at, cut, at1)
-		if i/(2*len(keepRound))%3 == 2 {
+		if i%4 == 3 {
 			what += ", another carrier first"
 			for _, h := range []string{"alpha", "beta", "gamma", "alpha"} {
 				other.visit(b, h)
