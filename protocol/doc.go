@@ -187,7 +187,10 @@
 // mtime and SHA-256 (the lease's for that version, else hashed on the
 // host), by the claim of "Removing a carried file", so a version saved
 // meanwhile is never removed; the lease goes with it. A receipt whose
-// removals cannot all be settled is kept for the next visit.
+// removals cannot all be settled is kept for the next visit. An outbox in
+// keep mode bigger than one listing (see step 1 of a file's life) is
+// carried as far as its first listing reaches; the rest waits until
+// receipts have removed what was carried.
 //
 // What this cannot guard: a file rewritten in place with its size and
 // mtime restored while leased is taken for the leased version (passed
