@@ -32,6 +32,8 @@ type claimKiller struct {
 	n, at  int
 	cut    bool
 	landed string // the request killed at
+	// match picks the requests counted (nil: those naming a claim).
+	match func(sftptest.Request) bool
 }
 
 func (k *claimKiller) arm(p *os.Process, at int, cut bool) {
@@ -51,8 +53,11 @@ func (k *claimKiller) disarm() string {
 func (k *claimKiller) see(r sftptest.Request) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	isClaim := strings.HasPrefix(path.Base(r.Path), protocol.ClaimPrefix) || strings.HasPrefix(path.Base(r.Target), protocol.ClaimPrefix)
-	if k.proc == nil || !isClaim {
+	counted := strings.HasPrefix(path.Base(r.Path), protocol.ClaimPrefix) || strings.HasPrefix(path.Base(r.Target), protocol.ClaimPrefix)
+	if k.match != nil {
+		counted = k.match(r)
+	}
+	if k.proc == nil || !counted {
 		return false
 	}
 	if k.n++; k.n != k.at {

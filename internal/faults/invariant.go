@@ -8,7 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -29,15 +31,88 @@ func (k Key) String() string { return k.Source + "->" + k.Dest + ":" + k.Path }
 type World struct {
 	Dirs   map[string]string // host name -> SFTP login directory
 	Buffer string            // the carrier's buffer directory
-	Sent   map[Key][]byte    // every file put into an outbox, with its content
+	// Others are the buffers of further carriers visiting the same hosts
+	// (a lost carrier's is taken out when it is deleted).
+	Others []string
+	Sent   map[Key][]byte // every file put into an outbox, with its content
 	// Stuck lists files whose outbox copy cannot be removed (they are
 	// carried and delivered, but stay in the outbox too).
 	Stuck map[Key]bool
+	// Old holds earlier versions of files, each carried before its
+	// source's user saved a new one over it (Replace): every version must
+	// arrive, a later one under a conflict name beside the first.
+	Old map[Key][][]byte
 }
 
 // NewWorld returns an empty world.
 func NewWorld(dirs map[string]string, buffer string) *World {
-	return &World{Dirs: dirs, Buffer: buffer, Sent: map[Key][]byte{}, Stuck: map[Key]bool{}}
+	return &World{Dirs: dirs, Buffer: buffer, Sent: map[Key][]byte{}, Stuck: map[Key]bool{}, Old: map[Key][][]byte{}}
+}
+
+// Replace records that source's user saved content over path in the
+// outbox for dest (the caller writes it) after the version sent before
+// was carried.
+func (w *World) Replace(source, dest, path string, content []byte) {
+	k := Key{source, dest, path}
+	if old, ok := w.Sent[k]; ok {
+		w.Old[k] = append(w.Old[k], old)
+	}
+	w.Sent[k] = content
+}
+
+// Lose takes a lost carrier's buffer out of the world (the caller deletes
+// it): what only it held is lost, which the checker then reports.
+func (w *World) Lose(buf string) {
+	if w.Buffer == buf {
+		w.Buffer = ""
+	}
+	w.Others = slices.DeleteFunc(w.Others, func(b string) bool { return b == buf })
+}
+
+// versions is every content sent under k, oldest first.
+func (w *World) versions(k Key) [][]byte {
+	vs := w.Old[k]
+	if b, ok := w.Sent[k]; ok {
+		vs = append(vs[:len(vs):len(vs)], b)
+	}
+	return vs
+}
+
+// inboxHolds reports whether got, found in dest's inbox from source at p,
+// is a version sent under that name, or a later version of a file that
+// has several under a conflict name of it; why says what is wrong if not.
+func (w *World) inboxHolds(k Key, got []byte) (ok bool, why string) {
+	vs := w.versions(k)
+	if dir, base := path.Split(k.Path); len(vs) == 0 {
+		if orig, ok := conflictOf(base); ok && len(w.Old[Key{k.Source, k.Dest, dir + orig}]) > 0 {
+			vs = w.versions(Key{k.Source, k.Dest, dir + orig})
+		}
+	}
+	for _, v := range vs {
+		if bytes.Equal(v, got) {
+			return true, ""
+		}
+	}
+	if len(vs) == 0 {
+		return false, "which was never sent under that name (a partial, or a second copy?)"
+	}
+	return false, fmt.Sprintf("under its final name with wrong content (%d bytes, want %d)", len(got), len(vs[len(vs)-1]))
+}
+
+// conflictOf returns the name that base is a conflict name of
+// (protocol.ConflictName), if it is one.
+func conflictOf(base string) (string, bool) {
+	for n := 2; n < 10; n++ {
+		tag := fmt.Sprintf(" (%d)", n)
+		i := strings.LastIndex(base, tag)
+		if i < 0 {
+			continue
+		}
+		if orig := base[:i] + base[i+len(tag):]; protocol.ConflictName(orig, n) == base {
+			return orig, true
+		}
+	}
+	return "", false
 }
 
 // Put records files as sent from source to dest (the caller writes them).
@@ -69,8 +144,20 @@ type Snapshot struct {
 // running then). It returns what it saw.
 func (w *World) Check(t testing.TB, buf *carrier.Buffer) Snapshot {
 	t.Helper()
+	var open []*carrier.Buffer
+	if buf != nil {
+		open = append(open, buf)
+	}
+	return w.CheckOpen(t, open...)
+}
+
+// CheckOpen is Check for a world of several carriers: open are the buffers
+// held open by carriers running in this process; every other buffer of the
+// world is opened read-only. The snapshot counts all buffers together.
+func (w *World) CheckOpen(t testing.TB, open ...*carrier.Buffer) Snapshot {
+	t.Helper()
 	var snap Snapshot
-	errs := w.check(buf, &snap)
+	errs := w.check(open, &snap)
 	for _, err := range errs {
 		t.Error(err)
 	}
@@ -85,7 +172,18 @@ func (w *World) Check(t testing.TB, buf *carrier.Buffer) Snapshot {
 // the Stuck files, and the buffer is empty.
 func (w *World) CheckSettled(t testing.TB, buf *carrier.Buffer) {
 	t.Helper()
-	snap := w.Check(t, buf)
+	var open []*carrier.Buffer
+	if buf != nil {
+		open = append(open, buf)
+	}
+	w.CheckSettledOpen(t, open...)
+}
+
+// CheckSettledOpen is CheckSettled for a world of several carriers (see
+// CheckOpen): every buffer must be empty.
+func (w *World) CheckSettledOpen(t testing.TB, open ...*carrier.Buffer) {
+	t.Helper()
+	snap := w.CheckOpen(t, open...)
 	for _, e := range snap.Entries {
 		t.Errorf("buffer still carries %s->%s:%s", e.Source, e.Dest, e.Path)
 	}
@@ -97,7 +195,13 @@ func (w *World) CheckSettled(t testing.TB, buf *carrier.Buffer) {
 	}
 	for k, want := range w.Sent {
 		got, err := os.ReadFile(w.inboxPath(k))
-		if err != nil || !bytes.Equal(got, want) {
+		if len(w.Old[k]) > 0 {
+			for _, v := range w.versions(k) {
+				if d := (Delivered{Source: k.Source, Dest: k.Dest, Path: k.Path, Size: int64(len(v)), Hash: fmt.Sprintf("%x", sha256.Sum256(v))}); !w.deliveredAs(d) {
+					t.Errorf("%s: version sha256 %s not delivered intact, under its name or a conflict name", k, d.Hash[:16])
+				}
+			}
+		} else if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("%s: not delivered intact (%v)", k, err)
 		}
 		if _, err := os.Lstat(w.outboxPath(k)); err == nil && !w.Stuck[k] {
@@ -107,6 +211,9 @@ func (w *World) CheckSettled(t testing.TB, buf *carrier.Buffer) {
 	for host, dir := range w.Dirs {
 		for _, f := range regularFiles(t, filepath.Join(dir, filepath.FromSlash(protocol.Outbox))) {
 			rel := filepath.ToSlash(f)
+			if filepath.Base(f) == keepMarker {
+				continue
+			}
 			dest, p, _ := strings.Cut(rel, "/")
 			if k := (Key{host, dest, p}); !w.Stuck[k] {
 				if _, sent := w.Sent[k]; !sent {
@@ -153,51 +260,17 @@ func fileHash(p string) ([32]byte, int64, error) {
 	return sum, n, err
 }
 
-func (w *World) check(buf *carrier.Buffer, snap *Snapshot) []error {
+func (w *World) check(open []*carrier.Buffer, snap *Snapshot) []error {
 	var errs []error
 	fail := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 
-	// The buffer: committed entries whose object is intact.
-	if buf == nil {
-		b, err := carrier.OpenBufferReadOnly(w.Buffer)
-		if err != nil {
-			return []error{fmt.Errorf("open buffer: %w", err)}
+	// The buffers: committed entries whose object is intact.
+	inBuffer := map[Key]map[[32]byte]bool{}
+	for _, dir := range w.buffers() {
+		if err := w.checkBuffer(dir, open, inBuffer, snap, fail); err != nil {
+			return []error{err}
 		}
-		defer b.Close()
-		buf = b
 	}
-	st, err := carrier.ReadStatus(buf)
-	if err != nil {
-		return []error{fmt.Errorf("buffer status: %w", err)}
-	}
-	snap.Entries = st.Items
-	intact := map[string]bool{} // object hash -> verified
-	inBuffer := map[Key][32]byte{}
-	for _, e := range st.Items {
-		k := Key{e.Source, e.Dest, e.Path}
-		ok, seen := intact[e.Hash]
-		if !seen {
-			sum, n, err := fileHash(buf.ObjectPath(e.Hash))
-			ok = err == nil && n == e.Size && fmt.Sprintf("%x", sum) == e.Hash
-			intact[e.Hash] = ok
-		}
-		if !ok {
-			fail("buffer: object for %s (sha256 %s) is missing or damaged", k, e.Hash)
-			continue
-		}
-		want, sent := w.Sent[k]
-		if !sent {
-			fail("buffer carries %s, which was never sent", k)
-			continue
-		}
-		if fmt.Sprintf("%x", sha256.Sum256(want)) != e.Hash {
-			fail("buffer carries a torn or stale copy of %s (sha256 %s)", k, e.Hash)
-			continue
-		}
-		inBuffer[k] = sha256.Sum256(want)
-	}
-	snap.Objects = len(regularFilesNoT(filepath.Join(w.Buffer, "objects")))
-	snap.Partials = len(regularFilesNoT(filepath.Join(w.Buffer, "partial")))
 
 	// Inboxes: only finished, verified files under final names.
 	for dest, dir := range w.Dirs {
@@ -206,17 +279,11 @@ func (w *World) check(buf *carrier.Buffer, snap *Snapshot) []error {
 			rel = filepath.ToSlash(rel)
 			source, p, _ := strings.Cut(rel, "/")
 			if strings.HasPrefix(source, protocol.ReservedPrefix) {
-				continue // receipts (.messor-receipts), not delivered files
+				continue // receipts (checkReceipts), never a source
 			}
 			base := p[strings.LastIndex(p, "/")+1:]
 			if strings.HasPrefix(base, protocol.ReservedPrefix+".part.") {
 				snap.InboxPartials++
-				continue
-			}
-			k := Key{source, dest, p}
-			want, sent := w.Sent[k]
-			if !sent {
-				fail("inbox of %s holds %s from %s, which was never sent under that name (a partial, or a second copy?)", dest, p, source)
 				continue
 			}
 			got, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(rel)))
@@ -224,8 +291,8 @@ func (w *World) check(buf *carrier.Buffer, snap *Snapshot) []error {
 				fail("inbox of %s: %v", dest, err)
 				continue
 			}
-			if !bytes.Equal(got, want) {
-				fail("inbox of %s shows %s from %s under its final name with wrong content (%d bytes, want %d)", dest, p, source, len(got), len(want))
+			if ok, why := w.inboxHolds(Key{source, dest, p}, got); !ok {
+				fail("inbox of %s holds %s from %s %s", dest, p, source, why)
 			}
 		}
 	}
@@ -238,18 +305,94 @@ func (w *World) check(buf *carrier.Buffer, snap *Snapshot) []error {
 	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
 	for _, k := range keys {
 		want := sha256.Sum256(w.Sent[k])
-		if _, ok := inBuffer[k]; ok {
+		if inBuffer[k][want] {
 			continue
 		}
 		if sum, _, err := fileHash(w.inboxPath(k)); err == nil && sum == want {
 			continue
+		}
+		if d := (Delivered{Source: k.Source, Dest: k.Dest, Path: k.Path, Size: int64(len(w.Sent[k])), Hash: fmt.Sprintf("%x", want)}); len(w.Old[k]) > 0 && w.deliveredAs(d) {
+			continue // a later version, under a conflict name
 		}
 		if sum, _, err := fileHash(w.outboxPath(k)); err == nil && sum == want {
 			continue
 		}
 		fail("LOST: %s is intact in none of outbox, buffer, inbox", k)
 	}
+	for k, olds := range w.Old {
+		for _, v := range olds {
+			sum := sha256.Sum256(v)
+			d := Delivered{Source: k.Source, Dest: k.Dest, Path: k.Path, Size: int64(len(v)), Hash: fmt.Sprintf("%x", sum)}
+			if !inBuffer[k][sum] && !w.deliveredAs(d) {
+				fail("LOST: %s, the version sha256 %x replaced since, is intact in neither buffer nor inbox", k, sum[:8])
+			}
+		}
+	}
+	w.checkReceipts(fail)
 	return errs
+}
+
+// buffers are the buffer directories of the world's carriers.
+func (w *World) buffers() []string {
+	if w.Buffer == "" {
+		return w.Others
+	}
+	return append([]string{w.Buffer}, w.Others...)
+}
+
+// checkBuffer checks the buffer in dir (one of open, or opened read-only)
+// and adds what it carries intact to inBuffer and snap.
+func (w *World) checkBuffer(dir string, open []*carrier.Buffer, inBuffer map[Key]map[[32]byte]bool, snap *Snapshot, fail func(string, ...any)) error {
+	var buf *carrier.Buffer
+	for _, b := range open {
+		if b.Dir() == dir {
+			buf = b
+		}
+	}
+	if buf == nil {
+		b, err := carrier.OpenBufferReadOnly(dir)
+		if err != nil {
+			return fmt.Errorf("open buffer: %w", err)
+		}
+		defer b.Close()
+		buf = b
+	}
+	st, err := carrier.ReadStatus(buf)
+	if err != nil {
+		return fmt.Errorf("buffer %s: status: %w", dir, err)
+	}
+	snap.Entries = append(snap.Entries, st.Items...)
+	intact := map[string]bool{} // object hash -> verified
+	for _, e := range st.Items {
+		k := Key{e.Source, e.Dest, e.Path}
+		ok, seen := intact[e.Hash]
+		if !seen {
+			sum, n, err := fileHash(buf.ObjectPath(e.Hash))
+			ok = err == nil && n == e.Size && fmt.Sprintf("%x", sum) == e.Hash
+			intact[e.Hash] = ok
+		}
+		if !ok {
+			fail("buffer: object for %s (sha256 %s) is missing or damaged", k, e.Hash)
+			continue
+		}
+		vs := w.versions(k)
+		if len(vs) == 0 {
+			fail("buffer carries %s, which was never sent", k)
+			continue
+		}
+		i := slices.IndexFunc(vs, func(v []byte) bool { return fmt.Sprintf("%x", sha256.Sum256(v)) == e.Hash })
+		if i < 0 {
+			fail("buffer carries a torn or stale copy of %s (sha256 %s)", k, e.Hash)
+			continue
+		}
+		if inBuffer[k] == nil {
+			inBuffer[k] = map[[32]byte]bool{}
+		}
+		inBuffer[k][sha256.Sum256(vs[i])] = true
+	}
+	snap.Objects += len(regularFilesNoT(filepath.Join(dir, "objects")))
+	snap.Partials += len(regularFilesNoT(filepath.Join(dir, "partial")))
+	return nil
 }
 
 func regularFilesNoT(dir string) []string {
