@@ -102,6 +102,7 @@ type Server struct {
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	sshd := findSSHD(t)
+	clearStalePyenvLock()
 	if opts.LoginDir == "" {
 		t.Fatal("sshdtest: Options.LoginDir is required")
 	}
@@ -252,9 +253,11 @@ func config(opts Options, listen string, port int, dir, hostKey, authKeys, login
 		// init files and all (pyenv here). pyenv's rehash takes a lock
 		// file and waits up to 60 s for it; a shell killed while holding
 		// it (a cut connection) leaves it behind, and every later login
-		// then waits the 60 s. 5 s bounds that without removing the
-		// init files' cost from what the tests see.
-		{"SetEnv", "PYENV_REHASH_TIMEOUT=5"},
+		// then waits the 60 s. With 0 a login tries for at most a second
+		// and goes on without rehashing, as the shims are there already;
+		// the init files' cost stays in what the tests see. Start also
+		// removes a lock left for over 30 s (clearStalePyenvLock).
+		{"SetEnv", "PYENV_REHASH_TIMEOUT=0"},
 	} {
 		fmt.Fprintf(&b, "%s %s\n", kv[0], kv[1])
 	}
@@ -506,4 +509,22 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// clearStalePyenvLock removes the lock file of pyenv's rehash (see the
+// SetEnv in config) when a shell killed while holding it left it over 30 s
+// ago: a rehash holds it for well under a second.
+func clearStalePyenvLock() {
+	root := os.Getenv("PYENV_ROOT")
+	if root == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return
+		}
+		root = filepath.Join(home, ".pyenv")
+	}
+	lock := filepath.Join(root, "shims", ".pyenv-shim")
+	if fi, err := os.Stat(lock); err == nil && time.Since(fi.ModTime()) > 30*time.Second {
+		os.Remove(lock)
+	}
 }

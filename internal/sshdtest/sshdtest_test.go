@@ -95,8 +95,8 @@ func TestServer(t *testing.T) {
 				t.Logf("exec on a server offering only SFTP: %q, %v", out, err)
 			} else if err != nil || out != "hi\n" {
 				t.Errorf("exec echo hi = %q, %v; want \"hi\\n\"", out, err)
-			} else if out, _ := run(t, c, "echo $PYENV_REHASH_TIMEOUT"); out != "5\n" {
-				t.Errorf("PYENV_REHASH_TIMEOUT in a session = %q, want 5 (a stale pyenv lock would hold every login 60 s)", out)
+			} else if out, _ := run(t, c, "echo $PYENV_REHASH_TIMEOUT"); out != "0\n" {
+				t.Errorf("PYENV_REHASH_TIMEOUT in a session = %q, want 0 (a stale pyenv lock would hold every login 60 s)", out)
 			}
 		})
 	}
@@ -192,5 +192,26 @@ func TestRestartSameAddress(t *testing.T) {
 	}
 	if err := check(s.Addr, tcp, s.HostKey); err != nil {
 		t.Errorf("original key: %v", err)
+	}
+}
+
+// TestStalePyenvLockCleared: a pyenv rehash lock left over 30 s ago is
+// removed when a server starts; a fresh one (a rehash under way) is not.
+func TestStalePyenvLockCleared(t *testing.T) {
+	root := t.TempDir()
+	t.Setenv("PYENV_ROOT", root)
+	lock := filepath.Join(root, "shims", ".pyenv-shim")
+	os.MkdirAll(filepath.Dir(lock), 0o755)
+	for _, c := range []struct {
+		age  time.Duration
+		gone bool
+	}{{time.Minute, true}, {0, false}} {
+		os.WriteFile(lock, nil, 0o644)
+		at := time.Now().Add(-c.age)
+		os.Chtimes(lock, at, at)
+		clearStalePyenvLock()
+		if _, err := os.Stat(lock); (err != nil) != c.gone {
+			t.Errorf("lock %s old: removed %v, want %v", c.age, err != nil, c.gone)
+		}
 	}
 }
