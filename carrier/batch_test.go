@@ -43,6 +43,7 @@ type batchEnv struct {
 
 func newBatchEnv(t *testing.T, login string, files map[string][]byte) *batchEnv {
 	t.Cleanup(carrier.SetBatchMin(batchMin))
+	t.Cleanup(carrier.SetBatchCapsWait(time.Minute))
 	be := &batchEnv{log: &syncBuffer{}}
 	be.Env = conformance.NewEnv(t, conformance.SSHD(false), "beta")
 	be.Start = func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
@@ -362,6 +363,7 @@ func (h proxiedHost) Stop() { h.s.Stop() }
 // carries the rest; every file arrives once, intact.
 func TestBatchTornStream(t *testing.T) {
 	t.Cleanup(carrier.SetBatchMin(batchMin))
+	t.Cleanup(carrier.SetBatchCapsWait(time.Minute))
 	files := map[string][]byte{}
 	for i := range 300 {
 		files[fmt.Sprintf("d%d/f%03d.bin", i%4, i)] = bytes.Repeat([]byte{byte(i), byte(i >> 8), 'x'}, 2000+i)
