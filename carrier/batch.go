@@ -212,8 +212,12 @@ func (bt *batches) run(ctx context.Context) {
 	}
 }
 
-// read reads one archive of the files in g, filling their slots as the
-// members come; got counts them.
+// read reads one archive of the files in g; got counts the members that
+// came as listed. Their slots are filled only once the archiver exited
+// with status 0: a tar that read a file shrinking under it pads its member
+// with zeros (GNU tar: "File shrank", status 1), and one that saw a file
+// change while read warns the same way; such an archive's members are
+// all read again by themselves.
 func (bt *batches) read(ctx context.Context, g []*batchSlot) (got int, status int, err error) {
 	names := make([]string, len(g))
 	var limit int64 = 128 << 10
@@ -223,47 +227,56 @@ func (bt *batches) read(ctx context.Context, g []*batchSlot) (got int, status in
 		// content padded to a block.
 		limit += 3*512 + 2*int64(len(names[i])) + (sl.cd.Size+511)/512*512
 	}
+	came := map[*batchSlot][]byte{}
 	status, err = bt.h.stream(ctx, protocol.BatchCommand(bt.dir, names), limit, func(r io.Reader) error {
-		n, err := bt.members(ctx, r)
-		got = n
-		return err
+		return bt.members(r, came)
 	})
-	return got, status, err
+	if err != nil || status != 0 {
+		return len(came), status, err
+	}
+	for _, sl := range g {
+		data, ok := came[sl]
+		if !ok {
+			continue
+		}
+		select {
+		case bt.tokens <- struct{}{}:
+		case <-ctx.Done():
+			return len(came), status, ctx.Err()
+		}
+		if !sl.fill(data) {
+			<-bt.tokens // settled already
+		}
+	}
+	return len(came), status, nil
 }
 
-// members reads a tar archive from r, filling the slot of each member
-// asked for that is a regular file of its listed size and mtime. Anything
-// else (a name not asked for, another type, size or mtime, a second copy)
-// is passed over, its content unread.
-func (bt *batches) members(ctx context.Context, r io.Reader) (int, error) {
-	got := 0
+// members reads a tar archive from r into came: the content of each
+// member asked for that is a regular file of its listed size and mtime,
+// the first of its name. Anything else (a name not asked for, another
+// type, size or mtime, a second copy) is passed over, its content unread.
+func (bt *batches) members(r io.Reader, came map[*batchSlot][]byte) error {
 	tr := tar.NewReader(r)
 	for {
 		hd, err := tr.Next()
 		if err == io.EOF {
-			return got, nil
+			return nil
 		}
 		if err != nil {
-			return got, err
+			return err
 		}
 		sl := bt.slots[strings.TrimPrefix(hd.Name, "./")]
 		if sl == nil || hd.Typeflag != tar.TypeReg || hd.Size != sl.cd.Size || hd.ModTime.Unix() != sl.cd.MTime.Unix() {
 			continue
 		}
-		data := make([]byte, hd.Size)
-		if _, err := io.ReadFull(tr, data); err != nil {
-			return got, err
-		}
-		select {
-		case bt.tokens <- struct{}{}:
-		case <-ctx.Done():
-			return got, ctx.Err()
-		}
-		if !sl.fill(data) {
-			<-bt.tokens // settled already
+		if _, dup := came[sl]; dup {
 			continue
 		}
-		got++
+		data := make([]byte, hd.Size)
+		if _, err := io.ReadFull(tr, data); err != nil {
+			return err
+		}
+		came[sl] = data
 	}
 }
 

@@ -403,3 +403,43 @@ func TestBatchTornStream(t *testing.T) {
 	conformance.MustOK(t, e.Dropoff(c, "beta"))
 	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), files)
 }
+
+// TestBatchShrankWhileArchived: a file truncated while GNU tar reads it
+// (tar pads its member with zeros, warns, and exits 1) and written back
+// as it was listed (same size, same mtime second) before the carrier's
+// lstat is never committed from that member: no zeros arrive, and the
+// file as listed does.
+func TestBatchShrankWhileArchived(t *testing.T) {
+	files := smallFiles(12)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 60<<10/16)
+	files["a/big.bin"] = big
+	state := t.TempDir()
+	var be *batchEnv
+	// The checkpoint after tar's first record truncates the file (its
+	// first record holds part of it: it is archived first); the next,
+	// once tar padded it, writes it back with its mtime.
+	be = newBatchEnv(t, fakeTar(t, `t=./beta/a/big.bin; shift 2; args=
+for a in "$@"; do [ "$a" = "$t" ] || args="$args $a"; done
+"$REAL" --checkpoint=1 --checkpoint-action=exec=`+state+`/cp.sh -cf - "$t" $args`), files)
+	src := filepath.Join(be.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "a", "big.bin")
+	st, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(state, "orig"), big, 0o644)
+	os.WriteFile(filepath.Join(state, "cp.sh"), []byte(fmt.Sprintf(`#!/bin/sh
+S=%s; F=%s
+n=$(cat $S/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > $S/n
+[ $n = 1 ] && : > "$F"
+[ $n = 2 ] && { cat $S/orig > "$F"; touch -d @%d "$F"; }
+exit 0
+`, state, src, st.ModTime().Unix())), 0o755)
+	conformance.MustOK(t, be.c.Pickup(context.Background(), be.Resolve("alpha")))
+	if n, _ := os.ReadFile(filepath.Join(state, "n")); len(n) == 0 || string(n) == "1\n" {
+		t.Fatalf("tar did not reach its second checkpoint (%q)", n)
+	}
+	if !strings.Contains(be.log.String(), `msg="batch read" host=alpha files=14 got=14 status=1`) {
+		t.Error("tar did not warn of the file it padded")
+	}
+	be.deliver(t, files)
+}

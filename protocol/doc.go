@@ -255,8 +255,11 @@
 // where its name is one asked for (a leading "./" aside), it is a regular
 // file (never a symlink, hard link or directory: tar does not follow the
 // symlink a listed file may have become), its size and mtime (seconds) are
-// those listed, and it is the first of that name; every other member is
-// passed over unread, and nothing is ever written under a member's name.
+// those listed, it is the first of that name, and the archiver exited with
+// status 0 (GNU tar pads the member of a file that shrank while read with
+// zeros and exits 1, as it does for a file changed while read: no member
+// of such an archive is taken); every other member is passed over unread,
+// and nothing is ever written under a member's name.
 // A member taken is then handled as a file read over SFTP: lstat on the
 // host shows the size and mtime listed (a file written to while tar read
 // it shows a new mtime or size, and is not committed from the archive),
