@@ -151,18 +151,29 @@ func (bt *batches) stop(ctx context.Context) {
 }
 
 // fetchOne carries cd: from its batch's member where it came as listed,
-// else by itself (fetch).
+// else by itself (fetch). A batched file whose member did not come so is
+// read by itself only while lstat shows it as listed: it may have become
+// a FIFO, whose open would block the host's sftp-server (and with it the
+// session, its keepalives still answered by sshd).
 func (c *Carrier) fetchOne(ctx context.Context, bt *batches, s *Session, cd candidate, tr Tracker) (fetchResult, error) {
-	if data, ok := bt.wait(ctx, cd); ok {
+	data, batched := bt.wait(ctx, cd)
+	if data != nil {
 		defer func() { <-bt.tokens }()
 		return c.keepBatched(ctx, s, cd, data, tr)
+	}
+	if batched {
+		remote := path.Join(protocol.OutboxDir(cd.Dest), cd.Path)
+		if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
+			return fetchResult{}, err
+		}
 	}
 	return c.fetch(ctx, s, cd, tr)
 }
 
-// wait returns cd's member, once its archive has been read that far; ok
-// is false where cd is not batched or its member did not come as listed.
-func (bt *batches) wait(ctx context.Context, cd candidate) ([]byte, bool) {
+// wait returns cd's member, once its archive has been read that far (nil
+// where it did not come as listed); batched is false where cd is not in
+// a batch.
+func (bt *batches) wait(ctx context.Context, cd candidate) (data []byte, batched bool) {
 	if bt == nil {
 		return nil, false
 	}
@@ -173,9 +184,9 @@ func (bt *batches) wait(ctx context.Context, cd candidate) ([]byte, bool) {
 	select {
 	case <-sl.ready:
 	case <-ctx.Done():
-		return nil, false
+		return nil, true
 	}
-	return sl.data, sl.data != nil
+	return sl.data, true
 }
 
 // keepBatched commits a file whose bytes came in an archive, as

@@ -443,3 +443,26 @@ exit 0
 	}
 	be.deliver(t, files)
 }
+
+// TestBatchSwappedForOddFiles: listed files put aside for a FIFO, a
+// device, a directory holding more than the archive's limit, and a
+// symlink to a device, just before tar reads them, bring nothing of
+// theirs into the buffer; the run ends, and every other file arrives.
+func TestBatchSwappedForOddFiles(t *testing.T) {
+	files := smallFiles(12)
+	be := newBatchEnv(t, fakeTar(t, `cd beta/d0 && rm f000.txt f003.txt f006.txt f009.txt && mkfifo f000.txt && mknod f003.txt c 1 5 &&
+mkdir f006.txt && head -c 8388608 /dev/urandom > f006.txt/big && ln -s /dev/zero f009.txt && cd ../.. && exec "$REAL" "$@"`), files)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // a hang guard, not a timing
+	defer cancel()
+	reports := be.c.Pickup(ctx, be.Resolve("alpha"))
+	if ctx.Err() != nil {
+		t.Fatal("the pickup hung")
+	}
+	if r := reports[0]; r.Err != nil || len(r.Failed) != 0 {
+		t.Fatalf("pickup: %v, failed %v", r.Err, r.Failed)
+	}
+	for _, n := range []string{"d0/f000.txt", "d0/f003.txt", "d0/f006.txt", "d0/f009.txt"} {
+		delete(files, n)
+	}
+	be.deliver(t, files)
+}

@@ -266,7 +266,9 @@
 // its SHA-256 is computed on the carrier, it is committed, and it leaves
 // the outbox by a claim. What the archive did not bring so (missing,
 // refused, changed, the stream cut or stalled for 30 s, more bytes than
-// the listed sizes allow) is read by itself afterwards as before; after an
+// the listed sizes allow) is read by itself afterwards as before, once
+// lstat shows it still a regular file as listed (a FIFO put in its place
+// would block the host's sftp-server in open); after an
 // archive that failed (the helper gone) or brought nothing with tar
 // failing, the visit's remaining files are read by themselves. Agents and
 // hosts without an exec helper are read file by file; dropoff is not
