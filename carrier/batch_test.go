@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -465,4 +466,58 @@ mkdir f006.txt && head -c 8388608 /dev/urandom > f006.txt/big && ln -s /dev/zero
 		delete(files, n)
 	}
 	be.deliver(t, files)
+}
+
+// TestBatchKeepMode: a keep-mode outbox of many small files comes in
+// archives, every file left in place under a lease; the receipts the
+// dropoff brings back remove exactly the versions carried, never one
+// saved after the pickup.
+func TestBatchKeepMode(t *testing.T) {
+	files := smallFiles(40)
+	be := newBatchEnv(t, "", files)
+	if err := os.WriteFile(filepath.Join(be.Dirs["alpha"], filepath.FromSlash(protocol.Outbox), protocol.KeepMarker), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rs := be.c.Pickup(context.Background(), be.Resolve("alpha"))
+	conformance.MustOK(t, rs)
+	if r := rs[0]; r.Files != len(files) || r.Kept != len(files) {
+		t.Fatalf("pickup: %s, kept %d; want all %d carried and kept", r.Summary(), r.Kept, len(files))
+	}
+	if n := be.opens(t) - len(files); n != 0 {
+		t.Errorf("%d outbox files opened by SFTP besides the leases written, want 0 (all in archives)", n)
+	}
+	out := be.OutboxFiles("alpha")
+	for n, b := range files {
+		if !bytes.Equal(out["beta/"+n], b) {
+			t.Errorf("%s not left in place as it was", n)
+		}
+		lease, err := protocol.LeaseName(path.Base(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out["beta/"+path.Join(path.Dir(n), lease)] == nil {
+			t.Errorf("%s has no lease", n)
+		}
+	}
+	newer := filepath.Join(be.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "d1", "f001.txt")
+	os.WriteFile(newer, []byte("saved after the pickup, longer than before"), 0o644)
+	old := time.Now().Add(-time.Minute)
+	os.Chtimes(newer, old, old)
+	be.deliver(t, files)
+	rs = be.c.Pickup(context.Background(), be.Resolve("alpha"))
+	conformance.MustOK(t, rs)
+	// The files the receipts removed are not looked for again (as
+	// "changed while read"); the version saved after the pickup is
+	// carried and kept.
+	if r := rs[0]; r.Released != len(files)-1 || r.Files != 1 || r.Kept != 1 || len(r.Waiting) != 0 {
+		t.Errorf("second visit: %s; released %d, kept %d, waiting %v; want %d released, the newer version carried and kept",
+			r.Summary(), r.Released, r.Kept, r.Waiting, len(files)-1)
+	}
+	out = be.OutboxFiles("alpha")
+	delete(out, protocol.KeepMarker)
+	lease, _ := protocol.LeaseName("f001.txt")
+	delete(out, "beta/d1/"+lease)
+	if left := keysOf(out); len(left) != 1 || left[0] != "beta/d1/f001.txt" {
+		t.Errorf("left in the outbox: %q, want the version saved after the pickup alone (and its lease)", left)
+	}
 }
