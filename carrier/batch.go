@@ -38,13 +38,14 @@ const (
 	// batchInFlight bounds the members received and not yet committed
 	// (at most batchInFlight * batchFileMax bytes held).
 	batchInFlight = 1024
-	// batchIdle is how long an archive may send nothing before the
-	// helper is taken for stuck and closed.
-	batchIdle = 30 * time.Second
 	// batchCapsWait is how long a run waits for the exec helper's first
 	// answer before reading its small files one by one.
 	batchCapsWait = 5 * time.Second
 )
+
+// batchIdle is how long an archive may send nothing before the helper is
+// taken for stuck and closed. Tests shorten it.
+var batchIdle = 30 * time.Second
 
 // batchMin is the fewest small files a run reads in batches: below it the
 // wait for the helper (its shell's start on a slow login) costs more than

@@ -521,3 +521,68 @@ func TestBatchKeepMode(t *testing.T) {
 		t.Errorf("left in the outbox: %q, want the version saved after the pickup alone (and its lease)", left)
 	}
 }
+
+// TestBatchStalledOrOversizedArchive: a tar that sends its archive and
+// then hangs on, or one whose member claims far more bytes than any file
+// listed (and sends them), ends its archive (the helper closed: idle, or
+// more bytes than the listed sizes allow) without a member taken; every
+// file is read by itself, intact, and the run ends.
+func TestBatchStalledOrOversizedArchive(t *testing.T) {
+	t.Cleanup(carrier.SetBatchIdle(2 * time.Second))
+	huge := filepath.Join(t.TempDir(), "huge")
+	for _, tc := range []struct{ name, script, logged string }{
+		{"Stalled", `"$REAL" "$@"; sleep 20`, "no output for 2s"},
+		{"Oversized", `cat ` + huge + `; head -c 67108864 /dev/zero`, "reply longer than its limit"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := smallFiles(20)
+			be := newBatchEnv(t, fakeTar(t, tc.script), files)
+			var b bytes.Buffer
+			tw := tar.NewWriter(&b)
+			hd := be.listedHeader(t, "beta/d0/f000.txt", "d0/f000.txt", 1<<40)
+			tw.WriteHeader(&hd) // its content: the zeros that follow
+			tw.Flush()
+			os.WriteFile(huge, b.Bytes(), 0o644)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // a hang guard, not a timing
+			defer cancel()
+			conformance.MustOK(t, be.c.Pickup(ctx, be.Resolve("alpha")))
+			if !strings.Contains(be.log.String(), tc.logged) {
+				t.Error("the archive did not end as expected")
+			}
+			be.deliver(t, files)
+		})
+	}
+}
+
+// TestBatchContentLooksLikeFraming: files whose content is itself a tar
+// archive (of members named and sized as other listed files), end-of-
+// archive zeros, or lines like the helper's reply lines come through as
+// their bytes, and no other file takes any of them.
+func TestBatchContentLooksLikeFraming(t *testing.T) {
+	files := smallFiles(12)
+	be := newBatchEnv(t, "", files)
+	inner := func(name string) []byte {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		hd := be.listedHeader(t, "./beta/"+name, name, len(files[name]))
+		tw.WriteHeader(&hd)
+		tw.Write(bytes.Repeat([]byte("X"), len(files[name])))
+		tw.Close()
+		return b.Bytes()
+	}
+	odd := map[string][]byte{
+		"a/inner.tar": inner("d0/f003.txt"),
+		"a/zeros":     make([]byte, 4096),
+		"a/framing":   []byte("x start\n\nx 1 0\n" + strings.Repeat("0 1 start\n", 100)),
+	}
+	odd["a/inner-then-more.tar"] = append(inner("d1/f004.txt"), "\n0 0\n"...)
+	be.Outbox("alpha", "beta", odd)
+	for n, b := range odd {
+		files[n] = b
+	}
+	conformance.MustOK(t, be.c.Pickup(context.Background(), be.Resolve("alpha")))
+	if !strings.Contains(be.log.String(), `got=17 status=0 err=<nil>`) {
+		t.Error("not every file came in the archive")
+	}
+	be.deliver(t, files)
+}
