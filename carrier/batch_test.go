@@ -586,3 +586,47 @@ func TestBatchContentLooksLikeFraming(t *testing.T) {
 	}
 	be.deliver(t, files)
 }
+
+// TestBatchOtherTars: busybox tar and bsdtar (libarchive) as the host's
+// tar: long names, non-ASCII names and names a shell could misread come
+// in their archives as asked, and a file missing from the outbox leaves
+// the others to be read by themselves, intact.
+func TestBatchOtherTars(t *testing.T) {
+	long := strings.Repeat("L", 150)
+	for _, tc := range []struct{ name, cmd, pkg string }{
+		{"Busybox", "busybox", "busybox"},
+		{"Bsdtar", "bsdtar", "libarchive-tools"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, err := exec.LookPath(tc.cmd)
+			if err != nil {
+				t.Fatalf("%s is needed (apt-get install %s): %v", tc.cmd, tc.pkg, err)
+			}
+			run := bin
+			if tc.cmd == "busybox" {
+				run += " tar"
+			}
+			for _, missing := range []bool{false, true} {
+				files := smallFiles(20)
+				for _, n := range []string{"é😀/ü.txt", "-rf", "it's", long + "/" + long + ".txt"} {
+					files[n] = []byte("odd " + n)
+				}
+				script := `exec ` + run + ` "$@"`
+				if missing {
+					script = `rm beta/d0/f000.txt; ` + script
+				}
+				be := newBatchEnv(t, fakeTar(t, script), files)
+				conformance.MustOK(t, be.c.Pickup(context.Background(), be.Resolve("alpha")))
+				want := `got=25 status=0 err=<nil>`
+				if missing {
+					want = `got=24 status=1 err=<nil>`
+					delete(files, "d0/f000.txt")
+				}
+				if !strings.Contains(be.log.String(), want) {
+					t.Errorf("missing %v: no %q in the log", missing, want)
+				}
+				be.deliver(t, files)
+			}
+		})
+	}
+}
