@@ -523,8 +523,8 @@ func TestBatchKeepMode(t *testing.T) {
 }
 
 // TestBatchStalledOrOversizedArchive: a tar that sends its archive and
-// then hangs on, or one whose member claims far more bytes than any file
-// listed (and sends them), ends its archive (the helper closed: idle, or
+// then hangs on, one whose member claims far more bytes than any file
+// listed (and sends them), or a "tar" printing garbage ends its archive (the helper closed: idle, or
 // more bytes than the listed sizes allow) without a member taken; every
 // file is read by itself, intact, and the run ends.
 func TestBatchStalledOrOversizedArchive(t *testing.T) {
@@ -533,6 +533,7 @@ func TestBatchStalledOrOversizedArchive(t *testing.T) {
 	for _, tc := range []struct{ name, script, logged string }{
 		{"Stalled", `"$REAL" "$@"; sleep 20`, "no output for 2s"},
 		{"Oversized", `cat ` + huge + `; head -c 67108864 /dev/zero`, "reply longer than its limit"},
+		{"Garbage", `echo "this is not tar"; head -c 20000 /dev/urandom; exit 0`, "exec helper gone: archive/tar"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			files := smallFiles(20)
