@@ -53,7 +53,8 @@ var batchIdle = 30 * time.Second
 var batchMin = manyFiles
 
 // batches is a run's archive reads: each batched file has a slot, filled
-// as its member arrives, or marked for reading by itself.
+// with its member once its archive ended well, or marked for reading by
+// itself.
 type batches struct {
 	s      *Session
 	h      *execHelper
@@ -171,7 +172,7 @@ func (c *Carrier) fetchOne(ctx context.Context, bt *batches, s *Session, cd cand
 	return c.fetch(ctx, s, cd, tr)
 }
 
-// wait returns cd's member, once its archive has been read that far (nil
+// wait returns cd's member, once its archive has been read (nil
 // where it did not come as listed); batched is false where cd is not in
 // a batch.
 func (bt *batches) wait(ctx context.Context, cd candidate) (data []byte, batched bool) {
