@@ -49,15 +49,5 @@ func TestKilledBatchedPickup(t *testing.T) {
 		t.Fatalf("messor pickup: exit %d, no archive read:\n%s", code, out)
 	}
 	e.world.Check(t, nil)
-	for i := 0; !e.settled(t); i++ {
-		if i == 6 {
-			t.Fatal("not settled after 6 runs without kills")
-		}
-		for _, verb := range []string{"pickup", "dropoff"} {
-			if code, out := e.runCLI(t, verb); code != 0 {
-				t.Fatalf("messor %s: exit %d\n%s", verb, code, out)
-			}
-		}
-	}
-	e.world.CheckSettled(t, nil)
+	e.finish(t)
 }
