@@ -242,7 +242,11 @@ func (bt *batches) read(ctx context.Context, g []*batchSlot) (got int, status in
 	}
 	came := map[*batchSlot][]byte{}
 	status, err = bt.h.stream(ctx, protocol.BatchCommand(bt.dir, names), limit, func(r io.Reader) error {
-		return bt.members(r, came)
+		cr := &countingReader{r: r}
+		if err := bt.members(cr, came); err != nil {
+			return err
+		}
+		return archiveEnd(r, cr.n)
 	})
 	if err != nil || status != 0 {
 		return len(came), status, err
@@ -291,6 +295,49 @@ func (bt *batches) members(r io.Reader, came map[*batchSlot][]byte) error {
 		}
 		came[sl] = data
 	}
+}
+
+// errArchiveNoise: an archive stream holding bytes no archiver wrote
+// (another writer on the helper's output, such as a job the login shell
+// left in the background): none of its members can be trusted.
+var errArchiveNoise = errors.New("archive stream holds bytes no archiver wrote")
+
+// archiveEnd reads what follows an archive's end (n bytes read so far)
+// up to the newline before the reply's status line: zeros only (the
+// archiver's padding, dd's blocks), the whole a number of whole blocks,
+// as every archiver writes. Bytes inserted in a member whose end is zeros
+// still parse as an archive; this finds them unless they are whole
+// blocks of zeros or a multiple of 512 bytes.
+func archiveEnd(r io.Reader, n int64) error {
+	b := make([]byte, 1)
+	for {
+		if _, err := io.ReadFull(r, b); err != nil {
+			return err
+		}
+		if b[0] == '\n' {
+			break
+		}
+		if b[0] != 0 {
+			return errArchiveNoise
+		}
+		n++
+	}
+	if n%512 != 0 {
+		return errArchiveNoise
+	}
+	return nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // stream runs cmd in the helper, handing its standard output to read as

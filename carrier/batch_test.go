@@ -631,3 +631,28 @@ func TestBatchOtherTars(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchNoiseInArchive: bytes another writer on the helper's standard
+// output (a job the login shell left in the background) puts inside an
+// archive never end up in a file: here they land in the last member,
+// whose end (zeros) then reads as the archive's end.
+func TestBatchNoiseInArchive(t *testing.T) {
+	files := smallFiles(12)
+	files["zz/last.bin"] = append(bytes.Repeat([]byte("A"), 1000), make([]byte, 1000)...)
+	dir := t.TempDir()
+	inject := filepath.Join(dir, "inject.py")
+	os.WriteFile(inject, []byte(`import sys
+b = open(sys.argv[1], "rb").read()
+i = b.index(b"./beta/zz/last.bin\0")
+i = i - i % 512 + 512 + 100
+sys.stdout.buffer.write(b[:i] + b"hello from the background\n" + b[i:])
+`), 0o644)
+	be := newBatchEnv(t, fakeTar(t, `t=./beta/zz/last.bin; shift 2; args=
+for a in "$@"; do [ "$a" = "$t" ] || args="$args $a"; done
+"$REAL" -cf `+dir+`/a.tar $args "$t"; st=$?; python3 `+inject+` `+dir+`/a.tar; exit $st`), files)
+	conformance.MustOK(t, be.c.Pickup(context.Background(), be.Resolve("alpha")))
+	if !strings.Contains(be.log.String(), "bytes no archiver wrote") {
+		t.Error("the noise was not seen")
+	}
+	be.deliver(t, files)
+}
