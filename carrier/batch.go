@@ -230,7 +230,8 @@ func (bt *batches) run(ctx context.Context) {
 // with status 0: a tar that read a file shrinking under it pads its member
 // with zeros (GNU tar: "File shrank", status 1), and one that saw a file
 // change while read warns the same way; such an archive's members are
-// all read again by themselves.
+// all read again by themselves, as are those of a stream holding bytes
+// no archiver wrote (archiveEnd).
 func (bt *batches) read(ctx context.Context, g []*batchSlot) (got int, status int, err error) {
 	names := make([]string, len(g))
 	var limit int64 = 128 << 10
