@@ -38,14 +38,15 @@ const (
 	// batchInFlight bounds the members received and not yet committed
 	// (at most batchInFlight * batchFileMax bytes held).
 	batchInFlight = 1024
-	// batchIdle is how long an archive may send nothing before the
-	// helper is taken for stuck and closed.
-	batchIdle = 30 * time.Second
 )
 
 // batchCapsWait is how long a run waits for the exec helper's first
 // answer before reading its small files one by one.
 var batchCapsWait = 5 * time.Second
+
+// batchIdle is how long an archive may send nothing before the helper is
+// taken for stuck and closed. Tests shorten it.
+var batchIdle = 30 * time.Second
 
 // batchMin is the fewest small files a run reads in batches: below it the
 // wait for the helper (its shell's start on a slow login) costs more than
@@ -53,7 +54,8 @@ var batchCapsWait = 5 * time.Second
 var batchMin = manyFiles
 
 // batches is a run's archive reads: each batched file has a slot, filled
-// as its member arrives, or marked for reading by itself.
+// with its member once its archive ended well, or marked for reading by
+// itself.
 type batches struct {
 	s      *Session
 	h      *execHelper
@@ -152,18 +154,29 @@ func (bt *batches) stop(ctx context.Context) {
 }
 
 // fetchOne carries cd: from its batch's member where it came as listed,
-// else by itself (fetch).
+// else by itself (fetch). A batched file whose member did not come so is
+// read by itself only while lstat shows it as listed: it may have become
+// a FIFO, whose open would block the host's sftp-server (and with it the
+// session, its keepalives still answered by sshd).
 func (c *Carrier) fetchOne(ctx context.Context, bt *batches, s *Session, cd candidate, tr Tracker) (fetchResult, error) {
-	if data, ok := bt.wait(ctx, cd); ok {
+	data, batched := bt.wait(ctx, cd)
+	if data != nil {
 		defer func() { <-bt.tokens }()
 		return c.keepBatched(ctx, s, cd, data, tr)
+	}
+	if batched {
+		remote := path.Join(protocol.OutboxDir(cd.Dest), cd.Path)
+		if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
+			return fetchResult{}, err
+		}
 	}
 	return c.fetch(ctx, s, cd, tr)
 }
 
-// wait returns cd's member, once its archive has been read that far; ok
-// is false where cd is not batched or its member did not come as listed.
-func (bt *batches) wait(ctx context.Context, cd candidate) ([]byte, bool) {
+// wait returns cd's member, once its archive has been read (nil
+// where it did not come as listed); batched is false where cd is not in
+// a batch.
+func (bt *batches) wait(ctx context.Context, cd candidate) (data []byte, batched bool) {
 	if bt == nil {
 		return nil, false
 	}
@@ -174,9 +187,9 @@ func (bt *batches) wait(ctx context.Context, cd candidate) ([]byte, bool) {
 	select {
 	case <-sl.ready:
 	case <-ctx.Done():
-		return nil, false
+		return nil, true
 	}
-	return sl.data, sl.data != nil
+	return sl.data, true
 }
 
 // keepBatched commits a file whose bytes came in an archive, as
@@ -213,8 +226,13 @@ func (bt *batches) run(ctx context.Context) {
 	}
 }
 
-// read reads one archive of the files in g, filling their slots as the
-// members come; got counts them.
+// read reads one archive of the files in g; got counts the members that
+// came as listed. Their slots are filled only once the archiver exited
+// with status 0: a tar that read a file shrinking under it pads its member
+// with zeros (GNU tar: "File shrank", status 1), and one that saw a file
+// change while read warns the same way; such an archive's members are
+// all read again by themselves, as are those of a stream holding bytes
+// no archiver wrote (archiveEnd).
 func (bt *batches) read(ctx context.Context, g []*batchSlot) (got int, status int, err error) {
 	names := make([]string, len(g))
 	var limit int64 = 128 << 10
@@ -224,48 +242,104 @@ func (bt *batches) read(ctx context.Context, g []*batchSlot) (got int, status in
 		// content padded to a block.
 		limit += 3*512 + 2*int64(len(names[i])) + (sl.cd.Size+511)/512*512
 	}
+	came := map[*batchSlot][]byte{}
 	status, err = bt.h.stream(ctx, protocol.BatchCommand(bt.dir, names), limit, func(r io.Reader) error {
-		n, err := bt.members(ctx, r)
-		got = n
-		return err
+		cr := &countingReader{r: r}
+		if err := bt.members(cr, came); err != nil {
+			return err
+		}
+		return archiveEnd(r, cr.n)
 	})
-	return got, status, err
+	if err != nil || status != 0 {
+		return len(came), status, err
+	}
+	for _, sl := range g {
+		data, ok := came[sl]
+		if !ok {
+			continue
+		}
+		select {
+		case bt.tokens <- struct{}{}:
+		case <-ctx.Done():
+			return len(came), status, ctx.Err()
+		}
+		if !sl.fill(data) {
+			<-bt.tokens // settled already
+		}
+	}
+	return len(came), status, nil
 }
 
-// members reads a tar archive from r, filling the slot of each member
-// asked for that is a regular file of its listed size and mtime. Anything
-// else (a name not asked for, another type, size or mtime, a second copy)
-// is passed over, its content unread.
-func (bt *batches) members(ctx context.Context, r io.Reader) (int, error) {
-	got := 0
+// members reads a tar archive from r into came: the content of each
+// member asked for that is a regular file of its listed size and mtime,
+// the first of its name. Anything else (a name not asked for, another
+// type, size or mtime, a second copy) is passed over, its content unread.
+func (bt *batches) members(r io.Reader, came map[*batchSlot][]byte) error {
 	tr := tar.NewReader(r)
 	for {
 		hd, err := tr.Next()
 		if err == io.EOF {
-			return got, nil
+			return nil
 		}
 		if err != nil {
-			return got, err
+			return err
 		}
 		sl := bt.slots[strings.TrimPrefix(hd.Name, "./")]
 		if sl == nil || hd.Typeflag != tar.TypeReg || hd.Size != sl.cd.Size || hd.ModTime.Unix() != sl.cd.MTime.Unix() {
 			continue
 		}
-		data := make([]byte, hd.Size)
-		if _, err := io.ReadFull(tr, data); err != nil {
-			return got, err
-		}
-		select {
-		case bt.tokens <- struct{}{}:
-		case <-ctx.Done():
-			return got, ctx.Err()
-		}
-		if !sl.fill(data) {
-			<-bt.tokens // settled already
+		if _, dup := came[sl]; dup {
 			continue
 		}
-		got++
+		data := make([]byte, hd.Size)
+		if _, err := io.ReadFull(tr, data); err != nil {
+			return err
+		}
+		came[sl] = data
 	}
+}
+
+// errArchiveNoise: an archive stream holding bytes no archiver wrote
+// (another writer on the helper's output, such as a job the login shell
+// left in the background): none of its members can be trusted.
+var errArchiveNoise = errors.New("archive stream holds bytes no archiver wrote")
+
+// archiveEnd reads what follows an archive's end (n bytes read so far)
+// up to the newline before the reply's status line: zeros only (the
+// archiver's padding, dd's blocks), the whole a number of whole blocks,
+// as every archiver writes. Bytes inserted in a member whose end is zeros
+// still parse as an archive; this finds them unless they are whole
+// blocks of zeros or a multiple of 512 bytes.
+func archiveEnd(r io.Reader, n int64) error {
+	b := make([]byte, 1)
+	for {
+		if _, err := io.ReadFull(r, b); err != nil {
+			return err
+		}
+		if b[0] == '\n' {
+			break
+		}
+		if b[0] != 0 {
+			return errArchiveNoise
+		}
+		n++
+	}
+	if n%512 != 0 {
+		return errArchiveNoise
+	}
+	return nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // stream runs cmd in the helper, handing its standard output to read as

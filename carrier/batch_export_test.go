@@ -18,3 +18,10 @@ func SetBatchCapsWait(d time.Duration) (restore func()) {
 	batchCapsWait = d
 	return func() { batchCapsWait = old }
 }
+
+// SetBatchIdle sets how long an archive may send nothing, for a test.
+func SetBatchIdle(d time.Duration) (restore func()) {
+	old := batchIdle
+	batchIdle = d
+	return func() { batchIdle = old }
+}

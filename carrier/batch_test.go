@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -404,4 +405,256 @@ func TestBatchTornStream(t *testing.T) {
 	}
 	conformance.MustOK(t, e.Dropoff(c, "beta"))
 	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), files)
+}
+
+// TestBatchShrankWhileArchived: a file truncated while GNU tar reads it
+// (tar pads its member with zeros, warns, and exits 1) and written back
+// as it was listed (same size, same mtime second) before the carrier's
+// lstat is never committed from that member: no zeros arrive, and the
+// file as listed does.
+func TestBatchShrankWhileArchived(t *testing.T) {
+	files := smallFiles(12)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 60<<10/16)
+	files["a/big.bin"] = big
+	state := t.TempDir()
+	var be *batchEnv
+	// The checkpoint after tar's first record truncates the file (its
+	// first record holds part of it: it is archived first); the next,
+	// once tar padded it, writes it back with its mtime.
+	be = newBatchEnv(t, fakeTar(t, `t=./beta/a/big.bin; shift 2; args=
+for a in "$@"; do [ "$a" = "$t" ] || args="$args $a"; done
+"$REAL" --checkpoint=1 --checkpoint-action=exec=`+state+`/cp.sh -cf - "$t" $args`), files)
+	src := filepath.Join(be.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "a", "big.bin")
+	st, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(state, "orig"), big, 0o644)
+	os.WriteFile(filepath.Join(state, "cp.sh"), []byte(fmt.Sprintf(`#!/bin/sh
+S=%s; F=%s
+n=$(cat $S/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > $S/n
+[ $n = 1 ] && : > "$F"
+[ $n = 2 ] && { cat $S/orig > "$F"; touch -d @%d "$F"; }
+exit 0
+`, state, src, st.ModTime().Unix())), 0o755)
+	conformance.MustOK(t, be.c.Pickup(context.Background(), be.Resolve("alpha")))
+	if n, _ := os.ReadFile(filepath.Join(state, "n")); len(n) == 0 || string(n) == "1\n" {
+		t.Fatalf("tar did not reach its second checkpoint (%q)", n)
+	}
+	if !strings.Contains(be.log.String(), `msg="batch read" host=alpha files=14 got=14 status=1`) {
+		t.Error("tar did not warn of the file it padded")
+	}
+	be.deliver(t, files)
+}
+
+// TestBatchSwappedForOddFiles: listed files put aside for a FIFO, a
+// device, a directory holding more than the archive's limit, and a
+// symlink to a device, just before tar reads them, bring nothing of
+// theirs into the buffer; the run ends, and every other file arrives.
+func TestBatchSwappedForOddFiles(t *testing.T) {
+	files := smallFiles(12)
+	be := newBatchEnv(t, fakeTar(t, `cd beta/d0 && rm f000.txt f003.txt f006.txt f009.txt && mkfifo f000.txt && mknod f003.txt c 1 5 &&
+mkdir f006.txt && head -c 8388608 /dev/urandom > f006.txt/big && ln -s /dev/zero f009.txt && cd ../.. && exec "$REAL" "$@"`), files)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // a hang guard, not a timing
+	defer cancel()
+	reports := be.c.Pickup(ctx, be.Resolve("alpha"))
+	if ctx.Err() != nil {
+		t.Fatal("the pickup hung")
+	}
+	if r := reports[0]; r.Err != nil || len(r.Failed) != 0 {
+		t.Fatalf("pickup: %v, failed %v", r.Err, r.Failed)
+	}
+	for _, n := range []string{"d0/f000.txt", "d0/f003.txt", "d0/f006.txt", "d0/f009.txt"} {
+		delete(files, n)
+	}
+	be.deliver(t, files)
+}
+
+// TestBatchKeepMode: a keep-mode outbox of many small files comes in
+// archives, every file left in place under a lease; the receipts the
+// dropoff brings back remove exactly the versions carried, never one
+// saved after the pickup.
+func TestBatchKeepMode(t *testing.T) {
+	files := smallFiles(40)
+	be := newBatchEnv(t, "", files)
+	if err := os.WriteFile(filepath.Join(be.Dirs["alpha"], filepath.FromSlash(protocol.Outbox), protocol.KeepMarker), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rs := be.c.Pickup(context.Background(), be.Resolve("alpha"))
+	conformance.MustOK(t, rs)
+	if r := rs[0]; r.Files != len(files) || r.Kept != len(files) {
+		t.Fatalf("pickup: %s, kept %d; want all %d carried and kept", r.Summary(), r.Kept, len(files))
+	}
+	if n := be.opens(t) - len(files); n != 0 {
+		t.Errorf("%d outbox files opened by SFTP besides the leases written, want 0 (all in archives)", n)
+	}
+	out := be.OutboxFiles("alpha")
+	for n, b := range files {
+		if !bytes.Equal(out["beta/"+n], b) {
+			t.Errorf("%s not left in place as it was", n)
+		}
+		lease, err := protocol.LeaseName(path.Base(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out["beta/"+path.Join(path.Dir(n), lease)] == nil {
+			t.Errorf("%s has no lease", n)
+		}
+	}
+	newer := filepath.Join(be.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "d1", "f001.txt")
+	os.WriteFile(newer, []byte("saved after the pickup, longer than before"), 0o644)
+	old := time.Now().Add(-time.Minute)
+	os.Chtimes(newer, old, old)
+	be.deliver(t, files)
+	rs = be.c.Pickup(context.Background(), be.Resolve("alpha"))
+	conformance.MustOK(t, rs)
+	// The files the receipts removed are not looked for again (as
+	// "changed while read"); the version saved after the pickup is
+	// carried and kept.
+	if r := rs[0]; r.Released != len(files)-1 || r.Files != 1 || r.Kept != 1 || len(r.Waiting) != 0 {
+		t.Errorf("second visit: %s; released %d, kept %d, waiting %v; want %d released, the newer version carried and kept",
+			r.Summary(), r.Released, r.Kept, r.Waiting, len(files)-1)
+	}
+	out = be.OutboxFiles("alpha")
+	delete(out, protocol.KeepMarker)
+	lease, _ := protocol.LeaseName("f001.txt")
+	delete(out, "beta/d1/"+lease)
+	if left := keysOf(out); len(left) != 1 || left[0] != "beta/d1/f001.txt" {
+		t.Errorf("left in the outbox: %q, want the version saved after the pickup alone (and its lease)", left)
+	}
+}
+
+// TestBatchStalledOrOversizedArchive: a tar that sends its archive and
+// then hangs on, one whose member claims far more bytes than any file
+// listed (and sends them), or a "tar" printing garbage ends its archive (the helper closed: idle, or
+// more bytes than the listed sizes allow) without a member taken; every
+// file is read by itself, intact, and the run ends.
+func TestBatchStalledOrOversizedArchive(t *testing.T) {
+	t.Cleanup(carrier.SetBatchIdle(2 * time.Second))
+	huge := filepath.Join(t.TempDir(), "huge")
+	for _, tc := range []struct{ name, script, logged string }{
+		{"Stalled", `"$REAL" "$@"; sleep 20`, "no output for 2s"},
+		{"Oversized", `cat ` + huge + `; head -c 67108864 /dev/zero`, "reply longer than its limit"},
+		{"Garbage", `echo "this is not tar"; head -c 20000 /dev/urandom; exit 0`, "exec helper gone: archive/tar"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := smallFiles(20)
+			be := newBatchEnv(t, fakeTar(t, tc.script), files)
+			var b bytes.Buffer
+			tw := tar.NewWriter(&b)
+			hd := be.listedHeader(t, "beta/d0/f000.txt", "d0/f000.txt", 1<<40)
+			tw.WriteHeader(&hd) // its content: the zeros that follow
+			tw.Flush()
+			os.WriteFile(huge, b.Bytes(), 0o644)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // a hang guard, not a timing
+			defer cancel()
+			conformance.MustOK(t, be.c.Pickup(ctx, be.Resolve("alpha")))
+			if !strings.Contains(be.log.String(), tc.logged) {
+				t.Error("the archive did not end as expected")
+			}
+			be.deliver(t, files)
+		})
+	}
+}
+
+// TestBatchContentLooksLikeFraming: files whose content is itself a tar
+// archive (of members named and sized as other listed files), end-of-
+// archive zeros, or lines like the helper's reply lines come through as
+// their bytes, and no other file takes any of them.
+func TestBatchContentLooksLikeFraming(t *testing.T) {
+	files := smallFiles(12)
+	be := newBatchEnv(t, "", files)
+	inner := func(name string) []byte {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		hd := be.listedHeader(t, "./beta/"+name, name, len(files[name]))
+		tw.WriteHeader(&hd)
+		tw.Write(bytes.Repeat([]byte("X"), len(files[name])))
+		tw.Close()
+		return b.Bytes()
+	}
+	odd := map[string][]byte{
+		"a/inner.tar": inner("d0/f003.txt"),
+		"a/zeros":     make([]byte, 4096),
+		"a/framing":   []byte("x start\n\nx 1 0\n" + strings.Repeat("0 1 start\n", 100)),
+	}
+	odd["a/inner-then-more.tar"] = append(inner("d1/f004.txt"), "\n0 0\n"...)
+	be.Outbox("alpha", "beta", odd)
+	for n, b := range odd {
+		files[n] = b
+	}
+	conformance.MustOK(t, be.c.Pickup(context.Background(), be.Resolve("alpha")))
+	if !strings.Contains(be.log.String(), `got=17 status=0 err=<nil>`) {
+		t.Error("not every file came in the archive")
+	}
+	be.deliver(t, files)
+}
+
+// TestBatchOtherTars: busybox tar and bsdtar (libarchive) as the host's
+// tar: long names, non-ASCII names and names a shell could misread come
+// in their archives as asked, and a file missing from the outbox leaves
+// the others to be read by themselves, intact.
+func TestBatchOtherTars(t *testing.T) {
+	long := strings.Repeat("L", 150)
+	for _, tc := range []struct{ name, cmd, pkg string }{
+		{"Busybox", "busybox", "busybox"},
+		{"Bsdtar", "bsdtar", "libarchive-tools"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, err := exec.LookPath(tc.cmd)
+			if err != nil {
+				t.Fatalf("%s is needed (apt-get install %s): %v", tc.cmd, tc.pkg, err)
+			}
+			run := bin
+			if tc.cmd == "busybox" {
+				run += " tar"
+			}
+			for _, missing := range []bool{false, true} {
+				files := smallFiles(20)
+				for _, n := range []string{"é😀/ü.txt", "-rf", "it's", long + "/" + long + ".txt"} {
+					files[n] = []byte("odd " + n)
+				}
+				script := `exec ` + run + ` "$@"`
+				if missing {
+					script = `rm beta/d0/f000.txt; ` + script
+				}
+				be := newBatchEnv(t, fakeTar(t, script), files)
+				conformance.MustOK(t, be.c.Pickup(context.Background(), be.Resolve("alpha")))
+				want := `got=25 status=0 err=<nil>`
+				if missing {
+					want = `got=24 status=1 err=<nil>`
+					delete(files, "d0/f000.txt")
+				}
+				if !strings.Contains(be.log.String(), want) {
+					t.Errorf("missing %v: no %q in the log", missing, want)
+				}
+				be.deliver(t, files)
+			}
+		})
+	}
+}
+
+// TestBatchNoiseInArchive: bytes another writer on the helper's standard
+// output (a job the login shell left in the background) puts inside an
+// archive never end up in a file: here they land in the last member,
+// whose end (zeros) then reads as the archive's end.
+func TestBatchNoiseInArchive(t *testing.T) {
+	files := smallFiles(12)
+	files["zz/last.bin"] = append(bytes.Repeat([]byte("A"), 1000), make([]byte, 1000)...)
+	dir := t.TempDir()
+	inject := filepath.Join(dir, "inject.py")
+	os.WriteFile(inject, []byte(`import sys
+b = open(sys.argv[1], "rb").read()
+i = b.index(b"./beta/zz/last.bin\0")
+i = i - i % 512 + 512 + 100
+sys.stdout.buffer.write(b[:i] + b"hello from the background\n" + b[i:])
+`), 0o644)
+	be := newBatchEnv(t, fakeTar(t, `t=./beta/zz/last.bin; shift 2; args=
+for a in "$@"; do [ "$a" = "$t" ] || args="$args $a"; done
+"$REAL" -cf `+dir+`/a.tar $args "$t"; st=$?; python3 `+inject+` `+dir+`/a.tar; exit $st`), files)
+	conformance.MustOK(t, be.c.Pickup(context.Background(), be.Resolve("alpha")))
+	if !strings.Contains(be.log.String(), "bytes no archiver wrote") {
+		t.Error("the noise was not seen")
+	}
+	be.deliver(t, files)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -112,6 +113,15 @@ func (c *Carrier) unleased(ctx context.Context, s *Session, l *listing, notes *n
 			if ok && le.Size == cd.Size && le.MTime.Unix() == cd.MTime.Unix() && now.Before(le.Expires) {
 				out[i].Dest = "" // leased: left out below
 				notes.wait(path.Join(cd.Dest, cd.Path), "kept until a receipt comes back (leased by carrier "+le.Carrier+" until "+le.Expires.Format(time.RFC3339)+")")
+				return
+			}
+			if !ok {
+				// Gone with its lease since the listing (a receipt
+				// handed over on this visit removed both): nothing to
+				// carry, nothing changed.
+				if _, err := s.sftp.Lstat(remote); errors.Is(err, fs.ErrNotExist) {
+					out[i].Dest = ""
+				}
 			}
 		}()
 	}

@@ -265,19 +265,26 @@
 // helper line frames the archive: a line "<marker> <seq> start", the
 // archive (tar's stderr to /dev/null), two zero blocks from dd (an
 // archiver that wrote nothing, no tar in PATH, reads as an empty archive),
-// and "<marker> <seq> <exit status>". The carrier takes a member only
-// where its name is one asked for (a leading "./" aside), it is a regular
-// file (never a symlink, hard link or directory: tar does not follow the
-// symlink a listed file may have become), its size and mtime (seconds) are
-// those listed, and it is the first of that name; every other member is
-// passed over unread, and nothing is ever written under a member's name.
-// A member taken is then handled as a file read over SFTP: lstat on the
-// host shows the size and mtime listed (a file written to while tar read
-// it shows a new mtime or size, and is not committed from the archive),
-// its SHA-256 is computed on the carrier, it is committed, and it leaves
-// the outbox by a claim. What the archive did not bring so (missing,
-// refused, changed, the stream cut or stalled for 30 s, more bytes than
-// the listed sizes allow) is read by itself afterwards as before; after an
+// and "<marker> <seq> <exit status>". The carrier takes a member only where
+// its name is one asked for (a leading "./" aside), it is a regular file
+// (never a symlink, hard link or directory: tar does not follow the symlink
+// a listed file may have become), its size and mtime (seconds) are those
+// listed, it is the first of that name, and the archiver exited with status
+// 0 (GNU tar pads the member of a file that shrank while read with zeros
+// and exits 1, as it does for a file changed while read: no member of such
+// an archive is taken, and a listed file missing fails it too), and the
+// archive is followed by zeros only, the whole a number of 512-byte blocks
+// (bytes another writer on the helper's output put inside a member would
+// otherwise pass); every other member is passed over unread, and nothing is
+// ever written under a member's name. A member taken is then handled as a
+// file read over SFTP: lstat on the host shows the size and mtime listed (a
+// file written to while tar read it shows a new mtime or size, and is not
+// committed from the archive), its SHA-256 is computed on the carrier, it
+// is committed, and it leaves the outbox by a claim. What the archive did
+// not bring so (missing, refused, changed, the stream cut or stalled for 30
+// s, more bytes than the listed sizes allow) is read by itself afterwards
+// as before, once lstat shows it still a regular file as listed (a FIFO put
+// in its place would block the host's sftp-server in open); after an
 // archive that failed (the helper gone) or brought nothing with tar
 // failing, the visit's remaining files are read by themselves. Agents and
 // hosts without an exec helper are read file by file; dropoff is not

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
 # (OpenSSH server and client, iproute2 for network namespaces, rsync and nncp
-# for the benchmark's smoke run), then gofmt, go vet,
+# for the benchmark's smoke run, busybox and bsdtar as other hosts' tar), then
+# gofmt, go vet,
 # go test -race, a short run of every fuzz test, and the cross-builds.
 # Integration tests start their own sshd and namespaces; they need root.
 set -euo pipefail
@@ -14,6 +15,8 @@ command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)   # the benchmark smoke test compares with it
 command -v scp >/dev/null 2>&1 || need+=(openssh-client)
 command -v nncp-file >/dev/null 2>&1 || need+=(nncp)   # optional peer in the benchmark
+command -v busybox >/dev/null 2>&1 || need+=(busybox)   # TestBatchOtherTars: busybox tar on the host
+command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)   # TestBatchOtherTars: bsdtar on the host
 if ((${#need[@]})); then
 	echo "== installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive

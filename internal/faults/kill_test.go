@@ -110,7 +110,13 @@ func TestKilledCarrier(t *testing.T) {
 	}
 	t.Logf("seed %d: %d kills landed in pickup, %d in dropoff, over %d batches", seed, landed["pickup"], landed["dropoff"], batch)
 
-	// Later runs finish the work.
+	e.finish(t)
+}
+
+// finish runs pickup and dropoff without kills until nothing is left to
+// carry (at most 6 times), then checks every file arrived once, intact.
+func (e *env) finish(t *testing.T) {
+	t.Helper()
 	for i := 0; !e.settled(t); i++ {
 		if i == 6 {
 			t.Fatal("not settled after 6 runs without kills")
