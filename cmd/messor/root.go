@@ -60,6 +60,12 @@ sshd is all it needs). The carrier (this machine, a phone or laptop that
 travels) picks them up into its buffer, and when it reaches <dest> delivers
 them into <dest>'s ~/messor/inbox/<source>/, every byte verified.
 
+Every delivery leaves a receipt that carriers bring home: the source's
+~/messor/sent/<dest>.log lists what arrived (when, size, SHA-256, carrier,
+path). A file leaves the outbox when a carrier takes it, unless the outbox
+holds an empty .messor-keep file (in outbox/ or outbox/<dest>/): then it stays
+there, leased to that carrier, until its receipt comes back.
+
 Pickup hosts are listed one per line in ~/.messor_pickup_hosts; ports, users,
 addresses and keys come from ~/.ssh/config, host keys from known_hosts.
 
