@@ -72,6 +72,13 @@ type foundClaim struct {
 // is not that version is put back (errNotCarried); remote gone already is
 // not an error.
 func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote string) error {
+	return c.claimCheckRemove(s, cd, o, remote, nil)
+}
+
+// claimCheckRemove is claimAndRemove where, when check is not nil, the
+// claimed file of cd's size and mtime must also pass check (given the
+// claim's path); errChanged from it puts the file back as another version.
+func (c *Carrier) claimCheckRemove(s *Session, cd candidate, o origin, remote string, check func(claim string) error) error {
 	dir, base := path.Split(remote)
 	name, err := protocol.ClaimName(base, c.claimID(), c.opts.Now())
 	if err != nil {
@@ -95,6 +102,9 @@ func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote stri
 	}
 	if err == nil {
 		err = sameVersion(func() (fs.FileInfo, error) { return st, nil }, cd)
+	}
+	if err == nil && check != nil {
+		err = check(claim)
 	}
 	if err != nil && !errors.Is(err, errChanged) {
 		// Cannot tell: the claim stays for the next visit to settle.

@@ -194,12 +194,17 @@ func (c *Carrier) readLedger(s *Session, p string) (keys map[string]bool, exists
 }
 
 // releaseKept removes from a keep-mode outbox the version a receipt names,
-// if it is what the outbox holds under that path: same size, mtime and
-// content (the lease's hash for that version, else hashed on the host),
-// with the claim-then-remove step, so a version saved meanwhile stays. A
-// path holding another version, or nothing, is settled: nothing to do.
+// if it is what the outbox holds under that path: same size and mtime,
+// and, checked on the claimed file, the same content (hashed on the host:
+// a version saved with the same size and mtime, before or at the claim,
+// is put back). A path holding another version, or nothing, is settled:
+// nothing to do. A path through anything but directories (a directory
+// moved out of the outbox, a symlink left in its place) is never followed.
 func (c *Carrier) releaseKept(ctx context.Context, s *Session, dest string, d protocol.Delivery) (removed bool, err error) {
 	remote := path.Join(protocol.OutboxDir(dest), d.Path)
+	if in, err := c.inOutbox(s, dest, d.Path); err != nil || !in {
+		return false, err
+	}
 	st, err := s.sftp.Lstat(remote)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Gone already (a claim settled since): its lease goes too.
@@ -212,14 +217,23 @@ func (c *Carrier) releaseKept(ctx context.Context, s *Session, dest string, d pr
 	if !st.Mode().IsRegular() || st.Size() != d.Size || st.ModTime().Unix() != d.MTime.Unix() {
 		return false, nil // another version: carried on its own
 	}
-	same, err := c.sameContent(ctx, s, remote, d)
-	if err != nil || !same {
-		return false, err
+	if l, ok := c.readLease(s, remote); ok && l.Size == d.Size && l.MTime.Unix() == d.MTime.Unix() && l.Hash != d.Hash {
+		return false, nil // its lease names other content: another version
 	}
+	var hashErr error
 	cd := candidate{Dest: dest, Path: d.Path, Size: d.Size, MTime: st.ModTime()}
-	err = c.claimAndRemove(s, cd, cd.origin(s.Host.Name), remote)
+	err = c.claimCheckRemove(s, cd, cd.origin(s.Host.Name), remote, func(claim string) error {
+		same, err := c.sameContent(ctx, s, claim, d)
+		if err != nil {
+			hashErr = err // put back, and the receipt kept for the next visit
+		}
+		if !same {
+			return errChanged
+		}
+		return nil
+	})
 	if errors.Is(err, errNotCarried) {
-		return false, nil
+		return false, hashErr
 	}
 	if err != nil {
 		return false, err
@@ -228,20 +242,36 @@ func (c *Carrier) releaseKept(ctx context.Context, s *Session, dest string, d pr
 	return true, nil
 }
 
-// sameContent reports whether the outbox file remote (of d's size and
-// mtime) holds d's content: its lease says so for that very version, or
-// the host hashes it so.
-func (c *Carrier) sameContent(ctx context.Context, s *Session, remote string, d protocol.Delivery) (bool, error) {
-	if l, ok := c.readLease(s, remote); ok && l.Size == d.Size && l.MTime.Unix() == d.MTime.Unix() && l.Hash == d.Hash {
-		return true, nil
+// inOutbox reports whether each directory on the way to p in dest's
+// outbox (outbox/<dest> included) is a directory, not a symlink to one.
+func (c *Carrier) inOutbox(s *Session, dest, p string) (bool, error) {
+	var dirs []string // deepest first
+	for d := path.Dir(p); d != "."; d = path.Dir(d) {
+		dirs = append(dirs, path.Join(protocol.OutboxDir(dest), d))
 	}
+	dirs = append(dirs, protocol.OutboxDir(dest))
+	for _, d := range slices.Backward(dirs) {
+		st, err := s.sftp.Lstat(d)
+		if errors.Is(err, fs.ErrNotExist) || err == nil && !st.IsDir() {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("host %s: stat %s: %w", s.Host.Name, d, err)
+		}
+	}
+	return true, nil
+}
+
+// sameContent reports whether the file at p on the host (of d's size)
+// holds d's content, hashed on the host.
+func (c *Carrier) sameContent(ctx context.Context, s *Session, p string, d protocol.Delivery) (bool, error) {
 	if d.Size == 0 {
 		h := sha256.Sum256(nil)
 		return hex.EncodeToString(h[:]) == d.Hash, nil
 	}
-	got, err := s.hashRange(ctx, remote, d.Size)
+	got, err := s.hashRange(ctx, p, d.Size)
 	if err != nil {
-		return false, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, remote, err)
+		return false, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, p, err)
 	}
 	return hex.EncodeToString(got) == d.Hash, nil
 }

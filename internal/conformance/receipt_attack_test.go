@@ -1,0 +1,129 @@
+package conformance
+
+import (
+	"os"
+	"path"
+	"path/filepath"
+	"testing"
+
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/sftptest"
+	"github.com/messor-sync/messor/protocol"
+)
+
+// TestReceiptAttacks runs attacks on keep mode's removals against sshd
+// with exec, sshd without exec and the agent: a receipt removes only the
+// exact content it names, and only inside the outbox.
+func TestReceiptAttacks(t *testing.T) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, StartFunc)
+	}{
+		{"SameSizeAndMTime", testKeepSameSizeMTime},
+		{"SwapAtTheClaim", testKeepSwapAtClaim},
+		{"DirectoryMovedOut", testKeepDirMovedOut},
+	}
+	for _, k := range hostKinds {
+		for _, tc := range tests {
+			t.Run(k.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				tc.fn(t, k.start)
+			})
+		}
+	}
+}
+
+// rewriteKeepTime writes data over p (of the same length as what it
+// holds) and gives it back its mtime: another version that a size and an
+// mtime cannot tell from the one carried.
+func rewriteKeepTime(t *testing.T, p string, data []byte) {
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	if st.Size() != int64(len(data)) {
+		t.Errorf("%s: %d bytes, the new version %d", p, st.Size(), len(data))
+	}
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Error(err)
+	}
+	if err := os.Chtimes(p, st.ModTime(), st.ModTime()); err != nil {
+		t.Error(err)
+	}
+}
+
+// keptOnce carries f from alpha's keep-mode outbox for beta and delivers
+// it to beta with c: its receipt is in c's buffer.
+func keptOnce(t *testing.T, e *Env, files map[string][]byte) *carrier.Carrier {
+	e.keep("alpha", "beta")
+	e.Outbox("alpha", "beta", files)
+	c := e.Carrier(1<<30, carrier.Options{})
+	if r := e.pickup(c, "alpha"); r.Kept != len(files) {
+		t.Fatalf("pickup: %s, kept %d", r.Summary(), r.Kept)
+	}
+	MustOK(t, e.Dropoff(c, "beta"))
+	return c
+}
+
+// A version saved while leased, of the same size and with the same mtime
+// (a tool that keeps mtimes): the old receipt does not remove it.
+func testKeepSameSizeMTime(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	c := keptOnce(t, e, map[string][]byte{"f": []byte("version 1")})
+	rewriteKeepTime(t, filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "f"), []byte("version 2"))
+	if r := e.pickup(c, "alpha"); r.Released != 0 {
+		t.Errorf("the receipt of version 1 released %d files", r.Released)
+	}
+	if got := e.OutboxFiles("alpha")["beta/f"]; string(got) != "version 2" {
+		t.Fatalf("version 2, saved while leased, is gone from the outbox: %q", got)
+	}
+}
+
+// The same, saved at the moment the hand-over claims the file (after any
+// look at it before the claim).
+func testKeepSwapAtClaim(t *testing.T, start StartFunc) {
+	h := &relayHost{}
+	e := NewEnv(t, relayed(start, h), "alpha")
+	e.Start = start
+	e.AddHost("beta", true)
+	c := keptOnce(t, e, map[string][]byte{"f": []byte("version 1")})
+	f := protocol.OutboxDir("beta") + "/f"
+	h.set(func(r sftptest.Request) bool {
+		if r.Type == sftptest.FxpRename && isClaimOf(r, f) {
+			rewriteKeepTime(t, h.local(f), []byte("version 2"))
+		}
+		return false
+	})
+	r := e.pickup(c, "alpha")
+	h.set(nil)
+	if r.Released != 0 {
+		t.Errorf("the receipt of version 1 released %d files", r.Released)
+	}
+	if got := e.OutboxFiles("alpha")["beta/f"]; string(got) != "version 2" {
+		t.Fatalf("version 2, saved at the claim, is gone from the outbox: %q", got)
+	}
+}
+
+// A kept directory moved out of the outbox, a symlink left in its place:
+// the receipt removes nothing through it.
+func testKeepDirMovedOut(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	c := keptOnce(t, e, map[string][]byte{"sub/f": []byte("kept")})
+	sub := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "sub")
+	moved := filepath.Join(e.Dirs["alpha"], "photos")
+	if err := os.Rename(sub, moved); err != nil {
+		t.Fatal(err)
+	}
+	// Relative, so that it stays inside the agent's root.
+	if err := os.Symlink("../../../photos", sub); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(sub, "f")); err != nil {
+		t.Fatalf("the symlink does not lead to the moved file: %v", err)
+	}
+	r := e.pickup(c, "alpha")
+	if got, err := os.ReadFile(filepath.Join(moved, "f")); err != nil || string(got) != "kept" {
+		t.Fatalf("the receipt removed %s, outside the outbox (released %d): %v", path.Join("photos", "f"), r.Released, err)
+	}
+}
