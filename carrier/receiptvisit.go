@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"sort"
 
@@ -105,6 +106,7 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 		return fmt.Errorf("host %s: list %s: %w", s.Host.Name, top, err)
 	}
 	now := c.opts.Now()
+	room, full := maxCollected-c.buf.collectedFrom(s.Host.Name), false
 	for _, sd := range sources {
 		source := sd.Name()
 		if !sd.IsDir() || protocol.CheckHostName(source) != nil || source == s.Host.Name {
@@ -130,7 +132,13 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 					c.buf.dropHomeMark(s.Host.Name, source, f.Name())
 				}
 			case held:
+			case receiptCost(f.Size()) > room:
+				if !full {
+					c.log.Warn("receipts left on the host: enough held from it", "host", s.Host.Name, "max_bytes", maxCollected)
+				}
+				full = true
 			default:
+				room -= receiptCost(f.Size())
 				if err := c.copyReceipt(s, source, p, f); err != nil {
 					c.log.Warn("receipt not taken", "host", s.Host.Name, "path", p, "err", err)
 					continue
@@ -140,6 +148,32 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 		}
 	}
 	return nil
+}
+
+// maxCollected bounds what a carrier holds of the receipts it took from one
+// destination (by receiptCost), so that a destination planting receipts
+// without end costs it bounded disk and memory. Receipts a carrier writes
+// itself are not counted: those always go home.
+const maxCollected = 16 << 20
+
+// receiptCost is what a receipt file of size bytes counts for: at least a
+// disk block.
+func receiptCost(size int64) int64 { return max(size, 4<<10) }
+
+// collectedFrom is the cost of the receipts held that were delivered to
+// dest (the receipts this carrier wrote there count too).
+func (b *Buffer) collectedFrom(dest string) int64 {
+	var n int64
+	sources, _ := os.ReadDir(filepath.Join(b.dir, receiptsDir))
+	for _, sd := range sources {
+		files, _ := os.ReadDir(filepath.Join(b.dir, receiptsDir, sd.Name(), dest))
+		for _, f := range files {
+			if fi, err := f.Info(); err == nil {
+				n += receiptCost(fi.Size())
+			}
+		}
+	}
+	return n
 }
 
 // copyReceipt reads the receipt at p on the host (from source to the

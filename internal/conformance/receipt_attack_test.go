@@ -1,10 +1,14 @@
 package conformance
 
 import (
+	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/sftptest"
@@ -125,5 +129,53 @@ func testKeepDirMovedOut(t *testing.T, start StartFunc) {
 	r := e.pickup(c, "alpha")
 	if got, err := os.ReadFile(filepath.Join(moved, "f")); err != nil || string(got) != "kept" {
 		t.Fatalf("the receipt removed %s, outside the outbox (released %d): %v", path.Join("photos", "f"), r.Released, err)
+	}
+}
+
+// receiptsHeldBound is what a carrier keeps at most of the receipts it
+// takes from one destination (carrier's maxCollected), each file counted
+// as at least one 4 KiB block.
+const receiptsHeldBound = 16 << 20
+
+// A destination that plants receipts without end, big ones and many small
+// ones: the carrier takes along a bounded amount.
+func TestReceiptFlood(t *testing.T) {
+	e := NewEnv(t, SSHD(false), "alpha", "beta")
+	at := time.Now()
+	plant := func(i, lines int) {
+		r := protocol.Receipt{Source: "alpha", Dest: "beta"}
+		for j := range lines {
+			r.Files = append(r.Files, protocol.Delivery{Path: fmt.Sprintf("p%d-%d with a name long enough to fill a receipt quickly", i, j),
+				Size: 1, MTime: at, Hash: strings.Repeat("ab", 32), At: at, Carrier: "evil"})
+		}
+		b := protocol.FormatReceipt(r)
+		name, err := protocol.ReceiptName(at.Add(time.Duration(i)*time.Second), "evil", b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeAt(t, filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.ReceiptDir("alpha")), name), b)
+	}
+	for i := range 4 {
+		plant(i, 7<<20/190) // about 7 MiB each
+	}
+	for i := 4; i < 1004; i++ {
+		plant(i, 1)
+	}
+	c := e.Carrier(1<<30, carrier.Options{})
+	r := e.pickup(c, "beta")
+	var held int64
+	filepath.WalkDir(filepath.Join(e.Buf, "receipts"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if st, err := d.Info(); err == nil {
+				held += max(st.Size(), 4<<10)
+			}
+		}
+		return nil
+	})
+	if held > receiptsHeldBound {
+		t.Fatalf("took along %d receipts, %d bytes (by 4 KiB blocks) from one destination; want at most %d", r.Collected, held, receiptsHeldBound)
+	}
+	if r.Collected == 0 {
+		t.Fatal("took along no receipt at all")
 	}
 }
