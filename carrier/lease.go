@@ -147,13 +147,16 @@ func (c *Carrier) readLease(s *Session, remote string) (protocol.Lease, bool) {
 // keep leaves a committed keep-mode file in the outbox and leases it to
 // this carrier for Options.Lease. A lease that cannot be written only lets
 // another carrier carry the file again (the destination takes identical
-// content once).
+// content once). What stands under the lease's name (an expired lease, or
+// a symlink) is removed, and the lease made new (exclusive create, which
+// never follows a symlink), so it is never written into another file.
 func (c *Carrier) keep(s *Session, cd candidate, remote, sum string) {
 	le := protocol.Lease{Carrier: c.claimID(), Expires: c.opts.Now().Add(c.opts.Lease),
 		Size: cd.Size, MTime: cd.MTime, Hash: sum}
 	data := protocol.FormatLease(le)
 	p := leasePath(remote)
-	f, err := s.sftp.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	s.sftp.Remove(p)
+	f, err := s.sftp.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err == nil {
 		_, err = f.Write(data)
 		if cerr := f.Close(); err == nil {

@@ -26,6 +26,7 @@ func TestReceiptAttacks(t *testing.T) {
 		{"SameSizeAndMTime", testKeepSameSizeMTime},
 		{"SwapAtTheClaim", testKeepSwapAtClaim},
 		{"DirectoryMovedOut", testKeepDirMovedOut},
+		{"LeaseIsASymlink", testLeaseSymlink},
 	}
 	for _, k := range hostKinds {
 		for _, tc := range tests {
@@ -177,5 +178,31 @@ func TestReceiptFlood(t *testing.T) {
 	}
 	if r.Collected == 0 {
 		t.Fatal("took along no receipt at all")
+	}
+}
+
+// A lease name that is a symlink to a file elsewhere (on the source, as
+// anything in its outbox may be): the lease written at the pickup
+// replaces the symlink, never the file it leads to.
+func testLeaseSymlink(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	e.keep("alpha", "beta")
+	e.Outbox("alpha", "beta", map[string][]byte{"f": []byte("kept")})
+	precious := filepath.Join(e.Dirs["alpha"], "precious")
+	writeAt(t, precious, []byte("not a lease"))
+	lease := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), protocol.LeasePrefix+".f")
+	if err := os.Symlink("../../../precious", lease); err != nil {
+		t.Fatal(err)
+	}
+	c := e.Carrier(1<<30, carrier.Options{})
+	if r := e.pickup(c, "alpha"); r.Kept != 1 {
+		t.Fatalf("pickup: %s, kept %d; want f kept", r.Summary(), r.Kept)
+	}
+	if got, _ := os.ReadFile(precious); string(got) != "not a lease" {
+		t.Fatalf("the lease was written through a symlink into a file outside the outbox: %q", got)
+	}
+	c2 := e.carrierAt("two", carrier.Options{})
+	if r := e.pickup(c2, "alpha"); r.Files != 0 {
+		t.Fatalf("a second carrier carried f again: %s (no lease in place of the symlink)", r.Summary())
 	}
 }
