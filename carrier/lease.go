@@ -68,10 +68,12 @@ func (l *listing) own(dest, rel, name string, mode fs.FileMode) bool {
 	return false
 }
 
-// markKeep marks the candidates whose outbox is in keep mode.
+// markKeep marks the candidates whose outbox is in keep mode, and those
+// beside a lease.
 func (l *listing) markKeep() {
-	for i := range l.cands {
-		l.cands[i].Keep = l.keepAll || l.keep[l.cands[i].Dest]
+	for i, cd := range l.cands {
+		l.cands[i].Keep = l.keepAll || l.keep[cd.Dest]
+		l.cands[i].Leased = l.leases[leasePath(path.Join(protocol.OutboxDir(cd.Dest), cd.Path))]
 	}
 }
 

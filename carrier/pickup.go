@@ -162,7 +162,7 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 			notes.wait(shown, "carried; kept until a receipt comes back")
 			continue
 		}
-		err := c.claimAndRemove(s, cd, origins[i], path.Join(protocol.OutboxDir(cd.Dest), cd.Path))
+		err := c.blackhole(s, cd, origins[i], path.Join(protocol.OutboxDir(cd.Dest), cd.Path))
 		switch {
 		case errors.Is(err, errNotCarried):
 			notes.wait(shown, notCarriedNote(err))
@@ -734,7 +734,13 @@ func (c *Carrier) verifySource(ctx context.Context, s *Session, remote string, s
 // removal that failed (reported; the file is remembered as carried), or
 // errNotCarried when a new version was found and put back.
 func (c *Carrier) blackhole(s *Session, cd candidate, o origin, remote string) error {
-	return c.claimAndRemove(s, cd, o, remote)
+	err := c.claimAndRemove(s, cd, o, remote)
+	if err == nil && cd.Leased {
+		// Its outbox was in keep mode when it was leased: the lease
+		// goes with it.
+		c.dropLease(s, cd.Dest, cd.Path, remote)
+	}
+	return err
 }
 
 // smallFile is the size up to which a file is read in one go.

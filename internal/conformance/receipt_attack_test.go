@@ -27,6 +27,7 @@ func TestReceiptAttacks(t *testing.T) {
 		{"SwapAtTheClaim", testKeepSwapAtClaim},
 		{"DirectoryMovedOut", testKeepDirMovedOut},
 		{"LeaseIsASymlink", testLeaseSymlink},
+		{"KeepMarkerRemoved", testKeepMarkerRemoved},
 	}
 	for _, k := range hostKinds {
 		for _, tc := range tests {
@@ -204,5 +205,33 @@ func testLeaseSymlink(t *testing.T, start StartFunc) {
 	c2 := e.carrierAt("two", carrier.Options{})
 	if r := e.pickup(c2, "alpha"); r.Files != 0 {
 		t.Fatalf("a second carrier carried f again: %s (no lease in place of the symlink)", r.Summary())
+	}
+}
+
+// The keep marker removed after a keep-mode pickup: the outbox is a
+// blackhole again; the file, delivered, leaves it with its lease, and is
+// delivered once, with one ledger line.
+func testKeepMarkerRemoved(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	c := keptOnce(t, e, map[string][]byte{"f": []byte("kept")})
+	if err := os.Remove(filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), protocol.KeepMarker)); err != nil {
+		t.Fatal(err)
+	}
+	c2 := e.carrierAt("two", carrier.Options{})
+	for _, c := range []*carrier.Carrier{c, c2} {
+		e.pickup(c, "alpha")
+		MustOK(t, e.Dropoff(c, "beta"))
+		e.pickup(c, "beta")
+		e.pickup(c, "alpha")
+	}
+	if out := e.OutboxFiles("alpha"); len(out) != 0 {
+		t.Errorf("alpha's outbox still holds %v", keys(out))
+	}
+	SameTree(t, "beta's inbox", e.Inbox("beta", "alpha"), map[string][]byte{"f": []byte("kept")})
+	if l := e.ledger("alpha", "beta"); len(l) != 1 {
+		t.Errorf("ledger %q, want one line", l)
+	}
+	if st, _ := carrier.ReadStatus(c.Buffer()); len(st.Hosts) != 0 {
+		t.Errorf("the first carrier still counts receipts or leases: %+v", st.Hosts)
 	}
 }
