@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/messor-sync/messor/protocol"
 )
@@ -107,6 +108,7 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 	}
 	now := c.opts.Now()
 	room, full := maxCollected-c.buf.collectedFrom(s.Host.Name), false
+	var hostNow time.Time // the host's clock, learnt once a receipt looks old
 	for _, sd := range sources {
 		source := sd.Name()
 		if !sd.IsDir() || protocol.CheckHostName(source) != nil || source == s.Host.Name {
@@ -127,7 +129,7 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 			p := path.Join(dir, f.Name())
 			held, home := c.buf.hasReceipt(source, s.Host.Name, f.Name())
 			switch {
-			case home || now.Sub(at) > c.opts.ReceiptMaxAge:
+			case home || now.Sub(at) > c.opts.ReceiptMaxAge && c.oldOnHost(s, dir, f, &hostNow):
 				if err := s.sftp.Remove(p); err == nil || errors.Is(err, fs.ErrNotExist) {
 					c.buf.dropHomeMark(s.Host.Name, source, f.Name())
 				}
@@ -148,6 +150,29 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 		}
 	}
 	return nil
+}
+
+// oldOnHost reports whether the receipt fi in dir is older than
+// Options.ReceiptMaxAge by the host's own clock (its mtime against the
+// mtime of a file made there now, learnt once into *hostNow), so that a
+// carrier whose clock is far ahead removes no receipt still to go home.
+// When the host's clock cannot be learnt, it is not old.
+func (c *Carrier) oldOnHost(s *Session, dir string, fi fs.FileInfo, hostNow *time.Time) bool {
+	if hostNow.IsZero() {
+		p := path.Join(dir, protocol.PartialName("clock", "receipt", c.buf.ID()))
+		f, err := s.sftp.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+		if err != nil {
+			return false
+		}
+		f.Close()
+		st, err := s.sftp.Lstat(p)
+		s.sftp.Remove(p)
+		if err != nil {
+			return false
+		}
+		*hostNow = st.ModTime()
+	}
+	return hostNow.Sub(fi.ModTime()) > c.opts.ReceiptMaxAge
 }
 
 // maxCollected bounds what a carrier holds of the receipts it took from one

@@ -235,3 +235,31 @@ func testKeepMarkerRemoved(t *testing.T, start StartFunc) {
 		t.Errorf("the first carrier still counts receipts or leases: %+v", st.Hosts)
 	}
 }
+
+// TestReceiptClockAhead: a carrier whose clock is far ahead takes every
+// receipt on a destination for older than the maximum age; receipts are
+// aged by the destination's clock, so it removes none that another
+// carrier would still take home.
+func TestReceiptClockAhead(t *testing.T) {
+	for _, k := range hostKinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := NewEnv(t, k.start, "alpha", "beta")
+			e.Outbox("alpha", "beta", map[string][]byte{"f": []byte("to beta")})
+			a := e.Carrier(1<<30, carrier.Options{}) // delivers, never goes back to alpha
+			e.pickup(a, "alpha")
+			MustOK(t, e.Dropoff(a, "beta"))
+			ahead := e.carrierAt("ahead", carrier.Options{Now: func() time.Time { return time.Now().Add(40 * 24 * time.Hour) }})
+			e.pickup(ahead, "beta")
+			if got := e.receipts("beta", "alpha"); len(got) != 1 {
+				t.Fatalf("after a carrier with its clock 40 days ahead, beta holds receipts %v, want the one written", got)
+			}
+			c := e.carrierAt("c", carrier.Options{})
+			e.pickup(c, "beta")
+			e.pickup(c, "alpha")
+			if l := e.ledger("alpha", "beta"); len(l) != 1 {
+				t.Fatalf("alpha's ledger %q, want the line of f", l)
+			}
+		})
+	}
+}
