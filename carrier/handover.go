@@ -13,6 +13,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/messor-sync/messor/protocol"
 )
@@ -71,17 +72,12 @@ func (c *Carrier) handOver(ctx context.Context, s *Session, r *HostReport) error
 		keep := keepAll || c.keepMarked(s, protocol.OutboxDir(dest))
 		for _, h := range hs {
 			settled := true
-			for _, d := range h.r.Files {
-				if !keep {
-					break
-				}
-				removed, err := c.releaseKept(ctx, s, dest, d)
+			if keep {
+				released, err := c.releaseAll(ctx, s, dest, h.r.Files)
+				r.Released += released
 				if err != nil {
 					settled = false
 					first = firstErr(first, err)
-				}
-				if removed {
-					r.Released++
 				}
 			}
 			if settled {
@@ -274,4 +270,35 @@ func (c *Carrier) sameContent(ctx context.Context, s *Session, p string, d proto
 		return false, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, p, err)
 	}
 	return hex.EncodeToString(got) == d.Hash, nil
+}
+
+// releasers is how many kept files a hand-over removes at once: each
+// removal is a few round trips (look, claim, look, remove).
+const releasers = 16
+
+// releaseAll runs releaseKept for each of ds, several at once. It returns
+// how many files it removed, and the first error met.
+func (c *Carrier) releaseAll(ctx context.Context, s *Session, dest string, ds []protocol.Delivery) (int, error) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var first error
+	released := 0
+	sem := make(chan struct{}, releasers)
+	for _, d := range ds {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			removed, err := c.releaseKept(ctx, s, dest, d)
+			mu.Lock()
+			defer mu.Unlock()
+			first = firstErr(first, err)
+			if removed {
+				released++
+			}
+		}()
+	}
+	wg.Wait()
+	return released, first
 }

@@ -68,6 +68,10 @@ func (l *listing) own(dest, rel, name string, mode fs.FileMode) bool {
 	return false
 }
 
+// keepAny reports whether any of the listed outbox is in keep mode: what
+// it carries stays, so listing again finds the same.
+func (l *listing) keepAny() bool { return l.keepAll || len(l.keep) > 0 }
+
 // markKeep marks the candidates whose outbox is in keep mode, and those
 // beside a lease.
 func (l *listing) markKeep() {

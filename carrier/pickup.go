@@ -117,6 +117,10 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 				notes.wait(protocol.Outbox, fmt.Sprintf("outbox not listed in full (more than %d entries); the rest waits for the next visit", c.opts.MaxListing))
 				return
 			}
+			if l.keepAny() {
+				notes.wait(protocol.Outbox, fmt.Sprintf("outbox in keep mode not listed in full (more than %d entries); the rest waits until receipts remove what was carried", c.opts.MaxListing))
+				return
+			}
 			r.Err = fmt.Errorf("host %s: outbox has more than one listing holds (%d entries or %d MiB of replies: a directory that never ends?) and of those listed none could be carried or removed", s.Host.Name, c.opts.MaxListing, listingRoundBytes>>20)
 			return
 		}

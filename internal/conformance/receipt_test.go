@@ -38,6 +38,7 @@ func TestReceipts(t *testing.T) {
 		{"TwoCarriersAppend", testTwoCarriersAppend},
 		{"OldReceiptsExpire", testOldReceiptsExpire},
 		{"HandOverCutAtRemoval", testHandOverCutAtRemoval},
+		{"KeepBiggerThanListing", testKeepBiggerThanListing},
 	}
 	for _, k := range kinds {
 		for _, tc := range tests {
@@ -449,5 +450,27 @@ func testHandOverCutAtRemoval(t *testing.T, start StartFunc) {
 	}
 	if l := e.ledger("alpha", "beta"); len(l) != 1 {
 		t.Fatalf("ledger %q", l)
+	}
+}
+
+// A keep-mode outbox bigger than one listing: what one listing holds is
+// carried and kept; the rest waits (files leave only with their receipts),
+// and the visit is not a failure.
+func testKeepBiggerThanListing(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	e.keep("alpha", "beta")
+	files := map[string][]byte{}
+	for i := range 8 {
+		files[fmt.Sprintf("f%d", i)] = []byte{byte(i)}
+	}
+	e.Outbox("alpha", "beta", files)
+	c := e.Carrier(1<<30, carrier.Options{MaxListing: 4})
+	r := e.pickup(c, "alpha")
+	if r.Files == 0 || r.Files == len(files) {
+		t.Fatalf("pickup: %s; want part of the outbox carried", r.Summary())
+	}
+	r = e.pickup(c, "alpha")
+	if r.Files != 0 {
+		t.Fatalf("second pickup carried %d files again", r.Files)
 	}
 }
