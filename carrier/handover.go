@@ -204,8 +204,7 @@ func (c *Carrier) releaseKept(ctx context.Context, s *Session, dest string, d pr
 	st, err := s.sftp.Lstat(remote)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Gone already (a claim settled since): its lease goes too.
-		c.dropLease(s, dest, d.Path, remote)
-		return false, nil
+		return false, c.dropLease(s, dest, d.Path, remote)
 	}
 	if err != nil {
 		return false, fmt.Errorf("host %s: stat %s: %w", s.Host.Name, remote, err)
@@ -234,8 +233,7 @@ func (c *Carrier) releaseKept(ctx context.Context, s *Session, dest string, d pr
 	if err != nil {
 		return false, err
 	}
-	c.dropLease(s, dest, d.Path, remote)
-	return true, nil
+	return true, c.dropLease(s, dest, d.Path, remote)
 }
 
 // inOutbox reports whether each directory on the way to p in dest's

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -178,15 +180,21 @@ func (c *Carrier) keep(s *Session, cd candidate, remote, sum string) {
 
 // dropLease removes the lease of an outbox file a receipt removed, unless
 // a new version stands under its name (whose lease it is not: it is
-// ignored for that version, and replaced when it is carried).
-func (c *Carrier) dropLease(s *Session, dest, p, remote string) {
-	c.buf.forgetLease(s.Host.Name, dest, p)
+// ignored for that version, and replaced when it is carried). It fails
+// when the lease may still be there, so the receipt is kept for the next
+// visit to try again.
+func (c *Carrier) dropLease(s *Session, dest, p, remote string) error {
 	if _, err := s.sftp.Lstat(remote); err == nil {
-		return
+		c.buf.forgetLease(s.Host.Name, dest, p)
+		return nil
 	}
 	if lp := leasePath(remote); lp != "" {
-		s.sftp.Remove(lp)
+		if err := s.sftp.Remove(lp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("host %s: remove %s: %w", s.Host.Name, lp, err)
+		}
 	}
+	c.buf.forgetLease(s.Host.Name, dest, p)
+	return nil
 }
 
 func (b *Buffer) leaseNote(source, dest, p string) string {

@@ -741,8 +741,10 @@ func (c *Carrier) blackhole(s *Session, cd candidate, o origin, remote string) e
 	err := c.claimAndRemove(s, cd, o, remote)
 	if err == nil && cd.Leased {
 		// Its outbox was in keep mode when it was leased: the lease
-		// goes with it.
-		c.dropLease(s, cd.Dest, cd.Path, remote)
+		// goes with it (one left by a failure is only a stale name).
+		if lerr := c.dropLease(s, cd.Dest, cd.Path, remote); lerr != nil {
+			c.log.Warn("removed, its lease stays", "host", s.Host.Name, "path", remote, "err", lerr)
+		}
 	}
 	return err
 }
