@@ -107,10 +107,11 @@ func (c *Carrier) keepMarked(s *Session, dir string) bool {
 // does not hold, and syncs it. It returns how many it appended.
 func (c *Carrier) appendLedger(ctx context.Context, s *Session, dest string, hs []heldReceipt) (int, error) {
 	p := protocol.LedgerPath(dest)
-	have, exists, err := c.readLedger(s, p)
+	l, err := c.readLedger(s, p)
 	if err != nil {
 		return 0, err
 	}
+	have, exists := l.keys, l.exists
 	var lines []string
 	for _, h := range hs {
 		for _, d := range h.r.Files {
@@ -123,6 +124,9 @@ func (c *Carrier) appendLedger(ctx context.Context, s *Session, dest string, hs 
 	n := len(lines)
 	if n == 0 {
 		return 0, nil
+	}
+	if l.cut {
+		lines[0] = "\n" + lines[0] // the cut line ends, and stays apart
 	}
 	made := false
 	if !exists {
@@ -168,25 +172,39 @@ func (c *Carrier) appendLedger(ctx context.Context, s *Session, dest string, hs 
 	return n, nil
 }
 
-// readLedger reads the keys of a ledger's lines (none, when it is bigger
-// than maxLedgerRead).
-func (c *Carrier) readLedger(s *Session, p string) (keys map[string]bool, exists bool, err error) {
+// ledgerRead is what appending to a ledger needs to know of it.
+type ledgerRead struct {
+	keys   map[string]bool // its lines' (none, when bigger than maxLedgerRead)
+	exists bool
+	cut    bool // its last line has no newline (a write cut short, an edit)
+}
+
+// readLedger reads the ledger at p on the host.
+func (c *Carrier) readLedger(s *Session, p string) (ledgerRead, error) {
 	f, err := s.sftp.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[string]bool{}, false, nil
+		return ledgerRead{keys: map[string]bool{}}, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("host %s: open %s: %w", s.Host.Name, p, err)
+		return ledgerRead{}, fmt.Errorf("host %s: open %s: %w", s.Host.Name, p, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxLedgerRead+1))
 	if err != nil {
-		return nil, true, fmt.Errorf("host %s: read %s: %w", s.Host.Name, p, err)
+		return ledgerRead{}, fmt.Errorf("host %s: read %s: %w", s.Host.Name, p, err)
 	}
 	if len(data) > maxLedgerRead {
-		return map[string]bool{}, true, nil
+		l := ledgerRead{keys: map[string]bool{}, exists: true}
+		last := make([]byte, 1)
+		if st, err := f.Stat(); err == nil && st.Size() > 0 {
+			if _, err := f.ReadAt(last, st.Size()-1); err == nil {
+				l.cut = last[0] != '\n'
+			}
+		}
+		return l, nil
 	}
-	return protocol.ReadLedger(data), true, nil
+	cut := len(data) > 0 && data[len(data)-1] != '\n'
+	return ledgerRead{keys: protocol.ReadLedger(data), exists: true, cut: cut}, nil
 }
 
 // releaseKept removes from a keep-mode outbox the version a receipt names,

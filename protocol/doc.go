@@ -165,7 +165,8 @@
 // carrier killed between appending and forgetting appends nothing the next
 // time (the lines are there): a ledger is read as a set of lines keyed by
 // path and hash ([ReadLedger]), and a line cut short by a crash is passed
-// over.
+// over; a carrier appending to a ledger whose last line has no newline
+// begins with one, so its own lines stay whole.
 //
 // Keep mode: a regular file named [KeepMarker] in messor/outbox/ (every
 // destination) or messor/outbox/<dest>/ (that one) turns the blackhole off.

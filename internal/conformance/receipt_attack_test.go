@@ -263,3 +263,30 @@ func TestReceiptClockAhead(t *testing.T) {
 		})
 	}
 }
+
+// TestLedgerCutLine: a ledger whose last line was cut short (the source
+// crashed in a write, or its user edited it): the next line appended is a
+// line of its own, not glued to the cut one.
+func TestLedgerCutLine(t *testing.T) {
+	for _, k := range hostKinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := NewEnv(t, k.start, "alpha", "beta")
+			writeAt(t, filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.LedgerPath("beta"))), []byte("2026-12-01T00:00:00Z 3 abab"))
+			e.Outbox("alpha", "beta", map[string][]byte{"f": []byte("f")})
+			c := e.Carrier(1<<30, carrier.Options{})
+			e.pickup(c, "alpha")
+			MustOK(t, e.Dropoff(c, "beta"))
+			e.pickup(c, "alpha")
+			found := false
+			for _, l := range e.ledger("alpha", "beta") {
+				if d, err := protocol.ParseLedgerLine(l); err == nil && d.Path == "f" {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("the ledger has no line for f: %q", e.ledger("alpha", "beta"))
+			}
+		})
+	}
+}
