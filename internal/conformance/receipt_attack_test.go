@@ -1,12 +1,14 @@
 package conformance
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +30,7 @@ func TestReceiptAttacks(t *testing.T) {
 		{"DirectoryMovedOut", testKeepDirMovedOut},
 		{"LeaseIsASymlink", testLeaseSymlink},
 		{"KeepMarkerRemoved", testKeepMarkerRemoved},
+		{"TwoCarriersLeaseAtOnce", testLeaseRace},
 	}
 	for _, k := range hostKinds {
 		for _, tc := range tests {
@@ -288,5 +291,57 @@ func TestLedgerCutLine(t *testing.T) {
 				t.Fatalf("the ledger has no line for f: %q", e.ledger("alpha", "beta"))
 			}
 		})
+	}
+}
+
+// Two carriers picking up one keep-mode outbox at once, their leases
+// written at the same moment: every file arrives once, each leaves the
+// outbox with its lease once a receipt comes back, one ledger line each.
+func testLeaseRace(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	e.keep("alpha", "")
+	files := map[string][]byte{}
+	for i := range 20 {
+		files[fmt.Sprintf("f%02d", i)] = []byte(fmt.Sprintf("file %d", i))
+	}
+	e.Outbox("alpha", "beta", files)
+	cs := []*carrier.Carrier{e.Carrier(1<<30, carrier.Options{}), e.carrierAt("two", carrier.Options{})}
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rs := c.Pickup(context.Background(), e.Resolve("alpha"))
+			if rs[0].Err != nil || len(rs[0].Failed) > 0 {
+				t.Errorf("%s", rs[0].Summary())
+			}
+		}()
+	}
+	wg.Wait()
+	for _, c := range cs {
+		MustOK(t, e.Dropoff(c, "beta"))
+	}
+	for range 2 { // the second round takes home what each took from beta
+		for _, c := range cs {
+			e.pickup(c, "alpha")
+			e.pickup(c, "beta")
+		}
+	}
+	if got := e.receipts("beta", "alpha"); len(got) != 0 {
+		t.Errorf("beta still holds receipts %v", got)
+	}
+	for p := range e.OutboxFiles("alpha") {
+		if p != protocol.KeepMarker {
+			t.Errorf("alpha's outbox still holds %s", p)
+		}
+	}
+	SameTree(t, "beta's inbox", e.Inbox("beta", "alpha"), files)
+	if l := e.ledger("alpha", "beta"); len(l) != len(files) {
+		t.Errorf("ledger has %d lines, want %d", len(l), len(files))
+	}
+	for _, c := range cs {
+		if st, _ := carrier.ReadStatus(c.Buffer()); len(st.Hosts) != 0 {
+			t.Errorf("a carrier still counts receipts or leases: %+v", st.Hosts)
+		}
 	}
 }
