@@ -246,12 +246,25 @@ func (c *Carrier) releaseKept(ctx context.Context, s *Session, dest string, d pr
 		return nil
 	})
 	if errors.Is(err, errNotCarried) {
+		if hashErr == nil {
+			c.dropStaleLease(s, remote, d)
+		}
 		return false, hashErr
 	}
 	if err != nil {
 		return false, err
 	}
 	return true, c.dropLease(s, dest, d.Path, remote)
+}
+
+// dropStaleLease removes the lease beside remote when it names the content
+// of d, which a claim just found not there (a version saved with the same
+// size and mtime): the new version is carried at the next visit, not once
+// the lease ends.
+func (c *Carrier) dropStaleLease(s *Session, remote string, d protocol.Delivery) {
+	if l, ok := c.readLease(s, remote); ok && l.Hash == d.Hash && l.Size == d.Size && l.MTime.Unix() == d.MTime.Unix() {
+		s.sftp.Remove(leasePath(remote))
+	}
 }
 
 // inOutbox reports whether each directory on the way to p in dest's

@@ -81,11 +81,17 @@ func testKeepSameSizeMTime(t *testing.T, start StartFunc) {
 	e := NewEnv(t, start, "alpha", "beta")
 	c := keptOnce(t, e, map[string][]byte{"f": []byte("version 1")})
 	rewriteKeepTime(t, filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")), "f"), []byte("version 2"))
-	if r := e.pickup(c, "alpha"); r.Released != 0 {
+	r := e.pickup(c, "alpha")
+	if r.Released != 0 {
 		t.Errorf("the receipt of version 1 released %d files", r.Released)
 	}
 	if got := e.OutboxFiles("alpha")["beta/f"]; string(got) != "version 2" {
 		t.Fatalf("version 2, saved while leased, is gone from the outbox: %q", got)
+	}
+	// The lease named version 1: version 2 is carried by this very
+	// visit, not once the lease ends.
+	if r.Files != 1 {
+		t.Fatalf("pickup: %s; want version 2 carried", r.Summary())
 	}
 }
 
