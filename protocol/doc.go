@@ -203,7 +203,7 @@
 //
 // What this cannot guard: a file rewritten in place with its size and mtime
 // restored while leased is taken for the leased version (passed over until
-// its lease ends); clocks: a carrier whose clock runs far ahead writes
+// its lease ends, or its receipt comes back and finds it another); clocks: a carrier whose clock runs far ahead writes
 // leases that last longer, and one far behind takes expired leases for
 // live. A receipt lost with its carrier before it reached the destination
 // is made again when the file is carried again after its lease. A receipt
