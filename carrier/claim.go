@@ -65,6 +65,10 @@ type foundClaim struct {
 	Size      int64
 	MTime     time.Time
 	claim     protocol.Claim
+	// Keep: its outbox is in keep mode, where only a receipt removes a
+	// file, after hashing what it claimed: a claim of its own left there
+	// goes back, for the receipt to claim again.
+	Keep bool
 }
 
 // claimAndRemove removes the outbox file remote, whose version cd is
@@ -221,7 +225,7 @@ func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 		base := path.Join(protocol.OutboxDir(fc.Dest), fc.Dir)
 		claim, orig := path.Join(base, fc.Name), path.Join(base, name)
 		shown := path.Join(fc.Dest, fc.Dir, name)
-		if own && exact {
+		if own && exact && !fc.Keep {
 			o := origin{s.Host.Name, fc.Dest, path.Join(fc.Dir, name), fc.Size, fc.MTime.Unix()}
 			carried, err := c.buf.carried([]origin{o})
 			if err == nil && carried[0] {

@@ -83,6 +83,13 @@ func (l *listing) markKeep() {
 	}
 }
 
+// markClaimsKeep marks the claims met in an outbox in keep mode.
+func (l *listing) markClaimsKeep() {
+	for i := range l.claims {
+		l.claims[i].Keep = l.keepAll || l.keep[l.claims[i].Dest]
+	}
+}
+
 // leasePath is the lease beside the outbox file remote.
 func leasePath(remote string) string {
 	dir, base := path.Split(remote)

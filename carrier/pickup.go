@@ -84,6 +84,7 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 			return
 		}
 		r.NoOutbox = l.noOutbox
+		l.markClaimsKeep()
 		c.settleClaims(s, l.claims, r)
 		if round == 1 {
 			// After the claims are settled (a receipt's removal cut

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ func TestReceiptAttacks(t *testing.T) {
 	}{
 		{"SameSizeAndMTime", testKeepSameSizeMTime},
 		{"SwapAtTheClaim", testKeepSwapAtClaim},
+		{"SwapAtTheClaimThenCut", testKeepSwapClaimCut},
 		{"DirectoryMovedOut", testKeepDirMovedOut},
 		{"LeaseIsASymlink", testLeaseSymlink},
 		{"KeepMarkerRemoved", testKeepMarkerRemoved},
@@ -349,5 +351,38 @@ func testLeaseRace(t *testing.T, start StartFunc) {
 		if st, _ := carrier.ReadStatus(c.Buffer()); len(st.Hosts) != 0 {
 			t.Errorf("a carrier still counts receipts or leases: %+v", st.Hosts)
 		}
+	}
+}
+
+// The same version of the same size and mtime saved at the claim, and the
+// hand-over cut just after claiming (before it could hash the claimed
+// file): the next visit, finding this carrier's own claim, does not remove
+// it for the version carried.
+func testKeepSwapClaimCut(t *testing.T, start StartFunc) {
+	h := &relayHost{}
+	e := NewEnv(t, relayed(start, h), "alpha")
+	e.Start = start
+	e.AddHost("beta", true)
+	c := keptOnce(t, e, map[string][]byte{"f": []byte("version 1")})
+	f := protocol.OutboxDir("beta") + "/f"
+	var claimed atomic.Bool
+	h.set(func(r sftptest.Request) bool {
+		if claimed.Load() {
+			return true // cut at the first request after the claim
+		}
+		if r.Type == sftptest.FxpRename && isClaimOf(r, f) {
+			rewriteKeepTime(t, h.local(f), []byte("version 2"))
+			claimed.Store(true)
+		}
+		return false
+	})
+	c.Pickup(context.Background(), e.Resolve("alpha"))
+	h.set(nil)
+	if !claimed.Load() {
+		t.Fatal("the hand-over never claimed f")
+	}
+	e.pickup(c, "alpha")
+	if got := e.OutboxFiles("alpha")["beta/f"]; string(got) != "version 2" {
+		t.Fatalf("version 2, saved at the claim, is gone from the outbox: %q (outbox %v)", got, keys(e.OutboxFiles("alpha")))
 	}
 }
