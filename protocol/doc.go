@@ -196,7 +196,8 @@
 // what stands under its name (removed, then created exclusively: never
 // written through a symlink). A file whose outbox left keep mode takes its
 // lease along when it is carried. A receipt whose removals cannot all be
-// settled is kept for the next visit. An outbox in keep mode bigger than
+// settled is kept for the next visit; a claim of its own that a carrier
+// finds in a keep-mode outbox goes back (the receipt claims again). An outbox in keep mode bigger than
 // one listing (see step 1 of a file's life) is carried as far as its first
 // listing reaches; the rest waits until receipts have removed what was
 // carried.
