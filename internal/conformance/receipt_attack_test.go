@@ -97,13 +97,20 @@ func testKeepSameSizeMTime(t *testing.T, start StartFunc) {
 	}
 }
 
-// The same, saved at the moment the hand-over claims the file (after any
-// look at it before the claim).
-func testKeepSwapAtClaim(t *testing.T, start StartFunc) {
+// relayedAlpha is an Env whose host alpha is behind a relay that shows h's
+// hook every SFTP request; beta is not.
+func relayedAlpha(t *testing.T, start StartFunc) (*Env, *relayHost) {
 	h := &relayHost{}
 	e := NewEnv(t, relayed(start, h), "alpha")
 	e.Start = start
 	e.AddHost("beta", true)
+	return e, h
+}
+
+// The same, saved at the moment the hand-over claims the file (after any
+// look at it before the claim).
+func testKeepSwapAtClaim(t *testing.T, start StartFunc) {
+	e, h := relayedAlpha(t, start)
 	c := keptOnce(t, e, map[string][]byte{"f": []byte("version 1")})
 	f := protocol.OutboxDir("beta") + "/f"
 	h.set(func(r sftptest.Request) bool {
@@ -359,10 +366,7 @@ func testLeaseRace(t *testing.T, start StartFunc) {
 // file): the next visit, finding this carrier's own claim, does not remove
 // it for the version carried.
 func testKeepSwapClaimCut(t *testing.T, start StartFunc) {
-	h := &relayHost{}
-	e := NewEnv(t, relayed(start, h), "alpha")
-	e.Start = start
-	e.AddHost("beta", true)
+	e, h := relayedAlpha(t, start)
 	c := keptOnce(t, e, map[string][]byte{"f": []byte("version 1")})
 	f := protocol.OutboxDir("beta") + "/f"
 	var claimed atomic.Bool

@@ -105,7 +105,7 @@ func testReceiptCut(t *testing.T, start StartFunc, keep bool, cut receiptCut) {
 			t.Logf("%s", r.Summary())
 		}
 	}
-	for range 3 {
+	for range 2 { // the second round finishes what the cut left
 		visit("pickup", "alpha")
 		visit("dropoff", "beta")
 		visit("pickup", "beta")
