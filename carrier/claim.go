@@ -65,6 +65,10 @@ type foundClaim struct {
 	Size      int64
 	MTime     time.Time
 	claim     protocol.Claim
+	// Keep: its outbox is in keep mode, where only a receipt removes a
+	// file, after hashing what it claimed: a claim of its own left there
+	// goes back, for the receipt to claim again.
+	Keep bool
 }
 
 // claimAndRemove removes the outbox file remote, whose version cd is
@@ -72,6 +76,13 @@ type foundClaim struct {
 // is not that version is put back (errNotCarried); remote gone already is
 // not an error.
 func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote string) error {
+	return c.claimCheckRemove(s, cd, o, remote, nil)
+}
+
+// claimCheckRemove is claimAndRemove where, when check is not nil, the
+// claimed file of cd's size and mtime must also pass check (given the
+// claim's path); errChanged from it puts the file back as another version.
+func (c *Carrier) claimCheckRemove(s *Session, cd candidate, o origin, remote string, check func(claim string) error) error {
 	dir, base := path.Split(remote)
 	name, err := protocol.ClaimName(base, c.claimID(), c.opts.Now())
 	if err != nil {
@@ -95,6 +106,9 @@ func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote stri
 	}
 	if err == nil {
 		err = sameVersion(func() (fs.FileInfo, error) { return st, nil }, cd)
+	}
+	if err == nil && check != nil {
+		err = check(claim)
 	}
 	if err != nil && !errors.Is(err, errChanged) {
 		// Cannot tell: the claim stays for the next visit to settle.
@@ -211,7 +225,7 @@ func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 		base := path.Join(protocol.OutboxDir(fc.Dest), fc.Dir)
 		claim, orig := path.Join(base, fc.Name), path.Join(base, name)
 		shown := path.Join(fc.Dest, fc.Dir, name)
-		if own && exact {
+		if own && exact && !fc.Keep {
 			o := origin{s.Host.Name, fc.Dest, path.Join(fc.Dir, name), fc.Size, fc.MTime.Unix()}
 			carried, err := c.buf.carried([]origin{o})
 			if err == nil && carried[0] {

@@ -107,10 +107,11 @@ func (c *Carrier) keepMarked(s *Session, dir string) bool {
 // does not hold, and syncs it. It returns how many it appended.
 func (c *Carrier) appendLedger(ctx context.Context, s *Session, dest string, hs []heldReceipt) (int, error) {
 	p := protocol.LedgerPath(dest)
-	have, exists, err := c.readLedger(s, p)
+	l, err := c.readLedger(s, p)
 	if err != nil {
 		return 0, err
 	}
+	have, exists := l.keys, l.exists
 	var lines []string
 	for _, h := range hs {
 		for _, d := range h.r.Files {
@@ -123,6 +124,9 @@ func (c *Carrier) appendLedger(ctx context.Context, s *Session, dest string, hs 
 	n := len(lines)
 	if n == 0 {
 		return 0, nil
+	}
+	if l.cut {
+		lines[0] = "\n" + lines[0] // the cut line ends, and stays apart
 	}
 	made := false
 	if !exists {
@@ -168,39 +172,57 @@ func (c *Carrier) appendLedger(ctx context.Context, s *Session, dest string, hs 
 	return n, nil
 }
 
-// readLedger reads the keys of a ledger's lines (none, when it is bigger
-// than maxLedgerRead).
-func (c *Carrier) readLedger(s *Session, p string) (keys map[string]bool, exists bool, err error) {
+// ledgerRead is what appending to a ledger needs to know of it.
+type ledgerRead struct {
+	keys   map[string]bool // its lines' (none, when bigger than maxLedgerRead)
+	exists bool
+	cut    bool // its last line has no newline (a write cut short, an edit)
+}
+
+// readLedger reads the ledger at p on the host.
+func (c *Carrier) readLedger(s *Session, p string) (ledgerRead, error) {
 	f, err := s.sftp.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[string]bool{}, false, nil
+		return ledgerRead{keys: map[string]bool{}}, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("host %s: open %s: %w", s.Host.Name, p, err)
+		return ledgerRead{}, fmt.Errorf("host %s: open %s: %w", s.Host.Name, p, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxLedgerRead+1))
 	if err != nil {
-		return nil, true, fmt.Errorf("host %s: read %s: %w", s.Host.Name, p, err)
+		return ledgerRead{}, fmt.Errorf("host %s: read %s: %w", s.Host.Name, p, err)
 	}
 	if len(data) > maxLedgerRead {
-		return map[string]bool{}, true, nil
+		l := ledgerRead{keys: map[string]bool{}, exists: true}
+		last := make([]byte, 1)
+		if st, err := f.Stat(); err == nil && st.Size() > 0 {
+			if _, err := f.ReadAt(last, st.Size()-1); err == nil {
+				l.cut = last[0] != '\n'
+			}
+		}
+		return l, nil
 	}
-	return protocol.ReadLedger(data), true, nil
+	cut := len(data) > 0 && data[len(data)-1] != '\n'
+	return ledgerRead{keys: protocol.ReadLedger(data), exists: true, cut: cut}, nil
 }
 
 // releaseKept removes from a keep-mode outbox the version a receipt names,
-// if it is what the outbox holds under that path: same size, mtime and
-// content (the lease's hash for that version, else hashed on the host),
-// with the claim-then-remove step, so a version saved meanwhile stays. A
-// path holding another version, or nothing, is settled: nothing to do.
+// if it is what the outbox holds under that path: same size and mtime,
+// and, checked on the claimed file, the same content (hashed on the host:
+// a version saved with the same size and mtime, before or at the claim,
+// is put back). A path holding another version, or nothing, is settled:
+// nothing to do. A path through anything but directories (a directory
+// moved out of the outbox, a symlink left in its place) is never followed.
 func (c *Carrier) releaseKept(ctx context.Context, s *Session, dest string, d protocol.Delivery) (removed bool, err error) {
 	remote := path.Join(protocol.OutboxDir(dest), d.Path)
+	if in, err := c.inOutbox(s, dest, d.Path); err != nil || !in {
+		return false, err
+	}
 	st, err := s.sftp.Lstat(remote)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Gone already (a claim settled since): its lease goes too.
-		c.dropLease(s, dest, d.Path, remote)
-		return false, nil
+		return false, c.dropLease(s, dest, d.Path, remote)
 	}
 	if err != nil {
 		return false, fmt.Errorf("host %s: stat %s: %w", s.Host.Name, remote, err)
@@ -208,36 +230,73 @@ func (c *Carrier) releaseKept(ctx context.Context, s *Session, dest string, d pr
 	if !st.Mode().IsRegular() || st.Size() != d.Size || st.ModTime().Unix() != d.MTime.Unix() {
 		return false, nil // another version: carried on its own
 	}
-	same, err := c.sameContent(ctx, s, remote, d)
-	if err != nil || !same {
-		return false, err
+	if l, ok := c.readLease(s, remote); ok && l.Size == d.Size && l.MTime.Unix() == d.MTime.Unix() && l.Hash != d.Hash {
+		return false, nil // its lease names other content: another version
 	}
+	var hashErr error
 	cd := candidate{Dest: dest, Path: d.Path, Size: d.Size, MTime: st.ModTime()}
-	err = c.claimAndRemove(s, cd, cd.origin(s.Host.Name), remote)
+	err = c.claimCheckRemove(s, cd, cd.origin(s.Host.Name), remote, func(claim string) error {
+		same, err := c.sameContent(ctx, s, claim, d)
+		if err != nil {
+			hashErr = err // put back, and the receipt kept for the next visit
+		}
+		if !same {
+			return errChanged
+		}
+		return nil
+	})
 	if errors.Is(err, errNotCarried) {
-		return false, nil
+		if hashErr == nil {
+			c.dropStaleLease(s, remote, d)
+		}
+		return false, hashErr
 	}
 	if err != nil {
 		return false, err
 	}
-	c.dropLease(s, dest, d.Path, remote)
+	return true, c.dropLease(s, dest, d.Path, remote)
+}
+
+// dropStaleLease removes the lease beside remote when it names the content
+// of d, which a claim just found not there (a version saved with the same
+// size and mtime): the new version is carried at the next visit, not once
+// the lease ends.
+func (c *Carrier) dropStaleLease(s *Session, remote string, d protocol.Delivery) {
+	if l, ok := c.readLease(s, remote); ok && l.Hash == d.Hash && l.Size == d.Size && l.MTime.Unix() == d.MTime.Unix() {
+		s.sftp.Remove(leasePath(remote))
+	}
+}
+
+// inOutbox reports whether each directory on the way to p in dest's
+// outbox (outbox/<dest> included) is a directory, not a symlink to one.
+func (c *Carrier) inOutbox(s *Session, dest, p string) (bool, error) {
+	var dirs []string // deepest first
+	for d := path.Dir(p); d != "."; d = path.Dir(d) {
+		dirs = append(dirs, path.Join(protocol.OutboxDir(dest), d))
+	}
+	dirs = append(dirs, protocol.OutboxDir(dest))
+	for _, d := range slices.Backward(dirs) {
+		st, err := s.sftp.Lstat(d)
+		if errors.Is(err, fs.ErrNotExist) || err == nil && !st.IsDir() {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("host %s: stat %s: %w", s.Host.Name, d, err)
+		}
+	}
 	return true, nil
 }
 
-// sameContent reports whether the outbox file remote (of d's size and
-// mtime) holds d's content: its lease says so for that very version, or
-// the host hashes it so.
-func (c *Carrier) sameContent(ctx context.Context, s *Session, remote string, d protocol.Delivery) (bool, error) {
-	if l, ok := c.readLease(s, remote); ok && l.Size == d.Size && l.MTime.Unix() == d.MTime.Unix() && l.Hash == d.Hash {
-		return true, nil
-	}
+// sameContent reports whether the file at p on the host (of d's size)
+// holds d's content, hashed on the host.
+func (c *Carrier) sameContent(ctx context.Context, s *Session, p string, d protocol.Delivery) (bool, error) {
 	if d.Size == 0 {
 		h := sha256.Sum256(nil)
 		return hex.EncodeToString(h[:]) == d.Hash, nil
 	}
-	got, err := s.hashRange(ctx, remote, d.Size)
+	got, err := s.hashRange(ctx, p, d.Size)
 	if err != nil {
-		return false, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, remote, err)
+		return false, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, p, err)
 	}
 	return hex.EncodeToString(got) == d.Hash, nil
 }

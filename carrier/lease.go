@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -73,10 +74,19 @@ func (l *listing) own(dest, rel, name string, mode fs.FileMode) bool {
 // it carries stays, so listing again finds the same.
 func (l *listing) keepAny() bool { return l.keepAll || len(l.keep) > 0 }
 
-// markKeep marks the candidates whose outbox is in keep mode.
+// markKeep marks the candidates whose outbox is in keep mode, and those
+// beside a lease.
 func (l *listing) markKeep() {
-	for i := range l.cands {
-		l.cands[i].Keep = l.keepAll || l.keep[l.cands[i].Dest]
+	for i, cd := range l.cands {
+		l.cands[i].Keep = l.keepAll || l.keep[cd.Dest]
+		l.cands[i].Leased = l.leases[leasePath(path.Join(protocol.OutboxDir(cd.Dest), cd.Path))]
+	}
+}
+
+// markClaimsKeep marks the claims met in an outbox in keep mode.
+func (l *listing) markClaimsKeep() {
+	for i := range l.claims {
+		l.claims[i].Keep = l.keepAll || l.keep[l.claims[i].Dest]
 	}
 }
 
@@ -161,13 +171,16 @@ func (c *Carrier) readLease(s *Session, remote string) (protocol.Lease, bool) {
 // keep leaves a committed keep-mode file in the outbox and leases it to
 // this carrier for Options.Lease. A lease that cannot be written only lets
 // another carrier carry the file again (the destination takes identical
-// content once).
+// content once). What stands under the lease's name (an expired lease, or
+// a symlink) is removed, and the lease made new (exclusive create, which
+// never follows a symlink), so it is never written into another file.
 func (c *Carrier) keep(s *Session, cd candidate, remote, sum string) {
 	le := protocol.Lease{Carrier: c.claimID(), Expires: c.opts.Now().Add(c.opts.Lease),
 		Size: cd.Size, MTime: cd.MTime, Hash: sum}
 	data := protocol.FormatLease(le)
 	p := leasePath(remote)
-	f, err := s.sftp.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	s.sftp.Remove(p)
+	f, err := s.sftp.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err == nil {
 		_, err = f.Write(data)
 		if cerr := f.Close(); err == nil {
@@ -183,15 +196,21 @@ func (c *Carrier) keep(s *Session, cd candidate, remote, sum string) {
 
 // dropLease removes the lease of an outbox file a receipt removed, unless
 // a new version stands under its name (whose lease it is not: it is
-// ignored for that version, and replaced when it is carried).
-func (c *Carrier) dropLease(s *Session, dest, p, remote string) {
-	c.buf.forgetLease(s.Host.Name, dest, p)
+// ignored for that version, and replaced when it is carried). It fails
+// when the lease may still be there, so the receipt is kept for the next
+// visit to try again.
+func (c *Carrier) dropLease(s *Session, dest, p, remote string) error {
 	if _, err := s.sftp.Lstat(remote); err == nil {
-		return
+		c.buf.forgetLease(s.Host.Name, dest, p)
+		return nil
 	}
 	if lp := leasePath(remote); lp != "" {
-		s.sftp.Remove(lp)
+		if err := s.sftp.Remove(lp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("host %s: remove %s: %w", s.Host.Name, lp, err)
+		}
 	}
+	c.buf.forgetLease(s.Host.Name, dest, p)
+	return nil
 }
 
 func (b *Buffer) leaseNote(source, dest, p string) string {

@@ -84,6 +84,7 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 			return
 		}
 		r.NoOutbox = l.noOutbox
+		l.markClaimsKeep()
 		c.settleClaims(s, l.claims, r)
 		if round == 1 {
 			// After the claims are settled (a receipt's removal cut
@@ -166,7 +167,7 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 			notes.wait(shown, "carried; kept until a receipt comes back")
 			continue
 		}
-		err := c.claimAndRemove(s, cd, origins[i], path.Join(protocol.OutboxDir(cd.Dest), cd.Path))
+		err := c.blackhole(s, cd, origins[i], path.Join(protocol.OutboxDir(cd.Dest), cd.Path))
 		switch {
 		case errors.Is(err, errNotCarried):
 			notes.wait(shown, notCarriedNote(err))
@@ -750,7 +751,15 @@ func (c *Carrier) verifySource(ctx context.Context, s *Session, remote string, s
 // removal that failed (reported; the file is remembered as carried), or
 // errNotCarried when a new version was found and put back.
 func (c *Carrier) blackhole(s *Session, cd candidate, o origin, remote string) error {
-	return c.claimAndRemove(s, cd, o, remote)
+	err := c.claimAndRemove(s, cd, o, remote)
+	if err == nil && cd.Leased {
+		// Its outbox was in keep mode when it was leased: the lease
+		// goes with it (one left by a failure is only a stale name).
+		if lerr := c.dropLease(s, cd.Dest, cd.Path, remote); lerr != nil {
+			c.log.Warn("removed, its lease stays", "host", s.Host.Name, "path", remote, "err", lerr)
+		}
+	}
+	return err
 }
 
 // smallFile is the size up to which a file is read in one go.

@@ -15,6 +15,9 @@ type candidate struct {
 	MTime time.Time
 	Perm  fs.FileMode // the permission bits, as listed
 	Keep  bool        // its outbox is in keep mode (lease.go)
+	// Leased: a lease stands beside it (left from keep mode, when Keep
+	// is not set: it goes with the file).
+	Leased bool
 }
 
 // plan picks, oldest first, the candidates that fit in free bytes. A file

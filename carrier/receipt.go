@@ -137,15 +137,20 @@ func (b *Buffer) dropHomeMark(dest, source, name string) {
 	os.Remove(b.homePath(dest, source, name))
 }
 
-// expireReceipts removes the receipts and markers older than maxAge (by
-// the time in their names).
+// expireReceipts removes the receipts and markers kept longer than maxAge
+// (by their files' mtimes: when this carrier wrote them, by its own clock,
+// as now is, so that a receipt taken from a carrier whose clock is far
+// off is kept as long as any other).
 func (b *Buffer) expireReceipts(now time.Time, maxAge time.Duration) {
 	for _, top := range []string{receiptsDir, homeDir} {
 		filepath.WalkDir(filepath.Join(b.dir, top), func(p string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() {
 				return nil
 			}
-			if at, _, err := protocol.ParseReceiptName(d.Name()); err == nil && now.Sub(at) > maxAge {
+			if _, _, err := protocol.ParseReceiptName(d.Name()); err != nil {
+				return nil
+			}
+			if fi, err := d.Info(); err == nil && now.Sub(fi.ModTime()) > maxAge {
 				os.Remove(p)
 			}
 			return nil

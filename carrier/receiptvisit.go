@@ -9,8 +9,10 @@ import (
 	"maps"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/messor-sync/messor/protocol"
 )
@@ -105,6 +107,8 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 		return fmt.Errorf("host %s: list %s: %w", s.Host.Name, top, err)
 	}
 	now := c.opts.Now()
+	room, full := maxCollected-c.buf.collectedFrom(s.Host.Name), false
+	var hostNow time.Time // the host's clock, learnt once a receipt looks old
 	for _, sd := range sources {
 		source := sd.Name()
 		if !sd.IsDir() || protocol.CheckHostName(source) != nil || source == s.Host.Name {
@@ -125,12 +129,18 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 			p := path.Join(dir, f.Name())
 			held, home := c.buf.hasReceipt(source, s.Host.Name, f.Name())
 			switch {
-			case home || now.Sub(at) > c.opts.ReceiptMaxAge:
+			case home || now.Sub(at) > c.opts.ReceiptMaxAge && c.oldOnHost(s, dir, f, &hostNow):
 				if err := s.sftp.Remove(p); err == nil || errors.Is(err, fs.ErrNotExist) {
 					c.buf.dropHomeMark(s.Host.Name, source, f.Name())
 				}
 			case held:
+			case receiptCost(f.Size()) > room:
+				if !full {
+					c.log.Warn("receipts left on the host: enough held from it", "host", s.Host.Name, "max_bytes", maxCollected)
+				}
+				full = true
 			default:
+				room -= receiptCost(f.Size())
 				if err := c.copyReceipt(s, source, p, f); err != nil {
 					c.log.Warn("receipt not taken", "host", s.Host.Name, "path", p, "err", err)
 					continue
@@ -140,6 +150,55 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 		}
 	}
 	return nil
+}
+
+// oldOnHost reports whether the receipt fi in dir is older than
+// Options.ReceiptMaxAge by the host's own clock (its mtime against the
+// mtime of a file made there now, learnt once into *hostNow), so that a
+// carrier whose clock is far ahead removes no receipt still to go home.
+// When the host's clock cannot be learnt, it is not old.
+func (c *Carrier) oldOnHost(s *Session, dir string, fi fs.FileInfo, hostNow *time.Time) bool {
+	if hostNow.IsZero() {
+		p := path.Join(dir, protocol.PartialName("clock", "receipt", c.buf.ID()))
+		f, err := s.sftp.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+		if err != nil {
+			return false
+		}
+		f.Close()
+		st, err := s.sftp.Lstat(p)
+		s.sftp.Remove(p)
+		if err != nil {
+			return false
+		}
+		*hostNow = st.ModTime()
+	}
+	return hostNow.Sub(fi.ModTime()) > c.opts.ReceiptMaxAge
+}
+
+// maxCollected bounds what a carrier holds of the receipts it took from one
+// destination (by receiptCost), so that a destination planting receipts
+// without end costs it bounded disk and memory. Receipts a carrier writes
+// itself are not counted: those always go home.
+const maxCollected = 16 << 20
+
+// receiptCost is what a receipt file of size bytes counts for: at least a
+// disk block.
+func receiptCost(size int64) int64 { return max(size, 4<<10) }
+
+// collectedFrom is the cost of the receipts held that were delivered to
+// dest (the receipts this carrier wrote there count too).
+func (b *Buffer) collectedFrom(dest string) int64 {
+	var n int64
+	sources, _ := os.ReadDir(filepath.Join(b.dir, receiptsDir))
+	for _, sd := range sources {
+		files, _ := os.ReadDir(filepath.Join(b.dir, receiptsDir, sd.Name(), dest))
+		for _, f := range files {
+			if fi, err := f.Info(); err == nil {
+				n += receiptCost(fi.Size())
+			}
+		}
+	}
+	return n
 }
 
 // copyReceipt reads the receipt at p on the host (from source to the

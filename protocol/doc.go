@@ -167,16 +167,20 @@
 //     when it made it); then, where that destination's outbox is in keep
 //     mode, removes each receipted version (below); then forgets the
 //     receipts, remembering that they went home;
-//  2. collects the receipts found on this host for other sources, and
-//     removes from it those it handed over itself and those older than 30
-//     days (by the time in their names). Receipts older than that leave
-//     the carrier too.
+//  2. collects the receipts found on this host for other sources (at most
+//     16 MiB of them from one destination, each counted as at least 4
+//     KiB), and removes from it those it handed over itself and those
+//     older than 30 days by the time in their names and by the host's own
+//     clock (their mtimes against a file made there then), so a carrier
+//     whose clock is far ahead removes none still to go home. A carrier
+//     keeps a receipt 30 days from when it took it, by its own clock.
 //
 // Two carriers appending at once may write the same line twice, and a
 // carrier killed between appending and forgetting appends nothing the next
 // time (the lines are there): a ledger is read as a set of lines keyed by
 // path and hash ([ReadLedger]), and a line cut short by a crash is passed
-// over.
+// over; a carrier appending to a ledger whose last line has no newline
+// begins with one, so its own lines stay whole.
 //
 // Keep mode: a regular file named [KeepMarker] in messor/outbox/ (every
 // destination) or messor/outbox/<dest>/ (that one) turns the blackhole off.
@@ -192,28 +196,33 @@
 //	sha256 <hex>
 //
 // A carrier passes over a file under a live lease for its version (same
-// size and mtime, not expired), its own included, and never carries twice
-// a file it still holds. A lease that expired (the carrier was lost), that
+// size and mtime, not expired), its own included, and never carries twice a
+// file it still holds. A lease that expired (the carrier was lost), that
 // names another version (the file was saved again), or that is not a lease
 // (garbage, cut short) is none: the file is carried again, and the
 // destination's identical-content rule keeps it from arriving twice. A
-// receipt removes a kept file only when the file has the receipt's size,
-// mtime and SHA-256 (the lease's for that version, else hashed on the
-// host), by the claim of "Removing a carried file", so a version saved
-// meanwhile is never removed; the lease goes with it. A receipt whose
-// removals cannot all be settled is kept for the next visit. An outbox in
-// keep mode bigger than one listing (see step 1 of a file's life) is
-// carried as far as its first listing reaches; the rest waits until
-// receipts have removed what was carried.
+// receipt removes a kept file only when the file has the receipt's size and
+// mtime and, hashed on the host once claimed (the claim of "Removing a
+// carried file"), its SHA-256, so a version saved meanwhile, even with that
+// size and mtime, is put back, never removed; the lease goes with it. A
+// receipt's path is followed through directories only: a symlink on the way
+// (a directory moved out of the outbox) is never followed. A lease replaces
+// what stands under its name (removed, then created exclusively: never
+// written through a symlink). A file whose outbox left keep mode takes its
+// lease along when it is carried. A receipt whose removals cannot all be
+// settled is kept for the next visit; a claim of its own that a carrier
+// finds in a keep-mode outbox goes back (the receipt claims again). An outbox in keep mode bigger than
+// one listing (see step 1 of a file's life) is carried as far as its first
+// listing reaches; the rest waits until receipts have removed what was
+// carried.
 //
-// What this cannot guard: a file rewritten in place with its size and
-// mtime restored while leased is taken for the leased version (passed
-// over, and removed by its receipt when its lease holds the receipt's
-// hash); clocks: a carrier whose clock runs far ahead writes leases that
-// last longer, and one far behind takes expired leases for live. A
-// receipt lost with its carrier before it reached the destination is
-// made again when the file is carried again after its lease. A receipt is
-// the destination's word: a destination (its user, or anyone who can
+// What this cannot guard: a file rewritten in place with its size and mtime
+// restored while leased is taken for the leased version (passed over until
+// its lease ends, or its receipt comes back and finds it another); clocks: a carrier whose clock runs far ahead writes
+// leases that last longer, and one far behind takes expired leases for
+// live. A receipt lost with its carrier before it reached the destination
+// is made again when the file is carried again after its lease. A receipt
+// is the destination's word: a destination (its user, or anyone who can
 // write its inbox) can write a receipt for a file it never got, and with
 // the file's size, mtime and SHA-256 have it removed from a keep-mode
 // outbox; another host cannot, as a carrier takes receipts only from the

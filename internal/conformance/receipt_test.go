@@ -399,8 +399,9 @@ func testTwoCarriersAppend(t *testing.T, start StartFunc) {
 	}
 }
 
-// A receipt older than ReceiptMaxAge leaves the destination at the next
-// visit, and is not taken along.
+// A receipt older than ReceiptMaxAge (by its name, and by the
+// destination's clock) leaves the destination at the next visit, and is
+// not taken along.
 func testOldReceiptsExpire(t *testing.T, start StartFunc) {
 	e := NewEnv(t, start, "alpha", "beta")
 	old := time.Now().Add(-31 * 24 * time.Hour)
@@ -408,7 +409,9 @@ func testOldReceiptsExpire(t *testing.T, start StartFunc) {
 		{Path: "p", Size: 1, MTime: old, Hash: strings.Repeat("ab", 32), At: old, Carrier: "c0ffee"}}}
 	b := protocol.FormatReceipt(r)
 	name, _ := protocol.ReceiptName(old, "c0ffee", b)
-	writeAt(t, filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.ReceiptDir("alpha")), name), b)
+	rp := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.ReceiptDir("alpha")), name)
+	writeAt(t, rp, b)
+	os.Chtimes(rp, old, old) // old by the destination's clock too
 	c := e.Carrier(1<<30, carrier.Options{})
 	if r := e.pickup(c, "beta"); r.Collected != 0 {
 		t.Fatalf("collected %d old receipts", r.Collected)
