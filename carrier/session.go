@@ -345,7 +345,8 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 	if err != nil {
 		client.Close()
 		if isTimeout(err) || !time.Now().Before(deadline) {
-			return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: fmt.Errorf("starting SFTP: %w", err)}
+			// The connection's deadline came before ctx's timer.
+			return nil, &UnreachableError{Host: h.Name, Addr: addr, Err: fmt.Errorf("starting SFTP: no SFTP reply within %s: %w", timeout, err)}
 		}
 		return nil, fmt.Errorf("host %s: sftp: %w (does the host's sshd offer the sftp subsystem?)", h.Name, err)
 	}
