@@ -66,6 +66,25 @@ var hostKinds = []struct {
 	start StartFunc
 }{{"sshd", SSHD(false)}, {"sshd-noexec", SSHD(true)}, {"agent", Agent}}
 
+// hostCase is one test of a table run against every host kind.
+type hostCase struct {
+	name string
+	fn   func(*testing.T, StartFunc)
+}
+
+// runOnHostKinds runs every case against every host kind, in parallel,
+// as <kind>/<case>.
+func runOnHostKinds(t *testing.T, cases []hostCase) {
+	for _, k := range hostKinds {
+		for _, tc := range cases {
+			t.Run(k.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				tc.fn(t, k.start)
+			})
+		}
+	}
+}
+
 // TestClaim: a carried file leaves the outbox by a claim, so a new version
 // saved over it (temp file renamed over the name, as editors save) at the
 // moment of the claim or of the removal is never lost, and a claim left by

@@ -22,10 +22,7 @@ import (
 // with exec, sshd without exec and the agent: a receipt removes only the
 // exact content it names, and only inside the outbox.
 func TestReceiptAttacks(t *testing.T) {
-	tests := []struct {
-		name string
-		fn   func(*testing.T, StartFunc)
-	}{
+	runOnHostKinds(t, []hostCase{
 		{"SameSizeAndMTime", testKeepSameSizeMTime},
 		{"SwapAtTheClaim", testKeepSwapAtClaim},
 		{"SwapAtTheClaimThenCut", testKeepSwapClaimCut},
@@ -33,15 +30,7 @@ func TestReceiptAttacks(t *testing.T) {
 		{"LeaseIsASymlink", testLeaseSymlink},
 		{"KeepMarkerRemoved", testKeepMarkerRemoved},
 		{"TwoCarriersLeaseAtOnce", testLeaseRace},
-	}
-	for _, k := range hostKinds {
-		for _, tc := range tests {
-			t.Run(k.name+"/"+tc.name, func(t *testing.T) {
-				t.Parallel()
-				tc.fn(t, k.start)
-			})
-		}
-	}
+	})
 }
 
 // rewriteKeepTime writes data over p (of the same length as what it

@@ -20,14 +20,7 @@ import (
 // TestReceipts runs the receipt and keep-mode tests against sshd with exec,
 // sshd without exec and the agent.
 func TestReceipts(t *testing.T) {
-	kinds := []struct {
-		name  string
-		start StartFunc
-	}{{"OpenSSH", SSHD(false)}, {"OpenSSHNoExec", SSHD(true)}, {"Agent", Agent}}
-	tests := []struct {
-		name string
-		fn   func(*testing.T, StartFunc)
-	}{
+	runOnHostKinds(t, []hostCase{
 		{"LedgerWrittenOnce", testLedgerOnce},
 		{"ReceiptForContentThere", testReceiptAlreadyThere},
 		{"KeepRemovesExactVersion", testKeepExactVersion},
@@ -39,15 +32,7 @@ func TestReceipts(t *testing.T) {
 		{"OldReceiptsExpire", testOldReceiptsExpire},
 		{"HandOverCutAtRemoval", testHandOverCutAtRemoval},
 		{"KeepBiggerThanListing", testKeepBiggerThanListing},
-	}
-	for _, k := range kinds {
-		for _, tc := range tests {
-			t.Run(k.name+"/"+tc.name, func(t *testing.T) {
-				t.Parallel()
-				tc.fn(t, k.start)
-			})
-		}
-	}
+	})
 }
 
 // carrierAt is a second carrier (its own buffer, the same HOME).
