@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/messor-sync/messor/protocol"
 )
 
 // authorizedKey is one usable line of an authorized_keys file: the key and
@@ -268,7 +270,7 @@ func matchFrom(list string, addr netip.Addr) (bool, error) {
 		case isNet: // as sshd, a zone (scope id) must be the same
 			hit = prefix.Contains(addr.WithZone("")) && addr.Zone() == zone
 		default:
-			hit = matchPattern(text, strings.ToLower(entry))
+			hit = protocol.MatchPattern(text, strings.ToLower(entry))
 		}
 		refused = refused || (hit && negated)
 		positive = positive || (hit && !negated)
@@ -350,36 +352,4 @@ func parseAtonPart(s string) (uint64, bool) {
 	}
 	n, err := strconv.ParseUint(digits, base, 32)
 	return n, err == nil
-}
-
-// matchPattern matches s against p, where * stands for any run of bytes
-// and ? for one byte (sshd's match_pattern).
-func matchPattern(s, p string) bool {
-	for len(p) > 0 {
-		switch p[0] {
-		case '*':
-			for len(p) > 0 && p[0] == '*' {
-				p = p[1:]
-			}
-			if p == "" {
-				return true
-			}
-			for i := 0; i <= len(s); i++ {
-				if matchPattern(s[i:], p) {
-					return true
-				}
-			}
-			return false
-		case '?':
-			if s == "" {
-				return false
-			}
-		default:
-			if s == "" || s[0] != p[0] {
-				return false
-			}
-		}
-		s, p = s[1:], p[1:]
-	}
-	return s == ""
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/messor-sync/messor/protocol"
 )
 
 // The parser we use (github.com/kevinburke/ssh_config v1.6.0) knows two
@@ -290,7 +292,7 @@ func matchList(list, name string) bool {
 		if neg {
 			p = p[1:]
 		}
-		if wildcard(strings.ToLower(p), name) {
+		if protocol.MatchPattern(name, strings.ToLower(p)) {
 			if neg {
 				return false
 			}
@@ -298,31 +300,6 @@ func matchList(list, name string) bool {
 		}
 	}
 	return found
-}
-
-// wildcard matches s against p, where * is any run and ? any one byte.
-func wildcard(p, s string) bool {
-	for len(p) > 0 {
-		switch p[0] {
-		case '*':
-			for i := len(s); i >= 0; i-- {
-				if wildcard(p[1:], s[i:]) {
-					return true
-				}
-			}
-			return false
-		case '?':
-			if s == "" {
-				return false
-			}
-		default:
-			if s == "" || s[0] != p[0] {
-				return false
-			}
-		}
-		p, s = p[1:], s[1:]
-	}
-	return s == ""
 }
 
 // excludes reports whether a host or originalhost criterion of m rules out
