@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/messor-sync/messor/protocol"
@@ -122,14 +123,18 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 		}
 		sort.Slice(files, func(i, j int) bool { return files[i].Name() < files[j].Name() })
 		for _, f := range files {
+			p := path.Join(dir, f.Name())
+			if abandonedPartial(f) && c.oldOnHost(s, dir, f, &hostNow, partialMaxAge) {
+				s.sftp.Remove(p) // litter of a carrier killed while writing a receipt
+				continue
+			}
 			at, _, err := protocol.ParseReceiptName(f.Name())
 			if err != nil || !f.Mode().IsRegular() {
 				continue
 			}
-			p := path.Join(dir, f.Name())
 			held, home := c.buf.hasReceipt(source, s.Host.Name, f.Name())
 			switch {
-			case home || now.Sub(at) > c.opts.ReceiptMaxAge && c.oldOnHost(s, dir, f, &hostNow):
+			case home || now.Sub(at) > c.opts.ReceiptMaxAge && c.oldOnHost(s, dir, f, &hostNow, c.opts.ReceiptMaxAge):
 				if err := s.sftp.Remove(p); err == nil || errors.Is(err, fs.ErrNotExist) {
 					c.buf.dropHomeMark(s.Host.Name, source, f.Name())
 				}
@@ -152,12 +157,24 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 	return nil
 }
 
-// oldOnHost reports whether the receipt fi in dir is older than
-// Options.ReceiptMaxAge by the host's own clock (its mtime against the
+// partialMaxAge is the age after which a receipt partial is abandoned: a
+// receipt is written in one round of requests, so a partial this old was
+// left by a carrier killed or cut off while writing it. Removing one still
+// being written would only fail that write; its carrier keeps the
+// entries and writes the receipt again at its next dropoff.
+const partialMaxAge = 24 * time.Hour
+
+// abandonedPartial: fi is a receipt partial (its age decides).
+func abandonedPartial(fi fs.FileInfo) bool {
+	return fi.Mode().IsRegular() && strings.HasPrefix(fi.Name(), protocol.ReservedPrefix+".part.")
+}
+
+// oldOnHost reports whether the file fi in dir is older than maxAge by
+// the host's own clock (its mtime against the
 // mtime of a file made there now, learnt once into *hostNow), so that a
 // carrier whose clock is far ahead removes no receipt still to go home.
 // When the host's clock cannot be learnt, it is not old.
-func (c *Carrier) oldOnHost(s *Session, dir string, fi fs.FileInfo, hostNow *time.Time) bool {
+func (c *Carrier) oldOnHost(s *Session, dir string, fi fs.FileInfo, hostNow *time.Time, maxAge time.Duration) bool {
 	if hostNow.IsZero() {
 		p := path.Join(dir, protocol.PartialName("clock", "receipt", c.buf.ID()))
 		f, err := s.sftp.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
@@ -172,7 +189,7 @@ func (c *Carrier) oldOnHost(s *Session, dir string, fi fs.FileInfo, hostNow *tim
 		}
 		*hostNow = st.ModTime()
 	}
-	return hostNow.Sub(fi.ModTime()) > c.opts.ReceiptMaxAge
+	return hostNow.Sub(fi.ModTime()) > maxAge
 }
 
 // maxCollected bounds what a carrier holds of the receipts it took from one

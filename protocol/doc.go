@@ -174,6 +174,10 @@
 //     clock (their mtimes against a file made there then), so a carrier
 //     whose clock is far ahead removes none still to go home. A carrier
 //     keeps a receipt 30 days from when it took it, by its own clock.
+//     A receipt partial a day old by the host's clock (left by a carrier
+//     killed while writing it) is removed; removing one still being
+//     written only fails that write, and its carrier writes the receipt
+//     again at its next dropoff.
 //
 // Two carriers appending at once may write the same line twice, and a
 // carrier killed between appending and forgetting appends nothing the next

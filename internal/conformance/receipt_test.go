@@ -30,6 +30,7 @@ func TestReceipts(t *testing.T) {
 		{"KilledBeforeForget", testKilledBeforeForget},
 		{"TwoCarriersAppend", testTwoCarriersAppend},
 		{"OldReceiptsExpire", testOldReceiptsExpire},
+		{"AbandonedPartialsCleared", testAbandonedReceiptPartials},
 		{"HandOverCutAtRemoval", testHandOverCutAtRemoval},
 		{"KeepBiggerThanListing", testKeepBiggerThanListing},
 	})
@@ -403,6 +404,28 @@ func testOldReceiptsExpire(t *testing.T, start StartFunc) {
 	}
 	if got := e.receipts("beta", "alpha"); len(got) != 0 {
 		t.Fatalf("old receipts stay on beta: %v", got)
+	}
+}
+
+// A receipt partial left by a carrier killed while writing it is removed
+// by a later visit once it is a day old by the destination's clock; a
+// fresh one (a carrier writing it now) stays.
+func testAbandonedReceiptPartials(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	dir := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.ReceiptDir("alpha")))
+	oldP := filepath.Join(dir, protocol.PartialName("x.receipt", "receipt", "dead"))
+	freshP := filepath.Join(dir, protocol.PartialName("y.receipt", "receipt", "live"))
+	writeAt(t, oldP, []byte("half a rece"))
+	writeAt(t, freshP, []byte("half a rece"))
+	old := time.Now().Add(-25 * time.Hour)
+	os.Chtimes(oldP, old, old)
+	c := e.Carrier(1<<30, carrier.Options{})
+	e.pickup(c, "beta")
+	if _, err := os.Lstat(oldP); err == nil {
+		t.Errorf("an abandoned receipt partial a day old stays on beta")
+	}
+	if _, err := os.Lstat(freshP); err != nil {
+		t.Errorf("a fresh receipt partial was removed: %v", err)
 	}
 }
 
