@@ -160,8 +160,8 @@ func (c *Carrier) collectReceipts(ctx context.Context, s *Session, r *HostReport
 // partialMaxAge is the age after which a receipt partial is abandoned: a
 // receipt is written in one round of requests, so a partial this old was
 // left by a carrier killed or cut off while writing it. Removing one still
-// being written would only fail that write; its carrier keeps the
-// entries and writes the receipt again at its next dropoff.
+// being written would only fail that write: its carrier saved the receipt
+// in its buffer first, and takes it home itself.
 const partialMaxAge = 24 * time.Hour
 
 // abandonedPartial: fi is a receipt partial (its age decides).

@@ -176,8 +176,8 @@
 //     keeps a receipt 30 days from when it took it, by its own clock.
 //     A receipt partial a day old by the host's clock (left by a carrier
 //     killed while writing it) is removed; removing one still being
-//     written only fails that write, and its carrier writes the receipt
-//     again at its next dropoff.
+//     written only fails that write: its carrier holds the receipt in its
+//     buffer and takes it home itself.
 //
 // Two carriers appending at once may write the same line twice, and a
 // carrier killed between appending and forgetting appends nothing the next
