@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"bytes"
@@ -19,6 +19,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/messor-sync/messor/internal/durable"
 )
 
 // Entry is one carried file: content Hash, to be delivered to Dest as
@@ -48,35 +50,35 @@ type Entry struct {
 // owner's to read and change.
 const defaultPerm fs.FileMode = 0o600
 
-// deliverPerm is the mode e's file is delivered with: the source's
+// DeliverPerm is the mode e's file is delivered with: the source's
 // permission bits (never setuid, setgid or sticky), or defaultPerm.
-func (e Entry) deliverPerm() fs.FileMode {
+func (e Entry) DeliverPerm() fs.FileMode {
 	if !e.HasPerm {
 		return defaultPerm
 	}
 	return e.Perm & fs.ModePerm
 }
 
-func (e Entry) key() []byte {
+func (e Entry) Key() []byte {
 	return []byte(e.Source + "\x00" + e.Dest + "\x00" + e.Path + "\x00" + e.Hash)
 }
 
-// origin identifies one version of one outbox file.
-type origin struct {
+// Origin identifies one version of one outbox file.
+type Origin struct {
 	Source, Dest, Path string
 	Size               int64
 	MTime              int64 // unix seconds: SFTP v3 carries no more
 }
 
-func (o origin) key() []byte {
+func (o Origin) key() []byte {
 	return []byte(o.Source + "\x00" + o.Dest + "\x00" + o.Path + "\x00" +
 		strconv.FormatInt(o.Size, 10) + "\x00" + strconv.FormatInt(o.MTime, 10))
 }
 
-// partialName is the file name of the buffer partial for this origin:
+// PartialName is the file name of the buffer partial for this origin:
 // a tag of its source host, so a visit can tell its own stale partials,
 // then a hash of the whole origin.
-func (o origin) partialName() string {
+func (o Origin) PartialName() string {
 	h := sha256.Sum256(o.key())
 	return sourceTag(o.Source) + "-" + hex.EncodeToString(h[:16])
 }
@@ -86,12 +88,12 @@ func sourceTag(source string) string {
 	return hex.EncodeToString(h[:4])
 }
 
-// dropStalePartials removes the partial downloads from source that belong
+// DropStalePartials removes the partial downloads from source that belong
 // to no file in keep (partial names of the files its outbox lists now):
 // their source changed or went away, so they can never be resumed. Their
 // bytes no longer count against the limit. Call it before fetching from
 // source.
-func (b *Buffer) dropStalePartials(source string, keep map[string]bool) (n int, freed int64) {
+func (b *Buffer) DropStalePartials(source string, keep map[string]bool) (n int, freed int64) {
 	dir := filepath.Join(b.dir, "partial")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -129,7 +131,7 @@ type objectRec struct {
 var (
 	bucketEntries = []byte("entries") // Entry.key -> storedEntry (record.go)
 	bucketObjects = []byte("objects") // hex hash -> objectRec
-	bucketCarried = []byte("carried") // origin.key -> hex hash, until the outbox file is gone
+	bucketCarried = []byte("carried") // Origin.key -> hex hash, until the outbox file is gone
 	// Batch record files (record.go): how many live entries each holds,
 	// and which name entries no longer live until they are rewritten.
 	bucketRecFiles = []byte("recfiles") // record file name -> live entries (decimal)
@@ -138,10 +140,10 @@ var (
 	allBuckets = [][]byte{bucketEntries, bucketObjects, bucketCarried, bucketRecFiles, bucketRecDirty}
 )
 
-// ErrBufferBusy is returned by OpenBuffer when another run holds the buffer.
-var ErrBufferBusy = errors.New("buffer is in use by another messor run")
+// ErrBusy is returned by Open when another run holds the buffer.
+var ErrBusy = errors.New("buffer is in use by another messor run")
 
-// ErrIndexCorrupt is returned by OpenBuffer when the index cannot be read.
+// ErrIndexCorrupt is returned by Open when the index cannot be read.
 var ErrIndexCorrupt = errors.New("buffer index is corrupt")
 
 // Buffer is the carrier's local store: content-addressed objects under
@@ -172,22 +174,22 @@ type Buffer struct {
 	reserved int64 // bytes reserved by downloads in flight
 }
 
-// OpenBuffer opens (creating it if needed) the buffer in dir with the given
-// limit in bytes. It fails with ErrBufferBusy when another run has it open,
+// Open opens (creating it if needed) the buffer in dir with the given
+// limit in bytes. It fails with ErrBusy when another run has it open,
 // and ErrIndexCorrupt when the index is damaged, missing or empty while
 // the buffer holds records of carried files. What a crash left between
 // storing and indexing is indexed or kept aside, never deleted (check).
-func OpenBuffer(dir string, limit int64) (*Buffer, error) {
-	return openBuffer(dir, limit, false)
+func Open(dir string, limit int64) (*Buffer, error) {
+	return open(dir, limit, false)
 }
 
-// OpenBufferReadOnly opens the buffer for inspection (status). It shares the
+// OpenReadOnly opens the buffer for inspection (status). It shares the
 // lock with other readers only.
-func OpenBufferReadOnly(dir string) (*Buffer, error) {
-	return openBuffer(dir, 0, true)
+func OpenReadOnly(dir string) (*Buffer, error) {
+	return open(dir, 0, true)
 }
 
-func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
+func open(dir string, limit int64, ro bool) (*Buffer, error) {
 	if !ro {
 		if err := makeLayout(dir); err != nil {
 			return nil, fmt.Errorf("buffer %s: %w", dir, err)
@@ -212,7 +214,7 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 	}
 	db, err := openIndex(dbPath, ro)
 	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("buffer %s: %w (wait for it to finish, or stop it)", dir, ErrBufferBusy)
+		return nil, fmt.Errorf("buffer %s: %w (wait for it to finish, or stop it)", dir, ErrBusy)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("buffer %s: %w: %w; %s", dir, ErrIndexCorrupt, err, recoverHint)
@@ -393,7 +395,7 @@ func (b *Buffer) check() error {
 	moved, err := b.quarantineObjects(func(hash string) bool { return known[hash] })
 	if len(moved) > 0 {
 		b.note("moved content that neither the index nor a record names to quarantine (kept, not deleted)",
-			"objects", len(moved), "dir", filepath.Join(b.dir, quarantineDir))
+			"objects", len(moved), "dir", filepath.Join(b.dir, QuarantineDir))
 	}
 	if err != nil {
 		return fmt.Errorf("buffer %s: %w", b.dir, err)
@@ -526,7 +528,7 @@ func (b *Buffer) adoptRecords() error {
 		b.note("found carried files the index did not list (a crash before the index recorded them, or an index that lost them): carrying them", "files", adopted)
 	}
 	if moved > 0 {
-		b.note("moved record files naming nothing that could be carried to quarantine (kept, not deleted)", "files", moved, "dir", filepath.Join(b.dir, quarantineDir))
+		b.note("moved record files naming nothing that could be carried to quarantine (kept, not deleted)", "files", moved, "dir", filepath.Join(b.dir, QuarantineDir))
 	}
 	return nil
 }
@@ -539,7 +541,7 @@ func (b *Buffer) adoptRecordFile(p string, verified map[string]bool) (int, error
 	b.db.View(func(tx *bolt.Tx) error {
 		eb := tx.Bucket(bucketEntries)
 		for _, e := range es {
-			if eb.Get(e.key()) == nil {
+			if eb.Get(e.Key()) == nil {
 				missing = append(missing, e)
 			}
 		}
@@ -580,8 +582,8 @@ func (b *Buffer) adoptRecordFile(p string, verified map[string]bool) (int, error
 func recount(tx *bolt.Tx, name string, es []Entry) error {
 	eb, seen, n := tx.Bucket(bucketEntries), map[string]bool{}, 0
 	for _, e := range es {
-		if v := eb.Get(e.key()); v != nil && recOf(v) == name && !seen[string(e.key())] {
-			seen[string(e.key())] = true
+		if v := eb.Get(e.Key()); v != nil && recOf(v) == name && !seen[string(e.Key())] {
+			seen[string(e.Key())] = true
 			n++
 		}
 	}
@@ -694,10 +696,10 @@ func bufferID(dir string, ro bool) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(raw[:])
-	if err := writeFileSync(p, []byte(id+"\n")); err != nil {
+	if err := durable.WriteFile(p, []byte(id+"\n")); err != nil {
 		return "", err
 	}
-	return id, syncDir(dir)
+	return id, durable.SyncDir(dir)
 }
 
 // Dir is the buffer's directory.
@@ -721,10 +723,10 @@ func (b *Buffer) Stored() int64 {
 	return b.stored
 }
 
-// reserve claims n bytes of the limit for a download whose partial already
+// Reserve claims n bytes of the limit for a download whose partial already
 // holds have bytes (counted among partials). It reports false, claiming
 // nothing, when that would overshoot the limit.
-func (b *Buffer) reserve(n, have int64) bool {
+func (b *Buffer) Reserve(n, have int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.stored+max(0, b.partials-have)+b.reserved+n > b.limit {
@@ -735,17 +737,17 @@ func (b *Buffer) reserve(n, have int64) bool {
 	return true
 }
 
-// unreserve gives back a reservation of n bytes; keep bytes stay on disk as
+// Unreserve gives back a reservation of n bytes; keep bytes stay on disk as
 // a partial for a later resume.
-func (b *Buffer) unreserve(n, keep int64) {
+func (b *Buffer) Unreserve(n, keep int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.reserved -= n
 	b.partials += keep
 }
 
-func (b *Buffer) partialPath(o origin) string {
-	return filepath.Join(b.dir, "partial", o.partialName())
+func (b *Buffer) PartialPath(o Origin) string {
+	return filepath.Join(b.dir, "partial", o.PartialName())
 }
 
 // ObjectPath is where the content with this hex hash is stored.
@@ -753,9 +755,9 @@ func (b *Buffer) ObjectPath(hash string) string {
 	return filepath.Join(b.dir, "objects", hash[:2], hash)
 }
 
-// carried reports whether this version of an outbox file was committed and
+// Carried reports whether this version of an outbox file was committed and
 // its outbox copy may still exist.
-func (b *Buffer) carried(origins []origin) ([]bool, error) {
+func (b *Buffer) Carried(origins []Origin) ([]bool, error) {
 	out := make([]bool, len(origins))
 	err := b.db.View(func(tx *bolt.Tx) error {
 		cb, eb := tx.Bucket(bucketCarried), tx.Bucket(bucketEntries)
@@ -767,7 +769,7 @@ func (b *Buffer) carried(origins []origin) ([]bool, error) {
 	return out, err
 }
 
-func carriedIn(cb, eb *bolt.Bucket, o origin) bool {
+func carriedIn(cb, eb *bolt.Bucket, o Origin) bool {
 	v := cb.Get(o.key())
 	if v == nil {
 		return false
@@ -790,10 +792,10 @@ func carriedIn(cb, eb *bolt.Bucket, o origin) bool {
 	return false
 }
 
-// carriedPaths calls f with the destination and path of each of source's
+// CarriedPaths calls f with the destination and path of each of source's
 // outbox files that has a carried record (whether or not its entry is
 // still held).
-func (b *Buffer) carriedPaths(source string, f func(dest, p string)) error {
+func (b *Buffer) CarriedPaths(source string, f func(dest, p string)) error {
 	prefix := []byte(source + "\x00")
 	return b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketCarried).Cursor()
@@ -810,9 +812,9 @@ func (b *Buffer) carriedPaths(source string, f func(dest, p string)) error {
 // removed.
 var removalFailed = []byte("\x00removal-failed")
 
-// removeFailed records that the outbox copy of o could not be removed: it
+// RemoveFailed records that the outbox copy of o could not be removed: it
 // is carried once and never again while it stays.
-func (b *Buffer) removeFailed(o origin) error {
+func (b *Buffer) RemoveFailed(o Origin) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
 		cb := tx.Bucket(bucketCarried)
 		v := cb.Get(o.key())
@@ -823,41 +825,41 @@ func (b *Buffer) removeFailed(o origin) error {
 	})
 }
 
-// forgetCarried records that the outbox copy of o is gone. It is grouped
+// ForgetCarried records that the outbox copy of o is gone. It is grouped
 // with other index changes; losing it in a crash only leaves a record that
 // makes a later visit remove an identical outbox file without carrying it
 // twice.
-func (b *Buffer) forgetCarried(o origin) {
+func (b *Buffer) ForgetCarried(o Origin) {
 	b.queue(&op{kind: opForget, o: o})
 }
 
-// commit stores the partial file at partial as the object for e.Hash (or
+// Commit stores the partial file at partial as the object for e.Hash (or
 // drops it when that content is stored already), makes it durable, and
 // records e and its origin in the index. reserved is the reservation this
 // download held. dedup reports that the content was stored already.
 // Commits from concurrent callers are grouped: one filesystem sync and one
 // index transaction for all of them.
-func (b *Buffer) commit(e Entry, o origin, partial string, reserved int64) (dedup bool, err error) {
+func (b *Buffer) Commit(e Entry, o Origin, partial string, reserved int64) (dedup bool, err error) {
 	r := b.do(&op{kind: opCommit, e: e, o: o, partial: partial, reserved: reserved})
 	return r.dedup, r.err
 }
 
-// commitData is commit for content held in memory (a small file): it is
+// CommitData is commit for content held in memory (a small file): it is
 // written straight under its content's name.
-func (b *Buffer) commitData(e Entry, o origin, data []byte, reserved int64) (dedup bool, err error) {
+func (b *Buffer) CommitData(e Entry, o Origin, data []byte, reserved int64) (dedup bool, err error) {
 	r := b.do(&op{kind: opCommit, e: e, o: o, data: data, reserved: reserved})
 	return r.dedup, r.err
 }
 
-// release removes a delivered entry, and its object once no entry uses it.
+// Release removes a delivered entry, and its object once no entry uses it.
 // It is queued, not waited for (flush does): lost in a crash, the entry is
 // simply found delivered already on the next visit.
-func (b *Buffer) release(e Entry) {
+func (b *Buffer) Release(e Entry) {
 	b.queue(&op{kind: opRelease, e: e})
 }
 
-// log reports a problem the buffer met in the background.
-func (b *Buffer) log(msg string, err error) {
+// Log reports a problem the buffer met in the background.
+func (b *Buffer) Log(msg string, err error) {
 	if b.logger != nil {
 		b.logger.Warn(msg, "buffer", b.dir, "err", err)
 	}
@@ -900,15 +902,6 @@ func (b *Buffer) Entries() ([]Entry, error) {
 	return out, nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // makeLayout creates the buffer's directories, the 256 object prefix
 // directories among them, and makes them durable once, so that a commit
 // never depends on a directory entry that was not synced.
@@ -928,7 +921,7 @@ func makeLayout(dir string) error {
 		}
 	}
 	for _, d := range []string{objects, dir} {
-		if err := syncDir(d); err != nil {
+		if err := durable.SyncDir(d); err != nil {
 			return err
 		}
 	}
