@@ -59,11 +59,15 @@ func (e Entry) DeliverPerm() fs.FileMode {
 	return e.Perm & fs.ModePerm
 }
 
+// Key identifies e in the index: source, destination, path and content
+// hash. Two entries with the same Key are the same carried file.
 func (e Entry) Key() []byte {
 	return []byte(e.Source + "\x00" + e.Dest + "\x00" + e.Path + "\x00" + e.Hash)
 }
 
-// Origin identifies one version of one outbox file.
+// Origin identifies one version of one outbox file: the carried record
+// of a committed entry is kept under it until the outbox file is gone
+// (ForgetCarried), so a later visit never carries it twice.
 type Origin struct {
 	Source, Dest, Path string
 	Size               int64
@@ -746,6 +750,8 @@ func (b *Buffer) Unreserve(n, keep int64) {
 	b.partials += keep
 }
 
+// PartialPath is where the partial download of o is kept until it is
+// committed (or found stale by DropStalePartials).
 func (b *Buffer) PartialPath(o Origin) string {
 	return filepath.Join(b.dir, "partial", o.PartialName())
 }
@@ -844,7 +850,7 @@ func (b *Buffer) Commit(e Entry, o Origin, partial string, reserved int64) (dedu
 	return r.dedup, r.err
 }
 
-// CommitData is commit for content held in memory (a small file): it is
+// CommitData is Commit for content held in memory (a small file): it is
 // written straight under its content's name.
 func (b *Buffer) CommitData(e Entry, o Origin, data []byte, reserved int64) (dedup bool, err error) {
 	r := b.do(&op{kind: opCommit, e: e, o: o, data: data, reserved: reserved})
@@ -852,13 +858,15 @@ func (b *Buffer) CommitData(e Entry, o Origin, data []byte, reserved int64) (ded
 }
 
 // Release removes a delivered entry, and its object once no entry uses it.
-// It is queued, not waited for (flush does): lost in a crash, the entry is
+// It is queued, not waited for (Flush does): lost in a crash, the entry is
 // simply found delivered already on the next visit.
 func (b *Buffer) Release(e Entry) {
 	b.queue(&op{kind: opRelease, e: e})
 }
 
-// Log reports a problem the buffer met in the background.
+// Log reports a problem met in the background (by the buffer, or by the
+// carrier with its files in the buffer) where SetLogger said, as a warning
+// naming the buffer; nowhere before SetLogger.
 func (b *Buffer) Log(msg string, err error) {
 	if b.logger != nil {
 		b.logger.Warn(msg, "buffer", b.dir, "err", err)

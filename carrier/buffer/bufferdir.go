@@ -37,6 +37,7 @@ type LegacyError struct {
 	Err      error
 }
 
+// Error says which buffer is used and what to do about the other.
 func (e *LegacyError) Error() string {
 	if e.Link != "" {
 		return fmt.Sprintf("using the buffer at %s, a symbolic link to %s, in place (not moved to %s, the new default); "+
@@ -52,6 +53,7 @@ func (e *LegacyError) Error() string {
 		e.Old, e.New, e.Old)
 }
 
+// Unwrap returns why the legacy buffer could not be moved, if it was tried.
 func (e *LegacyError) Unwrap() error { return e.Err }
 
 // MoveLegacy finds the buffer to use by default: dir (see

@@ -64,8 +64,8 @@ func (b *Buffer) startCommitter() {
 }
 
 // queue hands o to the committer without waiting: it is applied with the
-// next batch (flush waits for that). For index changes whose loss in a
-// crash is harmless (see forgetCarried and release).
+// next batch (Flush waits for that). For index changes whose loss in a
+// crash is harmless (see ForgetCarried and Release).
 func (b *Buffer) queue(o *op) {
 	if b.ops == nil {
 		return

@@ -22,7 +22,7 @@ func (b *Buffer) CarriedFor(dest, path string) ([]Entry, error) {
 	}), nil
 }
 
-// Drop takes ents out of the buffer as a delivery does (release): each
+// Drop takes ents out of the buffer as a delivery does (Release): each
 // entry's index entry, record line and, once no entry uses it, object go
 // in one index transaction, so that a kill leaves each file either carried
 // or dropped, with records and index agreeing; dropping again finishes.

@@ -1,7 +1,7 @@
 // Package durable writes files so that they survive a crash: whole or not
 // at all, and with the directory entries that name them synced. The
-// carrier's buffer (carrier/buffer) and the carrier's own files in the
-// buffer's directory (receipts, keys) are written through it.
+// carrier's buffer (carrier/buffer) and the carrier's own files (receipts in
+// the buffer's directory, its SSH key) are written through it.
 package durable
 
 import (
@@ -44,10 +44,10 @@ func WriteFile(p string, data []byte) error {
 	return SyncDir(filepath.Dir(p))
 }
 
-// WriteNew creates p, which must not exist, with data; the caller
-// makes it durable before it indexes anything that p describes. (No
-// temporary name: a record file torn by a crash describes entries that were
-// never indexed, and is dropped at open.)
+// WriteNew creates p, which must not exist, with data, and does not sync
+// it: the caller makes it durable (Sync) before it relies on it. A failed
+// write removes p. (No temporary name: the buffer's record file torn by a
+// crash describes entries that were never indexed, and is dropped at open.)
 func WriteNew(p string, data []byte) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
