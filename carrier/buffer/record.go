@@ -282,24 +282,11 @@ func Recover(dir string) (*RecoverReport, error) {
 		defer unlock()
 	}
 	b := &Buffer{dir: dir}
-	recs, err := b.recordFiles()
+	verified := map[string]bool{}
+	ents, err := b.recoverable(rep, verified)
 	if err != nil {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
-	verified := map[string]bool{}
-	type found struct {
-		e    Entry
-		file string // batch record file name; "" for a one-entry record
-	}
-	var ents []found
-	for _, p := range recs {
-		es, lost := b.readVerified(p, verified)
-		rep.Lost = append(rep.Lost, lost...)
-		for _, e := range es {
-			ents = append(ents, found{e, batchName(p)})
-		}
-	}
-
 	tmp := dbPath + ".rebuild"
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
@@ -316,28 +303,7 @@ func Recover(dir string) (*RecoverReport, error) {
 		return nil, fmt.Errorf("buffer %s: new index: %w", dir, err)
 	}
 	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error { // fsynced when it commits
-		rep.Restored = 0
-		if err := createBuckets(tx); err != nil {
-			return err
-		}
-		for _, f := range ents {
-			added, _, err := indexEntry(tx, f.e, f.file)
-			if err != nil {
-				return err
-			}
-			if added {
-				rep.Restored++
-			}
-		}
-		for _, f := range ents {
-			if err := settleReaddress(tx, f.e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := db.Update(func(tx *bolt.Tx) error { return rebuild(tx, ents, rep) }); err != nil { // fsynced when it commits
 		return nil, fmt.Errorf("buffer %s: rebuild index: %w", dir, err)
 	}
 	// Keep, rather than let an open delete, objects nobody names.
@@ -359,6 +325,55 @@ func Recover(dir string) (*RecoverReport, error) {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
 	return rep, db.Close()
+}
+
+// recovered is an entry found in a record file, whose object verifies.
+type recovered struct {
+	e    Entry
+	file string // batch record file name; "" for a one-entry record
+}
+
+// recoverable reads every record file and returns the entries whose object
+// verifies (verified caches hashes checked); what it cannot recover goes to
+// rep.Lost.
+func (b *Buffer) recoverable(rep *RecoverReport, verified map[string]bool) ([]recovered, error) {
+	recs, err := b.recordFiles()
+	if err != nil {
+		return nil, err
+	}
+	var ents []recovered
+	for _, p := range recs {
+		es, lost := b.readVerified(p, verified)
+		rep.Lost = append(rep.Lost, lost...)
+		for _, e := range es {
+			ents = append(ents, recovered{e, batchName(p)})
+		}
+	}
+	return ents, nil
+}
+
+// rebuild fills a new index (tx) with ents, then settles the readdresses
+// a crash cut off, and counts in rep.Restored the entries it indexed.
+func rebuild(tx *bolt.Tx, ents []recovered, rep *RecoverReport) error {
+	rep.Restored = 0
+	if err := createBuckets(tx); err != nil {
+		return err
+	}
+	for _, f := range ents {
+		added, _, err := indexEntry(tx, f.e, f.file)
+		if err != nil {
+			return err
+		}
+		if added {
+			rep.Restored++
+		}
+	}
+	for _, f := range ents {
+		if err := settleReaddress(tx, f.e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // recordFiles lists the buffer's record files, older buffers' first. A
