@@ -1,7 +1,7 @@
 // Package buffer is the carrier's local store of carried files: what a
 // pickup took from a source's outbox and a dropoff has not yet delivered.
-// It is crash-safe: a carrier killed at any moment, or a phone whose battery
-// dies, loses no carried file and delivers none twice.
+// It is crash-safe: a carrier killed at any moment loses no carried file
+// (see Crash safety and recovery).
 //
 // # Layout on disk
 //
@@ -72,7 +72,13 @@
 // the records: every entry whose object is present and verifies (SHA-256).
 // The new index is built beside the old one, made durable and renamed over
 // it; killed at any moment, it leaves the old index or the new one whole,
-// and never removes a record or an object. Objects no record names go to
+// and never removes a record or an object. Nothing delivered comes back,
+// except where the index lost a record file's mark for a rewrite with
+// it: such a file may name delivered entries, which are then delivered
+// again (found at their destination, or left as a second copy). The
+// outbox copies of files committed but not yet removed are not
+// remembered: the next pickup carries such a file again and, its content
+// being stored already, keeps one copy. Objects no record names go to
 // quarantine/; a missing one a record names is taken back from there where
 // a copy verifies.
 //
