@@ -92,7 +92,7 @@ func (c *Carrier) startBatches(ctx context.Context, s *Session, take []candidate
 		if cd.Size > batchFileMax {
 			continue
 		}
-		if _, err := os.Lstat(c.buf.partialPath(cd.origin(s.Host.Name))); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(c.buf.PartialPath(cd.origin(s.Host.Name))); errors.Is(err, fs.ErrNotExist) {
 			small = append(small, cd)
 		}
 	}
@@ -195,13 +195,13 @@ func (bt *batches) wait(ctx context.Context, cd candidate) (data []byte, batched
 // keepBatched commits a file whose bytes came in an archive, as
 // fetchSmall does one it read.
 func (c *Carrier) keepBatched(ctx context.Context, s *Session, cd candidate, data []byte, tr Tracker) (fetchResult, error) {
-	if !c.buf.reserve(cd.Size, 0) {
+	if !c.buf.Reserve(cd.Size, 0) {
 		return fetchResult{}, errNoRoom
 	}
 	tr.Add(int64(len(data)))
 	res, err := c.keepSmall(ctx, s, cd, cd.origin(s.Host.Name), path.Join(protocol.OutboxDir(cd.Dest), cd.Path), data)
 	if err != nil {
-		c.buf.unreserve(cd.Size, 0)
+		c.buf.Unreserve(cd.Size, 0)
 	}
 	return res, err
 }

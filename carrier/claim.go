@@ -9,6 +9,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/messor-sync/messor/carrier/buffer"
 	"github.com/messor-sync/messor/protocol"
 )
 
@@ -75,14 +76,14 @@ type foundClaim struct {
 // committed in the buffer as o: claim, check, remove. A claimed file that
 // is not that version is put back (errNotCarried); remote gone already is
 // not an error.
-func (c *Carrier) claimAndRemove(s *Session, cd candidate, o origin, remote string) error {
+func (c *Carrier) claimAndRemove(s *Session, cd candidate, o buffer.Origin, remote string) error {
 	return c.claimCheckRemove(s, cd, o, remote, nil)
 }
 
 // claimCheckRemove is claimAndRemove where, when check is not nil, the
 // claimed file of cd's size and mtime must also pass check (given the
 // claim's path); errChanged from it puts the file back as another version.
-func (c *Carrier) claimCheckRemove(s *Session, cd candidate, o origin, remote string, check func(claim string) error) error {
+func (c *Carrier) claimCheckRemove(s *Session, cd candidate, o buffer.Origin, remote string, check func(claim string) error) error {
 	dir, base := path.Split(remote)
 	name, err := protocol.ClaimName(base, c.claimID(), c.opts.Now())
 	if err != nil {
@@ -91,7 +92,7 @@ func (c *Carrier) claimCheckRemove(s *Session, cd candidate, o origin, remote st
 	claim := dir + name
 	if err := s.sftp.Rename(remote, claim); err != nil {
 		if _, serr := s.sftp.Lstat(remote); errors.Is(serr, fs.ErrNotExist) {
-			c.buf.forgetCarried(o) // gone: another carrier, or the user
+			c.buf.ForgetCarried(o) // gone: another carrier, or the user
 			return nil
 		}
 		c.markRemoveFailed(o)
@@ -118,7 +119,7 @@ func (c *Carrier) claimCheckRemove(s *Session, cd candidate, o origin, remote st
 	if err != nil {
 		// Another version was saved over the file since it was read: the
 		// version carried is gone, the claimed one goes back.
-		c.buf.forgetCarried(o)
+		c.buf.ForgetCarried(o)
 		to, perr := c.putBack(s, claim, remote)
 		if errors.Is(perr, errClaimGone) {
 			// Put back (or carried) by another carrier that took
@@ -140,7 +141,7 @@ func (c *Carrier) claimCheckRemove(s *Session, cd candidate, o origin, remote st
 		c.markRemoveFailed(o)
 		return fmt.Errorf("host %s: remove %s: %w", s.Host.Name, claim, err)
 	}
-	c.buf.forgetCarried(o)
+	c.buf.ForgetCarried(o)
 	return nil
 }
 
@@ -155,8 +156,8 @@ func (c *Carrier) claimID() string {
 	return hex.EncodeToString(h[:8])
 }
 
-func (c *Carrier) markRemoveFailed(o origin) {
-	if err := c.buf.removeFailed(o); err != nil {
+func (c *Carrier) markRemoveFailed(o buffer.Origin) {
+	if err := c.buf.RemoveFailed(o); err != nil {
 		c.log.Warn("index", "err", err)
 	}
 }
@@ -226,15 +227,15 @@ func (c *Carrier) settleClaims(s *Session, claims []foundClaim, r *HostReport) {
 		claim, orig := path.Join(base, fc.Name), path.Join(base, name)
 		shown := path.Join(fc.Dest, fc.Dir, name)
 		if own && exact && !fc.Keep {
-			o := origin{s.Host.Name, fc.Dest, path.Join(fc.Dir, name), fc.Size, fc.MTime.Unix()}
-			carried, err := c.buf.carried([]origin{o})
+			o := buffer.Origin{Source: s.Host.Name, Dest: fc.Dest, Path: path.Join(fc.Dir, name), Size: fc.Size, MTime: fc.MTime.Unix()}
+			carried, err := c.buf.Carried([]buffer.Origin{o})
 			if err == nil && carried[0] {
 				if err := s.sftp.Remove(claim); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					r.Skipped = append(r.Skipped, FileNote{shown, "carried, cannot remove its claim from the outbox"})
 					c.log.Warn("carried, cannot remove its claim", "host", s.Host.Name, "path", claim, "err", err)
 					continue
 				}
-				c.buf.forgetCarried(o)
+				c.buf.ForgetCarried(o)
 				r.Already++
 				continue
 			}
@@ -274,7 +275,7 @@ func longKey(dest, dir, hash string) string { return dest + "\x00" + dir + "\x00
 
 func (c *Carrier) longNames(s *Session) longNames {
 	idx := longNames{}
-	err := c.buf.carriedPaths(s.Host.Name, func(dest, p string) {
+	err := c.buf.CarriedPaths(s.Host.Name, func(dest, p string) {
 		base := path.Base(p)
 		h := sha256.Sum256([]byte(base))
 		k := longKey(dest, path.Dir(p), hex.EncodeToString(h[:])[:shortHashLen])

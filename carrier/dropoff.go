@@ -176,7 +176,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	syncs.close()
 	c.receiptAndRelease(ctx, s, delivered, r)
 	c.exchangeReceipts(ctx, s, r)
-	if err := c.buf.flush(); err != nil {
+	if err := c.buf.Flush(); err != nil {
 		r.Err = err
 	}
 	r.Elapsed = time.Since(start)
@@ -340,7 +340,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err := c.upload(ctx, s, e, partial, want, tr); err != nil {
 		return false, err
 	}
-	if perm := e.deliverPerm(); perm != writingPerm(perm) {
+	if perm := e.DeliverPerm(); perm != writingPerm(perm) {
 		if err := s.sftp.Chmod(partial, perm); err != nil {
 			return false, fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, partial, err)
 		}
@@ -481,7 +481,7 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		// A carrier killed after giving the partial a read-only
 		// source's mode (before the rename) left it unwritable to the
 		// host's user (TestReadOnlyPartialResumed).
-		if s.sftp.Chmod(partial, writingPerm(e.deliverPerm())) == nil {
+		if s.sftp.Chmod(partial, writingPerm(e.DeliverPerm())) == nil {
 			f, err = s.sftp.OpenFile(partial, flags)
 		}
 	}
@@ -492,9 +492,9 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	// Before any byte is written: it was created 0600 (privateCreates) or,
 	// by a server that ignores the mode asked, 0666 less its umask; the
 	// file is to be no more readable than its source.
-	if err := f.Chmod(writingPerm(e.deliverPerm())); err != nil {
+	if err := f.Chmod(writingPerm(e.DeliverPerm())); err != nil {
 		// Some servers set attributes only by path.
-		if err2 := s.sftp.Chmod(partial, writingPerm(e.deliverPerm())); err2 != nil {
+		if err2 := s.sftp.Chmod(partial, writingPerm(e.DeliverPerm())); err2 != nil {
 			return fmt.Errorf("host %s: chmod %s: %w", s.Host.Name, partial, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/messor-sync/messor/carrier/buffer"
 	"github.com/messor-sync/messor/discovery"
 )
 
@@ -28,11 +29,11 @@ func (c *Carrier) pickupPlan(ctx context.Context, h discovery.Host) *HostReport 
 	r.NoOutbox = l.noOutbox
 	l.markKeep()
 	cands := c.unleased(ctx, s, l, notes)
-	origins := make([]origin, len(cands))
+	origins := make([]buffer.Origin, len(cands))
 	for i, cd := range cands {
 		origins[i] = cd.origin(s.Host.Name)
 	}
-	carried, err := c.buf.carried(origins)
+	carried, err := c.buf.Carried(origins)
 	if err != nil {
 		r.Err = fmt.Errorf("host %s: %w", s.Host.Name, err)
 		return r

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/messor-sync/messor/discovery"
+	"github.com/messor-sync/messor/internal/durable"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -135,7 +136,7 @@ func GenerateKey(home, comment string) (*CarrierKey, error) {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	k := &CarrierKey{File: file, Public: sshPub, Comment: comment, Dedicated: true}
-	if err := writeNewFile(file, pem.EncodeToMemory(block)); err != nil { // 0600
+	if err := durable.WriteNew(file, pem.EncodeToMemory(block)); err != nil { // 0600
 		return nil, fmt.Errorf("generate key %s: %w", file, err)
 	}
 	pubLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + comment + "\n"
@@ -152,7 +153,7 @@ func GenerateKey(home, comment string) (*CarrierKey, error) {
 func replaceFile(p string, data []byte, perm os.FileMode) error {
 	tmp := p + ".tmp"
 	os.Remove(tmp)
-	if err := writeNewFile(tmp, data); err != nil {
+	if err := durable.WriteNew(tmp, data); err != nil {
 		return err
 	}
 	if err := os.Chmod(tmp, perm); err != nil {

@@ -215,7 +215,7 @@ func (c *Carrier) dropLease(s *Session, dest, p, remote string) error {
 
 func (b *Buffer) leaseNote(source, dest, p string) string {
 	h := sha256.Sum256([]byte(dest + "\x00" + p))
-	return filepath.Join(b.dir, leasesDir, source, hex.EncodeToString(h[:16]))
+	return filepath.Join(b.Dir(), leasesDir, source, hex.EncodeToString(h[:16]))
 }
 
 // noteLease remembers a lease this carrier wrote (for status only: not
@@ -233,11 +233,11 @@ func (b *Buffer) forgetLease(source, dest, p string) { os.Remove(b.leaseNote(sou
 // have not expired at now.
 func (b *Buffer) liveLeases(now time.Time) map[string]int {
 	out := map[string]int{}
-	hosts, _ := os.ReadDir(filepath.Join(b.dir, leasesDir))
+	hosts, _ := os.ReadDir(filepath.Join(b.Dir(), leasesDir))
 	for _, h := range hosts {
-		files, _ := os.ReadDir(filepath.Join(b.dir, leasesDir, h.Name()))
+		files, _ := os.ReadDir(filepath.Join(b.Dir(), leasesDir, h.Name()))
 		for _, f := range files {
-			data, err := os.ReadFile(filepath.Join(b.dir, leasesDir, h.Name(), f.Name()))
+			data, err := os.ReadFile(filepath.Join(b.Dir(), leasesDir, h.Name(), f.Name()))
 			if err != nil {
 				continue
 			}

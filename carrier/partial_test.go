@@ -6,41 +6,9 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/pkg/sftp"
 )
-
-func TestDropStalePartials(t *testing.T) {
-	dir := t.TempDir()
-	mtime := time.Now().Unix()
-	live := origin{"alpha", "beta", "a.txt", 100, mtime}
-	gone := origin{"alpha", "beta", "old.txt", 100, mtime}
-	other := origin{"gamma", "beta", "x", 100, mtime}
-	// Partials left by an earlier run.
-	os.MkdirAll(filepath.Join(dir, "partial"), 0o700)
-	for _, o := range []origin{live, gone, other} {
-		os.WriteFile(filepath.Join(dir, "partial", o.partialName()), make([]byte, 40), 0o600)
-	}
-	b, err := OpenBuffer(dir, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if b.Used() != 120 {
-		t.Fatalf("partials count %d bytes, want 120", b.Used())
-	}
-	n, freed := b.dropStalePartials("alpha", map[string]bool{live.partialName(): true})
-	if n != 1 || freed != 40 || b.Used() != 80 {
-		t.Fatalf("dropped %d (%d bytes), used %d; want 1, 40, 80", n, freed, b.Used())
-	}
-	for o, want := range map[origin]bool{live: true, gone: false, other: true} {
-		_, err := os.Stat(b.partialPath(o))
-		if (err == nil) != want {
-			t.Errorf("%s: exists=%v, want %v", o.Path, err == nil, want)
-		}
-	}
-}
 
 // failingWriter passes writes on until fail is set, then fails them with
 // io.EOF, as an SSH channel whose link dropped does.

@@ -21,7 +21,9 @@ import (
 
 	"github.com/pkg/sftp"
 
+	"github.com/messor-sync/messor/carrier/buffer"
 	"github.com/messor-sync/messor/discovery"
+	"github.com/messor-sync/messor/internal/durable"
 	"github.com/messor-sync/messor/protocol"
 )
 
@@ -59,7 +61,7 @@ func (c *Carrier) PickupHost(ctx context.Context, h discovery.Host) *HostReport 
 	defer disarm()
 	go s.caps(ctx) // alongside the first SFTP work: a stock host's shell starts once, early
 	c.pickup(ctx, s, r)
-	if err := c.buf.flush(); err != nil && r.Err == nil {
+	if err := c.buf.Flush(); err != nil && r.Err == nil {
 		r.Err = err
 	}
 	r.Elapsed = time.Since(start)
@@ -96,9 +98,9 @@ func (c *Carrier) pickup(ctx context.Context, s *Session, r *HostReport) {
 		if l.complete {
 			keep := map[string]bool{}
 			for _, cd := range l.cands {
-				keep[cd.origin(s.Host.Name).partialName()] = true
+				keep[cd.origin(s.Host.Name).PartialName()] = true
 			}
-			if n, freed := c.buf.dropStalePartials(s.Host.Name, keep); n > 0 {
+			if n, freed := c.buf.DropStalePartials(s.Host.Name, keep); n > 0 {
 				c.log.Info("dropped partial downloads whose source changed or went away", "host", s.Host.Name, "files", n, "bytes", freed)
 			}
 		}
@@ -141,11 +143,11 @@ func (c *Carrier) carryListed(ctx context.Context, s *Session, cands []candidate
 	r := notes.r
 	// Files committed before whose outbox copy is still there: a crash
 	// between commit and removal, or a file we may not remove.
-	origins := make([]origin, len(cands))
+	origins := make([]buffer.Origin, len(cands))
 	for i, cd := range cands {
 		origins[i] = cd.origin(s.Host.Name)
 	}
-	carried, err := c.buf.carried(origins)
+	carried, err := c.buf.Carried(origins)
 	if err != nil {
 		return false, 0, fmt.Errorf("host %s: %w", s.Host.Name, err)
 	}
@@ -535,7 +537,7 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	var res fetchResult
 	o := cd.origin(s.Host.Name)
 	remote := path.Join(protocol.OutboxDir(cd.Dest), cd.Path)
-	pp := c.buf.partialPath(o)
+	pp := c.buf.PartialPath(o)
 	if cd.Size <= smallFile {
 		if _, err := os.Lstat(pp); errors.Is(err, fs.ErrNotExist) {
 			return c.fetchSmall(ctx, s, cd, o, remote, tr)
@@ -552,7 +554,7 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
 	}
 	have := st.Size()
-	if !c.buf.reserve(cd.Size, have) {
+	if !c.buf.Reserve(cd.Size, have) {
 		return res, errNoRoom
 	}
 	committed := false
@@ -564,7 +566,7 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 			if st, err := os.Stat(pp); err == nil {
 				keep = st.Size()
 			}
-			c.buf.unreserve(cd.Size, keep)
+			c.buf.Unreserve(cd.Size, keep)
 		}
 	}()
 	if have > cd.Size {
@@ -626,7 +628,7 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	if err := lf.Close(); err != nil {
 		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
 	}
-	res, err = c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.commit(e, o, pp, cd.Size) })
+	res, err = c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.Commit(e, o, pp, cd.Size) })
 	committed = err == nil
 	return res, err
 }
@@ -667,15 +669,15 @@ func (c *Carrier) checkPartial(ctx context.Context, s *Session, remote string, l
 // fetchSmall carries a small file that has no partial: one read of all of
 // it (and one byte more, to see it end where it should), held in memory and
 // written into the buffer at commit, straight under its content's name.
-func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o origin, remote string, tr Tracker) (fetchResult, error) {
+func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o buffer.Origin, remote string, tr Tracker) (fetchResult, error) {
 	var res fetchResult
-	if !c.buf.reserve(cd.Size, 0) {
+	if !c.buf.Reserve(cd.Size, 0) {
 		return res, errNoRoom
 	}
 	committed := false
 	defer func() {
 		if !committed {
-			c.buf.unreserve(cd.Size, 0)
+			c.buf.Unreserve(cd.Size, 0)
 		}
 	}()
 	rf, err := s.sftp.Open(remote)
@@ -700,7 +702,7 @@ func (c *Carrier) fetchSmall(ctx context.Context, s *Session, cd candidate, o or
 // keepSmall commits the bytes read of a small file, once the host shows
 // it still as listed (read whole before this lstat: no change began after
 // the listing and before the read ended), then removes it from the outbox.
-func (c *Carrier) keepSmall(ctx context.Context, s *Session, cd candidate, o origin, remote string, data []byte) (fetchResult, error) {
+func (c *Carrier) keepSmall(ctx context.Context, s *Session, cd candidate, o buffer.Origin, remote string, data []byte) (fetchResult, error) {
 	if err := sameVersion(func() (fs.FileInfo, error) { return s.sftp.Lstat(remote) }, cd); err != nil {
 		return fetchResult{}, err
 	}
@@ -709,12 +711,12 @@ func (c *Carrier) keepSmall(ctx context.Context, s *Session, cd candidate, o ori
 	if err := c.verifySource(ctx, s, remote, cd.Size, sum, false); err != nil {
 		return fetchResult{}, err
 	}
-	return c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.commitData(e, o, data, cd.Size) })
+	return c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.CommitData(e, o, data, cd.Size) })
 }
 
 // commitAndRemove records the carried file in the buffer with commit, then
 // removes it from the outbox.
-func (c *Carrier) commitAndRemove(s *Session, cd candidate, o origin, remote, sum string, commit func(Entry) (dedup bool, err error)) (fetchResult, error) {
+func (c *Carrier) commitAndRemove(s *Session, cd candidate, o buffer.Origin, remote, sum string, commit func(Entry) (dedup bool, err error)) (fetchResult, error) {
 	e := Entry{Source: s.Host.Name, Dest: cd.Dest, Path: cd.Path, Hash: sum, Size: cd.Size, MTime: cd.MTime, PickedAt: c.opts.Now(),
 		Perm: cd.Perm, HasPerm: true}
 	dedup, err := commit(e)
@@ -750,7 +752,7 @@ func (c *Carrier) verifySource(ctx context.Context, s *Session, remote string, s
 // copy is committed, by a claim (claimAndRemove). It returns the error of a
 // removal that failed (reported; the file is remembered as carried), or
 // errNotCarried when a new version was found and put back.
-func (c *Carrier) blackhole(s *Session, cd candidate, o origin, remote string) error {
+func (c *Carrier) blackhole(s *Session, cd candidate, o buffer.Origin, remote string) error {
 	err := c.claimAndRemove(s, cd, o, remote)
 	if err == nil && cd.Leased {
 		// Its outbox was in keep mode when it was leased: the lease
@@ -964,7 +966,7 @@ func (w *partialWriter) Write(p []byte) (int, error) {
 		return total - len(p) + n, &localWriteError{err}
 	}
 	if w.off-w.done >= writebackChunk {
-		startWriteback(w.f, w.done, w.off-w.done)
+		durable.StartWriteback(w.f, w.done, w.off-w.done)
 		w.done = w.off
 	}
 	return total, nil

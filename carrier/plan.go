@@ -5,6 +5,8 @@ import (
 	"os"
 	"sort"
 	"time"
+
+	"github.com/messor-sync/messor/carrier/buffer"
 )
 
 // candidate is one regular file found in an outbox.
@@ -52,7 +54,7 @@ func plan(cands []candidate, free int64, have func(candidate) int64) (take, wait
 // a candidate from source.
 func (b *Buffer) partialsOf(source string) func(candidate) int64 {
 	return func(c candidate) int64 {
-		st, err := os.Stat(b.partialPath(origin{source, c.Dest, c.Path, c.Size, c.MTime.Unix()}))
+		st, err := os.Stat(b.PartialPath(c.origin(source)))
 		if err != nil || !st.Mode().IsRegular() {
 			return 0
 		}
@@ -61,6 +63,6 @@ func (b *Buffer) partialsOf(source string) func(candidate) int64 {
 }
 
 // origin is where cd, listed on host, comes from.
-func (cd candidate) origin(host string) origin {
-	return origin{host, cd.Dest, cd.Path, cd.Size, cd.MTime.Unix()}
+func (cd candidate) origin(host string) buffer.Origin {
+	return buffer.Origin{Source: host, Dest: cd.Dest, Path: cd.Path, Size: cd.Size, MTime: cd.MTime.Unix()}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/messor-sync/messor/internal/durable"
 	"github.com/messor-sync/messor/protocol"
 )
 
@@ -41,21 +42,21 @@ type heldReceipt struct {
 }
 
 func (b *Buffer) receiptPath(source, dest, name string) string {
-	return filepath.Join(b.dir, receiptsDir, source, dest, name)
+	return filepath.Join(b.Dir(), receiptsDir, source, dest, name)
 }
 
 func (b *Buffer) homePath(dest, source, name string) string {
-	return filepath.Join(b.dir, homeDir, dest, source, name)
+	return filepath.Join(b.Dir(), homeDir, dest, source, name)
 }
 
 // saveReceipt keeps a receipt (content, named name) durably in the buffer.
 func (b *Buffer) saveReceipt(r protocol.Receipt, name string, content []byte) error {
 	p := b.receiptPath(r.Source, r.Dest, name)
-	if err := mkdirSynced(b.dir, filepath.Dir(p)); err != nil {
-		return fmt.Errorf("buffer %s: %w", b.dir, err)
+	if err := mkdirSynced(b.Dir(), filepath.Dir(p)); err != nil {
+		return fmt.Errorf("buffer %s: %w", b.Dir(), err)
 	}
-	if err := writeFileSync(p, content); err != nil {
-		return fmt.Errorf("buffer %s: receipt %s: %w", b.dir, name, err)
+	if err := durable.WriteFile(p, content); err != nil {
+		return fmt.Errorf("buffer %s: receipt %s: %w", b.Dir(), name, err)
 	}
 	return nil
 }
@@ -72,7 +73,7 @@ func mkdirSynced(top, dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	return syncDir(filepath.Dir(dir))
+	return durable.SyncDir(filepath.Dir(dir))
 }
 
 // hasReceipt reports whether the buffer holds, or has handed over, the
@@ -88,7 +89,7 @@ func (b *Buffer) hasReceipt(source, dest, name string) (held, home bool) {
 // is left where it is and passed over (logged).
 func (b *Buffer) receiptsFor(source string) []heldReceipt {
 	var out []heldReceipt
-	top := filepath.Join(b.dir, receiptsDir, source)
+	top := filepath.Join(b.Dir(), receiptsDir, source)
 	dests, _ := os.ReadDir(top)
 	for _, d := range dests {
 		files, _ := os.ReadDir(filepath.Join(top, d.Name()))
@@ -106,7 +107,7 @@ func (b *Buffer) receiptsFor(source string) []heldReceipt {
 				err = fmt.Errorf("%w: names %s to %s", protocol.ErrBadReceipt, r.Source, r.Dest)
 			}
 			if err != nil {
-				b.log("receipt passed over", fmt.Errorf("%s: %w", p, err))
+				b.Log("receipt passed over", fmt.Errorf("%s: %w", p, err))
 				continue
 			}
 			out = append(out, heldReceipt{file: p, name: f.Name(), r: r})
@@ -119,16 +120,16 @@ func (b *Buffer) receiptsFor(source string) []heldReceipt {
 // that has the next visit to its destination remove the copy there.
 func (b *Buffer) forgetReceipt(h heldReceipt) error {
 	mark := b.homePath(h.r.Dest, h.r.Source, h.name)
-	if err := mkdirSynced(b.dir, filepath.Dir(mark)); err != nil {
+	if err := mkdirSynced(b.Dir(), filepath.Dir(mark)); err != nil {
 		return err
 	}
-	if err := writeFileSync(mark, nil); err != nil {
+	if err := durable.WriteFile(mark, nil); err != nil {
 		return err
 	}
 	if err := os.Remove(h.file); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return syncDir(filepath.Dir(h.file))
+	return durable.SyncDir(filepath.Dir(h.file))
 }
 
 // dropHomeMark forgets that a receipt was handed over, once its
@@ -143,7 +144,7 @@ func (b *Buffer) dropHomeMark(dest, source, name string) {
 // off is kept as long as any other).
 func (b *Buffer) expireReceipts(now time.Time, maxAge time.Duration) {
 	for _, top := range []string{receiptsDir, homeDir} {
-		filepath.WalkDir(filepath.Join(b.dir, top), func(p string, d fs.DirEntry, err error) error {
+		filepath.WalkDir(filepath.Join(b.Dir(), top), func(p string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() {
 				return nil
 			}
@@ -176,7 +177,7 @@ func (b *Buffer) receiptStatus(now time.Time) []HostReceipts {
 		}
 		return by[h]
 	}
-	hosts, _ := os.ReadDir(filepath.Join(b.dir, receiptsDir))
+	hosts, _ := os.ReadDir(filepath.Join(b.Dir(), receiptsDir))
 	for _, h := range hosts {
 		if n := countLines(b.receiptsFor(h.Name())); n > 0 {
 			get(h.Name()).Receipts += n

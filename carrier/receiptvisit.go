@@ -206,9 +206,9 @@ func receiptCost(size int64) int64 { return max(size, 4<<10) }
 // dest (the receipts this carrier wrote there count too).
 func (b *Buffer) collectedFrom(dest string) int64 {
 	var n int64
-	sources, _ := os.ReadDir(filepath.Join(b.dir, receiptsDir))
+	sources, _ := os.ReadDir(filepath.Join(b.Dir(), receiptsDir))
 	for _, sd := range sources {
-		files, _ := os.ReadDir(filepath.Join(b.dir, receiptsDir, sd.Name(), dest))
+		files, _ := os.ReadDir(filepath.Join(b.Dir(), receiptsDir, sd.Name(), dest))
 		for _, f := range files {
 			if fi, err := f.Info(); err == nil {
 				n += receiptCost(fi.Size())
@@ -262,7 +262,7 @@ func (c *Carrier) receiptAndRelease(ctx context.Context, s *Session, delivered [
 		return // kept: the next visit finds them delivered and receipts them
 	}
 	for _, e := range delivered {
-		c.buf.release(e)
+		c.buf.Release(e)
 	}
 }
 

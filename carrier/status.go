@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/messor-sync/messor/carrier/buffer"
 )
 
 // Status is what a buffer carries, for `messor status`.
@@ -50,7 +52,7 @@ func ReadStatus(b *Buffer) (*Status, error) {
 		return nil, err
 	}
 	st := &Status{Buffer: b.Dir(), Limit: b.Limit(), Stored: b.Stored(), Items: ents,
-		Quarantine: Quarantine{Dir: filepath.Join(b.Dir(), quarantineDir)}}
+		Quarantine: Quarantine{Dir: filepath.Join(b.Dir(), buffer.QuarantineDir)}}
 	qs, _ := os.ReadDir(st.Quarantine.Dir)
 	for _, q := range qs {
 		if info, err := q.Info(); err == nil && info.Mode().IsRegular() {

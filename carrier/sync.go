@@ -50,7 +50,7 @@ func (c *Carrier) newEntries(before map[string][]Entry) (map[string][]Entry, err
 	had := map[string]bool{}
 	for _, es := range before {
 		for _, e := range es {
-			had[string(e.key())] = true
+			had[string(e.Key())] = true
 		}
 	}
 	now, err := c.entriesByDest()
@@ -60,7 +60,7 @@ func (c *Carrier) newEntries(before map[string][]Entry) (map[string][]Entry, err
 	fresh := map[string][]Entry{}
 	for dest, es := range now {
 		for _, e := range es {
-			if !had[string(e.key())] {
+			if !had[string(e.Key())] {
 				fresh[dest] = append(fresh[dest], e)
 			}
 		}

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ func TestRecordDamageVariants(t *testing.T) {
 		for _, via := range []string{"open", "recover"} {
 			t.Run(name+" "+via, func(t *testing.T) {
 				dir := t.TempDir()
-				b, err := OpenBuffer(dir, 1<<30)
+				b, err := Open(dir, 1<<30)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -45,7 +45,7 @@ func TestRecordDamageVariants(t *testing.T) {
 					emptyIndex(t, dir)
 				} else {
 					os.Remove(filepath.Join(dir, "index.db"))
-					if _, err := RecoverBuffer(dir); err != nil {
+					if _, err := Recover(dir); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -61,7 +61,7 @@ func TestRecordDamageVariants(t *testing.T) {
 				}
 				for _, e := range ents {
 					if _, err := os.Stat(b.ObjectPath(e.Hash)); err != nil {
-						if _, qerr := os.Stat(filepath.Join(dir, quarantineDir, e.Hash)); qerr != nil {
+						if _, qerr := os.Stat(filepath.Join(dir, QuarantineDir, e.Hash)); qerr != nil {
 							t.Errorf("object of %s neither in objects/ nor in quarantine/", e.Path)
 						}
 					}
@@ -79,7 +79,7 @@ func TestRecordDamageVariants(t *testing.T) {
 // object, a record file): both are kept, the one there untouched.
 func TestQuarantineNameTaken(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<30)
+	b, err := Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,12 +90,12 @@ func TestQuarantineNameTaken(t *testing.T) {
 	os.WriteFile(obj, data, 0o600)
 	torn := filepath.Join(dir, recordsDir, "0000000000000001-0001-abcd"+recordExt)
 	os.WriteFile(torn, []byte("{\"v\":1,\"sour"), 0o600)
-	q := filepath.Join(dir, quarantineDir)
+	q := filepath.Join(dir, QuarantineDir)
 	os.MkdirAll(q, 0o700)
 	for _, n := range []string{e.Hash, filepath.Base(torn)} {
 		os.WriteFile(filepath.Join(q, n), []byte("there first"), 0o600)
 	}
-	b, err = OpenBuffer(dir, 1<<30)
+	b, err = Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}

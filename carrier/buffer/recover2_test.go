@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// recoverUntil runs RecoverBuffer on dir in a child process and returns
+// recoverUntil runs Recover on dir in a child process and returns
 // once it has read at least n bytes (of the objects it verifies, from
 // /proc/PID/io), with the process and how it will end.
 func recoverUntil(t *testing.T, dir string, n int64) (*os.Process, <-chan error) {
@@ -46,7 +46,7 @@ func recoverUntil(t *testing.T, dir string, n int64) (*os.Process, <-chan error)
 	return cmd.Process, exited
 }
 
-// startRecover runs RecoverBuffer on dir in a child process and stops it
+// startRecover runs Recover on dir in a child process and stops it
 // (SIGSTOP) once it has read n bytes; cont resumes it and returns how it
 // ended.
 func startRecover(t *testing.T, dir string, n int64) (cont func() error) {
@@ -67,9 +67,9 @@ func TestRecoverTwiceAtOnceNoIndex(t *testing.T) {
 	ents := carriedBuffer(t, dir, 3, 16<<20)
 	os.Remove(filepath.Join(dir, "index.db"))
 	cont := startRecover(t, dir, 8<<20)
-	_, err := RecoverBuffer(dir)
-	if !errors.Is(err, ErrBufferBusy) {
-		t.Errorf("a second recover while the first works: %v, want ErrBufferBusy", err)
+	_, err := Recover(dir)
+	if !errors.Is(err, ErrBusy) {
+		t.Errorf("a second recover while the first works: %v, want ErrBusy", err)
 	}
 	if err := cont(); err != nil {
 		t.Fatalf("the first recover: %v", err)
@@ -83,19 +83,19 @@ func TestRecoverTwiceAtOnceNoIndex(t *testing.T) {
 func TestRecoverAndRunsExclude(t *testing.T) {
 	dir := t.TempDir()
 	ents := carriedBuffer(t, dir, 3, 16<<10)
-	b, err := OpenBuffer(dir, 1<<40)
+	b, err := Open(dir, 1<<40)
 	if err != nil {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadFile(filepath.Join(dir, "index.db"))
-	if _, err := RecoverBuffer(dir); !errors.Is(err, ErrBufferBusy) {
-		t.Errorf("recover while a run has the buffer: %v, want ErrBufferBusy", err)
+	if _, err := Recover(dir); !errors.Is(err, ErrBusy) {
+		t.Errorf("recover while a run has the buffer: %v, want ErrBusy", err)
 	}
 	b.Close()
 	if after, _ := os.ReadFile(filepath.Join(dir, "index.db")); string(after) != string(before) {
 		t.Errorf("the refused recover changed the index")
 	}
-	for _, n := range []string{"index.db.rebuild", quarantineDir} {
+	for _, n := range []string{"index.db.rebuild", QuarantineDir} {
 		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
 			t.Errorf("the refused recover left %s", n)
 		}
@@ -110,10 +110,10 @@ func TestRecoverAndRunsExclude(t *testing.T) {
 			damageIndex(t, dir)
 		}
 		cont := startRecover(t, dir, 8<<20)
-		if _, err := OpenBuffer(dir, 1<<40); !errors.Is(err, ErrBufferBusy) && !errors.Is(err, ErrIndexCorrupt) {
+		if _, err := Open(dir, 1<<40); !errors.Is(err, ErrBusy) && !errors.Is(err, ErrIndexCorrupt) {
 			t.Errorf("index missing %v: a run while recover works: %v, want busy or corrupt", missing, err)
 		}
-		if _, err := OpenBufferReadOnly(dir); !errors.Is(err, ErrBufferBusy) && !errors.Is(err, ErrIndexCorrupt) {
+		if _, err := OpenReadOnly(dir); !errors.Is(err, ErrBusy) && !errors.Is(err, ErrIndexCorrupt) {
 			t.Errorf("index missing %v: status while recover works: %v, want busy or corrupt", missing, err)
 		}
 		if err := cont(); err != nil {

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"bytes"
@@ -19,6 +19,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/messor-sync/messor/internal/durable"
 )
 
 // Entry is one carried file: content Hash, to be delivered to Dest as
@@ -48,35 +50,39 @@ type Entry struct {
 // owner's to read and change.
 const defaultPerm fs.FileMode = 0o600
 
-// deliverPerm is the mode e's file is delivered with: the source's
+// DeliverPerm is the mode e's file is delivered with: the source's
 // permission bits (never setuid, setgid or sticky), or defaultPerm.
-func (e Entry) deliverPerm() fs.FileMode {
+func (e Entry) DeliverPerm() fs.FileMode {
 	if !e.HasPerm {
 		return defaultPerm
 	}
 	return e.Perm & fs.ModePerm
 }
 
-func (e Entry) key() []byte {
+// Key identifies e in the index: source, destination, path and content
+// hash. Two entries with the same Key are the same carried file.
+func (e Entry) Key() []byte {
 	return []byte(e.Source + "\x00" + e.Dest + "\x00" + e.Path + "\x00" + e.Hash)
 }
 
-// origin identifies one version of one outbox file.
-type origin struct {
+// Origin identifies one version of one outbox file: the carried record
+// of a committed entry is kept under it until the outbox file is gone
+// (ForgetCarried), so a later visit never carries it twice.
+type Origin struct {
 	Source, Dest, Path string
 	Size               int64
 	MTime              int64 // unix seconds: SFTP v3 carries no more
 }
 
-func (o origin) key() []byte {
+func (o Origin) key() []byte {
 	return []byte(o.Source + "\x00" + o.Dest + "\x00" + o.Path + "\x00" +
 		strconv.FormatInt(o.Size, 10) + "\x00" + strconv.FormatInt(o.MTime, 10))
 }
 
-// partialName is the file name of the buffer partial for this origin:
+// PartialName is the file name of the buffer partial for this origin:
 // a tag of its source host, so a visit can tell its own stale partials,
 // then a hash of the whole origin.
-func (o origin) partialName() string {
+func (o Origin) PartialName() string {
 	h := sha256.Sum256(o.key())
 	return sourceTag(o.Source) + "-" + hex.EncodeToString(h[:16])
 }
@@ -86,12 +92,12 @@ func sourceTag(source string) string {
 	return hex.EncodeToString(h[:4])
 }
 
-// dropStalePartials removes the partial downloads from source that belong
+// DropStalePartials removes the partial downloads from source that belong
 // to no file in keep (partial names of the files its outbox lists now):
 // their source changed or went away, so they can never be resumed. Their
 // bytes no longer count against the limit. Call it before fetching from
 // source.
-func (b *Buffer) dropStalePartials(source string, keep map[string]bool) (n int, freed int64) {
+func (b *Buffer) DropStalePartials(source string, keep map[string]bool) (n int, freed int64) {
 	dir := filepath.Join(b.dir, "partial")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -129,7 +135,7 @@ type objectRec struct {
 var (
 	bucketEntries = []byte("entries") // Entry.key -> storedEntry (record.go)
 	bucketObjects = []byte("objects") // hex hash -> objectRec
-	bucketCarried = []byte("carried") // origin.key -> hex hash, until the outbox file is gone
+	bucketCarried = []byte("carried") // Origin.key -> hex hash, until the outbox file is gone
 	// Batch record files (record.go): how many live entries each holds,
 	// and which name entries no longer live until they are rewritten.
 	bucketRecFiles = []byte("recfiles") // record file name -> live entries (decimal)
@@ -138,10 +144,10 @@ var (
 	allBuckets = [][]byte{bucketEntries, bucketObjects, bucketCarried, bucketRecFiles, bucketRecDirty}
 )
 
-// ErrBufferBusy is returned by OpenBuffer when another run holds the buffer.
-var ErrBufferBusy = errors.New("buffer is in use by another messor run")
+// ErrBusy is returned by Open when another run holds the buffer.
+var ErrBusy = errors.New("buffer is in use by another messor run")
 
-// ErrIndexCorrupt is returned by OpenBuffer when the index cannot be read.
+// ErrIndexCorrupt is returned by Open when the index cannot be read.
 var ErrIndexCorrupt = errors.New("buffer index is corrupt")
 
 // Buffer is the carrier's local store: content-addressed objects under
@@ -172,22 +178,22 @@ type Buffer struct {
 	reserved int64 // bytes reserved by downloads in flight
 }
 
-// OpenBuffer opens (creating it if needed) the buffer in dir with the given
-// limit in bytes. It fails with ErrBufferBusy when another run has it open,
+// Open opens (creating it if needed) the buffer in dir with the given
+// limit in bytes. It fails with ErrBusy when another run has it open,
 // and ErrIndexCorrupt when the index is damaged, missing or empty while
 // the buffer holds records of carried files. What a crash left between
 // storing and indexing is indexed or kept aside, never deleted (check).
-func OpenBuffer(dir string, limit int64) (*Buffer, error) {
-	return openBuffer(dir, limit, false)
+func Open(dir string, limit int64) (*Buffer, error) {
+	return open(dir, limit, false)
 }
 
-// OpenBufferReadOnly opens the buffer for inspection (status). It shares the
+// OpenReadOnly opens the buffer for inspection (status). It shares the
 // lock with other readers only.
-func OpenBufferReadOnly(dir string) (*Buffer, error) {
-	return openBuffer(dir, 0, true)
+func OpenReadOnly(dir string) (*Buffer, error) {
+	return open(dir, 0, true)
 }
 
-func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
+func open(dir string, limit int64, ro bool) (*Buffer, error) {
 	if !ro {
 		if err := makeLayout(dir); err != nil {
 			return nil, fmt.Errorf("buffer %s: %w", dir, err)
@@ -212,7 +218,7 @@ func openBuffer(dir string, limit int64, ro bool) (*Buffer, error) {
 	}
 	db, err := openIndex(dbPath, ro)
 	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("buffer %s: %w (wait for it to finish, or stop it)", dir, ErrBufferBusy)
+		return nil, fmt.Errorf("buffer %s: %w (wait for it to finish, or stop it)", dir, ErrBusy)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("buffer %s: %w: %w; %s", dir, ErrIndexCorrupt, err, recoverHint)
@@ -300,357 +306,6 @@ func countRecordFiles(dir string) int {
 // recoverHint tells people what to do about ErrIndexCorrupt.
 const recoverHint = "nothing carried is lost: the index can be rebuilt from the buffer's per-file records: run `messor recover`"
 
-// verifyIndex checks the index's pages and that every entry and object
-// record decodes. bbolt panics on some damaged pages; that is corruption too.
-func (b *Buffer) verifyIndex() (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("index damaged: %v", p)
-		}
-	}()
-	return b.db.View(func(tx *bolt.Tx) error {
-		var first error
-		for err := range tx.Check() { // drain it: the checker runs until done
-			if first == nil {
-				first = err
-			}
-		}
-		if first != nil {
-			return first
-		}
-		for _, n := range [][]byte{bucketEntries, bucketObjects} {
-			bk := tx.Bucket(n)
-			if bk == nil {
-				continue
-			}
-			err := bk.ForEach(func(k, v []byte) error {
-				var x any
-				if string(n) == string(bucketEntries) {
-					x = &Entry{}
-				} else {
-					x = &objectRec{}
-				}
-				if err := json.Unmarshal(v, x); err != nil {
-					return fmt.Errorf("%s %q: %w", n, k, err)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// sumStored adds up the committed objects.
-func (b *Buffer) sumStored() error {
-	return b.db.View(func(tx *bolt.Tx) error {
-		ob := tx.Bucket(bucketObjects)
-		if ob == nil {
-			return nil
-		}
-		return ob.ForEach(func(k, v []byte) error {
-			var r objectRec
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("buffer %s: object %s: %w: %w", b.dir, k, ErrIndexCorrupt, err)
-			}
-			b.stored += r.Size
-			return nil
-		})
-	})
-}
-
-// check reconciles the index with the files when the buffer opens. It
-// never deletes an object or a record file that a record names, nor a
-// record file the index does not mark as released: record files a release
-// left naming delivered entries (marked in its transaction) are rewritten;
-// record files the index does not know (a crash between writing one and
-// the index transaction, or an index that lost them) have their entries
-// indexed again where the object verifies; objects that are then still
-// unknown are moved to quarantine/ and reported. Partial bytes are counted
-// against the limit.
-func (b *Buffer) check() error {
-	if err := b.rewriteDirty(); err != nil {
-		return err
-	}
-	if err := b.adoptRecords(); err != nil {
-		return err
-	}
-	if err := b.recountObjects(); err != nil {
-		return err
-	}
-	known := map[string]bool{}
-	err := b.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketObjects).ForEach(func(k, _ []byte) error {
-			known[string(k)] = true
-			return nil
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
-	}
-	moved, err := b.quarantineObjects(func(hash string) bool { return known[hash] })
-	if len(moved) > 0 {
-		b.note("moved content that neither the index nor a record names to quarantine (kept, not deleted)",
-			"objects", len(moved), "dir", filepath.Join(b.dir, quarantineDir))
-	}
-	if err != nil {
-		return fmt.Errorf("buffer %s: %w", b.dir, err)
-	}
-	if err := b.sumStored(); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(filepath.Join(b.dir, "partial"))
-	if err != nil {
-		return fmt.Errorf("buffer %s: %w", b.dir, err)
-	}
-	for _, e := range ents {
-		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
-			b.partials += info.Size()
-		}
-	}
-	return nil
-}
-
-// rewriteDirty rewrites the record files that releases marked (a crash
-// before their rewrite), and unmarks them.
-func (b *Buffer) rewriteDirty() error {
-	dirty, err := b.dirtyRecords()
-	if err != nil || len(dirty) == 0 {
-		return err
-	}
-	var done []string
-	for name := range dirty {
-		// One that cannot be rewritten now (a full disk) keeps its
-		// mark: the buffer still opens, and delivering frees space.
-		if err := b.rewriteRecords(name); err == nil || errors.Is(err, fs.ErrNotExist) {
-			done = append(done, name)
-		}
-	}
-	err = b.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range done {
-			if err := tx.Bucket(bucketRecDirty).Delete([]byte(name)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
-	}
-	return nil
-}
-
-// wantedRecords returns the names of the record files the index links
-// entries to.
-func (b *Buffer) wantedRecords() (map[string]bool, error) {
-	want := map[string]bool{}
-	err := b.db.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketRecFiles).ForEach(func(k, _ []byte) error {
-			want[string(k)] = true
-			return nil
-		}); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
-			var se storedEntry
-			if err := json.Unmarshal(v, &se); err != nil {
-				return err
-			}
-			if se.Rec != "" {
-				want[se.Rec] = true
-			} else {
-				want[filepath.Base(b.recordPath(se.Entry))] = true
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
-	}
-	return want, nil
-}
-
-// adoptRecords indexes the entries of record files that the index does
-// not list and whose objects verify: they were carried (their objects and
-// records were made durable before the index transaction that a crash cut
-// off, or the index lost them). That covers whole files the index does not
-// know and, in files it knows and has not marked for a rewrite (whose
-// lines are then all live), lines whose entry it lost: a later rewrite
-// would drop their records. A file the index does not know none of whose
-// entries can be indexed goes to quarantine/.
-func (b *Buffer) adoptRecords() error {
-	want, err := b.wantedRecords()
-	if err != nil {
-		return err
-	}
-	dirty, err := b.dirtyRecords()
-	if err != nil {
-		return err
-	}
-	for _, d := range recordDirs {
-		if err := os.MkdirAll(filepath.Join(b.dir, d), 0o700); err != nil {
-			return fmt.Errorf("buffer %s: %w", b.dir, err)
-		}
-	}
-	recs, err := b.recordFiles()
-	if err != nil {
-		return fmt.Errorf("buffer %s: %w", b.dir, err)
-	}
-	// A rewrite's temporary file: the file it rewrites is whole.
-	tmps, _ := filepath.Glob(filepath.Join(b.dir, recordsDir, "*"+recordExt+".tmp"))
-	for _, p := range tmps {
-		os.Remove(p)
-	}
-	verified := map[string]bool{}
-	adopted, moved := 0, 0
-	for _, p := range recs {
-		known := want[filepath.Base(p)]
-		if known && dirty[filepath.Base(p)] {
-			continue
-		}
-		n, err := b.adoptRecordFile(p, verified)
-		if err != nil {
-			return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
-		}
-		adopted += n
-		if n == 0 && !known {
-			if _, err := b.quarantine(p); err != nil {
-				return fmt.Errorf("buffer %s: %w", b.dir, err)
-			}
-			moved++
-		}
-	}
-	if adopted > 0 {
-		b.note("found carried files the index did not list (a crash before the index recorded them, or an index that lost them): carrying them", "files", adopted)
-	}
-	if moved > 0 {
-		b.note("moved record files naming nothing that could be carried to quarantine (kept, not deleted)", "files", moved, "dir", filepath.Join(b.dir, quarantineDir))
-	}
-	return nil
-}
-
-// adoptRecordFile indexes the entries of the record file p that the index
-// does not list and whose objects verify, and returns how many.
-func (b *Buffer) adoptRecordFile(p string, verified map[string]bool) (int, error) {
-	es, _, _ := readRecords(p) // lines that do not parse name nothing to index
-	var missing []Entry
-	b.db.View(func(tx *bolt.Tx) error {
-		eb := tx.Bucket(bucketEntries)
-		for _, e := range es {
-			if eb.Get(e.key()) == nil {
-				missing = append(missing, e)
-			}
-		}
-		return nil
-	})
-	if len(missing) == 0 {
-		return 0, nil
-	}
-	ents, _ := b.verifiedEntries(missing, verified, false)
-	n := 0
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		n = 0
-		for _, e := range ents {
-			added, _, err := indexEntry(tx, e, batchName(p))
-			if err != nil {
-				return err
-			}
-			if added {
-				n++
-			}
-		}
-		for _, e := range ents {
-			if err := settleReaddress(tx, e); err != nil {
-				return err
-			}
-		}
-		if name := batchName(p); name != "" {
-			return recount(tx, name, es)
-		}
-		return nil
-	})
-	return n, err
-}
-
-// recount sets the live entries of the batch record file name, whose
-// entries are es, to those the index links to it (adopting lost lines must
-// not count twice the ones it kept).
-func recount(tx *bolt.Tx, name string, es []Entry) error {
-	eb, seen, n := tx.Bucket(bucketEntries), map[string]bool{}, 0
-	for _, e := range es {
-		if v := eb.Get(e.key()); v != nil && recOf(v) == name && !seen[string(e.key())] {
-			seen[string(e.key())] = true
-			n++
-		}
-	}
-	fb := tx.Bucket(bucketRecFiles)
-	if n == 0 {
-		return fb.Delete([]byte(name))
-	}
-	return fb.Put([]byte(name), []byte(strconv.Itoa(n)))
-}
-
-// dirtyRecords returns the names of the record files marked for a
-// rewrite.
-func (b *Buffer) dirtyRecords() (map[string]bool, error) {
-	dirty := map[string]bool{}
-	err := b.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRecDirty).ForEach(func(k, _ []byte) error {
-			dirty[string(k)] = true
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
-	}
-	return dirty, nil
-}
-
-// recountObjects sets each object's record to the uses and size its
-// entries give it where they differ (an index that lost object records):
-// an object not counted would be moved to quarantine under its entries,
-// or removed when the first of them is released.
-func (b *Buffer) recountObjects() error {
-	want := map[string]objectRec{}
-	var fix []string
-	err := b.db.View(func(tx *bolt.Tx) error {
-		err := tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
-			var e Entry
-			if err := json.Unmarshal(v, &e); err != nil {
-				return err
-			}
-			want[e.Hash] = objectRec{Size: e.Size, Refs: want[e.Hash].Refs + 1}
-			return nil
-		})
-		ob := tx.Bucket(bucketObjects)
-		for h, w := range want {
-			var r objectRec
-			if v := ob.Get([]byte(h)); v == nil || json.Unmarshal(v, &r) != nil || r != w {
-				fix = append(fix, h)
-			}
-		}
-		return err
-	})
-	if err == nil && len(fix) > 0 {
-		err = b.db.Update(func(tx *bolt.Tx) error {
-			for _, h := range fix {
-				v, _ := json.Marshal(want[h])
-				if err := tx.Bucket(bucketObjects).Put([]byte(h), v); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		b.note("counted the uses of objects again from the index's entries (its object records did not match them)", "objects", len(fix))
-	}
-	if err != nil {
-		return fmt.Errorf("buffer %s: %w: %w", b.dir, ErrIndexCorrupt, err)
-	}
-	return nil
-}
-
 // note keeps something the open found, to be logged when the logger is
 // set.
 func (b *Buffer) note(msg string, args ...any) {
@@ -694,10 +349,10 @@ func bufferID(dir string, ro bool) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(raw[:])
-	if err := writeFileSync(p, []byte(id+"\n")); err != nil {
+	if err := durable.WriteFile(p, []byte(id+"\n")); err != nil {
 		return "", err
 	}
-	return id, syncDir(dir)
+	return id, durable.SyncDir(dir)
 }
 
 // Dir is the buffer's directory.
@@ -721,10 +376,10 @@ func (b *Buffer) Stored() int64 {
 	return b.stored
 }
 
-// reserve claims n bytes of the limit for a download whose partial already
+// Reserve claims n bytes of the limit for a download whose partial already
 // holds have bytes (counted among partials). It reports false, claiming
 // nothing, when that would overshoot the limit.
-func (b *Buffer) reserve(n, have int64) bool {
+func (b *Buffer) Reserve(n, have int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.stored+max(0, b.partials-have)+b.reserved+n > b.limit {
@@ -735,17 +390,19 @@ func (b *Buffer) reserve(n, have int64) bool {
 	return true
 }
 
-// unreserve gives back a reservation of n bytes; keep bytes stay on disk as
+// Unreserve gives back a reservation of n bytes; keep bytes stay on disk as
 // a partial for a later resume.
-func (b *Buffer) unreserve(n, keep int64) {
+func (b *Buffer) Unreserve(n, keep int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.reserved -= n
 	b.partials += keep
 }
 
-func (b *Buffer) partialPath(o origin) string {
-	return filepath.Join(b.dir, "partial", o.partialName())
+// PartialPath is where the partial download of o is kept until it is
+// committed (or found stale by DropStalePartials).
+func (b *Buffer) PartialPath(o Origin) string {
+	return filepath.Join(b.dir, "partial", o.PartialName())
 }
 
 // ObjectPath is where the content with this hex hash is stored.
@@ -753,9 +410,9 @@ func (b *Buffer) ObjectPath(hash string) string {
 	return filepath.Join(b.dir, "objects", hash[:2], hash)
 }
 
-// carried reports whether this version of an outbox file was committed and
+// Carried reports whether this version of an outbox file was committed and
 // its outbox copy may still exist.
-func (b *Buffer) carried(origins []origin) ([]bool, error) {
+func (b *Buffer) Carried(origins []Origin) ([]bool, error) {
 	out := make([]bool, len(origins))
 	err := b.db.View(func(tx *bolt.Tx) error {
 		cb, eb := tx.Bucket(bucketCarried), tx.Bucket(bucketEntries)
@@ -767,7 +424,7 @@ func (b *Buffer) carried(origins []origin) ([]bool, error) {
 	return out, err
 }
 
-func carriedIn(cb, eb *bolt.Bucket, o origin) bool {
+func carriedIn(cb, eb *bolt.Bucket, o Origin) bool {
 	v := cb.Get(o.key())
 	if v == nil {
 		return false
@@ -790,10 +447,10 @@ func carriedIn(cb, eb *bolt.Bucket, o origin) bool {
 	return false
 }
 
-// carriedPaths calls f with the destination and path of each of source's
+// CarriedPaths calls f with the destination and path of each of source's
 // outbox files that has a carried record (whether or not its entry is
 // still held).
-func (b *Buffer) carriedPaths(source string, f func(dest, p string)) error {
+func (b *Buffer) CarriedPaths(source string, f func(dest, p string)) error {
 	prefix := []byte(source + "\x00")
 	return b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketCarried).Cursor()
@@ -810,9 +467,9 @@ func (b *Buffer) carriedPaths(source string, f func(dest, p string)) error {
 // removed.
 var removalFailed = []byte("\x00removal-failed")
 
-// removeFailed records that the outbox copy of o could not be removed: it
+// RemoveFailed records that the outbox copy of o could not be removed: it
 // is carried once and never again while it stays.
-func (b *Buffer) removeFailed(o origin) error {
+func (b *Buffer) RemoveFailed(o Origin) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
 		cb := tx.Bucket(bucketCarried)
 		v := cb.Get(o.key())
@@ -823,41 +480,43 @@ func (b *Buffer) removeFailed(o origin) error {
 	})
 }
 
-// forgetCarried records that the outbox copy of o is gone. It is grouped
+// ForgetCarried records that the outbox copy of o is gone. It is grouped
 // with other index changes; losing it in a crash only leaves a record that
 // makes a later visit remove an identical outbox file without carrying it
 // twice.
-func (b *Buffer) forgetCarried(o origin) {
+func (b *Buffer) ForgetCarried(o Origin) {
 	b.queue(&op{kind: opForget, o: o})
 }
 
-// commit stores the partial file at partial as the object for e.Hash (or
+// Commit stores the partial file at partial as the object for e.Hash (or
 // drops it when that content is stored already), makes it durable, and
 // records e and its origin in the index. reserved is the reservation this
 // download held. dedup reports that the content was stored already.
 // Commits from concurrent callers are grouped: one filesystem sync and one
 // index transaction for all of them.
-func (b *Buffer) commit(e Entry, o origin, partial string, reserved int64) (dedup bool, err error) {
+func (b *Buffer) Commit(e Entry, o Origin, partial string, reserved int64) (dedup bool, err error) {
 	r := b.do(&op{kind: opCommit, e: e, o: o, partial: partial, reserved: reserved})
 	return r.dedup, r.err
 }
 
-// commitData is commit for content held in memory (a small file): it is
+// CommitData is Commit for content held in memory (a small file): it is
 // written straight under its content's name.
-func (b *Buffer) commitData(e Entry, o origin, data []byte, reserved int64) (dedup bool, err error) {
+func (b *Buffer) CommitData(e Entry, o Origin, data []byte, reserved int64) (dedup bool, err error) {
 	r := b.do(&op{kind: opCommit, e: e, o: o, data: data, reserved: reserved})
 	return r.dedup, r.err
 }
 
-// release removes a delivered entry, and its object once no entry uses it.
-// It is queued, not waited for (flush does): lost in a crash, the entry is
+// Release removes a delivered entry, and its object once no entry uses it.
+// It is queued, not waited for (Flush does): lost in a crash, the entry is
 // simply found delivered already on the next visit.
-func (b *Buffer) release(e Entry) {
+func (b *Buffer) Release(e Entry) {
 	b.queue(&op{kind: opRelease, e: e})
 }
 
-// log reports a problem the buffer met in the background.
-func (b *Buffer) log(msg string, err error) {
+// Log reports a problem met in the background (by the buffer, or by the
+// carrier with its files in the buffer) where SetLogger said, as a warning
+// naming the buffer; nowhere before SetLogger.
+func (b *Buffer) Log(msg string, err error) {
 	if b.logger != nil {
 		b.logger.Warn(msg, "buffer", b.dir, "err", err)
 	}
@@ -900,15 +559,6 @@ func (b *Buffer) Entries() ([]Entry, error) {
 	return out, nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // makeLayout creates the buffer's directories, the 256 object prefix
 // directories among them, and makes them durable once, so that a commit
 // never depends on a directory entry that was not synced.
@@ -928,7 +578,7 @@ func makeLayout(dir string) error {
 		}
 	}
 	for _, d := range []string{objects, dir} {
-		if err := syncDir(d); err != nil {
+		if err := durable.SyncDir(d); err != nil {
 			return err
 		}
 	}

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"os"
@@ -14,7 +14,7 @@ import (
 // file's other entries never rewrites their records away.
 func TestOpenAdoptsEntriesIndexLost(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<30)
+	b, err := Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func TestOpenAdoptsEntriesIndexLost(t *testing.T) {
 	b.Close()
 	lost, kept := ents[0], ents[1]
 	editIndex(t, dir, func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketEntries).Delete(lost.key()); err != nil {
+		if err := tx.Bucket(bucketEntries).Delete(lost.Key()); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketObjects).Delete([]byte(lost.Hash))
@@ -37,14 +37,14 @@ func TestOpenAdoptsEntriesIndexLost(t *testing.T) {
 	if n != "2" {
 		t.Errorf("record file counted %q live entries, want 2", n)
 	}
-	b.release(kept)
-	if err := b.flush(); err != nil {
+	b.Release(kept)
+	if err := b.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	intact(t, dir, []Entry{lost}, "after the other entry's release")
 	deliverAll(t, b, []Entry{lost})
-	if _, err := os.Stat(filepath.Join(dir, quarantineDir)); err == nil {
-		ents, _ := os.ReadDir(filepath.Join(dir, quarantineDir))
+	if _, err := os.Stat(filepath.Join(dir, QuarantineDir)); err == nil {
+		ents, _ := os.ReadDir(filepath.Join(dir, QuarantineDir))
 		for _, e := range ents {
 			t.Errorf("quarantined: %s", e.Name())
 		}
@@ -57,7 +57,7 @@ func TestOpenAdoptsEntriesIndexLost(t *testing.T) {
 // object for the other.
 func TestOpenRecountsObjectsIndexLost(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<30)
+	b, err := Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,8 +71,8 @@ func TestOpenRecountsObjectsIndexLost(t *testing.T) {
 	if b.Stored() != int64(len(same)) {
 		t.Errorf("stored %d bytes, want %d", b.Stored(), len(same))
 	}
-	b.release(ents[0])
-	if err := b.flush(); err != nil {
+	b.Release(ents[0])
+	if err := b.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	intact(t, dir, ents[1:], "after the other entry's release")

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"errors"
@@ -40,7 +40,7 @@ func TestRecoverStepStates(t *testing.T) {
 			ents := carriedBuffer(t, dir, 4, 32<<10)
 			damageIndex(t, dir)
 			st.make(t, dir)
-			if b, err := OpenBuffer(dir, 1<<40); err == nil {
+			if b, err := Open(dir, 1<<40); err == nil {
 				got, _ := b.Entries()
 				b.Close()
 				if len(got) != len(ents) {
@@ -50,7 +50,7 @@ func TestRecoverStepStates(t *testing.T) {
 				t.Fatalf("open: %v, want ErrIndexCorrupt", err)
 			}
 			intact(t, dir, ents, "after open")
-			rep, err := RecoverBuffer(dir)
+			rep, err := Recover(dir)
 			if err != nil || rep.Restored != len(ents) {
 				t.Fatalf("recover: %+v, %v; want %d restored", rep, err, len(ents))
 			}
@@ -97,7 +97,7 @@ func wholeRebuild(t *testing.T, dir string) {
 	if err := os.CopyFS(cp, os.DirFS(dir)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := RecoverBuffer(cp); err != nil {
+	if _, err := Recover(cp); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(filepath.Join(cp, "index.db"))
@@ -113,7 +113,7 @@ func wholeRebuild(t *testing.T, dir string) {
 func TestRecoverTakesBackFromQuarantine(t *testing.T) {
 	dir := t.TempDir()
 	ents := carriedBuffer(t, dir, 3, 8<<10)
-	q := filepath.Join(dir, quarantineDir)
+	q := filepath.Join(dir, QuarantineDir)
 	os.MkdirAll(q, 0o700)
 	b := &Buffer{dir: dir}
 	// The first: a damaged copy under its name, the whole one under a
@@ -127,7 +127,7 @@ func TestRecoverTakesBackFromQuarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	damageIndex(t, dir)
-	rep, err := RecoverBuffer(dir)
+	rep, err := Recover(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

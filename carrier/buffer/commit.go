@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"encoding/json"
@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/messor-sync/messor/internal/durable"
 )
 
 // The buffer's writes to its index go through one goroutine that groups
@@ -28,7 +30,7 @@ const (
 type op struct {
 	kind     opKind
 	e        Entry
-	o        origin
+	o        Origin
 	partial  string // the file to store, or:
 	data     []byte // the content to store
 	reserved int64
@@ -62,8 +64,8 @@ func (b *Buffer) startCommitter() {
 }
 
 // queue hands o to the committer without waiting: it is applied with the
-// next batch (flush waits for that). For index changes whose loss in a
-// crash is harmless (see forgetCarried and release).
+// next batch (Flush waits for that). For index changes whose loss in a
+// crash is harmless (see ForgetCarried and Release).
 func (b *Buffer) queue(o *op) {
 	if b.ops == nil {
 		return
@@ -77,8 +79,8 @@ func (b *Buffer) queue(o *op) {
 	}
 }
 
-// flush waits until everything queued so far is applied.
-func (b *Buffer) flush() error {
+// Flush waits until everything queued so far is applied.
+func (b *Buffer) Flush() error {
 	return b.do(&op{kind: opFlush}).err
 }
 
@@ -236,7 +238,7 @@ func (b *Buffer) writeBatchRecord(st *batchFiles) {
 		data = append(data, marshalRecord(o.e)...)
 	}
 	rp := b.recordFile(name)
-	if err := writeNewFile(rp, data); err != nil {
+	if err := durable.WriteNew(rp, data); err != nil {
 		for _, o := range st.recOps {
 			o.err = fmt.Errorf("buffer %s: record %s: %w", b.dir, o.e.Path, err)
 		}
@@ -256,7 +258,7 @@ func (b *Buffer) syncBatch(batch []*op, st *batchFiles) {
 	if len(st.files) == 0 {
 		return
 	}
-	if err := durable(b.dir, st.files, st.dirs); err != nil {
+	if err := durable.Sync(b.dir, st.files, st.dirs); err != nil {
 		err = fmt.Errorf("buffer %s: sync: %w", b.dir, err)
 		for _, o := range batch {
 			if o.kind == opCommit && o.err == nil {
@@ -352,7 +354,7 @@ func indexCommit(tx *bolt.Tx, o *op, res *indexed) error {
 		rec.Size = o.e.Size
 		res.added += o.e.Size
 	}
-	prev := eb.Get(o.e.key())
+	prev := eb.Get(o.e.Key())
 	if prev == nil {
 		rec.Refs++
 	}
@@ -375,10 +377,10 @@ func indexCommit(tx *bolt.Tx, o *op, res *indexed) error {
 	if err := ob.Put([]byte(o.e.Hash), rv); err != nil {
 		return err
 	}
-	if err := eb.Put(o.e.key(), ev); err != nil {
+	if err := eb.Put(o.e.Key(), ev); err != nil {
 		return err
 	}
-	if o.o == (origin{}) {
+	if o.o == (Origin{}) {
 		return nil // readdressed: the entry's origin is recorded already
 	}
 	return tx.Bucket(bucketCarried).Put(o.o.key(), []byte(o.e.Hash))
@@ -389,12 +391,12 @@ func indexCommit(tx *bolt.Tx, o *op, res *indexed) error {
 // to its object; freed collects objects no entry uses any more.
 func (b *Buffer) indexRelease(tx *bolt.Tx, o *op, res *indexed, freed map[string]int64) error {
 	ob, eb := tx.Bucket(bucketObjects), tx.Bucket(bucketEntries)
-	v := eb.Get(o.e.key())
+	v := eb.Get(o.e.Key())
 	if v == nil {
 		return nil
 	}
 	name := recOf(v)
-	if err := eb.Delete(o.e.key()); err != nil {
+	if err := eb.Delete(o.e.Key()); err != nil {
 		return err
 	}
 	if name == "" {
@@ -463,7 +465,7 @@ func (b *Buffer) cleanUp(batch []*op, st *batchFiles, res *indexed, err error) {
 	}
 	for name := range res.rewrite {
 		if rerr := b.rewriteRecords(name); rerr != nil {
-			b.log("rewriting a record file (done again when the buffer is next opened)", fmt.Errorf("buffer %s: %s: %w", b.dir, name, rerr))
+			b.Log("rewriting a record file (done again when the buffer is next opened)", fmt.Errorf("buffer %s: %s: %w", b.dir, name, rerr))
 			continue
 		}
 		b.cleaned = append(b.cleaned, name) // unmarked by the next transaction
@@ -486,47 +488,7 @@ func (b *Buffer) finish(batch []*op, res *indexed, err error) {
 		if o.done != nil {
 			o.done <- opResult{dedup: res.dedup[o], err: o.err}
 		} else if o.err != nil {
-			b.log("index update deferred from a transfer failed; it is redone on the next visit", o.err)
+			b.Log("index update deferred from a transfer failed; it is redone on the next visit", o.err)
 		}
 	}
-}
-
-// writeNewFile creates p, which must not exist, with data; the caller
-// makes it durable before it indexes anything that p describes. (No
-// temporary name: a record file torn by a crash describes entries that were
-// never indexed, and is dropped at open.)
-func writeNewFile(p string, data []byte) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(p)
-	}
-	return err
-}
-
-// fsyncAll fsyncs files, then directories.
-func fsyncAll(files, dirs []string) error {
-	for _, p := range files {
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		err = f.Sync()
-		f.Close()
-		if err != nil {
-			return err
-		}
-	}
-	for _, d := range dirs {
-		if err := syncDir(d); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"fmt"
@@ -23,7 +23,7 @@ func TestOpenChild(t *testing.T) {
 	if dir == "" {
 		return
 	}
-	b, err := OpenBuffer(dir, 1<<40)
+	b, err := Open(dir, 1<<40)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -39,7 +39,7 @@ func TestOpenChild(t *testing.T) {
 // objects/ or quarantine/.
 func TestKilledOpenCheck(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<40)
+	b, err := Open(dir, 1<<40)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,17 +73,17 @@ func TestKilledOpenCheck(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGKILL)
 		err := cmd.Wait()
 		n := -1
-		if rb, err := OpenBufferReadOnly(dir); err == nil {
+		if rb, err := OpenReadOnly(dir); err == nil {
 			got, _ := rb.Entries()
 			n = len(got)
 			rb.Close()
 		}
-		q, _ := os.ReadDir(filepath.Join(dir, quarantineDir))
+		q, _ := os.ReadDir(filepath.Join(dir, QuarantineDir))
 		t.Logf("round %d: %v; %d entries indexed, %d in quarantine", round, err, n, len(q))
 		intact(t, dir, ents, fmt.Sprintf("round %d", round))
 		for _, o := range orphans {
 			_, e1 := os.Stat((&Buffer{dir: dir}).ObjectPath(o))
-			_, e2 := os.Stat(filepath.Join(dir, quarantineDir, o))
+			_, e2 := os.Stat(filepath.Join(dir, QuarantineDir, o))
 			if e1 != nil && e2 != nil {
 				t.Fatalf("round %d: object %s named by nothing is gone", round, o)
 			}

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"encoding/json"
@@ -25,7 +25,7 @@ func commitBatch(t *testing.T, b *Buffer, datas map[string][]byte) []Entry {
 	for i, n := range names {
 		e := testEntry(n, datas[n])
 		ents = append(ents, e)
-		batch = append(batch, &op{kind: opCommit, e: e, o: origin{e.Source, e.Dest, e.Path, e.Size, int64(100 + i)},
+		batch = append(batch, &op{kind: opCommit, e: e, o: Origin{e.Source, e.Dest, e.Path, e.Size, int64(100 + i)},
 			data: datas[n], done: make(chan opResult, 1)})
 	}
 	b.apply(batch)
@@ -58,7 +58,7 @@ func recordFiles(t *testing.T, dir string) []string {
 // undelivered entries.
 func TestBatchRecordLifecycle(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<30)
+	b, err := Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,9 +76,9 @@ func TestBatchRecordLifecycle(t *testing.T) {
 	}
 
 	// Deliver two: the file now names the other three only.
-	b.release(ents[0])
-	b.release(ents[1])
-	if err := b.flush(); err != nil {
+	b.Release(ents[0])
+	b.Release(ents[1])
+	if err := b.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	recs := recordsOf(t, dir)
@@ -86,7 +86,7 @@ func TestBatchRecordLifecycle(t *testing.T) {
 		t.Fatalf("after two releases: %d entries in %v, want 3 in one file", len(recs), recordFiles(t, dir))
 	}
 	for _, e := range ents[:2] {
-		if recs[string(e.key())] != nil {
+		if recs[string(e.Key())] != nil {
 			t.Errorf("delivered %s still has a record", e.Path)
 		}
 	}
@@ -94,14 +94,14 @@ func TestBatchRecordLifecycle(t *testing.T) {
 	// The index is lost: recovery restores the three, nothing "lost".
 	b.Close()
 	os.Rename(filepath.Join(dir, "index.db"), filepath.Join(dir, "index.db.bad"))
-	rep, err := RecoverBuffer(dir)
+	rep, err := Recover(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.Restored != 3 || len(rep.Lost) != 0 || len(rep.Orphans) != 0 {
 		t.Fatalf("recovered %d, lost %v, orphans %v; want 3, none, none", rep.Restored, rep.Lost, rep.Orphans)
 	}
-	b, err = OpenBuffer(dir, 1<<30)
+	b, err = Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,9 +112,9 @@ func TestBatchRecordLifecycle(t *testing.T) {
 	}
 	// Releases work on the recovered index, and the last one removes the file.
 	for _, e := range left {
-		b.release(e)
+		b.Release(e)
 	}
-	if err := b.flush(); err != nil {
+	if err := b.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if f := recordFiles(t, dir); len(f) != 0 {
@@ -127,7 +127,7 @@ func TestBatchRecordLifecycle(t *testing.T) {
 // recovered as before.
 func TestLegacyRecordFiles(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<30)
+	b, err := Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestLegacyRecordFiles(t *testing.T) {
 		eb := tx.Bucket(bucketEntries)
 		for _, e := range ents {
 			v, _ := json.Marshal(e) // an Entry, no record file named
-			if err := eb.Put(e.key(), v); err != nil {
+			if err := eb.Put(e.Key(), v); err != nil {
 				return err
 			}
 		}
@@ -156,7 +156,7 @@ func TestLegacyRecordFiles(t *testing.T) {
 	}
 	b.Close()
 
-	b, err = OpenBuffer(dir, 1<<30)
+	b, err = Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,8 +165,8 @@ func TestLegacyRecordFiles(t *testing.T) {
 	}
 	// A new batch goes to a batch file beside them.
 	commitBatch(t, b, map[string][]byte{"new": []byte("new\n")})
-	b.release(ents[0])
-	if err := b.flush(); err != nil {
+	b.Release(ents[0])
+	if err := b.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(b.recordPath(ents[0])); !os.IsNotExist(err) {
@@ -174,7 +174,7 @@ func TestLegacyRecordFiles(t *testing.T) {
 	}
 	b.Close()
 	os.Remove(filepath.Join(dir, "index.db"))
-	rep, err := RecoverBuffer(dir)
+	rep, err := Recover(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestLegacyRecordFiles(t *testing.T) {
 // is moved to quarantine/ when the buffer opens, never deleted.
 func TestUnindexedRecordFileQuarantined(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<30)
+	b, err := Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestUnindexedRecordFileQuarantined(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Close()
-	b, err = OpenBuffer(dir, 1<<30)
+	b, err = Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestUnindexedRecordFileQuarantined(t *testing.T) {
 	if _, err := os.Stat(stray); !os.IsNotExist(err) {
 		t.Fatalf("unindexed record file left among the records (%v)", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, quarantineDir, name)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, QuarantineDir, name)); err != nil {
 		t.Fatalf("unindexed record file not kept in quarantine: %v", err)
 	}
 	if got := len(recordsOf(t, dir)); got != 1 {
@@ -236,7 +236,7 @@ func applyBatch(t *testing.T, b *Buffer, ops ...*op) {
 // come first). A first version decided before the transaction that the
 // commit needed no record line (indexed already); the release then dropped
 // the record, the commit indexed the entry again without one, and a later
-// RecoverBuffer lost it silently (its object moved to orphans/).
+// Recover lost it silently (its object moved to orphans/).
 func TestReleaseAndRecommitInOneBatch(t *testing.T) {
 	for _, withSibling := range []bool{false, true} {
 		name := "alone"
@@ -245,7 +245,7 @@ func TestReleaseAndRecommitInOneBatch(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			b, err := OpenBuffer(dir, 1<<30)
+			b, err := Open(dir, 1<<30)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -266,7 +266,7 @@ func TestReleaseAndRecommitInOneBatch(t *testing.T) {
 			data := datas["k.txt"]
 			applyBatch(t, b,
 				&op{kind: opRelease, e: e},
-				&op{kind: opCommit, e: e, o: origin{e.Source, e.Dest, e.Path, e.Size, 200}, data: data},
+				&op{kind: opCommit, e: e, o: Origin{e.Source, e.Dest, e.Path, e.Size, 200}, data: data},
 			)
 			left, _ := b.Entries()
 			indexed := false
@@ -281,8 +281,8 @@ func TestReleaseAndRecommitInOneBatch(t *testing.T) {
 			if !hasRecord(t, dir, e) {
 				b.Close()
 				os.Rename(filepath.Join(dir, "index.db"), filepath.Join(dir, "index.db.bad"))
-				rep, rerr := RecoverBuffer(dir)
-				t.Errorf("entry indexed without a record; RecoverBuffer then: restored=%d lost=%v orphans=%v err=%v",
+				rep, rerr := Recover(dir)
+				t.Errorf("entry indexed without a record; Recover then: restored=%d lost=%v orphans=%v err=%v",
 					rep.Restored, rep.Lost, rep.Orphans, rerr)
 				return
 			}
@@ -295,7 +295,7 @@ func TestReleaseAndRecommitInOneBatch(t *testing.T) {
 // the release of the entry removes the file.
 func TestSameEntryTwiceInOneBatch(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<30)
+	b, err := Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,13 +303,13 @@ func TestSameEntryTwiceInOneBatch(t *testing.T) {
 	data := []byte("dup\n")
 	e := testEntry("d.txt", data)
 	applyBatch(t, b,
-		&op{kind: opCommit, e: e, o: origin{e.Source, e.Dest, e.Path, e.Size, 1}, data: data},
-		&op{kind: opCommit, e: e, o: origin{e.Source, e.Dest, e.Path, e.Size, 2}, data: data},
+		&op{kind: opCommit, e: e, o: Origin{e.Source, e.Dest, e.Path, e.Size, 1}, data: data},
+		&op{kind: opCommit, e: e, o: Origin{e.Source, e.Dest, e.Path, e.Size, 2}, data: data},
 	)
 	recs := recordsOf(t, dir)
-	t.Logf("files=%v lines for key=%d", recordFiles(t, dir), len(recs[string(e.key())]))
-	b.release(e)
-	if err := b.flush(); err != nil {
+	t.Logf("files=%v lines for key=%d", recordFiles(t, dir), len(recs[string(e.Key())]))
+	b.Release(e)
+	if err := b.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if f := recordFiles(t, dir); len(f) != 0 {
@@ -320,11 +320,11 @@ func TestSameEntryTwiceInOneBatch(t *testing.T) {
 // Found in review: a crash between a release's transaction and the rewrite
 // of its record file (simulated by putting the old file back) left the
 // delivered entry's line in the file for as long as the file had a live
-// entry, and RecoverBuffer brought the delivered entry back. The file is
+// entry, and Recover brought the delivered entry back. The file is
 // marked in the transaction and rewritten when the buffer is next opened.
 func TestCrashBeforeRecordRewrite(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<30)
+	b, err := Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,16 +339,16 @@ func TestCrashBeforeRecordRewrite(t *testing.T) {
 	applyBatch(t, b, &op{kind: opRelease, e: ents[0]})
 	os.WriteFile(filepath.Join(dir, recordsDir, files[0]), saved, 0o600)
 	b.Close()
-	b, err = OpenBuffer(dir, 1<<30) // rewrites the marked file
+	b, err = Open(dir, 1<<30) // rewrites the marked file
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.Close()
 	os.Rename(filepath.Join(dir, "index.db"), filepath.Join(dir, "index.db.bad"))
-	rep, err := RecoverBuffer(dir)
+	rep, err := Recover(dir)
 	t.Logf("restored=%d (1 live, 1 delivered) err=%v", rep.Restored, err)
 	if rep.Restored != 1 {
-		t.Errorf("delivered entry %s resurrected by RecoverBuffer: restored %d", ents[0].Path, rep.Restored)
+		t.Errorf("delivered entry %s resurrected by Recover: restored %d", ents[0].Path, rep.Restored)
 	}
 }
 
@@ -357,7 +357,7 @@ func TestCrashBeforeRecordRewrite(t *testing.T) {
 // nothing could be delivered to free space. It stays marked instead.
 func TestDirtyRewriteFailureDoesNotBlockOpen(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<30)
+	b, err := Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,12 +365,12 @@ func TestDirtyRewriteFailureDoesNotBlockOpen(t *testing.T) {
 	files := recordFiles(t, dir)
 	tmp := filepath.Join(dir, recordsDir, files[0]+".tmp")
 	os.MkdirAll(filepath.Join(tmp, "x"), 0o700) // non-empty: check's Remove cannot drop it
-	b.release(ents[0])
-	if err := b.flush(); err != nil {
+	b.Release(ents[0])
+	if err := b.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	b.Close()
-	b, err = OpenBuffer(dir, 1<<30)
+	b, err = Open(dir, 1<<30)
 	if err != nil {
 		t.Fatalf("buffer with a live entry cannot be opened: %v", err)
 	}

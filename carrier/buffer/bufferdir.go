@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"errors"
@@ -6,36 +6,39 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/messor-sync/messor/internal/durable"
 )
 
-// DefaultBufferDir is where a carrier keeps its buffer unless told
+// DefaultDir is where a carrier keeps its buffer unless told
 // otherwise: $XDG_DATA_HOME/messor/buffer (xdgDataHome, if absolute), else
 // home/.local/share/messor/buffer. Never under home/messor, which
 // `messor agent` serves to carriers.
-func DefaultBufferDir(home, xdgDataHome string) string {
+func DefaultDir(home, xdgDataHome string) string {
 	if filepath.IsAbs(xdgDataHome) {
 		return filepath.Join(xdgDataHome, "messor", "buffer")
 	}
 	return filepath.Join(home, ".local", "share", "messor", "buffer")
 }
 
-// LegacyBufferDir is where messor kept its buffer by default before: inside
+// LegacyDir is where messor kept its buffer by default before: inside
 // the directory the agent serves.
-func LegacyBufferDir(home string) string {
+func LegacyDir(home string) string {
 	return filepath.Join(home, "messor", "buffer")
 }
 
-// LegacyBufferError says that the buffer at Old, where messor kept it
+// LegacyError says that the buffer at Old, where messor kept it
 // before, was not moved to New: it is used in place (InPlace), or it is
 // left alone because New holds a buffer already.
-type LegacyBufferError struct {
+type LegacyError struct {
 	Old, New string
 	InPlace  bool
 	Link     string // where Old, a symbolic link, points (used in place)
 	Err      error
 }
 
-func (e *LegacyBufferError) Error() string {
+// Error says which buffer is used and what to do about the other.
+func (e *LegacyError) Error() string {
 	if e.Link != "" {
 		return fmt.Sprintf("using the buffer at %s, a symbolic link to %s, in place (not moved to %s, the new default); "+
 			"name it with --buffer or $MESSOR_BUFFER to keep it there", e.Old, e.Link, e.New)
@@ -50,47 +53,48 @@ func (e *LegacyBufferError) Error() string {
 		e.Old, e.New, e.Old)
 }
 
-func (e *LegacyBufferError) Unwrap() error { return e.Err }
+// Unwrap returns why the legacy buffer could not be moved, if it was tried.
+func (e *LegacyError) Unwrap() error { return e.Err }
 
-// MoveLegacyBuffer finds the buffer to use by default: dir (see
-// DefaultBufferDir), after moving a buffer found at old (see
-// LegacyBufferDir) there, by a rename (the same file system) and only while
-// no run has it open. The error, if any, is a *LegacyBufferError to warn
+// MoveLegacy finds the buffer to use by default: dir (see
+// DefaultDir), after moving a buffer found at old (see
+// LegacyDir) there, by a rename (the same file system) and only while
+// no run has it open. The error, if any, is a *LegacyError to warn
 // about: the directory returned is the one to use all the same.
-func MoveLegacyBuffer(old, dir string) (string, error) {
+func MoveLegacy(old, dir string) (string, error) {
 	if !isBuffer(old) {
 		return dir, nil
 	}
 	// A link moved elsewhere may point nowhere (a relative target).
 	if fi, err := os.Lstat(old); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
 		target, _ := os.Readlink(old)
-		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Link: target}
+		return old, &LegacyError{Old: old, New: dir, InPlace: true, Link: target}
 	}
 	if _, err := os.Lstat(dir); err == nil {
 		if isBuffer(dir) {
-			return dir, &LegacyBufferError{Old: old, New: dir}
+			return dir, &LegacyError{Old: old, New: dir}
 		}
 		// An empty directory (made by hand, or by a run that failed
 		// before it wrote anything) is taken over.
 		if err := os.Remove(dir); err != nil {
-			return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
+			return old, &LegacyError{Old: old, New: dir, InPlace: true, Err: err}
 		}
 	}
-	for _, p := range []string{old, filepath.Join(old, "index.db")} { // RecoverBuffer's, a run's
+	for _, p := range []string{old, filepath.Join(old, "index.db")} { // Recover's, a run's
 		unlock, busy := lockPath(p)
 		if busy {
-			return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: ErrBufferBusy}
+			return old, &LegacyError{Old: old, New: dir, InPlace: true, Err: ErrBusy}
 		}
 		defer unlock() // held across the move, so no run opens the buffer meanwhile
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
-		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
+		return old, &LegacyError{Old: old, New: dir, InPlace: true, Err: err}
 	}
 	if err := os.Rename(old, dir); err != nil {
-		return old, &LegacyBufferError{Old: old, New: dir, InPlace: true, Err: err}
+		return old, &LegacyError{Old: old, New: dir, InPlace: true, Err: err}
 	}
-	syncDir(filepath.Dir(dir))
-	syncDir(filepath.Dir(old))
+	durable.SyncDir(filepath.Dir(dir))
+	durable.SyncDir(filepath.Dir(old))
 	return dir, nil
 }
 

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package carrier
+package buffer
 
 import "os"
 

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"os"
@@ -35,7 +35,7 @@ func TestReaddressKilled(t *testing.T) {
 	}
 	carriedFor(t, cut, "home", 2, "open after a kill before the transaction")
 	carriedFor(t, cut, "home", 2, "second open")
-	if _, err := RecoverBuffer(cut); err != nil {
+	if _, err := Recover(cut); err != nil {
 		t.Fatal(err)
 	}
 	carriedFor(t, cut, "home", 2, "recover after a kill before the transaction")
@@ -47,7 +47,7 @@ func TestReaddressKilled(t *testing.T) {
 		copyFile(t, filepath.Join(pre, recordsDir, n), filepath.Join(lost, recordsDir, n))
 	}
 	os.Remove(filepath.Join(lost, "index.db"))
-	if _, err := RecoverBuffer(lost); err != nil {
+	if _, err := Recover(lost); err != nil {
 		t.Fatal(err)
 	}
 	carriedFor(t, lost, "home", 2, "recover with the old records")
@@ -57,7 +57,7 @@ func TestReaddressKilled(t *testing.T) {
 // all for dest.
 func carriedFor(t *testing.T, dir, dest string, n int, when string) {
 	t.Helper()
-	b, err := OpenBuffer(dir, 1<<40)
+	b, err := Open(dir, 1<<40)
 	if err != nil {
 		t.Fatalf("%s: %v", when, err)
 	}

@@ -1,6 +1,6 @@
 //go:build unix
 
-package carrier
+package buffer
 
 import (
 	"errors"
@@ -10,8 +10,8 @@ import (
 
 // lockPath takes an flock on the file or directory at p. On index.db it is
 // the lock bbolt takes while a buffer is open, so that no run opens the
-// buffer while RecoverBuffer works on it; on the buffer's directory it
-// keeps RecoverBuffer and the legacy buffer move to one at a time even
+// buffer while Recover works on it; on the buffer's directory it
+// keeps Recover and the legacy buffer move to one at a time even
 // when there is no index.db to lock. busy reports that another process
 // holds it; a missing p is not locked. unlock releases it.
 func lockPath(p string) (unlock func(), busy bool) {

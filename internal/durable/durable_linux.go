@@ -1,6 +1,6 @@
 //go:build linux
 
-package carrier
+package durable
 
 import (
 	"fmt"
@@ -10,10 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// durable makes files and directory entries under dir reach the disk. On
+// Sync makes files and directory entries under dir reach the disk. On
 // Linux one syncfs of the buffer's filesystem does it for a whole batch,
 // where an fsync per file and directory would cost a disk flush each.
-func durable(dir string, files, dirs []string) error {
+func Sync(dir string, files, dirs []string) error {
 	if len(files) < 4 || !syncfsReportsErrors() {
 		return fsyncAll(files, dirs)
 	}
@@ -28,9 +28,9 @@ func durable(dir string, files, dirs []string) error {
 	return nil
 }
 
-// startWriteback asks the kernel to start writing a range of f to disk,
+// StartWriteback asks the kernel to start writing a range of f to disk,
 // without waiting.
-func startWriteback(f *os.File, off, n int64) {
+func StartWriteback(f *os.File, off, n int64) {
 	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
 

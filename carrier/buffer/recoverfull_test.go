@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"fmt"
@@ -30,7 +30,7 @@ func recoverDiskFull(t *testing.T, free int64) {
 		t.Fatalf("mount tmpfs: %v: %s", err, out)
 	}
 	defer syscall.Unmount(dir, syscall.MNT_DETACH)
-	b, err := OpenBuffer(dir, 1<<30)
+	b, err := Open(dir, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func recoverDiskFull(t *testing.T, free int64) {
 	}
 	f.Close()
 
-	rep, err := RecoverBuffer(dir)
+	rep, err := Recover(dir)
 	t.Logf("recover on a full disk: %+v, %v", rep, err)
 	if err == nil {
 		t.Fatal("recover on a full disk succeeded")

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"os"
@@ -33,7 +33,7 @@ func emptyIndex(t *testing.T, dir string) {
 // fails the test unless it carries n entries.
 func openCarrying(t *testing.T, dir string, n int) *Buffer {
 	t.Helper()
-	b, err := OpenBuffer(dir, 1<<40)
+	b, err := Open(dir, 1<<40)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func openCarrying(t *testing.T, dir string, n int) *Buffer {
 // does) and carries n entries.
 func carries(t *testing.T, dir string, n int) {
 	t.Helper()
-	b, err := OpenBufferReadOnly(dir)
+	b, err := OpenReadOnly(dir)
 	if err != nil {
 		t.Fatalf("buffer %s: %v", dir, err)
 	}
@@ -63,9 +63,9 @@ func carries(t *testing.T, dir string, n int) {
 func deliverAll(t *testing.T, b *Buffer, ents []Entry) {
 	t.Helper()
 	for _, e := range ents {
-		b.release(e)
+		b.Release(e)
 	}
-	if err := b.flush(); err != nil {
+	if err := b.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if f := recordFiles(t, b.dir); len(f) != 0 {

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"bytes"
@@ -18,13 +18,14 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/messor-sync/messor/internal/durable"
 	"github.com/messor-sync/messor/protocol"
 )
 
 // Every committed entry also has a record, written and made durable before
 // the index commits it and dropped after the index releases it. Objects are
 // content-addressed and carry no names, so these records are what lets
-// RecoverBuffer rebuild a lost or corrupt index without losing a carried
+// Recover rebuild a lost or corrupt index without losing a carried
 // file.
 //
 // The group commit writes one record file per batch (records/NAME.jsonl,
@@ -36,12 +37,12 @@ import (
 // live entries removes it; one that leaves some marks the file
 // (bucketRecDirty) in the same transaction and rewrites it afterwards with
 // only those (a new file under the same name, by rename); a crash before
-// the rewrite leaves the mark, and the next OpenBuffer rewrites it (a
-// release that leaves none marks it too, and the rewrite removes it). So a
+// the rewrite leaves the mark, and the next Open rewrites it (a
+// Release that leaves none marks it too, and the rewrite removes it). So a
 // recovered index never brings back what was delivered. A file the index
 // does not know and has not marked was written by a batch whose
 // transaction a crash cut off (or an index lost it): its objects were
-// made durable with it, so OpenBuffer indexes the entries whose objects
+// made durable with it, so Open indexes the entries whose objects
 // verify, and moves a file with none (a torn one) to quarantine/. In a
 // file the index knows and has not marked every line is live, so a line
 // whose entry the index does not list was lost by it, and is indexed the
@@ -116,7 +117,7 @@ var recordDirs = []string{"entries", recordsDir}
 
 // recordPath is where a buffer written before batch records kept e's record.
 func (b *Buffer) recordPath(e Entry) string {
-	h := sha256.Sum256(e.key())
+	h := sha256.Sum256(e.Key())
 	return filepath.Join(b.dir, "entries", hex.EncodeToString(h[:16])+legacyRecordExt)
 }
 
@@ -178,8 +179,8 @@ func (b *Buffer) rewriteRecords(name string) error {
 		eb := tx.Bucket(bucketEntries)
 		seen := map[string]bool{}
 		for _, e := range ents {
-			k := string(e.key())
-			if v := eb.Get(e.key()); v != nil && recOf(v) == name && !seen[k] {
+			k := string(e.Key())
+			if v := eb.Get(e.Key()); v != nil && recOf(v) == name && !seen[k] {
 				seen[k] = true
 				out = append(out, marshalRecord(e)...)
 			}
@@ -192,7 +193,7 @@ func (b *Buffer) rewriteRecords(name string) error {
 	if len(out) == 0 {
 		return os.Remove(p)
 	}
-	return writeFileSync(p, out)
+	return durable.WriteFile(p, out)
 }
 
 // readRecords parses a record file of either kind. Lines that do not parse
@@ -231,32 +232,7 @@ func isRecordFile(name string) bool {
 	return strings.HasSuffix(name, recordExt) || strings.HasSuffix(name, legacyRecordExt)
 }
 
-// writeFileSync writes p whole or not at all (temp file, fsync, rename,
-// fsync of the directory).
-func writeFileSync(p string, data []byte) error {
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(p))
-}
-
-// RecoverReport says what RecoverBuffer did.
+// RecoverReport says what Recover did.
 type RecoverReport struct {
 	MovedAside string   // where the damaged index is kept ("" if there was none)
 	Restored   int      // entries rebuilt from their records, objects verified
@@ -264,12 +240,12 @@ type RecoverReport struct {
 	Orphans    []string // objects no record names, moved to quarantine/ (not deleted)
 }
 
-// quarantineDir, in the buffer, holds what messor found there and could
+// QuarantineDir, in the buffer, holds what messor found there and could
 // not place: objects that no index entry or record names, record files
 // naming nothing that could be indexed. messor never deletes them.
-const quarantineDir = "quarantine"
+const QuarantineDir = "quarantine"
 
-// RecoverBuffer rebuilds the buffer index in dir after OpenBuffer reported
+// Recover rebuilds the buffer index in dir after Open reported
 // ErrIndexCorrupt, from the records (records/, or entries/ in an older
 // buffer): every entry whose object is present and verifies (SHA-256).
 // The new index is built beside the old one (index.db.rebuild), made
@@ -277,7 +253,7 @@ const quarantineDir = "quarantine"
 // (a hard link). Killed at any moment, it leaves the old index or the new
 // one whole, never an empty one, and never removes a record or an object.
 // Record files keep only live entries (see above: a file a crash left
-// naming delivered ones is still marked, and OpenBuffer rewrites it), so
+// naming delivered ones is still marked, and Open rewrites it), so
 // nothing delivered comes back. (A mark the index lost with the index is
 // gone too: such a file may name delivered entries, which are then
 // delivered again, found at their destination or left as a second copy.)
@@ -286,9 +262,9 @@ const quarantineDir = "quarantine"
 // where a copy verifies. The outbox copies of files committed but not yet removed are not
 // remembered; the next pickup carries such a file again and, its content
 // being stored already, keeps one copy. It holds the buffer's lock while it
-// works: it fails with ErrBufferBusy while a run has the buffer open or
+// works: it fails with ErrBusy while a run has the buffer open or
 // another recover works on it (index.db missing too).
-func RecoverBuffer(dir string) (*RecoverReport, error) {
+func Recover(dir string) (*RecoverReport, error) {
 	rep := &RecoverReport{}
 	for _, d := range []string{dir, filepath.Join(dir, "objects"), filepath.Join(dir, "partial"), filepath.Join(dir, "entries"), filepath.Join(dir, recordsDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -301,29 +277,16 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 	for _, p := range []string{dir, dbPath} {
 		unlock, busy := lockPath(p)
 		if busy {
-			return nil, fmt.Errorf("buffer %s: %w; recover it when that run has ended", dir, ErrBufferBusy)
+			return nil, fmt.Errorf("buffer %s: %w; recover it when that run has ended", dir, ErrBusy)
 		}
 		defer unlock()
 	}
 	b := &Buffer{dir: dir}
-	recs, err := b.recordFiles()
+	verified := map[string]bool{}
+	ents, err := b.recoverable(rep, verified)
 	if err != nil {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
-	verified := map[string]bool{}
-	type found struct {
-		e    Entry
-		file string // batch record file name; "" for a one-entry record
-	}
-	var ents []found
-	for _, p := range recs {
-		es, lost := b.readVerified(p, verified)
-		rep.Lost = append(rep.Lost, lost...)
-		for _, e := range es {
-			ents = append(ents, found{e, batchName(p)})
-		}
-	}
-
 	tmp := dbPath + ".rebuild"
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
@@ -340,28 +303,7 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 		return nil, fmt.Errorf("buffer %s: new index: %w", dir, err)
 	}
 	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error { // fsynced when it commits
-		rep.Restored = 0
-		if err := createBuckets(tx); err != nil {
-			return err
-		}
-		for _, f := range ents {
-			added, _, err := indexEntry(tx, f.e, f.file)
-			if err != nil {
-				return err
-			}
-			if added {
-				rep.Restored++
-			}
-		}
-		for _, f := range ents {
-			if err := settleReaddress(tx, f.e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := db.Update(func(tx *bolt.Tx) error { return rebuild(tx, ents, rep) }); err != nil { // fsynced when it commits
 		return nil, fmt.Errorf("buffer %s: rebuild index: %w", dir, err)
 	}
 	// Keep, rather than let an open delete, objects nobody names.
@@ -379,10 +321,59 @@ func RecoverBuffer(dir string) (*RecoverReport, error) {
 		return nil, fmt.Errorf("buffer %s: put the rebuilt index in place: %w", dir, err)
 	}
 	placed = true
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
 	return rep, db.Close()
+}
+
+// recovered is an entry found in a record file, whose object verifies.
+type recovered struct {
+	e    Entry
+	file string // batch record file name; "" for a one-entry record
+}
+
+// recoverable reads every record file and returns the entries whose object
+// verifies (verified caches hashes checked); what it cannot recover goes to
+// rep.Lost.
+func (b *Buffer) recoverable(rep *RecoverReport, verified map[string]bool) ([]recovered, error) {
+	recs, err := b.recordFiles()
+	if err != nil {
+		return nil, err
+	}
+	var ents []recovered
+	for _, p := range recs {
+		es, lost := b.readVerified(p, verified)
+		rep.Lost = append(rep.Lost, lost...)
+		for _, e := range es {
+			ents = append(ents, recovered{e, batchName(p)})
+		}
+	}
+	return ents, nil
+}
+
+// rebuild fills a new index (tx) with ents, then settles the readdresses
+// a crash cut off, and counts in rep.Restored the entries it indexed.
+func rebuild(tx *bolt.Tx, ents []recovered, rep *RecoverReport) error {
+	rep.Restored = 0
+	if err := createBuckets(tx); err != nil {
+		return err
+	}
+	for _, f := range ents {
+		added, _, err := indexEntry(tx, f.e, f.file)
+		if err != nil {
+			return err
+		}
+		if added {
+			rep.Restored++
+		}
+	}
+	for _, f := range ents {
+		if err := settleReaddress(tx, f.e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // recordFiles lists the buffer's record files, older buffers' first. A
@@ -457,7 +448,7 @@ func (b *Buffer) verifiedEntries(es []Entry, verified map[string]bool, fromQuara
 // and whether that made the object known.
 func indexEntry(tx *bolt.Tx, e Entry, file string) (added, newObject bool, err error) {
 	eb, ob := tx.Bucket(bucketEntries), tx.Bucket(bucketObjects)
-	if eb.Get(e.key()) != nil {
+	if eb.Get(e.Key()) != nil {
 		return false, false, nil
 	}
 	var rec objectRec
@@ -471,7 +462,7 @@ func indexEntry(tx *bolt.Tx, e Entry, file string) (added, newObject bool, err e
 	rec.Refs++
 	ev, _ := json.Marshal(storedEntry{e, file})
 	rv, _ := json.Marshal(rec)
-	if err := eb.Put(e.key(), ev); err != nil {
+	if err := eb.Put(e.Key(), ev); err != nil {
 		return false, false, err
 	}
 	if err := ob.Put([]byte(e.Hash), rv); err != nil {
@@ -493,7 +484,7 @@ func (b *Buffer) takeBack(hash string, size int64) bool {
 	if _, err := os.Lstat(to); !errors.Is(err, fs.ErrNotExist) {
 		return false
 	}
-	q := filepath.Join(b.dir, quarantineDir)
+	q := filepath.Join(b.dir, QuarantineDir)
 	names, _ := filepath.Glob(filepath.Join(q, hash+"*"))
 	for _, p := range names {
 		if base := filepath.Base(p); base != hash && !strings.HasPrefix(base, hash+".") {
@@ -502,8 +493,8 @@ func (b *Buffer) takeBack(hash string, size int64) bool {
 		if verifyObject(p, hash, size) != nil || os.Rename(p, to) != nil {
 			continue
 		}
-		syncDir(filepath.Dir(to))
-		syncDir(q)
+		durable.SyncDir(filepath.Dir(to))
+		durable.SyncDir(q)
 		return true
 	}
 	return false
@@ -530,7 +521,7 @@ func (b *Buffer) quarantineObjects(keep func(hash string) bool) ([]string, error
 // It never replaces a file there (a damaged copy of an object must not
 // take the place of a whole one).
 func (b *Buffer) quarantine(p string) (string, error) {
-	to := filepath.Join(b.dir, quarantineDir, filepath.Base(p))
+	to := filepath.Join(b.dir, QuarantineDir, filepath.Base(p))
 	if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
 		return "", err
 	}
@@ -566,12 +557,12 @@ func settleReaddress(tx *bolt.Tx, e Entry) error {
 		return nil
 	}
 	eb, ob := tx.Bucket(bucketEntries), tx.Bucket(bucketObjects)
-	if eb.Get(e.key()) == nil {
+	if eb.Get(e.Key()) == nil {
 		return nil
 	}
 	old := e
 	old.Dest, old.From = e.From, ""
-	v := eb.Get(old.key())
+	v := eb.Get(old.Key())
 	if v == nil {
 		return nil
 	}
@@ -579,7 +570,7 @@ func settleReaddress(tx *bolt.Tx, e Entry) error {
 	if name == "" {
 		return nil // an older messor's record: Readdress refuses those
 	}
-	if err := eb.Delete(old.key()); err != nil {
+	if err := eb.Delete(old.Key()); err != nil {
 		return err
 	}
 	if _, err := countRecord(tx, name, -1); err != nil {

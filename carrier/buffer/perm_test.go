@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"io/fs"
@@ -14,8 +14,8 @@ func TestRecordPerm(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a record without perm: %v", err)
 	}
-	if old.HasPerm || old.deliverPerm() != 0o600 {
-		t.Errorf("a record without perm: HasPerm %v, delivered %v, want 0600", old.HasPerm, old.deliverPerm())
+	if old.HasPerm || old.DeliverPerm() != 0o600 {
+		t.Errorf("a record without perm: HasPerm %v, delivered %v, want 0600", old.HasPerm, old.DeliverPerm())
 	}
 	for _, perm := range []fs.FileMode{0o755, 0o600, 0, 0o644} {
 		e := old
@@ -24,13 +24,13 @@ func TestRecordPerm(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !got.HasPerm || got.deliverPerm() != perm {
-			t.Errorf("perm %v: after a round trip HasPerm %v, delivered %v", perm, got.HasPerm, got.deliverPerm())
+		if !got.HasPerm || got.DeliverPerm() != perm {
+			t.Errorf("perm %v: after a round trip HasPerm %v, delivered %v", perm, got.HasPerm, got.DeliverPerm())
 		}
 	}
 	e := old
 	e.Perm, e.HasPerm = 0o755|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky, true
-	if got := e.deliverPerm(); got != 0o755 {
+	if got := e.DeliverPerm(); got != 0o755 {
 		t.Errorf("a setuid source is delivered %v, want 0755", got)
 	}
 }

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"errors"
@@ -14,9 +14,9 @@ import (
 func legacyWorld(t *testing.T, n int) (home, old, dir string, ents []Entry) {
 	t.Helper()
 	home = t.TempDir()
-	old = LegacyBufferDir(home)
+	old = LegacyDir(home)
 	ents = carriedBuffer(t, old, n, 4<<10)
-	return home, old, DefaultBufferDir(home, ""), ents
+	return home, old, DefaultDir(home, ""), ents
 }
 
 // An old buffer that is a symbolic link (to a relative place) is used where
@@ -25,15 +25,15 @@ func TestLegacyBufferSymlink(t *testing.T) {
 	home := t.TempDir()
 	real := filepath.Join(home, "bufdata")
 	ents := carriedBuffer(t, real, 2, 4<<10)
-	old := LegacyBufferDir(home)
+	old := LegacyDir(home)
 	os.MkdirAll(filepath.Dir(old), 0o700)
 	if err := os.Symlink("../bufdata", old); err != nil {
 		t.Fatal(err)
 	}
-	got, err := MoveLegacyBuffer(old, DefaultBufferDir(home, ""))
-	var le *LegacyBufferError
+	got, err := MoveLegacy(old, DefaultDir(home, ""))
+	var le *LegacyError
 	if !errors.As(err, &le) || le.Link != "../bufdata" {
-		t.Errorf("MoveLegacyBuffer = %s, %v; want a warning naming the link's target", got, err)
+		t.Errorf("MoveLegacy = %s, %v; want a warning naming the link's target", got, err)
 	}
 	carries(t, got, len(ents))
 }
@@ -44,12 +44,12 @@ func TestLegacyBufferWithoutIndex(t *testing.T) {
 	_, old, dir, ents := legacyWorld(t, 2)
 	os.Remove(filepath.Join(old, "index.db"))
 	os.Remove(filepath.Join(old, "entries")) // empty: a copy may not keep it
-	if _, err := OpenBufferReadOnly(old); !errors.Is(err, ErrIndexCorrupt) {
+	if _, err := OpenReadOnly(old); !errors.Is(err, ErrIndexCorrupt) {
 		t.Errorf("status of the old buffer: %v, want ErrIndexCorrupt", err)
 	}
-	got, err := MoveLegacyBuffer(old, dir)
+	got, err := MoveLegacy(old, dir)
 	t.Logf("moved to %s (%v)", got, err)
-	rep, err := RecoverBuffer(got)
+	rep, err := Recover(got)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,10 +71,10 @@ func TestLegacyBufferOtherFileSystem(t *testing.T) {
 		t.Fatalf("mount tmpfs: %v: %s", err, out)
 	}
 	defer syscall.Unmount(share, syscall.MNT_DETACH)
-	got, err := MoveLegacyBuffer(old, dir)
-	var le *LegacyBufferError
+	got, err := MoveLegacy(old, dir)
+	var le *LegacyError
 	if got != old || !errors.As(err, &le) || !le.InPlace || !errors.Is(err, syscall.EXDEV) {
-		t.Fatalf("MoveLegacyBuffer = %s, %v; want %s in place (EXDEV)", got, err, old)
+		t.Fatalf("MoveLegacy = %s, %v; want %s in place (EXDEV)", got, err, old)
 	}
 	carries(t, old, len(ents))
 }

@@ -1,4 +1,4 @@
-package carrier
+package buffer
 
 import (
 	"crypto/sha256"
@@ -21,19 +21,19 @@ func testEntry(path string, data []byte) Entry {
 
 // Found in review. A file already carried (entry K indexed, record written) is picked up
 // again with the same content (touched in the outbox, or after
-// RecoverBuffer, whose doc says exactly that happens), and that second
+// Recover, whose doc says exactly that happens), and that second
 // commit fails at the index (ENOSPC growing index.db, EIO on its fsync; here
 // simulated by closing the db). The cleanup in apply removes recordPath(e),
 // which is the record of the entry that stays indexed.
 func TestFailedRecommitKeepsIndexedRecord(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBuffer(dir, 1<<20)
+	b, err := Open(dir, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data := []byte("carried once\n")
 	e := testEntry("a.txt", data)
-	if _, err := b.commitData(e, origin{"alpha", "beta", "a.txt", e.Size, 100}, data, e.Size); err != nil {
+	if _, err := b.CommitData(e, Origin{"alpha", "beta", "a.txt", e.Size, 100}, data, e.Size); err != nil {
 		t.Fatal(err)
 	}
 	if !hasRecord(t, dir, e) {
@@ -42,12 +42,12 @@ func TestFailedRecommitKeepsIndexedRecord(t *testing.T) {
 	b.db.Close() // the next index transaction fails
 	e2 := e
 	e2.PickedAt = e.PickedAt.Add(time.Hour)
-	if _, err := b.commitData(e2, origin{"alpha", "beta", "a.txt", e.Size, 200}, data, e.Size); err == nil {
+	if _, err := b.CommitData(e2, Origin{"alpha", "beta", "a.txt", e.Size, 200}, data, e.Size); err == nil {
 		t.Fatal("commit on a closed index succeeded")
 	}
 	b.Close()
 
-	b, err = OpenBuffer(dir, 1<<20)
+	b, err = Open(dir, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,8 +59,8 @@ func TestFailedRecommitKeepsIndexedRecord(t *testing.T) {
 	if !hasRecord(t, dir, e) {
 		// Show what that costs: the index is lost later, recover runs.
 		os.Rename(filepath.Join(dir, "index.db"), filepath.Join(dir, "index.db.bad"))
-		rep, rerr := RecoverBuffer(dir)
-		t.Fatalf("entry still indexed but its record is gone; RecoverBuffer then: restored=%d lost=%v orphans=%v err=%v",
+		rep, rerr := Recover(dir)
+		t.Fatalf("entry still indexed but its record is gone; Recover then: restored=%d lost=%v orphans=%v err=%v",
 			rep.Restored, rep.Lost, rep.Orphans, rerr)
 	}
 }
@@ -68,7 +68,7 @@ func TestFailedRecommitKeepsIndexedRecord(t *testing.T) {
 // hasRecord reports whether a record file in dir's entries/ holds e.
 func hasRecord(t *testing.T, dir string, e Entry) bool {
 	t.Helper()
-	return len(recordsOf(t, dir)[string(e.key())]) > 0
+	return len(recordsOf(t, dir)[string(e.Key())]) > 0
 }
 
 // recordsOf reads every record file in dir's entries/ and records/: entry
@@ -90,7 +90,7 @@ func recordsOf(t *testing.T, dir string) map[string][]string {
 				t.Fatalf("record file %s: %v %v", de.Name(), err, bad)
 			}
 			for _, e := range ents {
-				out[string(e.key())] = append(out[string(e.key())], de.Name())
+				out[string(e.Key())] = append(out[string(e.Key())], de.Name())
 			}
 		}
 	}
@@ -106,7 +106,7 @@ func TestFlushWaitsForQueuedRelease(t *testing.T) {
 		dir, _ = os.MkdirTemp("/dev/shm", "messor-flush")
 		defer os.RemoveAll(dir)
 	}
-	b, err := OpenBuffer(dir, 1<<40)
+	b, err := Open(dir, 1<<40)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestFlushWaitsForQueuedRelease(t *testing.T) {
 				}
 				data := []byte(fmt.Sprintf("bg %d %d", i, j))
 				e := testEntry(fmt.Sprintf("bg/%d/%d", i, j), data)
-				b.commitData(e, origin{"alpha", "beta", e.Path, e.Size, 1}, data, 0)
+				b.CommitData(e, Origin{"alpha", "beta", e.Path, e.Size, 1}, data, 0)
 			}
 		}()
 	}
@@ -135,16 +135,16 @@ func TestFlushWaitsForQueuedRelease(t *testing.T) {
 	for k := 0; k < iters; k++ {
 		data := []byte(fmt.Sprintf("fg %d", k))
 		e := testEntry(fmt.Sprintf("fg/%d", k), data)
-		if _, err := b.commitData(e, origin{"alpha", "beta", e.Path, e.Size, 1}, data, 0); err != nil {
+		if _, err := b.CommitData(e, Origin{"alpha", "beta", e.Path, e.Size, 1}, data, 0); err != nil {
 			t.Fatal(err)
 		}
-		b.release(e)
-		if err := b.flush(); err != nil {
+		b.Release(e)
+		if err := b.Flush(); err != nil {
 			t.Fatal(err)
 		}
 		var still bool
 		b.db.View(func(tx *bolt.Tx) error {
-			still = tx.Bucket(bucketEntries).Get(e.key()) != nil
+			still = tx.Bucket(bucketEntries).Get(e.Key()) != nil
 			return nil
 		})
 		if still {
@@ -160,34 +160,34 @@ func TestFlushWaitsForQueuedRelease(t *testing.T) {
 // or when its outbox file could not be removed: a stale record (its forget
 // lost in a crash) never makes a later visit remove a file uncarried.
 func TestCarriedRecords(t *testing.T) {
-	b, err := OpenBuffer(t.TempDir(), 1<<20)
+	b, err := Open(t.TempDir(), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	data := []byte("v1\n")
 	e := testEntry("a.txt", data)
-	o := origin{"alpha", "beta", "a.txt", e.Size, e.MTime.Unix()}
-	if _, err := b.commitData(e, o, data, e.Size); err != nil {
+	o := Origin{"alpha", "beta", "a.txt", e.Size, e.MTime.Unix()}
+	if _, err := b.CommitData(e, o, data, e.Size); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := b.carried([]origin{o}); !ok[0] {
+	if ok, _ := b.Carried([]Origin{o}); !ok[0] {
 		t.Fatal("a held version is not carried")
 	}
-	b.release(e) // delivered; the forget was lost (never queued)
-	b.flush()
-	if ok, _ := b.carried([]origin{o}); ok[0] {
+	b.Release(e) // delivered; the forget was lost (never queued)
+	b.Flush()
+	if ok, _ := b.Carried([]Origin{o}); ok[0] {
 		t.Fatal("a stale record counts as carried")
 	}
-	if _, err := b.commitData(e, o, data, e.Size); err != nil {
+	if _, err := b.CommitData(e, o, data, e.Size); err != nil {
 		t.Fatal(err)
 	}
-	b.release(e)
-	b.flush()
-	if err := b.removeFailed(o); err != nil {
+	b.Release(e)
+	b.Flush()
+	if err := b.RemoveFailed(o); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := b.carried([]origin{o}); !ok[0] {
+	if ok, _ := b.Carried([]Origin{o}); !ok[0] {
 		t.Fatal("a file we could not remove is carried again")
 	}
 }
