@@ -362,7 +362,7 @@ func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) 
 // a stalled link, or an interruption.
 func (c *Carrier) sessionErr(ctx context.Context, s *Session, verb string) error {
 	if s.Stalled() {
-		return fmt.Errorf("host %s: %s: no data for %v: %w; what was moved is kept and the next run resumes", s.Host.Name, verb, c.opts.IdleTimeout, ErrStalled)
+		return fmt.Errorf("host %s: %s: %s: %w; what was moved is kept and the next run resumes", s.Host.Name, verb, s.StallReason(), ErrStalled)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("host %s: %s interrupted: %w", s.Host.Name, verb, ctx.Err())
