@@ -65,7 +65,12 @@ type pendingReq struct {
 // initID keys SSH_FXP_INIT, which has no request id.
 const initID = 1<<32 - 1
 
+// newSFTPWatch returns a channel's watch adding the bytes written to
+// unsynced (nil: a counter of its own, until the session's is set).
 func newSFTPWatch(unsynced *atomic.Int64) *sftpWatch {
+	if unsynced == nil {
+		unsynced = new(atomic.Int64)
+	}
 	return &sftpWatch{pending: map[uint32]pendingReq{}, handles: map[string]string{}, written: map[string]int64{},
 		mark: time.Now(), unsynced: unsynced}
 }
