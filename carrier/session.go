@@ -161,9 +161,9 @@ type sessionState struct {
 	stallWhy  atomic.Pointer[string] // what the idle watch saw, once stalled
 	busyUntil atomic.Int64           // unix ns: until then the host may be busy hashing for us
 
-	watchMu  sync.Mutex
-	watches  map[*sftpWatch]bool // the SFTP channels open, lanes included
-	unsynced atomic.Int64        // bytes written over SFTP since a directory sync
+	watchMu    sync.Mutex
+	watches    map[*sftpWatch]bool // the SFTP channels open, lanes included
+	sftpShared sftpShared          // what the watches share
 }
 
 // DefaultIdleTimeout is how long a session may go without a byte from the
@@ -274,7 +274,7 @@ func (s *Session) sftpStalled(now time.Time, idle time.Duration) (string, bool) 
 // addWatch returns a new SFTP channel's watch, followed by watchIdle
 // until dropWatch.
 func (s *sessionState) addWatch() *sftpWatch {
-	w := newSFTPWatch(&s.unsynced)
+	w := newSFTPWatch(&s.sftpShared)
 	s.watchMu.Lock()
 	s.watches[w] = true
 	s.watchMu.Unlock()
@@ -416,7 +416,7 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 		execs: make(chan struct{}, maxExecs), window: make(chan struct{}, windowUnits), sliceRequest: protocol.HashSliceRequest,
 		watches: map[*sftpWatch]bool{}}, sftp: sc, watch: w}
 	w.mu.Lock()
-	w.unsynced = &s.unsynced
+	w.shared = &s.sftpShared
 	w.mu.Unlock()
 	s.watches[w] = true
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")

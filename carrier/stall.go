@@ -41,15 +41,23 @@ var fxpByHandle = map[byte]bool{4: true, 5: true, 6: true, 8: true, 10: true, 12
 // sftpWatch follows one SFTP channel. It is fed what the client writes
 // (sent) and what it reads (read), and tells whether the channel stalled.
 type sftpWatch struct {
-	mu       sync.Mutex
-	pending  map[uint32]pendingReq // by request id; init under initID
-	handles  map[string]string     // handle -> the path opened
-	written  map[string]int64      // handle -> bytes written since its last fsync
-	waiting  bool                  // our reader is blocked in a read
-	mark     time.Time             // the last sign of life; see stalled
-	closed   bool
-	out, in  framer
-	unsynced *atomic.Int64 // the session's bytes written since a directory sync
+	mu      sync.Mutex
+	pending map[uint32]pendingReq // by request id; init under initID
+	handles map[string]string     // handle -> the path opened
+	written map[string]int64      // handle -> bytes written since its last fsync
+	waiting bool                  // our reader is blocked in a read
+	mark    time.Time             // the last sign of life; see stalled
+	closed  bool
+	out, in framer
+	shared  *sftpShared
+}
+
+// sftpShared is what the watches of one session's SFTP channels share.
+type sftpShared struct {
+	unsynced atomic.Int64 // bytes written since a directory sync
+	// lastByte (unix ns) is when a byte last came on any of them: over a
+	// slow link one channel's reply may wait behind another's data.
+	lastByte atomic.Int64
 }
 
 // pendingReq is a request without its reply: what it is, when it was
@@ -65,14 +73,14 @@ type pendingReq struct {
 // initID keys SSH_FXP_INIT, which has no request id.
 const initID = 1<<32 - 1
 
-// newSFTPWatch returns a channel's watch adding the bytes written to
-// unsynced (nil: a counter of its own, until the session's is set).
-func newSFTPWatch(unsynced *atomic.Int64) *sftpWatch {
-	if unsynced == nil {
-		unsynced = new(atomic.Int64)
+// newSFTPWatch returns a channel's watch sharing sh with the session's
+// other channels (nil: its own, until the session's is set).
+func newSFTPWatch(sh *sftpShared) *sftpWatch {
+	if sh == nil {
+		sh = &sftpShared{}
 	}
 	return &sftpWatch{pending: map[uint32]pendingReq{}, handles: map[string]string{}, written: map[string]int64{},
-		mark: time.Now(), unsynced: unsynced}
+		mark: time.Now(), shared: sh}
 }
 
 // syncTime is how much longer than twice the idle timeout a host may take
@@ -105,6 +113,7 @@ func (w *sftpWatch) readEnd(p []byte, err error) {
 	w.waiting = false
 	if len(p) > 0 {
 		w.mark = time.Now()
+		w.shared.lastByte.Store(w.mark.UnixNano())
 		w.in.feed(p, w.reply)
 	}
 	if err != nil {
@@ -120,15 +129,16 @@ func (w *sftpWatch) retire() {
 }
 
 // stalled reports whether the channel has had requests outstanding and no
-// reply byte for idle while our reader waited (longer while an fsync is
-// outstanding: see syncTime), and names the oldest request waited on.
+// reply byte, on it or on another of the session's channels, for idle
+// while our reader waited (longer while an fsync is outstanding: see
+// syncTime), and names the oldest request waited on.
 func (w *sftpWatch) stalled(now time.Time, idle time.Duration) (quiet time.Duration, what string, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed || !w.waiting || len(w.pending) == 0 {
 		return 0, "", false
 	}
-	until := w.mark.Add(idle)
+	until := later(w.mark, time.Unix(0, w.shared.lastByte.Load())).Add(idle)
 	var oldest pendingReq
 	for _, p := range w.pending {
 		// An fsync queued behind another starts when that one ends.
@@ -177,7 +187,7 @@ func (w *sftpWatch) request(head []byte, size int) {
 			if n == 0 {
 				// A directory's sync: what the session wrote since the
 				// last one may be flushed with it.
-				n = w.unsynced.Swap(0)
+				n = w.shared.unsynced.Swap(0)
 			}
 			p.sync, p.allow = true, syncTime(n)
 		} else {
@@ -193,7 +203,7 @@ func (w *sftpWatch) request(head []byte, size int) {
 			if _, rest, ok := getU64(rest); ok {
 				if n, _, ok := getU32(rest); ok {
 					w.written[string(arg)] += int64(n)
-					w.unsynced.Add(int64(n))
+					w.shared.unsynced.Add(int64(n))
 				}
 			}
 		}

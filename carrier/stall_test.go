@@ -3,7 +3,6 @@ package carrier
 import (
 	"encoding/binary"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -37,8 +36,8 @@ func feedIn(b []byte, n int, feed func([]byte)) {
 // request outstanding and our reader waiting for longer than idle.
 func TestSFTPWatchCounts(t *testing.T) {
 	for _, piece := range []int{1, 3, 7, 4096} {
-		var unsynced atomic.Int64
-		w := newSFTPWatch(&unsynced)
+		var sh sftpShared
+		w := newSFTPWatch(&sh)
 		var out []byte
 		out = append(out, watchPacket(3, 1, []string{"messor/outbox/b/x"}, make([]byte, 12))...)
 		data := strings.Repeat("d", 70000)
@@ -47,7 +46,7 @@ func TestSFTPWatchCounts(t *testing.T) {
 		feedIn(out, piece, w.sent)
 		feedIn(watchPacket(102, 1, []string{"h1"}, nil), piece, func(p []byte) { w.readEnd(p, nil) })
 		feedIn(watchPacket(6, 2, []string{"h1"}, append(write, data...)), piece, w.sent)
-		if got := unsynced.Load(); got != int64(len(data)) {
+		if got := sh.unsynced.Load(); got != int64(len(data)) {
 			t.Fatalf("piece %d: %d bytes written counted, want %d", piece, got, len(data))
 		}
 		w.readStart()
@@ -79,5 +78,26 @@ func TestSFTPWatchCounts(t *testing.T) {
 		if _, _, ok := w.stalled(now.Add(time.Hour), 2*time.Second); ok || len(w.pending) != 0 {
 			t.Fatalf("piece %d: stalled with nothing outstanding (%v)", piece, w.pending)
 		}
+	}
+}
+
+// TestSFTPWatchOtherChannel: over a slow link one channel's reply may wait
+// behind another's data, so a byte on any of the session's SFTP channels
+// counts as life for all; with none for the idle timeout, the channel
+// waiting stalls.
+func TestSFTPWatchOtherChannel(t *testing.T) {
+	var sh sftpShared
+	a, b := newSFTPWatch(&sh), newSFTPWatch(&sh)
+	a.sent(watchPacket(17, 1, []string{"messor/outbox/b/x"}, nil))
+	a.readStart()
+	start := time.Now()
+	time.Sleep(10 * time.Millisecond)
+	b.readEnd([]byte{0, 0}, nil) // part of a reply on the other channel
+	idle := 5 * time.Millisecond
+	if _, _, ok := a.stalled(start.Add(idle+5*time.Millisecond), idle); ok {
+		t.Fatal("stalled while another channel's reply was coming")
+	}
+	if _, what, ok := a.stalled(time.Now().Add(time.Hour), idle); !ok || what != "stat messor/outbox/b/x" {
+		t.Fatalf("stalled %v on %q, want the stat", ok, what)
 	}
 }

@@ -312,12 +312,13 @@
 //     has nothing to ask, it sends keepalive@openssh.com requests, whose
 //     replies count as life for the link; or
 //   - an SFTP channel had requests outstanding and the host sent no byte
-//     on it while the carrier waited for a reply. Every SFTP request gets
-//     exactly one reply, so the carrier counts requests and replies per
-//     channel (lanes included); keepalive replies and bytes on other
-//     channels do not count as life for SFTP work (sftp-server blocked in
-//     open(2) on a FIFO, a hung mount, a server answering keepalives
-//     only). An fsync@openssh.com request (a file's or a directory's) may
+//     on any of the session's SFTP channels while the carrier waited for a
+//     reply (over a slow link one channel's reply may wait behind another's
+//     data). Every SFTP request gets exactly one reply, so the carrier
+//     counts requests and replies per channel (lanes included); keepalive
+//     replies and exec output do not count as life for SFTP work
+//     (sftp-server blocked in open(2) on a FIFO, a hung mount, a server
+//     answering keepalives only). An fsync@openssh.com request (a file's or a directory's) may
 //     take twice the idle timeout and a second more per 5 MiB written
 //     since the last sync; a host hashing a file for the carrier (agent
 //     request, or a hash command) may be silent for 30 s and a second per

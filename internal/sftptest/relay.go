@@ -39,7 +39,10 @@ type Request struct {
 // Hook sees every SFTP request a relay passes on, before the backend does,
 // so a test can act at that very moment (change the backend's files). It
 // returns true to cut the connection there instead: the request is never
-// passed on, as if the client had died just before sending it.
+// passed on, as if the client had died just before sending it. A hook may
+// block: while it does, that request and the later ones of its channel
+// wait, and the connection, its other channels and keepalives go on (an
+// SFTP server that stopped answering).
 type Hook func(Request) (cut bool)
 
 // StartRelay starts an SSH server that lets keys log in and passes each
