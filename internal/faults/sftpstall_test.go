@@ -3,14 +3,13 @@ package faults
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,52 +23,42 @@ import (
 	"github.com/messor-sync/messor/protocol"
 )
 
-// stallHook sits on a relay in front of a stock sshd: at the at-th SFTP
-// request that match picks (at 0: at every one), it runs act (which may change the host's files
-// just before the host gets the request), or, with act nil, holds the
-// request: never passed on, never answered, while the connection and its
-// keepalives go on as before.
+// stallHook sits on a relay in front of a stock sshd and does what the
+// stallAt armed says.
 type stallHook struct {
-	mu    sync.Mutex
-	match func(sftptest.Request) bool
-	act   func(sftptest.Request)
-	n, at int
-	fired string
+	armed atomic.Pointer[stallAt]
 	hold  chan struct{} // closed when the test ends
 }
 
-func (h *stallHook) arm(at int, match func(sftptest.Request) bool, act func(sftptest.Request)) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.match, h.act, h.n, h.at, h.fired = match, act, 0, at, ""
+// stallAt: at the at-th SFTP request that match picks (at 0: at every
+// one), run act (which may change the host's files just before the host
+// gets the request), or, with act nil, hold the request: never passed on,
+// never answered, while the connection and its keepalives go on as before.
+type stallAt struct {
+	at    int32
+	match func(sftptest.Request) bool
+	act   func(sftptest.Request)
+	n     atomic.Int32
+	fired atomic.Bool
 }
 
-// disarm stops acting and returns the request acted at ("" if none).
-func (h *stallHook) disarm() string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.match = nil
-	return h.fired
+// arm acts as a says from now on, and returns a.
+func (h *stallHook) arm(a *stallAt) *stallAt {
+	h.armed.Store(a)
+	return a
 }
 
 func (h *stallHook) see(r sftptest.Request) bool {
-	h.mu.Lock()
-	if h.match == nil || !h.match(r) {
-		h.mu.Unlock()
+	a := h.armed.Load()
+	if a == nil || !a.match(r) {
 		return false
 	}
-	if h.n++; h.at > 0 && h.n != h.at {
-		h.mu.Unlock()
+	if n := a.n.Add(1); a.at > 0 && n != a.at {
 		return false
 	}
-	h.fired = fmt.Sprintf("type %d %s", r.Type, r.Path)
-	if h.at > 0 {
-		h.match = nil
-	}
-	act := h.act
-	h.mu.Unlock()
-	if act != nil {
-		act(r)
+	a.fired.Store(true)
+	if a.act != nil {
+		a.act(r)
 		return false
 	}
 	<-h.hold
@@ -81,14 +70,20 @@ func (h *stallHook) see(r sftptest.Request) bool {
 func newStallEnv(t *testing.T) (*env, *stallHook) {
 	h := &stallHook{hold: make(chan struct{})}
 	t.Cleanup(func() { close(h.hold) })
-	e := &env{Env: conformance.NewEnv(t, func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
+	e := &env{Env: conformance.NewEnv(t, relayedSSHD(h.see), "alpha", "beta")}
+	e.world = NewWorld(e.Dirs, e.Buf)
+	return e, h
+}
+
+// relayedSSHD starts each host as a stock sshd behind a relay that shows
+// hook every SFTP request (sftptest.StartRelay).
+func relayedSSHD(hook sftptest.Hook) conformance.StartFunc {
+	return func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
 		requireRoot(t)
 		signer, _ := sshdtest.NewKey(t)
 		s := sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: append(keys, signer.PublicKey())})
-		return sftptest.StartRelay(t, keys, net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), "root", signer, h.see)
-	}, "alpha", "beta")}
-	e.world = NewWorld(e.Dirs, e.Buf)
-	return e, h
+		return sftptest.StartRelay(t, keys, net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), "root", signer, hook)
+	}
 }
 
 // plantFIFO returns a hook action that puts a FIFO in the place of the
@@ -173,11 +168,11 @@ func TestStallFIFOInOutbox(t *testing.T) {
 	e.send("alpha", "beta", map[string][]byte{"fifo/a.txt": randBytes(r, 3000), "fifo/b.bin": randBytes(r, 2<<20)})
 	e.Outbox("alpha", "beta", map[string][]byte{"fifo/victim.txt": []byte("swapped for a FIFO\n")})
 	c := e.carrier(1<<30, carrier.Options{IdleTimeout: 2 * time.Second})
-	h.arm(1, func(r sftptest.Request) bool {
+	a := h.arm(&stallAt{at: 1, match: func(r sftptest.Request) bool {
 		return r.Type == sftptest.FxpOpen && strings.HasSuffix(r.Path, "victim.txt")
-	}, plantFIFO(t, e.Dirs["alpha"]))
+	}, act: plantFIFO(t, e.Dirs["alpha"])})
 	stallRun(t, "alpha", "victim.txt", pickupRun(c, e))
-	if h.disarm() == "" {
+	if h.arm(nil); !a.fired.Load() {
 		t.Fatal("the carrier never opened the file")
 	}
 	e.world.Check(t, c.Buffer())
@@ -200,16 +195,16 @@ func TestStallFIFOInInbox(t *testing.T) {
 	}
 	var fifo string
 	plant := plantFIFO(t, e.Dirs["beta"])
-	h.arm(1, func(r sftptest.Request) bool {
+	a := h.arm(&stallAt{at: 1, match: func(r sftptest.Request) bool {
 		return r.Type == sftptest.FxpOpen && strings.Contains(r.Path, protocol.InboxDir("alpha")+"/")
-	}, func(r sftptest.Request) { fifo = filepath.Join(e.Dirs["beta"], filepath.FromSlash(r.Path)); plant(r) })
+	}, act: func(r sftptest.Request) { fifo = filepath.Join(e.Dirs["beta"], filepath.FromSlash(r.Path)); plant(r) }})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	rs := dropoffRun(c, e)(ctx)
 	if ctx.Err() != nil {
 		t.Fatalf("the dropoff hung until the test's deadline ended it: %v", rs[0].Err)
 	}
-	if h.disarm() == "" {
+	if h.arm(nil); !a.fired.Load() {
 		t.Fatal("the carrier never opened a partial")
 	}
 	if err := reportsErr(rs); !errors.Is(err, carrier.ErrStalled) && (err == nil || !strings.Contains(err.Error(), "host beta")) {
@@ -236,14 +231,14 @@ func TestStallSlowFsync(t *testing.T) {
 	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
 		t.Fatal(err)
 	}
-	h.arm(0, func(r sftptest.Request) bool { return r.Extended == "fsync@openssh.com" }, func(sftptest.Request) {
+	a := h.arm(&stallAt{match: func(r sftptest.Request) bool { return r.Extended == "fsync@openssh.com" }, act: func(sftptest.Request) {
 		time.Sleep(idle + idle/2)
-	})
+	}})
 	rs, _ := c.Dropoff(context.Background(), e.Resolve("beta"))
 	if err := reportsErr(rs); err != nil {
 		t.Fatalf("a slow fsync taken for a stall: %v", err)
 	}
-	if h.disarm() == "" {
+	if h.arm(nil); !a.fired.Load() {
 		t.Fatal("the dropoff never synced a file")
 	}
 	e.world.CheckSettled(t, c.Buffer())
@@ -260,18 +255,18 @@ func TestStallHostStopsAnswering(t *testing.T) {
 	r := rand.New(rand.NewSource(16))
 	e.send("alpha", "beta", map[string][]byte{"mute/big.bin": randBytes(r, 6<<20), "mute/small.txt": []byte("small\n")})
 	c := e.carrier(1<<30, carrier.Options{IdleTimeout: 2 * time.Second})
-	h.arm(12, func(r sftptest.Request) bool { return r.Type == sftptest.FxpRead }, nil)
+	a := h.arm(&stallAt{at: 12, match: func(r sftptest.Request) bool { return r.Type == sftptest.FxpRead }})
 	stallRun(t, "alpha", "big.bin", pickupRun(c, e))
-	if h.disarm() == "" {
+	if h.arm(nil); !a.fired.Load() {
 		t.Fatal("the pickup never read")
 	}
 	e.world.Check(t, c.Buffer())
 	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
 		t.Fatalf("the pickup after the stall: %v", err)
 	}
-	h.arm(12, func(r sftptest.Request) bool { return r.Type == sftptest.FxpWrite }, nil)
+	a = h.arm(&stallAt{at: 12, match: func(r sftptest.Request) bool { return r.Type == sftptest.FxpWrite }})
 	stallRun(t, "beta", protocol.InboxDir("alpha"), dropoffRun(c, e))
-	if h.disarm() == "" {
+	if h.arm(nil); !a.fired.Load() {
 		t.Fatal("the dropoff never wrote")
 	}
 	e.world.Check(t, c.Buffer())
