@@ -101,3 +101,15 @@ func TestSFTPWatchOtherChannel(t *testing.T) {
 		t.Fatalf("stalled %v on %q, want the stat", ok, what)
 	}
 }
+
+// BenchmarkSFTPWatchData is the watch's cost per byte of data replies, as
+// pkg/sftp reads them (32 KiB at a time, 128 KiB replies).
+func BenchmarkSFTPWatchData(b *testing.B) {
+	w := newSFTPWatch(nil)
+	reply := watchPacket(103, 1, []string{strings.Repeat("d", maxPacket)}, nil)
+	b.SetBytes(int64(len(reply)))
+	for b.Loop() {
+		w.sent(watchPacket(5, 1, []string{"h"}, make([]byte, 12)))
+		feedIn(reply, 32<<10, func(p []byte) { w.readStart(); w.readEnd(p, nil) })
+	}
+}
