@@ -658,3 +658,35 @@ for a in "$@"; do [ "$a" = "$t" ] || args="$args $a"; done
 	}
 	be.deliver(t, files)
 }
+
+// TestBatchDirectoryNotDescended: a directory put in a listed small file's
+// place just before the archiver runs comes as one directory member (GNU
+// tar, bsdtar and busybox tar alike), not with its content: the archive
+// stays within its limit, brings every other file, and batches stay on.
+// A tar that refuses --no-recursion brings nothing, and every file is
+// read by itself.
+func TestBatchDirectoryNotDescended(t *testing.T) {
+	swap := `cd beta/d0 && rm f000.txt && mkdir f000.txt && head -c 8388608 /dev/urandom > f000.txt/big && cd ../.. && `
+	for _, tc := range []struct{ name, run, logged string }{
+		{"GNU", `exec "$REAL" "$@"`, `got=12 status=0 err=<nil>`},
+		{"Bsdtar", `exec bsdtar "$@"`, `got=12 status=0 err=<nil>`},
+		{"Busybox", `exec busybox tar "$@"`, `got=12 status=0 err=<nil>`},
+		{"Refuses", `case "$*" in *--no-recursion*) echo "tar: unknown option" >&2; exit 64;; esac; exec "$REAL" "$@"`, `got=0 status=64 err=<nil>`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := smallFiles(12)
+			be := newBatchEnv(t, fakeTar(t, swap+tc.run), files)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // a hang guard, not a timing
+			defer cancel()
+			r := be.c.Pickup(ctx, be.Resolve("alpha"))[0]
+			if ctx.Err() != nil || r.Err != nil || len(r.Failed) != 0 {
+				t.Fatalf("pickup: %v, failed %v", r.Err, r.Failed)
+			}
+			if !strings.Contains(be.log.String(), tc.logged) {
+				t.Errorf("no %q in the log", tc.logged)
+			}
+			delete(files, "d0/f000.txt")
+			be.deliver(t, files)
+		})
+	}
+}

@@ -26,9 +26,11 @@ type Options struct {
 	// ConnectTimeout bounds connect and handshake per host (default
 	// DefaultConnectTimeout; ssh_config ConnectTimeout wins).
 	ConnectTimeout time.Duration
-	// IdleTimeout: a host that sends nothing (not even a keepalive reply)
-	// for this long is given up on, so a stalled link ends the run instead
-	// of hanging it. Default DefaultIdleTimeout; negative disables.
+	// IdleTimeout: a host that sends nothing (not even a keepalive reply),
+	// or answers none of the SFTP requests outstanding, for this long is
+	// given up on, so a stalled link or SFTP server ends the run instead of
+	// hanging it (see watchIdle). Default DefaultIdleTimeout; negative
+	// disables.
 	IdleTimeout time.Duration
 	// MaxListing bounds how many outbox entries one listing holds, so an
 	// enormous or hostile directory cannot exhaust memory; a bigger outbox
@@ -362,7 +364,7 @@ func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) 
 // a stalled link, or an interruption.
 func (c *Carrier) sessionErr(ctx context.Context, s *Session, verb string) error {
 	if s.Stalled() {
-		return fmt.Errorf("host %s: %s: no data for %v: %w; what was moved is kept and the next run resumes", s.Host.Name, verb, c.opts.IdleTimeout, ErrStalled)
+		return fmt.Errorf("host %s: %s: %s: %w; what was moved is kept and the next run resumes", s.Host.Name, verb, s.StallReason(), ErrStalled)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("host %s: %s interrupted: %w", s.Host.Name, verb, ctx.Err())

@@ -99,6 +99,7 @@ func (h *execHelper) run(ctx context.Context, cmd string, timeout time.Duration)
 	if err := h.gone(); err != nil {
 		return nil, err
 	}
+	parent := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -133,7 +134,13 @@ func (h *execHelper) run(ctx context.Context, cmd string, timeout time.Duration)
 		}
 		return r.out, r.err
 	case <-ctx.Done():
-		return nil, h.fail(ctx, ctx.Err())
+		err := h.fail(ctx, ctx.Err())
+		if parent.Err() == nil {
+			// Our own bound, not the caller's end: a command that
+			// never answers (a hash tool stuck on a dead disk).
+			err = fmt.Errorf("no reply within %v: %w", timeout, err)
+		}
+		return nil, err
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -59,4 +60,24 @@ func TestExecCancelReturnsWhileCommandRuns(t *testing.T) {
 		_, err := s.execOutput(ctx, cmd, 0)
 		return err
 	})
+}
+
+// TestHelperCommandNeverAnswers: a command in the helper that never
+// answers returns once its time is up, saying so; the helper is closed
+// and the session still hashes.
+func TestHelperCommandNeverAnswers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second) // a hang guard, not a timing
+	defer cancel()
+	s, dir, e := stockHelper(ctx, t)
+	_, err := e.helper.run(ctx, "sleep 3600", 500*time.Millisecond)
+	if ctx.Err() != nil {
+		t.Fatal("the command hung until the test's deadline")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no reply within 500ms") {
+		t.Fatalf("a command that never answers: %v, want no reply within 500ms", err)
+	}
+	if s.helperUp(ctx) {
+		t.Error("helper still up after a command in it timed out")
+	}
+	checkRangeHash(ctx, t, s, dir)
 }

@@ -3,8 +3,6 @@ package carrier
 import (
 	"context"
 	"slices"
-
-	"github.com/pkg/sftp"
 )
 
 // maxLanes is how many SFTP channels a session uses at most for many
@@ -31,28 +29,35 @@ func (s *Session) openLanes(ctx context.Context, n int) []*Session {
 		// Started at once; those not started when ctx ends are given up
 		// (x/crypto cannot cancel a channel open: a late one is closed
 		// when it comes).
-		started := make(chan *sftp.Client, more)
+		started := make(chan *Session, more)
 		for range more {
 			go func() {
-				sc, err := newSFTP(ctx, s.ssh, nil)
+				// Followed from its start: a host that never answers
+				// the lane's init stalls the session.
+				w := s.addWatch()
+				sc, err := newSFTP(ctx, s.ssh, w, nil)
 				if err != nil {
+					s.dropWatch(w)
 					s.log.Debug("another SFTP channel refused; going on with fewer", "err", err)
+					started <- nil
+					return
 				}
-				started <- sc
+				started <- &Session{sessionState: s.sessionState, sftp: sc, watch: w}
 			}()
 		}
 	wait:
 		for left := more; left > 0; left-- {
 			select {
-			case sc := <-started:
-				if sc != nil {
-					s.lanes = append(s.lanes, &Session{sessionState: s.sessionState, sftp: sc})
+			case l := <-started:
+				if l != nil {
+					s.lanes = append(s.lanes, l)
 				}
 			case <-ctx.Done():
 				go func() {
 					for range left {
-						if sc := <-started; sc != nil {
-							sc.Close()
+						if l := <-started; l != nil {
+							s.dropWatch(l.watch)
+							l.sftp.Close()
 						}
 					}
 				}()
@@ -71,6 +76,7 @@ func (s *Session) shedLane() []*Session {
 	if len(s.lanes) > 1 {
 		last := s.lanes[len(s.lanes)-1]
 		s.lanes = s.lanes[:len(s.lanes)-1]
+		s.dropWatch(last.watch)
 		go last.sftp.Close()
 	}
 	return slices.Clone(s.lanes)

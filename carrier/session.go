@@ -99,7 +99,8 @@ func tooManyTries(err error) bool {
 // (see lanes) are views of it with SFTP channels of their own.
 type Session struct {
 	*sessionState
-	sftp *sftp.Client
+	sftp  *sftp.Client
+	watch *sftpWatch // the requests and replies of this SFTP channel
 }
 
 // sessionState is what every lane of a session shares.
@@ -157,15 +158,22 @@ type sessionState struct {
 	stopWatch chan struct{}
 	closeOnce sync.Once
 	stalled   atomic.Bool
-	busyUntil atomic.Int64 // unix ns: until then the host may be busy hashing for us
+	stallWhy  atomic.Pointer[string] // what the idle watch saw, once stalled
+	busyUntil atomic.Int64           // unix ns: until then the host may be busy hashing for us
+
+	watchMu    sync.Mutex
+	watches    map[*sftpWatch]bool // the SFTP channels open, lanes included
+	sftpShared sftpShared          // what the watches share
 }
 
 // DefaultIdleTimeout is how long a session may go without a byte from the
-// host before the carrier gives up on it (Options.IdleTimeout).
+// host, or with SFTP requests outstanding and no reply to any, before the
+// carrier gives up on it (Options.IdleTimeout).
 const DefaultIdleTimeout = 30 * time.Second
 
-// ErrStalled: the host sent nothing, not even a keepalive reply, for the
-// idle timeout. What was moved before is kept; the next run resumes.
+// ErrStalled: the host sent nothing, not even a keepalive reply, or
+// answered no SFTP request, for the idle timeout. What was moved before is
+// kept; the next run resumes.
 var ErrStalled = errors.New("link stalled")
 
 // activityConn remembers when a byte last arrived.
@@ -186,12 +194,16 @@ func (c *activityConn) quiet() time.Duration {
 	return time.Since(time.Unix(0, c.last.Load()))
 }
 
-// watchIdle closes the session when the host has sent nothing for idle: a
-// stalled link (walked out of Wi-Fi range, a dead NAT mapping) otherwise
-// hangs a transfer forever, since TCP may never notice. While the session is
-// quiet for other reasons (local hashing, a host busy hashing a big file) a
-// keepalive@openssh.com request draws a reply, which counts as life. idle <= 0
-// disables the watch.
+// watchIdle closes the session when the host has sent nothing for idle, or
+// when one of its SFTP channels has had requests outstanding and no reply
+// for idle (sftpWatch): a stalled link (walked out of Wi-Fi range, a dead
+// NAT mapping) or an SFTP server blocked for good (a FIFO, a hung mount)
+// otherwise hangs a transfer forever, since neither TCP nor SSH notices.
+// While the session is quiet for other reasons (local hashing) a
+// keepalive@openssh.com request draws a reply, which counts as life for
+// the link, never for SFTP requests outstanding. A host hashing a big file
+// for us (expectBusy) may be silent until busyUntil, and an fsync for as
+// long as its size allows (syncTime). idle <= 0 disables the watch.
 func (s *Session) watchIdle(idle time.Duration) {
 	if idle <= 0 {
 		return
@@ -207,16 +219,17 @@ func (s *Session) watchIdle(idle time.Duration) {
 				return
 			case <-t.C:
 			}
+			now := time.Now()
+			busy := now.UnixNano() < s.busyUntil.Load()
 			quiet := s.conn.quiet()
-			if quiet >= idle && time.Now().UnixNano() < s.busyUntil.Load() {
+			if busy {
 				// The host is hashing a big file for us; its reply
-				// to a keepalive waits behind that one.
-				continue
-			}
-			if quiet >= idle {
-				s.log.Warn("no data from the host; giving up on the session", "quiet", quiet.Round(time.Millisecond))
-				s.stalled.Store(true)
-				s.Close()
+				// to a keepalive may wait behind that one.
+			} else if quiet >= idle {
+				s.giveUp(fmt.Sprintf("no data for %v", idle), "quiet", quiet.Round(time.Millisecond))
+				return
+			} else if what, ok := s.sftpStalled(now, idle); ok {
+				s.giveUp(fmt.Sprintf("no SFTP reply for %v (waiting on %s)", idle, what))
 				return
 			}
 			if quiet >= tick && pending.CompareAndSwap(false, true) {
@@ -227,6 +240,53 @@ func (s *Session) watchIdle(idle time.Duration) {
 			}
 		}
 	}()
+}
+
+// giveUp closes the stalled session, keeping why for its error.
+func (s *Session) giveUp(why string, args ...any) {
+	s.log.Warn("giving up on the session: "+why, args...)
+	s.stallWhy.Store(&why)
+	s.stalled.Store(true)
+	s.Close()
+}
+
+// StallReason says what the idle watch saw ("" while not stalled).
+func (s *Session) StallReason() string {
+	if p := s.stallWhy.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// sftpStalled reports whether one of the session's SFTP channels stalled,
+// and the request it waits on.
+func (s *Session) sftpStalled(now time.Time, idle time.Duration) (string, bool) {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	for w := range s.watches {
+		if _, what, ok := w.stalled(now, idle); ok {
+			return what, true
+		}
+	}
+	return "", false
+}
+
+// addWatch returns a new SFTP channel's watch, followed by watchIdle
+// until dropWatch.
+func (s *sessionState) addWatch() *sftpWatch {
+	w := newSFTPWatch(&s.sftpShared)
+	s.watchMu.Lock()
+	s.watches[w] = true
+	s.watchMu.Unlock()
+	return w
+}
+
+// dropWatch stops following a channel closed or given up.
+func (s *sessionState) dropWatch(w *sftpWatch) {
+	w.retire()
+	s.watchMu.Lock()
+	delete(s.watches, w)
+	s.watchMu.Unlock()
 }
 
 // rxBudget counts the bytes of SFTP replies and, while armed, calls trip
@@ -326,7 +386,8 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 	// counted: pkg/sftp's ReadDir gathers a whole directory before it
 	// returns, and only a byte budget bounds an endless one.
 	rx := &rxBudget{}
-	sc, err := newSFTP(context.Background(), client, func(r io.Reader) io.Reader { rx.r = r; return rx })
+	w := newSFTPWatch(nil)
+	sc, err := newSFTP(context.Background(), client, w, func(r io.Reader) io.Reader { rx.r = r; return rx })
 	// Starting SFTP is bounded by sftpStartTimeout (or the connect
 	// timeout, if longer) and ctx: a host whose sftp-server never
 	// answers must not hang us.
@@ -352,7 +413,12 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 	}
 	conn.SetDeadline(time.Time{})
 	s := &Session{sessionState: &sessionState{Host: h, ssh: client, log: log.With("host", h.Name), conn: ac, stopWatch: make(chan struct{}), rx: rx, helperOpen: make(chan struct{}),
-		execs: make(chan struct{}, maxExecs), window: make(chan struct{}, windowUnits), sliceRequest: protocol.HashSliceRequest}, sftp: sc}
+		execs: make(chan struct{}, maxExecs), window: make(chan struct{}, windowUnits), sliceRequest: protocol.HashSliceRequest,
+		watches: map[*sftpWatch]bool{}}, sftp: sc, watch: w}
+	w.mu.Lock()
+	w.shared = &s.sftpShared
+	w.mu.Unlock()
+	s.watches[w] = true
 	_, s.hasFsync = sc.HasExtension("fsync@openssh.com")
 	// One round trip, timed: how many files to keep in flight.
 	t0 := time.Now()
@@ -372,10 +438,10 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 	return s, nil
 }
 
-// newSFTP starts an SFTP client on a new channel of client; wrap, if not
-// nil, wraps what the host sends. If ctx ends first, the channel is closed
-// and newSFTP returns.
-func newSFTP(ctx context.Context, client *ssh.Client, wrap func(io.Reader) io.Reader) (*sftp.Client, error) {
+// newSFTP starts an SFTP client on a new channel of client, whose requests
+// and replies w follows; wrap, if not nil, wraps what the host sends. If
+// ctx ends first, the channel is closed and newSFTP returns.
+func newSFTP(ctx context.Context, client *ssh.Client, w *sftpWatch, wrap func(io.Reader) io.Reader) (*sftp.Client, error) {
 	sess, err := client.NewSession()
 	if err != nil {
 		return nil, err
@@ -395,11 +461,11 @@ func newSFTP(ctx context.Context, client *ssh.Client, wrap func(io.Reader) io.Re
 		sess.Close()
 		return nil, err
 	}
-	var r io.Reader = pr
+	var r io.Reader = watchedReader{r: pr, w: w}
 	if wrap != nil {
-		r = wrap(pr)
+		r = wrap(r)
 	}
-	sc, err := sftp.NewClientPipe(r, &privateCreates{w: pw},
+	sc, err := sftp.NewClientPipe(r, &privateCreates{w: watchedWriter{wc: pw, w: w}},
 		sftp.UseConcurrentWrites(true),
 		sftp.MaxPacketUnchecked(maxPacket),
 		sftp.MaxConcurrentRequestsPerFile(maxInFlight),

@@ -273,8 +273,11 @@
 // (64 or more of at most 64 KiB each, with no partial) reads them as tar
 // archives instead of one SFTP open, read and close each: one helper
 // command per batch of at most 512 files, 4 MiB listed and 128 KiB of
-// names, [BatchCommand] (POSIX cd, and tar -cf - with every name given as
-// "./<dest>/<path>", quoted for the shell, below messor/outbox/). The
+// names, [BatchCommand] (POSIX cd, and tar -cf - --no-recursion with every
+// name given as "./<dest>/<path>", quoted for the shell, below
+// messor/outbox/: a directory put in a listed file's place is one member,
+// passed over, not its content; GNU tar, bsdtar and busybox tar take the
+// flag, and a tar that refuses it brings nothing, as no tar). The
 // helper line frames the archive: a line "<marker> <seq> start", the
 // archive (tar's stderr to /dev/null), two zero blocks from dd (an
 // archiver that wrote nothing, no tar in PATH, reads as an empty archive),
@@ -302,6 +305,32 @@
 // failing, the visit's remaining files are read by themselves. Agents and
 // hosts without an exec helper are read file by file; dropoff is not
 // batched.
+//
+// # Stalls
+//
+// A carrier gives up on a session (and says so, naming the host and what
+// it waited on; what was moved is kept) when, for the idle timeout (30 s
+// by default):
+//
+//   - the host sent no byte at all on the connection. While the carrier
+//     has nothing to ask, it sends keepalive@openssh.com requests, whose
+//     replies count as life for the link; or
+//   - an SFTP channel had requests outstanding and the host sent no byte
+//     on any of the session's SFTP channels while the carrier waited for a
+//     reply (over a slow link one channel's reply may wait behind another's
+//     data). Every SFTP request gets exactly one reply, so the carrier
+//     counts requests and replies per channel (lanes included); keepalive
+//     replies and exec output do not count as life for SFTP work
+//     (sftp-server blocked in open(2) on a FIFO, a hung mount, a server
+//     answering keepalives only). An fsync@openssh.com request (a file's or a directory's) may
+//     take twice the idle timeout and a second more per 5 MiB written
+//     since the last sync; a host hashing a file for the carrier (agent
+//     request, or a hash command) may be silent for 30 s and a second per
+//     5 MiB hashed. Exec commands have bounds of their own: a hash command
+//     its hashing time, an archive 30 s without a byte.
+//
+// A host is never asked to answer faster than that; a request it never
+// answers ends the visit, never hangs it.
 //
 // # mDNS
 //

@@ -336,7 +336,7 @@ func HashRangeCommand(tool, absPath string, off, n int64) string {
 // batches").
 func BatchCommand(outboxDir string, names []string) string {
 	var b strings.Builder
-	b.WriteString("cd " + ShellQuote(outboxDir) + " && exec tar -cf -")
+	b.WriteString("cd " + ShellQuote(outboxDir) + " && exec tar -cf - --no-recursion")
 	for _, n := range names {
 		b.WriteString(" " + ShellQuote("./"+n))
 	}

@@ -5,20 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"net"
 	"os"
 	"os/exec"
 	"path"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/messor-sync/messor/internal/conformance"
 	"github.com/messor-sync/messor/internal/sftptest"
-	"github.com/messor-sync/messor/internal/sshdtest"
 	"github.com/messor-sync/messor/protocol"
 )
 
@@ -78,12 +73,7 @@ func (k *claimKiller) see(r sftptest.Request) bool {
 func TestKilledAtClaim(t *testing.T) {
 	t.Parallel()
 	k := &claimKiller{}
-	e := &env{Env: conformance.NewEnv(t, func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
-		requireRoot(t)
-		signer, _ := sshdtest.NewKey(t)
-		s := sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: append(keys, signer.PublicKey())})
-		return sftptest.StartRelay(t, keys, net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), "root", signer, k.see)
-	}, "alpha", "beta")}
+	e := &env{Env: conformance.NewEnv(t, relayedSSHD(k.see), "alpha", "beta")}
 	e.world = NewWorld(e.Dirs, e.Buf)
 	e.Home.WriteHostsFile("alpha")
 	r := rand.New(rand.NewSource(7))

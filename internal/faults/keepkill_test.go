@@ -6,28 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"net"
 	"os/exec"
-	"strconv"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/conformance"
 	"github.com/messor-sync/messor/internal/sftptest"
-	"github.com/messor-sync/messor/internal/sshdtest"
 )
 
 // relayed starts sshd hosts behind relays that show every SFTP request to k.
 func relayed(k *claimKiller) conformance.StartFunc {
-	return func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
-		requireRoot(t)
-		signer, _ := sshdtest.NewKey(t)
-		s := sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: append(keys, signer.PublicKey())})
-		return sftptest.StartRelay(t, keys, net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), "root", signer, k.see)
-	}
+	return relayedSSHD(k.see)
 }
 
 // seen is how many requests k counted since it was armed.

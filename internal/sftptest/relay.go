@@ -16,11 +16,15 @@ import (
 // SFTP request types a relay hook sees (draft-ietf-secsh-filexfer-02).
 const (
 	FxpOpen    = 3
+	FxpRead    = 5
+	FxpWrite   = 6
 	FxpLstat   = 7
 	FxpOpendir = 11
 	FxpRemove  = 13
 	FxpStat    = 17
 	FxpRename  = 18
+	// FxpExtended is an extension's request, named in Request.Extended.
+	FxpExtended = 200
 )
 
 // Request is one SFTP request from the client, as a relay hook sees it.
@@ -28,12 +32,17 @@ type Request struct {
 	Type   byte
 	Path   string
 	Target string // SSH_FXP_RENAME's new path
+	// Extended names an SSH_FXP_EXTENDED request ("fsync@openssh.com").
+	Extended string
 }
 
 // Hook sees every SFTP request a relay passes on, before the backend does,
 // so a test can act at that very moment (change the backend's files). It
 // returns true to cut the connection there instead: the request is never
-// passed on, as if the client had died just before sending it.
+// passed on, as if the client had died just before sending it. A hook may
+// block: while it does, that request and the later ones of its channel
+// wait, and the connection, its other channels and keepalives go on (an
+// SFTP server that stopped answering).
 type Hook func(Request) (cut bool)
 
 // StartRelay starts an SSH server that lets keys log in and passes each
@@ -171,7 +180,7 @@ func parseRequest(pkt []byte) (Request, bool) {
 	}
 	r := Request{Type: pkt[0]}
 	switch r.Type {
-	case FxpOpen, FxpLstat, FxpOpendir, FxpRemove, FxpStat, FxpRename:
+	case FxpOpen, FxpLstat, FxpOpendir, FxpRemove, FxpStat, FxpRename, FxpExtended:
 	default:
 		return r, true
 	}
@@ -187,6 +196,10 @@ func parseRequest(pkt []byte) (Request, bool) {
 		s := string(rest[4 : 4+n])
 		rest = rest[4+n:]
 		return s
+	}
+	if r.Type == FxpExtended {
+		r.Extended = str()
+		return r, true
 	}
 	r.Path = str()
 	if r.Type == FxpRename {
