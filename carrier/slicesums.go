@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Slice digests kept from pickup, so that a dropoff need not hash its copy.
@@ -183,19 +186,28 @@ func forgetSliceSums(bufDir, sum string) {
 	os.Remove(filepath.Join(bufDir, slicesDir, sum))
 }
 
-// dropSliceSums removes the kept digests whose object left the buffer.
+// dropSliceSums removes the kept digests whose object left the buffer, and
+// temporary files a killed carrier left (older than a minute: a pickup
+// going on may be writing one).
 func (c *Carrier) dropSliceSums() {
-	ents, err := os.ReadDir(filepath.Join(c.buf.Dir(), slicesDir))
+	dir := filepath.Join(c.buf.Dir(), slicesDir)
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if len(name) != 2*sha256.Size {
-			continue // a temporary file being written
+		if strings.HasPrefix(name, ".tmp-") {
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > time.Minute {
+				os.Remove(filepath.Join(dir, name))
+			}
+			continue
 		}
-		if _, err := os.Stat(c.buf.ObjectPath(name)); os.IsNotExist(err) {
-			forgetSliceSums(c.buf.Dir(), name)
+		if len(name) != 2*sha256.Size {
+			continue // not ours
+		}
+		if _, err := os.Stat(c.buf.ObjectPath(name)); errors.Is(err, fs.ErrNotExist) {
+			os.Remove(filepath.Join(dir, name))
 		}
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"math/rand"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/conformance"
@@ -68,6 +70,21 @@ func TestSliceSumsKeptAtPickup(t *testing.T) {
 			conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": e.data})
 			if log := e.log.String(); !strings.Contains(log, `verify="6 slices"`) || !strings.Contains(log, "kept_digests=true") {
 				t.Errorf("the upload was not verified in slices against the kept digests")
+			}
+			// The object left the buffer with its delivery: the next
+			// dropoff drops its digests, and a temporary file a killed
+			// pickup left, but not one being written.
+			dir := filepath.Dir(carrier.SliceSumsPath(e.c.Buffer(), sum))
+			stale, fresh := filepath.Join(dir, ".tmp-1"), filepath.Join(dir, ".tmp-2")
+			os.WriteFile(stale, nil, 0o600)
+			os.WriteFile(fresh, nil, 0o600)
+			old := time.Now().Add(-time.Hour)
+			os.Chtimes(stale, old, old)
+			e.c.Dropoff(context.Background(), e.Resolve("beta"))
+			for p, want := range map[string]bool{carrier.SliceSumsPath(e.c.Buffer(), sum): false, stale: false, fresh: true} {
+				if _, err := os.Stat(p); (err == nil) != want {
+					t.Errorf("%s: present %v, want %v", filepath.Base(p), err == nil, want)
+				}
 			}
 		})
 	}
