@@ -54,6 +54,7 @@ func (c *Carrier) Dropoff(ctx context.Context, hosts []discovery.Host) ([]*HostR
 	if err != nil {
 		return nil, err
 	}
+	defer c.dropSliceSums()
 	var out []*HostReport
 	for _, h := range hosts {
 		if ctx.Err() != nil {
@@ -527,14 +528,19 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		}
 		return nil
 	}
+	var v *sliceVerifier
 	mismatch := func(what string) error {
 		s.sftp.Remove(partial)
+		if v != nil && v.kept {
+			// The next attempt hashes the carrier's copy, which tells
+			// a copy damaged here from bytes damaged on the way.
+			forgetSliceSums(c.buf.Dir(), e.Hash)
+		}
 		return fmt.Errorf("host %s: %s: content does not verify after upload (%s); removed, will retry", s.Host.Name, partial, what)
 	}
 	t0 := time.Now()
-	var v *sliceVerifier
 	if slice > 0 {
-		v = newSliceVerifier(ctx, s, obj, partial, e.Size, off, prefix, slice)
+		v = newSliceVerifier(ctx, s, obj, partial, e.Size, off, prefix, slice, keptSliceSums(c.buf.Dir(), e.Hash, e.Size, slice))
 		defer v.stop()
 		wtr = v.pace(tr)
 		for i, sl := range v.slices {
@@ -583,7 +589,7 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 			"write", tWrite.Round(time.Millisecond), "fsync", tSync.Round(time.Millisecond),
 			"verify", how, "verify_wait", time.Since(t0).Round(time.Millisecond)}
 		if v != nil {
-			args = append(args, "write_waited_for_host", v.waited.Round(time.Millisecond))
+			args = append(args, "write_waited_for_host", v.waited.Round(time.Millisecond), "kept_digests", v.kept)
 		}
 		c.log.Debug("upload timings", args...)
 	}

@@ -598,7 +598,14 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	defer rf.Close()
 	sc := c.newSourceCheck(ctx, s, remote, cd.Size, from, h, lf)
 	defer sc.stop()
-	err = c.readStream(s, rf, remote, cd, stream{from: from, compare: have}, lf, sc.tee(h), tr)
+	hw := sc.tee(h)
+	var sums *sliceSums // for the dropoff (slicesums.go); sc hashes them where it runs
+	if sc == nil {
+		if sums = c.newSliceSums(cd.Size, from); sums != nil {
+			hw = io.MultiWriter(hw, sums)
+		}
+	}
+	err = c.readStream(s, rf, remote, cd, stream{from: from, compare: have}, lf, hw, tr)
 	var lerr *localWriteError
 	if errors.As(err, &lerr) {
 		// Our own disk, not the host: say so, and keep the partial.
@@ -630,6 +637,9 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	}
 	res, err = c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.Commit(e, o, pp, cd.Size) })
 	committed = err == nil
+	if committed {
+		c.keepDigests(sum, cd.Size, sums, sc)
+	}
 	return res, err
 }
 

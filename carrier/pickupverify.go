@@ -102,6 +102,22 @@ func (v *sourceCheck) tee(h io.Writer) io.Writer {
 	return io.MultiWriter(h, v)
 }
 
+// digests returns the carrier's digests of every slice of a fresh download
+// (slices from 0), once the stream is done, or nil.
+func (v *sourceCheck) digests() [][]byte {
+	if v == nil || v.from != 0 {
+		return nil
+	}
+	var d [][]byte
+	for _, sl := range v.slices {
+		if sl.local == nil {
+			return nil
+		}
+		d = append(d, sl.local)
+	}
+	return d
+}
+
 // Write hashes the next bytes of the stream into their slices, and starts
 // the host's hash of each slice it completes. It never fails the stream: a
 // check that cannot go on says so in verdict.

@@ -265,7 +265,9 @@
 // (an older agent refuses it, and the carrier falls back to the whole-file
 // hash), or [HashRangeCommand] (POSIX dd and head), run as above, on a
 // stock host, and compares each with the same slice of its own copy, whose whole
-// SHA-256 it checks against the content hash in the same pass.
+// SHA-256 it checks against the content hash in the same pass, or, after a
+// fresh pickup of the file, with the slices' digests it took then from the
+// same bytes as the content hash (kept beside its buffer, never sent).
 //
 // # Reading small files in batches
 //

@@ -1,0 +1,166 @@
+package carrier_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/conformance"
+)
+
+// keptEnv is a sliceEnv whose carrier has opts (slices of 1 MiB).
+func keptEnv(t *testing.T, start conformance.StartFunc, size int, opts carrier.Options) (*sliceEnv, string) {
+	e := &sliceEnv{Env: conformance.NewEnv(t, start, "alpha", "beta"), log: &syncBuffer{}}
+	e.data = make([]byte, size)
+	rand.New(rand.NewSource(int64(size))).Read(e.data)
+	e.Outbox("alpha", "beta", map[string][]byte{"big/file.bin": e.data})
+	opts.VerifySlice = 1 << 20
+	opts.Logger = slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.c = e.Carrier(1<<30, opts)
+	conformance.MustOK(t, e.c.Pickup(context.Background(), e.Resolve("alpha")))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("carrier log:\n%s", e.log)
+		}
+	})
+	st, _ := carrier.ReadStatus(e.c.Buffer())
+	if len(st.Items) != 1 {
+		t.Fatalf("buffer holds %d files, want 1", len(st.Items))
+	}
+	return e, st.Items[0].Hash
+}
+
+// A fresh pickup of a file of several slices keeps the digests of its
+// slices, and the dropoff compares the host's digests with those instead
+// of hashing the carrier's copy again; where the source check on an agent
+// hashed the slices already, those are kept.
+func TestSliceSumsKeptAtPickup(t *testing.T) {
+	for _, h := range []struct {
+		name   string
+		start  conformance.StartFunc
+		verify bool
+	}{
+		{"OpenSSH", conformance.SSHD(false), false},
+		{"Agent", conformance.Agent, false},
+		{"AgentVerifySource", conformance.Agent, true},
+	} {
+		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
+			e, sum := keptEnv(t, h.start, 5<<20+333, carrier.Options{VerifySource: h.verify})
+			text, err := os.ReadFile(carrier.SliceSumsPath(e.c.Buffer(), sum))
+			if err != nil {
+				t.Fatalf("no slice digests kept: %v", err)
+			}
+			for i := 0; i < len(e.data); i += 1 << 20 {
+				d := sha256.Sum256(e.data[i:min(i+1<<20, len(e.data))])
+				if !bytes.Contains(text, fmt.Appendf(nil, "\n%x\n", d)) {
+					t.Errorf("the digest of the slice at %d is not kept", i)
+				}
+			}
+			conformance.MustOK(t, e.Dropoff(e.c, "beta"))
+			conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": e.data})
+			if log := e.log.String(); !strings.Contains(log, `verify="6 slices"`) || !strings.Contains(log, "kept_digests=true") {
+				t.Errorf("the upload was not verified in slices against the kept digests")
+			}
+			// The object left the buffer with its delivery: the next
+			// dropoff drops its digests, and a temporary file a killed
+			// pickup left, but not one being written.
+			dir := filepath.Dir(carrier.SliceSumsPath(e.c.Buffer(), sum))
+			stale, fresh := filepath.Join(dir, ".tmp-1"), filepath.Join(dir, ".tmp-2")
+			os.WriteFile(stale, nil, 0o600)
+			os.WriteFile(fresh, nil, 0o600)
+			old := time.Now().Add(-time.Hour)
+			os.Chtimes(stale, old, old)
+			e.c.Dropoff(context.Background(), e.Resolve("beta"))
+			for p, want := range map[string]bool{carrier.SliceSumsPath(e.c.Buffer(), sum): false, stale: false, fresh: true} {
+				if _, err := os.Stat(p); (err == nil) != want {
+					t.Errorf("%s: present %v, want %v", filepath.Base(p), err == nil, want)
+				}
+			}
+		})
+	}
+}
+
+// The buffer's copy damaged after the pickup: the host's digest of the
+// damaged slice differs from the one kept, nothing is delivered, and the
+// kept digests are dropped; the next attempt hashes the copy and says it
+// is damaged in the buffer.
+func TestSliceSumsBufferDamaged(t *testing.T) {
+	for _, h := range sliceHosts {
+		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
+			e, sum := keptEnv(t, h.start, 4<<20+77, carrier.Options{})
+			f, err := os.OpenFile(e.c.Buffer().ObjectPath(sum), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt([]byte{e.data[2<<20+5] ^ 1}, 2<<20+5); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			for _, want := range []string{"kept from its pickup", "damaged in the buffer"} {
+				rs := e.Dropoff(e.c, "beta")
+				if len(rs) != 1 || len(rs[0].Failed) != 1 || !strings.Contains(rs[0].Failed[0].Reason, want) {
+					t.Fatalf("want a failure to verify (%s), got %s: %v", want, rs[0].Summary(), rs[0].Failed)
+				}
+				t.Logf("%s", rs[0].Failed[0].Reason)
+				if got := e.Inbox("beta", "alpha"); len(got) != 0 {
+					t.Fatalf("inbox holds %d files from a damaged copy", len(got))
+				}
+				if p := e.partials(); len(p) != 0 {
+					t.Errorf("partial not removed: %v", p)
+				}
+			}
+			if _, err := os.Stat(carrier.SliceSumsPath(e.c.Buffer(), sum)); err == nil {
+				t.Errorf("the kept digests were not dropped after a mismatch")
+			}
+		})
+	}
+}
+
+// Kept digests are a cache, never the only proof: a file that fails its
+// own check is ignored (the copy is hashed and the file delivered); one
+// that passes it but holds a wrong digest fails that upload, is dropped,
+// and the next delivers.
+func TestSliceSumsDamagedFile(t *testing.T) {
+	e, sum := keptEnv(t, conformance.SSHD(false), 3<<20+1, carrier.Options{})
+	p := carrier.SliceSumsPath(e.c.Buffer(), sum)
+	text, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second slice's digest, changed in its first hex digit.
+	lines := strings.Split(string(text), "\n")
+	lines[4] = string("0123456789abcdef"[(strings.IndexByte("0123456789abcdef", lines[4][0])+1)%16]) + lines[4][1:]
+	torn := strings.Join(lines, "\n")
+	i := strings.LastIndex(torn, "check ")
+	resealed := fmt.Sprintf("%scheck %x\n", torn[:i], sha256.Sum256([]byte(torn[:i])))
+
+	os.WriteFile(p, []byte(resealed), 0o600)
+	rs := e.Dropoff(e.c, "beta")
+	if len(rs) != 1 || len(rs[0].Failed) != 1 || !strings.Contains(rs[0].Failed[0].Reason, "kept from its pickup") {
+		t.Fatalf("want a failure to verify against the wrong kept digest, got %s: %v", rs[0].Summary(), rs[0].Failed)
+	}
+	if got := e.Inbox("beta", "alpha"); len(got) != 0 {
+		t.Fatalf("inbox holds %d files after a failed verification", len(got))
+	}
+	if _, err := os.Stat(p); err == nil {
+		t.Errorf("the wrong kept digests were not dropped")
+	}
+
+	os.WriteFile(p, []byte(torn), 0o600)
+	conformance.MustOK(t, e.Dropoff(e.c, "beta"))
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": e.data})
+	if !strings.Contains(e.log.String(), "kept_digests=false") {
+		t.Errorf("the kept digests that fail their check were used")
+	}
+}
