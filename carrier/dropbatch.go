@@ -1,0 +1,378 @@
+package carrier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/messor-sync/messor/protocol"
+)
+
+// Small files dropped off in batches: on a stock OpenSSH host whose exec
+// helper is up, a dropoff of many small files writes each partial with an
+// open, its writes and a close only, and proves them in groups, one helper
+// command per group (protocol/doc.go, "Delivering small files in
+// batches"): for each partial, in the order asked, the host hashes it and
+// compares the digest with the one the carrier sends, gives a matching one
+// its mode and mtime, and answers one line; then one sync(1) makes every
+// matching partial's data durable. Only a partial answered "verified" (and
+// synced) is renamed into place, by its worker, as the per-file path does;
+// any other (a mismatch, a reply that cannot be read, a helper gone, a sync
+// that failed) goes the per-file path from the start: written again, read
+// back, fsynced. While one group's command runs, the workers write the next
+// group's partials over the lanes.
+
+const (
+	dropBatchMaxFiles = 512       // partials per command (two bytes of reply each)
+	dropBatchMaxBytes = 16 << 20  // bytes hashed per command
+	dropBatchMaxNames = 128 << 10 // bytes of names on sync's command line
+	// dropBatchWorkers is how many files a batched dropoff keeps in
+	// flight at least: a worker waits for its group's command, and the
+	// next group is written meanwhile.
+	dropBatchWorkers = 256
+)
+
+// dropBatchSync makes the helper's command sync the verified partials
+// (sync -- FILES); false leaves each to an fsync@openssh.com of its own
+// before its handle is closed.
+var dropBatchSync = true
+
+// dropBatcher runs a dropoff's group commands, one at a time, in the
+// session's exec helper. Its methods are safe for concurrent use.
+type dropBatcher struct {
+	s        *Session
+	e        atomic.Pointer[execHasher] // once the probe found a helper
+	noHelper atomic.Bool                // the probe found none
+
+	mu      sync.Mutex
+	pending []*dropItem
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// dropItem is one partial waiting for its group's verdict.
+type dropItem struct {
+	partial string      // relative to the login directory
+	want    string      // its SHA-256, hex
+	perm    fs.FileMode // the mode it is given once it matches
+	mtime   time.Time   // zero: none to set
+	size    int64
+	// Set before ready is closed: verified (its digest matched, its mode
+	// set), timed (its mtime set), synced (its data durable).
+	verified, timed, synced bool
+	ready                   chan struct{}
+}
+
+// startDropBatches returns a batcher for a dropoff of n files to s, an
+// OpenSSH host, where n is at least batchMin; nil otherwise. Whether the
+// host's exec helper is up is known only once its probe answers (the
+// shell's start, overlapped with the first writes): until then the
+// partials written wait in their group; without a helper each goes the
+// per-file path, and so does every later file (usable).
+func (c *Carrier) startDropBatches(ctx context.Context, s *Session, n int) *dropBatcher {
+	if n < batchMin || s.agent || !s.rwHandles || !s.noReplace || !s.hasFsync {
+		return nil
+	}
+	b := &dropBatcher{s: s, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go b.loop(ctx)
+	return b
+}
+
+// usable reports whether a file is worth writing for a batch: false once
+// the host is known to have no exec helper (or it died).
+func (b *dropBatcher) usable() bool {
+	if b == nil || b.noHelper.Load() {
+		return false
+	}
+	if e := b.e.Load(); e != nil && e.helper.gone() != nil {
+		return false
+	}
+	return true
+}
+
+// helper waits (at most batchCapsWait) for the session's probe and
+// returns its exec hasher with a live helper; nil where there is none.
+func (b *dropBatcher) helper(ctx context.Context) *execHasher {
+	if e := b.e.Load(); e != nil || b.noHelper.Load() {
+		return e
+	}
+	caps := make(chan *hostCaps, 1)
+	go func() { caps <- b.s.caps(ctx) }()
+	var hc *hostCaps
+	select {
+	case hc = <-caps:
+	case <-time.After(batchCapsWait):
+	case <-ctx.Done():
+	}
+	e, ok := (*execHasher)(nil), false
+	if hc != nil {
+		e, ok = hc.hasher.(*execHasher)
+	}
+	if !ok || e.helper == nil || e.helper.gone() != nil {
+		b.noHelper.Store(true)
+		return nil
+	}
+	b.e.Store(e)
+	return e
+}
+
+// close ends the batcher once no worker waits on it.
+func (b *dropBatcher) close() {
+	if b == nil {
+		return
+	}
+	close(b.stop)
+	<-b.done
+}
+
+// prove queues it for the next group and waits for its verdict; on ctx's
+// end it returns with it unverified.
+func (b *dropBatcher) prove(ctx context.Context, it *dropItem) {
+	it.ready = make(chan struct{})
+	b.mu.Lock()
+	b.pending = append(b.pending, it)
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-it.ready:
+	case <-ctx.Done():
+	}
+}
+
+func (b *dropBatcher) loop(ctx context.Context) {
+	defer close(b.done)
+	for {
+		select {
+		case <-b.kick:
+		case <-b.stop:
+			return
+		}
+		for {
+			g := b.take()
+			if len(g) == 0 {
+				break
+			}
+			b.run(ctx, g)
+			for _, it := range g {
+				close(it.ready)
+			}
+		}
+	}
+}
+
+// take removes the next group from what is pending.
+func (b *dropBatcher) take() []*dropItem {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var bytes, names int64
+	n := 0
+	for n < len(b.pending) && n < dropBatchMaxFiles {
+		it := b.pending[n]
+		if n > 0 && (bytes+it.size > dropBatchMaxBytes || names+int64(len(it.partial)) > dropBatchMaxNames) {
+			break
+		}
+		bytes += it.size
+		names += int64(len(it.partial)) + 8
+		n++
+	}
+	g := b.pending[:n:n]
+	b.pending = b.pending[n:]
+	return g
+}
+
+// run proves the group g in one helper command and notes each verdict in
+// its item; a command that fails or answers what cannot be read leaves
+// every item unverified.
+func (b *dropBatcher) run(ctx context.Context, g []*dropItem) {
+	e := b.helper(ctx)
+	if e == nil {
+		return
+	}
+	var bytes int64
+	for _, it := range g {
+		bytes += it.size
+	}
+	out, err := e.helper.run(ctx, dropBatchCommand(e.tool, e.dir, g, dropBatchSync), hashTime(bytes))
+	verdicts, synced, perr := parseDropBatch(out, len(g))
+	if err == nil {
+		err = perr
+	}
+	b.s.log.Debug("batch verify", "files", len(g), "bytes", bytes, "synced", synced, "err", err)
+	if err != nil {
+		return
+	}
+	for i, it := range g {
+		it.verified = verdicts[i] != 'n'
+		it.timed = verdicts[i] == 'y'
+		it.synced = it.verified && synced
+	}
+}
+
+// dropBatchCommand is the POSIX shell command proving the partials of g
+// (under dir, the login directory) with tool (one of protocol.HashTools): one line per partial, in g's
+// order, "y" (its digest matched, its mode and mtime set), "t" (matched,
+// mode set, mtime not) or "n"; then "s <status>", sync's exit status over
+// the matching partials (where sync is false: always "s 1", nothing
+// synced). Names travel quoted (protocol.ShellQuote) and come back only as
+// positions, so no name can be taken for another or for a reply.
+func dropBatchCommand(tool, dir string, g []*dropItem, sync bool) string {
+	var b strings.Builder
+	b.WriteString("set --; ")
+	for _, it := range g {
+		f := protocol.ShellQuote(path.Join(dir, it.partial))
+		fmt.Fprintf(&b, "if h=$(%s < %s 2>/dev/null) && case $h in %s*) true;; *) false;; esac && chmod %04o %s 2>/dev/null; then set -- \"$@\" %s; ",
+			tool, f, it.want, writingPerm(it.perm), f, f)
+		if stamp, ok := touchStamp(it.mtime); ok {
+			fmt.Fprintf(&b, "if TZ=UTC0 touch -m -t %s %s 2>/dev/null; then echo y; else echo t; fi; ", stamp, f)
+		} else {
+			b.WriteString("echo t; ")
+		}
+		b.WriteString("else echo n; fi; ")
+	}
+	if sync {
+		b.WriteString(`st=0; if [ $# -gt 0 ]; then sync -- "$@" 2>/dev/null; st=$?; fi; echo "s $st"`)
+	} else {
+		b.WriteString(`echo "s 1"`)
+	}
+	return b.String()
+}
+
+// touchStamp is t as touch -t takes it (POSIX: [[CC]YY]MMDDhhmm[.SS]), in
+// UTC; false for a time it cannot say (before 1970, after 9999) or one
+// that is not a whole second (SFTP sets seconds only, too).
+func touchStamp(t time.Time) (string, bool) {
+	if t.IsZero() {
+		return "", false
+	}
+	t = t.UTC()
+	if t.Year() < 1970 || t.Year() > 9999 {
+		return "", false
+	}
+	return t.Format("200601021504.05"), true
+}
+
+// errDropBatchReply: a group command's reply is not one verdict per
+// partial followed by sync's status.
+var errDropBatchReply = errors.New("batch verify: reply not as asked")
+
+// parseDropBatch reads a group command's reply for n partials: the
+// verdicts, in order, and whether the sync succeeded. Anything else in the
+// last n+1 lines is an error (what a login shell printed before them is
+// passed over, as execLines does).
+func parseDropBatch(out []byte, n int) (verdicts []byte, synced bool, err error) {
+	lines := execLines(out, n+1)
+	for _, l := range lines[:n] {
+		if l != "y" && l != "t" && l != "n" {
+			return nil, false, fmt.Errorf("%w: verdict %q", errDropBatchReply, l)
+		}
+		verdicts = append(verdicts, l[0])
+	}
+	st, ok := strings.CutPrefix(lines[n], "s ")
+	code, cerr := strconv.Atoi(st)
+	if !ok || cerr != nil {
+		return nil, false, fmt.Errorf("%w: status %q", errDropBatchReply, lines[n])
+	}
+	return verdicts, code == 0, nil
+}
+
+// uploadBatched writes the object for e into partial and proves it in b's
+// next group; where that does not prove it (verified and durable), the
+// per-file path (upload) writes it again and proves it by itself.
+func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher, e Entry, partial string, want []byte, tr Tracker) error {
+	fsync := !dropBatchSync
+	if err := c.writeSmall(s, e, partial, fsync, tr); err != nil {
+		if ctx.Err() != nil || errors.Is(err, errLocal) {
+			return err
+		}
+		c.log.Debug("batched write failed; writing it by itself", "host", s.Host.Name, "path", partial, "err", err)
+		return c.upload(ctx, s, e, partial, want, tr)
+	}
+	if c.sliceWritten != nil {
+		c.sliceWritten(partial, 0, e.Size)
+	}
+	it := &dropItem{partial: partial, want: e.Hash, perm: e.deliverPerm(), mtime: e.MTime, size: e.Size}
+	b.prove(ctx, it)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !it.verified {
+		c.log.Debug("not proven in its batch; delivering it by itself", "host", s.Host.Name, "path", partial)
+		return c.upload(ctx, s, e, partial, want, tr)
+	}
+	if !it.timed && !e.MTime.IsZero() {
+		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
+			c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
+		}
+	}
+	if !it.synced && !fsync {
+		return s.fsyncPath(partial)
+	}
+	return nil
+}
+
+// errLocal marks a failure to read the carrier's own copy.
+var errLocal = errors.New("buffer")
+
+// writeSmall writes the object for e into partial (created or truncated,
+// 0600 as privateCreates asks) with an open, its writes and a close; with
+// fsync, an fsync@openssh.com before the close.
+func (c *Carrier) writeSmall(s *Session, e Entry, partial string, fsync bool, tr Tracker) error {
+	obj, err := os.Open(c.buf.ObjectPath(e.Hash))
+	if err != nil {
+		return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, err)
+	}
+	defer obj.Close()
+	f, err := s.sftp.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
+	}
+	defer f.Close()
+	n, err := s.writeWindowed(f, obj, 0, e.Size, tr)
+	var lerr *localWriteError
+	if errors.As(err, &lerr) {
+		return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, lerr.err)
+	}
+	if err != nil {
+		return fmt.Errorf("host %s: write %s: %w", s.Host.Name, partial, err)
+	}
+	if n != e.Size {
+		return fmt.Errorf("host %s: write %s: %d of %d bytes", s.Host.Name, partial, n, e.Size)
+	}
+	if fsync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, partial, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
+	}
+	return nil
+}
+
+// fsyncPath makes the file p's data durable with fsync@openssh.com on a
+// handle of its own.
+func (s *Session) fsyncPath(p string) error {
+	f, err := s.sftp.OpenFile(p, os.O_WRONLY)
+	if err == nil {
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, p, err)
+	}
+	return nil
+}
