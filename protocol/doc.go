@@ -81,7 +81,9 @@
 //     (fsync@openssh.com where offered), verifies the whole content hash (a
 //     big file piece by piece while it is being uploaded: see Range
 //     hashes), sets the source's exact bits, then renames it to the final
-//     name with a rename that never replaces an existing file. If the
+//     name with a rename that never replaces an existing file (small
+//     files to a stock host may be proven and synced in groups instead:
+//     see Delivering small files in batches). If the
 //     final name exists with identical content, the file counts as
 //     delivered; if it exists with different content, both are kept: the
 //     new one under [ConflictName].
@@ -296,8 +298,37 @@
 // in its place would block the host's sftp-server in open); after an
 // archive that failed (the helper gone) or brought nothing with tar
 // failing, the visit's remaining files are read by themselves. Agents and
-// hosts without an exec helper are read file by file; dropoff is not
-// batched.
+// hosts without an exec helper are read file by file.
+//
+// # Delivering small files in batches
+//
+// On a stock OpenSSH host whose exec helper is up, a dropoff of many small
+// files (64 or more; each of at most 256 KiB) writes each partial with an
+// open (asking 0600, O_TRUNC), its writes and a close: no setstat, fsync or
+// read back of its own. The partials written are proven in groups, one
+// helper command per group (at most 512 partials, 16 MiB, 128 KiB of
+// names), while the next group is written. For each partial, in the order
+// asked and named by its absolute path quoted for the shell, the command
+// hashes it with the probed tool from standard input ([HashTools]) and
+// compares the digest with the content hash the carrier sends in the
+// command; only where it matches does it set the partial's mode to the
+// source's bits plus its owner's read and write (chmod) and the source's
+// mtime in whole seconds (TZ=UTC0 touch -m -t), and then answers a line
+// "y" (matched, mode and mtime set), "t" (matched, mode set, mtime not: the
+// carrier sets it over SFTP) or "n". Then one sync -- FILES over the
+// matching partials makes their data durable, and a last line "s <exit
+// status>" says whether it did (coreutils' sync fsyncs each named file). A
+// reply that is not one such line per partial followed by the status, a
+// helper gone or a command that failed leaves every partial of the group
+// unproven; a failed sync leaves each matching partial to an
+// fsync@openssh.com of its own. A partial not proven ("n", or in such a
+// group) goes the per-file path from the start: written again, synced,
+// read back and compared, and is removed if it still does not match. Only
+// a partial proven and durable is given its exact bits and renamed into
+// place (never replacing), its directory synced in the next batch of
+// directory syncs, and then its receipt kept and its buffer entry released,
+// as for every file. Agents, hosts without an exec helper and servers other
+// than OpenSSH's sftp-server deliver file by file.
 //
 // # mDNS
 //
