@@ -18,17 +18,17 @@ import (
 
 // Small files dropped off in batches: on a stock OpenSSH host whose exec
 // helper is up, a dropoff of many small files writes each partial with an
-// open, its writes and a close only, and proves them in groups, one helper
-// command per group (protocol/doc.go, "Delivering small files in
-// batches"): for each partial, in the order asked, the host hashes it and
-// compares the digest with the one the carrier sends, gives a matching one
-// its mode and mtime, and answers one line; then one sync(1) makes every
-// matching partial's data durable. Only a partial answered "verified" (and
-// synced) is renamed into place, by its worker, as the per-file path does;
-// any other (a mismatch, a reply that cannot be read, a helper gone, a sync
-// that failed) goes the per-file path from the start: written again, read
-// back, fsynced. While one group's command runs, the workers write the next
-// group's partials over the lanes.
+// open, its writes, a close and a setstat (its mtime) only, and proves them
+// in groups, one helper command per group (protocol/doc.go, "Delivering
+// small files in batches"): sha256sum -c over the group's list of digests
+// and names (one process), a chmod per mode, and one sync -- FILES making
+// their data durable. Where the group does not check out as a whole, a
+// second command checks each partial by itself and says which matched.
+// Only a partial proven (and synced) is renamed into place, by its worker,
+// as the per-file path does; any other (a mismatch, a reply that cannot be
+// read, a helper gone) goes the per-file path from the start: written
+// again, fsynced, read back. While one group's command runs, the workers
+// write the next group's partials over the lanes.
 
 const (
 	dropBatchMaxFiles = 512       // partials per command (two bytes of reply each)
@@ -51,6 +51,7 @@ type dropBatcher struct {
 	s        *Session
 	e        atomic.Pointer[execHasher] // once the probe found a helper
 	noHelper atomic.Bool                // the probe found none
+	noCheck  atomic.Bool                // the whole-group check fails here
 
 	mu      sync.Mutex
 	pending []*dropItem
@@ -64,12 +65,11 @@ type dropItem struct {
 	partial string      // relative to the login directory
 	want    string      // its SHA-256, hex
 	perm    fs.FileMode // the mode it is given once it matches
-	mtime   time.Time   // zero: none to set
 	size    int64
 	// Set before ready is closed: verified (its digest matched, its mode
-	// set), timed (its mtime set), synced (its data durable).
-	verified, timed, synced bool
-	ready                   chan struct{}
+	// set), synced (its data durable).
+	verified, synced bool
+	ready            chan struct{}
 }
 
 // startDropBatches returns a batcher for a dropoff of n files to s, an
@@ -192,9 +192,11 @@ func (b *dropBatcher) take() []*dropItem {
 	return g
 }
 
-// run proves the group g in one helper command and notes each verdict in
-// its item; a command that fails or answers what cannot be read leaves
-// every item unverified.
+// run proves the group g and notes each verdict in its item: first with
+// one check of the whole group (dropBatchCheck); where that fails (a
+// mismatch, no sha256sum), with a check of each partial by itself
+// (dropBatchEach), which says which. A command that fails or answers what
+// cannot be read leaves every item unproven.
 func (b *dropBatcher) run(ctx context.Context, g []*dropItem) {
 	e := b.helper(ctx)
 	if e == nil {
@@ -204,42 +206,97 @@ func (b *dropBatcher) run(ctx context.Context, g []*dropItem) {
 	for _, it := range g {
 		bytes += it.size
 	}
-	out, err := e.helper.run(ctx, dropBatchCommand(e.tool, e.dir, g, dropBatchSync), hashTime(bytes))
-	verdicts, synced, perr := parseDropBatch(out, len(g))
-	if err == nil {
-		err = perr
-	}
-	b.s.log.Debug("batch verify", "files", len(g), "bytes", bytes, "synced", synced, "err", err)
+	verdicts, synced, err := b.check(ctx, e, g, bytes)
+	b.s.log.Debug("batch verify", "files", len(g), "bytes", bytes, "proven", strings.Count(string(verdicts), "y"), "synced", synced, "err", err)
 	if err != nil {
 		return
 	}
 	for i, it := range g {
-		it.verified = verdicts[i] != 'n'
-		it.timed = verdicts[i] == 'y'
+		it.verified = verdicts[i] == 'y'
 		it.synced = it.verified && synced
 	}
 }
 
-// dropBatchCommand is the POSIX shell command proving the partials of g
-// (under dir, the login directory) with tool (one of protocol.HashTools): one line per partial, in g's
-// order, "y" (its digest matched, its mode and mtime set), "t" (matched,
-// mode set, mtime not) or "n"; then "s <status>", sync's exit status over
-// the matching partials (where sync is false: always "s 1", nothing
-// synced). Names travel quoted (protocol.ShellQuote) and come back only as
-// positions, so no name can be taken for another or for a reply.
-func dropBatchCommand(tool, dir string, g []*dropItem, sync bool) string {
+// check runs the group's commands: the whole group at once while that has
+// not failed on this host for want of sha256sum, then each by itself.
+func (b *dropBatcher) check(ctx context.Context, e *execHasher, g []*dropItem, bytes int64) (verdicts []byte, synced bool, err error) {
+	if !b.noCheck.Load() {
+		out, err := e.helper.run(ctx, dropBatchCheck(e.dir, g, dropBatchSync), hashTime(bytes))
+		if err != nil {
+			return nil, false, err
+		}
+		line := execLines(out, 1)[0]
+		if code, ok := dropBatchStatus(line); ok {
+			return []byte(strings.Repeat("y", len(g))), code == 0, nil
+		}
+		if line != "n" {
+			return nil, false, fmt.Errorf("%w: %q", errDropBatchReply, line)
+		}
+	}
+	out, err := e.helper.run(ctx, dropBatchEach(e.tool, e.dir, g, dropBatchSync), hashTime(bytes))
+	if err != nil {
+		return nil, false, err
+	}
+	verdicts, synced, err = parseDropBatch(out, len(g))
+	if err == nil && !strings.Contains(string(verdicts), "n") {
+		// Every partial matched by itself: the whole-group check cannot
+		// work here (no sha256sum -c); each is checked by itself from now.
+		b.noCheck.Store(true)
+	}
+	return verdicts, synced, err
+}
+
+// dropBatchCheck is the POSIX shell command proving all the partials of g
+// (under dir, the login directory) at once: sha256sum -c over a list of
+// "<digest>  <absolute path>" lines (one process for the group), then, if
+// every one matched, a chmod per mode and one sync -- FILES. It answers
+// "s <sync's exit status>" where every partial matched (where sync is
+// false: "s 1", nothing synced), else "n". A name holding a newline or a
+// backslash (which sha256sum -c reads escaped) is never in a group.
+func dropBatchCheck(dir string, g []*dropItem, sync bool) string {
+	var b strings.Builder
+	b.WriteString(`if printf '%s\n'`)
+	byMode := map[fs.FileMode][]string{}
+	var modes []fs.FileMode
+	var all []string
+	for _, it := range g {
+		f := path.Join(dir, it.partial)
+		b.WriteString(" " + protocol.ShellQuote(it.want+"  "+f))
+		m := writingPerm(it.perm)
+		if byMode[m] == nil {
+			modes = append(modes, m)
+		}
+		byMode[m] = append(byMode[m], protocol.ShellQuote(f))
+		all = append(all, protocol.ShellQuote(f))
+	}
+	b.WriteString(" | sha256sum -c >/dev/null 2>&1")
+	for _, m := range modes {
+		fmt.Fprintf(&b, " && chmod %04o -- %s 2>/dev/null", m, strings.Join(byMode[m], " "))
+	}
+	b.WriteString("; then ")
+	if sync {
+		b.WriteString("st=0; sync -- " + strings.Join(all, " ") + ` 2>/dev/null || st=$?; echo "s $st"; `)
+	} else {
+		b.WriteString(`echo "s 1"; `)
+	}
+	b.WriteString("else echo n; fi")
+	return b.String()
+}
+
+// dropBatchEach is the POSIX shell command proving the partials of g
+// (under dir) one by one with tool (one of protocol.HashTools): one line
+// per partial, in g's order, "y" (its digest matched, its mode set) or
+// "n"; then "s <status>", sync's exit status over the matching partials
+// (where sync is false: always "s 1", nothing synced). Names travel quoted
+// (protocol.ShellQuote) and come back only as positions, so no name can be
+// taken for another or for a reply.
+func dropBatchEach(tool, dir string, g []*dropItem, sync bool) string {
 	var b strings.Builder
 	b.WriteString("set --; ")
 	for _, it := range g {
 		f := protocol.ShellQuote(path.Join(dir, it.partial))
-		fmt.Fprintf(&b, "if h=$(%s < %s 2>/dev/null) && case $h in %s*) true;; *) false;; esac && chmod %04o %s 2>/dev/null; then set -- \"$@\" %s; ",
+		fmt.Fprintf(&b, "if h=$(%s < %s 2>/dev/null) && case $h in %s*) true;; *) false;; esac && chmod %04o %s 2>/dev/null; then set -- \"$@\" %s; echo y; else echo n; fi; ",
 			tool, f, it.want, writingPerm(it.perm), f, f)
-		if stamp, ok := touchStamp(it.mtime); ok {
-			fmt.Fprintf(&b, "if TZ=UTC0 touch -m -t %s %s 2>/dev/null; then echo y; else echo t; fi; ", stamp, f)
-		} else {
-			b.WriteString("echo t; ")
-		}
-		b.WriteString("else echo n; fi; ")
 	}
 	if sync {
 		b.WriteString(`st=0; if [ $# -gt 0 ]; then sync -- "$@" 2>/dev/null; st=$?; fi; echo "s $st"`)
@@ -249,18 +306,11 @@ func dropBatchCommand(tool, dir string, g []*dropItem, sync bool) string {
 	return b.String()
 }
 
-// touchStamp is t as touch -t takes it (POSIX: [[CC]YY]MMDDhhmm[.SS]), in
-// UTC; false for a time it cannot say (before 1970, after 9999) or one
-// that is not a whole second (SFTP sets seconds only, too).
-func touchStamp(t time.Time) (string, bool) {
-	if t.IsZero() {
-		return "", false
-	}
-	t = t.UTC()
-	if t.Year() < 1970 || t.Year() > 9999 {
-		return "", false
-	}
-	return t.Format("200601021504.05"), true
+// dropBatchStatus reads a line "s <status>".
+func dropBatchStatus(line string) (int, bool) {
+	st, ok := strings.CutPrefix(line, "s ")
+	code, err := strconv.Atoi(st)
+	return code, ok && err == nil
 }
 
 // errDropBatchReply: a group command's reply is not one verdict per
@@ -274,23 +324,26 @@ var errDropBatchReply = errors.New("batch verify: reply not as asked")
 func parseDropBatch(out []byte, n int) (verdicts []byte, synced bool, err error) {
 	lines := execLines(out, n+1)
 	for _, l := range lines[:n] {
-		if l != "y" && l != "t" && l != "n" {
+		if l != "y" && l != "n" {
 			return nil, false, fmt.Errorf("%w: verdict %q", errDropBatchReply, l)
 		}
 		verdicts = append(verdicts, l[0])
 	}
-	st, ok := strings.CutPrefix(lines[n], "s ")
-	code, cerr := strconv.Atoi(st)
-	if !ok || cerr != nil {
+	code, ok := dropBatchStatus(lines[n])
+	if !ok {
 		return nil, false, fmt.Errorf("%w: status %q", errDropBatchReply, lines[n])
 	}
 	return verdicts, code == 0, nil
 }
 
-// uploadBatched writes the object for e into partial and proves it in b's
-// next group; where that does not prove it (verified and durable), the
-// per-file path (upload) writes it again and proves it by itself.
+// uploadBatched writes the object for e into partial, sets its mtime, and
+// proves it in b's next group; where that does not prove it (verified and
+// durable), the per-file path (upload) writes it again and proves it by
+// itself.
 func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher, e Entry, partial string, want []byte, tr Tracker) error {
+	if strings.ContainsAny(partial, "\n\\") {
+		return c.upload(ctx, s, e, partial, want, tr) // sha256sum -c reads these escaped
+	}
 	fsync := !dropBatchSync
 	if err := c.writeSmall(s, e, partial, fsync, tr); err != nil {
 		if ctx.Err() != nil || errors.Is(err, errLocal) {
@@ -299,10 +352,16 @@ func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher,
 		c.log.Debug("batched write failed; writing it by itself", "host", s.Host.Name, "path", partial, "err", err)
 		return c.upload(ctx, s, e, partial, want, tr)
 	}
+	// After the last write, before the sync that makes it last (as upload).
+	if !e.MTime.IsZero() {
+		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
+			c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
+		}
+	}
 	if c.sliceWritten != nil {
 		c.sliceWritten(partial, 0, e.Size)
 	}
-	it := &dropItem{partial: partial, want: e.Hash, perm: e.deliverPerm(), mtime: e.MTime, size: e.Size}
+	it := &dropItem{partial: partial, want: e.Hash, perm: e.deliverPerm(), size: e.Size}
 	b.prove(ctx, it)
 	if err := ctx.Err(); err != nil {
 		return err
@@ -310,11 +369,6 @@ func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher,
 	if !it.verified {
 		c.log.Debug("not proven in its batch; delivering it by itself", "host", s.Host.Name, "path", partial)
 		return c.upload(ctx, s, e, partial, want, tr)
-	}
-	if !it.timed && !e.MTime.IsZero() {
-		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
-			c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
-		}
 	}
 	if !it.synced && !fsync {
 		return s.fsyncPath(partial)

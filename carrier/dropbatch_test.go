@@ -157,17 +157,33 @@ func fakeTool(t *testing.T, cmd, script string) string {
 // file is still delivered intact (by itself where its batch did not prove
 // it), and nothing stays behind in the buffer.
 func TestBatchDropoffHelperFails(t *testing.T) {
-	for _, tc := range []struct{ name, cmd, script, want string }{
-		// The probe hashes 6 bytes; a partial gets a wrong digest.
-		{"garbage", "openssl", `if [ "$(cat | head -c 6)" = messor ]; then printf messor | $REAL "$@"; else echo 'this is not a digest'; fi`, "not proven in its batch"},
-		{"no-sync", "sync", `exit 3`, "synced=false"},
-		{"helper-killed", "sync", `kill -9 $(ps -o ppid= -p $PPID); exit 1`, "exec helper gone"},
+	garbage := `if [ "$(cat | head -c 6)" = messor ]; then printf messor | $REAL "$@"; else echo 'this is not a digest'; fi`
+	for _, tc := range []struct {
+		name  string
+		tools [][2]string // command, script
+		want  string // in the carrier's log; "": no file delivered by itself
+	}{
+		// No sha256sum -c; the probed tool answers garbage but for the
+		// probe (6 bytes).
+		{"garbage", [][2]string{{"sha256sum", `echo garbage; exit 1`}, {"openssl", garbage}}, "not proven in its batch"},
+		// A sha256sum without -c: each partial is checked by itself,
+		// and proven.
+		{"no-check", [][2]string{{"sha256sum", `if [ "$1" = -c ]; then exit 1; fi; exec $REAL "$@"`}}, ""},
+		{"no-sync", [][2]string{{"sync", `exit 3`}}, "synced=false"},
+		{"helper-killed", [][2]string{{"sync", `kill -9 $(ps -o ppid= -p $PPID); exit 1`}}, "exec helper gone"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			var login []string
+			for _, tl := range tc.tools {
+				login = append(login, fakeTool(t, tl[0], tl[1]))
+			}
 			files := dropFiles(40)
-			de := newDropEnv(t, fakeTool(t, tc.cmd, tc.script), files)
+			de := newDropEnv(t, strings.Join(login, "; "), files)
 			conformance.MustOK(t, de.Dropoff(de.c, "beta"))
 			conformance.SameTree(t, "inbox", de.Inbox("beta", "alpha"), files)
+			if tc.want == "" && strings.Contains(de.log.String(), "by itself") {
+				t.Error("a file was delivered by itself")
+			}
 			if !strings.Contains(de.log.String(), tc.want) {
 				t.Errorf("the carrier's log says nothing of %q", tc.want)
 			}
