@@ -161,7 +161,7 @@ func TestBatchDropoffHelperFails(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		tools [][2]string // command, script
-		want  string // in the carrier's log; "": no file delivered by itself
+		want  string      // in the carrier's log; "": no file delivered by itself
 	}{
 		// No sha256sum -c; the probed tool answers garbage but for the
 		// probe (6 bytes).
