@@ -249,13 +249,13 @@ func (b *dropBatcher) check(ctx context.Context, e *execHasher, g []*dropItem, b
 // dropBatchCheck is the POSIX shell command proving all the partials of g
 // (under dir, the login directory) at once: sha256sum -c over a list of
 // "<digest>  <absolute path>" lines (one process for the group), then, if
-// every one matched, a chmod per mode and one sync -- FILES. It answers
+// it says OK for every one, a chmod per mode and one sync -- FILES. It answers
 // "s <sync's exit status>" where every partial matched (where sync is
 // false: "s 1", nothing synced), else "n". A name holding a newline or a
 // backslash (which sha256sum -c reads escaped) is never in a group.
 func dropBatchCheck(dir string, g []*dropItem, sync bool) string {
 	var b strings.Builder
-	b.WriteString(`if printf '%s\n'`)
+	b.WriteString(`if n=$(printf '%s\n'`)
 	byMode := map[fs.FileMode][]string{}
 	var modes []fs.FileMode
 	var all []string
@@ -269,7 +269,10 @@ func dropBatchCheck(dir string, g []*dropItem, sync bool) string {
 		byMode[m] = append(byMode[m], protocol.ShellQuote(f))
 		all = append(all, protocol.ShellQuote(f))
 	}
-	b.WriteString(" | sha256sum -c >/dev/null 2>&1")
+	// One line per partial, "<name>: OK" where it matched: a line
+	// sha256sum -c could not parse is passed over with no line and, in
+	// GNU's, no failing status.
+	fmt.Fprintf(&b, " | sha256sum -c 2>/dev/null | grep -c ': OK$') && [ \"$n\" -eq %d ]", len(g))
 	for _, m := range modes {
 		fmt.Fprintf(&b, " && chmod %04o -- %s 2>/dev/null", m, strings.Join(byMode[m], " "))
 	}
