@@ -37,7 +37,7 @@ const (
 	// dropBatchWorkers is how many files a batched dropoff keeps in
 	// flight at least: a worker waits for its group's command, and the
 	// next group is written meanwhile.
-	dropBatchWorkers = 256
+	dropBatchWorkers = 1024
 )
 
 // dropBatchSync makes the helper's command sync the verified partials
@@ -258,7 +258,6 @@ func dropBatchCheck(dir string, g []*dropItem, sync bool) string {
 	b.WriteString(`if n=$(printf '%s\n'`)
 	byMode := map[fs.FileMode][]string{}
 	var modes []fs.FileMode
-	var all []string
 	for _, it := range g {
 		f := path.Join(dir, it.partial)
 		b.WriteString(" " + protocol.ShellQuote(it.want+"  "+f))
@@ -267,7 +266,6 @@ func dropBatchCheck(dir string, g []*dropItem, sync bool) string {
 			modes = append(modes, m)
 		}
 		byMode[m] = append(byMode[m], protocol.ShellQuote(f))
-		all = append(all, protocol.ShellQuote(f))
 	}
 	// One line per partial, "<name>: OK" where it matched: a line
 	// sha256sum -c could not parse is passed over with no line and, in
@@ -278,7 +276,7 @@ func dropBatchCheck(dir string, g []*dropItem, sync bool) string {
 	}
 	b.WriteString("; then ")
 	if sync {
-		b.WriteString("st=0; sync -- " + strings.Join(all, " ") + ` 2>/dev/null || st=$?; echo "s $st"; `)
+		b.WriteString("st=0; sync -f -- " + strings.Join(dirsOf(dir, g), " ") + ` 2>/dev/null || st=$?; echo "s $st"; `)
 	} else {
 		b.WriteString(`echo "s 1"; `)
 	}
@@ -307,6 +305,21 @@ func dropBatchEach(tool, dir string, g []*dropItem, sync bool) string {
 		b.WriteString(`echo "s 1"`)
 	}
 	return b.String()
+}
+
+// dirsOf is the directories (under dir) holding the partials of g, each
+// once, quoted for the shell.
+func dirsOf(dir string, g []*dropItem) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, it := range g {
+		d := path.Dir(path.Join(dir, it.partial))
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, protocol.ShellQuote(d))
+		}
+	}
+	return out
 }
 
 // dropBatchStatus reads a line "s <status>".
@@ -384,29 +397,30 @@ var errLocal = errors.New("buffer")
 
 // writeSmall writes the object for e into partial (created or truncated,
 // 0600 as privateCreates asks) with an open, its writes and a close; with
-// fsync, an fsync@openssh.com before the close.
+// fsync, an fsync@openssh.com before the close. It sends the file outside
+// the session's write window (writeWindowed): that bounds what a cut link
+// loses of a partial to be resumed, and a small file is never resumed but
+// sent again; with the window's four writes in flight at 10 ms a round
+// trip, a dropoff of many small files could not exceed 400 files a second.
 func (c *Carrier) writeSmall(s *Session, e Entry, partial string, fsync bool, tr Tracker) error {
-	obj, err := os.Open(c.buf.ObjectPath(e.Hash))
+	data, err := os.ReadFile(c.buf.ObjectPath(e.Hash))
+	if err == nil && int64(len(data)) != e.Size {
+		err = fmt.Errorf("object has %d bytes, want %d", len(data), e.Size)
+	}
 	if err != nil {
 		return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, err)
 	}
-	defer obj.Close()
 	f, err := s.sftp.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
 	defer f.Close()
-	n, err := s.writeWindowed(f, obj, 0, e.Size, tr)
-	var lerr *localWriteError
-	if errors.As(err, &lerr) {
-		return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, lerr.err)
+	if len(data) > 0 {
+		if _, err := f.Write(data); err != nil {
+			return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size))
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("host %s: write %s: %w", s.Host.Name, partial, err)
-	}
-	if n != e.Size {
-		return fmt.Errorf("host %s: write %s: %d of %d bytes", s.Host.Name, partial, n, e.Size)
-	}
+	tr.Add(e.Size)
 	if fsync {
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, partial, err)
