@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,32 +17,34 @@ import (
 
 // Small files dropped off in batches: on a stock OpenSSH host whose exec
 // helper is up, a dropoff of many small files writes each partial with an
-// open, its writes, a close and a setstat (its mtime) only, and proves them
-// in groups, one helper command per group (protocol/doc.go, "Delivering
-// small files in batches"): sha256sum -c over the group's list of digests
-// and names (one process), a chmod per mode, and one sync -- FILES making
-// their data durable. Where the group does not check out as a whole, a
-// second command checks each partial by itself and says which matched.
-// Only a partial proven (and synced) is renamed into place, by its worker,
-// as the per-file path does; any other (a mismatch, a reply that cannot be
+// open, its writes, a setstat (its mtime), an fsync@openssh.com and a
+// close, with no read back of its own, and proves them in groups, one
+// helper command per group (protocol/doc.go, "Delivering small files in
+// batches"): sha256sum -c over the group's list of digests and names (one
+// process) and a chmod per mode. Where the group does not check out as a
+// whole, a second command checks each partial by itself and says which
+// matched. Only a partial proven is renamed into place, by its worker, as
+// the per-file path does; any other (a mismatch, a reply that cannot be
 // read, a helper gone) goes the per-file path from the start: written
 // again, fsynced, read back. While one group's command runs, the workers
 // write the next group's partials over the lanes.
+//
+// The partials' data is synced by the lanes' own fsyncs, not by one sync
+// -f (syncfs) per group in the helper: measured on loopback and at 10 ms
+// RTT (1,500 files of 4 KiB, five paired rounds), syncfs was no faster
+// (medians 2.33 s against 2.11 s, 3.42 s against 3.06 s): the lanes'
+// fsyncs run concurrently and are joined in journal commits, while the
+// group's syncfs held up its verdict.
 
 const (
 	dropBatchMaxFiles = 512       // partials per command (two bytes of reply each)
 	dropBatchMaxBytes = 16 << 20  // bytes hashed per command
-	dropBatchMaxNames = 128 << 10 // bytes of names on sync's command line
+	dropBatchMaxNames = 128 << 10 // bytes of names on chmod's command line
 	// dropBatchWorkers is how many files a batched dropoff keeps in
 	// flight at least: a worker waits for its group's command, and the
 	// next group is written meanwhile.
 	dropBatchWorkers = 1024
 )
-
-// dropBatchSync makes the helper's command sync the verified partials
-// (sync -- FILES); false leaves each to an fsync@openssh.com of its own
-// before its handle is closed.
-var dropBatchSync = true
 
 // dropBatcher runs a dropoff's group commands, one at a time, in the
 // session's exec helper. Its methods are safe for concurrent use.
@@ -62,14 +63,12 @@ type dropBatcher struct {
 
 // dropItem is one partial waiting for its group's verdict.
 type dropItem struct {
-	partial string      // relative to the login directory
-	want    string      // its SHA-256, hex
-	perm    fs.FileMode // the mode it is given once it matches
-	size    int64
-	// Set before ready is closed: verified (its digest matched, its mode
-	// set), synced (its data durable).
-	verified, synced bool
-	ready            chan struct{}
+	partial  string      // relative to the login directory
+	want     string      // its SHA-256, hex
+	perm     fs.FileMode // the mode it is given once it matches
+	size     int64
+	verified bool // its digest matched, its mode set; before ready is closed
+	ready    chan struct{}
 }
 
 // startDropBatches returns a batcher for a dropoff of n files to s, an
@@ -194,7 +193,7 @@ func (b *dropBatcher) take() []*dropItem {
 
 // run proves the group g and notes each verdict in its item: first with
 // one check of the whole group (dropBatchCheck); where that fails (a
-// mismatch, no sha256sum), with a check of each partial by itself
+// mismatch, no sha256sum -c), with a check of each partial by itself
 // (dropBatchEach), which says which. A command that fails or answers what
 // cannot be read leaves every item unproven.
 func (b *dropBatcher) run(ctx context.Context, g []*dropItem) {
@@ -206,54 +205,52 @@ func (b *dropBatcher) run(ctx context.Context, g []*dropItem) {
 	for _, it := range g {
 		bytes += it.size
 	}
-	verdicts, synced, err := b.check(ctx, e, g, bytes)
-	b.s.log.Debug("batch verify", "files", len(g), "bytes", bytes, "proven", strings.Count(string(verdicts), "y"), "synced", synced, "err", err)
+	verdicts, err := b.check(ctx, e, g, bytes)
+	b.s.log.Debug("batch verify", "files", len(g), "bytes", bytes, "proven", strings.Count(string(verdicts), "y"), "err", err)
 	if err != nil {
 		return
 	}
 	for i, it := range g {
 		it.verified = verdicts[i] == 'y'
-		it.synced = it.verified && synced
 	}
 }
 
 // check runs the group's commands: the whole group at once while that has
-// not failed on this host for want of sha256sum, then each by itself.
-func (b *dropBatcher) check(ctx context.Context, e *execHasher, g []*dropItem, bytes int64) (verdicts []byte, synced bool, err error) {
+// not failed on this host for want of sha256sum -c, then each by itself.
+func (b *dropBatcher) check(ctx context.Context, e *execHasher, g []*dropItem, bytes int64) ([]byte, error) {
 	if !b.noCheck.Load() {
-		out, err := e.helper.run(ctx, dropBatchCheck(e.dir, g, dropBatchSync), hashTime(bytes))
+		out, err := e.helper.run(ctx, dropBatchCheck(e.dir, g), hashTime(bytes))
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
-		line := execLines(out, 1)[0]
-		if code, ok := dropBatchStatus(line); ok {
-			return []byte(strings.Repeat("y", len(g))), code == 0, nil
-		}
-		if line != "n" {
-			return nil, false, fmt.Errorf("%w: %q", errDropBatchReply, line)
+		switch line := execLines(out, 1)[0]; line {
+		case "ok":
+			return []byte(strings.Repeat("y", len(g))), nil
+		case "n":
+		default:
+			return nil, fmt.Errorf("%w: %q", errDropBatchReply, line)
 		}
 	}
-	out, err := e.helper.run(ctx, dropBatchEach(e.tool, e.dir, g, dropBatchSync), hashTime(bytes))
+	out, err := e.helper.run(ctx, dropBatchEach(e.tool, e.dir, g), hashTime(bytes))
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	verdicts, synced, err = parseDropBatch(out, len(g))
+	verdicts, err := parseDropBatch(out, len(g))
 	if err == nil && !strings.Contains(string(verdicts), "n") {
 		// Every partial matched by itself: the whole-group check cannot
 		// work here (no sha256sum -c); each is checked by itself from now.
 		b.noCheck.Store(true)
 	}
-	return verdicts, synced, err
+	return verdicts, err
 }
 
 // dropBatchCheck is the POSIX shell command proving all the partials of g
 // (under dir, the login directory) at once: sha256sum -c over a list of
 // "<digest>  <absolute path>" lines (one process for the group), then, if
-// it says OK for every one, a chmod per mode and one sync -- FILES. It answers
-// "s <sync's exit status>" where every partial matched (where sync is
-// false: "s 1", nothing synced), else "n". A name holding a newline or a
-// backslash (which sha256sum -c reads escaped) is never in a group.
-func dropBatchCheck(dir string, g []*dropItem, sync bool) string {
+// it says OK for every one, a chmod per mode. It answers "ok", else "n". A
+// name holding a newline or a backslash (which sha256sum -c reads escaped)
+// is never in a group.
+func dropBatchCheck(dir string, g []*dropItem) string {
 	var b strings.Builder
 	b.WriteString(`if n=$(printf '%s\n'`)
 	byMode := map[fs.FileMode][]string{}
@@ -274,105 +271,62 @@ func dropBatchCheck(dir string, g []*dropItem, sync bool) string {
 	for _, m := range modes {
 		fmt.Fprintf(&b, " && chmod %04o -- %s 2>/dev/null", m, strings.Join(byMode[m], " "))
 	}
-	b.WriteString("; then ")
-	if sync {
-		b.WriteString("st=0; sync -f -- " + strings.Join(dirsOf(dir, g), " ") + ` 2>/dev/null || st=$?; echo "s $st"; `)
-	} else {
-		b.WriteString(`echo "s 1"; `)
-	}
-	b.WriteString("else echo n; fi")
+	b.WriteString("; then echo ok; else echo n; fi")
 	return b.String()
 }
 
 // dropBatchEach is the POSIX shell command proving the partials of g
 // (under dir) one by one with tool (one of protocol.HashTools): one line
 // per partial, in g's order, "y" (its digest matched, its mode set) or
-// "n"; then "s <status>", sync's exit status over the matching partials
-// (where sync is false: always "s 1", nothing synced). Names travel quoted
-// (protocol.ShellQuote) and come back only as positions, so no name can be
-// taken for another or for a reply.
-func dropBatchEach(tool, dir string, g []*dropItem, sync bool) string {
+// "n", then "end". Names travel quoted (protocol.ShellQuote) and come back
+// only as positions, so no name can be taken for another or for a reply.
+func dropBatchEach(tool, dir string, g []*dropItem) string {
 	var b strings.Builder
-	b.WriteString("set --; ")
 	for _, it := range g {
 		f := protocol.ShellQuote(path.Join(dir, it.partial))
-		fmt.Fprintf(&b, "if h=$(%s < %s 2>/dev/null) && case $h in %s*) true;; *) false;; esac && chmod %04o %s 2>/dev/null; then set -- \"$@\" %s; echo y; else echo n; fi; ",
-			tool, f, it.want, writingPerm(it.perm), f, f)
+		fmt.Fprintf(&b, "if h=$(%s < %s 2>/dev/null) && case $h in %s*) true;; *) false;; esac && chmod %04o %s 2>/dev/null; then echo y; else echo n; fi; ",
+			tool, f, it.want, writingPerm(it.perm), f)
 	}
-	if sync {
-		b.WriteString(`st=0; if [ $# -gt 0 ]; then sync -- "$@" 2>/dev/null; st=$?; fi; echo "s $st"`)
-	} else {
-		b.WriteString(`echo "s 1"`)
-	}
+	b.WriteString("echo end")
 	return b.String()
 }
 
-// dirsOf is the directories (under dir) holding the partials of g, each
-// once, quoted for the shell.
-func dirsOf(dir string, g []*dropItem) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, it := range g {
-		d := path.Dir(path.Join(dir, it.partial))
-		if !seen[d] {
-			seen[d] = true
-			out = append(out, protocol.ShellQuote(d))
-		}
-	}
-	return out
-}
-
-// dropBatchStatus reads a line "s <status>".
-func dropBatchStatus(line string) (int, bool) {
-	st, ok := strings.CutPrefix(line, "s ")
-	code, err := strconv.Atoi(st)
-	return code, ok && err == nil
-}
-
 // errDropBatchReply: a group command's reply is not one verdict per
-// partial followed by sync's status.
+// partial followed by "end" (or not "ok" or "n").
 var errDropBatchReply = errors.New("batch verify: reply not as asked")
 
-// parseDropBatch reads a group command's reply for n partials: the
-// verdicts, in order, and whether the sync succeeded. Anything else in the
-// last n+1 lines is an error (what a login shell printed before them is
-// passed over, as execLines does).
-func parseDropBatch(out []byte, n int) (verdicts []byte, synced bool, err error) {
+// parseDropBatch reads dropBatchEach's reply for n partials: the
+// verdicts, in order. Anything else in the last n+1 lines is an error
+// (what a login shell printed before them is passed over, as execLines
+// does).
+func parseDropBatch(out []byte, n int) ([]byte, error) {
 	lines := execLines(out, n+1)
+	var verdicts []byte
 	for _, l := range lines[:n] {
 		if l != "y" && l != "n" {
-			return nil, false, fmt.Errorf("%w: verdict %q", errDropBatchReply, l)
+			return nil, fmt.Errorf("%w: verdict %q", errDropBatchReply, l)
 		}
 		verdicts = append(verdicts, l[0])
 	}
-	code, ok := dropBatchStatus(lines[n])
-	if !ok {
-		return nil, false, fmt.Errorf("%w: status %q", errDropBatchReply, lines[n])
+	if lines[n] != "end" {
+		return nil, fmt.Errorf("%w: %q, not end", errDropBatchReply, lines[n])
 	}
-	return verdicts, code == 0, nil
+	return verdicts, nil
 }
 
-// uploadBatched writes the object for e into partial, sets its mtime, and
-// proves it in b's next group; where that does not prove it (verified and
-// durable), the per-file path (upload) writes it again and proves it by
-// itself.
+// uploadBatched writes the object for e into partial, sets its mtime,
+// syncs it, and proves it in b's next group; where that does not prove it,
+// the per-file path (upload) writes it again and proves it by itself.
 func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher, e Entry, partial string, want []byte, tr Tracker) error {
 	if strings.ContainsAny(partial, "\n\\") {
 		return c.upload(ctx, s, e, partial, want, tr) // sha256sum -c reads these escaped
 	}
-	fsync := !dropBatchSync
-	if err := c.writeSmall(s, e, partial, fsync, tr); err != nil {
+	if err := c.writeSmall(s, e, partial, tr); err != nil {
 		if ctx.Err() != nil || errors.Is(err, errLocal) {
 			return err
 		}
 		c.log.Debug("batched write failed; writing it by itself", "host", s.Host.Name, "path", partial, "err", err)
 		return c.upload(ctx, s, e, partial, want, tr)
-	}
-	// After the last write, before the sync that makes it last (as upload).
-	if !e.MTime.IsZero() {
-		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
-			c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
-		}
 	}
 	if c.sliceWritten != nil {
 		c.sliceWritten(partial, 0, e.Size)
@@ -386,9 +340,6 @@ func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher,
 		c.log.Debug("not proven in its batch; delivering it by itself", "host", s.Host.Name, "path", partial)
 		return c.upload(ctx, s, e, partial, want, tr)
 	}
-	if !it.synced && !fsync {
-		return s.fsyncPath(partial)
-	}
 	return nil
 }
 
@@ -396,13 +347,14 @@ func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher,
 var errLocal = errors.New("buffer")
 
 // writeSmall writes the object for e into partial (created or truncated,
-// 0600 as privateCreates asks) with an open, its writes and a close; with
-// fsync, an fsync@openssh.com before the close. It sends the file outside
+// 0600 as privateCreates asks) with an open and its writes, sets its mtime
+// (after the last write, before the sync that makes it last, as upload),
+// syncs it (fsync@openssh.com) and closes it. It sends the file outside
 // the session's write window (writeWindowed): that bounds what a cut link
 // loses of a partial to be resumed, and a small file is never resumed but
 // sent again; with the window's four writes in flight at 10 ms a round
 // trip, a dropoff of many small files could not exceed 400 files a second.
-func (c *Carrier) writeSmall(s *Session, e Entry, partial string, fsync bool, tr Tracker) error {
+func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) error {
 	data, err := os.ReadFile(c.buf.ObjectPath(e.Hash))
 	if err == nil && int64(len(data)) != e.Size {
 		err = fmt.Errorf("object has %d bytes, want %d", len(data), e.Size)
@@ -421,29 +373,16 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, fsync bool, tr
 		}
 	}
 	tr.Add(e.Size)
-	if fsync {
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, partial, err)
+	if !e.MTime.IsZero() {
+		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
+			c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
 		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, partial, err)
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
-	}
-	return nil
-}
-
-// fsyncPath makes the file p's data durable with fsync@openssh.com on a
-// handle of its own.
-func (s *Session) fsyncPath(p string) error {
-	f, err := s.sftp.OpenFile(p, os.O_WRONLY)
-	if err == nil {
-		err = f.Sync()
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, p, err)
 	}
 	return nil
 }
