@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pkg/sftp"
 
 	"github.com/messor-sync/messor/protocol"
 )
@@ -347,32 +350,27 @@ func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher,
 var errLocal = errors.New("buffer")
 
 // writeSmall writes the object for e into partial (created or truncated,
-// 0600 as privateCreates asks) with an open and its writes, sets its mtime
-// (after the last write, before the sync that makes it last, as upload),
-// syncs it (fsync@openssh.com) and closes it. It sends the file outside
-// the session's write window (writeWindowed): that bounds what a cut link
-// loses of a partial to be resumed, and a small file is never resumed but
-// sent again; with the window's four writes in flight at 10 ms a round
-// trip, a dropoff of many small files could not exceed 400 files a second.
+// 0600 as privateCreates asks) with an open and its writes (writeWhole),
+// sets its mtime (after the last write, before the sync that makes it
+// last, as upload), syncs it (fsync@openssh.com) and closes it.
 func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) error {
-	data, err := os.ReadFile(c.buf.ObjectPath(e.Hash))
-	if err == nil && int64(len(data)) != e.Size {
-		err = fmt.Errorf("object has %d bytes, want %d", len(data), e.Size)
-	}
+	obj, err := os.Open(c.buf.ObjectPath(e.Hash))
 	if err != nil {
 		return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, err)
 	}
+	defer obj.Close()
 	f, err := s.sftp.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
 	defer f.Close()
-	if len(data) > 0 {
-		if _, err := f.Write(data); err != nil {
-			return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size))
+	if err := writeWhole(f, obj, e.Size, tr); err != nil {
+		var lerr *localWriteError
+		if errors.As(err, &lerr) {
+			return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, lerr.err)
 		}
+		return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size))
 	}
-	tr.Add(e.Size)
 	if !e.MTime.IsZero() {
 		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
 			c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
@@ -384,5 +382,27 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
 	}
+	return nil
+}
+
+// writeWhole sends the size bytes of obj, a small file (at most
+// smallFile), to f from its start, outside the session's write window
+// (writeWindowed): that bounds what a cut link loses of a partial to be
+// resumed, and a small file is never resumed but sent again. With the
+// window's four writes in flight for the whole session, 10 ms a round trip
+// capped a dropoff of many small files near 400 files a second. A failure
+// to read obj is a *localWriteError.
+func writeWhole(f *sftp.File, obj io.ReaderAt, size int64, tr Tracker) error {
+	if size == 0 {
+		return nil
+	}
+	buf := make([]byte, size)
+	if _, err := obj.ReadAt(buf, 0); err != nil {
+		return &localWriteError{err}
+	}
+	if _, err := f.Write(buf); err != nil {
+		return err
+	}
+	tr.Add(size)
 	return nil
 }

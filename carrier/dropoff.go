@@ -537,7 +537,15 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	// (the handle's offset is at from).
 	wtr := tr
 	write := func(from, to int64) error {
-		n, err := s.writeWindowed(f, obj, from, to, wtr)
+		var n int64
+		var err error
+		if e.Size <= smallFile && from == 0 && to == e.Size {
+			if err = writeWhole(f, obj, to, wtr); err == nil {
+				n = to
+			}
+		} else {
+			n, err = s.writeWindowed(f, obj, from, to, wtr)
+		}
 		var lerr *localWriteError
 		if errors.As(err, &lerr) {
 			return fmt.Errorf("buffer %s: %s: %w", c.buf.Dir(), e.Path, lerr.err)
