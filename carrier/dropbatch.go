@@ -385,6 +385,12 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 	return nil
 }
 
+// wholeWrites bounds the files writeWhole holds in memory at once, in the
+// process: at most 64 * smallFile (16 MiB) however many workers a
+// dropoff runs (dropBatchWorkers); 64 in flight is 6,400 files a second at
+// 10 ms a round trip.
+var wholeWrites = make(chan struct{}, 64)
+
 // writeWhole sends the size bytes of obj, a small file (at most
 // smallFile), to f from its start, outside the session's write window
 // (writeWindowed): that bounds what a cut link loses of a partial to be
@@ -396,6 +402,8 @@ func writeWhole(f *sftp.File, obj io.ReaderAt, size int64, tr Tracker) error {
 	if size == 0 {
 		return nil
 	}
+	wholeWrites <- struct{}{}
+	defer func() { <-wholeWrites }()
 	buf := make([]byte, size)
 	if _, err := obj.ReadAt(buf, 0); err != nil {
 		return &localWriteError{err}
