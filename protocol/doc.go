@@ -82,7 +82,7 @@
 //     big file piece by piece while it is being uploaded: see Range
 //     hashes), sets the source's exact bits, then renames it to the final
 //     name with a rename that never replaces an existing file (small
-//     files to a stock host may be proven and synced in groups instead:
+//     files to a stock host may be proven in groups instead, not read back:
 //     see Delivering small files in batches). If the
 //     final name exists with identical content, the file counts as
 //     delivered; if it exists with different content, both are kept: the
