@@ -123,6 +123,11 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	dirs := newDirCache(syncs)
 	locks := &pathLocks{m: map[string]*pathLock{}}
 	lanes := c.lanes(ctx, s, len(mine))
+	batch := c.startDropBatches(ctx, s, countSmall(mine))
+	workers := c.workers(s)
+	if batch != nil && c.opts.Workers <= 0 {
+		workers = max(workers, dropBatchWorkers)
+	}
 	// finish notes a delivered entry and reports, once its directory is
 	// synced; from the workers (failures) and the syncer, under mu. The
 	// entries delivered are released once their receipts are kept.
@@ -158,10 +163,10 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 			c.log.Debug("delivered", "host", h.Name, "path", shown, "size", e.Size)
 		}
 	}
-	forEach(ctx, c, c.workers(s), mine, func(e Entry) int64 { return e.Size },
+	forEach(ctx, c, workers, mine, func(e Entry) int64 { return e.Size },
 		func(e Entry) (bool, error) {
 			l := lanes.pick()
-			already, err := c.deliver(ctx, l, e, dirs, locks, tr)
+			already, err := c.deliver(ctx, l, e, dirs, locks, batch, tr)
 			lanes.check(l, err)
 			if err == nil {
 				syncs.after(l, inboxDir(e), func(err error) { finish(e, already, err) })
@@ -174,6 +179,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 				finish(e, already, err)
 			}
 		})
+	batch.close()
 	syncs.close()
 	c.receiptAndRelease(ctx, s, delivered, r)
 	c.exchangeReceipts(ctx, s, r)
@@ -297,10 +303,22 @@ func (d *dirCache) make(s *Session, dir string) error {
 	return nil
 }
 
+// countSmall is how many of ents are small files.
+func countSmall(ents []Entry) int {
+	n := 0
+	for _, e := range ents {
+		if e.Size <= smallFile {
+			n++
+		}
+	}
+	return n
+}
+
 // deliver puts one entry in place, in inboxDir(e). already is true when
 // identical content was found under the final name (or a conflict name)
-// already. The entry may be released once that directory is synced.
-func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCache, locks *pathLocks, tr Tracker) (already bool, err error) {
+// already. The entry may be released once that directory is synced. A
+// small file is proven in a batch where b is usable.
+func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCache, locks *pathLocks, b *dropBatcher, tr Tracker) (already bool, err error) {
 	if err := protocol.CheckHostName(e.Source); err != nil {
 		return false, err
 	}
@@ -338,7 +356,12 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		return false, err
 	}
 	partial := path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID()))
-	if err := c.upload(ctx, s, e, partial, want, tr); err != nil {
+	if e.Size <= smallFile && b.usable() {
+		err = c.uploadBatched(ctx, s, b, e, partial, want, tr)
+	} else {
+		err = c.upload(ctx, s, e, partial, want, tr)
+	}
+	if err != nil {
 		return false, err
 	}
 	if perm := e.DeliverPerm(); perm != writingPerm(perm) {
@@ -515,7 +538,15 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	// (the handle's offset is at from).
 	wtr := tr
 	write := func(from, to int64) error {
-		n, err := s.writeWindowed(f, obj, from, to, wtr)
+		var n int64
+		var err error
+		if e.Size <= smallFile && from == 0 && to == e.Size {
+			if err = writeWhole(f, obj, to, wtr); err == nil {
+				n = to
+			}
+		} else {
+			n, err = s.writeWindowed(f, obj, from, to, wtr)
+		}
 		var lerr *localWriteError
 		if errors.As(err, &lerr) {
 			return fmt.Errorf("buffer %s: %s: %w", c.buf.Dir(), e.Path, lerr.err)

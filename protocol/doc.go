@@ -81,7 +81,9 @@
 //     (fsync@openssh.com where offered), verifies the whole content hash (a
 //     big file piece by piece while it is being uploaded: see Range
 //     hashes), sets the source's exact bits, then renames it to the final
-//     name with a rename that never replaces an existing file. If the
+//     name with a rename that never replaces an existing file (small
+//     files to a stock host may be proven in groups instead, not read back:
+//     see Delivering small files in batches). If the
 //     final name exists with identical content, the file counts as
 //     delivered; if it exists with different content, both are kept: the
 //     new one under [ConflictName].
@@ -305,8 +307,39 @@
 // in its place would block the host's sftp-server in open); after an
 // archive that failed (the helper gone) or brought nothing with tar
 // failing, the visit's remaining files are read by themselves. Agents and
-// hosts without an exec helper are read file by file; dropoff is not
-// batched.
+// hosts without an exec helper are read file by file.
+//
+// # Delivering small files in batches
+//
+// On a stock OpenSSH host whose exec helper is up, a dropoff of many small
+// files (64 or more; each of at most 256 KiB) writes each partial with an
+// open (asking 0600, O_TRUNC), its writes, a setstat setting the source's
+// mtime, an fsync@openssh.com and a close: no read back of its own. The
+// partials written are proven in groups, one helper command per group (at
+// most 512 partials, 16 MiB, 128 KiB of names), while the next group is
+// written. The command is `sha256sum -c` reading, from printf, one line
+// "<content hash>  <absolute path of the partial>" per partial (names
+// quoted for the shell; a name holding a newline or a backslash, which
+// sha256sum -c reads escaped, is never batched), one process for the
+// group; only if it says OK for every one (its "<name>: OK" lines are
+// counted: a line it cannot parse yields none), a chmod per mode gives each
+// partial the source's bits plus its owner's read and write. It answers
+// "ok", or "n" where a partial did not match (or no sha256sum -c works
+// there). After an "n", a second command hashes each partial by itself
+// with the probed tool ([HashTools]) from standard input, compares the
+// digest with the content hash sent, chmods a matching one, and answers one
+// line per partial in the order asked, "y" or "n" (names go out quoted and
+// come back only as positions), then "end"; a host where that proved every
+// partial of a group is asked so from then on. A reply not of that form, a
+// helper gone or a command that failed leaves every partial of the group
+// unproven. A partial not proven goes the per-file path from the start:
+// written again, synced, read back and compared, and removed if it still
+// does not match. Only a partial proven (and synced before) is given its
+// exact bits and renamed into place (never replacing), its directory
+// synced in the next batch of directory syncs, and then its receipt kept
+// and its buffer entry released, as for every file. Agents, hosts without
+// an exec helper and servers other than OpenSSH's sftp-server deliver file
+// by file.
 //
 // # Stalls
 //

@@ -228,7 +228,10 @@ func Run(t *testing.T, start StartFunc) {
 		{"ResumeChangedSource", testResumeChangedSource},
 		{"VerifyInSlices", testSlices},
 		{"UnicodeNormalisation", testUnicodeNormalisation},
-		{"ModesAndTimes", testModes},
+		{"ModesAndTimes", func(t *testing.T, start StartFunc) { testModes(t, start, 0) }},
+		// Enough small files that a stock host with exec proves them in
+		// batches (carrier's dropBatcher); the others, one by one.
+		{"ModesAndTimesManySmall", func(t *testing.T, start StartFunc) { testModes(t, start, 100) }},
 		{"TwoVersionsOfOneFile", func(t *testing.T, start StartFunc) { TwoVersions(t, start, start) }},
 	}
 	for _, tc := range tests {
@@ -659,7 +662,10 @@ func testUnicodeNormalisation(t *testing.T, start StartFunc) {
 // carrier makes in the inbox are private (0700): what a 0600 file holds is
 // not readable by the destination's other users, not even while it is being
 // delivered.
-func testModes(t *testing.T, start StartFunc) {
+// testModes delivers files of several modes and mtimes, with filler small
+// files of mode 0644 beside them, and checks each arrives with its
+// source's mode and mtime.
+func testModes(t *testing.T, start StartFunc, filler int) {
 	e := NewEnv(t, start, "alpha", "beta")
 	files := map[string][]byte{
 		"secret.txt":           []byte("only mine\n"),
@@ -678,6 +684,11 @@ func testModes(t *testing.T, start StartFunc) {
 		"big/private.bin":      0o640,
 		"shared/deep/sticky/x": 0o604 | os.ModeSticky,
 		"readonly.txt":         0o400,
+	}
+	for i := range filler {
+		name := fmt.Sprintf("filler/%s/%03d", []string{"a b", "-x", "it's"}[i%3], i)
+		files[name] = bytes.Repeat([]byte{byte(i)}, 4096)
+		modes[name] = 0o644
 	}
 	e.Outbox("alpha", "beta", files)
 	out := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.OutboxDir("beta")))

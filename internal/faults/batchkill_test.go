@@ -17,36 +17,44 @@ func TestKilledBatchedPickup(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "alpha", "beta")
 	e.Home.WriteHostsFile("alpha")
-	const seed = 20261202
-	r := rand.New(rand.NewSource(seed))
+	r := rand.New(rand.NewSource(20261202))
 	batch := 0
 	refill := func() {
 		batch++
 		e.send("alpha", "beta", smallTree(r, fmt.Sprintf("k%02d", batch), 400, 8<<10))
 	}
-	refill()
 	// A capped link: an archive of 400 files streams for about a second.
 	e.proxy("alpha").SetRate(2 << 20)
+	killBatched(t, e, r, "pickup", `msg="batch read"`, refill, func() bool { return len(e.OutboxFiles("alpha")) < 64 })
+}
+
+// killBatched kills `messor verb` at random moments within 1.5 s until 15
+// kills landed mid-run, checking the invariant after each and calling
+// refill first and whenever low says too few files are left to batch
+// (64); then one run to its end must log batched (the files went in
+// batches), and later runs settle everything.
+func killBatched(t *testing.T, e *env, r *rand.Rand, verb, batched string, refill func(), low func() bool) {
+	t.Helper()
+	refill()
 	landed := 0
 	for i := 0; landed < 15; i++ {
 		if i >= 120 {
 			t.Fatalf("only %d kills landed in %d runs", landed, i)
 		}
 		delay := time.Duration(r.Int63n(int64(1500 * time.Millisecond)))
-		if killed, _, _ := killCLI(t, e.cli("pickup"), delay); killed {
+		if killed, _, _ := killCLI(t, e.cli(verb), delay); killed {
 			landed++
 		}
 		e.world.Check(t, nil)
-		if len(e.OutboxFiles("alpha")) < 64 { // too few to batch
+		if low() {
 			refill()
 		}
 	}
-	// The binary reads this outbox in archives.
 	refill()
-	cmd := e.cli("pickup")
+	cmd := e.cli(verb)
 	cmd.Args = append(cmd.Args, "-v")
-	if code, out := run(t, cmd); code != 0 || !strings.Contains(out, `msg="batch read"`) {
-		t.Fatalf("messor pickup: exit %d, no archive read:\n%s", code, out)
+	if code, out := run(t, cmd); code != 0 || !strings.Contains(out, batched) {
+		t.Fatalf("messor %s: exit %d, no %s:\n%s", verb, code, batched, out)
 	}
 	e.world.Check(t, nil)
 	e.finish(t)

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/messor-sync/messor/carrier"
 )
 
 // cli runs the messor binary for e's carrier.
@@ -44,16 +42,7 @@ func (e *env) startCLI(t *testing.T, verb string) (cmd *exec.Cmd, out *bytes.Buf
 
 // settled reports whether nothing is left to carry.
 func (e *env) settled(t *testing.T) bool {
-	b, err := carrier.OpenBufferReadOnly(e.Buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	st, err := carrier.ReadStatus(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Files == 0 && len(e.OutboxFiles("alpha")) == 0
+	return e.buffered(t) == 0 && len(e.OutboxFiles("alpha")) == 0
 }
 
 // TestKilledCarrier kills `messor pickup` and `messor dropoff` with SIGKILL
