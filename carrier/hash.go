@@ -92,41 +92,55 @@ func (s *Session) probeCaps(ctx context.Context) *hostCaps {
 	if err != nil || !strings.HasPrefix(wd, "/") {
 		return caps
 	}
-	// Probe, in one exec: which of the hash tools work here, behind head
-	// (which every hash command but the slice's cuts its input with)? One
-	// line of output per tool, the best first, the last lines of the
-	// output (see execLines).
-	var probe []string
-	for _, tool := range protocol.HashTools {
-		probe = append(probe, "{ printf messorX | head -c 6 | "+tool+"; } 2>/dev/null; echo")
-	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	e := &execHasher{dir: wd}
 	t0 := time.Now()
-	out, err := s.probeHelper(pctx, e, strings.Join(probe, "; "))
+	out, err := s.probeHelper(pctx, e, hashProbe())
 	caps.execCost = time.Since(t0)
 	if err != nil {
 		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
-		out, err = s.execOutput(fctx, strings.Join(probe, "; "), 0)
+		out, err = s.execOutput(fctx, hashProbe(), 0)
 	}
-	sum := sha256.Sum256([]byte("messor"))
-	want := hex.EncodeToString(sum[:])
-	lines := execLines(out, len(protocol.HashTools))
-	for i, tool := range protocol.HashTools {
-		if strings.HasPrefix(lines[i], want) {
-			e.tool = tool
-			caps.hasher = e
-			s.log.Debug("the host hashes by command", "tool", tool, "helper", e.helper != nil, "exec_cost", caps.execCost.Round(time.Millisecond))
-			return caps
-		}
+	if tool := probedTool(out); tool != "" {
+		e.tool = tool
+		caps.hasher = e
+		s.log.Debug("the host hashes by command", "tool", tool, "helper", e.helper != nil, "exec_cost", caps.execCost.Round(time.Millisecond))
+		return caps
 	}
 	if e.helper != nil {
 		e.helper.close(errHelperDead)
 	}
 	s.log.Debug("no server-side hashing; verifying by reading back", "err", err)
 	return caps
+}
+
+// hashProbe is the command asking, in one exec, which of the hash tools
+// work here behind head (which every hash command but the slice's cuts its
+// input with): exactly one line per tool, the best first, whether the tool
+// is there or not, so the last lines of the output (see execLines) are the
+// tools' answers in order.
+func hashProbe() string {
+	var probe []string
+	for _, tool := range protocol.HashTools {
+		probe = append(probe, `echo "$( { printf messorX | head -c 6 | `+tool+`; } 2>/dev/null )"`)
+	}
+	return strings.Join(probe, "; ")
+}
+
+// probedTool is the best of protocol.HashTools whose line of the output of
+// hashProbe is the right digest; "" when none is.
+func probedTool(out []byte) string {
+	sum := sha256.Sum256([]byte("messor"))
+	want := hex.EncodeToString(sum[:])
+	lines := execLines(out, len(protocol.HashTools))
+	for i, tool := range protocol.HashTools {
+		if strings.HasPrefix(lines[i], want) {
+			return tool
+		}
+	}
+	return ""
 }
 
 // probeHelper starts e's exec helper on s and runs the probe cmd in it; an
