@@ -140,7 +140,7 @@ func TestSliceSumsDamagedFile(t *testing.T) {
 	}
 	// The second slice's digest, changed in its first hex digit.
 	lines := strings.Split(string(text), "\n")
-	lines[4] = string("0123456789abcdef"[(strings.IndexByte("0123456789abcdef", lines[4][0])+1)%16]) + lines[4][1:]
+	lines[5] = string("0123456789abcdef"[(strings.IndexByte("0123456789abcdef", lines[5][0])+1)%16]) + lines[5][1:]
 	torn := strings.Join(lines, "\n")
 	i := strings.LastIndex(torn, "check ")
 	resealed := fmt.Sprintf("%scheck %x\n", torn[:i], sha256.Sum256([]byte(torn[:i])))
@@ -163,4 +163,47 @@ func TestSliceSumsDamagedFile(t *testing.T) {
 	if !strings.Contains(e.log.String(), "kept_digests=false") {
 		t.Errorf("the kept digests that fail their check were used")
 	}
+}
+
+// Kept digests are those of the content they are named by: a digest file
+// copied to another content's name (with that content's object holding
+// the first content, both the same size) is ignored, the copy is hashed
+// and found damaged, and nothing is delivered in that file's place.
+func TestSliceSumsOtherContent(t *testing.T) {
+	e := conformance.NewEnv(t, conformance.SSHD(false), "alpha", "beta")
+	r := rand.New(rand.NewSource(7))
+	files := map[string][]byte{"a.bin": make([]byte, 3<<20+1), "b.bin": make([]byte, 3<<20+1)}
+	r.Read(files["a.bin"])
+	r.Read(files["b.bin"])
+	e.Outbox("alpha", "beta", files)
+	c := e.Carrier(1<<30, carrier.Options{VerifySlice: 1 << 20})
+	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	st, _ := carrier.ReadStatus(c.Buffer())
+	sums := map[string]string{}
+	for _, it := range st.Items {
+		sums[it.Path] = it.Hash
+	}
+	a, b := sums["a.bin"], sums["b.bin"]
+	if a == "" || b == "" {
+		t.Fatalf("buffer holds %v", sums)
+	}
+	for _, p := range [][2]string{{c.Buffer().ObjectPath(a), c.Buffer().ObjectPath(b)}, {carrier.SliceSumsPath(c.Buffer(), a), carrier.SliceSumsPath(c.Buffer(), b)}} {
+		text, err := os.ReadFile(p[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(p[1])
+		if err := os.WriteFile(p[1], text, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := e.Dropoff(c, "beta")
+	got := e.Inbox("beta", "alpha")
+	if bytes.Equal(got["b.bin"], files["a.bin"]) {
+		t.Fatalf("b.bin delivered with a.bin's content (the digests kept under b.bin's content name were a.bin's)")
+	}
+	if len(rs) != 1 || len(rs[0].Failed) != 1 || !strings.Contains(rs[0].Failed[0].Reason, "damaged in the buffer") {
+		t.Fatalf("want b.bin to fail as damaged in the buffer, got %s: %v", rs[0].Summary(), rs[0].Failed)
+	}
+	conformance.SameTree(t, "inbox", got, map[string][]byte{"a.bin": files["a.bin"]})
 }
