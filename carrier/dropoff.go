@@ -83,6 +83,7 @@ func (c *Carrier) entriesByDest() (map[string][]Entry, error) {
 
 // DropoffHost delivers what the buffer holds for host h.
 func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport {
+	defer c.dropSliceSums()
 	ents, err := c.buf.Entries()
 	if err != nil {
 		return &HostReport{Host: h.Name, Verb: "dropoff", Err: err}

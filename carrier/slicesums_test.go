@@ -207,3 +207,17 @@ func TestSliceSumsOtherContent(t *testing.T) {
 	}
 	conformance.SameTree(t, "inbox", got, map[string][]byte{"a.bin": files["a.bin"]})
 }
+
+// A dropoff of one host (as `messor watch` runs them) also drops the
+// digests whose object left the buffer.
+func TestSliceSumsDroppedByHostDropoff(t *testing.T) {
+	e, sum := keptEnv(t, conformance.SSHD(false), 2<<20+9, carrier.Options{})
+	r := e.c.DropoffHost(context.Background(), e.Resolve("beta")[0])
+	if r.Err != nil || len(r.Failed) != 0 {
+		t.Fatalf("dropoff: %s: %v %v", r.Summary(), r.Err, r.Failed)
+	}
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": e.data})
+	if _, err := os.Stat(carrier.SliceSumsPath(e.c.Buffer(), sum)); err == nil {
+		t.Errorf("the digests of a delivered object are still kept after its host's dropoff")
+	}
+}
