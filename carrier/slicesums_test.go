@@ -221,3 +221,30 @@ func TestSliceSumsDroppedByHostDropoff(t *testing.T) {
 		t.Errorf("the digests of a delivered object are still kept after its host's dropoff")
 	}
 }
+
+// The buffer's copy cut short after the pickup (within the last slice, or
+// slices before it): nothing is delivered, and the failure names the file
+// and says its copy is damaged in the buffer, run after run.
+func TestSliceSumsBufferTruncated(t *testing.T) {
+	for _, size := range []int64{4<<20 + 10, 3 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			t.Parallel()
+			e, sum := keptEnv(t, conformance.SSHD(false), 4<<20+77, carrier.Options{})
+			p := e.c.Buffer().ObjectPath(sum)
+			os.Chmod(p, 0o600)
+			if err := os.Truncate(p, size); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				rs := e.Dropoff(e.c, "beta")
+				if len(rs) != 1 || len(rs[0].Failed) != 1 || !strings.Contains(rs[0].Failed[0].Reason, "damaged in the buffer") {
+					t.Fatalf("want a failure saying the copy is damaged in the buffer, got %v", rs[0].Failed)
+				}
+				t.Logf("%s: %s", rs[0].Failed[0].Path, rs[0].Failed[0].Reason)
+				if _, ok := e.Inbox("beta", "alpha")["big/file.bin"]; ok {
+					t.Fatalf("a copy cut short was delivered")
+				}
+			}
+		})
+	}
+}
