@@ -248,3 +248,25 @@ func TestSliceSumsBufferTruncated(t *testing.T) {
 		})
 	}
 }
+
+// Digests that cannot be kept (their directory cannot be made, as on a
+// full disk) cost nothing but the dropoff's read of the copy: the pickup
+// and the dropoff succeed.
+func TestSliceSumsCannotKeep(t *testing.T) {
+	e := &sliceEnv{Env: conformance.NewEnv(t, conformance.SSHD(false), "alpha", "beta"), log: &syncBuffer{}}
+	e.data = make([]byte, 2<<20+1)
+	rand.New(rand.NewSource(3)).Read(e.data)
+	e.Outbox("alpha", "beta", map[string][]byte{"big/file.bin": e.data})
+	e.c = e.Carrier(1<<30, carrier.Options{VerifySlice: 1 << 20,
+		Logger: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	dir := filepath.Dir(carrier.SliceSumsPath(e.c.Buffer(), "x"))
+	if err := os.WriteFile(dir, []byte("in the way"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conformance.MustOK(t, e.c.Pickup(context.Background(), e.Resolve("alpha")))
+	conformance.MustOK(t, e.Dropoff(e.c, "beta"))
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": e.data})
+	if log := e.log.String(); !strings.Contains(log, "cannot keep the slice digests") || !strings.Contains(log, "kept_digests=false") {
+		t.Errorf("the digests were kept, or the upload did not hash its copy:\n%s", log)
+	}
+}
