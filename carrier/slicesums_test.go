@@ -270,3 +270,53 @@ func TestSliceSumsCannotKeep(t *testing.T) {
 		t.Errorf("the digests were kept, or the upload did not hash its copy:\n%s", log)
 	}
 }
+
+// One content picked up from two hosts (a stock host, and an agent whose
+// source check hashed the slices) under two paths: one object, its
+// digests kept; damaged in the buffer, neither file is delivered, run
+// after run (against the kept digests, then hashing the copy); repaired,
+// both are.
+func TestSliceSumsTwoSources(t *testing.T) {
+	e := conformance.NewEnv(t, conformance.SSHD(false), "alpha", "beta")
+	e.Start = conformance.Agent
+	e.AddHost("gamma", true)
+	data := make([]byte, 3<<20+5)
+	rand.New(rand.NewSource(5)).Read(data)
+	e.Outbox("alpha", "beta", map[string][]byte{"one.bin": data})
+	e.Outbox("gamma", "beta", map[string][]byte{"two/one.bin": data})
+	log := &syncBuffer{}
+	c := e.Carrier(1<<30, carrier.Options{VerifySlice: 1 << 20, VerifySource: true,
+		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("gamma", "alpha")))
+	sum := fmt.Sprintf("%x", sha256.Sum256(data))
+	if _, err := os.Stat(carrier.SliceSumsPath(c.Buffer(), sum)); err != nil {
+		t.Fatalf("no digests kept: %v", err)
+	}
+	os.Chmod(c.Buffer().ObjectPath(sum), 0o600)
+	f, err := os.OpenFile(c.Buffer().ObjectPath(sum), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{data[1<<20] ^ 4}, 1<<20)
+	f.Close()
+	for range 2 {
+		rs := e.Dropoff(c, "beta")
+		if len(rs) != 1 || len(rs[0].Failed) != 2 {
+			t.Fatalf("want both files to fail, got %s: %v", rs[0].Summary(), rs[0].Failed)
+		}
+		for k := range e.Inbox("beta", "alpha") {
+			if !strings.Contains(k, ".messor.part") {
+				t.Fatalf("%s delivered from a damaged copy", k)
+			}
+		}
+	}
+	f, _ = os.OpenFile(c.Buffer().ObjectPath(sum), os.O_RDWR, 0)
+	f.WriteAt(data[1<<20:1<<20+1], 1<<20)
+	f.Close()
+	conformance.MustOK(t, e.Dropoff(c, "beta"))
+	conformance.SameTree(t, "alpha's", e.Inbox("beta", "alpha"), map[string][]byte{"one.bin": data})
+	conformance.SameTree(t, "gamma's", e.Inbox("beta", "gamma"), map[string][]byte{"two/one.bin": data})
+	if t.Failed() {
+		t.Logf("carrier log:\n%s", log)
+	}
+}
