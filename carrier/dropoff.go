@@ -83,6 +83,7 @@ func (c *Carrier) entriesByDest() (map[string][]Entry, error) {
 
 // DropoffHost delivers what the buffer holds for host h.
 func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport {
+	defer c.dropSliceSums()
 	ents, err := c.buf.Entries()
 	if err != nil {
 		return &HostReport{Host: h.Name, Verb: "dropoff", Err: err}
@@ -548,6 +549,11 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 			n, err = s.writeWindowed(f, obj, from, to, wtr)
 		}
 		var lerr *localWriteError
+		if errors.As(err, &lerr) && errors.Is(lerr.err, io.EOF) {
+			// With digests kept, the send is the only read of the
+			// copy: a copy cut short is told here (TestSliceSumsBufferTruncated).
+			return fmt.Errorf("buffer %s: %s: the carrier's copy ends before its %d bytes: damaged in the buffer: %w", c.buf.Dir(), e.Path, e.Size, lerr.err)
+		}
 		if errors.As(err, &lerr) {
 			return fmt.Errorf("buffer %s: %s: %w", c.buf.Dir(), e.Path, lerr.err)
 		}

@@ -31,9 +31,12 @@ import (
 // address, so a dropoff whose host digests all equal them delivered the
 // content, with no read of the carrier's copy.
 //
-// The file is a cache, never the only proof: one that is missing, torn or
-// for another slice size or file size is ignored (each file carries the
-// SHA-256 of its own text), and the upload hashes its copy as before.
+// The file is a cache, never the only proof: one that is missing, torn, or
+// for another content, slice size or file size is ignored (each file names
+// the content it is for and carries the SHA-256 of its own text), and the
+// upload hashes its copy as before. The name inside matters: the digests
+// of one content under another's name would prove an object holding the
+// first content to be the second (TestSliceSumsOtherContent).
 // Keyed by content, a kept file stays true after the object leaves the
 // buffer; dropSliceSums removes those whose object is gone. A slice the
 // host hashes differently from a kept digest removes the kept file with
@@ -45,7 +48,7 @@ import (
 // quarantine) and nothing in the buffer reads it.
 const slicesDir = "slicesums"
 
-const sliceSumsMagic = "messor slice sha256 v1"
+const sliceSumsMagic = "messor slice sha256 v2"
 
 // sliceSums hashes a stream from offset 0 in slices of n bytes.
 type sliceSums struct {
@@ -97,7 +100,7 @@ func keepSliceSums(bufDir, sum string, size, n int64, sums [][]byte) error {
 		return fmt.Errorf("%d slice digests for a file of %d bytes in slices of %d", len(sums), size, n)
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s\nsize %d\nslice %d\n", sliceSumsMagic, size, n)
+	fmt.Fprintf(&b, "%s\nsha256 %s\nsize %d\nslice %d\n", sliceSumsMagic, sum, size, n)
 	for _, d := range sums {
 		fmt.Fprintf(&b, "%x\n", d)
 	}
@@ -126,8 +129,8 @@ func keepSliceSums(bufDir, sum string, size, n int64, sums [][]byte) error {
 }
 
 // keptSliceSums returns the digests kept for the content hashed sum, of
-// size bytes in slices of n, or nil where none are kept for that size and
-// slice (or the file does not pass its check).
+// size bytes in slices of n, or nil where none are kept for that content,
+// size and slice (or the file does not pass its check).
 func keptSliceSums(bufDir, sum string, size, n int64) [][]byte {
 	b, err := os.ReadFile(filepath.Join(bufDir, slicesDir, sum))
 	if err != nil {
@@ -142,7 +145,7 @@ func keptSliceSums(bufDir, sum string, size, n int64) [][]byte {
 		return nil
 	}
 	sc := bufio.NewScanner(bytes.NewReader(b[:i]))
-	header := []string{sliceSumsMagic, "size " + strconv.FormatInt(size, 10), "slice " + strconv.FormatInt(n, 10)}
+	header := []string{sliceSumsMagic, "sha256 " + sum, "size " + strconv.FormatInt(size, 10), "slice " + strconv.FormatInt(n, 10)}
 	for _, h := range header {
 		if !sc.Scan() || sc.Text() != h {
 			return nil

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"math/rand"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
 // The digests kept are those of each slice of n bytes from 0 (the last one
 // short), whatever the writes' sizes, and read back only for the same size
-// and slice.
+// and slice, under the content's own name.
 func TestSliceSumsRoundTrip(t *testing.T) {
 	const n = 1000
 	c := &Carrier{opts: Options{VerifySlice: n}}
@@ -39,6 +41,12 @@ func TestSliceSumsRoundTrip(t *testing.T) {
 		}
 		if keptSliceSums(dir, sum, size+1, n) != nil || keptSliceSums(dir, sum, size, 2*n) != nil {
 			t.Errorf("size %d: digests read back for another size or slice", size)
+		}
+		other := "cd" + sum[2:]
+		text, _ := os.ReadFile(filepath.Join(dir, slicesDir, sum))
+		os.WriteFile(filepath.Join(dir, slicesDir, other), text, 0o600)
+		if keptSliceSums(dir, other, size, n) != nil {
+			t.Errorf("size %d: digests read back for another content", size)
 		}
 	}
 	if c.newSliceSums(2*n-1, 0) != nil || c.newSliceSums(4*n, 1) != nil {

@@ -269,7 +269,8 @@
 // stock host, and compares each with the same slice of its own copy, whose whole
 // SHA-256 it checks against the content hash in the same pass, or, after a
 // fresh pickup of the file, with the slices' digests it took then from the
-// same bytes as the content hash (kept beside its buffer, never sent).
+// same bytes as the content hash (kept beside its buffer under that hash,
+// which the kept file names too, never sent).
 //
 // # Reading small files in batches
 //
