@@ -263,8 +263,12 @@ func (s *Session) StallReason() string {
 func (s *Session) sftpStalled(now time.Time, idle time.Duration) (string, bool) {
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
+	var busy time.Time
 	for w := range s.watches {
-		if _, what, ok := w.stalled(now, idle); ok {
+		busy = later(busy, w.flushing(idle))
+	}
+	for w := range s.watches {
+		if _, what, ok := w.stalled(now, idle, busy); ok {
 			return what, true
 		}
 	}

@@ -113,7 +113,13 @@ func (w *sftpWatch) readEnd(p []byte, err error) {
 	w.waiting = false
 	if len(p) > 0 {
 		w.mark = time.Now()
-		w.shared.lastByte.Store(w.mark.UnixNano())
+		if len(w.pending) > 0 {
+			// Only a reply asked for is life for the other channels: a
+			// host trickling bytes nobody asked for on an idle channel
+			// must not keep a stalled one going
+			// (TestSFTPWatchTrickleElsewhere).
+			w.shared.lastByte.Store(w.mark.UnixNano())
+		}
 		w.in.feed(p, w.reply)
 	}
 	if err != nil {
@@ -131,28 +137,49 @@ func (w *sftpWatch) retire() {
 // stalled reports whether the channel has had requests outstanding and no
 // reply byte, on it or on another of the session's channels, for idle
 // while our reader waited (longer while an fsync is outstanding: see
-// syncTime), and names the oldest request waited on.
-func (w *sftpWatch) stalled(now time.Time, idle time.Duration) (quiet time.Duration, what string, ok bool) {
+// syncTime; and never before busy), and names the oldest request waited on.
+func (w *sftpWatch) stalled(now time.Time, idle time.Duration, busy time.Time) (quiet time.Duration, what string, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed || !w.waiting || len(w.pending) == 0 {
 		return 0, "", false
 	}
-	until := later(w.mark, time.Unix(0, w.shared.lastByte.Load())).Add(idle)
+	until := later(later(w.mark, time.Unix(0, w.shared.lastByte.Load())).Add(idle), busy)
 	var oldest pendingReq
 	for _, p := range w.pending {
-		// An fsync queued behind another starts when that one ends.
-		if end := later(p.since, w.mark).Add(2*idle + p.allow); p.sync && end.After(until) {
-			until = end
-		}
 		if oldest.since.IsZero() || p.since.Before(oldest.since) {
 			oldest = p
 		}
 	}
-	if now.Before(until) {
+	if now.Before(later(until, w.syncEnd(idle))) {
 		return 0, "", false
 	}
 	return now.Sub(w.mark), oldest.what, true
+}
+
+// syncEnd is when the channel's fsyncs outstanding run out of time (zero
+// with none). Until then the host's disk is busy flushing, and the
+// session's other channels may wait behind it too
+// (TestSFTPWatchSyncOnOtherLane). w.mu is held.
+func (w *sftpWatch) syncEnd(idle time.Duration) time.Time {
+	var end time.Time
+	if w.closed {
+		return end
+	}
+	for _, p := range w.pending {
+		// An fsync queued behind another starts when that one ends.
+		if p.sync {
+			end = later(end, later(p.since, w.mark).Add(2*idle+p.allow))
+		}
+	}
+	return end
+}
+
+// flushing is syncEnd, for the session's other channels.
+func (w *sftpWatch) flushing(idle time.Duration) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.syncEnd(idle)
 }
 
 // request notes one request the client sent (head: its first bytes).
