@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -271,4 +272,46 @@ func TestStallHostStopsAnswering(t *testing.T) {
 	}
 	e.world.Check(t, c.Buffer())
 	e.settle(t, c)
+}
+
+// TestStallFsyncHoldsOtherLanes: a host whose disk, while it flushes one
+// lane's fsync for longer than the idle timeout, holds every other lane's
+// requests too (a journal commit on a slow SD card): no byte comes on any
+// channel, yet the host is busy, not stalled, and the dropoff delivers all.
+func TestStallFsyncHoldsOtherLanes(t *testing.T) {
+	t.Parallel()
+	e, h := newStallEnv(t)
+	r := rand.New(rand.NewSource(18))
+	files := map[string][]byte{}
+	for i := range 80 { // manyFiles or more: four lanes
+		files["lanes/f"+strconv.Itoa(i)+".bin"] = randBytes(r, 16<<10)
+	}
+	e.send("alpha", "beta", files)
+	const idle = 2 * time.Second
+	c := e.carrier(1<<30, carrier.Options{IdleTimeout: idle})
+	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
+		t.Fatal(err)
+	}
+	var disk sync.RWMutex
+	var held atomic.Bool
+	var fsyncs atomic.Int32
+	h.arm(&stallAt{match: func(sftptest.Request) bool { return true }, act: func(r sftptest.Request) {
+		if r.Extended == "fsync@openssh.com" && fsyncs.Add(1) == 8 {
+			disk.Lock()
+			held.Store(true)
+			time.Sleep(idle + idle/4)
+			disk.Unlock()
+			return
+		}
+		disk.RLock()
+		disk.RUnlock()
+	}})
+	rs, _ := c.Dropoff(context.Background(), e.Resolve("beta"))
+	if err := reportsErr(rs); err != nil {
+		t.Fatalf("a disk busy with one lane's fsync taken for a stall: %v", err)
+	}
+	if h.arm(nil); !held.Load() {
+		t.Fatal("the dropoff never synced 8 files")
+	}
+	e.world.CheckSettled(t, c.Buffer())
 }
