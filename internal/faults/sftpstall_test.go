@@ -315,3 +315,41 @@ func TestStallFsyncHoldsOtherLanes(t *testing.T) {
 	}
 	e.world.CheckSettled(t, c.Buffer())
 }
+
+// TestStallFIFOLedger: the source's ledger for a destination is a FIFO
+// (sftp-server's open of it blocks). The visit that would hand the
+// receipts over ends on its own with ErrStalled naming the ledger, loses
+// nothing, and once the FIFO is gone the next visit hands them over.
+func TestStallFIFOLedger(t *testing.T) {
+	t.Parallel()
+	e, _ := newStallEnv(t)
+	r := rand.New(rand.NewSource(19))
+	e.send("alpha", "beta", map[string][]byte{"ledger/a.txt": randBytes(r, 3000)})
+	c := e.carrier(1<<30, carrier.Options{IdleTimeout: 2 * time.Second})
+	ctx := context.Background()
+	if err := reportsErr(c.Pickup(ctx, e.Resolve("alpha"))); err != nil {
+		t.Fatal(err)
+	}
+	if rs, _ := c.Dropoff(ctx, e.Resolve("beta")); reportsErr(rs) != nil {
+		t.Fatal(reportsErr(rs))
+	}
+	ledger := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.LedgerPath("beta")))
+	if err := os.MkdirAll(filepath.Dir(ledger), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(ledger, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unblockFIFO(ledger) })
+	stallRun(t, "alpha", protocol.LedgerPath("beta"), pickupRun(c, e))
+	e.world.Check(t, c.Buffer())
+	unblockFIFO(ledger)
+	os.Remove(ledger)
+	if err := reportsErr(c.Pickup(ctx, e.Resolve("alpha"))); err != nil {
+		t.Fatalf("the visit after the FIFO went: %v", err)
+	}
+	if b, err := os.ReadFile(ledger); err != nil || !strings.Contains(string(b), "ledger/a.txt") {
+		t.Fatalf("the receipt was not handed over: %q, %v", b, err)
+	}
+	e.world.CheckSettled(t, c.Buffer())
+}
