@@ -275,14 +275,11 @@ func (s *Session) sftpStalled(now time.Time, idle time.Duration) (string, bool) 
 	return "", false
 }
 
-// addWatch returns a new SFTP channel's watch, followed by watchIdle
-// until dropWatch.
-func (s *sessionState) addWatch() *sftpWatch {
-	w := newSFTPWatch(&s.sftpShared)
+// addWatch has watchIdle follow an SFTP channel's watch until dropWatch.
+func (s *sessionState) addWatch(w *sftpWatch) {
 	s.watchMu.Lock()
 	s.watches[w] = true
 	s.watchMu.Unlock()
-	return w
 }
 
 // dropWatch stops following a channel closed or given up.

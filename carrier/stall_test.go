@@ -122,7 +122,9 @@ func BenchmarkSFTPWatchData(b *testing.B) {
 // fsync's own allowance ends.
 func TestSFTPWatchSyncOnOtherLane(t *testing.T) {
 	s := &Session{sessionState: &sessionState{watches: map[*sftpWatch]bool{}}}
-	a, b := s.addWatch(), s.addWatch()
+	a, b := newSFTPWatch(&s.sftpShared), newSFTPWatch(&s.sftpShared)
+	s.addWatch(a)
+	s.addWatch(b)
 	s.sftpShared.unsynced.Store(100 << 20) // 20 s more for a directory's sync
 	a.sent(watchPacket(200, 1, []string{"fsync@openssh.com", "dirhandle"}, nil))
 	b.sent(watchPacket(4, 1, []string{"filehandle"}, nil))

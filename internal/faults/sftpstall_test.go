@@ -353,3 +353,35 @@ func TestStallFIFOLedger(t *testing.T) {
 	}
 	e.world.CheckSettled(t, c.Buffer())
 }
+
+// TestStallSlowLaneStart: a host slow to start the SFTP server of each lane
+// (a login shell slow to start, on a loaded host) is not taken for
+// stalled: a lane's start is bounded by the connect timeout, which gives
+// it up and goes on with fewer, never by the idle timeout, which would give
+// up the whole session.
+func TestStallSlowLaneStart(t *testing.T) {
+	t.Parallel()
+	e, h := newStallEnv(t)
+	r := rand.New(rand.NewSource(20))
+	files := map[string][]byte{}
+	for i := range 80 { // manyFiles or more: four lanes
+		files["slowlane/f"+strconv.Itoa(i)+".txt"] = randBytes(r, 2000)
+	}
+	e.send("alpha", "beta", files)
+	const idle = 2 * time.Second
+	c := e.carrier(1<<30, carrier.Options{IdleTimeout: idle, ConnectTimeout: 4 * idle})
+	a := &stallAt{match: func(r sftptest.Request) bool { return r.Type == 1 }} // SSH_FXP_INIT
+	a.act = func(sftptest.Request) {
+		if a.n.Load() > 1 { // the session's own channel starts at once
+			time.Sleep(idle + idle/2)
+		}
+	}
+	h.arm(a)
+	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
+		t.Fatalf("lanes slow to start taken for a stall: %v", err)
+	}
+	if h.arm(nil); a.n.Load() < 2 {
+		t.Fatal("the pickup opened no lane")
+	}
+	e.world.Check(t, c.Buffer())
+}
