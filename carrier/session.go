@@ -159,7 +159,9 @@ type sessionState struct {
 	closeOnce sync.Once
 	stalled   atomic.Bool
 	stallWhy  atomic.Pointer[string] // what the idle watch saw, once stalled
-	busyUntil atomic.Int64           // unix ns: until then the host may be busy hashing for us
+	busyMu    sync.Mutex
+	busyN     int       // hashes the host is busy with for us (expectBusy)
+	busyUntil time.Time // until then, while busyN > 0, the host may be silent
 
 	watchMu    sync.Mutex
 	watches    map[*sftpWatch]bool // the SFTP channels open, lanes included
@@ -202,7 +204,7 @@ func (c *activityConn) quiet() time.Duration {
 // While the session is quiet for other reasons (local hashing) a
 // keepalive@openssh.com request draws a reply, which counts as life for
 // the link, never for SFTP requests outstanding. A host hashing a big file
-// for us (expectBusy) may be silent until busyUntil, and an fsync for as
+// for us (expectBusy) may be silent until it answers (at most its bound), and an fsync for as
 // long as its size allows (syncTime). idle <= 0 disables the watch.
 func (s *Session) watchIdle(idle time.Duration) {
 	if idle <= 0 {
@@ -220,7 +222,7 @@ func (s *Session) watchIdle(idle time.Duration) {
 			case <-t.C:
 			}
 			now := time.Now()
-			busy := now.UnixNano() < s.busyUntil.Load()
+			busy := s.hostBusy(now)
 			quiet := s.conn.quiet()
 			if busy {
 				// The host is hashing a big file for us; its reply
@@ -240,6 +242,30 @@ func (s *Session) watchIdle(idle time.Duration) {
 			}
 		}
 	}()
+}
+
+// expectBusy tells the idle watch that the host may be silent for d, until
+// done is called (its reply came): a hash answered early leaves the watch
+// as it was (TestStallAfterHostHashed).
+func (s *Session) expectBusy(d time.Duration) (done func()) {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	s.busyN++
+	s.busyUntil = later(s.busyUntil, time.Now().Add(d))
+	return func() {
+		s.busyMu.Lock()
+		defer s.busyMu.Unlock()
+		if s.busyN--; s.busyN == 0 {
+			s.busyUntil = time.Time{}
+		}
+	}
+}
+
+// hostBusy reports whether the host may be silent at now, hashing for us.
+func (s *Session) hostBusy(now time.Time) bool {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	return s.busyN > 0 && now.Before(s.busyUntil)
 }
 
 // giveUp closes the stalled session, keeping why for its error.
