@@ -181,19 +181,19 @@ var ErrStalled = errors.New("link stalled")
 // activityConn remembers when a byte last arrived.
 type activityConn struct {
 	net.Conn
-	last atomic.Int64 // unix nanoseconds
+	last atomic.Int64 // monoNanos
 }
 
 func (c *activityConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.last.Store(time.Now().UnixNano())
+		c.last.Store(monoNanos(time.Now()))
 	}
 	return n, err
 }
 
 func (c *activityConn) quiet() time.Duration {
-	return time.Since(time.Unix(0, c.last.Load()))
+	return time.Since(monoTime(c.last.Load()))
 }
 
 // watchIdle closes the session when the host has sent nothing for idle, or
@@ -405,7 +405,7 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 		Timeout:         timeout,
 	}
 	ac := &activityConn{Conn: conn}
-	ac.last.Store(time.Now().UnixNano())
+	ac.last.Store(monoNanos(time.Now()))
 	c, chans, reqs, err := ssh.NewClientConn(ac, addr, cfg)
 	if err != nil {
 		stop()

@@ -55,7 +55,7 @@ type sftpWatch struct {
 // sftpShared is what the watches of one session's SFTP channels share.
 type sftpShared struct {
 	unsynced atomic.Int64 // bytes written since a directory sync
-	// lastByte (unix ns) is when a byte last came on any of them: over a
+	// lastByte (monoNanos) is when a byte last came on any of them: over a
 	// slow link one channel's reply may wait behind another's data.
 	lastByte atomic.Int64
 }
@@ -118,7 +118,7 @@ func (w *sftpWatch) readEnd(p []byte, err error) {
 			// host trickling bytes nobody asked for on an idle channel
 			// must not keep a stalled one going
 			// (TestSFTPWatchTrickleElsewhere).
-			w.shared.lastByte.Store(w.mark.UnixNano())
+			w.shared.lastByte.Store(monoNanos(w.mark))
 		}
 		w.in.feed(p, w.reply)
 	}
@@ -144,7 +144,7 @@ func (w *sftpWatch) stalled(now time.Time, idle time.Duration, busy time.Time) (
 	if w.closed || !w.waiting || len(w.pending) == 0 {
 		return 0, "", false
 	}
-	until := later(later(w.mark, time.Unix(0, w.shared.lastByte.Load())).Add(idle), busy)
+	until := later(later(w.mark, monoTime(w.shared.lastByte.Load())).Add(idle), busy)
 	var oldest pendingReq
 	for _, p := range w.pending {
 		if oldest.since.IsZero() || p.since.Before(oldest.since) {
@@ -259,6 +259,17 @@ func (w *sftpWatch) reply(head []byte, size int) {
 		}
 	}
 }
+
+// monoBase anchors the times the idle watch keeps as integers: taken on the
+// monotonic clock, they never jump with the wall clock (a carrier whose
+// clock NTP sets right after boot, a laptop resumed from suspend).
+var monoBase = time.Now()
+
+// monoNanos is t as an integer on the monotonic clock.
+func monoNanos(t time.Time) int64 { return int64(t.Sub(monoBase)) }
+
+// monoTime is the time monoNanos gave n for.
+func monoTime(n int64) time.Time { return monoBase.Add(time.Duration(n)) }
 
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
