@@ -204,8 +204,9 @@ func (c *activityConn) quiet() time.Duration {
 // While the session is quiet for other reasons (local hashing) a
 // keepalive@openssh.com request draws a reply, which counts as life for
 // the link, never for SFTP requests outstanding. A host hashing a big file
-// for us (expectBusy) may be silent until it answers (at most its bound), and an fsync for as
-// long as its size allows (syncTime). idle <= 0 disables the watch.
+// for us (expectBusy) may be silent until it answers (at most its bound),
+// and an fsync for as long as its size allows (syncTime). idle <= 0
+// disables the watch.
 func (s *Session) watchIdle(idle time.Duration) {
 	if idle <= 0 {
 		return

@@ -328,13 +328,15 @@
 //     answering keepalives only). An fsync@openssh.com request (a file's or a directory's) may
 //     take twice the idle timeout and a second more per 5 MiB written
 //     since the last sync, and while it is outstanding the session's
-//     other channels may wait as long (behind the same disk); a host hashing a file for the carrier (agent
-//     request, or a hash command) may be silent for 30 s and a second per
-//     5 MiB hashed. Exec commands have bounds of their own: a hash command
-//     its hashing time, an archive 30 s without a byte.
+//     other channels may wait as long (behind the same disk); a host
+//     hashing a file for the carrier (agent request, or a hash command)
+//     may be silent, until it answers, for 30 s and a second per 5 MiB
+//     hashed. Exec commands have bounds of their own: a hash command its
+//     hashing time, an archive 30 s without a byte.
 //
 // A host is never asked to answer faster than that; a request it never
-// answers ends the visit, never hangs it.
+// answers ends the visit, never hangs it. Time the carrier itself was not
+// running (stopped by Ctrl-Z, starved of CPU, suspended) is not silence.
 //
 // # mDNS
 //
