@@ -235,12 +235,20 @@ func TestStallSlowFsync(t *testing.T) {
 	a := h.arm(&stallAt{match: func(r sftptest.Request) bool { return r.Extended == "fsync@openssh.com" }, act: func(sftptest.Request) {
 		time.Sleep(idle + idle/2)
 	}})
+	e.dropoffNoStall(t, c, h, "a slow fsync", a.fired.Load)
+}
+
+// dropoffNoStall runs a dropoff to beta through h's action, which a host
+// slow but well plays (what): the dropoff must deliver everything, and the
+// action must have fired.
+func (e *env) dropoffNoStall(t *testing.T, c *carrier.Carrier, h *stallHook, what string, fired func() bool) {
+	t.Helper()
 	rs, _ := c.Dropoff(context.Background(), e.Resolve("beta"))
 	if err := reportsErr(rs); err != nil {
-		t.Fatalf("a slow fsync taken for a stall: %v", err)
+		t.Fatalf("%s taken for a stall: %v", what, err)
 	}
-	if h.arm(nil); !a.fired.Load() {
-		t.Fatal("the dropoff never synced a file")
+	if h.arm(nil); !fired() {
+		t.Fatalf("%s never came", what)
 	}
 	e.world.CheckSettled(t, c.Buffer())
 }
@@ -281,12 +289,7 @@ func TestStallHostStopsAnswering(t *testing.T) {
 func TestStallFsyncHoldsOtherLanes(t *testing.T) {
 	t.Parallel()
 	e, h := newStallEnv(t)
-	r := rand.New(rand.NewSource(18))
-	files := map[string][]byte{}
-	for i := range 80 { // manyFiles or more: four lanes
-		files["lanes/f"+strconv.Itoa(i)+".bin"] = randBytes(r, 16<<10)
-	}
-	e.send("alpha", "beta", files)
+	e.sendForLanes(18, "lanes", 16<<10)
 	const idle = 2 * time.Second
 	c := e.carrier(1<<30, carrier.Options{IdleTimeout: idle})
 	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
@@ -306,14 +309,7 @@ func TestStallFsyncHoldsOtherLanes(t *testing.T) {
 		disk.RLock()
 		disk.RUnlock()
 	}})
-	rs, _ := c.Dropoff(context.Background(), e.Resolve("beta"))
-	if err := reportsErr(rs); err != nil {
-		t.Fatalf("a disk busy with one lane's fsync taken for a stall: %v", err)
-	}
-	if h.arm(nil); !held.Load() {
-		t.Fatal("the dropoff never synced 8 files")
-	}
-	e.world.CheckSettled(t, c.Buffer())
+	e.dropoffNoStall(t, c, h, "a disk busy with one lane's fsync", held.Load)
 }
 
 // TestStallFIFOLedger: the source's ledger for a destination is a FIFO
@@ -362,12 +358,7 @@ func TestStallFIFOLedger(t *testing.T) {
 func TestStallSlowLaneStart(t *testing.T) {
 	t.Parallel()
 	e, h := newStallEnv(t)
-	r := rand.New(rand.NewSource(20))
-	files := map[string][]byte{}
-	for i := range 80 { // manyFiles or more: four lanes
-		files["slowlane/f"+strconv.Itoa(i)+".txt"] = randBytes(r, 2000)
-	}
-	e.send("alpha", "beta", files)
+	e.sendForLanes(20, "slowlane", 2000)
 	const idle = 2 * time.Second
 	c := e.carrier(1<<30, carrier.Options{IdleTimeout: idle, ConnectTimeout: 4 * idle})
 	a := &stallAt{match: func(r sftptest.Request) bool { return r.Type == 1 }} // SSH_FXP_INIT
@@ -384,4 +375,15 @@ func TestStallSlowLaneStart(t *testing.T) {
 		t.Fatal("the pickup opened no lane")
 	}
 	e.world.Check(t, c.Buffer())
+}
+
+// sendForLanes sends 80 files of size bytes (seeded) in dir from alpha to
+// beta: more than manyFiles, so that a visit moves them over four lanes.
+func (e *env) sendForLanes(seed int64, dir string, size int) {
+	r := rand.New(rand.NewSource(seed))
+	files := map[string][]byte{}
+	for i := range 80 {
+		files[dir+"/f"+strconv.Itoa(i)] = randBytes(r, size)
+	}
+	e.send("alpha", "beta", files)
 }
