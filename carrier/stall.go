@@ -384,6 +384,23 @@ func (r watchedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// lifeReader is a stream the host sends besides the SFTP channels (the
+// exec helper's output: a batch's archive): its bytes, like a reply's,
+// show the link delivering what waits behind them
+// (TestStallBatchOverSlowLink).
+type lifeReader struct {
+	r  io.Reader
+	sh *sftpShared
+}
+
+func (l lifeReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if n > 0 {
+		l.sh.lastByte.Store(monoNanos(time.Now()))
+	}
+	return n, err
+}
+
 // watchedWriter is the client's side of a channel's requests, fed to w.
 type watchedWriter struct {
 	wc io.WriteCloser

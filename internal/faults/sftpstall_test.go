@@ -387,3 +387,26 @@ func (e *env) sendForLanes(seed int64, dir string, size int) {
 	}
 	e.send("alpha", "beta", files)
 }
+
+// TestStallBatchOverSlowLink: over a slow link (512 KiB/s, 80 ms) a batched
+// pickup's archive streams from the exec helper while a lane waits for an
+// SFTP reply (big.bin's fstat) queued behind that stream. The link is well
+// and busy: the pickup is no stall, and carries everything.
+func TestStallBatchOverSlowLink(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "alpha", "beta")
+	e.sendForLanes(22, "slowbatch", 40<<10)
+	r := rand.New(rand.NewSource(23))
+	e.send("alpha", "beta", map[string][]byte{"slowbatch/big.bin": randBytes(r, 6<<20)})
+	c := e.carrier(1<<30, carrier.Options{IdleTimeout: 2 * time.Second})
+	p := e.proxy("alpha")
+	p.SetRate(512 << 10)
+	p.SetLatency(80 * time.Millisecond)
+	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
+		t.Fatalf("a batch streaming over a slow link taken for a stall: %v", err)
+	}
+	e.world.Check(t, c.Buffer())
+	if n := len(e.OutboxFiles("alpha")); n != 0 {
+		t.Fatalf("%d files left in the outbox", n)
+	}
+}
