@@ -235,7 +235,7 @@ func (agentHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]b
 func (agentHasher) canSlice(_ context.Context, l *Session) bool { return !l.sliceRefused.Load() }
 
 func (agentHasher) slice(_ context.Context, s *Session, p string, off, n int64) ([]byte, error) {
-	s.expectBusy(hashTime(n))
+	defer s.expectBusy(hashTime(n))()
 	ok, reply, err := s.ssh.SendRequest(s.sliceRequest, true, ssh.Marshal(protocol.HashSliceMsg{Path: p, Offset: uint64(off), Length: uint64(n)}))
 	if err != nil {
 		return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, err)
@@ -332,21 +332,10 @@ func hashTime(n int64) time.Duration {
 	return 30*time.Second + time.Duration(n/(5<<20))*time.Second
 }
 
-// expectBusy tells the idle watch that the host may be silent for d.
-func (s *Session) expectBusy(d time.Duration) {
-	until := time.Now().Add(d).UnixNano()
-	for {
-		cur := s.busyUntil.Load()
-		if cur >= until || s.busyUntil.CompareAndSwap(cur, until) {
-			return
-		}
-	}
-}
-
 func (s *Session) agentHash(ctx context.Context, p string, n int64) ([]byte, error) {
 	// Global requests are answered in order, so while the agent hashes a
 	// big file our keepalives wait behind it: give the idle watch a bound.
-	s.expectBusy(hashTime(n))
+	defer s.expectBusy(hashTime(n))()
 	ok, reply, err := s.ssh.SendRequest(protocol.HashRangeRequest, true, ssh.Marshal(protocol.HashRangeMsg{Path: p, Length: uint64(n)}))
 	if err != nil {
 		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, p, err)

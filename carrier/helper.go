@@ -71,7 +71,7 @@ func (s *Session) startHelper(ctx context.Context) (*execHelper, error) {
 				var m [16]byte
 				rand.Read(m[:])
 				return &execHelper{turn: make(chan struct{}, 1), sess: sess, stdin: stdin,
-					out: bufio.NewReaderSize(stdout, 4096), marker: "messor-" + hex.EncodeToString(m[:]), free: free}, nil
+					out: bufio.NewReaderSize(lifeReader{r: stdout, sh: &s.sftpShared}, 4096), marker: "messor-" + hex.EncodeToString(m[:]), free: free}, nil
 			}
 		}
 	}

@@ -32,16 +32,17 @@ func (s *Session) openLanes(ctx context.Context, n int) []*Session {
 		started := make(chan *Session, more)
 		for range more {
 			go func() {
-				// Followed from its start: a host that never answers
-				// the lane's init stalls the session.
-				w := s.addWatch()
+				// Followed by the idle watch once started: a lane slow
+				// to start is given up when ctx ends, never the session
+				// (TestStallSlowLaneStart).
+				w := newSFTPWatch(&s.sftpShared)
 				sc, err := newSFTP(ctx, s.ssh, w, nil)
 				if err != nil {
-					s.dropWatch(w)
 					s.log.Debug("another SFTP channel refused; going on with fewer", "err", err)
 					started <- nil
 					return
 				}
+				s.addWatch(w)
 				started <- &Session{sessionState: s.sessionState, sftp: sc, watch: w}
 			}()
 		}

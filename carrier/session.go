@@ -159,7 +159,9 @@ type sessionState struct {
 	closeOnce sync.Once
 	stalled   atomic.Bool
 	stallWhy  atomic.Pointer[string] // what the idle watch saw, once stalled
-	busyUntil atomic.Int64           // unix ns: until then the host may be busy hashing for us
+	busyMu    sync.Mutex
+	busyN     int       // hashes the host is busy with for us (expectBusy)
+	busyUntil time.Time // until then, while busyN > 0, the host may be silent
 
 	watchMu    sync.Mutex
 	watches    map[*sftpWatch]bool // the SFTP channels open, lanes included
@@ -179,19 +181,19 @@ var ErrStalled = errors.New("link stalled")
 // activityConn remembers when a byte last arrived.
 type activityConn struct {
 	net.Conn
-	last atomic.Int64 // unix nanoseconds
+	last atomic.Int64 // monoNanos
 }
 
 func (c *activityConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.last.Store(time.Now().UnixNano())
+		c.last.Store(monoNanos(time.Now()))
 	}
 	return n, err
 }
 
 func (c *activityConn) quiet() time.Duration {
-	return time.Since(time.Unix(0, c.last.Load()))
+	return time.Since(monoTime(c.last.Load()))
 }
 
 // watchIdle closes the session when the host has sent nothing for idle, or
@@ -202,8 +204,9 @@ func (c *activityConn) quiet() time.Duration {
 // While the session is quiet for other reasons (local hashing) a
 // keepalive@openssh.com request draws a reply, which counts as life for
 // the link, never for SFTP requests outstanding. A host hashing a big file
-// for us (expectBusy) may be silent until busyUntil, and an fsync for as
-// long as its size allows (syncTime). idle <= 0 disables the watch.
+// for us (expectBusy) may be silent until it answers (at most its bound),
+// and an fsync for as long as its size allows (syncTime). idle <= 0
+// disables the watch.
 func (s *Session) watchIdle(idle time.Duration) {
 	if idle <= 0 {
 		return
@@ -213,6 +216,7 @@ func (s *Session) watchIdle(idle time.Duration) {
 		t := time.NewTicker(tick)
 		defer t.Stop()
 		var pending atomic.Bool
+		last, judge := time.Now(), time.Time{}
 		for {
 			select {
 			case <-s.stopWatch:
@@ -220,7 +224,17 @@ func (s *Session) watchIdle(idle time.Duration) {
 			case <-t.C:
 			}
 			now := time.Now()
-			busy := now.UnixNano() < s.busyUntil.Load()
+			if now.Sub(last) > 2*tick {
+				// The watch was not running (the carrier stopped, as by
+				// Ctrl-Z, or starved of CPU): what the host sent meanwhile
+				// waits for readers that have not run yet. Judge a tick
+				// later (TestSuspendedCarrier).
+				judge = now.Add(tick)
+			}
+			if last = now; now.Before(judge) {
+				continue
+			}
+			busy := s.hostBusy(now)
 			quiet := s.conn.quiet()
 			if busy {
 				// The host is hashing a big file for us; its reply
@@ -240,6 +254,30 @@ func (s *Session) watchIdle(idle time.Duration) {
 			}
 		}
 	}()
+}
+
+// expectBusy tells the idle watch that the host may be silent for d, until
+// done is called (its reply came): a hash answered early leaves the watch
+// as it was (TestStallAfterHostHashed).
+func (s *Session) expectBusy(d time.Duration) (done func()) {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	s.busyN++
+	s.busyUntil = later(s.busyUntil, time.Now().Add(d))
+	return func() {
+		s.busyMu.Lock()
+		defer s.busyMu.Unlock()
+		if s.busyN--; s.busyN == 0 {
+			s.busyUntil = time.Time{}
+		}
+	}
+}
+
+// hostBusy reports whether the host may be silent at now, hashing for us.
+func (s *Session) hostBusy(now time.Time) bool {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	return s.busyN > 0 && now.Before(s.busyUntil)
 }
 
 // giveUp closes the stalled session, keeping why for its error.
@@ -263,22 +301,23 @@ func (s *Session) StallReason() string {
 func (s *Session) sftpStalled(now time.Time, idle time.Duration) (string, bool) {
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
+	var busy time.Time
 	for w := range s.watches {
-		if _, what, ok := w.stalled(now, idle); ok {
+		busy = later(busy, w.flushing(idle))
+	}
+	for w := range s.watches {
+		if _, what, ok := w.stalled(now, idle, busy); ok {
 			return what, true
 		}
 	}
 	return "", false
 }
 
-// addWatch returns a new SFTP channel's watch, followed by watchIdle
-// until dropWatch.
-func (s *sessionState) addWatch() *sftpWatch {
-	w := newSFTPWatch(&s.sftpShared)
+// addWatch has watchIdle follow an SFTP channel's watch until dropWatch.
+func (s *sessionState) addWatch(w *sftpWatch) {
 	s.watchMu.Lock()
 	s.watches[w] = true
 	s.watchMu.Unlock()
-	return w
 }
 
 // dropWatch stops following a channel closed or given up.
@@ -367,7 +406,7 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 		Timeout:         timeout,
 	}
 	ac := &activityConn{Conn: conn}
-	ac.last.Store(time.Now().UnixNano())
+	ac.last.Store(monoNanos(time.Now()))
 	c, chans, reqs, err := ssh.NewClientConn(ac, addr, cfg)
 	if err != nil {
 		stop()

@@ -55,7 +55,7 @@ type sftpWatch struct {
 // sftpShared is what the watches of one session's SFTP channels share.
 type sftpShared struct {
 	unsynced atomic.Int64 // bytes written since a directory sync
-	// lastByte (unix ns) is when a byte last came on any of them: over a
+	// lastByte (monoNanos) is when a byte last came on any of them: over a
 	// slow link one channel's reply may wait behind another's data.
 	lastByte atomic.Int64
 }
@@ -113,7 +113,13 @@ func (w *sftpWatch) readEnd(p []byte, err error) {
 	w.waiting = false
 	if len(p) > 0 {
 		w.mark = time.Now()
-		w.shared.lastByte.Store(w.mark.UnixNano())
+		if len(w.pending) > 0 {
+			// Only a reply asked for is life for the other channels: a
+			// host trickling bytes nobody asked for on an idle channel
+			// must not keep a stalled one going
+			// (TestSFTPWatchTrickleElsewhere).
+			w.shared.lastByte.Store(monoNanos(w.mark))
+		}
 		w.in.feed(p, w.reply)
 	}
 	if err != nil {
@@ -131,28 +137,49 @@ func (w *sftpWatch) retire() {
 // stalled reports whether the channel has had requests outstanding and no
 // reply byte, on it or on another of the session's channels, for idle
 // while our reader waited (longer while an fsync is outstanding: see
-// syncTime), and names the oldest request waited on.
-func (w *sftpWatch) stalled(now time.Time, idle time.Duration) (quiet time.Duration, what string, ok bool) {
+// syncTime; and never before busy), and names the oldest request waited on.
+func (w *sftpWatch) stalled(now time.Time, idle time.Duration, busy time.Time) (quiet time.Duration, what string, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed || !w.waiting || len(w.pending) == 0 {
 		return 0, "", false
 	}
-	until := later(w.mark, time.Unix(0, w.shared.lastByte.Load())).Add(idle)
+	until := later(later(w.mark, monoTime(w.shared.lastByte.Load())).Add(idle), busy)
 	var oldest pendingReq
 	for _, p := range w.pending {
-		// An fsync queued behind another starts when that one ends.
-		if end := later(p.since, w.mark).Add(2*idle + p.allow); p.sync && end.After(until) {
-			until = end
-		}
 		if oldest.since.IsZero() || p.since.Before(oldest.since) {
 			oldest = p
 		}
 	}
-	if now.Before(until) {
+	if now.Before(later(until, w.syncEnd(idle))) {
 		return 0, "", false
 	}
 	return now.Sub(w.mark), oldest.what, true
+}
+
+// syncEnd is when the channel's fsyncs outstanding run out of time (zero
+// with none). Until then the host's disk is busy flushing, and the
+// session's other channels may wait behind it too
+// (TestSFTPWatchSyncOnOtherLane). w.mu is held.
+func (w *sftpWatch) syncEnd(idle time.Duration) time.Time {
+	var end time.Time
+	if w.closed {
+		return end
+	}
+	for _, p := range w.pending {
+		// An fsync queued behind another starts when that one ends.
+		if p.sync {
+			end = later(end, later(p.since, w.mark).Add(2*idle+p.allow))
+		}
+	}
+	return end
+}
+
+// flushing is syncEnd, for the session's other channels.
+func (w *sftpWatch) flushing(idle time.Duration) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.syncEnd(idle)
 }
 
 // request notes one request the client sent (head: its first bytes).
@@ -232,6 +259,17 @@ func (w *sftpWatch) reply(head []byte, size int) {
 		}
 	}
 }
+
+// monoBase anchors the times the idle watch keeps as integers: taken on the
+// monotonic clock, they never jump with the wall clock (a carrier whose
+// clock NTP sets right after boot, a laptop resumed from suspend).
+var monoBase = time.Now()
+
+// monoNanos is t as an integer on the monotonic clock.
+func monoNanos(t time.Time) int64 { return int64(t.Sub(monoBase)) }
+
+// monoTime is the time monoNanos gave n for.
+func monoTime(n int64) time.Time { return monoBase.Add(time.Duration(n)) }
 
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -343,6 +381,23 @@ func (r watchedReader) Read(p []byte) (int, error) {
 	r.w.readStart()
 	n, err := r.r.Read(p)
 	r.w.readEnd(p[:n], err)
+	return n, err
+}
+
+// lifeReader is a stream the host sends besides the SFTP channels (the
+// exec helper's output: a batch's archive): its bytes, like a reply's,
+// show the link delivering what waits behind them
+// (TestStallBatchOverSlowLink).
+type lifeReader struct {
+	r  io.Reader
+	sh *sftpShared
+}
+
+func (l lifeReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if n > 0 {
+		l.sh.lastByte.Store(monoNanos(time.Now()))
+	}
 	return n, err
 }
 

@@ -51,15 +51,15 @@ func TestSFTPWatchCounts(t *testing.T) {
 		}
 		w.readStart()
 		now := time.Now()
-		if _, _, ok := w.stalled(now.Add(time.Second), 2*time.Second); ok {
+		if _, _, ok := w.stalled(now.Add(time.Second), 2*time.Second, time.Time{}); ok {
 			t.Fatalf("piece %d: stalled within the idle timeout", piece)
 		}
-		_, what, ok := w.stalled(now.Add(3*time.Second), 2*time.Second)
+		_, what, ok := w.stalled(now.Add(3*time.Second), 2*time.Second, time.Time{})
 		if !ok || what != "write messor/outbox/b/x" {
 			t.Fatalf("piece %d: stalled %v on %q, want the write", piece, ok, what)
 		}
 		w.readEnd(nil, nil)
-		if _, _, ok := w.stalled(now.Add(time.Hour), 2*time.Second); ok {
+		if _, _, ok := w.stalled(now.Add(time.Hour), 2*time.Second, time.Time{}); ok {
 			t.Fatalf("piece %d: stalled while our reader was not waiting", piece)
 		}
 		// The write's reply: the fsync alone is outstanding, and may
@@ -68,14 +68,14 @@ func TestSFTPWatchCounts(t *testing.T) {
 		feedIn(watchPacket(200, 3, []string{"fsync@openssh.com", "h1"}, nil), piece, w.sent)
 		w.readStart()
 		now = time.Now()
-		if _, _, ok := w.stalled(now.Add(3*time.Second), 2*time.Second); ok {
+		if _, _, ok := w.stalled(now.Add(3*time.Second), 2*time.Second, time.Time{}); ok {
 			t.Fatalf("piece %d: an fsync stalled within twice the idle timeout", piece)
 		}
-		if _, what, ok := w.stalled(now.Add(5*time.Second), 2*time.Second); !ok || what != "fsync messor/outbox/b/x" {
+		if _, what, ok := w.stalled(now.Add(5*time.Second), 2*time.Second, time.Time{}); !ok || what != "fsync messor/outbox/b/x" {
 			t.Fatalf("piece %d: stalled %v on %q, want the fsync", piece, ok, what)
 		}
 		feedIn(watchPacket(101, 3, nil, make([]byte, 12)), piece, func(p []byte) { w.readEnd(p, nil) })
-		if _, _, ok := w.stalled(now.Add(time.Hour), 2*time.Second); ok || len(w.pending) != 0 {
+		if _, _, ok := w.stalled(now.Add(time.Hour), 2*time.Second, time.Time{}); ok || len(w.pending) != 0 {
 			t.Fatalf("piece %d: stalled with nothing outstanding (%v)", piece, w.pending)
 		}
 	}
@@ -92,12 +92,13 @@ func TestSFTPWatchOtherChannel(t *testing.T) {
 	a.readStart()
 	start := time.Now()
 	time.Sleep(10 * time.Millisecond)
+	b.sent(watchPacket(5, 1, []string{"h"}, make([]byte, 12)))
 	b.readEnd([]byte{0, 0}, nil) // part of a reply on the other channel
 	idle := 5 * time.Millisecond
-	if _, _, ok := a.stalled(start.Add(idle+5*time.Millisecond), idle); ok {
+	if _, _, ok := a.stalled(start.Add(idle+5*time.Millisecond), idle, time.Time{}); ok {
 		t.Fatal("stalled while another channel's reply was coming")
 	}
-	if _, what, ok := a.stalled(time.Now().Add(time.Hour), idle); !ok || what != "stat messor/outbox/b/x" {
+	if _, what, ok := a.stalled(time.Now().Add(time.Hour), idle, time.Time{}); !ok || what != "stat messor/outbox/b/x" {
 		t.Fatalf("stalled %v on %q, want the stat", ok, what)
 	}
 }
@@ -111,5 +112,50 @@ func BenchmarkSFTPWatchData(b *testing.B) {
 	for b.Loop() {
 		w.sent(watchPacket(5, 1, []string{"h"}, make([]byte, 12)))
 		feedIn(reply, 32<<10, func(p []byte) { w.readStart(); w.readEnd(p, nil) })
+	}
+}
+
+// TestSFTPWatchSyncOnOtherLane: while one lane's fsync is flushing a lot
+// of data (its allowance is long), another lane's request waits behind the
+// same disk (a journal commit) and no byte comes on any channel. The host
+// is busy, not stalled: no channel of the session is given up before the
+// fsync's own allowance ends.
+func TestSFTPWatchSyncOnOtherLane(t *testing.T) {
+	s := &Session{sessionState: &sessionState{watches: map[*sftpWatch]bool{}}}
+	a, b := newSFTPWatch(&s.sftpShared), newSFTPWatch(&s.sftpShared)
+	s.addWatch(a)
+	s.addWatch(b)
+	s.sftpShared.unsynced.Store(100 << 20) // 20 s more for a directory's sync
+	a.sent(watchPacket(200, 1, []string{"fsync@openssh.com", "dirhandle"}, nil))
+	b.sent(watchPacket(4, 1, []string{"filehandle"}, nil))
+	a.readStart()
+	b.readStart()
+	const idle = 2 * time.Second
+	now := time.Now()
+	if what, ok := s.sftpStalled(now.Add(3*idle), idle); ok {
+		t.Fatalf("stalled on %q while another lane's fsync had 24 s to go", what)
+	}
+	if what, ok := s.sftpStalled(now.Add(time.Minute), idle); !ok || !strings.HasPrefix(what, "fsync") && what != "close " {
+		t.Fatalf("stalled %v on %q past the fsync's allowance", ok, what)
+	}
+}
+
+// TestSFTPWatchTrickleElsewhere: a hostile host that answers nothing on one
+// channel and trickles bytes nobody asked for on another (a reply to no
+// request, a packet that never ends) does not keep the session alive: only
+// bytes on a channel waiting for replies are life for the others.
+func TestSFTPWatchTrickleElsewhere(t *testing.T) {
+	var sh sftpShared
+	a, b := newSFTPWatch(&sh), newSFTPWatch(&sh)
+	a.sent(watchPacket(17, 1, []string{"messor/outbox/b/x"}, nil))
+	a.readStart()
+	const idle = 20 * time.Millisecond
+	b.readEnd(binary.BigEndian.AppendUint32(nil, 1<<20), nil) // a long packet's length
+	for range 8 {
+		time.Sleep(idle / 2)
+		b.readEnd([]byte{0}, nil)
+	}
+	if _, what, ok := a.stalled(time.Now(), idle, time.Time{}); !ok || what != "stat messor/outbox/b/x" {
+		t.Fatalf("stalled %v on %q while the host only trickled bytes asked for by nothing", ok, what)
 	}
 }

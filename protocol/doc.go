@@ -352,21 +352,28 @@
 //     has nothing to ask, it sends keepalive@openssh.com requests, whose
 //     replies count as life for the link; or
 //   - an SFTP channel had requests outstanding and the host sent no byte
-//     on any of the session's SFTP channels while the carrier waited for a
-//     reply (over a slow link one channel's reply may wait behind another's
-//     data). Every SFTP request gets exactly one reply, so the carrier
-//     counts requests and replies per channel (lanes included); keepalive
-//     replies and exec output do not count as life for SFTP work
-//     (sftp-server blocked in open(2) on a FIFO, a hung mount, a server
-//     answering keepalives only). An fsync@openssh.com request (a file's or a directory's) may
-//     take twice the idle timeout and a second more per 5 MiB written
-//     since the last sync; a host hashing a file for the carrier (agent
-//     request, or a hash command) may be silent for 30 s and a second per
-//     5 MiB hashed. Exec commands have bounds of their own: a hash command
-//     its hashing time, an archive 30 s without a byte.
+//     of a reply on any of the session's SFTP channels while the carrier
+//     waited for one (over a slow link one channel's reply may wait behind
+//     another's data, or behind the exec helper's output, a batch's
+//     archive, which count too; bytes on a channel with no request
+//     outstanding are no reply). Every SFTP request gets exactly one
+//     reply, so the carrier counts requests and replies per channel (lanes
+//     included, once started: a lane's start is bounded by the connect
+//     timeout, and one not started is given up, not the session);
+//     keepalive replies and other commands' output do not count as life
+//     for SFTP work (sftp-server blocked in open(2) on a FIFO, a hung
+//     mount, a server answering keepalives only). An fsync@openssh.com
+//     request (a file's or a directory's) may take twice the idle timeout and a second more per 5 MiB written
+//     since the last sync, and while it is outstanding the session's
+//     other channels may wait as long (behind the same disk); a host
+//     hashing a file for the carrier (agent request, or a hash command)
+//     may be silent, until it answers, for 30 s and a second per 5 MiB
+//     hashed. Exec commands have bounds of their own: a hash command its
+//     hashing time, an archive 30 s without a byte.
 //
 // A host is never asked to answer faster than that; a request it never
-// answers ends the visit, never hangs it.
+// answers ends the visit, never hangs it. Time the carrier itself was not
+// running (stopped by Ctrl-Z, starved of CPU, suspended) is not silence.
 //
 // # mDNS
 //

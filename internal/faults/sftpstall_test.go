@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -234,12 +235,20 @@ func TestStallSlowFsync(t *testing.T) {
 	a := h.arm(&stallAt{match: func(r sftptest.Request) bool { return r.Extended == "fsync@openssh.com" }, act: func(sftptest.Request) {
 		time.Sleep(idle + idle/2)
 	}})
+	e.dropoffNoStall(t, c, h, "a slow fsync", a.fired.Load)
+}
+
+// dropoffNoStall runs a dropoff to beta through h's action, which a host
+// slow but well plays (what): the dropoff must deliver everything, and the
+// action must have fired.
+func (e *env) dropoffNoStall(t *testing.T, c *carrier.Carrier, h *stallHook, what string, fired func() bool) {
+	t.Helper()
 	rs, _ := c.Dropoff(context.Background(), e.Resolve("beta"))
 	if err := reportsErr(rs); err != nil {
-		t.Fatalf("a slow fsync taken for a stall: %v", err)
+		t.Fatalf("%s taken for a stall: %v", what, err)
 	}
-	if h.arm(nil); !a.fired.Load() {
-		t.Fatal("the dropoff never synced a file")
+	if h.arm(nil); !fired() {
+		t.Fatalf("%s never came", what)
 	}
 	e.world.CheckSettled(t, c.Buffer())
 }
@@ -271,4 +280,133 @@ func TestStallHostStopsAnswering(t *testing.T) {
 	}
 	e.world.Check(t, c.Buffer())
 	e.settle(t, c)
+}
+
+// TestStallFsyncHoldsOtherLanes: a host whose disk, while it flushes one
+// lane's fsync for longer than the idle timeout, holds every other lane's
+// requests too (a journal commit on a slow SD card): no byte comes on any
+// channel, yet the host is busy, not stalled, and the dropoff delivers all.
+func TestStallFsyncHoldsOtherLanes(t *testing.T) {
+	t.Parallel()
+	e, h := newStallEnv(t)
+	e.sendForLanes(18, "lanes", 16<<10)
+	const idle = 2 * time.Second
+	c := e.carrier(1<<30, carrier.Options{IdleTimeout: idle})
+	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
+		t.Fatal(err)
+	}
+	var disk sync.RWMutex
+	var held atomic.Bool
+	var fsyncs atomic.Int32
+	h.arm(&stallAt{match: func(sftptest.Request) bool { return true }, act: func(r sftptest.Request) {
+		if r.Extended == "fsync@openssh.com" && fsyncs.Add(1) == 8 {
+			disk.Lock()
+			held.Store(true)
+			time.Sleep(idle + idle/4)
+			disk.Unlock()
+			return
+		}
+		disk.RLock()
+		disk.RUnlock()
+	}})
+	e.dropoffNoStall(t, c, h, "a disk busy with one lane's fsync", held.Load)
+}
+
+// TestStallFIFOLedger: the source's ledger for a destination is a FIFO
+// (sftp-server's open of it blocks). The visit that would hand the
+// receipts over ends on its own with ErrStalled naming the ledger, loses
+// nothing, and once the FIFO is gone the next visit hands them over.
+func TestStallFIFOLedger(t *testing.T) {
+	t.Parallel()
+	e, _ := newStallEnv(t)
+	r := rand.New(rand.NewSource(19))
+	e.send("alpha", "beta", map[string][]byte{"ledger/a.txt": randBytes(r, 3000)})
+	c := e.carrier(1<<30, carrier.Options{IdleTimeout: 2 * time.Second})
+	ctx := context.Background()
+	if err := reportsErr(c.Pickup(ctx, e.Resolve("alpha"))); err != nil {
+		t.Fatal(err)
+	}
+	if rs, _ := c.Dropoff(ctx, e.Resolve("beta")); reportsErr(rs) != nil {
+		t.Fatal(reportsErr(rs))
+	}
+	ledger := filepath.Join(e.Dirs["alpha"], filepath.FromSlash(protocol.LedgerPath("beta")))
+	if err := os.MkdirAll(filepath.Dir(ledger), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(ledger, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unblockFIFO(ledger) })
+	stallRun(t, "alpha", protocol.LedgerPath("beta"), pickupRun(c, e))
+	e.world.Check(t, c.Buffer())
+	unblockFIFO(ledger)
+	os.Remove(ledger)
+	if err := reportsErr(c.Pickup(ctx, e.Resolve("alpha"))); err != nil {
+		t.Fatalf("the visit after the FIFO went: %v", err)
+	}
+	if b, err := os.ReadFile(ledger); err != nil || !strings.Contains(string(b), "ledger/a.txt") {
+		t.Fatalf("the receipt was not handed over: %q, %v", b, err)
+	}
+	e.world.CheckSettled(t, c.Buffer())
+}
+
+// TestStallSlowLaneStart: a host slow to start the SFTP server of each lane
+// (a login shell slow to start, on a loaded host) is not taken for
+// stalled: a lane's start is bounded by the connect timeout, which gives
+// it up and goes on with fewer, never by the idle timeout, which would give
+// up the whole session.
+func TestStallSlowLaneStart(t *testing.T) {
+	t.Parallel()
+	e, h := newStallEnv(t)
+	e.sendForLanes(20, "slowlane", 2000)
+	const idle = 2 * time.Second
+	c := e.carrier(1<<30, carrier.Options{IdleTimeout: idle, ConnectTimeout: 4 * idle})
+	a := &stallAt{match: func(r sftptest.Request) bool { return r.Type == 1 }} // SSH_FXP_INIT
+	a.act = func(sftptest.Request) {
+		if a.n.Load() > 1 { // the session's own channel starts at once
+			time.Sleep(idle + idle/2)
+		}
+	}
+	h.arm(a)
+	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
+		t.Fatalf("lanes slow to start taken for a stall: %v", err)
+	}
+	if h.arm(nil); a.n.Load() < 2 {
+		t.Fatal("the pickup opened no lane")
+	}
+	e.world.Check(t, c.Buffer())
+}
+
+// sendForLanes sends 80 files of size bytes (seeded) in dir from alpha to
+// beta: more than manyFiles, so that a visit moves them over four lanes.
+func (e *env) sendForLanes(seed int64, dir string, size int) {
+	r := rand.New(rand.NewSource(seed))
+	files := map[string][]byte{}
+	for i := range 80 {
+		files[dir+"/f"+strconv.Itoa(i)] = randBytes(r, size)
+	}
+	e.send("alpha", "beta", files)
+}
+
+// TestStallBatchOverSlowLink: over a slow link (512 KiB/s, 80 ms) a batched
+// pickup's archive streams from the exec helper while a lane waits for an
+// SFTP reply (big.bin's fstat) queued behind that stream. The link is well
+// and busy: the pickup is no stall, and carries everything.
+func TestStallBatchOverSlowLink(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "alpha", "beta")
+	e.sendForLanes(22, "slowbatch", 40<<10)
+	r := rand.New(rand.NewSource(23))
+	e.send("alpha", "beta", map[string][]byte{"slowbatch/big.bin": randBytes(r, 6<<20)})
+	c := e.carrier(1<<30, carrier.Options{IdleTimeout: 2 * time.Second})
+	p := e.proxy("alpha")
+	p.SetRate(512 << 10)
+	p.SetLatency(80 * time.Millisecond)
+	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
+		t.Fatalf("a batch streaming over a slow link taken for a stall: %v", err)
+	}
+	e.world.Check(t, c.Buffer())
+	if n := len(e.OutboxFiles("alpha")); n != 0 {
+		t.Fatalf("%d files left in the outbox", n)
+	}
 }
