@@ -179,8 +179,21 @@ type ledgerRead struct {
 	cut    bool // its last line has no newline (a write cut short, an edit)
 }
 
+// errNotRegular: a ledger path holds something other than a regular file
+// (a FIFO, a device, a directory); receipts wait until it is one.
+var errNotRegular = errors.New("not a regular file; the receipts wait until it is one")
+
 // readLedger reads the ledger at p on the host.
 func (c *Carrier) readLedger(s *Session, p string) (ledgerRead, error) {
+	// Only a regular file is opened: sftp-server's open of a FIFO (or a
+	// device) put in its place would block the whole session.
+	st, err := s.sftp.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ledgerRead{keys: map[string]bool{}}, nil
+	}
+	if err == nil && !st.Mode().IsRegular() {
+		return ledgerRead{}, fmt.Errorf("host %s: %s: %w", s.Host.Name, p, errNotRegular)
+	}
 	f, err := s.sftp.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return ledgerRead{keys: map[string]bool{}}, nil

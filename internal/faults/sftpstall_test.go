@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"math/rand"
 	"net"
@@ -313,9 +314,10 @@ func TestStallFsyncHoldsOtherLanes(t *testing.T) {
 }
 
 // TestStallFIFOLedger: the source's ledger for a destination is a FIFO
-// (sftp-server's open of it blocks). The visit that would hand the
-// receipts over ends on its own with ErrStalled naming the ledger, loses
-// nothing, and once the FIFO is gone the next visit hands them over.
+// (sftp-server's open of it would block). The visit that would hand the
+// receipts over is not held up by it: the hand-over waits, naming the
+// ledger, the rest of the visit succeeds, nothing is lost, and once the
+// FIFO is gone the next visit hands the receipts over.
 func TestStallFIFOLedger(t *testing.T) {
 	t.Parallel()
 	e, _ := newStallEnv(t)
@@ -337,7 +339,15 @@ func TestStallFIFOLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unblockFIFO(ledger) })
-	stallRun(t, "alpha", protocol.LedgerPath("beta"), pickupRun(c, e))
+	vctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	rs := c.Pickup(vctx, e.Resolve("alpha"))
+	cancel()
+	if err := reportsErr(rs); err != nil {
+		t.Fatalf("a FIFO as the ledger failed the visit: %v", err)
+	}
+	if w := fmt.Sprint(rs[0].Waiting); !strings.Contains(w, "not a regular file") || !strings.Contains(w, protocol.Sent) {
+		t.Fatalf("the visit does not say the ledger is no regular file: %s", w)
+	}
 	e.world.Check(t, c.Buffer())
 	unblockFIFO(ledger)
 	os.Remove(ledger)
