@@ -453,11 +453,11 @@ type streamReader struct {
 	r       io.Reader
 	left    int64
 	pending []byte
-	last    atomic.Int64 // unix nanoseconds of the last read
+	last    atomic.Int64 // monoNanos of the last read: a clock stepped is no silence
 }
 
-func (s *streamReader) touch()              { s.last.Store(time.Now().UnixNano()) }
-func (s *streamReader) idle() time.Duration { return time.Since(time.Unix(0, s.last.Load())) }
+func (s *streamReader) touch()              { s.last.Store(monoNanos(time.Now())) }
+func (s *streamReader) idle() time.Duration { return time.Since(monoTime(s.last.Load())) }
 
 func (s *streamReader) Read(p []byte) (int, error) {
 	if len(s.pending) > 0 {
