@@ -359,7 +359,7 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 		return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, err)
 	}
 	defer obj.Close()
-	f, err := s.sftp.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	f, err := s.createPartial(partial, os.O_WRONLY)
 	if err != nil {
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
@@ -383,6 +383,26 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 		return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
 	}
 	return nil
+}
+
+// createPartial opens partial for a small file (flags: os.O_WRONLY or
+// os.O_RDWR) as a new file, never one a visit left: that one may be a hard
+// link to the file delivered under its final name (a carrier killed
+// between the link that placed it and the partial's removal, a host that
+// crashed inside its own rename), and writing through it would rewrite
+// that file in place (TestPartialLinkedToDelivered). A partial there is
+// removed (its name only) and the file made again; an exclusive create
+// also never follows a symbolic link put there.
+func (s *Session) createPartial(partial string, flags int) (*sftp.File, error) {
+	flags |= os.O_CREATE | os.O_EXCL | os.O_TRUNC
+	f, err := s.sftp.OpenFile(partial, flags)
+	if err == nil {
+		return f, nil
+	}
+	if rerr := s.sftp.Remove(partial); rerr != nil {
+		return nil, err
+	}
+	return s.sftp.OpenFile(partial, flags)
 }
 
 // wholeWrites bounds the files writeWhole holds in memory at once, in the

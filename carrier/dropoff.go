@@ -468,8 +468,8 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	}
 	defer obj.Close()
 	// A partial left by an earlier visit is resumed; a small file is
-	// simply sent again (O_TRUNC below), which costs less than the round
-	// trip that would look for one.
+	// simply sent again, in a partial made afresh (createPartial), which
+	// costs less than the round trip that would look for one.
 	off, had := int64(0), int64(-1)
 	var prefix hash.Hash // the local hash of [0, off) the host's matched
 	if e.Size <= smallFile {
@@ -500,8 +500,13 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	if had < 0 {
 		flags |= os.O_TRUNC // a fresh start: nothing of ours to keep
 	}
-	f, err := s.sftp.OpenFile(partial, flags)
-	if errors.Is(err, fs.ErrPermission) {
+	var f *sftp.File
+	if e.Size <= smallFile {
+		f, err = s.createPartial(partial, flags)
+	} else {
+		f, err = s.sftp.OpenFile(partial, flags)
+	}
+	if errors.Is(err, fs.ErrPermission) && e.Size > smallFile {
 		// A carrier killed after giving the partial a read-only
 		// source's mode (before the rename) left it unwritable to the
 		// host's user (TestReadOnlyPartialResumed).

@@ -1,0 +1,63 @@
+package carrier_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/messor-sync/messor/internal/conformance"
+	"github.com/messor-sync/messor/protocol"
+)
+
+// TestPartialLinkedToDelivered: a partial left by an earlier visit that is
+// a hard link to the file delivered under its final name (a carrier killed
+// between the link that placed it and the removal of the partial, or a
+// host that crashed inside its own rename), which the destination's user
+// has since changed, is never written through: that file keeps what the
+// user wrote, and the carrier's copy arrives beside it. For many small
+// files (proven in batches) and for one (proven by itself).
+func TestPartialLinkedToDelivered(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string][]byte
+	}{{"batched", dropFiles(40)}, {"single", map[string][]byte{"a b/f000.txt": []byte("carried\n")}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			de := newDropEnv(t, "", tc.files)
+			ents, err := de.c.Buffer().Entries()
+			if err != nil {
+				t.Fatal(err)
+			}
+			const rel = "a b/f000.txt"
+			inbox := filepath.Join(de.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")))
+			final := filepath.Join(inbox, filepath.FromSlash(rel))
+			edited := []byte("the user's own words, written in place\n")
+			for _, e := range ents {
+				if e.Path != rel {
+					continue
+				}
+				if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(final, edited, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				partial := filepath.Join(filepath.Dir(final), protocol.PartialName(rel, e.Hash, de.c.Buffer().ID()))
+				if err := os.Link(final, partial); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conformance.MustOK(t, de.Dropoff(de.c, "beta"))
+			if got, err := os.ReadFile(final); err != nil || !bytes.Equal(got, edited) {
+				t.Fatalf("%s holds %q (%v), want what its user wrote", rel, got, err)
+			}
+			want := map[string][]byte{}
+			for p, b := range tc.files {
+				want[p] = b
+			}
+			want[rel] = edited
+			want[protocol.ConflictName(rel, 2)] = tc.files[rel]
+			conformance.SameTree(t, "inbox", de.Inbox("beta", "alpha"), want)
+		})
+	}
+}
