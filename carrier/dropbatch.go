@@ -405,11 +405,30 @@ func (s *Session) createPartial(partial string, flags int) (*sftp.File, error) {
 	return s.sftp.OpenFile(partial, flags)
 }
 
-// wholeWrites bounds the files writeWhole holds in memory at once, in the
-// process: at most 64 * smallFile (16 MiB) however many workers a
-// dropoff runs (dropBatchWorkers); 64 in flight is 6,400 files a second at
-// 10 ms a round trip.
-var wholeWrites = make(chan struct{}, 64)
+// smallBuffers bounds the small files' buffers held in memory at once, in
+// the process: one written whole (writeWhole) or read back (upload), at
+// most 64 * smallFile (16 MiB) however many workers a dropoff runs
+// (dropBatchWorkers; a host without an exec helper has each of them
+// deliver file by file); 64 in flight is 6,400 files a second at 10 ms a
+// round trip.
+var smallBuffers = make(chan struct{}, 64)
+
+// smallHeld counts the small files' buffers held, and the most held at
+// once (TestSmallBuffersBounded).
+var smallHeld struct{ n, peak atomic.Int64 }
+
+// holdSmall waits for one of smallBuffers; the function it returns gives
+// it back.
+func holdSmall() (release func()) {
+	smallBuffers <- struct{}{}
+	n := smallHeld.n.Add(1)
+	for p := smallHeld.peak.Load(); n > p && !smallHeld.peak.CompareAndSwap(p, n); p = smallHeld.peak.Load() {
+	}
+	return func() {
+		smallHeld.n.Add(-1)
+		<-smallBuffers
+	}
+}
 
 // writeWhole sends the size bytes of obj, a small file (at most
 // smallFile), to f from its start, outside the session's write window
@@ -422,8 +441,7 @@ func writeWhole(f *sftp.File, obj io.ReaderAt, size int64, tr Tracker) error {
 	if size == 0 {
 		return nil
 	}
-	wholeWrites <- struct{}{}
-	defer func() { <-wholeWrites }()
+	defer holdSmall()()
 	buf := make([]byte, size)
 	if _, err := obj.ReadAt(buf, 0); err != nil {
 		return &localWriteError{err}

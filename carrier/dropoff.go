@@ -633,12 +633,14 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	if readBack {
 		// Small: read it back through the same handle, all of it and one
 		// byte more to see where it ends: one round trip.
+		release := holdSmall()
 		buf := make([]byte, e.Size+1)
 		n, err := f.ReadAt(buf, 0)
 		if (err == nil || errors.Is(err, io.EOF)) && int64(n) == e.Size {
 			sum := sha256.Sum256(buf[:n])
 			got = sum[:]
 		}
+		release()
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)
