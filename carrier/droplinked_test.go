@@ -21,7 +21,8 @@ func TestPartialLinkedToDelivered(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		files map[string][]byte
-	}{{"batched", dropFiles(40)}, {"single", map[string][]byte{"a b/f000.txt": []byte("carried\n")}}} {
+	}{{"batched", dropFiles(40)}, {"single", map[string][]byte{"a b/f000.txt": []byte("carried\n")}},
+		{"big", map[string][]byte{"a b/f000.txt": bytes.Repeat([]byte("carried\n"), 1<<17)}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			de := newDropEnv(t, "", tc.files)
 			ents, err := de.c.Buffer().Entries()

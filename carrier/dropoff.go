@@ -356,6 +356,12 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		return false, err
 	}
 	partial := path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID()))
+	if e.Size > smallFile && target != name && s.linkedPartial(dir, name, target, partial) {
+		// Sent afresh: resumed, it would be written through.
+		if err := s.sftp.Remove(partial); err != nil {
+			return false, fmt.Errorf("host %s: remove %s: %w", s.Host.Name, partial, err)
+		}
+	}
 	if e.Size <= smallFile && b.usable() {
 		err = c.uploadBatched(ctx, s, b, e, partial, want, tr)
 	} else {
@@ -395,6 +401,45 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		}
 	}
 	return false, fmt.Errorf("host %s: rename %s: gave up", s.Host.Name, final)
+}
+
+// linkedPartial reports whether partial, left by an earlier visit, seems
+// to be one of the files in dir that freeName found taking name and its
+// conflict names before target: a hard link to a file delivered (a carrier
+// killed between linking it there and removing the partial, a host that
+// crashed inside its own rename), which the destination's user may have
+// changed since; resuming it would write through to that file
+// (TestPartialLinkedToDelivered). SFTP shows no inode numbers: the same
+// size, mode, owner and mtime is taken for the same file, which costs a
+// partial that only looks so its resume.
+func (s *Session) linkedPartial(dir, name, target, partial string) bool {
+	pst, err := s.sftp.Lstat(partial)
+	if err != nil || !pst.Mode().IsRegular() {
+		return false
+	}
+	for n := 1; n <= maxConflicts; n++ {
+		cand := name
+		if n > 1 {
+			cand = protocol.ConflictName(name, n)
+		}
+		if cand == target {
+			return false
+		}
+		st, err := s.sftp.Lstat(path.Join(dir, cand))
+		if err == nil && sameFile(st, pst) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameFile reports whether a and b, as SFTP shows them, agree in all but
+// their names.
+func sameFile(a, b fs.FileInfo) bool {
+	as, aok := a.Sys().(*sftp.FileStat)
+	bs, bok := b.Sys().(*sftp.FileStat)
+	return aok && bok && a.Mode() == b.Mode() && a.Size() == b.Size() &&
+		as.Mtime == bs.Mtime && as.UID == bs.UID && as.GID == bs.GID
 }
 
 // writingPerm is the mode of a partial upload of a file to be delivered

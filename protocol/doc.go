@@ -81,7 +81,10 @@
 //     created exclusively, and one already there is removed first (it may
 //     be a hard link to the file delivered, left by a carrier killed
 //     between placing it and removing the partial; writing through it
-//     would change that file).
+//     would change that file). A big file's partial is not resumed, but
+//     removed, where it agrees in size, mode, owner and mtime with a file
+//     found under the final name or a conflict name (SFTP shows no inode
+//     numbers).
 //     After the last write it sets the source's mtime, syncs the partial
 //     (fsync@openssh.com where offered), verifies the whole content hash (a
 //     big file piece by piece while it is being uploaded: see Range
