@@ -385,14 +385,15 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 	return nil
 }
 
-// createPartial opens partial for a small file (flags: os.O_WRONLY or
-// os.O_RDWR) as a new file, never one a visit left: that one may be a hard
-// link to the file delivered under its final name (a carrier killed
-// between the link that placed it and the partial's removal, a host that
-// crashed inside its own rename), and writing through it would rewrite
-// that file in place (TestPartialLinkedToDelivered). A partial there is
-// removed (its name only) and the file made again; an exclusive create
-// also never follows a symbolic link put there.
+// createPartial opens partial (flags: os.O_WRONLY or os.O_RDWR) as a new
+// file, for a small file or a big one not resumed, never one a visit
+// left: that one may be a hard link to the file delivered under its final
+// name (a carrier killed between the link that placed it and the
+// partial's removal, a host that crashed inside its own rename), and
+// writing through it would rewrite that file in place
+// (TestPartialLinkedToDelivered); or a symbolic link put there, pointing
+// out of the inbox (TestPartialSymlinkNotFollowed). A partial there is
+// removed (its name only) and the file made again, exclusively.
 func (s *Session) createPartial(partial string, flags int) (*sftp.File, error) {
 	flags |= os.O_CREATE | os.O_EXCL | os.O_TRUNC
 	f, err := s.sftp.OpenFile(partial, flags)

@@ -62,3 +62,40 @@ func TestPartialLinkedToDelivered(t *testing.T) {
 		})
 	}
 }
+
+// TestPartialSymlinkNotFollowed: a symbolic link found where a partial is
+// to be made (put there on the host) is never written through: the file
+// it points to, outside the inbox, stays as it was, and the file is
+// delivered.
+func TestPartialSymlinkNotFollowed(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		content []byte
+	}{{"small", []byte("carried\n")}, {"big", bytes.Repeat([]byte("carried\n"), 1<<17)}} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string][]byte{"d/f.txt": tc.content}
+			de := newDropEnv(t, "", files)
+			ents, err := de.c.Buffer().Entries()
+			if err != nil || len(ents) != 1 {
+				t.Fatalf("buffer: %v, %v", ents, err)
+			}
+			outside := filepath.Join(de.Dirs["beta"], "outside.txt")
+			precious := []byte("not the carrier's to write\n")
+			if err := os.WriteFile(outside, precious, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			dir := filepath.Join(de.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")), "d")
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, filepath.Join(dir, protocol.PartialName("d/f.txt", ents[0].Hash, de.c.Buffer().ID()))); err != nil {
+				t.Fatal(err)
+			}
+			conformance.MustOK(t, de.Dropoff(de.c, "beta"))
+			if got, err := os.ReadFile(outside); err != nil || !bytes.Equal(got, precious) {
+				t.Fatalf("the file a partial's name linked to holds %.40q (%v), want it as it was", got, err)
+			}
+			conformance.SameTree(t, "inbox", de.Inbox("beta", "alpha"), files)
+		})
+	}
+}

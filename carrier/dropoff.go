@@ -546,12 +546,13 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		flags |= os.O_TRUNC // a fresh start: nothing of ours to keep
 	}
 	var f *sftp.File
-	if e.Size <= smallFile {
+	if had < 0 {
+		// Nothing to resume (a small file, or no regular file there).
 		f, err = s.createPartial(partial, flags)
 	} else {
 		f, err = s.sftp.OpenFile(partial, flags)
 	}
-	if errors.Is(err, fs.ErrPermission) && e.Size > smallFile {
+	if errors.Is(err, fs.ErrPermission) && had >= 0 {
 		// A carrier killed after giving the partial a read-only
 		// source's mode (before the rename) left it unwritable to the
 		// host's user (TestReadOnlyPartialResumed).

@@ -77,11 +77,12 @@
 //     bits (rwx only: never setuid, setgid or sticky; 0600 for a file
 //     carried by a messor that did not record them) plus its owner's read
 //     and write, resuming from a prefix it has verified (a range hash).
-//     A small file (at most 256 KiB) is never resumed: its partial is
-//     created exclusively, and one already there is removed first (it may
-//     be a hard link to the file delivered, left by a carrier killed
-//     between placing it and removing the partial; writing through it
-//     would change that file). A big file's partial is not resumed, but
+//     A small file (at most 256 KiB) is never resumed: its partial, as a
+//     big file's with no regular partial to resume, is created
+//     exclusively, and one already there is removed first (it may be a
+//     hard link to the file delivered, left by a carrier killed between
+//     placing it and removing the partial, or a symbolic link: writing
+//     through it would change another file). A big file's partial is not resumed, but
 //     removed, where it agrees in size, mode, owner and mtime with a file
 //     found under the final name or a conflict name (SFTP shows no inode
 //     numbers).
