@@ -15,14 +15,17 @@ import (
 // between the link that placed it and the removal of the partial, or a
 // host that crashed inside its own rename), which the destination's user
 // has since changed, is never written through: that file keeps what the
-// user wrote, and the carrier's copy arrives beside it. For many small
-// files (proven in batches) and for one (proven by itself).
+// user wrote, and the carrier's copy arrives beside it; where the user
+// left it as it was, the partial is not left behind. For many small files
+// (proven in batches), for one (proven by itself), and for a big one.
 func TestPartialLinkedToDelivered(t *testing.T) {
+	big := map[string][]byte{"a b/f000.txt": bytes.Repeat([]byte("carried\n"), 1<<17)}
 	for _, tc := range []struct {
-		name  string
-		files map[string][]byte
-	}{{"batched", dropFiles(40)}, {"single", map[string][]byte{"a b/f000.txt": []byte("carried\n")}},
-		{"big", map[string][]byte{"a b/f000.txt": bytes.Repeat([]byte("carried\n"), 1<<17)}}} {
+		name      string
+		files     map[string][]byte
+		unchanged bool // the user left the file delivered as it was
+	}{{"batched", dropFiles(40), false}, {"single", map[string][]byte{"a b/f000.txt": []byte("carried\n")}, false},
+		{"big", big, false}, {"big-unchanged", big, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			de := newDropEnv(t, "", tc.files)
 			ents, err := de.c.Buffer().Entries()
@@ -33,6 +36,9 @@ func TestPartialLinkedToDelivered(t *testing.T) {
 			inbox := filepath.Join(de.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")))
 			final := filepath.Join(inbox, filepath.FromSlash(rel))
 			edited := []byte("the user's own words, written in place\n")
+			if tc.unchanged {
+				edited = tc.files[rel]
+			}
 			for _, e := range ents {
 				if e.Path != rel {
 					continue
@@ -56,8 +62,10 @@ func TestPartialLinkedToDelivered(t *testing.T) {
 			for p, b := range tc.files {
 				want[p] = b
 			}
-			want[rel] = edited
-			want[protocol.ConflictName(rel, 2)] = tc.files[rel]
+			if !tc.unchanged {
+				want[rel] = edited
+				want[protocol.ConflictName(rel, 2)] = tc.files[rel]
+			}
 			conformance.SameTree(t, "inbox", de.Inbox("beta", "alpha"), want)
 		})
 	}

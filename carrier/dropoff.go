@@ -348,6 +348,10 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 			return false, err
 		}
 		if done {
+			// A partial of it left by an earlier visit is of no more
+			// use, and may be a second name of the file found
+			// (TestPartialLinkedToDelivered).
+			s.sftp.Remove(path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID())))
 			tr.Add(e.Size)
 			return true, nil
 		}
