@@ -350,7 +350,10 @@
 // synced in the next batch of directory syncs, and then its receipt kept
 // and its buffer entry released, as for every file. Agents, hosts without
 // an exec helper and servers other than OpenSSH's sftp-server deliver file
-// by file.
+// by file. What this cannot guard, as the per-file path cannot: the
+// host's own tools are trusted (a sha256sum printing OK for anything
+// proves anything), and a process on the host writing into a partial
+// between its proof and its rename.
 //
 // # Stalls
 //
