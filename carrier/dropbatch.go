@@ -359,7 +359,7 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 		return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, err)
 	}
 	defer obj.Close()
-	f, err := s.sftp.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	f, err := s.createPartial(partial, os.O_WRONLY)
 	if err != nil {
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
@@ -385,11 +385,51 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 	return nil
 }
 
-// wholeWrites bounds the files writeWhole holds in memory at once, in the
-// process: at most 64 * smallFile (16 MiB) however many workers a
-// dropoff runs (dropBatchWorkers); 64 in flight is 6,400 files a second at
-// 10 ms a round trip.
-var wholeWrites = make(chan struct{}, 64)
+// createPartial opens partial (flags: os.O_WRONLY or os.O_RDWR) as a new
+// file, for a small file or a big one not resumed, never one a visit
+// left: that one may be a hard link to the file delivered under its final
+// name (a carrier killed between the link that placed it and the
+// partial's removal, a host that crashed inside its own rename), and
+// writing through it would rewrite that file in place
+// (TestPartialLinkedToDelivered); or a symbolic link put there, pointing
+// out of the inbox (TestPartialSymlinkNotFollowed). A partial there is
+// removed (its name only) and the file made again, exclusively.
+func (s *Session) createPartial(partial string, flags int) (*sftp.File, error) {
+	flags |= os.O_CREATE | os.O_EXCL | os.O_TRUNC
+	f, err := s.sftp.OpenFile(partial, flags)
+	if err == nil {
+		return f, nil
+	}
+	if rerr := s.sftp.Remove(partial); rerr != nil {
+		return nil, err
+	}
+	return s.sftp.OpenFile(partial, flags)
+}
+
+// smallBuffers bounds the small files' buffers held in memory at once, in
+// the process: one written whole (writeWhole) or read back (upload), at
+// most 64 * smallFile (16 MiB) however many workers a dropoff runs
+// (dropBatchWorkers; a host without an exec helper has each of them
+// deliver file by file); 64 in flight is 6,400 files a second at 10 ms a
+// round trip.
+var smallBuffers = make(chan struct{}, 64)
+
+// smallHeld counts the small files' buffers held, and the most held at
+// once (TestSmallBuffersBounded).
+var smallHeld struct{ n, peak atomic.Int64 }
+
+// holdSmall waits for one of smallBuffers; the function it returns gives
+// it back.
+func holdSmall() (release func()) {
+	smallBuffers <- struct{}{}
+	n := smallHeld.n.Add(1)
+	for p := smallHeld.peak.Load(); n > p && !smallHeld.peak.CompareAndSwap(p, n); p = smallHeld.peak.Load() {
+	}
+	return func() {
+		smallHeld.n.Add(-1)
+		<-smallBuffers
+	}
+}
 
 // writeWhole sends the size bytes of obj, a small file (at most
 // smallFile), to f from its start, outside the session's write window
@@ -402,8 +442,7 @@ func writeWhole(f *sftp.File, obj io.ReaderAt, size int64, tr Tracker) error {
 	if size == 0 {
 		return nil
 	}
-	wholeWrites <- struct{}{}
-	defer func() { <-wholeWrites }()
+	defer holdSmall()()
 	buf := make([]byte, size)
 	if _, err := obj.ReadAt(buf, 0); err != nil {
 		return &localWriteError{err}

@@ -349,6 +349,10 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 			return false, err
 		}
 		if done {
+			// A partial of it left by an earlier visit is of no more
+			// use, and may be a second name of the file found
+			// (TestPartialLinkedToDelivered).
+			s.sftp.Remove(path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID())))
 			tr.Add(e.Size)
 			return true, nil
 		}
@@ -357,6 +361,12 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		return false, err
 	}
 	partial := path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID()))
+	if e.Size > smallFile && target != name && s.linkedPartial(dir, name, target, partial) {
+		// Sent afresh: resumed, it would be written through.
+		if err := s.sftp.Remove(partial); err != nil {
+			return false, fmt.Errorf("host %s: remove %s: %w", s.Host.Name, partial, err)
+		}
+	}
 	if e.Size <= smallFile && b.usable() {
 		err = c.uploadBatched(ctx, s, b, e, partial, want, tr)
 	} else {
@@ -396,6 +406,45 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		}
 	}
 	return false, fmt.Errorf("host %s: rename %s: gave up", s.Host.Name, final)
+}
+
+// linkedPartial reports whether partial, left by an earlier visit, seems
+// to be one of the files in dir that freeName found taking name and its
+// conflict names before target: a hard link to a file delivered (a carrier
+// killed between linking it there and removing the partial, a host that
+// crashed inside its own rename), which the destination's user may have
+// changed since; resuming it would write through to that file
+// (TestPartialLinkedToDelivered). SFTP shows no inode numbers: the same
+// size, mode, owner and mtime is taken for the same file, which costs a
+// partial that only looks so its resume.
+func (s *Session) linkedPartial(dir, name, target, partial string) bool {
+	pst, err := s.sftp.Lstat(partial)
+	if err != nil || !pst.Mode().IsRegular() {
+		return false
+	}
+	for n := 1; n <= maxConflicts; n++ {
+		cand := name
+		if n > 1 {
+			cand = protocol.ConflictName(name, n)
+		}
+		if cand == target {
+			return false
+		}
+		st, err := s.sftp.Lstat(path.Join(dir, cand))
+		if err == nil && sameFile(st, pst) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameFile reports whether a and b, as SFTP shows them, agree in all but
+// their names.
+func sameFile(a, b fs.FileInfo) bool {
+	as, aok := a.Sys().(*sftp.FileStat)
+	bs, bok := b.Sys().(*sftp.FileStat)
+	return aok && bok && a.Mode() == b.Mode() && a.Size() == b.Size() &&
+		as.Mtime == bs.Mtime && as.UID == bs.UID && as.GID == bs.GID
 }
 
 // writingPerm is the mode of a partial upload of a file to be delivered
@@ -469,8 +518,8 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	}
 	defer obj.Close()
 	// A partial left by an earlier visit is resumed; a small file is
-	// simply sent again (O_TRUNC below), which costs less than the round
-	// trip that would look for one.
+	// simply sent again, in a partial made afresh (createPartial), which
+	// costs less than the round trip that would look for one.
 	off, had := int64(0), int64(-1)
 	var prefix hash.Hash // the local hash of [0, off) the host's matched
 	if e.Size <= smallFile {
@@ -501,8 +550,14 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	if had < 0 {
 		flags |= os.O_TRUNC // a fresh start: nothing of ours to keep
 	}
-	f, err := s.sftp.OpenFile(partial, flags)
-	if errors.Is(err, fs.ErrPermission) {
+	var f *sftp.File
+	if had < 0 {
+		// Nothing to resume (a small file, or no regular file there).
+		f, err = s.createPartial(partial, flags)
+	} else {
+		f, err = s.sftp.OpenFile(partial, flags)
+	}
+	if errors.Is(err, fs.ErrPermission) && had >= 0 {
 		// A carrier killed after giving the partial a read-only
 		// source's mode (before the rename) left it unwritable to the
 		// host's user (TestReadOnlyPartialResumed).
@@ -634,12 +689,14 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	if readBack {
 		// Small: read it back through the same handle, all of it and one
 		// byte more to see where it ends: one round trip.
+		release := holdSmall()
 		buf := make([]byte, e.Size+1)
 		n, err := f.ReadAt(buf, 0)
 		if (err == nil || errors.Is(err, io.EOF)) && int64(n) == e.Size {
 			sum := sha256.Sum256(buf[:n])
 			got = sum[:]
 		}
+		release()
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("host %s: close %s: %w", s.Host.Name, partial, err)

@@ -7,3 +7,7 @@ func SetSliceWritten(c *Carrier, f func(partial string, start, end int64)) { c.s
 // SetSliceRequest makes c's sessions ask for slice hashes with the global
 // request name (one the agent does not know plays an older agent).
 func SetSliceRequest(c *Carrier, name string) { c.sliceRequest = name }
+
+// SmallBuffersPeak returns the most small files' buffers held at once
+// since the last call, and starts counting again.
+func SmallBuffersPeak() int64 { return smallHeld.peak.Swap(smallHeld.n.Load()) }

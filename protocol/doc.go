@@ -77,6 +77,15 @@
 //     bits (rwx only: never setuid, setgid or sticky; 0600 for a file
 //     carried by a messor that did not record them) plus its owner's read
 //     and write, resuming from a prefix it has verified (a range hash).
+//     A small file (at most 256 KiB) is never resumed: its partial, as a
+//     big file's with no regular partial to resume, is created
+//     exclusively, and one already there is removed first (it may be a
+//     hard link to the file delivered, left by a carrier killed between
+//     placing it and removing the partial, or a symbolic link: writing
+//     through it would change another file). A big file's partial is not resumed, but
+//     removed, where it agrees in size, mode, owner and mtime with a file
+//     found under the final name or a conflict name (SFTP shows no inode
+//     numbers).
 //     After the last write it sets the source's mtime, syncs the partial
 //     (fsync@openssh.com where offered), verifies the whole content hash (a
 //     big file piece by piece while it is being uploaded: see Range
@@ -314,8 +323,10 @@
 //
 // On a stock OpenSSH host whose exec helper is up, a dropoff of many small
 // files (64 or more; each of at most 256 KiB) writes each partial with an
-// open (asking 0600, O_TRUNC), its writes, a setstat setting the source's
-// mtime, an fsync@openssh.com and a close: no read back of its own. The
+// exclusive create (asking 0600; a partial already there, which may be a
+// hard link to a file delivered, is removed and the create asked again),
+// its writes, a setstat setting the source's mtime, an fsync@openssh.com
+// and a close: no read back of its own. The
 // partials written are proven in groups, one helper command per group (at
 // most 512 partials, 16 MiB, 128 KiB of names), while the next group is
 // written. The command is `sha256sum -c` reading, from printf, one line
@@ -340,7 +351,10 @@
 // synced in the next batch of directory syncs, and then its receipt kept
 // and its buffer entry released, as for every file. Agents, hosts without
 // an exec helper and servers other than OpenSSH's sftp-server deliver file
-// by file.
+// by file. What this cannot guard, as the per-file path cannot: the
+// host's own tools are trusted (a sha256sum printing OK for anything
+// proves anything), and a process on the host writing into a partial
+// between its proof and its rename.
 //
 // # Stalls
 //
