@@ -759,7 +759,7 @@ func (s *Session) writeWindowed(f *sftp.File, obj io.ReaderAt, from, to int64, t
 		select {
 		case buf = <-free:
 		default:
-			buf = make([]byte, chunk)
+			buf = make([]byte, min(chunk, to-from)) // a small file's own size
 		}
 		buf = buf[:min(chunk, to-off)]
 		if _, err := obj.ReadAt(buf, off); err != nil {
