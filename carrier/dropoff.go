@@ -127,7 +127,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	// synced; from the workers (failures) and the syncer, under mu. The
 	// entries delivered are released once their receipts are kept.
 	var mu sync.Mutex
-	var delivered []Entry
+	delivered := make([]Entry, 0, len(mine)) // grown, it held mine twice over
 	finish := func(e Entry, already bool, err error) {
 		mu.Lock()
 		defer mu.Unlock()

@@ -35,6 +35,8 @@ func (c *Carrier) receiptDelivered(ctx context.Context, s *Session, done []Entry
 	for _, source := range slices.Sorted(maps.Keys(bySource)) {
 		r := protocol.Receipt{Source: source, Dest: s.Host.Name, Files: bySource[source]}
 		content := protocol.FormatReceipt(r)
+		// A line per file: the content says it all from here on.
+		r.Files, bySource[source] = nil, nil
 		name, err := protocol.ReceiptName(now, c.claimID(), content)
 		if err == nil {
 			err = c.buf.saveReceipt(r, name, content)
