@@ -53,34 +53,47 @@ var batchIdle = 30 * time.Second
 // the round trips it saves. Tests lower it.
 var batchMin = manyFiles
 
-// batches is a run's archive reads: each batched file has a slot, filled
-// with its member once its archive ended well, or marked for reading by
-// itself.
+// batches is a run's archive reads: each batched file has a slot, given
+// its member once its archive ended well, or left empty for a read by
+// itself. A slot leaves slots when its file takes it, and a group when
+// its archive is settled, so what a visit holds shrinks as it goes
+// (TestBatchHeapPerFile).
 type batches struct {
 	s      *Session
 	h      *execHelper
 	dir    string // the host's outbox, absolute
-	groups [][]*batchSlot
+	groups []*batchGroup
+	mu     sync.Mutex
 	slots  map[string]*batchSlot // by the member name asked for
 	tokens chan struct{}         // members held, bounded by batchInFlight
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-// batchSlot is one batched file: data once its member came as listed;
-// nil data means it is read by itself.
-type batchSlot struct {
-	cd    candidate
-	once  sync.Once
+// batchGroup is the files of one archive; ready is closed once each of
+// their slots is settled.
+type batchGroup struct {
+	slots []*batchSlot
 	ready chan struct{}
+}
+
+// batchSlot is one batched file, as listed: data once its member came as
+// listed; nil data means it is read by itself.
+type batchSlot struct {
+	name  string // the member name asked for
+	size  int64
+	mtime int64 // unix seconds
+	g     *batchGroup
 	data  []byte
 }
 
-// fill settles the slot once: with data, or nil for a read of its own.
-func (sl *batchSlot) fill(data []byte) bool {
-	set := false
-	sl.once.Do(func() { sl.data, set = data, true; close(sl.ready) })
-	return set
+// take removes name's slot from slots and returns it.
+func (bt *batches) take(name string) *batchSlot {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	sl := bt.slots[name]
+	delete(bt.slots, name)
+	return sl
 }
 
 // startBatches starts reading take's small files in archives, in take's
@@ -118,17 +131,17 @@ func (c *Carrier) startBatches(ctx context.Context, s *Session, take []candidate
 	bctx, cancel := context.WithCancel(ctx)
 	bt := &batches{s: s, h: e.helper, dir: path.Join(e.dir, protocol.Outbox), slots: map[string]*batchSlot{},
 		tokens: make(chan struct{}, batchInFlight), cancel: cancel, done: make(chan struct{})}
-	var g []*batchSlot
+	g := &batchGroup{ready: make(chan struct{})}
 	var bytes, names int64
 	for _, cd := range small {
 		name := path.Join(cd.Dest, cd.Path)
-		if len(g) > 0 && (len(g) >= batchMaxFiles || bytes+cd.Size > batchMaxBytes || names+int64(len(name)) > batchMaxNames) {
+		if len(g.slots) > 0 && (len(g.slots) >= batchMaxFiles || bytes+cd.Size > batchMaxBytes || names+int64(len(name)) > batchMaxNames) {
 			bt.groups = append(bt.groups, g)
-			g, bytes, names = nil, 0, 0
+			g, bytes, names = &batchGroup{ready: make(chan struct{})}, 0, 0
 		}
-		sl := &batchSlot{cd: cd, ready: make(chan struct{})}
+		sl := &batchSlot{name: name, size: cd.Size, mtime: cd.MTime.Unix(), g: g}
 		bt.slots[name] = sl
-		g = append(g, sl)
+		g.slots = append(g.slots, sl)
 		bytes += cd.Size
 		names += int64(len(name)) + 8
 	}
@@ -180,12 +193,12 @@ func (bt *batches) wait(ctx context.Context, cd candidate) (data []byte, batched
 	if bt == nil {
 		return nil, false
 	}
-	sl := bt.slots[path.Join(cd.Dest, cd.Path)]
+	sl := bt.take(path.Join(cd.Dest, cd.Path))
 	if sl == nil {
 		return nil, false
 	}
 	select {
-	case <-sl.ready:
+	case <-sl.g.ready:
 	case <-ctx.Done():
 		return nil, true
 	}
@@ -212,17 +225,16 @@ func (c *Carrier) keepBatched(ctx context.Context, s *Session, cd candidate, dat
 func (bt *batches) run(ctx context.Context) {
 	defer close(bt.done)
 	off := false
-	for _, g := range bt.groups {
+	for i, g := range bt.groups {
 		if !off && ctx.Err() == nil {
-			got, status, err := bt.read(ctx, g)
-			bt.s.log.Debug("batch read", "files", len(g), "got", got, "status", status, "err", err)
+			got, status, err := bt.read(ctx, g.slots)
+			bt.s.log.Debug("batch read", "files", len(g.slots), "got", got, "status", status, "err", err)
 			// The helper is gone, or the host cannot archive (no
 			// tar): the files left are read by themselves.
 			off = err != nil || got == 0 && status != 0
 		}
-		for _, sl := range g {
-			sl.fill(nil)
-		}
+		close(g.ready)
+		bt.groups[i] = nil // its slots stay only until their files take them
 	}
 }
 
@@ -235,17 +247,19 @@ func (bt *batches) run(ctx context.Context) {
 // no archiver wrote (archiveEnd).
 func (bt *batches) read(ctx context.Context, g []*batchSlot) (got int, status int, err error) {
 	names := make([]string, len(g))
+	asked := make(map[string]*batchSlot, len(g))
 	var limit int64 = 128 << 10
 	for i, sl := range g {
-		names[i] = path.Join(sl.cd.Dest, sl.cd.Path)
+		names[i] = sl.name
+		asked[sl.name] = sl
 		// Each member: a header, GNU or pax long-name records, its
 		// content padded to a block.
-		limit += 3*512 + 2*int64(len(names[i])) + (sl.cd.Size+511)/512*512
+		limit += 3*512 + 2*int64(len(names[i])) + (sl.size+511)/512*512
 	}
 	came := map[*batchSlot][]byte{}
 	status, err = bt.h.stream(ctx, protocol.BatchCommand(bt.dir, names), limit, func(r io.Reader) error {
 		cr := &countingReader{r: r}
-		if err := bt.members(cr, came); err != nil {
+		if err := members(cr, asked, came); err != nil {
 			return err
 		}
 		return archiveEnd(r, cr.n)
@@ -263,18 +277,16 @@ func (bt *batches) read(ctx context.Context, g []*batchSlot) (got int, status in
 		case <-ctx.Done():
 			return len(came), status, ctx.Err()
 		}
-		if !sl.fill(data) {
-			<-bt.tokens // settled already
-		}
+		sl.data = data // published by the close of the group's ready
 	}
 	return len(came), status, nil
 }
 
 // members reads a tar archive from r into came: the content of each
-// member asked for that is a regular file of its listed size and mtime,
+// member asked for (in asked, by name) that is a regular file of its listed size and mtime,
 // the first of its name. Anything else (a name not asked for, another
 // type, size or mtime, a second copy) is passed over, its content unread.
-func (bt *batches) members(r io.Reader, came map[*batchSlot][]byte) error {
+func members(r io.Reader, asked map[string]*batchSlot, came map[*batchSlot][]byte) error {
 	tr := tar.NewReader(r)
 	for {
 		hd, err := tr.Next()
@@ -284,8 +296,8 @@ func (bt *batches) members(r io.Reader, came map[*batchSlot][]byte) error {
 		if err != nil {
 			return err
 		}
-		sl := bt.slots[strings.TrimPrefix(hd.Name, "./")]
-		if sl == nil || hd.Typeflag != tar.TypeReg || hd.Size != sl.cd.Size || hd.ModTime.Unix() != sl.cd.MTime.Unix() {
+		sl := asked[strings.TrimPrefix(hd.Name, "./")]
+		if sl == nil || hd.Typeflag != tar.TypeReg || hd.Size != sl.size || hd.ModTime.Unix() != sl.mtime {
 			continue
 		}
 		if _, dup := came[sl]; dup {

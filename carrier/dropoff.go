@@ -133,7 +133,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	// synced; from the workers (failures) and the syncer, under mu. The
 	// entries delivered are released once their receipts are kept.
 	var mu sync.Mutex
-	var delivered []Entry
+	delivered := make([]Entry, 0, len(mine)) // grown, it held mine twice over
 	finish := func(e Entry, already bool, err error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -853,7 +853,7 @@ func (s *Session) writeWindowed(f *sftp.File, obj io.ReaderAt, from, to int64, t
 		select {
 		case buf = <-free:
 		default:
-			buf = make([]byte, chunk)
+			buf = make([]byte, min(chunk, to-from)) // a small file's own size
 		}
 		buf = buf[:min(chunk, to-off)]
 		if _, err := obj.ReadAt(buf, off); err != nil {

@@ -35,6 +35,8 @@ func (c *Carrier) receiptDelivered(ctx context.Context, s *Session, done []Entry
 	for _, source := range slices.Sorted(maps.Keys(bySource)) {
 		r := protocol.Receipt{Source: source, Dest: s.Host.Name, Files: bySource[source]}
 		content := protocol.FormatReceipt(r)
+		// A line per file: the content says it all from here on.
+		r.Files, bySource[source] = nil, nil
 		name, err := protocol.ReceiptName(now, c.claimID(), content)
 		if err == nil {
 			err = c.buf.saveReceipt(r, name, content)
@@ -261,10 +263,20 @@ func (c *Carrier) receiptAndRelease(ctx context.Context, s *Session, delivered [
 	if !saved {
 		return // kept: the next visit finds them delivered and receipts them
 	}
-	for _, e := range delivered {
+	for i, e := range delivered {
 		c.buf.Release(e)
+		if (i+1)%releaseChunk == 0 {
+			// Each queued release holds a copy of its entry until
+			// applied: a chunk at a time bounds them (the caller's
+			// Flush reports a failure).
+			c.buf.Flush()
+		}
 	}
 }
+
+// releaseChunk is how many releases a dropoff queues before it waits for
+// them to be applied.
+const releaseChunk = 4096
 
 // maxReceiptListing bounds the replies of one listing of receipts, so a
 // hostile host's endless directory costs bounded memory.

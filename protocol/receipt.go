@@ -65,6 +65,11 @@ const receiptMagic = "messor-receipt 1"
 //	<delivered-at RFC 3339> <size> <mtime, unix seconds> <sha256> <carrier> <path>
 func FormatReceipt(r Receipt) []byte {
 	var b bytes.Buffer
+	n := 64
+	for _, d := range r.Files {
+		n += 64 + len(d.Hash) + len(d.Carrier) + len(d.Path) // a line: stamp, size and mtime within 64
+	}
+	b.Grow(n) // once, not doubling: a receipt may hold 100,000 lines
 	fmt.Fprintf(&b, "%s\nsource %s\ndest %s\n", receiptMagic, r.Source, r.Dest)
 	for _, d := range r.Files {
 		fmt.Fprintf(&b, "%s %d %d %s %s %s\n", stamp(d.At), d.Size, d.MTime.Unix(), d.Hash, d.Carrier, d.Path)
