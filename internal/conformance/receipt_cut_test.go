@@ -23,8 +23,14 @@ type receiptCut struct {
 	keep  bool // met in keep mode only
 }
 
-func isLedger(r sftptest.Request) bool {
-	return r.Type == sftptest.FxpOpen && strings.HasSuffix(r.Path, protocol.LedgerPath("beta"))
+// isLedgerReq matches a request of type typ on alpha's ledger for beta:
+// its lstat is the hand-over's first look at it (it is opened only when
+// it is a regular file; the first hand-over finds none), its first open
+// the append.
+func isLedgerReq(typ byte) func(sftptest.Request) bool {
+	return func(r sftptest.Request) bool {
+		return r.Type == typ && strings.HasSuffix(r.Path, protocol.LedgerPath("beta"))
+	}
 }
 
 func isReceiptReq(typ byte) func(sftptest.Request) bool {
@@ -43,8 +49,8 @@ var receiptCuts = []receiptCut{
 	{"ReceiptPartialOpen", "beta", 1, isReceiptReq(sftptest.FxpOpen), false},
 	{"ReceiptRename", "beta", 1, isReceiptReq(sftptest.FxpRename), false},
 	{"ReceiptRemoved", "beta", 1, isReceiptReq(sftptest.FxpRemove), false},
-	{"LedgerRead", "alpha", 1, isLedger, false},
-	{"LedgerAppend", "alpha", 2, isLedger, false},
+	{"LedgerRead", "alpha", 1, isLedgerReq(sftptest.FxpLstat), false},
+	{"LedgerAppend", "alpha", 1, isLedgerReq(sftptest.FxpOpen), false},
 	{"LeaseWrite", "alpha", 1, isLeaseReq(sftptest.FxpOpen), true},
 	{"KeptClaim", "alpha", 1, func(r sftptest.Request) bool {
 		return r.Type == sftptest.FxpRename && strings.HasPrefix(path.Base(r.Target), protocol.ClaimPrefix)
