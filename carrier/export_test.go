@@ -7,3 +7,7 @@ func SetSliceWritten(c *Carrier, f func(partial string, start, end int64)) { c.s
 // SetSliceRequest makes c's sessions ask for slice hashes with the global
 // request name (one the agent does not know plays an older agent).
 func SetSliceRequest(c *Carrier, name string) { c.sliceRequest = name }
+
+// SetBatchRequest makes c's sessions ask for batched hashes with the global
+// request name (an agent that does not know it plays an older agent).
+func SetBatchRequest(c *Carrier, name string) { c.batchRequest = name }
