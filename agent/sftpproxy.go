@@ -14,7 +14,12 @@ package agent
 //   - answers fsync@openssh.com itself: it waits until every request sent
 //     before it has been answered (OpenSSH's sftp-server is sequential, so
 //     clients may expect the writes before an fsync to be covered by it),
-//     then syncs the file open under that handle.
+//     then syncs the file open under that handle. The requests after an
+//     fsync go on meanwhile (up to maxSyncs fsyncs wait or run at once on
+//     a channel): a carrier's workers share a channel, and fsyncs running
+//     together are joined by the file system in one journal commit. The
+//     fsync works on descriptors of its own, taken when it comes, so a
+//     close or rename sent after it does not change what it syncs.
 
 import (
 	"encoding/binary"
@@ -52,6 +57,9 @@ const (
 	// maxPacket bounds one SFTP packet. pkg/sftp refuses anything above
 	// 256 KiB; the relay only needs to stay bounded.
 	maxPacket = 1 << 20
+
+	// maxSyncs bounds the fsyncs of one channel waiting or running at once.
+	maxSyncs = 64
 )
 
 var errPacket = errors.New("malformed sftp packet")
@@ -72,6 +80,9 @@ type relay struct {
 	done        bool              // the server side has ended
 	pendingOpen map[uint32]string // request id of an OPEN -> path
 	handles     map[string]string // handle -> path of the file it has open
+
+	syncs   chan struct{}  // fsyncs waiting or running (maxSyncs)
+	syncsWG sync.WaitGroup // the fsyncs' goroutines
 }
 
 func newRelay(fs *confinedFS, client io.Writer, log *slog.Logger) *relay {
@@ -83,6 +94,7 @@ func newRelay(fs *confinedFS, client io.Writer, log *slog.Logger) *relay {
 		outstanding: make(map[uint64]struct{}),
 		pendingOpen: make(map[uint32]string),
 		handles:     make(map[string]string),
+		syncs:       make(chan struct{}, maxSyncs),
 	}
 	r.cond = sync.NewCond(&r.mu)
 	return r
@@ -112,15 +124,14 @@ func readPacket(rd io.Reader, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// writePacket writes body with its length prefix. The caller serialises
-// writers.
+// writePacket writes body with its length prefix, in one write: on the
+// SSH channel each write is a packet of its own (encrypted, sent and
+// decrypted), on the pipe to the request server a hand-over. The caller
+// serialises writers.
 func writePacket(w io.Writer, body []byte) error {
-	var hdr [4]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(len(body)))
-	if _, err := w.Write(hdr[:]); err != nil {
-		return err
-	}
-	_, err := w.Write(body)
+	pkt := make([]byte, 4, 4+len(body))
+	binary.BigEndian.PutUint32(pkt, uint32(len(body)))
+	_, err := w.Write(append(pkt, body...))
 	return err
 }
 
@@ -328,20 +339,49 @@ func (r *relay) fsync(id uint32, args []byte) error {
 	}
 	r.mu.Lock()
 	mine := r.nextSeq
-	for !r.done && r.inFlightBefore(mine) {
-		r.cond.Wait()
-	}
 	p, known := r.handles[handle]
 	r.mu.Unlock()
 	if !known {
 		return r.status(id, fxFailure, "fsync: no such open file handle")
 	}
-	if err := r.fs.syncPath(p); err != nil {
+	if files := r.fs.dupOpen(p); len(files) > 0 {
+		r.syncs <- struct{}{}
+		r.syncsWG.Add(1)
+		go func() {
+			defer r.syncsWG.Done()
+			defer func() { <-r.syncs }()
+			r.waitBefore(mine)
+			r.syncReply(id, p, r.fs.syncFiles(p, files))
+		}()
+		return nil
+	}
+	// Nothing to hold on to: sync by path, the requests after it waiting.
+	r.waitBefore(mine)
+	return r.syncReply(id, p, r.fs.syncPath(p))
+}
+
+// waitBefore waits until every request sent before seq has been answered
+// (or the server side has ended).
+func (r *relay) waitBefore(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for !r.done && r.inFlightBefore(seq) {
+		r.cond.Wait()
+	}
+}
+
+// syncReply answers fsync request id on p with err's status.
+func (r *relay) syncReply(id uint32, p string, err error) error {
+	if err != nil {
 		r.log.Warn("sftp fsync failed", "path", p, "err", err)
 		return r.status(id, statusCode(err), err.Error())
 	}
 	return r.status(id, fxOK, "")
 }
+
+// waitSyncs waits for the fsyncs still running (once the server side has
+// ended, none waits for anything else).
+func (r *relay) waitSyncs() { r.syncsWG.Wait() }
 
 // inFlightBefore reports whether a request sent before seq awaits its
 // answer. r.mu is held.
