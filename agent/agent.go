@@ -567,7 +567,6 @@ func (s *server) sftpSubsystem(sess gliderssh.Session) {
 	err := rs.Serve()
 	rs.Close()
 	cerr := <-toClient
-	rl.waitSyncs()
 	sess.Exit(0)
 	serr := <-toServer
 	for _, e := range []error{err, cerr, serr} {

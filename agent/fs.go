@@ -472,9 +472,6 @@ func notRegularErrno(fi fs.FileInfo) syscall.Errno {
 // with none open, the file itself.
 func (c *confinedFS) syncPath(p string) error {
 	key := cleanSFTPPath(p)
-	if testSyncHook != nil {
-		testSyncHook(key)
-	}
 	c.mu.Lock()
 	files := make([]*os.File, 0, len(c.open[key]))
 	for o := range c.open[key] {
@@ -496,51 +493,6 @@ func (c *confinedFS) syncPath(p string) error {
 	}
 	c.log.Debug("sftp fsync", "path", key, "handles", len(files))
 	return nil
-}
-
-// testSyncHook, set by tests, is called with the path of each fsync before
-// it syncs.
-var testSyncHook func(p string)
-
-// dupOpen returns second descriptors of the files open under SFTP path p
-// in this session, for an fsync that must not depend on the handles
-// staying open; none where nothing is open there (or descriptors cannot
-// be duplicated here).
-func (c *confinedFS) dupOpen(p string) []*os.File {
-	key := cleanSFTPPath(p)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var dups []*os.File
-	for o := range c.open[key] {
-		d, err := dupFile(o.f)
-		if err != nil {
-			closeAll(dups)
-			return nil
-		}
-		dups = append(dups, d)
-	}
-	return dups
-}
-
-// syncFiles syncs files, open under SFTP path p, and closes them.
-func (c *confinedFS) syncFiles(p string, files []*os.File) error {
-	defer closeAll(files)
-	if testSyncHook != nil {
-		testSyncHook(cleanSFTPPath(p))
-	}
-	for _, f := range files {
-		if err := f.Sync(); err != nil {
-			return sftpError("fsync", p, err)
-		}
-	}
-	c.log.Debug("sftp fsync", "path", cleanSFTPPath(p), "handles", len(files))
-	return nil
-}
-
-func closeAll(files []*os.File) {
-	for _, f := range files {
-		f.Close()
-	}
 }
 
 // Filecmd handles Setstat, Rename, Rmdir, Mkdir, Remove, Link and Symlink.

@@ -14,12 +14,7 @@ package agent
 //   - answers fsync@openssh.com itself: it waits until every request sent
 //     before it has been answered (OpenSSH's sftp-server is sequential, so
 //     clients may expect the writes before an fsync to be covered by it),
-//     then syncs the file open under that handle. The requests after an
-//     fsync go on meanwhile (up to maxSyncs fsyncs wait or run at once on
-//     a channel): a carrier's workers share a channel, and fsyncs running
-//     together are joined by the file system in one journal commit. The
-//     fsync works on descriptors of its own, taken when it comes, so a
-//     close or rename sent after it does not change what it syncs.
+//     then syncs the file open under that handle.
 
 import (
 	"encoding/binary"
@@ -57,9 +52,6 @@ const (
 	// maxPacket bounds one SFTP packet. pkg/sftp refuses anything above
 	// 256 KiB; the relay only needs to stay bounded.
 	maxPacket = 1 << 20
-
-	// maxSyncs bounds the fsyncs of one channel waiting or running at once.
-	maxSyncs = 64
 )
 
 var errPacket = errors.New("malformed sftp packet")
@@ -80,9 +72,6 @@ type relay struct {
 	done        bool              // the server side has ended
 	pendingOpen map[uint32]string // request id of an OPEN -> path
 	handles     map[string]string // handle -> path of the file it has open
-
-	syncs   chan struct{}  // fsyncs waiting or running (maxSyncs)
-	syncsWG sync.WaitGroup // the fsyncs' goroutines
 }
 
 func newRelay(fs *confinedFS, client io.Writer, log *slog.Logger) *relay {
@@ -94,7 +83,6 @@ func newRelay(fs *confinedFS, client io.Writer, log *slog.Logger) *relay {
 		outstanding: make(map[uint64]struct{}),
 		pendingOpen: make(map[uint32]string),
 		handles:     make(map[string]string),
-		syncs:       make(chan struct{}, maxSyncs),
 	}
 	r.cond = sync.NewCond(&r.mu)
 	return r
@@ -339,49 +327,20 @@ func (r *relay) fsync(id uint32, args []byte) error {
 	}
 	r.mu.Lock()
 	mine := r.nextSeq
+	for !r.done && r.inFlightBefore(mine) {
+		r.cond.Wait()
+	}
 	p, known := r.handles[handle]
 	r.mu.Unlock()
 	if !known {
 		return r.status(id, fxFailure, "fsync: no such open file handle")
 	}
-	if files := r.fs.dupOpen(p); len(files) > 0 {
-		r.syncs <- struct{}{}
-		r.syncsWG.Add(1)
-		go func() {
-			defer r.syncsWG.Done()
-			defer func() { <-r.syncs }()
-			r.waitBefore(mine)
-			r.syncReply(id, p, r.fs.syncFiles(p, files))
-		}()
-		return nil
-	}
-	// Nothing to hold on to: sync by path, the requests after it waiting.
-	r.waitBefore(mine)
-	return r.syncReply(id, p, r.fs.syncPath(p))
-}
-
-// waitBefore waits until every request sent before seq has been answered
-// (or the server side has ended).
-func (r *relay) waitBefore(seq uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for !r.done && r.inFlightBefore(seq) {
-		r.cond.Wait()
-	}
-}
-
-// syncReply answers fsync request id on p with err's status.
-func (r *relay) syncReply(id uint32, p string, err error) error {
-	if err != nil {
+	if err := r.fs.syncPath(p); err != nil {
 		r.log.Warn("sftp fsync failed", "path", p, "err", err)
 		return r.status(id, statusCode(err), err.Error())
 	}
 	return r.status(id, fxOK, "")
 }
-
-// waitSyncs waits for the fsyncs still running (once the server side has
-// ended, none waits for anything else).
-func (r *relay) waitSyncs() { r.syncsWG.Wait() }
 
 // inFlightBefore reports whether a request sent before seq awaits its
 // answer. r.mu is held.

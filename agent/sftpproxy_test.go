@@ -6,9 +6,7 @@ import (
 	"io"
 	"os"
 	"regexp"
-	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -164,71 +162,4 @@ func TestFsyncRelay(t *testing.T) {
 		t.Fatalf("file on disk: %v, %v", fi, err)
 	}
 	r.in.Close()
-}
-
-// TestFsyncGoesOnBehind: while an fsync runs, the requests sent after it on
-// the same channel are answered (a carrier's workers share the channel); a
-// close of the handle sent after the fsync does not change what it syncs,
-// and its answer still comes only once it has synced.
-func TestFsyncGoesOnBehind(t *testing.T) {
-	e := newEnv(t)
-	e.start()
-	r := newRawSFTP(t, e.dial())
-	r.send(fxpInit, 0, uint32(3))
-	r.recv()
-	const pflags = 0x02 | 0x08 | 0x10 // write, creat, trunc
-	r.send(fxpOpen, 1, "messor/outbox/slow", uint32(pflags), uint32(0))
-	typ, _, rest := r.recv()
-	if typ != fxpHandle {
-		t.Fatalf("open: type %d %q", typ, rest)
-	}
-	handle, _, _ := sshString(rest)
-	r.send(6, 2, handle, uint64(0), []byte("data"))
-	if typ, _, rest := r.recv(); typ != fxpStatus || r.status(rest) != fxOK {
-		t.Fatalf("write: %d %q", typ, rest)
-	}
-
-	entered, release := make(chan struct{}), make(chan struct{})
-	testSyncHook = func(p string) {
-		if p == "/messor/outbox/slow" {
-			close(entered)
-			<-release
-		}
-	}
-	defer func() { testSyncHook = nil }()
-	var once sync.Once
-	free := func() { once.Do(func() { close(release) }) }
-	defer free()
-
-	replies := make(chan uint32, 4)
-	go func() {
-		for range 3 {
-			typ, id, rest := r.recv()
-			if typ != fxpStatus && typ != 105 || typ == fxpStatus && r.status(rest) != fxOK {
-				t.Errorf("reply %d: type %d %q", id, typ, rest)
-			}
-			replies <- id
-		}
-	}()
-	r.send(fxpExtended, 10, extFsync, handle)
-	<-entered
-	r.send(7, 11, "messor/outbox") // lstat
-	r.send(fxpClose, 12, handle)
-	for _, want := range []uint32{11, 12} {
-		select {
-		case id := <-replies:
-			if id != want {
-				t.Fatalf("reply to %d before the one to %d, the fsync still running", id, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("request %d not answered while an fsync sent before it ran: the fsync holds up the channel", want)
-		}
-	}
-	free()
-	if id := <-replies; id != 10 {
-		t.Fatalf("reply to %d, want the fsync's", id)
-	}
-	if !regexp.MustCompile(`msg="sftp fsync" .*path=/messor/outbox/slow handles=1`).MatchString(e.log.String()) {
-		t.Error("the fsync did not sync the file its handle had open")
-	}
 }
