@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/pkg/sftp"
+
 	"github.com/messor-sync/messor/protocol"
 )
 
@@ -15,16 +17,7 @@ import (
 // file shorter than asked), in order; a malformed request, or one of too
 // many items, is refused whole.
 func TestHashBatch(t *testing.T) {
-	e := newEnv(t)
-	e.start()
-	c := e.sftp()
-	data := randomBytes(t, 10_000)
-	if err := c.MkdirAll("messor/inbox/src"); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, c, "messor/inbox/src/f", data)
-	os.WriteFile(e.inRoot("inbox/src/.messor-other"), data, 0o644)
-	mustSymlink(t, filepath.Join(e.outside, "secret"), e.inRoot("inbox/src/link"))
+	e, _, data := newHashEnv(t)
 	conn := e.dial()
 
 	items := []protocol.HashBatchItem{
@@ -66,4 +59,21 @@ func TestHashBatch(t *testing.T) {
 			t.Errorf("hash-batch of %d bytes: ok=%v err=%v, want refused", len(payload), ok, err)
 		}
 	}
+}
+
+// newHashEnv starts an agent whose inbox/src holds f (10,000 random bytes,
+// returned), a reserved name with the same bytes and a symlink out of the
+// root.
+func newHashEnv(t *testing.T) (*testEnv, *sftp.Client, []byte) {
+	e := newEnv(t)
+	e.start()
+	c := e.sftp()
+	data := randomBytes(t, 10_000)
+	if err := c.MkdirAll("messor/inbox/src"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, c, "messor/inbox/src/f", data)
+	os.WriteFile(e.inRoot("inbox/src/.messor-other"), data, 0o644)
+	mustSymlink(t, filepath.Join(e.outside, "secret"), e.inRoot("inbox/src/link"))
+	return e, c, data
 }
