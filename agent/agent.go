@@ -266,6 +266,7 @@ func (s *server) sshServer() *gliderssh.Server {
 		RequestHandlers: map[string]gliderssh.RequestHandler{
 			protocol.HashRangeRequest: s.hashRange,
 			protocol.HashSliceRequest: s.hashSlice,
+			protocol.HashBatchRequest: s.hashBatch,
 		},
 		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{
 			"sftp": s.sftpSubsystem,

@@ -311,18 +311,9 @@ func TestNewDefaultsAndChecks(t *testing.T) {
 }
 
 func TestHashRange(t *testing.T) {
-	e := newEnv(t)
-	e.start()
-	c := e.sftp()
-	data := randomBytes(t, 10_000)
-	if err := c.MkdirAll("messor/inbox/src"); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, c, "messor/inbox/src/f", data)
+	e, c, data := newHashEnv(t)
 	part := "messor/inbox/src/" + protocol.PartialName("f", "00", "carrier")
 	writeFile(t, c, part, data[:10])
-	os.WriteFile(e.inRoot("inbox/src/.messor-other"), data, 0o644)
-	mustSymlink(t, filepath.Join(e.outside, "secret"), e.inRoot("inbox/src/link"))
 	mustSymlink(t, "f", e.inRoot("inbox/src/inside-link"))
 	conn := e.dial()
 

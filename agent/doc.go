@@ -54,10 +54,12 @@
 //
 // Besides SFTP the agent answers the global requests
 // [protocol.HashRangeRequest] with the SHA-256 of a prefix of a file, and
-// [protocol.HashSliceRequest] with that of a slice of one, under the same
-// confinement rules, so a carrier can check a partial before resuming it, and
-// verify a big upload piece by piece while it goes on, without reading it
-// back.
+// [protocol.HashSliceRequest] with that of a slice of one, and
+// [protocol.HashBatchRequest] with the SHA-256 of the prefixes of many files
+// at once, under the same confinement rules, so a carrier can check a
+// partial before resuming it, verify a big upload piece by piece while it
+// goes on, and verify many small files picked up in one round trip, without
+// reading them back.
 //
 // The package imports neither the carrier nor any mDNS library: advertising
 // is a hook, [Config.Advertise], that the command wires to discovery.

@@ -31,6 +31,35 @@ func (s *server) hashSlice(ctx gliderssh.Context, _ *gliderssh.Server, req *ssh.
 	return s.answerHash(ctx, "hash-slice", req.Payload, &msg, func() (string, uint64, uint64) { return msg.Path, msg.Offset, msg.Length })
 }
 
+// hashBatch answers protocol.HashBatchRequest: per item, the SHA-256 of
+// the first Length bytes of its Path under hashRange's rules, or an empty
+// answer for an item hashRange would refuse. A carrier sends the small
+// files its workers verify meanwhile in one such request.
+func (s *server) hashBatch(ctx gliderssh.Context, _ *gliderssh.Server, req *ssh.Request) (bool, []byte) {
+	if !s.begin() {
+		return false, nil
+	}
+	defer s.wg.Done()
+	remote := ctx.RemoteAddr().String()
+	items, err := protocol.UnmarshalHashBatch(req.Payload)
+	if err != nil {
+		s.log.Info("hash-batch refused: bad request", "remote", remote, "err", err)
+		return false, nil
+	}
+	cfs := newConfinedFS(s.root, s.log)
+	sums := make([][]byte, len(items))
+	for i, it := range items {
+		sum, err := hashFileRange(ctx, cfs, it.Path, 0, it.Length)
+		if err != nil {
+			s.log.Info("hash-batch: item refused", "remote", remote, "path", it.Path, "length", it.Length, "err", err)
+			continue
+		}
+		sums[i] = sum
+	}
+	s.log.Debug("hash-batch answered", "remote", remote, "items", len(items))
+	return true, protocol.MarshalHashBatchReply(sums)
+}
+
 // answerHash serves a hash request named what whose payload decodes into
 // msg; at then tells the path, offset and length it asks for.
 func (s *server) answerHash(ctx gliderssh.Context, what string, payload []byte, msg any, at func() (p string, off, n uint64)) (bool, []byte) {
@@ -49,6 +78,7 @@ func (s *server) answerHash(ctx gliderssh.Context, what string, payload []byte, 
 		s.log.Info(what+" refused", "remote", remote, "path", p, "offset", off, "length", n, "err", err)
 		return false, nil
 	}
+	s.log.Debug(what+" answered", "remote", remote, "path", p)
 	return true, sum
 }
 

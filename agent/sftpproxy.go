@@ -112,15 +112,14 @@ func readPacket(rd io.Reader, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// writePacket writes body with its length prefix. The caller serialises
-// writers.
+// writePacket writes body with its length prefix, in one write: on the
+// SSH channel each write is a packet of its own (encrypted, sent and
+// decrypted), on the pipe to the request server a hand-over. The caller
+// serialises writers.
 func writePacket(w io.Writer, body []byte) error {
-	var hdr [4]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(len(body)))
-	if _, err := w.Write(hdr[:]); err != nil {
-		return err
-	}
-	_, err := w.Write(body)
+	pkt := make([]byte, 4, 4+len(body))
+	binary.BigEndian.PutUint32(pkt, uint32(len(body)))
+	_, err := w.Write(append(pkt, body...))
 	return err
 }
 

@@ -140,9 +140,11 @@ type Carrier struct {
 	// an upload verified slice by slice has been written, before the host
 	// hashes it; sliceRequest, if set, replaces protocol.HashSliceRequest
 	// on the carrier's sessions (a name an agent does not know plays an
-	// older agent).
+	// older agent); batchRequest likewise replaces
+	// protocol.HashBatchRequest.
 	sliceWritten func(partial string, start, end int64)
 	sliceRequest string
+	batchRequest string
 
 	keys unlocked // passphrase-protected keys unlocked this run
 }
@@ -356,6 +358,7 @@ func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) 
 	if c.sliceRequest != "" {
 		s.sliceRequest = c.sliceRequest
 	}
+	s.hashBatch.request = c.batchRequest
 	s.watchIdle(c.opts.IdleTimeout)
 	return s, nil
 }

@@ -11,3 +11,7 @@ func SetSliceRequest(c *Carrier, name string) { c.sliceRequest = name }
 // SmallBuffersPeak returns the most small files' buffers held at once
 // since the last call, and starts counting again.
 func SmallBuffersPeak() int64 { return smallHeld.peak.Swap(smallHeld.n.Load()) }
+
+// SetBatchRequest makes c's sessions ask for batched hashes with the global
+// request name (an agent that does not know it plays an older agent).
+func SetBatchRequest(c *Carrier, name string) { c.batchRequest = name }

@@ -10,6 +10,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -229,6 +230,9 @@ type agentHasher struct{}
 func (agentHasher) kind() string { return "agent" }
 
 func (agentHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error) {
+	if n <= smallFile {
+		return l.hashBatch.hash(ctx, l, p, n)
+	}
 	return l.agentHash(ctx, p, n)
 }
 
@@ -361,4 +365,115 @@ func (s *Session) readbackHash(ctx context.Context, p string, n int64) ([]byte, 
 		return nil, fmt.Errorf("host %s: read back %s: %d bytes, want %d", s.Host.Name, p, m, n)
 	}
 	return h.Sum(nil), nil
+}
+
+// hashBatcher joins the agent hashes of small files asked for by a
+// session's workers at once into protocol.HashBatchRequest: global requests
+// are answered one at a time, a round trip each, so one per file would cap
+// a pickup verified at the source (VerifySource) near one file a round
+// trip. While one batch is on the way, the hashes asked for meanwhile wait
+// and go in the next. The zero value is ready.
+type hashBatcher struct {
+	request string      // protocol.HashBatchRequest where empty (tests name another)
+	refused atomic.Bool // the agent refused a batch: one request a file
+	mu      sync.Mutex
+	queue   []*batchedHash
+	sending bool
+}
+
+// batchedHash is one file's hash waiting in a batch.
+type batchedHash struct {
+	item protocol.HashBatchItem
+	sum  []byte
+	err  error
+	done chan struct{}
+}
+
+// errBatchRefused: the agent refused a HashBatchRequest (an older agent).
+var errBatchRefused = errors.New("hash batch refused by the agent")
+
+// hash returns the SHA-256 of the first n bytes of p, asked in a batch
+// where the agent takes batches, else alone.
+func (b *hashBatcher) hash(ctx context.Context, s *Session, p string, n int64) ([]byte, error) {
+	if b.refused.Load() {
+		return s.agentHash(ctx, p, n)
+	}
+	w := &batchedHash{item: protocol.HashBatchItem{Path: p, Length: uint64(n)}, done: make(chan struct{})}
+	b.mu.Lock()
+	b.queue = append(b.queue, w)
+	if !b.sending {
+		b.sending = true
+		go b.send(s)
+	}
+	b.mu.Unlock()
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if errors.Is(w.err, errBatchRefused) {
+		return s.agentHash(ctx, p, n)
+	}
+	return w.sum, w.err
+}
+
+// send sends the queued hashes in batches until none wait.
+func (b *hashBatcher) send(s *Session) {
+	for {
+		b.mu.Lock()
+		batch := b.queue[:min(len(b.queue), protocol.MaxHashBatch)]
+		b.queue = b.queue[len(batch):]
+		if len(batch) == 0 {
+			b.queue = nil
+			b.sending = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		b.answer(s, batch)
+	}
+}
+
+// answer asks the agent for batch's hashes and hands each its answer.
+func (b *hashBatcher) answer(s *Session, batch []*batchedHash) {
+	defer func() {
+		for _, w := range batch {
+			close(w.done)
+		}
+	}()
+	items := make([]protocol.HashBatchItem, len(batch))
+	var total int64
+	for i, w := range batch {
+		items[i] = w.item
+		total += int64(w.item.Length)
+	}
+	name := b.request
+	if name == "" {
+		name = protocol.HashBatchRequest
+	}
+	done := s.expectBusy(hashTime(total))
+	ok, reply, err := s.ssh.SendRequest(name, true, protocol.MarshalHashBatch(items))
+	done()
+	var sums [][]byte
+	switch {
+	case err != nil:
+		err = fmt.Errorf("host %s: hash %d files: %w", s.Host.Name, len(batch), err)
+	case !ok:
+		b.refused.Store(true)
+		err = errBatchRefused
+	default:
+		if sums, err = protocol.UnmarshalHashBatchReply(reply, len(batch)); err != nil {
+			err = fmt.Errorf("host %s: hash %d files: %w", s.Host.Name, len(batch), err)
+		}
+	}
+	for i, w := range batch {
+		switch {
+		case err != nil:
+			w.err = err
+		case sums[i] == nil:
+			w.err = fmt.Errorf("host %s: hash %s: refused by agent", s.Host.Name, w.item.Path)
+		default:
+			w.sum = sums[i]
+		}
+	}
 }

@@ -144,6 +144,8 @@ type sessionState struct {
 	// sliceRequest is protocol.HashSliceRequest (tests name another, to
 	// play an older agent).
 	sliceRequest string
+	// hashBatch joins the agent hashes of small files (agentHasher).
+	hashBatch hashBatcher
 
 	// cutBefore: a partial of ours was found, so an earlier run's link
 	// was cut; transfers then keep little in flight (writeWindowed,

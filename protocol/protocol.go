@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -290,6 +291,116 @@ type HashSliceMsg struct {
 	Path   string
 	Offset uint64
 	Length uint64
+}
+
+// HashBatchRequest is the global SSH request a messor agent answers with the
+// SHA-256 of the first Length bytes of each of several files (paths relative
+// to the login directory), so that a carrier verifying many small files pays
+// one round trip for a batch of them: global requests are answered one at a
+// time, each in its own round trip. The payload is [MarshalHashBatch]'s; the
+// reply payload is, per item in order, an SSH string holding the 32-byte
+// digest, or empty where that item failed (as [HashRangeRequest] would
+// have). A malformed request, or one of more than [MaxHashBatch] items, is
+// refused (ok=false); agents older than this request refuse it the same
+// way, and a carrier then asks [HashRangeRequest] for each file.
+const HashBatchRequest = "hash-batch@messor"
+
+// MaxHashBatch is the most items one HashBatchRequest may carry.
+const MaxHashBatch = 1024
+
+// HashBatchItem is one file of a HashBatchRequest.
+type HashBatchItem struct {
+	Path   string
+	Length uint64
+}
+
+// ErrHashBatch: a HashBatchRequest's payload or reply does not decode.
+var ErrHashBatch = errors.New("malformed hash batch")
+
+// MarshalHashBatch encodes items as a HashBatchRequest's payload: a uint32
+// count, then per item its path as an SSH string and its length as a
+// uint64, all big-endian.
+func MarshalHashBatch(items []HashBatchItem) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(items)))
+	for _, it := range items {
+		b = appendSSHString(b, []byte(it.Path))
+		b = binary.BigEndian.AppendUint64(b, it.Length)
+	}
+	return b
+}
+
+// UnmarshalHashBatch decodes a HashBatchRequest's payload; more than
+// MaxHashBatch items, or trailing bytes, are an error.
+func UnmarshalHashBatch(b []byte) ([]HashBatchItem, error) {
+	if len(b) < 4 {
+		return nil, ErrHashBatch
+	}
+	n := binary.BigEndian.Uint32(b)
+	if n > MaxHashBatch {
+		return nil, fmt.Errorf("%d items, more than %d: %w", n, MaxHashBatch, ErrHashBatch)
+	}
+	b = b[4:]
+	items := make([]HashBatchItem, 0, n)
+	for range n {
+		p, rest, ok := cutSSHString(b)
+		if !ok || len(rest) < 8 {
+			return nil, ErrHashBatch
+		}
+		items = append(items, HashBatchItem{Path: string(p), Length: binary.BigEndian.Uint64(rest)})
+		b = rest[8:]
+	}
+	if len(b) != 0 {
+		return nil, ErrHashBatch
+	}
+	return items, nil
+}
+
+// MarshalHashBatchReply encodes a HashBatchRequest's reply: per item an SSH
+// string, the digest or empty (nil: that item failed).
+func MarshalHashBatchReply(sums [][]byte) []byte {
+	var b []byte
+	for _, s := range sums {
+		b = appendSSHString(b, s)
+	}
+	return b
+}
+
+// UnmarshalHashBatchReply decodes the reply to a HashBatchRequest of n
+// items: per item its digest, or nil where that item failed. A reply of
+// another count of items, or a digest that is not 32 bytes, is an error.
+func UnmarshalHashBatchReply(b []byte, n int) ([][]byte, error) {
+	sums := make([][]byte, 0, n)
+	for range n {
+		s, rest, ok := cutSSHString(b)
+		if !ok || len(s) != 0 && len(s) != sha256.Size {
+			return nil, ErrHashBatch
+		}
+		if len(s) == 0 {
+			s = nil
+		}
+		sums = append(sums, s)
+		b = rest
+	}
+	if len(b) != 0 {
+		return nil, ErrHashBatch
+	}
+	return sums, nil
+}
+
+func appendSSHString(b, s []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+func cutSSHString(b []byte) (s, rest []byte, ok bool) {
+	if len(b) < 4 {
+		return nil, nil, false
+	}
+	n := binary.BigEndian.Uint32(b)
+	if uint64(len(b)-4) < uint64(n) {
+		return nil, nil, false
+	}
+	return b[4 : 4+n], b[4+n:], true
 }
 
 // HashTools are the commands a carrier may use on a stock host to compute

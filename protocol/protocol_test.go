@@ -267,3 +267,40 @@ func TestClaimName(t *testing.T) {
 		}
 	}
 }
+
+// TestHashBatchEncoding: a hash batch and its reply decode to what was
+// encoded; a payload or reply that is cut, has bytes left over, holds
+// more than MaxHashBatch items, another count of answers or a digest that
+// is not 32 bytes is refused.
+func TestHashBatchEncoding(t *testing.T) {
+	items := []HashBatchItem{{Path: "messor/inbox/a/f", Length: 4096}, {Path: "", Length: 0}, {Path: "x,y", Length: 1 << 40}}
+	b := MarshalHashBatch(items)
+	got, err := UnmarshalHashBatch(b)
+	if err != nil || len(got) != len(items) {
+		t.Fatalf("decoded %v, %v", got, err)
+	}
+	for i := range items {
+		if got[i] != items[i] {
+			t.Errorf("item %d: %v, want %v", i, got[i], items[i])
+		}
+	}
+	for _, bad := range [][]byte{nil, b[:len(b)-1], append(append([]byte(nil), b...), 0), MarshalHashBatch(make([]HashBatchItem, MaxHashBatch+1))} {
+		if _, err := UnmarshalHashBatch(bad); err == nil {
+			t.Errorf("payload of %d bytes decoded", len(bad))
+		}
+	}
+	sum := sha256.Sum256([]byte("x"))
+	reply := MarshalHashBatchReply([][]byte{sum[:], nil})
+	sums, err := UnmarshalHashBatchReply(reply, 2)
+	if err != nil || string(sums[0]) != string(sum[:]) || sums[1] != nil {
+		t.Fatalf("reply decoded %x, %v", sums, err)
+	}
+	for _, bad := range []struct {
+		b []byte
+		n int
+	}{{reply, 1}, {reply, 3}, {reply[:len(reply)-1], 2}, {MarshalHashBatchReply([][]byte{sum[:5]}), 1}} {
+		if _, err := UnmarshalHashBatchReply(bad.b, bad.n); err == nil {
+			t.Errorf("reply of %d bytes for %d items decoded", len(bad.b), bad.n)
+		}
+	}
+}
