@@ -421,7 +421,7 @@ func (b *hashBatcher) hash(ctx context.Context, s *Session, p string, n int64) (
 func (b *hashBatcher) send(s *Session) {
 	for {
 		b.mu.Lock()
-		batch := b.queue[:min(len(b.queue), protocol.MaxHashBatch)]
+		batch := nextBatch(b.queue)
 		b.queue = b.queue[len(batch):]
 		if len(batch) == 0 {
 			b.queue = nil
@@ -432,6 +432,20 @@ func (b *hashBatcher) send(s *Session) {
 		b.mu.Unlock()
 		b.answer(s, batch)
 	}
+}
+
+// nextBatch is the head of queue that goes in one request: at most
+// protocol.MaxHashBatch items and protocol.MaxHashBatchSize bytes of
+// payload (TestHashBatchFitsAPacket), and at least one item.
+func nextBatch(queue []*batchedHash) []*batchedHash {
+	size := 4
+	for i, w := range queue {
+		size += w.item.HashBatchSize()
+		if i == protocol.MaxHashBatch || i > 0 && size > protocol.MaxHashBatchSize {
+			return queue[:i]
+		}
+	}
+	return queue
 }
 
 // answer asks the agent for batch's hashes and hands each its answer.

@@ -247,7 +247,9 @@
 //     digest, or nothing for an item refused): an agent answers global
 //     requests one at a time, a round trip each, so a carrier's workers
 //     verifying many small files ask together, the hashes asked for while
-//     one batch is on the way going in the next. An agent that refuses
+//     one batch is on the way going in the next, at most [MaxHashBatch]
+//     items and [MaxHashBatchSize] bytes a request (a bigger SSH packet
+//     ends the connection). An agent that refuses
 //     the batch (older than it) is asked [HashRangeRequest] per file;
 //   - on a stock host, with [HashCommand] (POSIX head, and OpenSSL or
 //     sha256sum: [HashTools]), run after an echo so that the last line of

@@ -308,6 +308,17 @@ const HashBatchRequest = "hash-batch@messor"
 // MaxHashBatch is the most items one HashBatchRequest may carry.
 const MaxHashBatch = 1024
 
+// MaxHashBatchSize is the most bytes of payload a carrier puts in one
+// HashBatchRequest ([HashBatchSize] tells an item's share): SSH
+// implementations take packets of up to 256 KiB (OpenSSH, Go's x/crypto),
+// and one bigger ends the connection, so the files of long paths a
+// carrier's workers verify together go in several requests.
+const MaxHashBatchSize = 64 << 10
+
+// HashBatchSize is the bytes it adds to a HashBatchRequest's payload
+// (whose count alone takes 4).
+func (it HashBatchItem) HashBatchSize() int { return 4 + len(it.Path) + 8 }
+
 // HashBatchItem is one file of a HashBatchRequest.
 type HashBatchItem struct {
 	Path   string
