@@ -21,7 +21,7 @@ import (
 // file shorter than asked), in order; a malformed request, or one of too
 // many items, is refused whole.
 func TestHashBatch(t *testing.T) {
-	e, _, data := newHashEnv(t)
+	e, c, data := newHashEnv(t)
 	conn := e.dial()
 
 	items := []protocol.HashBatchItem{
@@ -52,6 +52,26 @@ func TestHashBatch(t *testing.T) {
 		if string(sums[i]) != string(want) {
 			t.Errorf("item %d (%s, %d bytes): %x, want %x", i, it.Path, it.Length, sums[i], want)
 		}
+	}
+
+	// One request hashes at most MaxHashBatch x MaxHashBatchLength bytes,
+	// not one huge file many times over.
+	big := randomBytes(t, protocol.MaxHashBatchLength+1)
+	writeFile(t, c, "messor/inbox/src/big", big)
+	bigItems := []protocol.HashBatchItem{
+		{Path: "messor/inbox/src/big", Length: protocol.MaxHashBatchLength + 1},
+		{Path: "messor/inbox/src/big", Length: protocol.MaxHashBatchLength},
+	}
+	ok, reply, err = conn.SendRequest(protocol.HashBatchRequest, true, protocol.MarshalHashBatch(bigItems))
+	if err != nil || !ok {
+		t.Fatalf("hash-batch: ok=%v err=%v", ok, err)
+	}
+	if sums, err = protocol.UnmarshalHashBatchReply(reply, len(bigItems)); err != nil {
+		t.Fatal(err)
+	}
+	if want := sha256.Sum256(big[:protocol.MaxHashBatchLength]); sums[0] != nil || string(sums[1]) != string(want[:]) {
+		t.Errorf("a batch item of %d bytes answered %x, want refused; one of %d answered %x, want %x",
+			bigItems[0].Length, sums[0], bigItems[1].Length, sums[1], want)
 	}
 
 	tooMany := make([]protocol.HashBatchItem, protocol.MaxHashBatch+1)

@@ -230,7 +230,7 @@ type agentHasher struct{}
 func (agentHasher) kind() string { return "agent" }
 
 func (agentHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error) {
-	if n <= smallFile {
+	if n <= protocol.MaxHashBatchLength {
 		return l.hashBatch.hash(ctx, l, p, n)
 	}
 	return l.agentHash(ctx, p, n)

@@ -308,6 +308,14 @@ const HashBatchRequest = "hash-batch@messor"
 // MaxHashBatch is the most items one HashBatchRequest may carry.
 const MaxHashBatch = 1024
 
+// MaxHashBatchLength is the most bytes an item of a HashBatchRequest may
+// ask for: batches are for small files, and one request then hashes at
+// most MaxHashBatch of them (256 MiB), not one huge file many times over,
+// which holds up the connection's later global requests (keepalives) for
+// longer than a carrier allows for. An agent answers an item asking for
+// more as one it refuses (empty).
+const MaxHashBatchLength = 256 << 10
+
 // MaxHashBatchSize is the most bytes of payload a carrier puts in one
 // HashBatchRequest ([HashBatchSize] tells an item's share): SSH
 // implementations take packets of up to 256 KiB (OpenSSH, Go's x/crypto),
