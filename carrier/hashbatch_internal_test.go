@@ -24,16 +24,7 @@ import (
 // is answered (here refused: the host is no agent), none lost to a dead
 // connection.
 func TestHashBatchFitsAPacket(t *testing.T) {
-	_, cpriv, _ := ed25519.GenerateKey(rand.Reader)
-	cs, _ := ssh.NewSignerFromKey(cpriv)
-	dir := t.TempDir()
-	srv := sftptest.Start(t, []ssh.PublicKey{cs.PublicKey()}, "", func(ch ssh.Channel) {
-		if s, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(dir)); err == nil {
-			s.Serve()
-		}
-	})
-	host, port := srv.Addr()
-	s := dialTest(t, host, port, cs, 5*time.Second)
+	s := hashTestSession(t, ssh.DiscardRequests)
 	long := "messor/outbox/beta/" + strings.Repeat(strings.Repeat("d", 250)+"/", 11)
 	b := &s.hashBatch
 	var queued []*batchedHash
@@ -60,15 +51,8 @@ func TestHashBatchFitsAPacket(t *testing.T) {
 // than the idle timeout but within what its size allows, is no stall.
 func TestHashBusyFromItsSending(t *testing.T) {
 	defer setHashSlack(time.Second)()
-	_, cpriv, _ := ed25519.GenerateKey(rand.Reader)
-	cs, _ := ssh.NewSignerFromKey(cpriv)
-	dir := t.TempDir()
 	bigSent := make(chan struct{})
-	srv := sftptest.StartWithRequests(t, []ssh.PublicKey{cs.PublicKey()}, "", func(ch ssh.Channel) {
-		if s, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(dir)); err == nil {
-			s.Serve()
-		}
-	}, func(reqs <-chan *ssh.Request) {
+	s := hashTestSession(t, func(reqs <-chan *ssh.Request) {
 		for r := range reqs { // in order, as an agent
 			switch r.Type {
 			case protocol.HashRangeRequest:
@@ -84,8 +68,6 @@ func TestHashBusyFromItsSending(t *testing.T) {
 			}
 		}
 	})
-	host, port := srv.Addr()
-	s := dialTest(t, host, port, cs, 5*time.Second)
 	s.watchIdle(500 * time.Millisecond)
 	go s.agentHash(context.Background(), "big", 15<<20)
 	<-bigSent
@@ -103,4 +85,19 @@ func TestHashBusyFromItsSending(t *testing.T) {
 			t.Fatalf("item %d: %v, want refused by the host", i, w.err)
 		}
 	}
+}
+
+// hashTestSession dials an SFTP server (of an empty directory) whose global
+// requests are handed to requests.
+func hashTestSession(t *testing.T, requests func(<-chan *ssh.Request)) *Session {
+	_, cpriv, _ := ed25519.GenerateKey(rand.Reader)
+	cs, _ := ssh.NewSignerFromKey(cpriv)
+	dir := t.TempDir()
+	srv := sftptest.StartWithRequests(t, []ssh.PublicKey{cs.PublicKey()}, "", func(ch ssh.Channel) {
+		if s, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(dir)); err == nil {
+			s.Serve()
+		}
+	}, requests)
+	host, port := srv.Addr()
+	return dialTest(t, host, port, cs, 5*time.Second)
 }
