@@ -56,7 +56,10 @@
 // [protocol.HashRangeRequest] with the SHA-256 of a prefix of a file, and
 // [protocol.HashSliceRequest] with that of a slice of one, and
 // [protocol.HashBatchRequest] with the SHA-256 of the prefixes of many files
-// at once, under the same confinement rules, so a carrier can check a
+// at once (each item answered exactly as hash-range answers it alone, and
+// none of more than [protocol.MaxHashBatchLength] bytes:
+// TestHashBatchConfinedAsHashRange, TestHashBatch), under the same
+// confinement rules, so a carrier can check a
 // partial before resuming it, verify a big upload piece by piece while it
 // goes on, and verify many small files picked up in one round trip, without
 // reading them back.

@@ -33,7 +33,8 @@ func (s *server) hashSlice(ctx gliderssh.Context, _ *gliderssh.Server, req *ssh.
 
 // hashBatch answers protocol.HashBatchRequest: per item, the SHA-256 of
 // the first Length bytes of its Path under hashRange's rules, or an empty
-// answer for an item hashRange would refuse. A carrier sends the small
+// answer for an item hashRange would refuse or that asks for more than
+// protocol.MaxHashBatchLength bytes (TestHashBatch). A carrier sends the small
 // files its workers verify meanwhile in one such request.
 func (s *server) hashBatch(ctx gliderssh.Context, _ *gliderssh.Server, req *ssh.Request) (bool, []byte) {
 	if !s.begin() {
@@ -49,6 +50,13 @@ func (s *server) hashBatch(ctx gliderssh.Context, _ *gliderssh.Server, req *ssh.
 	cfs := newConfinedFS(s.root, s.log)
 	sums := make([][]byte, len(items))
 	for i, it := range items {
+		if ctx.Err() != nil {
+			return false, nil // the connection closed or the agent stops
+		}
+		if it.Length > protocol.MaxHashBatchLength {
+			s.log.Info("hash-batch: item refused: longer than a batch item may ask", "remote", remote, "path", it.Path, "length", it.Length)
+			continue
+		}
 		sum, err := hashFileRange(ctx, cfs, it.Path, 0, it.Length)
 		if err != nil {
 			s.log.Info("hash-batch: item refused", "remote", remote, "path", it.Path, "length", it.Length, "err", err)

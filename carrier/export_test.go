@@ -1,5 +1,7 @@
 package carrier
 
+import "time"
+
 // SetSliceWritten sets a hook called once a slice of an upload verified
 // slice by slice is written, before the host hashes it.
 func SetSliceWritten(c *Carrier, f func(partial string, start, end int64)) { c.sliceWritten = f }
@@ -15,3 +17,11 @@ func SmallBuffersPeak() int64 { return smallHeld.peak.Swap(smallHeld.n.Load()) }
 // SetBatchRequest makes c's sessions ask for batched hashes with the global
 // request name (an agent that does not know it plays an older agent).
 func SetBatchRequest(c *Carrier, name string) { c.batchRequest = name }
+
+// setHashSlack sets what a host hashing for us may take besides its bytes'
+// time (hashTime), until restore.
+func setHashSlack(d time.Duration) (restore func()) {
+	old := hashSlack
+	hashSlack = d
+	return func() { hashSlack = old }
+}

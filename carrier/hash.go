@@ -230,7 +230,7 @@ type agentHasher struct{}
 func (agentHasher) kind() string { return "agent" }
 
 func (agentHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error) {
-	if n <= smallFile {
+	if n <= protocol.MaxHashBatchLength {
 		return l.hashBatch.hash(ctx, l, p, n)
 	}
 	return l.agentHash(ctx, p, n)
@@ -239,8 +239,7 @@ func (agentHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]b
 func (agentHasher) canSlice(_ context.Context, l *Session) bool { return !l.sliceRefused.Load() }
 
 func (agentHasher) slice(_ context.Context, s *Session, p string, off, n int64) ([]byte, error) {
-	defer s.expectBusy(hashTime(n))()
-	ok, reply, err := s.ssh.SendRequest(s.sliceRequest, true, ssh.Marshal(protocol.HashSliceMsg{Path: p, Offset: uint64(off), Length: uint64(n)}))
+	ok, reply, err := s.askHash(s.sliceRequest, ssh.Marshal(protocol.HashSliceMsg{Path: p, Offset: uint64(off), Length: uint64(n)}), n)
 	if err != nil {
 		return nil, fmt.Errorf("host %s: hash %s (bytes %d to %d): %w", s.Host.Name, p, off, off+n, err)
 	}
@@ -333,14 +332,28 @@ func (e *execHasher) execHash(ctx context.Context, s *Session, abs, cmd string, 
 // hashTime is how long a host may take to hash n bytes: generous (a slow SD
 // card, other workers hashing too), and bounded.
 func hashTime(n int64) time.Duration {
-	return 30*time.Second + time.Duration(n/(5<<20))*time.Second
+	return hashSlack + time.Duration(n/(5<<20))*time.Second
+}
+
+// hashSlack is what hashTime allows besides the bytes' time (tests set
+// less).
+var hashSlack = 30 * time.Second
+
+// askHash sends the agent a hash request (global request name with
+// payload) for n bytes, one at a time: global requests are answered in
+// order, so while the agent hashes our keepalives wait behind it, and the
+// idle watch is given that request's bound (expectBusy) from when it goes
+// out, not from when it was queued behind another hash
+// (TestHashBusyFromItsSending).
+func (s *Session) askHash(name string, payload []byte, n int64) (bool, []byte, error) {
+	s.hashMu.Lock()
+	defer s.hashMu.Unlock()
+	defer s.expectBusy(hashTime(n))()
+	return s.ssh.SendRequest(name, true, payload)
 }
 
 func (s *Session) agentHash(ctx context.Context, p string, n int64) ([]byte, error) {
-	// Global requests are answered in order, so while the agent hashes a
-	// big file our keepalives wait behind it: give the idle watch a bound.
-	defer s.expectBusy(hashTime(n))()
-	ok, reply, err := s.ssh.SendRequest(protocol.HashRangeRequest, true, ssh.Marshal(protocol.HashRangeMsg{Path: p, Length: uint64(n)}))
+	ok, reply, err := s.askHash(protocol.HashRangeRequest, ssh.Marshal(protocol.HashRangeMsg{Path: p, Length: uint64(n)}), n)
 	if err != nil {
 		return nil, fmt.Errorf("host %s: hash %s: %w", s.Host.Name, p, err)
 	}
@@ -421,7 +434,7 @@ func (b *hashBatcher) hash(ctx context.Context, s *Session, p string, n int64) (
 func (b *hashBatcher) send(s *Session) {
 	for {
 		b.mu.Lock()
-		batch := b.queue[:min(len(b.queue), protocol.MaxHashBatch)]
+		batch := nextBatch(b.queue)
 		b.queue = b.queue[len(batch):]
 		if len(batch) == 0 {
 			b.queue = nil
@@ -432,6 +445,20 @@ func (b *hashBatcher) send(s *Session) {
 		b.mu.Unlock()
 		b.answer(s, batch)
 	}
+}
+
+// nextBatch is the head of queue that goes in one request: at most
+// protocol.MaxHashBatch items and protocol.MaxHashBatchSize bytes of
+// payload (TestHashBatchFitsAPacket), and at least one item.
+func nextBatch(queue []*batchedHash) []*batchedHash {
+	size := 4
+	for i, w := range queue {
+		size += w.item.HashBatchSize()
+		if i == protocol.MaxHashBatch || i > 0 && size > protocol.MaxHashBatchSize {
+			return queue[:i]
+		}
+	}
+	return queue
 }
 
 // answer asks the agent for batch's hashes and hands each its answer.
@@ -451,9 +478,7 @@ func (b *hashBatcher) answer(s *Session, batch []*batchedHash) {
 	if name == "" {
 		name = protocol.HashBatchRequest
 	}
-	done := s.expectBusy(hashTime(total))
-	ok, reply, err := s.ssh.SendRequest(name, true, protocol.MarshalHashBatch(items))
-	done()
+	ok, reply, err := s.askHash(name, protocol.MarshalHashBatch(items), total)
 	var sums [][]byte
 	switch {
 	case err != nil:

@@ -161,6 +161,7 @@ type sessionState struct {
 	closeOnce sync.Once
 	stalled   atomic.Bool
 	stallWhy  atomic.Pointer[string] // what the idle watch saw, once stalled
+	hashMu    sync.Mutex             // the agent's hash requests go one at a time (askHash)
 	busyMu    sync.Mutex
 	busyN     int       // hashes the host is busy with for us (expectBusy)
 	busyUntil time.Time // until then, while busyN > 0, the host may be silent

@@ -308,6 +308,25 @@ const HashBatchRequest = "hash-batch@messor"
 // MaxHashBatch is the most items one HashBatchRequest may carry.
 const MaxHashBatch = 1024
 
+// MaxHashBatchLength is the most bytes an item of a HashBatchRequest may
+// ask for: batches are for small files, and one request then hashes at
+// most MaxHashBatch of them (256 MiB), not one huge file many times over,
+// which holds up the connection's later global requests (keepalives) for
+// longer than a carrier allows for. An agent answers an item asking for
+// more as one it refuses (empty).
+const MaxHashBatchLength = 256 << 10
+
+// MaxHashBatchSize is the most bytes of payload a carrier puts in one
+// HashBatchRequest ([HashBatchSize] tells an item's share): SSH
+// implementations take packets of up to 256 KiB (OpenSSH, Go's x/crypto),
+// and one bigger ends the connection, so the files of long paths a
+// carrier's workers verify together go in several requests.
+const MaxHashBatchSize = 64 << 10
+
+// HashBatchSize is the bytes it adds to a HashBatchRequest's payload
+// (whose count alone takes 4).
+func (it HashBatchItem) HashBatchSize() int { return 4 + len(it.Path) + 8 }
+
 // HashBatchItem is one file of a HashBatchRequest.
 type HashBatchItem struct {
 	Path   string

@@ -279,10 +279,15 @@ func TestHashBatchEncoding(t *testing.T) {
 	if err != nil || len(got) != len(items) {
 		t.Fatalf("decoded %v, %v", got, err)
 	}
+	size := 4 // what a carrier keeps within MaxHashBatchSize
 	for i := range items {
 		if got[i] != items[i] {
 			t.Errorf("item %d: %v, want %v", i, got[i], items[i])
 		}
+		size += items[i].HashBatchSize()
+	}
+	if size != len(b) {
+		t.Errorf("items sized %d bytes, encoded in %d", size, len(b))
 	}
 	for _, bad := range [][]byte{nil, b[:len(b)-1], append(append([]byte(nil), b...), 0), MarshalHashBatch(make([]HashBatchItem, MaxHashBatch+1))} {
 		if _, err := UnmarshalHashBatch(bad); err == nil {

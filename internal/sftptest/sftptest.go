@@ -29,6 +29,14 @@ func Start(t testing.TB, keys []ssh.PublicKey, version string, serve func(ch ssh
 	return start(t, keys, version, func(c net.Conn, cfg *ssh.ServerConfig) { handle(c, cfg, serve) })
 }
 
+// StartWithRequests is Start whose global requests are handed to requests
+// (Start's server refuses them all), as a hostile or slow agent answers
+// its hash requests.
+func StartWithRequests(t testing.TB, keys []ssh.PublicKey, version string, serve func(ch ssh.Channel), requests func(<-chan *ssh.Request)) *Server {
+	t.Helper()
+	return start(t, keys, version, func(c net.Conn, cfg *ssh.ServerConfig) { handleWith(c, cfg, serve, requests) })
+}
+
 // start listens on 127.0.0.1 and hands each connection to conn with the
 // server's configuration.
 func start(t testing.TB, keys []ssh.PublicKey, version string, conn func(net.Conn, *ssh.ServerConfig)) *Server {
@@ -72,12 +80,16 @@ func start(t testing.TB, keys []ssh.PublicKey, version string, conn func(net.Con
 }
 
 func handle(c net.Conn, cfg *ssh.ServerConfig, serve func(ssh.Channel)) {
+	handleWith(c, cfg, serve, ssh.DiscardRequests)
+}
+
+func handleWith(c net.Conn, cfg *ssh.ServerConfig, serve func(ssh.Channel), requests func(<-chan *ssh.Request)) {
 	defer c.Close()
 	_, chans, reqs, err := ssh.NewServerConn(c, cfg)
 	if err != nil {
 		return
 	}
-	go ssh.DiscardRequests(reqs)
+	go requests(reqs)
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
 			nc.Reject(ssh.UnknownChannelType, "only sessions")
