@@ -49,6 +49,9 @@ func TestHashBatchFitsAPacket(t *testing.T) {
 // given its time from when it goes out, not from when it was asked for:
 // a batch asked for while a big file was hashed, then hashed for longer
 // than the idle timeout but within what its size allows, is no stall.
+// Both sleeps leave 2 s of their allowance (a loaded machine's margin);
+// counted from when it was asked for, the batch's allowance would end
+// 3 s before its reply.
 func TestHashBusyFromItsSending(t *testing.T) {
 	defer setHashSlack(time.Second)()
 	bigSent := make(chan struct{})
@@ -57,11 +60,11 @@ func TestHashBusyFromItsSending(t *testing.T) {
 			switch r.Type {
 			case protocol.HashRangeRequest:
 				close(bigSent)
-				time.Sleep(3 * time.Second) // within 1 s + 15 MiB at 5 MiB/s
+				time.Sleep(5 * time.Second) // within 1 s + 30 MiB at 5 MiB/s (2 s to spare)
 				r.Reply(false, nil)
 			case protocol.HashBatchRequest:
 				items, _ := protocol.UnmarshalHashBatch(r.Payload)
-				time.Sleep(2 * time.Second) // within 1 s + 10 MiB at 5 MiB/s
+				time.Sleep(5 * time.Second) // within 1 s + 30 MiB at 5 MiB/s (2 s to spare)
 				r.Reply(true, protocol.MarshalHashBatchReply(make([][]byte, len(items))))
 			default:
 				r.Reply(false, nil)
@@ -69,16 +72,16 @@ func TestHashBusyFromItsSending(t *testing.T) {
 		}
 	})
 	s.watchIdle(500 * time.Millisecond)
-	go s.agentHash(context.Background(), "big", 15<<20)
+	go s.agentHash(context.Background(), "big", 30<<20)
 	<-bigSent
 	var queued []*batchedHash
-	for i := range 40 {
+	for i := range 120 {
 		queued = append(queued, &batchedHash{item: protocol.HashBatchItem{Path: fmt.Sprint("f", i), Length: protocol.MaxHashBatchLength}, done: make(chan struct{})})
 	}
 	s.hashBatch.queue, s.hashBatch.sending = queued, true
 	s.hashBatch.send(s)
 	if s.Stalled() {
-		t.Fatalf("a batch hashed for 2 s (its size allows 3 s) after waiting 3 s behind a big file: %s", s.StallReason())
+		t.Fatalf("a batch hashed for 5 s (its size allows 7 s) after waiting 5 s behind a big file: %s", s.StallReason())
 	}
 	for i, w := range queued {
 		if w.err == nil || strings.Contains(w.err.Error(), "EOF") {
