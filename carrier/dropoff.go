@@ -187,6 +187,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	if err := c.buf.Flush(); err != nil {
 		r.Err = err
 	}
+	c.buf.DropIndexPages()
 	r.Elapsed = time.Since(start)
 	r.Resumed = tr.n.Load()
 	if err := c.sessionErr(ctx, s, "dropoff"); err != nil {
