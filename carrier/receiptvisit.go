@@ -270,6 +270,7 @@ func (c *Carrier) receiptAndRelease(ctx context.Context, s *Session, delivered [
 			// applied: a chunk at a time bounds them (the caller's
 			// Flush reports a failure).
 			c.buf.Flush()
+			c.buf.DropIndexPages() // the releases touched them
 		}
 	}
 }

@@ -543,12 +543,16 @@ func (b *Buffer) Entries() ([]Entry, error) {
 		if eb == nil {
 			return nil
 		}
+		defer dropMapped(tx)
 		return eb.ForEach(func(k, v []byte) error {
 			var e Entry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("entry %q: %w: %w", bytes.ReplaceAll(k, []byte{0}, []byte("/")), ErrIndexCorrupt, err)
 			}
 			out = append(out, e)
+			if len(out)%dropEvery == 0 {
+				dropMapped(tx)
+			}
 			return nil
 		})
 	})
@@ -557,6 +561,23 @@ func (b *Buffer) Entries() ([]Entry, error) {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].PickedAt.Before(out[j].PickedAt) })
 	return out, nil
+}
+
+// dropEvery is how many entries a scan of the index reads between two
+// givings back of the pages it touched (dropMapped).
+const dropEvery = 4096
+
+// DropIndexPages gives back the pages of the index's memory map the
+// process touched (reads and commits touch them; the index stays as it
+// is): for a caller that has just queued and flushed many changes.
+func (b *Buffer) DropIndexPages() {
+	if b.db == nil {
+		return
+	}
+	_ = b.db.View(func(tx *bolt.Tx) error {
+		dropMapped(tx)
+		return nil
+	})
 }
 
 // makeLayout creates the buffer's directories, the 256 object prefix
