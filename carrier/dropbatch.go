@@ -386,8 +386,8 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 }
 
 // createPartial opens partial (flags: os.O_WRONLY or os.O_RDWR) as a new
-// file, for a small file or a big one not resumed, never one a visit
-// left: that one may be a hard link to the file delivered under its final
+// file, for a small file or a big one not resumed, a receipt or the
+// clock probe beside them, never one a visit left: that one may be a hard link to the file delivered under its final
 // name (a carrier killed between the link that placed it and the
 // partial's removal, a host that crashed inside its own rename), and
 // writing through it would rewrite that file in place

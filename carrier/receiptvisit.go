@@ -67,7 +67,7 @@ func (c *Carrier) putReceipt(ctx context.Context, s *Session, source, name strin
 	}
 	final := path.Join(dir, name)
 	partial := path.Join(dir, protocol.PartialName(name, "receipt", c.buf.ID()))
-	f, err := s.sftp.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	f, err := s.createPartial(partial, os.O_WRONLY)
 	if err != nil {
 		return fmt.Errorf("host %s: create %s: %w", s.Host.Name, partial, err)
 	}
@@ -179,7 +179,7 @@ func abandonedPartial(fi fs.FileInfo) bool {
 func (c *Carrier) oldOnHost(s *Session, dir string, fi fs.FileInfo, hostNow *time.Time, maxAge time.Duration) bool {
 	if hostNow.IsZero() {
 		p := path.Join(dir, protocol.PartialName("clock", "receipt", c.buf.ID()))
-		f, err := s.sftp.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+		f, err := s.createPartial(p, os.O_WRONLY)
 		if err != nil {
 			return false
 		}

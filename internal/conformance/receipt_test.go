@@ -31,6 +31,7 @@ func TestReceipts(t *testing.T) {
 		{"TwoCarriersAppend", testTwoCarriersAppend},
 		{"OldReceiptsExpire", testOldReceiptsExpire},
 		{"AbandonedPartialsCleared", testAbandonedReceiptPartials},
+		{"ClockPartialNotFollowed", testClockPartialNotFollowed},
 		{"HandOverCutAtRemoval", testHandOverCutAtRemoval},
 		{"KeepBiggerThanListing", testKeepBiggerThanListing},
 	})
@@ -426,6 +427,31 @@ func testAbandonedReceiptPartials(t *testing.T, start StartFunc) {
 	}
 	if _, err := os.Lstat(freshP); err != nil {
 		t.Errorf("a fresh receipt partial was removed: %v", err)
+	}
+}
+
+// A symbolic link planted under the name of the partial a carrier makes to
+// learn the destination's clock (while clearing old receipt partials) is
+// not written through: the file it points to, outside the layout, keeps
+// its content.
+func testClockPartialNotFollowed(t *testing.T, start StartFunc) {
+	e := NewEnv(t, start, "alpha", "beta")
+	c := e.Carrier(1<<30, carrier.Options{})
+	dir := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.ReceiptDir("alpha")))
+	oldP := filepath.Join(dir, protocol.PartialName("x.receipt", "receipt", "dead"))
+	writeAt(t, oldP, []byte("half a rece"))
+	old := time.Now().Add(-25 * time.Hour)
+	os.Chtimes(oldP, old, old)
+	precious := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(precious, []byte("precious"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(precious, filepath.Join(dir, protocol.PartialName("clock", "receipt", c.Buffer().ID()))); err != nil {
+		t.Fatal(err)
+	}
+	e.pickup(c, "beta")
+	if b, err := os.ReadFile(precious); err != nil || string(b) != "precious" {
+		t.Fatalf("a file outside the layout was written through a link: %q, %v", b, err)
 	}
 }
 
