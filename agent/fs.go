@@ -23,7 +23,7 @@ import (
 
 // carrierPrefixes start the only reserved names a carrier may touch:
 // delivery partials, outbox claims, leases, keep markers and receipts.
-var carrierPrefixes = []string{protocol.ReservedPrefix + ".part.", protocol.ClaimPrefix,
+var carrierPrefixes = []string{protocol.PartialPrefix, protocol.ClaimPrefix,
 	protocol.LeasePrefix, protocol.KeepMarker, protocol.ReceiptsDirName}
 
 // Modes of what clients create when they ask for none (pkg/sftp's client

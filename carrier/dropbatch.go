@@ -40,9 +40,7 @@ import (
 // group's syncfs held up its verdict.
 
 const (
-	dropBatchMaxFiles = 512       // partials per command (two bytes of reply each)
-	dropBatchMaxBytes = 16 << 20  // bytes hashed per command
-	dropBatchMaxNames = 128 << 10 // bytes of names on chmod's command line
+	dropBatchMaxBytes = 16 << 20 // bytes hashed per command; files and names as batchMaxFiles, batchMaxNames
 	// dropBatchWorkers is how many files a batched dropoff keeps in
 	// flight at least: a worker waits for its group's command, and the
 	// next group is written meanwhile.
@@ -180,9 +178,9 @@ func (b *dropBatcher) take() []*dropItem {
 	defer b.mu.Unlock()
 	var bytes, names int64
 	n := 0
-	for n < len(b.pending) && n < dropBatchMaxFiles {
+	for n < len(b.pending) && n < batchMaxFiles {
 		it := b.pending[n]
-		if n > 0 && (bytes+it.size > dropBatchMaxBytes || names+int64(len(it.partial)) > dropBatchMaxNames) {
+		if n > 0 && (bytes+it.size > dropBatchMaxBytes || names+int64(len(it.partial)) > batchMaxNames) {
 			break
 		}
 		bytes += it.size
@@ -395,7 +393,7 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 // out of the inbox (TestPartialSymlinkNotFollowed). A partial there is
 // removed (its name only) and the file made again, exclusively.
 func (s *Session) createPartial(partial string, flags int) (*sftp.File, error) {
-	flags |= os.O_CREATE | os.O_EXCL | os.O_TRUNC
+	flags |= os.O_CREATE | os.O_EXCL
 	f, err := s.sftp.OpenFile(partial, flags)
 	if err == nil {
 		return f, nil

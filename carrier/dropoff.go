@@ -141,7 +141,7 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	// synced; from the workers (failures) and the syncer, under mu. The
 	// entries delivered are released once their receipts are kept.
 	var mu sync.Mutex
-	delivered := make([]Entry, 0, len(mine)) // grown, it held mine twice over
+	delivered := make([]Entry, 0, len(mine)) // sized once: appending would copy it over and over
 	finish := func(e Entry, already bool, err error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -555,9 +555,6 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 	flags := os.O_WRONLY | os.O_CREATE
 	if readBack {
 		flags = os.O_RDWR | os.O_CREATE
-	}
-	if had < 0 {
-		flags |= os.O_TRUNC // a fresh start: nothing of ours to keep
 	}
 	var f *sftp.File
 	if had < 0 {

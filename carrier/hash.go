@@ -96,13 +96,14 @@ func (s *Session) probeCaps(ctx context.Context) *hostCaps {
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	e := &execHasher{dir: wd}
+	probe := hashProbe()
 	t0 := time.Now()
-	out, err := s.probeHelper(pctx, e, hashProbe())
+	out, err := s.probeHelper(pctx, e, probe)
 	caps.execCost = time.Since(t0)
 	if err != nil {
 		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
-		out, err = s.execOutput(fctx, hashProbe(), 0)
+		out, err = s.execOutput(fctx, probe, 0)
 	}
 	if tool := probedTool(out); tool != "" {
 		e.tool = tool

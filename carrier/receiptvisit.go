@@ -168,7 +168,7 @@ const partialMaxAge = 24 * time.Hour
 
 // abandonedPartial: fi is a receipt partial (its age decides).
 func abandonedPartial(fi fs.FileInfo) bool {
-	return fi.Mode().IsRegular() && strings.HasPrefix(fi.Name(), protocol.ReservedPrefix+".part.")
+	return fi.Mode().IsRegular() && strings.HasPrefix(fi.Name(), protocol.PartialPrefix)
 }
 
 // oldOnHost reports whether the file fi in dir is older than maxAge by

@@ -127,6 +127,9 @@ func OutboxDir(dest string) string { return Outbox + "/" + dest }
 // InboxDir is the inbox directory on a host for files from source.
 func InboxDir(source string) string { return Inbox + "/" + source }
 
+// PartialPrefix starts every partial's name (PartialName).
+const PartialPrefix = ReservedPrefix + ".part."
+
 // PartialName is the hidden name, in the same directory as the final file,
 // under which the carrier carrierID uploads content with the given hex hash
 // to relPath before renaming it into place. It depends on all three, so two
@@ -134,7 +137,7 @@ func InboxDir(source string) string { return Inbox + "/" + source }
 // same file at once), and a retry by the same carrier finds its own.
 func PartialName(relPath, hexHash, carrierID string) string {
 	h := sha256.Sum256([]byte(relPath + "\x00" + hexHash + "\x00" + carrierID))
-	return ReservedPrefix + ".part." + hex.EncodeToString(h[:8])
+	return PartialPrefix + hex.EncodeToString(h[:8])
 }
 
 // ClaimPrefix starts the hidden name under which a carrier claims an
