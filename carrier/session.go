@@ -159,8 +159,7 @@ type sessionState struct {
 	rx        *rxBudget
 	stopWatch chan struct{}
 	closeOnce sync.Once
-	stalled   atomic.Bool
-	stallWhy  atomic.Pointer[string] // what the idle watch saw, once stalled
+	stallWhy  atomic.Pointer[string] // what the idle watch saw, once stalled (nil: not stalled)
 	hashMu    sync.Mutex             // the agent's hash requests go one at a time (askHash)
 	busyMu    sync.Mutex
 	busyN     int       // hashes the host is busy with for us (expectBusy)
@@ -287,7 +286,6 @@ func (s *Session) hostBusy(now time.Time) bool {
 func (s *Session) giveUp(why string, args ...any) {
 	s.log.Warn("giving up on the session: "+why, args...)
 	s.stallWhy.Store(&why)
-	s.stalled.Store(true)
 	s.Close()
 }
 
@@ -309,7 +307,7 @@ func (s *Session) sftpStalled(now time.Time, idle time.Duration) (string, bool) 
 		busy = later(busy, w.flushing(idle))
 	}
 	for w := range s.watches {
-		if _, what, ok := w.stalled(now, idle, busy); ok {
+		if what, ok := w.stalled(now, idle, busy); ok {
 			return what, true
 		}
 	}
@@ -372,7 +370,7 @@ func (b *rxBudget) disarm() int64 {
 }
 
 // Stalled reports whether the idle watch closed the session.
-func (s *Session) Stalled() bool { return s.stalled.Load() }
+func (s *Session) Stalled() bool { return s.stallWhy.Load() != nil }
 
 // Dial connects to h along its route (see route.go; jump hosts' keys are
 // checked with HostKeyPolicy(hop, false)), checks its host key

@@ -138,11 +138,11 @@ func (w *sftpWatch) retire() {
 // reply byte, on it or on another of the session's channels, for idle
 // while our reader waited (longer while an fsync is outstanding: see
 // syncTime; and never before busy), and names the oldest request waited on.
-func (w *sftpWatch) stalled(now time.Time, idle time.Duration, busy time.Time) (quiet time.Duration, what string, ok bool) {
+func (w *sftpWatch) stalled(now time.Time, idle time.Duration, busy time.Time) (what string, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed || !w.waiting || len(w.pending) == 0 {
-		return 0, "", false
+		return "", false
 	}
 	until := later(later(w.mark, monoTime(w.shared.lastByte.Load())).Add(idle), busy)
 	var oldest pendingReq
@@ -152,9 +152,9 @@ func (w *sftpWatch) stalled(now time.Time, idle time.Duration, busy time.Time) (
 		}
 	}
 	if now.Before(later(until, w.syncEnd(idle))) {
-		return 0, "", false
+		return "", false
 	}
-	return now.Sub(w.mark), oldest.what, true
+	return oldest.what, true
 }
 
 // syncEnd is when the channel's fsyncs outstanding run out of time (zero

@@ -51,15 +51,15 @@ func TestSFTPWatchCounts(t *testing.T) {
 		}
 		w.readStart()
 		now := time.Now()
-		if _, _, ok := w.stalled(now.Add(time.Second), 2*time.Second, time.Time{}); ok {
+		if _, ok := w.stalled(now.Add(time.Second), 2*time.Second, time.Time{}); ok {
 			t.Fatalf("piece %d: stalled within the idle timeout", piece)
 		}
-		_, what, ok := w.stalled(now.Add(3*time.Second), 2*time.Second, time.Time{})
+		what, ok := w.stalled(now.Add(3*time.Second), 2*time.Second, time.Time{})
 		if !ok || what != "write messor/outbox/b/x" {
 			t.Fatalf("piece %d: stalled %v on %q, want the write", piece, ok, what)
 		}
 		w.readEnd(nil, nil)
-		if _, _, ok := w.stalled(now.Add(time.Hour), 2*time.Second, time.Time{}); ok {
+		if _, ok := w.stalled(now.Add(time.Hour), 2*time.Second, time.Time{}); ok {
 			t.Fatalf("piece %d: stalled while our reader was not waiting", piece)
 		}
 		// The write's reply: the fsync alone is outstanding, and may
@@ -68,14 +68,14 @@ func TestSFTPWatchCounts(t *testing.T) {
 		feedIn(watchPacket(200, 3, []string{"fsync@openssh.com", "h1"}, nil), piece, w.sent)
 		w.readStart()
 		now = time.Now()
-		if _, _, ok := w.stalled(now.Add(3*time.Second), 2*time.Second, time.Time{}); ok {
+		if _, ok := w.stalled(now.Add(3*time.Second), 2*time.Second, time.Time{}); ok {
 			t.Fatalf("piece %d: an fsync stalled within twice the idle timeout", piece)
 		}
-		if _, what, ok := w.stalled(now.Add(5*time.Second), 2*time.Second, time.Time{}); !ok || what != "fsync messor/outbox/b/x" {
+		if what, ok := w.stalled(now.Add(5*time.Second), 2*time.Second, time.Time{}); !ok || what != "fsync messor/outbox/b/x" {
 			t.Fatalf("piece %d: stalled %v on %q, want the fsync", piece, ok, what)
 		}
 		feedIn(watchPacket(101, 3, nil, make([]byte, 12)), piece, func(p []byte) { w.readEnd(p, nil) })
-		if _, _, ok := w.stalled(now.Add(time.Hour), 2*time.Second, time.Time{}); ok || len(w.pending) != 0 {
+		if _, ok := w.stalled(now.Add(time.Hour), 2*time.Second, time.Time{}); ok || len(w.pending) != 0 {
 			t.Fatalf("piece %d: stalled with nothing outstanding (%v)", piece, w.pending)
 		}
 	}
@@ -95,10 +95,10 @@ func TestSFTPWatchOtherChannel(t *testing.T) {
 	b.sent(watchPacket(5, 1, []string{"h"}, make([]byte, 12)))
 	b.readEnd([]byte{0, 0}, nil) // part of a reply on the other channel
 	idle := 5 * time.Millisecond
-	if _, _, ok := a.stalled(start.Add(idle+5*time.Millisecond), idle, time.Time{}); ok {
+	if _, ok := a.stalled(start.Add(idle+5*time.Millisecond), idle, time.Time{}); ok {
 		t.Fatal("stalled while another channel's reply was coming")
 	}
-	if _, what, ok := a.stalled(time.Now().Add(time.Hour), idle, time.Time{}); !ok || what != "stat messor/outbox/b/x" {
+	if what, ok := a.stalled(time.Now().Add(time.Hour), idle, time.Time{}); !ok || what != "stat messor/outbox/b/x" {
 		t.Fatalf("stalled %v on %q, want the stat", ok, what)
 	}
 }
@@ -155,7 +155,7 @@ func TestSFTPWatchTrickleElsewhere(t *testing.T) {
 		time.Sleep(idle / 2)
 		b.readEnd([]byte{0}, nil)
 	}
-	if _, what, ok := a.stalled(time.Now(), idle, time.Time{}); !ok || what != "stat messor/outbox/b/x" {
+	if what, ok := a.stalled(time.Now(), idle, time.Time{}); !ok || what != "stat messor/outbox/b/x" {
 		t.Fatalf("stalled %v on %q while the host only trickled bytes asked for by nothing", ok, what)
 	}
 }
