@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -254,7 +255,7 @@ func (w *sftpWatch) reply(head []byte, size int) {
 	delete(w.pending, id)
 	if h, _, hok := getStr(rest); ok && hok && head[0] == fxpHandle {
 		// "open p" or "opendir p": the handle's later requests name p.
-		if _, path, cut := cutWord(p.what); cut {
+		if _, path, cut := strings.Cut(p.what, " "); cut {
 			w.handles[string(h)] = path
 		}
 	}
@@ -276,15 +277,6 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-func cutWord(s string) (string, string, bool) {
-	for i := range len(s) {
-		if s[i] == ' ' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 func getU32(b []byte) (uint32, []byte, bool) {
