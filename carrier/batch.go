@@ -96,6 +96,23 @@ func (bt *batches) take(name string) *batchSlot {
 	return sl
 }
 
+// liveExecHasher waits for the session's probe (started with the visit; a
+// host whose commands hang is not waited for beyond batchCapsWait) and
+// returns its exec hasher when its helper is up; nil otherwise.
+func (s *Session) liveExecHasher(ctx context.Context) *execHasher {
+	caps := make(chan *hostCaps, 1)
+	go func() { caps <- s.caps(ctx) }()
+	select {
+	case hc := <-caps:
+		if e, ok := hc.hasher.(*execHasher); ok && e.helper != nil && e.helper.gone() == nil {
+			return e
+		}
+	case <-time.After(batchCapsWait):
+	case <-ctx.Done():
+	}
+	return nil
+}
+
 // startBatches starts reading take's small files in archives, in take's
 // order, when the host's exec helper is up and there are at least
 // batchMin of them; nil otherwise (every file is read by itself).
@@ -112,20 +129,8 @@ func (c *Carrier) startBatches(ctx context.Context, s *Session, take []candidate
 	if len(small) < batchMin {
 		return nil
 	}
-	// The probe started with the visit; a host whose commands hang is
-	// not waited for beyond batchCapsWait.
-	caps := make(chan *hostCaps, 1)
-	go func() { caps <- s.caps(ctx) }()
-	var hc *hostCaps
-	select {
-	case hc = <-caps:
-	case <-time.After(batchCapsWait):
-		return nil
-	case <-ctx.Done():
-		return nil
-	}
-	e, ok := hc.hasher.(*execHasher)
-	if !ok || e.helper == nil || e.helper.gone() != nil {
+	e := s.liveExecHasher(ctx)
+	if e == nil {
 		return nil
 	}
 	bctx, cancel := context.WithCancel(ctx)

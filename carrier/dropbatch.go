@@ -105,19 +105,8 @@ func (b *dropBatcher) helper(ctx context.Context) *execHasher {
 	if e := b.e.Load(); e != nil || b.noHelper.Load() {
 		return e
 	}
-	caps := make(chan *hostCaps, 1)
-	go func() { caps <- b.s.caps(ctx) }()
-	var hc *hostCaps
-	select {
-	case hc = <-caps:
-	case <-time.After(batchCapsWait):
-	case <-ctx.Done():
-	}
-	e, ok := (*execHasher)(nil), false
-	if hc != nil {
-		e, ok = hc.hasher.(*execHasher)
-	}
-	if !ok || e.helper == nil || e.helper.gone() != nil {
+	e := b.s.liveExecHasher(ctx)
+	if e == nil {
 		b.noHelper.Store(true)
 		return nil
 	}
