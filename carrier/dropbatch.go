@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/pkg/sftp"
 
@@ -358,11 +357,7 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 		}
 		return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size))
 	}
-	if !e.MTime.IsZero() {
-		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
-			c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
-		}
-	}
+	c.setMTime(s, partial, e)
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("host %s: fsync %s: %w", s.Host.Name, partial, err)
 	}
@@ -373,10 +368,11 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 }
 
 // createPartial opens partial (flags: os.O_WRONLY or os.O_RDWR) as a new
-// file, for a small file or a big one not resumed, a receipt or the
-// clock probe beside them, never one a visit left: that one may be a hard link to the file delivered under its final
-// name (a carrier killed between the link that placed it and the
-// partial's removal, a host that crashed inside its own rename), and
+// file, for a small file or a big one not resumed, a receipt or the clock
+// probe beside them, never one a visit left: that one may be a hard link
+// to the file delivered under its final name (a carrier killed between
+// the link that placed it and the partial's removal, a host that crashed
+// inside its own rename), and
 // writing through it would rewrite that file in place
 // (TestPartialLinkedToDelivered); or a symbolic link put there, pointing
 // out of the inbox (TestPartialSymlinkNotFollowed). A partial there is

@@ -456,6 +456,18 @@ func sameFile(a, b fs.FileInfo) bool {
 		as.Mtime == bs.Mtime && as.UID == bs.UID && as.GID == bs.GID
 }
 
+// setMTime gives partial e's mtime: after the last write (which set the
+// mtime), before the sync that makes it last. A host that will not set
+// times (some file systems refuse) still gets the file.
+func (c *Carrier) setMTime(s *Session, partial string, e Entry) {
+	if e.MTime.IsZero() {
+		return
+	}
+	if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
+		c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
+	}
+}
+
 // writingPerm is the mode of a partial upload of a file to be delivered
 // with perm: perm, and its owner's to read and write (a read-only source
 // would otherwise make the partial impossible to resume or verify); perm
@@ -660,14 +672,7 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 		return err
 	}
 	tWrite := time.Since(t0)
-	// After the last write (which set the mtime), before the sync that
-	// makes it last. A host that will not set times (some file systems
-	// refuse) still gets the file.
-	if !e.MTime.IsZero() {
-		if err := s.sftp.Chtimes(partial, time.Now(), e.MTime); err != nil {
-			c.log.Warn("cannot set the mtime; the file arrives with the time of delivery", "host", s.Host.Name, "path", partial, "err", err)
-		}
-	}
+	c.setMTime(s, partial, e)
 	t0 = time.Now()
 	if s.hasFsync {
 		if err := f.Sync(); err != nil {
