@@ -46,6 +46,19 @@ func dial(t *testing.T, s *Server, key ssh.Signer) (*ssh.Client, error) {
 
 func run(t *testing.T, c *ssh.Client, cmd string) (string, error) {
 	t.Helper()
+	return runWith(t, c, cmd, (*ssh.Session).CombinedOutput)
+}
+
+// runStdout runs cmd and returns only its standard output: a login shell's
+// init files may print to stderr (pyenv's rehash does when another shell
+// holds its lock), which is not the command's answer.
+func runStdout(t *testing.T, c *ssh.Client, cmd string) (string, error) {
+	t.Helper()
+	return runWith(t, c, cmd, (*ssh.Session).Output)
+}
+
+func runWith(t *testing.T, c *ssh.Client, cmd string, output func(*ssh.Session, string) ([]byte, error)) (string, error) {
+	t.Helper()
 	sess, err := c.NewSession()
 	if err != nil {
 		return "", err
@@ -53,7 +66,7 @@ func run(t *testing.T, c *ssh.Client, cmd string) (string, error) {
 	defer sess.Close()
 	timer := time.AfterFunc(10*time.Second, func() { c.Close() })
 	defer timer.Stop()
-	out, err := sess.CombinedOutput(cmd)
+	out, err := output(sess, cmd)
 	return string(out), err
 }
 
@@ -95,7 +108,7 @@ func TestServer(t *testing.T) {
 				t.Logf("exec on a server offering only SFTP: %q, %v", out, err)
 			} else if err != nil || out != "hi\n" {
 				t.Errorf("exec echo hi = %q, %v; want \"hi\\n\"", out, err)
-			} else if out, _ := run(t, c, "echo $PYENV_REHASH_TIMEOUT"); out != "0\n" {
+			} else if out, _ := runStdout(t, c, "echo $PYENV_REHASH_TIMEOUT"); out != "0\n" {
 				t.Errorf("PYENV_REHASH_TIMEOUT in a session = %q, want 0 (a stale pyenv lock would hold every login 60 s)", out)
 			}
 		})
