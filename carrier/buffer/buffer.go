@@ -204,13 +204,15 @@ func open(dir string, limit int64, ro bool) (*Buffer, error) {
 		return nil, fmt.Errorf("buffer %s: %w", dir, err)
 	}
 	dbPath := filepath.Join(dir, "index.db")
-	_, statErr := os.Stat(dbPath)
-	fresh := errors.Is(statErr, fs.ErrNotExist)
+	st, statErr := os.Stat(dbPath)
+	// A zero-length index is one whose making was cut (a kill inside the
+	// first Open, before bbolt wrote its pages): as good as missing.
+	fresh := errors.Is(statErr, fs.ErrNotExist) || statErr == nil && st.Size() == 0
 	if fresh {
 		// A buffer that carries files but has no index lost it: starting
 		// an empty one would leave every carried file unknown.
 		if n := countRecordFiles(dir); n > 0 {
-			return nil, fmt.Errorf("buffer %s: %w: index.db is missing but the buffer holds records of carried files (%d record files); %s", dir, ErrIndexCorrupt, n, recoverHint)
+			return nil, fmt.Errorf("buffer %s: %w: index.db is missing or empty but the buffer holds records of carried files (%d record files); %s", dir, ErrIndexCorrupt, n, recoverHint)
 		}
 		if ro {
 			return &Buffer{dir: dir, id: id}, nil // empty, never used
