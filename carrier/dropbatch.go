@@ -338,7 +338,8 @@ var errLocal = errors.New("buffer")
 // writeSmall writes the object for e into partial (created or truncated,
 // 0600 as privateCreates asks) with an open and its writes (writeWhole),
 // sets its mtime (after the last write, before the sync that makes it
-// last, as upload), syncs it (fsync@openssh.com) and closes it.
+// last, as upload), syncs it (fsync@openssh.com) and closes it. Where the
+// carrier's own copy cannot be read, the partial is removed.
 func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) error {
 	obj, err := os.Open(c.buf.ObjectPath(e.Hash))
 	if err != nil {
@@ -353,6 +354,10 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 	if err := writeWhole(f, obj, e.Size, tr); err != nil {
 		var lerr *localWriteError
 		if errors.As(err, &lerr) {
+			// Nothing reached the partial, made afresh above: its name
+			// goes too (TestSmallUnreadableLeavesNoPartial).
+			f.Close()
+			s.sftp.Remove(partial)
 			return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, lerr.err)
 		}
 		return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size))

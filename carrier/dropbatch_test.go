@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/conformance"
 	"github.com/messor-sync/messor/internal/sshdtest"
+	"github.com/messor-sync/messor/protocol"
 )
 
 // dropEnv is a carrier holding files picked up from alpha (a stock sshd)
@@ -191,4 +193,37 @@ func TestBatchDropoffHelperFails(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSmallUnreadableLeavesNoPartial: a small file whose copy in the
+// buffer cannot be read whole (cut short on the carrier's disk) fails, and
+// leaves no partial of it on the host; the other files arrive.
+func TestSmallUnreadableLeavesNoPartial(t *testing.T) {
+	files := dropFiles(40)
+	de := newDropEnv(t, "", files)
+	ents, err := de.c.Buffer().Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bad = "a b/f008.txt"
+	for _, e := range ents {
+		if e.Path == bad {
+			if err := os.Truncate(de.c.Buffer().ObjectPath(e.Hash), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rs := de.Dropoff(de.c, "beta")
+	if len(rs) != 1 || len(rs[0].Failed) != 1 || rs[0].Failed[0].Path != "alpha/"+bad {
+		t.Fatalf("dropoff: %s, failed %v; want %s failed alone", rs[0].Summary(), rs[0].Failed, bad)
+	}
+	inbox := filepath.Join(de.Dirs["beta"], filepath.FromSlash(protocol.Inbox))
+	filepath.WalkDir(inbox, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), protocol.ReservedPrefix+".part.") {
+			t.Errorf("partial left on the host: %s", p)
+		}
+		return nil
+	})
+	delete(files, bad)
+	conformance.SameTree(t, "inbox", de.Inbox("beta", "alpha"), files)
 }
