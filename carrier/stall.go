@@ -56,9 +56,9 @@ type sftpWatch struct {
 // sftpShared is what the watches of one session's SFTP channels share.
 type sftpShared struct {
 	unsynced atomic.Int64 // bytes written since a directory sync
-	// lastByte (monoNanos) is when a byte last came on any of them: over a
-	// slow link one channel's reply may wait behind another's data.
-	lastByte atomic.Int64
+	// lastByte is when a byte last came on any of them: over a slow
+	// link one channel's reply may wait behind another's data.
+	lastByte monoStamp
 }
 
 // pendingReq is a request without its reply: what it is, when it was
@@ -119,7 +119,7 @@ func (w *sftpWatch) readEnd(p []byte, err error) {
 			// host trickling bytes nobody asked for on an idle channel
 			// must not keep a stalled one going
 			// (TestSFTPWatchTrickleElsewhere).
-			w.shared.lastByte.Store(monoNanos(w.mark))
+			w.shared.lastByte.set(w.mark)
 		}
 		w.in.feed(p, w.reply)
 	}
@@ -145,7 +145,7 @@ func (w *sftpWatch) stalled(now time.Time, idle time.Duration, busy time.Time) (
 	if w.closed || !w.waiting || len(w.pending) == 0 {
 		return "", false
 	}
-	until := later(later(w.mark, monoTime(w.shared.lastByte.Load())).Add(idle), busy)
+	until := later(later(w.mark, w.shared.lastByte.time()).Add(idle), busy)
 	var oldest pendingReq
 	for _, p := range w.pending {
 		if oldest.since.IsZero() || p.since.Before(oldest.since) {
@@ -261,16 +261,19 @@ func (w *sftpWatch) reply(head []byte, size int) {
 	}
 }
 
-// monoBase anchors the times the idle watch keeps as integers: taken on the
-// monotonic clock, they never jump with the wall clock (a carrier whose
-// clock NTP sets right after boot, a laptop resumed from suspend).
+// monoStamp is when something last happened (a byte came), for the idle
+// watch: set and read from any goroutine without a lock, and kept on the
+// monotonic clock, so it never jumps with the wall clock (a carrier whose
+// clock NTP sets right after boot, a laptop resumed from suspend). The
+// zero value is the process's start.
+type monoStamp struct{ n atomic.Int64 } // since monoBase
+
 var monoBase = time.Now()
 
-// monoNanos is t as an integer on the monotonic clock.
-func monoNanos(t time.Time) int64 { return int64(t.Sub(monoBase)) }
-
-// monoTime is the time monoNanos gave n for.
-func monoTime(n int64) time.Time { return monoBase.Add(time.Duration(n)) }
+func (m *monoStamp) set(t time.Time)      { m.n.Store(int64(t.Sub(monoBase))) }
+func (m *monoStamp) touch()               { m.set(time.Now()) }
+func (m *monoStamp) time() time.Time      { return monoBase.Add(time.Duration(m.n.Load())) }
+func (m *monoStamp) since() time.Duration { return time.Since(m.time()) }
 
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -388,7 +391,7 @@ type lifeReader struct {
 func (l lifeReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	if n > 0 {
-		l.sh.lastByte.Store(monoNanos(time.Now()))
+		l.sh.lastByte.touch()
 	}
 	return n, err
 }
