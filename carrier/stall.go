@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/messor-sync/messor/protocol"
 )
 
 // A host may stop answering SFTP requests while its SSH connection stays
@@ -202,12 +204,12 @@ func (w *sftpWatch) request(head []byte, size int) {
 	if p.what == "" {
 		p.what = fmt.Sprintf("request type %d", head[0])
 	}
-	arg, rest, _ := getStr(rest)
+	arg, rest, _ := protocol.CutString(rest)
 	switch {
 	case head[0] == fxpExtended:
 		name := string(arg)
 		p.what = name
-		arg, _, _ = getStr(rest)
+		arg, _, _ = protocol.CutString(rest)
 		if name == "fsync@openssh.com" {
 			p.what = "fsync " + w.handles[string(arg)]
 			n := w.written[string(arg)]
@@ -253,7 +255,7 @@ func (w *sftpWatch) reply(head []byte, size int) {
 	}
 	p, ok := w.pending[id]
 	delete(w.pending, id)
-	if h, _, hok := getStr(rest); ok && hok && head[0] == fxpHandle {
+	if h, _, hok := protocol.CutString(rest); ok && hok && head[0] == fxpHandle {
 		// "open p" or "opendir p": the handle's later requests name p.
 		if _, path, cut := strings.Cut(p.what, " "); cut {
 			w.handles[string(h)] = path
@@ -294,14 +296,6 @@ func getU64(b []byte) (uint64, []byte, bool) {
 		return 0, b, false
 	}
 	return binary.BigEndian.Uint64(b), b[8:], true
-}
-
-func getStr(b []byte) ([]byte, []byte, bool) {
-	n, rest, ok := getU32(b)
-	if !ok || uint64(len(rest)) < uint64(n) {
-		return nil, b, false
-	}
-	return rest[:n], rest[n:], true
 }
 
 // framer splits a byte stream into SFTP packets (a uint32 length, then
