@@ -47,11 +47,22 @@ const sliceAhead = 2
 
 // verifySlice returns the slice size in which to verify an upload of size
 // bytes to s while it goes on, or 0 to verify it whole after the last byte:
-// when the file is smaller than two slices, and where the host cannot hash
-// a slice for us (reading back, an agent that refused hash-slice).
+// where sliceSize says so, and where the host cannot hash a slice for us
+// (reading back, an agent that refused hash-slice).
 func (c *Carrier) verifySlice(ctx context.Context, s *Session, size int64) int64 {
+	n := c.sliceSize(size)
+	if n == 0 || !s.canHashSlices(ctx) {
+		return 0
+	}
+	return n
+}
+
+// sliceSize is the slice size in which a file of size bytes is verified
+// (Options.VerifySlice), or 0 where it is verified whole: slices turned
+// off, or a file smaller than two slices.
+func (c *Carrier) sliceSize(size int64) int64 {
 	n := c.opts.VerifySlice
-	if n < 0 || size < 2*n || !s.canHashSlices(ctx) {
+	if n <= 0 || size < 2*n {
 		return 0
 	}
 	return n
