@@ -336,9 +336,8 @@ func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher,
 // writeSmall writes the object for e into partial (created or truncated,
 // 0600 as privateCreates asks) with an open and its writes (writeWhole),
 // sets its mtime (after the last write, before the sync that makes it
-// last, as upload), syncs it (fsync@openssh.com) and closes it. Where the
-// carrier's own copy cannot be read, the partial is removed and the error
-// is a *localWriteError.
+// last, as upload), syncs it (fsync@openssh.com) and closes it. A failure
+// to read the carrier's own copy is a *localWriteError.
 func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) error {
 	obj, err := os.Open(c.buf.ObjectPath(e.Hash))
 	if err != nil {
@@ -353,10 +352,6 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 	if err := writeWhole(f, obj, e.Size, tr); err != nil {
 		var lerr *localWriteError
 		if errors.As(err, &lerr) {
-			// Nothing reached the partial, made afresh above: its name
-			// goes too (TestSmallUnreadableLeavesNoPartial).
-			f.Close()
-			s.sftp.Remove(partial)
 			return &localWriteError{fmt.Errorf("buffer %s: %s: %w", c.buf.Dir(), e.Path, lerr.err)}
 		}
 		return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size))

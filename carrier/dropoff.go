@@ -384,6 +384,11 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		err = c.upload(ctx, s, e, partial, want, tr)
 	}
 	if err != nil {
+		if e.Size <= smallFile {
+			// A small file's partial is never resumed, but made
+			// afresh: none is left (TestSmallUnreadableLeavesNoPartial).
+			s.sftp.Remove(partial)
+		}
 		return false, err
 	}
 	if perm := e.DeliverPerm(); perm != writingPerm(perm) {
