@@ -68,6 +68,17 @@ func (c *Carrier) sliceSize(size int64) int64 {
 	return n
 }
 
+// planSlices cuts [off, size) into slices of n bytes, the first from the
+// start of the protocol.HashBlock holding off (where dd starts on a stock
+// host), the last cut at size.
+func planSlices(off, size, n int64) []*sliceCheck {
+	var out []*sliceCheck
+	for a := off - off%protocol.HashBlock; a < size; a += n {
+		out = append(out, &sliceCheck{start: a, end: min(a+n, size)})
+	}
+	return out
+}
+
 // sliceCheck is one slice of a big upload: bytes [start, end) of the file,
 // hashed on the host once written, and in the carrier's copy.
 type sliceCheck struct {
@@ -147,9 +158,7 @@ func newSliceVerifier(ctx context.Context, s *Session, obj io.ReaderAt, partial 
 		ahead: make(chan struct{}, sliceAhead), moved: make(chan struct{}, 1), localDone: make(chan struct{})}
 	v.ctx, v.cancel = context.WithCancel(ctx)
 	v.sent.Store(off)
-	for a := off - off%protocol.HashBlock; a < size; a += n {
-		v.slices = append(v.slices, &sliceCheck{start: a, end: min(a+n, size)})
-	}
+	v.slices = planSlices(off, size, n)
 	if off == 0 && len(kept) == len(v.slices) {
 		for i, sl := range v.slices {
 			sl.local = kept[i]
