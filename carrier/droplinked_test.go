@@ -112,19 +112,26 @@ func TestPartialSymlinkNotFollowed(t *testing.T) {
 
 // TestPartialLinkedToConflictName: a big file's partial left by an earlier
 // visit that is a hard link to the file delivered under a conflict name
-// ("name (2)": its name was taken then, and is free now), which the
-// destination's user may have changed since, is never written through or
-// cut: that file keeps what it holds, the carrier's copy arrives under the
-// free name, and no partial is left. On a stock host and the agent.
+// ("name (2)": its name was taken then, and is free now), or under a name
+// its user gave it since, which that user may have changed, is never
+// written through or cut: that file keeps what it holds, the carrier's copy
+// arrives under the free name, and no partial is left. On a stock host and
+// the agent.
 func TestPartialLinkedToConflictName(t *testing.T) {
+	const rel = "a b/f000.txt"
 	content := bytes.Repeat([]byte("carried\n"), 1<<17)
+	edited := []byte("the user's own words, written in place\n")
 	for _, h := range sliceHosts {
 		for _, tc := range []struct {
 			name string
-			held []byte // what "name (2)" holds when the visit comes
-		}{{"edited", []byte("the user's own words, written in place\n")}, {"unchanged", content}} {
+			link string // the name in "a b" linked to the partial
+			held []byte // what it holds when the visit comes
+		}{
+			{"edited", protocol.ConflictName("f000.txt", 2), edited},
+			{"unchanged", protocol.ConflictName("f000.txt", 2), content},
+			{"renamed", "mine.txt", edited},
+		} {
 			t.Run(h.name+"/"+tc.name, func(t *testing.T) {
-				const rel = "a b/f000.txt"
 				e := conformance.NewEnv(t, h.start, "alpha", "beta")
 				e.Outbox("alpha", "beta", map[string][]byte{rel: content})
 				c := e.Carrier(1<<30, carrier.Options{})
@@ -134,19 +141,19 @@ func TestPartialLinkedToConflictName(t *testing.T) {
 					t.Fatalf("buffer: %v, %v", ents, err)
 				}
 				dir := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")), "a b")
-				second := filepath.Join(dir, protocol.ConflictName("f000.txt", 2))
+				linked := filepath.Join(dir, tc.link)
 				if err := os.MkdirAll(dir, 0o700); err != nil {
 					t.Fatal(err)
 				}
-				if err := os.WriteFile(second, tc.held, 0o644); err != nil {
+				if err := os.WriteFile(linked, tc.held, 0o644); err != nil {
 					t.Fatal(err)
 				}
-				if err := os.Link(second, filepath.Join(dir, protocol.PartialName(rel, ents[0].Hash, c.Buffer().ID()))); err != nil {
+				if err := os.Link(linked, filepath.Join(dir, protocol.PartialName(rel, ents[0].Hash, c.Buffer().ID()))); err != nil {
 					t.Fatal(err)
 				}
 				conformance.MustOK(t, e.Dropoff(c, "beta"))
 				conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{
-					rel: content, protocol.ConflictName(rel, 2): tc.held})
+					rel: content, "a b/" + tc.link: tc.held})
 			})
 		}
 	}

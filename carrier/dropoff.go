@@ -13,7 +13,6 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -372,7 +371,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		return false, err
 	}
 	partial := path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID()))
-	if e.Size > smallFile && s.linkedPartial(dir, name, target, partial) {
+	if e.Size > smallFile && s.linkedPartial(dir, partial) {
 		// Sent afresh: resumed, it would be written through.
 		if err := s.sftp.Remove(partial); err != nil {
 			return false, fmt.Errorf("host %s: remove %s: %w", s.Host.Name, partial, err)
@@ -425,17 +424,17 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 }
 
 // linkedPartial reports whether partial, left by an earlier visit, seems
-// to be one of the files in dir under name or its conflict names but
-// target (the free one): a hard link to a file delivered (a carrier killed
-// between linking it there and removing the partial, a host that crashed
-// inside its own rename), which the destination's user may have changed
-// since; resuming it would write through to that file
-// (TestPartialLinkedToDelivered). The name it was delivered under may be
-// after target (taken then, free now: TestPartialLinkedToConflictName), so
-// dir is listed, once per partial found. SFTP shows no inode numbers: the
-// same size, mode, owner and mtime is taken for the same file, which costs
-// a partial that only looks so its resume; so does a listing that fails.
-func (s *Session) linkedPartial(dir, name, target, partial string) bool {
+// to be one of the files in dir: a hard link to a file delivered (a
+// carrier killed between linking it there and removing the partial, a host
+// that crashed inside its own rename), under its name, a conflict name
+// before or after the free one (taken then, free now:
+// TestPartialLinkedToConflictName) or any other its user gave it since,
+// and which that user may have changed; resuming it would write through to
+// that file (TestPartialLinkedToDelivered). dir is listed, once per
+// partial found. SFTP shows no inode numbers: the same size, mode, owner
+// and mtime is taken for the same file, which costs a partial that only
+// looks so its resume; so does a listing that fails.
+func (s *Session) linkedPartial(dir, partial string) bool {
 	pst, err := s.sftp.Lstat(partial)
 	if err != nil || !pst.Mode().IsRegular() {
 		return false
@@ -445,33 +444,11 @@ func (s *Session) linkedPartial(dir, name, target, partial string) bool {
 		return true
 	}
 	for _, st := range ents {
-		if st.Name() != target && takesName(name, st.Name()) && sameFile(st, pst) {
+		if !strings.HasPrefix(st.Name(), protocol.ReservedPrefix) && sameFile(st, pst) {
 			return true
 		}
 	}
 	return false
-}
-
-// takesName reports whether cand is name or one of its conflict names
-// (protocol.ConflictName).
-func takesName(name, cand string) bool {
-	if cand == name {
-		return true
-	}
-	for rest := cand; ; {
-		i := strings.Index(rest, " (")
-		if i < 0 {
-			return false
-		}
-		rest = rest[i+2:]
-		j := strings.IndexByte(rest, ')')
-		if j < 0 {
-			return false
-		}
-		if n, err := strconv.Atoi(rest[:j]); err == nil && n >= 2 && n <= maxConflicts && protocol.ConflictName(name, n) == cand {
-			return true
-		}
-	}
 }
 
 // sameFile reports whether a and b, as SFTP shows them, agree in all but
