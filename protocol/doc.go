@@ -82,7 +82,8 @@
 //     exclusively, and one already there is removed first (it may be a
 //     hard link to the file delivered, left by a carrier killed between
 //     placing it and removing the partial, or a symbolic link: writing
-//     through it would change another file). A big file's partial is not resumed, but
+//     through it would change another file); where its delivery fails,
+//     the carrier removes it. A big file's partial is not resumed, but
 //     removed, where it agrees in size, mode, owner and mtime with a file
 //     in its directory (under the final name, a conflict name, or any
 //     other: SFTP shows no inode numbers).
