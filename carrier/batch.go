@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/messor-sync/messor/protocol"
@@ -470,11 +469,11 @@ type streamReader struct {
 	r       io.Reader
 	left    int64
 	pending []byte
-	last    atomic.Int64 // monoNanos of the last read: a clock stepped is no silence
+	last    monoStamp // the last read: a clock stepped is no silence
 }
 
-func (s *streamReader) touch()              { s.last.Store(monoNanos(time.Now())) }
-func (s *streamReader) idle() time.Duration { return time.Since(monoTime(s.last.Load())) }
+func (s *streamReader) touch()              { s.last.touch() }
+func (s *streamReader) idle() time.Duration { return s.last.since() }
 
 func (s *streamReader) Read(p []byte) (int, error) {
 	if len(s.pending) > 0 {

@@ -465,7 +465,7 @@ func (c *Carrier) lanes(ctx context.Context, s *Session, n int) *lanePicker {
 	// last session a command could have (sshd's MaxSessions): a resume
 	// check would have nothing to run in.
 	// The exec helper already holds the session its commands run in.
-	for len(ls) > 1 && s.HashKind(ctx) == "exec" && !s.helperUp(ctx) {
+	for len(ls) > 1 && s.caps(ctx).hasher.needsSession() {
 		if _, err := s.execOutputTries(lctx, "true", 3*time.Second, 3); !errors.Is(err, errNoSession) {
 			break
 		}

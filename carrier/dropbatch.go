@@ -311,7 +311,8 @@ func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher,
 		return c.upload(ctx, s, e, partial, want, tr) // sha256sum -c reads these escaped
 	}
 	if err := c.writeSmall(s, e, partial, tr); err != nil {
-		if ctx.Err() != nil || errors.Is(err, errLocal) {
+		var lerr *localWriteError
+		if ctx.Err() != nil || errors.As(err, &lerr) {
 			return err
 		}
 		c.log.Debug("batched write failed; writing it by itself", "host", s.Host.Name, "path", partial, "err", err)
@@ -332,17 +333,15 @@ func (c *Carrier) uploadBatched(ctx context.Context, s *Session, b *dropBatcher,
 	return nil
 }
 
-// errLocal marks a failure to read the carrier's own copy.
-var errLocal = errors.New("buffer")
-
 // writeSmall writes the object for e into partial (created or truncated,
 // 0600 as privateCreates asks) with an open and its writes (writeWhole),
 // sets its mtime (after the last write, before the sync that makes it
-// last, as upload), syncs it (fsync@openssh.com) and closes it.
+// last, as upload), syncs it (fsync@openssh.com) and closes it. A failure
+// to read the carrier's own copy is a *localWriteError.
 func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) error {
 	obj, err := os.Open(c.buf.ObjectPath(e.Hash))
 	if err != nil {
-		return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, err)
+		return &localWriteError{fmt.Errorf("buffer %s: %s: %w", c.buf.Dir(), e.Path, err)}
 	}
 	defer obj.Close()
 	f, err := s.createPartial(partial, os.O_WRONLY)
@@ -353,7 +352,7 @@ func (c *Carrier) writeSmall(s *Session, e Entry, partial string, tr Tracker) er
 	if err := writeWhole(f, obj, e.Size, tr); err != nil {
 		var lerr *localWriteError
 		if errors.As(err, &lerr) {
-			return fmt.Errorf("%w %s: %s: %w", errLocal, c.buf.Dir(), e.Path, lerr.err)
+			return &localWriteError{fmt.Errorf("buffer %s: %s: %w", c.buf.Dir(), e.Path, lerr.err)}
 		}
 		return fmt.Errorf("host %s: write %s: %w%s", s.Host.Name, partial, err, s.diskFullHint(path.Dir(partial), e.Size))
 	}

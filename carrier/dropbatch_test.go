@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/conformance"
 	"github.com/messor-sync/messor/internal/sshdtest"
+	"github.com/messor-sync/messor/protocol"
 )
 
 // dropEnv is a carrier holding files picked up from alpha (a stock sshd)
@@ -189,6 +191,54 @@ func TestBatchDropoffHelperFails(t *testing.T) {
 			if ents, err := de.c.Buffer().Entries(); err != nil || len(ents) != 0 {
 				t.Errorf("left in the buffer: %d (%v)", len(ents), err)
 			}
+		})
+	}
+}
+
+// TestSmallUnreadableLeavesNoPartial: a small file whose copy in the
+// buffer cannot be read whole (cut short on the carrier's disk) fails, and
+// leaves no partial of it on the host; the other files arrive. Written in
+// batches (a stock host with an exec helper) and one by one (the agent).
+func TestSmallUnreadableLeavesNoPartial(t *testing.T) {
+	for _, name := range []string{"batched", "agent"} {
+		t.Run(name, func(t *testing.T) {
+			files := dropFiles(40)
+			var e *conformance.Env
+			var c *carrier.Carrier
+			if name == "batched" {
+				de := newDropEnv(t, "", files)
+				e, c = de.Env, de.c
+			} else {
+				e = conformance.NewEnv(t, conformance.Agent, "alpha", "beta")
+				e.Outbox("alpha", "beta", files)
+				c = e.Carrier(1<<30, carrier.Options{})
+				conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+			}
+			ents, err := c.Buffer().Entries()
+			if err != nil {
+				t.Fatal(err)
+			}
+			const bad = "a b/f008.txt"
+			for _, en := range ents {
+				if en.Path == bad {
+					if err := os.Truncate(c.Buffer().ObjectPath(en.Hash), 0); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			rs := e.Dropoff(c, "beta")
+			if len(rs) != 1 || len(rs[0].Failed) != 1 || rs[0].Failed[0].Path != "alpha/"+bad {
+				t.Fatalf("dropoff: %s, failed %v; want %s failed alone", rs[0].Summary(), rs[0].Failed, bad)
+			}
+			inbox := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.Inbox))
+			filepath.WalkDir(inbox, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && strings.HasPrefix(d.Name(), protocol.ReservedPrefix+".part.") {
+					t.Errorf("partial left on the host: %s", p)
+				}
+				return nil
+			})
+			delete(files, bad)
+			conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), files)
 		})
 	}
 }

@@ -2,10 +2,12 @@ package carrier_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/conformance"
 	"github.com/messor-sync/messor/protocol"
 )
@@ -105,5 +107,54 @@ func TestPartialSymlinkNotFollowed(t *testing.T) {
 			}
 			conformance.SameTree(t, "inbox", de.Inbox("beta", "alpha"), files)
 		})
+	}
+}
+
+// TestPartialLinkedToConflictName: a big file's partial left by an earlier
+// visit that is a hard link to the file delivered under a conflict name
+// ("name (2)": its name was taken then, and is free now), or under a name
+// its user gave it since, which that user may have changed, is never
+// written through or cut: that file keeps what it holds, the carrier's copy
+// arrives under the free name, and no partial is left. On a stock host and
+// the agent.
+func TestPartialLinkedToConflictName(t *testing.T) {
+	const rel = "a b/f000.txt"
+	content := bytes.Repeat([]byte("carried\n"), 1<<17)
+	edited := []byte("the user's own words, written in place\n")
+	for _, h := range sliceHosts {
+		for _, tc := range []struct {
+			name string
+			link string // the name in "a b" linked to the partial
+			held []byte // what it holds when the visit comes
+		}{
+			{"edited", protocol.ConflictName("f000.txt", 2), edited},
+			{"unchanged", protocol.ConflictName("f000.txt", 2), content},
+			{"renamed", "mine.txt", edited},
+		} {
+			t.Run(h.name+"/"+tc.name, func(t *testing.T) {
+				e := conformance.NewEnv(t, h.start, "alpha", "beta")
+				e.Outbox("alpha", "beta", map[string][]byte{rel: content})
+				c := e.Carrier(1<<30, carrier.Options{})
+				conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+				ents, err := c.Buffer().Entries()
+				if err != nil || len(ents) != 1 {
+					t.Fatalf("buffer: %v, %v", ents, err)
+				}
+				dir := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")), "a b")
+				linked := filepath.Join(dir, tc.link)
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(linked, tc.held, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Link(linked, filepath.Join(dir, protocol.PartialName(rel, ents[0].Hash, c.Buffer().ID()))); err != nil {
+					t.Fatal(err)
+				}
+				conformance.MustOK(t, e.Dropoff(c, "beta"))
+				conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{
+					rel: content, "a b/" + tc.link: tc.held})
+			})
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -346,6 +347,13 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err != nil {
 		return false, fmt.Errorf("buffer: entry %s: bad hash: %w", e.Path, err)
 	}
+	partial := path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID()))
+	left := func() fs.FileInfo { return nil }
+	if e.Size > smallFile {
+		// A partial an earlier visit left is looked for while the
+		// names are (linkedPartial): no round trip of its own.
+		left = s.lstatLater(partial)
+	}
 	// Where does it go? Where putting it in place never replaces a file
 	// (see place), that itself tells, and a taken name is looked into
 	// only then. Elsewhere, and for big files (whose upload is worth
@@ -361,7 +369,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 			// A partial of it left by an earlier visit is of no more
 			// use, and may be a second name of the file found
 			// (TestPartialLinkedToDelivered).
-			s.sftp.Remove(path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID())))
+			s.sftp.Remove(partial)
 			tr.Add(e.Size)
 			return true, nil
 		}
@@ -369,8 +377,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err := dirs.ensure(s, dir); err != nil {
 		return false, err
 	}
-	partial := path.Join(dir, protocol.PartialName(e.Path, e.Hash, c.buf.ID()))
-	if e.Size > smallFile && target != name && s.linkedPartial(dir, name, target, partial) {
+	if s.linkedPartial(dir, left()) {
 		// Sent afresh: resumed, it would be written through.
 		if err := s.sftp.Remove(partial); err != nil {
 			return false, fmt.Errorf("host %s: remove %s: %w", s.Host.Name, partial, err)
@@ -382,6 +389,11 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		err = c.upload(ctx, s, e, partial, want, tr)
 	}
 	if err != nil {
+		if e.Size <= smallFile {
+			// A small file's partial is never resumed, but made
+			// afresh: none is left (TestSmallUnreadableLeavesNoPartial).
+			s.sftp.Remove(partial)
+		}
 		return false, err
 	}
 	if perm := e.DeliverPerm(); perm != writingPerm(perm) {
@@ -417,34 +429,45 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	return false, fmt.Errorf("host %s: rename %s: gave up", s.Host.Name, final)
 }
 
-// linkedPartial reports whether partial, left by an earlier visit, seems
-// to be one of the files in dir that freeName found taking name and its
-// conflict names before target: a hard link to a file delivered (a carrier
-// killed between linking it there and removing the partial, a host that
-// crashed inside its own rename), which the destination's user may have
-// changed since; resuming it would write through to that file
-// (TestPartialLinkedToDelivered). SFTP shows no inode numbers: the same
-// size, mode, owner and mtime is taken for the same file, which costs a
-// partial that only looks so its resume.
-func (s *Session) linkedPartial(dir, name, target, partial string) bool {
-	pst, err := s.sftp.Lstat(partial)
-	if err != nil || !pst.Mode().IsRegular() {
+// linkedPartial reports whether a partial left by an earlier visit (pst:
+// its Lstat, nil where there is none) seems to be one of the files in dir: a hard link to a file delivered (a
+// carrier killed between linking it there and removing the partial, a host
+// that crashed inside its own rename), under its name, a conflict name
+// before or after the free one (taken then, free now:
+// TestPartialLinkedToConflictName) or any other its user gave it since,
+// and which that user may have changed; resuming it would write through to
+// that file (TestPartialLinkedToDelivered). dir is listed, once per
+// partial found. SFTP shows no inode numbers: the same size, mode, owner
+// and mtime is taken for the same file, which costs a partial that only
+// looks so its resume; so does a listing that fails.
+func (s *Session) linkedPartial(dir string, pst fs.FileInfo) bool {
+	if pst == nil || !pst.Mode().IsRegular() {
 		return false
 	}
-	for n := 1; n <= maxConflicts; n++ {
-		cand := name
-		if n > 1 {
-			cand = protocol.ConflictName(name, n)
-		}
-		if cand == target {
-			return false
-		}
-		st, err := s.sftp.Lstat(path.Join(dir, cand))
-		if err == nil && sameFile(st, pst) {
+	ents, err := s.sftp.ReadDir(dir)
+	if err != nil {
+		return true
+	}
+	for _, st := range ents {
+		if !strings.HasPrefix(st.Name(), protocol.ReservedPrefix) && sameFile(st, pst) {
 			return true
 		}
 	}
 	return false
+}
+
+// lstatLater starts an Lstat of p; the function it returns waits for the
+// answer: nil where p is not there or the call failed.
+func (s *Session) lstatLater(p string) func() fs.FileInfo {
+	ch := make(chan fs.FileInfo, 1)
+	go func() {
+		st, err := s.sftp.Lstat(p)
+		if err != nil {
+			st = nil
+		}
+		ch <- st
+	}()
+	return func() fs.FileInfo { return <-ch }
 }
 
 // sameFile reports whether a and b, as SFTP shows them, agree in all but

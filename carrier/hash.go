@@ -22,7 +22,16 @@ import (
 // bytes of a file (hash), or of n bytes at off (slice, where canSlice says
 // so). l is the lane asking: reading back uses its own SFTP channel.
 type hasher interface {
-	kind() string
+	kind() HashKind
+	// onHost: the host computes the digest, so checking a prefix of a
+	// file costs no transfer of it.
+	onHost() bool
+	// batches: many small files' digests go in one request, so hashing
+	// every file costs no process started on the host.
+	batches() bool
+	// needsSession: each hash takes an SSH session of its own (a
+	// command with no live exec helper), one a lane must leave free.
+	needsSession() bool
 	hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error)
 	canSlice(ctx context.Context, l *Session) bool
 	slice(ctx context.Context, l *Session, p string, off, n int64) ([]byte, error)
@@ -42,9 +51,28 @@ func (s *Session) caps(ctx context.Context) *hostCaps {
 	return s.hostCaps
 }
 
-// HashKind says how this session verifies host files: "agent", "exec" or
-// "readback".
-func (s *Session) HashKind(ctx context.Context) string {
+// HashKind is how a session verifies host files. No user sees it; the
+// conformance and fault suites assert which one a host gets.
+type HashKind uint8
+
+const (
+	HashByReadback HashKind = iota // reading the file back over SFTP
+	HashByCommand                  // a hash tool run on a stock host
+	HashByAgent                    // messor agent's requests
+)
+
+func (k HashKind) String() string {
+	switch k {
+	case HashByCommand:
+		return "exec"
+	case HashByAgent:
+		return "agent"
+	}
+	return "readback"
+}
+
+// HashKind says how this session verifies host files.
+func (s *Session) HashKind(ctx context.Context) HashKind {
 	return s.caps(ctx).hasher.kind()
 }
 
@@ -169,7 +197,7 @@ func (s *Session) probeHelper(ctx context.Context, e *execHasher, cmd string) ([
 // lives; in a session of its own where there is none, or when it dies with
 // cmd in flight.
 func (e *execHasher) run(ctx context.Context, s *Session, cmd string, timeout time.Duration) ([]byte, error) {
-	if e.helper != nil && e.helper.gone() == nil {
+	if e.helperLive() {
 		out, err := e.helper.run(ctx, cmd, timeout)
 		if !errors.Is(err, errHelperDead) || ctx.Err() != nil {
 			return out, err
@@ -196,7 +224,7 @@ func (s *Session) awaitHelperOpen(ctx context.Context) {
 // helperUp reports whether commands run in the session's exec helper.
 func (s *Session) helperUp(ctx context.Context) bool {
 	e, ok := s.caps(ctx).hasher.(*execHasher)
-	return ok && e.helper != nil && e.helper.gone() == nil
+	return ok && e.helperLive()
 }
 
 // canHashSlices reports whether hashSlice works on s: on an agent that has
@@ -214,7 +242,7 @@ var errSliceRefused = errors.New("hash-slice refused by the agent")
 // (protocol.HashSliceRequest), or on a stock host by a command running
 // protocol.HashRangeCommand, which reads whole blocks of
 // protocol.HashBlock bytes when off is a multiple of it. It needs a session
-// whose HashKind is "agent" or "exec". An agent's refusal is an error
+// whose hasher hashes on the host (onHost). An agent's refusal is an error
 // wrapping errSliceRefused, and marks the session (sliceRefused): an older
 // agent, or a file that is not as long as it should be; either way the
 // caller verifies the whole file instead. On a stock host a file that ends
@@ -228,7 +256,10 @@ func (s *Session) hashSlice(ctx context.Context, p string, off, n int64) ([]byte
 // protocol.HashSliceRequest).
 type agentHasher struct{}
 
-func (agentHasher) kind() string { return "agent" }
+func (agentHasher) kind() HashKind     { return HashByAgent }
+func (agentHasher) onHost() bool       { return true }
+func (agentHasher) batches() bool      { return true }
+func (agentHasher) needsSession() bool { return false }
 
 func (agentHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error) {
 	if n <= protocol.MaxHashBatchLength {
@@ -255,7 +286,10 @@ func (agentHasher) slice(_ context.Context, s *Session, p string, off, n int64) 
 // cannot hash slices.
 type readbackHasher struct{}
 
-func (readbackHasher) kind() string { return "readback" }
+func (readbackHasher) kind() HashKind     { return HashByReadback }
+func (readbackHasher) onHost() bool       { return false }
+func (readbackHasher) batches() bool      { return false }
+func (readbackHasher) needsSession() bool { return false }
 
 func (readbackHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error) {
 	return l.readbackHash(ctx, p, n)
@@ -278,7 +312,13 @@ type execHasher struct {
 	execSlices bool // the host runs protocol.HashRangeCommand
 }
 
-func (*execHasher) kind() string { return "exec" }
+func (*execHasher) kind() HashKind       { return HashByCommand }
+func (*execHasher) onHost() bool         { return true }
+func (*execHasher) batches() bool        { return false }
+func (e *execHasher) needsSession() bool { return !e.helperLive() }
+
+// helperLive reports whether e's commands run in its exec helper.
+func (e *execHasher) helperLive() bool { return e.helper != nil && e.helper.gone() == nil }
 
 func (e *execHasher) hash(ctx context.Context, s *Session, p string, n int64) ([]byte, error) {
 	abs := path.Join(e.dir, p)

@@ -74,8 +74,8 @@ func TestHelperAnswersThroughNoise(t *testing.T) {
 		s, dir := helperHost(t, sshdtest.Options{LoginScript: login})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if k := s.HashKind(ctx); k != "exec" || !s.helperUp(ctx) {
-			t.Fatalf("login %q: hash kind %q, helper up %v; want exec with a helper", login, k, s.helperUp(ctx))
+		if k := s.HashKind(ctx); k != HashByCommand || !s.helperUp(ctx) {
+			t.Fatalf("login %q: hash kind %s, helper up %v; want exec with a helper", login, k, s.helperUp(ctx))
 		}
 		e := s.caps(ctx).hasher.(*execHasher)
 		for _, tc := range []struct{ cmd, want string }{
@@ -139,19 +139,19 @@ func TestHelperRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opts sshdtest.Options
-		kind string
+		kind HashKind
 	}{
-		{"NoShS", sshdtest.Options{LoginScript: `case "$SSH_ORIGINAL_COMMAND" in *"sh -s"*) echo "no interactive shells here"; exit 1;; esac`}, "exec"},
-		{"RestrictedKey", sshdtest.Options{NoExec: true}, "readback"},
+		{"NoShS", sshdtest.Options{LoginScript: `case "$SSH_ORIGINAL_COMMAND" in *"sh -s"*) echo "no interactive shells here"; exit 1;; esac`}, HashByCommand},
+		{"RestrictedKey", sshdtest.Options{NoExec: true}, HashByReadback},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, dir := helperHost(t, tc.opts)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			if k := s.HashKind(ctx); k != tc.kind || s.helperUp(ctx) {
-				t.Fatalf("hash kind %q, helper up %v; want %s without a helper", k, s.helperUp(ctx), tc.kind)
+				t.Fatalf("hash kind %s, helper up %v; want %s without a helper", k, s.helperUp(ctx), tc.kind)
 			}
-			if tc.kind == "exec" {
+			if tc.kind == HashByCommand {
 				checkRangeHash(ctx, t, s, dir)
 			}
 		})

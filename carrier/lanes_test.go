@@ -63,7 +63,7 @@ func TestLaneVerifiesOnItsOwnChannel(t *testing.T) {
 	if len(ls) != 2 {
 		t.Fatalf("%d lanes, want 2", len(ls))
 	}
-	if k := ls[1].HashKind(ctx); k != "readback" { // lane 1 hashes first
+	if k := ls[1].HashKind(ctx); k != HashByReadback { // lane 1 hashes first
 		t.Fatalf("hash kind %s", k)
 	}
 	want := sha256.Sum256(content)
@@ -162,8 +162,8 @@ func TestHashProbeBeforeLanes(t *testing.T) {
 		s := dialTest(t, srv.Host, srv.Port, key, 5*time.Second)
 		c := New(testBuffer(t), Options{})
 		lp := c.lanes(context.Background(), s, 100)
-		if k := s.HashKind(context.Background()); k != "exec" {
-			t.Errorf("MaxSessions %d: %d lanes, hash kind %q, want exec", max, len(lp.lanes), k)
+		if k := s.HashKind(context.Background()); k != HashByCommand {
+			t.Errorf("MaxSessions %d: %d lanes, hash kind %s, want exec", max, len(lp.lanes), k)
 		}
 	}
 }

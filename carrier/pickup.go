@@ -655,7 +655,7 @@ func (c *Carrier) checkPartial(ctx context.Context, s *Session, remote string, l
 	if have == 0 {
 		return 0, h, nil
 	}
-	if kind := s.HashKind(ctx); kind == "agent" || kind == "exec" {
+	if s.caps(ctx).hasher.onHost() {
 		if _, err := io.Copy(h, io.NewSectionReader(lf, 0, have)); err != nil {
 			return 0, nil, fmt.Errorf("buffer %s: rehash partial: %w", c.buf.Dir(), err)
 		}
@@ -745,7 +745,7 @@ func (c *Carrier) commitAndRemove(s *Session, cd candidate, o buffer.Origin, rem
 // and where that is cheap (an agent) with VerifySource for every file.
 // errChanged if they differ.
 func (c *Carrier) verifySource(ctx context.Context, s *Session, remote string, size int64, sum string, resumed bool) error {
-	if size == 0 || !resumed && (!c.opts.VerifySource || s.HashKind(ctx) != "agent") {
+	if size == 0 || !resumed && (!c.opts.VerifySource || !s.caps(ctx).hasher.batches()) {
 		return nil
 	}
 	hs, err := s.hashRange(ctx, remote, size)

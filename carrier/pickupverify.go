@@ -11,8 +11,6 @@ import (
 	"io"
 	"sync"
 	"time"
-
-	"github.com/messor-sync/messor/protocol"
 )
 
 // sourceCheck proves a big download equal to its source on the host slice
@@ -79,13 +77,11 @@ func (c *Carrier) newSourceCheck(ctx context.Context, s *Session, remote string,
 		v.prefix = h.Sum(nil)
 	}
 	v.ctx, v.cancel = context.WithCancel(ctx)
-	start := from - from%protocol.HashBlock
-	for a := start; a < size; a += n {
-		v.slices = append(v.slices, &sliceCheck{start: a, end: min(a+n, size)})
-	}
+	v.slices = planSlices(from, size, n)
 	// The first slice begins at a block's start (dd's, on a stock host):
 	// its bytes before from are the partial's, whose prefix the host
 	// hashed the same.
+	start := v.slices[0].start
 	v.pos = start
 	if _, err := io.Copy(v, io.NewSectionReader(lf, start, from-start)); err != nil {
 		v.fail(fmt.Errorf("buffer: reading the partial of %s: %w", remote, err))

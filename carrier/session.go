@@ -183,19 +183,19 @@ var ErrStalled = errors.New("link stalled")
 // activityConn remembers when a byte last arrived.
 type activityConn struct {
 	net.Conn
-	last atomic.Int64 // monoNanos
+	last monoStamp
 }
 
 func (c *activityConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.last.Store(monoNanos(time.Now()))
+		c.last.touch()
 	}
 	return n, err
 }
 
 func (c *activityConn) quiet() time.Duration {
-	return time.Since(monoTime(c.last.Load()))
+	return c.last.since()
 }
 
 // watchIdle closes the session when the host has sent nothing for idle, or
@@ -407,7 +407,7 @@ func dial(ctx context.Context, h discovery.Host, policy ssh.HostKeyCallback, hop
 		Timeout:         timeout,
 	}
 	ac := &activityConn{Conn: conn}
-	ac.last.Store(monoNanos(time.Now()))
+	ac.last.touch()
 	c, chans, reqs, err := ssh.NewClientConn(ac, addr, cfg)
 	if err != nil {
 		stop()

@@ -61,8 +61,8 @@ type sliceSums struct {
 // slices a dropoff verifies (Options.VerifySlice), or nil where a dropoff
 // of that size is not verified in slices.
 func (c *Carrier) newSliceSums(size, from int64) *sliceSums {
-	n := c.opts.VerifySlice
-	if from != 0 || n <= 0 || size < 2*n {
+	n := c.sliceSize(size)
+	if from != 0 || n == 0 {
 		return nil
 	}
 	return &sliceSums{n: n, part: sha256.New()}

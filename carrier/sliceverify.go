@@ -47,14 +47,36 @@ const sliceAhead = 2
 
 // verifySlice returns the slice size in which to verify an upload of size
 // bytes to s while it goes on, or 0 to verify it whole after the last byte:
-// when the file is smaller than two slices, and where the host cannot hash
-// a slice for us (reading back, an agent that refused hash-slice).
+// where sliceSize says so, and where the host cannot hash a slice for us
+// (reading back, an agent that refused hash-slice).
 func (c *Carrier) verifySlice(ctx context.Context, s *Session, size int64) int64 {
-	n := c.opts.VerifySlice
-	if n < 0 || size < 2*n || !s.canHashSlices(ctx) {
+	n := c.sliceSize(size)
+	if n == 0 || !s.canHashSlices(ctx) {
 		return 0
 	}
 	return n
+}
+
+// sliceSize is the slice size in which a file of size bytes is verified
+// (Options.VerifySlice), or 0 where it is verified whole: slices turned
+// off, or a file smaller than two slices.
+func (c *Carrier) sliceSize(size int64) int64 {
+	n := c.opts.VerifySlice
+	if n <= 0 || size < 2*n {
+		return 0
+	}
+	return n
+}
+
+// planSlices cuts [off, size) into slices of n bytes, the first from the
+// start of the protocol.HashBlock holding off (where dd starts on a stock
+// host), the last cut at size.
+func planSlices(off, size, n int64) []*sliceCheck {
+	var out []*sliceCheck
+	for a := off - off%protocol.HashBlock; a < size; a += n {
+		out = append(out, &sliceCheck{start: a, end: min(a+n, size)})
+	}
+	return out
 }
 
 // sliceCheck is one slice of a big upload: bytes [start, end) of the file,
@@ -136,9 +158,7 @@ func newSliceVerifier(ctx context.Context, s *Session, obj io.ReaderAt, partial 
 		ahead: make(chan struct{}, sliceAhead), moved: make(chan struct{}, 1), localDone: make(chan struct{})}
 	v.ctx, v.cancel = context.WithCancel(ctx)
 	v.sent.Store(off)
-	for a := off - off%protocol.HashBlock; a < size; a += n {
-		v.slices = append(v.slices, &sliceCheck{start: a, end: min(a+n, size)})
-	}
+	v.slices = planSlices(off, size, n)
 	if off == 0 && len(kept) == len(v.slices) {
 		for i, sl := range v.slices {
 			sl.local = kept[i]

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/messor-sync/messor/protocol"
 )
 
 // A host may stop answering SFTP requests while its SSH connection stays
@@ -56,9 +58,9 @@ type sftpWatch struct {
 // sftpShared is what the watches of one session's SFTP channels share.
 type sftpShared struct {
 	unsynced atomic.Int64 // bytes written since a directory sync
-	// lastByte (monoNanos) is when a byte last came on any of them: over a
-	// slow link one channel's reply may wait behind another's data.
-	lastByte atomic.Int64
+	// lastByte is when a byte last came on any of them: over a slow
+	// link one channel's reply may wait behind another's data.
+	lastByte monoStamp
 }
 
 // pendingReq is a request without its reply: what it is, when it was
@@ -119,7 +121,7 @@ func (w *sftpWatch) readEnd(p []byte, err error) {
 			// host trickling bytes nobody asked for on an idle channel
 			// must not keep a stalled one going
 			// (TestSFTPWatchTrickleElsewhere).
-			w.shared.lastByte.Store(monoNanos(w.mark))
+			w.shared.lastByte.set(w.mark)
 		}
 		w.in.feed(p, w.reply)
 	}
@@ -145,7 +147,7 @@ func (w *sftpWatch) stalled(now time.Time, idle time.Duration, busy time.Time) (
 	if w.closed || !w.waiting || len(w.pending) == 0 {
 		return "", false
 	}
-	until := later(later(w.mark, monoTime(w.shared.lastByte.Load())).Add(idle), busy)
+	until := later(later(w.mark, w.shared.lastByte.time()).Add(idle), busy)
 	var oldest pendingReq
 	for _, p := range w.pending {
 		if oldest.since.IsZero() || p.since.Before(oldest.since) {
@@ -202,12 +204,12 @@ func (w *sftpWatch) request(head []byte, size int) {
 	if p.what == "" {
 		p.what = fmt.Sprintf("request type %d", head[0])
 	}
-	arg, rest, _ := getStr(rest)
+	arg, rest, _ := protocol.CutString(rest)
 	switch {
 	case head[0] == fxpExtended:
 		name := string(arg)
 		p.what = name
-		arg, _, _ = getStr(rest)
+		arg, _, _ = protocol.CutString(rest)
 		if name == "fsync@openssh.com" {
 			p.what = "fsync " + w.handles[string(arg)]
 			n := w.written[string(arg)]
@@ -253,7 +255,7 @@ func (w *sftpWatch) reply(head []byte, size int) {
 	}
 	p, ok := w.pending[id]
 	delete(w.pending, id)
-	if h, _, hok := getStr(rest); ok && hok && head[0] == fxpHandle {
+	if h, _, hok := protocol.CutString(rest); ok && hok && head[0] == fxpHandle {
 		// "open p" or "opendir p": the handle's later requests name p.
 		if _, path, cut := strings.Cut(p.what, " "); cut {
 			w.handles[string(h)] = path
@@ -261,16 +263,19 @@ func (w *sftpWatch) reply(head []byte, size int) {
 	}
 }
 
-// monoBase anchors the times the idle watch keeps as integers: taken on the
-// monotonic clock, they never jump with the wall clock (a carrier whose
-// clock NTP sets right after boot, a laptop resumed from suspend).
+// monoStamp is when something last happened (a byte came), for the idle
+// watch: set and read from any goroutine without a lock, and kept on the
+// monotonic clock, so it never jumps with the wall clock (a carrier whose
+// clock NTP sets right after boot, a laptop resumed from suspend). The
+// zero value is the process's start.
+type monoStamp struct{ n atomic.Int64 } // since monoBase
+
 var monoBase = time.Now()
 
-// monoNanos is t as an integer on the monotonic clock.
-func monoNanos(t time.Time) int64 { return int64(t.Sub(monoBase)) }
-
-// monoTime is the time monoNanos gave n for.
-func monoTime(n int64) time.Time { return monoBase.Add(time.Duration(n)) }
+func (m *monoStamp) set(t time.Time)      { m.n.Store(int64(t.Sub(monoBase))) }
+func (m *monoStamp) touch()               { m.set(time.Now()) }
+func (m *monoStamp) time() time.Time      { return monoBase.Add(time.Duration(m.n.Load())) }
+func (m *monoStamp) since() time.Duration { return time.Since(m.time()) }
 
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -291,14 +296,6 @@ func getU64(b []byte) (uint64, []byte, bool) {
 		return 0, b, false
 	}
 	return binary.BigEndian.Uint64(b), b[8:], true
-}
-
-func getStr(b []byte) ([]byte, []byte, bool) {
-	n, rest, ok := getU32(b)
-	if !ok || uint64(len(rest)) < uint64(n) {
-		return nil, b, false
-	}
-	return rest[:n], rest[n:], true
 }
 
 // framer splits a byte stream into SFTP packets (a uint32 length, then
@@ -388,7 +385,7 @@ type lifeReader struct {
 func (l lifeReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	if n > 0 {
-		l.sh.lastByte.Store(monoNanos(time.Now()))
+		l.sh.lastByte.touch()
 	}
 	return n, err
 }

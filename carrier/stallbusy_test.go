@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/messor-sync/messor/internal/sftptest"
+	"github.com/messor-sync/messor/protocol"
 )
 
 // TestStallAfterHostHashed: a host hashing a big file for us holds the
@@ -87,7 +88,7 @@ func hostileSFTP(ch ssh.Channel, bad func(id uint32, send func([]byte))) {
 			return
 		}
 		id := binary.BigEndian.Uint32(pkt[1:])
-		arg, _, _ := getStr(pkt[5:])
+		arg, _, _ := protocol.CutString(pkt[5:])
 		switch {
 		case pkt[0] == fxpInit:
 			send([]byte{fxpVersion, 0, 0, 0, 3})

@@ -82,10 +82,11 @@
 //     exclusively, and one already there is removed first (it may be a
 //     hard link to the file delivered, left by a carrier killed between
 //     placing it and removing the partial, or a symbolic link: writing
-//     through it would change another file). A big file's partial is not resumed, but
+//     through it would change another file); where its delivery fails,
+//     the carrier removes it. A big file's partial is not resumed, but
 //     removed, where it agrees in size, mode, owner and mtime with a file
-//     found under the final name or a conflict name (SFTP shows no inode
-//     numbers).
+//     in its directory (under the final name, a conflict name, or any
+//     other: SFTP shows no inode numbers).
 //     After the last write it sets the source's mtime, syncs the partial
 //     (fsync@openssh.com where offered), verifies the whole content hash (a
 //     big file piece by piece while it is being uploaded: see Range

@@ -364,7 +364,7 @@ func UnmarshalHashBatch(b []byte) ([]HashBatchItem, error) {
 	b = b[4:]
 	items := make([]HashBatchItem, 0, n)
 	for range n {
-		p, rest, ok := cutSSHString(b)
+		p, rest, ok := CutString(b)
 		if !ok || len(rest) < 8 {
 			return nil, ErrHashBatch
 		}
@@ -393,7 +393,7 @@ func MarshalHashBatchReply(sums [][]byte) []byte {
 func UnmarshalHashBatchReply(b []byte, n int) ([][]byte, error) {
 	sums := make([][]byte, 0, n)
 	for range n {
-		s, rest, ok := cutSSHString(b)
+		s, rest, ok := CutString(b)
 		if !ok || len(s) != 0 && len(s) != sha256.Size {
 			return nil, ErrHashBatch
 		}
@@ -414,7 +414,10 @@ func appendSSHString(b, s []byte) []byte {
 	return append(b, s...)
 }
 
-func cutSSHString(b []byte) (s, rest []byte, ok bool) {
+// CutString cuts an SSH string (RFC 4251: a uint32 length, big-endian,
+// then that many bytes), as hash batches and SFTP packets carry them, from
+// the start of b; ok is false where b is too short for it.
+func CutString(b []byte) (s, rest []byte, ok bool) {
 	if len(b) < 4 {
 		return nil, nil, false
 	}

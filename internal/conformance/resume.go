@@ -90,7 +90,7 @@ func (p *onAdded) Add(n int64) {
 }
 
 // hashKind is how the carrier verifies files on host (Session.HashKind).
-func (e *Env) hashKind(host string) string {
+func (e *Env) hashKind(host string) carrier.HashKind {
 	ctx := context.Background()
 	signers := func() ([]ssh.Signer, error) { return []ssh.Signer{e.Home.Key}, nil }
 	s, err := carrier.Dial(ctx, e.Resolve(host)[0], ssh.InsecureIgnoreHostKey(), signers, 10*time.Second, nil)
@@ -273,7 +273,7 @@ type resumeCase struct {
 func resumeChanged(t *testing.T, start StartFunc, tc resumeCase, slice int64) {
 	e := NewEnv(t, start, "alpha", "beta")
 	if tc.fresh {
-		if k := e.hashKind("alpha"); k == "readback" {
+		if k := e.hashKind("alpha"); k == carrier.HashByReadback {
 			t.Skipf("hash kind %s: a resumed download is read as a fresh one", k)
 		}
 	}

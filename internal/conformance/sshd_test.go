@@ -51,8 +51,8 @@ func TestRestrictedKeyReadsBack(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if k := s.HashKind(ctx); k != "readback" {
-				t.Errorf("hash kind %q with the key forced to %s, want readback", k, forced)
+			if k := s.HashKind(ctx); k != carrier.HashByReadback {
+				t.Errorf("hash kind %s with the key forced to %s, want readback", k, forced)
 			}
 			s.Close()
 

@@ -36,11 +36,14 @@ func TestOddExecHosts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, tc := range []struct{ name, login, kind string }{
-		{"Banner", `echo "Welcome to $(uname -n)"`, "exec"},
-		{"SlowBannerNoNewline", `sleep 0.2; printf 'Last login: yesterday'`, "exec"},
-		{"LongBanner", `i=0; while [ $i -lt 300 ]; do echo "line $i of the message of the day"; i=$((i+1)); done`, "exec"},
-		{"NoHead", "PATH=" + noHead + "; export PATH", "readback"},
+	for _, tc := range []struct {
+		name, login string
+		kind        carrier.HashKind
+	}{
+		{"Banner", `echo "Welcome to $(uname -n)"`, carrier.HashByCommand},
+		{"SlowBannerNoNewline", `sleep 0.2; printf 'Last login: yesterday'`, carrier.HashByCommand},
+		{"LongBanner", `i=0; while [ $i -lt 300 ]; do echo "line $i of the message of the day"; i=$((i+1)); done`, carrier.HashByCommand},
+		{"NoHead", "PATH=" + noHead + "; export PATH", carrier.HashByReadback},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
@@ -56,7 +59,7 @@ func TestOddExecHosts(t *testing.T) {
 				t.Fatal(err)
 			}
 			if k := s.HashKind(ctx); k != tc.kind {
-				t.Errorf("hash kind %q, want %s", k, tc.kind)
+				t.Errorf("hash kind %s, want %s", k, tc.kind)
 			}
 			s.Close()
 			r := rand.New(rand.NewSource(5))
