@@ -249,3 +249,61 @@ func TestSliceResumedUnaligned(t *testing.T) {
 		})
 	}
 }
+
+// A big upload does not wait for the host's capabilities: its first slice
+// goes out while the probe (on a slow login shell: the exec helper's start
+// and the probe's commands) is still held back, and is verified slice by
+// slice once the probe answers. The probe is released by the first slice
+// written; had the upload waited for the probe, it would be released only
+// by the bound below, and the test fails.
+func TestSliceUploadNotWaitingForProbe(t *testing.T) {
+	t.Parallel()
+	e := newSliceEnv(t, conformance.SSHD(false), 8<<20)
+	waitedOut := holdProbeUntilSlice(e)
+	conformance.MustOK(t, e.Dropoff(e.c, "beta"))
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": e.data})
+	if waitedOut.Load() {
+		t.Errorf("the upload waited for the host's probe before writing")
+	}
+	if !strings.Contains(e.log.String(), `verify="8 slices"`) {
+		t.Errorf("the upload was not verified in slices")
+	}
+}
+
+// The same on a host that turns out, once the probe answers, not to hash
+// for us (no exec): the upload started in slices is verified whole after
+// its last byte (read back), and arrives.
+func TestSliceUploadProbeSaysNoSlices(t *testing.T) {
+	t.Parallel()
+	e := newSliceEnv(t, conformance.SSHD(true), 8<<20)
+	waitedOut := holdProbeUntilSlice(e)
+	conformance.MustOK(t, e.Dropoff(e.c, "beta"))
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": e.data})
+	if waitedOut.Load() {
+		t.Errorf("the upload waited for the host's probe before writing")
+	}
+	if log := e.log.String(); !strings.Contains(log, "verify=whole") {
+		t.Errorf("want the whole file verified")
+	}
+	if p := e.partials(); len(p) != 0 {
+		t.Errorf("partials left: %v", p)
+	}
+}
+
+// holdProbeUntilSlice holds e's sessions' probes of the host until the
+// first slice of an upload is written, or a bound passes (then the flag it
+// returns is set).
+func holdProbeUntilSlice(e *sliceEnv) *atomic.Bool {
+	release := make(chan struct{})
+	var once sync.Once
+	var waitedOut atomic.Bool
+	carrier.SetProbeGate(e.c, func() {
+		select {
+		case <-release:
+		case <-time.After(20 * time.Second):
+			waitedOut.Store(true)
+		}
+	})
+	carrier.SetSliceWritten(e.c, func(string, int64, int64) { once.Do(func() { close(release) }) })
+	return &waitedOut
+}
