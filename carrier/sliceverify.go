@@ -57,23 +57,23 @@ const sliceAhead = 2
 // last byte (TestSliceUploadNotWaitingForProbe).
 func (c *Carrier) verifySlice(ctx context.Context, s *Session, size int64) int64 {
 	n := c.opts.VerifySlice
-	if n < 0 || size < 2*n || s.slicesRuledOut(ctx) {
+	if known, can := s.sliceAnswer(ctx); n < 0 || size < 2*n || known && !can {
 		return 0
 	}
 	return n
 }
 
-// slicesRuledOut reports, without waiting for a probe, whether s is known
-// not to hash slices.
-func (s *Session) slicesRuledOut(ctx context.Context) bool {
+// sliceAnswer returns, without waiting for a probe, whether the probes
+// have told if s hashes slices (known), and if so whether it does (can).
+func (s *Session) sliceAnswer(ctx context.Context) (known, can bool) {
 	if !s.capsKnown.Load() {
-		return false
+		return false, false
 	}
 	h := s.hostCaps.hasher
 	if e, ok := h.(*execHasher); ok && !e.sliceKnown.Load() {
-		return false
+		return false, false
 	}
-	return !h.canSlice(ctx, s)
+	return true, h.canSlice(ctx, s)
 }
 
 // errNoSliceHash: the host turned out not to hash slices (the probe
@@ -273,6 +273,24 @@ func (v *sliceVerifier) written(i int) error {
 		v.mu.Unlock()
 		return nil
 	}
+	if known, _ := v.s.sliceAnswer(v.run); !known {
+		// The probe has not answered (a slow login shell): the upload
+		// goes on, and the slice is hashed once it has.
+		v.wg.Add(1)
+		go func() {
+			defer v.wg.Done()
+			v.s.canHashSlices(v.run)
+			select {
+			case v.ahead <- struct{}{}:
+				v.hash(sl)
+			case <-v.ctx.Done():
+				v.mu.Lock()
+				sl.err = fmt.Errorf("host %s: %s: %w", v.s.Host.Name, v.partial, v.ctx.Err())
+				v.mu.Unlock()
+			}
+		}()
+		return nil
+	}
 	t0 := time.Now()
 	select {
 	case v.ahead <- struct{}{}:
@@ -283,19 +301,25 @@ func (v *sliceVerifier) written(i int) error {
 	v.wg.Add(1)
 	go func() {
 		defer v.wg.Done()
-		defer func() { <-v.ahead }()
-		if !v.s.canHashSlices(v.run) {
-			v.mu.Lock()
-			sl.err = errNoSliceHash // the whole file will be verified
-			v.mu.Unlock()
-			return
-		}
-		sum, err := v.s.hashSlice(v.ctx, v.partial, sl.start, sl.end-sl.start)
-		v.mu.Lock()
-		sl.host, sl.err = sum, err
-		v.mu.Unlock()
+		v.hash(sl)
 	}()
 	return nil
+}
+
+// hash has the host hash slice sl, holding one of v.ahead, which it gives
+// back.
+func (v *sliceVerifier) hash(sl *sliceCheck) {
+	defer func() { <-v.ahead }()
+	if !v.s.canHashSlices(v.run) {
+		v.mu.Lock()
+		sl.err = errNoSliceHash // the whole file will be verified
+		v.mu.Unlock()
+		return
+	}
+	sum, err := v.s.hashSlice(v.ctx, v.partial, sl.start, sl.end-sl.start)
+	v.mu.Lock()
+	sl.host, sl.err = sum, err
+	v.mu.Unlock()
 }
 
 // mismatch describes the first slice whose host digest is known to differ

@@ -253,9 +253,9 @@ func TestSliceResumedUnaligned(t *testing.T) {
 // A big upload does not wait for the host's capabilities: its first slice
 // goes out while the probe (on a slow login shell: the exec helper's start
 // and the probe's commands) is still held back, and is verified slice by
-// slice once the probe answers. The probe is released by the first slice
+// slice once the probe answers. The probe is released by the fourth slice
 // written; had the upload waited for the probe, it would be released only
-// by the bound below, and the test fails.
+// by the bound in holdProbeUntilSlice, and the test fails.
 func TestSliceUploadNotWaitingForProbe(t *testing.T) {
 	t.Parallel()
 	e := newSliceEnv(t, conformance.SSHD(false), 8<<20)
@@ -291,7 +291,7 @@ func TestSliceUploadProbeSaysNoSlices(t *testing.T) {
 }
 
 // holdProbeUntilSlice holds e's sessions' probes of the host until the
-// first slice of an upload is written, or a bound passes (then the flag it
+// fourth slice of an upload is written, or a bound passes (then the flag it
 // returns is set).
 func holdProbeUntilSlice(e *sliceEnv) *atomic.Bool {
 	release := make(chan struct{})
@@ -304,6 +304,10 @@ func holdProbeUntilSlice(e *sliceEnv) *atomic.Bool {
 			waitedOut.Store(true)
 		}
 	})
-	carrier.SetSliceWritten(e.c, func(string, int64, int64) { once.Do(func() { close(release) }) })
+	carrier.SetSliceWritten(e.c, func(_ string, start, _ int64) {
+		if start >= 3<<20 { // more slices than may wait for the host (sliceAhead)
+			once.Do(func() { close(release) })
+		}
+	})
 	return &waitedOut
 }
