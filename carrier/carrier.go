@@ -141,8 +141,10 @@ type Carrier struct {
 	// hashes it; sliceRequest, if set, replaces protocol.HashSliceRequest
 	// on the carrier's sessions (a name an agent does not know plays an
 	// older agent); batchRequest likewise replaces
-	// protocol.HashBatchRequest.
+	// protocol.HashBatchRequest; probeGate is called by each session
+	// before it probes the host's capabilities.
 	sliceWritten func(partial string, start, end int64)
+	probeGate    func()
 	sliceRequest string
 	batchRequest string
 
@@ -359,6 +361,7 @@ func (c *Carrier) dial(ctx context.Context, h discovery.Host) (*Session, error) 
 		s.sliceRequest = c.sliceRequest
 	}
 	s.hashBatch.request = c.batchRequest
+	s.probeGate = c.probeGate
 	s.watchIdle(c.opts.IdleTimeout)
 	return s, nil
 }

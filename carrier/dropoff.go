@@ -756,7 +756,7 @@ func (c *Carrier) upload(ctx context.Context, s *Session, e Entry, partial strin
 				timings(fmt.Sprintf("%d slices", len(v.slices)))
 				return nil
 			}
-			c.log.Debug("the agent refused to hash a slice; verifying the whole file", "host", s.Host.Name, "path", partial)
+			c.log.Debug("the host refused to hash a slice, or cannot; verifying the whole file", "host", s.Host.Name, "path", partial)
 		}
 		if got, err = s.hashRange(ctx, partial, e.Size); err != nil {
 			return err

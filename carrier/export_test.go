@@ -6,6 +6,10 @@ import "time"
 // slice by slice is written, before the host hashes it.
 func SetSliceWritten(c *Carrier, f func(partial string, start, end int64)) { c.sliceWritten = f }
 
+// SetProbeGate sets a hook that each of c's sessions calls before probing
+// the host's capabilities (a slow login shell, held as long as it runs).
+func SetProbeGate(c *Carrier, f func()) { c.probeGate = f }
+
 // SetSliceRequest makes c's sessions ask for slice hashes with the global
 // request name (one the agent does not know plays an older agent).
 func SetSliceRequest(c *Carrier, name string) { c.sliceRequest = name }

@@ -47,7 +47,10 @@ type hostCaps struct {
 
 // caps returns the host's capabilities, probing them on first use.
 func (s *Session) caps(ctx context.Context) *hostCaps {
-	s.capsOnce.Do(func() { s.hostCaps = s.probeCaps(ctx) })
+	s.capsOnce.Do(func() {
+		s.hostCaps = s.probeCaps(ctx)
+		s.capsKnown.Store(true)
+	})
 	return s.hostCaps
 }
 
@@ -113,6 +116,9 @@ const execHashMin = 1 << 20
 // hash tool run by command (probed, and timed), or reading back.
 func (s *Session) probeCaps(ctx context.Context) *hostCaps {
 	defer s.helperOpened()
+	if s.probeGate != nil {
+		s.probeGate()
+	}
 	if s.agent {
 		return &hostCaps{hasher: agentHasher{}}
 	}
@@ -309,7 +315,8 @@ type execHasher struct {
 	// gone, where it could not start or died: then one session each.
 	helper     *execHelper
 	sliceOnce  sync.Once
-	execSlices bool // the host runs protocol.HashRangeCommand
+	execSlices bool        // the host runs protocol.HashRangeCommand
+	sliceKnown atomic.Bool // execSlices is set: the probe has answered
 }
 
 func (*execHasher) kind() HashKind       { return HashByCommand }
@@ -337,6 +344,7 @@ func (e *execHasher) canSlice(ctx context.Context, s *Session) bool {
 		if !e.execSlices {
 			s.log.Debug("the host cannot hash a slice of a file (dd, head -c); verifying whole files", "err", err, "output", string(out))
 		}
+		e.sliceKnown.Store(true)
 	})
 	return e.execSlices
 }

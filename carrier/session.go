@@ -128,8 +128,9 @@ type sessionState struct {
 	rwHandles bool
 	agent     bool
 
-	capsOnce sync.Once
-	hostCaps *hostCaps // caps: probed on first use
+	capsOnce  sync.Once
+	hostCaps  *hostCaps   // caps: probed on first use
+	capsKnown atomic.Bool // hostCaps is set: the probe has answered
 	// helperOpen is closed once the probe holds the exec helper's session
 	// or will not open one (helperOpened).
 	helperOpen     chan struct{}
@@ -144,6 +145,7 @@ type sessionState struct {
 	// sliceRequest is protocol.HashSliceRequest (tests name another, to
 	// play an older agent).
 	sliceRequest string
+	probeGate    func() // test hook: called before the probe (Carrier.probeGate)
 	// hashBatch joins the agent hashes of small files (agentHasher).
 	hashBatch hashBatcher
 

@@ -47,11 +47,18 @@ const sliceAhead = 2
 
 // verifySlice returns the slice size in which to verify an upload of size
 // bytes to s while it goes on, or 0 to verify it whole after the last byte:
-// where sliceSize says so, and where the host cannot hash a slice for us
-// (reading back, an agent that refused hash-slice).
+// when sliceSize says so (slices on, a file of two slices or more), and
+// where the host is known not to hash a slice for us (reading back, an
+// agent that refused hash-slice).
+//
+// It does not wait for the host's probe (on a slow login shell, the exec
+// helper's start and two commands: most of a second): the upload starts at
+// once, and each slice asks whether the host can hash it once it is
+// written (written); where it cannot, the whole file is verified after the
+// last byte (TestSliceUploadNotWaitingForProbe).
 func (c *Carrier) verifySlice(ctx context.Context, s *Session, size int64) int64 {
 	n := c.sliceSize(size)
-	if n == 0 || !s.canHashSlices(ctx) {
+	if known, can := s.sliceAnswer(ctx); n == 0 || known && !can {
 		return 0
 	}
 	return n
@@ -78,6 +85,23 @@ func planSlices(off, size, n int64) []*sliceCheck {
 	}
 	return out
 }
+
+// sliceAnswer returns, without waiting for a probe, whether the probes
+// have told if s hashes slices (known), and if so whether it does (can).
+func (s *Session) sliceAnswer(ctx context.Context) (known, can bool) {
+	if !s.capsKnown.Load() {
+		return false, false
+	}
+	h := s.hostCaps.hasher
+	if e, ok := h.(*execHasher); ok && !e.sliceKnown.Load() {
+		return false, false
+	}
+	return true, h.canSlice(ctx, s)
+}
+
+// errNoSliceHash: the host turned out not to hash slices (the probe
+// answered after the upload had started); the whole file is verified.
+var errNoSliceHash = errors.New("the host cannot hash a slice")
 
 // sliceCheck is one slice of a big upload: bytes [start, end) of the file,
 // hashed on the host once written, and in the carrier's copy.
@@ -129,6 +153,7 @@ type sliceVerifier struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+	run    context.Context // the run's: the session's probes, which outlive this upload
 	ahead  chan struct{}
 	wg     sync.WaitGroup // host hashes outstanding
 	waited time.Duration  // the upload, for the host to hash (written)
@@ -157,6 +182,8 @@ func newSliceVerifier(ctx context.Context, s *Session, obj io.ReaderAt, partial 
 	v := &sliceVerifier{s: s, partial: partial, size: size, off: off,
 		ahead: make(chan struct{}, sliceAhead), moved: make(chan struct{}, 1), localDone: make(chan struct{})}
 	v.ctx, v.cancel = context.WithCancel(ctx)
+	v.run = ctx
+	go s.canHashSlices(ctx) // probed while the first slice goes up
 	v.sent.Store(off)
 	v.slices = planSlices(off, size, n)
 	if off == 0 && len(kept) == len(v.slices) {
@@ -267,6 +294,24 @@ func (v *sliceVerifier) written(i int) error {
 		v.mu.Unlock()
 		return nil
 	}
+	if known, _ := v.s.sliceAnswer(v.run); !known {
+		// The probe has not answered (a slow login shell): the upload
+		// goes on, and the slice is hashed once it has.
+		v.wg.Add(1)
+		go func() {
+			defer v.wg.Done()
+			v.s.canHashSlices(v.run)
+			select {
+			case v.ahead <- struct{}{}:
+				v.hash(sl)
+			case <-v.ctx.Done():
+				v.mu.Lock()
+				sl.err = fmt.Errorf("host %s: %s: %w", v.s.Host.Name, v.partial, v.ctx.Err())
+				v.mu.Unlock()
+			}
+		}()
+		return nil
+	}
 	t0 := time.Now()
 	select {
 	case v.ahead <- struct{}{}:
@@ -277,13 +322,25 @@ func (v *sliceVerifier) written(i int) error {
 	v.wg.Add(1)
 	go func() {
 		defer v.wg.Done()
-		defer func() { <-v.ahead }()
-		sum, err := v.s.hashSlice(v.ctx, v.partial, sl.start, sl.end-sl.start)
-		v.mu.Lock()
-		sl.host, sl.err = sum, err
-		v.mu.Unlock()
+		v.hash(sl)
 	}()
 	return nil
+}
+
+// hash has the host hash slice sl, holding one of v.ahead, which it gives
+// back.
+func (v *sliceVerifier) hash(sl *sliceCheck) {
+	defer func() { <-v.ahead }()
+	if !v.s.canHashSlices(v.run) {
+		v.mu.Lock()
+		sl.err = errNoSliceHash // the whole file will be verified
+		v.mu.Unlock()
+		return
+	}
+	sum, err := v.s.hashSlice(v.ctx, v.partial, sl.start, sl.end-sl.start)
+	v.mu.Lock()
+	sl.host, sl.err = sum, err
+	v.mu.Unlock()
 }
 
 // mismatch describes the first slice whose host digest is known to differ
@@ -306,8 +363,9 @@ func (v *sliceVerifier) mismatch() string {
 // verdict waits for every hash, here and on the host, and judges the upload
 // written in full to the partial: bad describes a difference (the partial
 // holds other bytes than the content); whole asks for the whole file to be
-// verified instead (the agent refused a slice); err is a failure to tell
-// (a host hash failed, the local copy could not be read).
+// verified instead (the agent refused a slice, or the host turned out not to
+// hash one); err is a failure to tell (a host hash failed, the local copy
+// could not be read).
 func (v *sliceVerifier) verdict(want []byte) (bad string, whole bool, err error) {
 	v.wg.Wait()
 	<-v.localDone
@@ -323,7 +381,7 @@ func (v *sliceVerifier) verdict(want []byte) (bad string, whole bool, err error)
 		return fmt.Sprintf("the carrier's copy reads as sha256 %x, want %x: damaged in the buffer?", v.whole, want), false, nil
 	}
 	for _, sl := range v.slices {
-		if sl.err != nil && errors.Is(sl.err, errSliceRefused) {
+		if errors.Is(sl.err, errSliceRefused) || errors.Is(sl.err, errNoSliceHash) {
 			whole = true
 		} else if sl.err != nil {
 			return "", false, sl.err

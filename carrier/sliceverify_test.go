@@ -249,3 +249,61 @@ func TestSliceResumedUnaligned(t *testing.T) {
 		})
 	}
 }
+
+// A big upload does not wait for the host's capabilities: its first slices
+// go out while the probe (on a slow login shell: the exec helper's start
+// and the probe's commands) is still held back, and are verified slice by
+// slice once the probe answers; on a host that then turns out not to hash
+// for us (no exec), the whole file is verified after its last byte (read
+// back). The probe is released by the fourth slice written; had the upload
+// waited for the probe, it would be released only by the bound in
+// holdProbeUntilSlice, and the test fails.
+func TestSliceUploadNotWaitingForProbe(t *testing.T) {
+	for _, h := range []struct {
+		name   string
+		start  conformance.StartFunc
+		verify string
+	}{
+		{"Exec", conformance.SSHD(false), `verify="8 slices"`},
+		{"NoExec", conformance.SSHD(true), "verify=whole"},
+	} {
+		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
+			e := newSliceEnv(t, h.start, 8<<20)
+			waitedOut := holdProbeUntilSlice(e)
+			conformance.MustOK(t, e.Dropoff(e.c, "beta"))
+			conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": e.data})
+			if waitedOut.Load() {
+				t.Errorf("the upload waited for the host's probe before writing")
+			}
+			if !strings.Contains(e.log.String(), h.verify) {
+				t.Errorf("the upload was not verified as %s", h.verify)
+			}
+			if p := e.partials(); len(p) != 0 {
+				t.Errorf("partials left: %v", p)
+			}
+		})
+	}
+}
+
+// holdProbeUntilSlice holds e's sessions' probes of the host until the
+// fourth slice of an upload is written, or a bound passes (then the flag it
+// returns is set).
+func holdProbeUntilSlice(e *sliceEnv) *atomic.Bool {
+	release := make(chan struct{})
+	var once sync.Once
+	var waitedOut atomic.Bool
+	carrier.SetProbeGate(e.c, func() {
+		select {
+		case <-release:
+		case <-time.After(20 * time.Second):
+			waitedOut.Store(true)
+		}
+	})
+	carrier.SetSliceWritten(e.c, func(_ string, start, _ int64) {
+		if start >= 3<<20 { // more slices than may wait for the host (sliceAhead)
+			once.Do(func() { close(release) })
+		}
+	})
+	return &waitedOut
+}

@@ -289,7 +289,11 @@
 // SHA-256 it checks against the content hash in the same pass, or, after a
 // fresh pickup of the file, with the slices' digests it took then from the
 // same bytes as the content hash (kept beside its buffer under that hash,
-// which the kept file names too, never sent).
+// which the kept file names too, never sent). The upload does not wait for
+// the probe above to start: a slice written before the probe answered is
+// hashed once it has, and where the host turns out not to hash slices the
+// whole file is verified after its last byte, as for a file of fewer
+// slices.
 //
 // # Reading small files in batches
 //

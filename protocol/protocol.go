@@ -454,16 +454,23 @@ const HashBlock = 1 << 20
 // (one of HashTools). It seeks with dd (POSIX) in blocks of HashBlock when off
 // is a multiple of it, in the largest power of two dividing off otherwise
 // (correct, but slow for odd offsets), and cuts the stream to n bytes with
-// head -c. If the file ends before off+n, the digest is of fewer bytes: the
-// caller tells by comparing it with the digest it expects.
+// head -c where n is not a whole number of those blocks (where it is, dd's
+// count already stops there, and a third process copying every byte
+// through one more pipe would only cost the host's CPU). If the file ends
+// before off+n, the digest is of fewer bytes: the caller tells by
+// comparing it with the digest it expects.
 func HashRangeCommand(tool, absPath string, off, n int64) string {
 	bs := int64(HashBlock)
 	for off%bs != 0 {
 		bs /= 2
 	}
 	count := (n + bs - 1) / bs
-	return fmt.Sprintf("dd bs=%d skip=%d count=%d < %s 2>/dev/null | head -c %d | %s",
-		bs, off/bs, count, ShellQuote(absPath), n, tool)
+	cut := ""
+	if n%bs != 0 {
+		cut = fmt.Sprintf(" | head -c %d", n)
+	}
+	return fmt.Sprintf("dd bs=%d skip=%d count=%d < %s 2>/dev/null%s | %s",
+		bs, off/bs, count, ShellQuote(absPath), cut, tool)
 }
 
 // BatchCommand is the command a carrier runs on a stock host to read the
