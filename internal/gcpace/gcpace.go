@@ -20,7 +20,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"sync/atomic"
+	"sync"
 )
 
 // Floor is the heap goal of a small heap: well within the carrier's
@@ -50,7 +50,10 @@ func Start(getenv func(string) string) (stop func(), started bool) {
 	p.set()
 	p.arm()
 	return func() {
-		if !p.stopped.Swap(true) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.stopped {
+			p.stopped = true
 			debug.SetGCPercent(100)
 		}
 	}, true
@@ -59,8 +62,9 @@ func Start(getenv func(string) string) (stop func(), started bool) {
 type sentinel struct{ p *pacer }
 
 type pacer struct {
+	mu      sync.Mutex
 	sample  []metrics.Sample
-	stopped atomic.Bool
+	stopped bool
 }
 
 // arm calls set after the next collection, and arms itself again: a
@@ -69,19 +73,25 @@ type pacer struct {
 func (p *pacer) arm() {
 	s := &sentinel{p} // holds a pointer: never a tiny allocation, which shares its block and is finalized late
 	runtime.SetFinalizer(s, func(*sentinel) {
-		if p.stopped.Load() {
-			return
+		if p.set() {
+			p.arm()
 		}
-		p.set()
-		p.arm()
 	})
 }
 
-func (p *pacer) set() {
+// set sets the GC percent from the live heap, unless stopped, and reports
+// whether it did.
+func (p *pacer) set() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return false
+	}
 	metrics.Read(p.sample)
 	var live uint64
 	if p.sample[0].Value.Kind() == metrics.KindUint64 {
 		live = p.sample[0].Value.Uint64()
 	}
 	debug.SetGCPercent(Percent(live, Floor))
+	return true
 }
