@@ -605,7 +605,9 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 			hw = io.MultiWriter(hw, sums)
 		}
 	}
+	t0 := time.Now()
 	err = c.readStream(s, rf, remote, cd, stream{from: from, compare: have}, lf, hw, tr)
+	t1 := time.Now()
 	var lerr *localWriteError
 	if errors.As(err, &lerr) {
 		// Our own disk, not the host: say so, and keep the partial.
@@ -635,8 +637,11 @@ func (c *Carrier) fetch(ctx context.Context, s *Session, cd candidate, tr Tracke
 	if err := lf.Close(); err != nil {
 		return res, fmt.Errorf("buffer %s: %w", c.buf.Dir(), err)
 	}
+	t2 := time.Now()
 	res, err = c.commitAndRemove(s, cd, o, remote, sum, func(e Entry) (bool, error) { return c.buf.Commit(e, o, pp, cd.Size) })
 	committed = err == nil
+	c.log.Debug("download timings", "host", s.Host.Name, "path", remote, "stream", t1.Sub(t0).Round(time.Millisecond),
+		"verify", t2.Sub(t1).Round(time.Millisecond), "commit_and_remove", time.Since(t2).Round(time.Millisecond))
 	if committed {
 		c.keepDigests(sum, cd.Size, sums, sc)
 	}

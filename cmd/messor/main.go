@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/messor-sync/messor/internal/gcpace"
 )
 
 // Exit codes.
@@ -52,6 +54,7 @@ func main() {
 		signal.Stop(sigs)
 		cancel(interrupted{sig})
 	}()
+	gcpace.Start(os.Getenv)
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
