@@ -11,10 +11,11 @@ import (
 	"time"
 )
 
-// cli runs the messor binary for e's carrier.
-func (e *env) cli(verb string) *exec.Cmd {
+// cli runs the messor binary for e's carrier, with flags after verb.
+func (e *env) cli(verb string, flags ...string) *exec.Cmd {
 	hosts := filepath.Join(e.Home.Dir, ".messor_pickup_hosts")
-	cmd := exec.Command(messorBin, "--buffer", e.Buf, "--limit", "1GiB", "--hosts", hosts, "--settle", "0", verb)
+	args := append([]string{"--buffer", e.Buf, "--limit", "1GiB", "--hosts", hosts, "--settle", "0", verb}, flags...)
+	cmd := exec.Command(messorBin, args...)
 	cmd.Env = append(os.Environ(), "HOME="+e.Home.Dir, "MESSOR_BUFFER=", "MESSOR_LIMIT=", "MESSOR_HOSTS=", "SSH_AUTH_SOCK=")
 	return cmd
 }
@@ -25,11 +26,11 @@ func (e *env) runCLI(t *testing.T, verb string) (int, string) {
 	return run(t, e.cli(verb))
 }
 
-// startCLI starts verb; its output goes to out, and exited gets what Wait
-// returns.
-func (e *env) startCLI(t *testing.T, verb string) (cmd *exec.Cmd, out *bytes.Buffer, exited <-chan error) {
+// startCLI starts verb with flags; its output goes to out, and exited gets
+// what Wait returns.
+func (e *env) startCLI(t *testing.T, verb string, flags ...string) (cmd *exec.Cmd, out *bytes.Buffer, exited <-chan error) {
 	t.Helper()
-	cmd = e.cli(verb)
+	cmd = e.cli(verb, flags...)
 	out = &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
