@@ -19,8 +19,10 @@ import (
 // visit finds the files there, syncs, and releases them without a second
 // copy. Against sshd with and without exec, and the agent.
 func TestSyncCut(t *testing.T) {
+	t.Parallel()
 	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			e, h, c := relayedBeta(t, k.start, durableFiles, nil)
 			var cuts atomic.Int32
 			var cutDir atomic.Value
