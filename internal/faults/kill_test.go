@@ -131,23 +131,15 @@ func TestInterrupt(t *testing.T) {
 	for _, leg := range []struct{ verb, host string }{{"pickup", "alpha"}, {"dropoff", "beta"}} {
 		p := e.proxy(leg.host)
 		p.SetRate(4 << 20)
-		cmd := e.cli(leg.verb)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for p.BytesUp()+p.BytesDown() < 1<<20 {
-			time.Sleep(5 * time.Millisecond)
-		}
+		cmd, out, exited := e.startCLI(t, leg.verb)
+		waitCarried(t, p.BytesUp()+p.BytesDown()+1<<20, p, exited, out)
 		cmd.Process.Signal(os.Interrupt)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
-			t.Fatalf("%s: still running 30s after SIGINT", leg.verb)
+			<-exited
+			t.Fatalf("%s: still running 30s after SIGINT\n%s", leg.verb, out)
 		}
 		code := cmd.ProcessState.ExitCode()
 		t.Logf("%s: SIGINT: exit %d: %s", leg.verb, code, bytes.TrimSpace(out.Bytes()))
