@@ -9,12 +9,15 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/messor-sync/messor/internal/conformance"
 )
 
 // cli runs the messor binary for e's carrier, with flags after verb.
 func (e *env) cli(verb string, flags ...string) *exec.Cmd {
 	hosts := filepath.Join(e.Home.Dir, ".messor_pickup_hosts")
-	args := append([]string{"--buffer", e.Buf, "--limit", "1GiB", "--hosts", hosts, "--settle", "0", verb}, flags...)
+	args := append([]string{"--buffer", e.Buf, "--limit", "1GiB", "--hosts", hosts, "--settle", "0",
+		"--connect-timeout", conformance.TestConnectTimeout.String(), verb}, flags...)
 	cmd := exec.Command(messorBin, args...)
 	cmd.Env = append(os.Environ(), "HOME="+e.Home.Dir, "MESSOR_BUFFER=", "MESSOR_LIMIT=", "MESSOR_HOSTS=", "SSH_AUTH_SOCK=")
 	return cmd
