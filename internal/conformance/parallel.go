@@ -8,10 +8,13 @@ import (
 
 // WaitingTestsParallel is how many parallel tests RunMostlyWaiting lets run
 // at once: these tests mostly wait (on logins through the host's shell, on
-// links capped or cut, on hosts hashing, on stopped processes), each using
-// a fraction of a core, so GOMAXPROCS of them at a time (go test's default)
-// leaves a small machine mostly idle.
-const WaitingTestsParallel = 6
+// links capped or cut, on hosts hashing, on stopped processes), so
+// GOMAXPROCS of them at a time (go test's default) leaves a small machine
+// mostly idle: on 2 cores the fault suite used about a quarter of a core,
+// and the conformance suite 179 CPU seconds in 20 minutes. Not more: each
+// test's own short timeouts (idle watches of a few seconds) must hold
+// beside the others.
+const WaitingTestsParallel = 4
 
 // RunMostlyWaiting sets -test.parallel to WaitingTestsParallel (or
 // GOMAXPROCS, if more) unless the command line gave it; call it from
