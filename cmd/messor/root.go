@@ -32,6 +32,7 @@ type globals struct {
 	dryRun         bool          // set by pickup, dropoff and sync's --dry-run
 	lease          time.Duration // set by pickup and sync's --lease
 	connectTimeout time.Duration
+	idleTimeout    time.Duration
 	settle         time.Duration
 	noMDNS         bool
 	mdnsTimeout    time.Duration
@@ -89,6 +90,7 @@ usage or configuration (a host name that resolves nowhere is one).`,
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log every file and detail, in slog's key=value format")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print only failures and errors (no summaries, no progress bar)")
 	pf.DurationVar(&g.connectTimeout, "connect-timeout", carrier.DefaultConnectTimeout, "give up on a host that does not answer and log in within this time (ssh_config ConnectTimeout wins); a host that did gets 30s to start SFTP")
+	pf.DurationVar(&g.idleTimeout, "idle-timeout", carrier.DefaultIdleTimeout, "give up on a host that sends nothing, or answers none of the SFTP requests waiting, for this long (a stalled link, a hung mount); 0 waits for ever")
 	pf.DurationVar(&g.settle, "settle", 5*time.Second, "leave files modified more recently than this for the next visit (still being written)")
 	pf.BoolVar(&g.noMDNS, "no-mdns", os.Getenv("MESSOR_NO_MDNS") != "", "do not look for agents on the LAN over mDNS (or set $MESSOR_NO_MDNS)")
 	pf.DurationVar(&g.mdnsTimeout, "mdns-timeout", 2*time.Second, "how long to listen for agents on the LAN")
@@ -147,9 +149,12 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 		g.logger().Debug("status will not answer during this run", "err", err)
 	}
 	closeBuf = func() { stopStatus(); buf.Close() }
-	settle := g.settle
+	settle, idle := g.settle, g.idleTimeout
 	if settle == 0 {
 		settle = -1
+	}
+	if idle == 0 {
+		idle = -1
 	}
 	opts := carrier.Options{
 		AcceptNew:      g.acceptNew,
@@ -158,6 +163,7 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 		Metered:        meteredProbe,
 		IsLocal:        localAddr,
 		ConnectTimeout: g.connectTimeout,
+		IdleTimeout:    idle,
 		Settle:         settle,
 		Logger:         g.logger(),
 		VerifySource:   true,

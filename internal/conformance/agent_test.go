@@ -3,4 +3,7 @@ package conformance
 import "testing"
 
 // TestAgent runs the suite against messor's own agent.
-func TestAgent(t *testing.T) { Run(t, Agent) }
+func TestAgent(t *testing.T) {
+	t.Parallel()
+	Run(t, Agent)
+}

@@ -20,9 +20,11 @@ import (
 // under its own name and no claim stays for ever. Against sshd with and
 // without exec, and the agent.
 func TestClaimSettled(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("long name ", 22) + ".txt" // too long for a claim name
 	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			for _, name := range []string{"f.txt", long} {
 				short := name[:min(len(name), 12)]
 				t.Run(short+" stopped before removing", func(t *testing.T) { testStoppedDelivered(t, k.start, name, false) })

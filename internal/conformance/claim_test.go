@@ -91,8 +91,10 @@ func runOnHostKinds(t *testing.T, cases []hostCase) {
 // a carrier that stopped is settled by the next visit, whether its version
 // was carried or not. Against sshd with and without exec, and the agent.
 func TestClaim(t *testing.T) {
+	t.Parallel()
 	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			t.Run("new version at the claim", func(t *testing.T) { testClaimSwap(t, k.start, sftptest.FxpRename) })
 			t.Run("new version at the removal", func(t *testing.T) { testClaimSwap(t, k.start, sftptest.FxpRemove) })
 			t.Run("newer version at the put-back", func(t *testing.T) { testClaimPutBackTaken(t, k.start) })
@@ -300,8 +302,10 @@ func firstKey(m map[string][]byte) string {
 // and the rest of the outbox is carried. Against sshd with and without
 // exec, and the agent.
 func TestDirectoryGoneWhileListed(t *testing.T) {
+	t.Parallel()
 	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			h := &relayHost{}
 			e := NewEnv(t, relayed(k.start, h), "alpha")
 			e.Outbox("alpha", "beta", map[string][]byte{"f.txt": claimV1})

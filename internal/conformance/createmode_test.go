@@ -18,8 +18,10 @@ import (
 // moment between the open and the chmod is seen. Against sshd with and
 // without exec, and the agent.
 func TestPartialCreatedPrivate(t *testing.T) {
+	t.Parallel()
 	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			files := map[string][]byte{"one.txt": []byte("private\n"), "two.txt": []byte("private too\n")}
 			inbox := ""
 			e, h, c := relayedBeta(t, k.start, files, func(e *Env) {

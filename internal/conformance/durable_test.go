@@ -35,13 +35,17 @@ var syncedDirs = []string{"messor/inbox", "messor/inbox/alpha", "messor/inbox/al
 // opened for reading), and the parent of each directory it made, before
 // it lets go of its copy; OpenSSH's sftp-server carries the syncs out (its
 // log shows each, and no request failed).
-func TestDirectorySyncOpenSSH(t *testing.T) { directorySyncOpenSSH(t, nil) }
+func TestDirectorySyncOpenSSH(t *testing.T) {
+	t.Parallel()
+	directorySyncOpenSSH(t, nil)
+}
 
 // TestDirectorySyncFoundDirs: directories found in the inbox may have been
 // made by a carrier killed before it synced their parents, so every
 // directory from the file's up to the inbox is synced, made this visit or
 // not.
 func TestDirectorySyncFoundDirs(t *testing.T) {
+	t.Parallel()
 	directorySyncOpenSSH(t, func(dir string) {
 		if err := os.MkdirAll(filepath.Join(dir, "messor", "inbox", "alpha", "a", "b"), 0o700); err != nil {
 			t.Fatal(err)
@@ -80,6 +84,7 @@ func directorySyncOpenSSH(t *testing.T, before func(dir string)) {
 
 // TestDirectorySyncAgent: the same on the agent, whose log shows the syncs.
 func TestDirectorySyncAgent(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -133,6 +138,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // its copies until a later visit finds them there; that visit sends
 // nothing again and releases them.
 func TestNoDirectorySyncKeepsEntry(t *testing.T) {
+	t.Parallel()
 	e := NewEnv(t, SSHD(false), "alpha")
 	e.Start = startPkgSFTP
 	e.AddHost("beta", true)

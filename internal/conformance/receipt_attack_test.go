@@ -22,6 +22,7 @@ import (
 // with exec, sshd without exec and the agent: a receipt removes only the
 // exact content it names, and only inside the outbox.
 func TestReceiptAttacks(t *testing.T) {
+	t.Parallel()
 	runOnHostKinds(t, []hostCase{
 		{"SameSizeAndMTime", testKeepSameSizeMTime},
 		{"SwapAtTheClaim", testKeepSwapAtClaim},
@@ -149,6 +150,7 @@ const receiptsHeldBound = 16 << 20
 // A destination that plants receipts without end, big ones and many small
 // ones: the carrier takes along a bounded amount.
 func TestReceiptFlood(t *testing.T) {
+	t.Parallel()
 	e := NewEnv(t, SSHD(false), "alpha", "beta")
 	at := time.Now()
 	plant := func(i, lines int) {
@@ -248,6 +250,7 @@ func testKeepMarkerRemoved(t *testing.T, start StartFunc) {
 // aged by the destination's clock, so it removes none that another
 // carrier would still take home.
 func TestReceiptClockAhead(t *testing.T) {
+	t.Parallel()
 	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
@@ -275,6 +278,7 @@ func TestReceiptClockAhead(t *testing.T) {
 // crashed in a write, or its user edited it): the next line appended is a
 // line of its own, not glued to the cut one.
 func TestLedgerCutLine(t *testing.T) {
+	t.Parallel()
 	for _, k := range hostKinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()

@@ -66,6 +66,7 @@ var receiptCuts = []receiptCut{
 // lets the carrier visit the hosts again: every file arrives once, leaves
 // the outbox, has one ledger line, and every receipt goes home.
 func TestReceiptCuts(t *testing.T) {
+	t.Parallel()
 	for _, k := range hostKinds {
 		for _, keep := range []bool{true, false} {
 			for _, cut := range receiptCuts {

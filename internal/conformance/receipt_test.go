@@ -20,6 +20,7 @@ import (
 // TestReceipts runs the receipt and keep-mode tests against sshd with exec,
 // sshd without exec and the agent.
 func TestReceipts(t *testing.T) {
+	t.Parallel()
 	runOnHostKinds(t, []hostCase{
 		{"LedgerWrittenOnce", testLedgerOnce},
 		{"ReceiptForContentThere", testReceiptAlreadyThere},

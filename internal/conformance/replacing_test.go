@@ -38,13 +38,17 @@ func startGoSFTP(t *testing.T, dir string, keys []ssh.PublicKey, version string)
 // TestTwoVersionsReplacingServer: against a server whose rename replaces,
 // two versions of one file must still both arrive (the carrier serialises
 // deliveries to one name). Found in review.
-func TestTwoVersionsReplacingServer(t *testing.T) { TwoVersions(t, SSHD(false), startPkgSFTP) }
+func TestTwoVersionsReplacingServer(t *testing.T) {
+	t.Parallel()
+	TwoVersions(t, SSHD(false), startPkgSFTP)
+}
 
 // TestReplacingServerWithOpenSSHBanner: a host whose banner says OpenSSH but
 // whose SFTP server's rename replaces (sshd running another Subsystem, an
 // appliance with a copied banner): a different file already in the inbox is
 // kept, the new one arrives beside it. Found in review.
 func TestReplacingServerWithOpenSSHBanner(t *testing.T) {
+	t.Parallel()
 	e := NewEnv(t, SSHD(false), "alpha")
 	e.Start = startPkgSFTPAs("SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13")
 	e.AddHost("beta", true)

@@ -249,7 +249,10 @@ func testResumeChangedSource(t *testing.T, start StartFunc) {
 			if slice > 0 {
 				name = tc.name + "/Slices"
 			}
-			t.Run(name, func(t *testing.T) { resumeChanged(t, start, tc, slice) })
+			t.Run(name, func(t *testing.T) {
+				t.Parallel() // each with its own hosts
+				resumeChanged(t, start, tc, slice)
+			})
 		}
 	}
 }

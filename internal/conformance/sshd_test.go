@@ -15,17 +15,26 @@ import (
 )
 
 // TestOpenSSH runs the suite against stock OpenSSH sshd.
-func TestOpenSSH(t *testing.T) { Run(t, SSHD(false)) }
+func TestOpenSSH(t *testing.T) {
+	t.Parallel()
+	Run(t, SSHD(false))
+}
 
 // TestOpenSSHNoExec runs it against an sshd that offers nothing but SFTP,
 // so every check reads data back instead of hashing on the host.
-func TestOpenSSHNoExec(t *testing.T) { Run(t, SSHD(true)) }
+func TestOpenSSHNoExec(t *testing.T) {
+	t.Parallel()
+	Run(t, SSHD(true))
+}
 
 // TestOpenSSHRestrictedKey runs it against an sshd where the carrier's key
 // line is restrict,command="internal-sftp", as messor key prints it: the
 // carrier's hash commands get internal-sftp's refusal, so every check
 // reads data back, and nothing waits on a command that never answers.
-func TestOpenSSHRestrictedKey(t *testing.T) { Run(t, SSHDRestricted) }
+func TestOpenSSHRestrictedKey(t *testing.T) {
+	t.Parallel()
+	Run(t, SSHDRestricted)
+}
 
 // TestRestrictedKeyReadsBack: with the key forced to an SFTP server, the
 // in-process internal-sftp (which answers a command with "This service
@@ -34,8 +43,10 @@ func TestOpenSSHRestrictedKey(t *testing.T) { Run(t, SSHDRestricted) }
 // hashing and settles on reading back, and a file bigger than the size
 // hashed on the host goes both ways intact.
 func TestRestrictedKeyReadsBack(t *testing.T) {
+	t.Parallel()
 	for _, forced := range []string{"internal-sftp", "/usr/lib/openssh/sftp-server"} {
 		t.Run(filepath.Base(forced), func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			start := func(t *testing.T, dir string, keys []ssh.PublicKey) Host {
 				abs, err := filepath.Abs(dir)
 				if err != nil {

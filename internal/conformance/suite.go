@@ -103,8 +103,14 @@ func (e *Env) Resolve(names ...string) []discovery.Host {
 	return out
 }
 
-// Carrier opens the buffer with limit and returns a carrier; the buffer is
-// closed when the test ends (or by the caller).
+// TestConnectTimeout is the carriers' connect timeout unless a test sets
+// its own: on a loaded machine connecting and logging in to sshd outlasted
+// the 5 s default (load 40: "skipped, not reachable: timed out").
+const TestConnectTimeout = 60 * time.Second
+
+// Carrier opens the buffer with limit and returns a carrier (connect
+// timeout TestConnectTimeout unless opts sets one); the buffer is closed
+// when the test ends (or by the caller).
 func (e *Env) Carrier(limit int64, opts carrier.Options) *carrier.Carrier {
 	b, err := carrier.OpenBuffer(e.Buf, limit)
 	if err != nil {
@@ -113,6 +119,9 @@ func (e *Env) Carrier(limit int64, opts carrier.Options) *carrier.Carrier {
 	e.T.Cleanup(func() { b.Close() })
 	if opts.Settle == 0 {
 		opts.Settle = -1
+	}
+	if opts.ConnectTimeout == 0 {
+		opts.ConnectTimeout = TestConnectTimeout
 	}
 	opts.VerifySource = true
 	return carrier.New(b, opts)

@@ -68,12 +68,14 @@ func giveToNobody(t *testing.T, dir string) {
 // partial its host's user cannot write; the next visit still delivers the
 // file, with its mode, on a host whose sftp-server enforces modes.
 func TestReadOnlyPartialResumed(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		size int
 		perm os.FileMode
 	}{{"small", 100, 0o444}, {"big", 3 << 20, 0o444}, {"small0000", 100, 0}, {"big0000", 3 << 20, 0}} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			size := tc.size
 			e := NewEnv(t, SSHD(false), "alpha")
 			e.Start = startSFTPServerAsNobody
@@ -125,8 +127,10 @@ func TestReadOnlyPartialResumed(t *testing.T) {
 // delivered by the next visit, though its host's user cannot read it; it
 // keeps its mode.
 func TestUnreadableDeliveredFound(t *testing.T) {
+	t.Parallel()
 	for _, perm := range []os.FileMode{0, 0o200} {
 		t.Run(perm.String(), func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			e := NewEnv(t, SSHD(false), "alpha")
 			e.Start = startSFTPServerAsNobody
 			e.AddHost("beta", true)

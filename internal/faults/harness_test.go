@@ -26,6 +26,7 @@ import (
 var messorBin string
 
 func TestMain(m *testing.M) {
+	conformance.RunMostlyWaiting()
 	dir, err := os.MkdirTemp("", "messor-faults-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -9,12 +9,16 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/messor-sync/messor/internal/conformance"
 )
 
-// cli runs the messor binary for e's carrier.
-func (e *env) cli(verb string) *exec.Cmd {
+// cli runs the messor binary for e's carrier, with flags after verb.
+func (e *env) cli(verb string, flags ...string) *exec.Cmd {
 	hosts := filepath.Join(e.Home.Dir, ".messor_pickup_hosts")
-	cmd := exec.Command(messorBin, "--buffer", e.Buf, "--limit", "1GiB", "--hosts", hosts, "--settle", "0", verb)
+	args := append([]string{"--buffer", e.Buf, "--limit", "1GiB", "--hosts", hosts, "--settle", "0",
+		"--connect-timeout", conformance.TestConnectTimeout.String(), verb}, flags...)
+	cmd := exec.Command(messorBin, args...)
 	cmd.Env = append(os.Environ(), "HOME="+e.Home.Dir, "MESSOR_BUFFER=", "MESSOR_LIMIT=", "MESSOR_HOSTS=", "SSH_AUTH_SOCK=")
 	return cmd
 }
@@ -25,11 +29,11 @@ func (e *env) runCLI(t *testing.T, verb string) (int, string) {
 	return run(t, e.cli(verb))
 }
 
-// startCLI starts verb; its output goes to out, and exited gets what Wait
-// returns.
-func (e *env) startCLI(t *testing.T, verb string) (cmd *exec.Cmd, out *bytes.Buffer, exited <-chan error) {
+// startCLI starts verb with flags; its output goes to out, and exited gets
+// what Wait returns.
+func (e *env) startCLI(t *testing.T, verb string, flags ...string) (cmd *exec.Cmd, out *bytes.Buffer, exited <-chan error) {
 	t.Helper()
-	cmd = e.cli(verb)
+	cmd = e.cli(verb, flags...)
 	out = &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -130,23 +134,15 @@ func TestInterrupt(t *testing.T) {
 	for _, leg := range []struct{ verb, host string }{{"pickup", "alpha"}, {"dropoff", "beta"}} {
 		p := e.proxy(leg.host)
 		p.SetRate(4 << 20)
-		cmd := e.cli(leg.verb)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for p.BytesUp()+p.BytesDown() < 1<<20 {
-			time.Sleep(5 * time.Millisecond)
-		}
+		cmd, out, exited := e.startCLI(t, leg.verb)
+		waitCarried(t, p.BytesUp()+p.BytesDown()+1<<20, p, exited, out)
 		cmd.Process.Signal(os.Interrupt)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
-			t.Fatalf("%s: still running 30s after SIGINT", leg.verb)
+			<-exited
+			t.Fatalf("%s: still running 30s after SIGINT\n%s", leg.verb, out)
 		}
 		code := cmd.ProcessState.ExitCode()
 		t.Logf("%s: SIGINT: exit %d: %s", leg.verb, code, bytes.TrimSpace(out.Bytes()))

@@ -84,7 +84,9 @@ func TestStalledLink(t *testing.T) {
 	const size = 6 << 20
 	files := map[string][]byte{"stall/big.bin": randBytes(r, size), "stall/small.txt": []byte("small\n")}
 	e.send("alpha", "beta", files)
-	c := e.carrier(1<<30, carrier.Options{IdleTimeout: time.Second})
+	// Short, for a quick test, but not so short that a loaded machine's
+	// slow replies before the stall look like one (at 1 s, load 40 did).
+	c := e.carrier(1<<30, carrier.Options{IdleTimeout: 3 * time.Second})
 	ctx := context.Background()
 
 	for _, leg := range []struct {
@@ -103,7 +105,7 @@ func TestStalledLink(t *testing.T) {
 		for p.BytesUp()+p.BytesDown() < size/3 {
 			select {
 			case <-done:
-				t.Fatalf("%s finished before the stall", leg.verb)
+				t.Fatalf("%s finished before the stall: %v", leg.verb, reportsErr(rs))
 			case <-time.After(5 * time.Millisecond):
 			}
 		}

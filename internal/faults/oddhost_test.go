@@ -25,6 +25,7 @@ import (
 // does without them, never takes a banner or the digest of nothing for the
 // file's.
 func TestOddExecHosts(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	noHead := t.TempDir()
 	for _, tool := range []string{"sh", "openssl", "sha256sum", "dd", "cat", "sleep"} {
@@ -46,6 +47,7 @@ func TestOddExecHosts(t *testing.T) {
 		{"NoHead", "PATH=" + noHead + "; export PATH", carrier.HashByReadback},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			start := func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
 				s := sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: keys, LoginScript: tc.login})
 				return linkHost{s: s, p: flaky.New(t, s.Addr)}

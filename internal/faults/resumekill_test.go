@@ -27,6 +27,7 @@ import (
 // differs and rewritten from there. After each kill nothing is lost, the
 // partial holds only the source's bytes, and the next runs finish.
 func TestKillDuringResume(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	const size = 8<<20 + 5
 	for _, tc := range []struct {
@@ -34,6 +35,7 @@ func TestKillDuringResume(t *testing.T) {
 		noExec bool
 	}{{"DuringWholeFileHash", false}, {"AfterPartialCut", true}} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			flag := filepath.Join(t.TempDir(), "hold")
 			// The whole-file hash (head -c size) waits while flag exists,
 			// having removed it: the test kills the carrier then. head

@@ -32,9 +32,11 @@ func (h sessionHost) Stop()                  { h.s.Stop() }
 // even one more channel, nor a command for hashing) refuses the extra
 // ones: the carrier goes on with what it has, and everything arrives.
 func TestFewSessionsAllowed(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	for _, max := range []int{1, 2, 5, 0} {
 		t.Run(fmt.Sprintf("MaxSessions=%d", max), func(t *testing.T) {
+			t.Parallel() // each with its own hosts
 			var servers []*sshdtest.Server
 			start := func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
 				s := sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: keys, MaxSessions: max})
@@ -80,6 +82,7 @@ func TestFewSessionsAllowed(t *testing.T) {
 // lanes leave a session for commands, and a refused resume check reads the
 // prefix back.
 func TestResumeOnHostWithFewSessions(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	start := func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
 		return sessionHost{s: sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: keys, MaxSessions: 4})}

@@ -221,6 +221,12 @@ func TestStallFIFOInInbox(t *testing.T) {
 	e.settle(t, c)
 }
 
+// noStallIdle is the idle timeout of the tests where a slow host must not
+// be taken for stalled: short, for quick tests, but not so short that a
+// loaded machine's late keepalive reply looks like a stall (at 2 s, load 50
+// took TestStallSlowFsync's host for stalled: "no data for 2s").
+const noStallIdle = 3 * time.Second
+
 // TestStallSlowFsync: a host whose every fsync (files and directories)
 // takes longer than the idle timeout (a slow SD card) is not taken for
 // stalled: an fsync outstanding may take twice as long, and more in
@@ -230,7 +236,7 @@ func TestStallSlowFsync(t *testing.T) {
 	e, h := newStallEnv(t)
 	r := rand.New(rand.NewSource(17))
 	e.send("alpha", "beta", map[string][]byte{"slow/big.bin": randBytes(r, 12<<20)})
-	const idle = 2 * time.Second
+	const idle = noStallIdle
 	c := e.carrier(1<<30, carrier.Options{IdleTimeout: idle})
 	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
 		t.Fatal(err)
@@ -293,7 +299,7 @@ func TestStallFsyncHoldsOtherLanes(t *testing.T) {
 	t.Parallel()
 	e, h := newStallEnv(t)
 	e.sendForLanes(18, "lanes", 16<<10)
-	const idle = 2 * time.Second
+	const idle = noStallIdle
 	c := e.carrier(1<<30, carrier.Options{IdleTimeout: idle})
 	if err := reportsErr(c.Pickup(context.Background(), e.Resolve("alpha"))); err != nil {
 		t.Fatal(err)
@@ -371,7 +377,7 @@ func TestStallSlowLaneStart(t *testing.T) {
 	t.Parallel()
 	e, h := newStallEnv(t)
 	e.sendForLanes(20, "slowlane", 2000)
-	const idle = 2 * time.Second
+	const idle = noStallIdle
 	c := e.carrier(1<<30, carrier.Options{IdleTimeout: idle, ConnectTimeout: 4 * idle})
 	a := &stallAt{match: func(r sftptest.Request) bool { return r.Type == 1 }} // SSH_FXP_INIT
 	a.act = func(sftptest.Request) {

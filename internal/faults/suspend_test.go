@@ -1,17 +1,26 @@
 package faults
 
 import (
+	"bytes"
 	"math/rand"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/messor-sync/messor/internal/flaky"
 )
 
+// suspendIdle is the idle timeout the suspension tests give the CLI
+// (--idle-timeout): short, so that a stop three times as long is quick.
+const suspendIdle = 4 * time.Second
+
 // TestSuspendedCarrier stops `messor pickup` (SIGSTOP, as Ctrl-Z does) in
-// the middle of a transfer for longer than the idle timeout (30 s), then
-// lets it go on (SIGCONT, as fg does). The host answered all along, its
-// replies waiting in the socket: the carrier was not watching, so the run
-// is no stall, and it carries everything.
+// the middle of a transfer for three times its idle timeout, then lets it
+// go on (SIGCONT, as fg does). The host answered all along, its replies
+// waiting in the socket: the carrier was not watching, so the run is no
+// stall, and it carries everything. The same timeout then does give up on
+// a link that goes silent, so the stop really outlasted it.
 func TestSuspendedCarrier(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "alpha", "beta")
@@ -21,16 +30,11 @@ func TestSuspendedCarrier(t *testing.T) {
 	e.Home.WriteHostsFile("alpha")
 	p := e.proxy("alpha")
 	p.SetRate(1 << 20)
-	cmd, out, exited := e.startCLI(t, "pickup")
-	for p.BytesUp()+p.BytesDown() < size/4 {
-		select {
-		case err := <-exited:
-			t.Fatalf("the pickup ended before the stop: %v\n%s", err, out)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	idle := "--idle-timeout=" + suspendIdle.String()
+	cmd, out, exited := e.startCLI(t, "pickup", idle)
+	waitCarried(t, p.BytesUp()+p.BytesDown()+size/4, p, exited, out)
 	cmd.Process.Signal(syscall.SIGSTOP)
-	time.Sleep(40 * time.Second)
+	time.Sleep(3 * suspendIdle)
 	cmd.Process.Signal(syscall.SIGCONT)
 	select {
 	case err := <-exited:
@@ -39,9 +43,39 @@ func TestSuspendedCarrier(t *testing.T) {
 		}
 	case <-time.After(2 * time.Minute):
 		cmd.Process.Kill()
+		<-exited
 		t.Fatalf("the pickup still ran 2 minutes after it was continued\n%s", out)
 	}
 	if n := len(e.OutboxFiles("alpha")); n != 0 {
 		t.Fatalf("the pickup left %d files behind\n%s", n, out)
+	}
+
+	e.send("alpha", "beta", map[string][]byte{"suspend/second.bin": randBytes(r, size)})
+	cmd, out, exited = e.startCLI(t, "pickup", idle)
+	waitCarried(t, p.BytesUp()+p.BytesDown()+size/4, p, exited, out)
+	p.Stall(true)
+	defer p.Stall(false)
+	select {
+	case err := <-exited:
+		if err == nil || !strings.Contains(out.String(), "stalled") {
+			t.Fatalf("a link silent for longer than --idle-timeout: exit %v, want a stall\n%s", err, out)
+		}
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("the pickup still waited on a silent link 2 minutes later, with %s\n%s", idle, out)
+	}
+}
+
+// waitCarried waits until p has carried n bytes (both ways together),
+// failing the test if the CLI run ends first.
+func waitCarried(t *testing.T, n int64, p *flaky.Proxy, exited <-chan error, out *bytes.Buffer) {
+	t.Helper()
+	for p.BytesUp()+p.BytesDown() < n {
+		select {
+		case err := <-exited:
+			t.Fatalf("the run ended before the bytes it was to be stopped at: %v\n%s", err, out)
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }

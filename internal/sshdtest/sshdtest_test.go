@@ -44,20 +44,10 @@ func dial(t *testing.T, s *Server, key ssh.Signer) (*ssh.Client, error) {
 	return client, nil
 }
 
-func run(t *testing.T, c *ssh.Client, cmd string) (string, error) {
-	t.Helper()
-	return runWith(t, c, cmd, (*ssh.Session).CombinedOutput)
-}
-
 // runStdout runs cmd and returns only its standard output: a login shell's
 // init files may print to stderr (pyenv's rehash does when another shell
 // holds its lock), which is not the command's answer.
 func runStdout(t *testing.T, c *ssh.Client, cmd string) (string, error) {
-	t.Helper()
-	return runWith(t, c, cmd, (*ssh.Session).Output)
-}
-
-func runWith(t *testing.T, c *ssh.Client, cmd string, output func(*ssh.Session, string) ([]byte, error)) (string, error) {
 	t.Helper()
 	sess, err := c.NewSession()
 	if err != nil {
@@ -66,7 +56,7 @@ func runWith(t *testing.T, c *ssh.Client, cmd string, output func(*ssh.Session, 
 	defer sess.Close()
 	timer := time.AfterFunc(10*time.Second, func() { c.Close() })
 	defer timer.Stop()
-	out, err := output(sess, cmd)
+	out, err := sess.Output(cmd)
 	return string(out), err
 }
 
@@ -100,7 +90,7 @@ func TestServer(t *testing.T) {
 			}
 			sftpRoundTrip(t, c, login)
 
-			out, err := run(t, c, "echo hi")
+			out, err := runStdout(t, c, "echo hi")
 			if noExec {
 				if out == "hi\n" || err == nil {
 					t.Errorf("exec ran a command on a server offering only SFTP: %q, %v", out, err)
@@ -188,7 +178,7 @@ func TestRestartSameAddress(t *testing.T) {
 	}
 
 	s.Stop()
-	if _, err := run(t, c, "true"); err == nil {
+	if _, err := runStdout(t, c, "true"); err == nil {
 		t.Error("connection survived Stop")
 	}
 
