@@ -98,6 +98,21 @@ func TestJumpChainBounded(t *testing.T) {
 	silent := silentListener(t)
 	h := discovery.Host{Name: "hung", HostName: "127.0.0.1", Port: silent.Port, User: "root", ProxyJump: []discovery.Host{hostOf("jump", jump, kf)}}
 	wantBounded(t, h, signer, "a target that never answers")
+	// Under load the jump host's login alone can outlast wantBounded's
+	// short bounds; a longer bound must then reach past it, and still end.
+	for _, d := range []time.Duration{2 * time.Second, 8 * time.Second} {
+		if strings.Contains(jump.Log(), "Accepted publickey for root") {
+			break
+		}
+		insecure := func(discovery.Host) ssh.HostKeyCallback { return ssh.InsecureIgnoreHostKey() }
+		signers := func() ([]ssh.Signer, error) { return []ssh.Signer{signer}, nil }
+		var ue *UnreachableError
+		if _, err := dialOrHang(t, func() (*Session, error) {
+			return dial(context.Background(), h, ssh.InsecureIgnoreHostKey(), insecure, signers, d, nil)
+		}); !errors.As(err, &ue) {
+			t.Errorf("a target that never answers, timeout %v: %v, want an UnreachableError", d, err)
+		}
+	}
 	if !strings.Contains(jump.Log(), "Accepted publickey for root") {
 		t.Errorf("the jump host saw no login:\n%s", jump.Log())
 	}
