@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,8 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/conformance"
+	"github.com/messor-sync/messor/internal/sshdtest"
 	"github.com/messor-sync/messor/protocol"
 )
 
@@ -306,4 +310,33 @@ func holdProbeUntilSlice(e *sliceEnv) *atomic.Bool {
 		}
 	})
 	return &waitedOut
+}
+
+// A host whose dd reads on past count= (an odd dd first in the login's
+// PATH) must not be taken for one that hashes slices: a slice ending on a
+// whole dd block is cut by dd's count alone (protocol.HashRangeCommand),
+// and its digest would take in the rest of the file, failing every upload
+// as not verifying. The slice probe checks count; such a host has the whole
+// file verified, and the dropoff succeeds.
+func TestSliceHostDDIgnoringCount(t *testing.T) {
+	t.Parallel()
+	bin := t.TempDir()
+	dd, err := exec.LookPath("dd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\na=\nfor x in \"$@\"; do case $x in count=*) ;; *) a=\"$a $x\";; esac; done\nexec " + dd + " $a\n"
+	if err := os.WriteFile(filepath.Join(bin, "dd"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	login := "PATH=" + bin + ":$PATH; export PATH"
+	start := func(t *testing.T, dir string, keys []ssh.PublicKey) conformance.Host {
+		return batchHost{sshdtest.Start(t, sshdtest.Options{LoginDir: dir, AuthorizedKeys: keys, LoginScript: login})}
+	}
+	e := newSliceEnv(t, start, 8<<20)
+	conformance.MustOK(t, e.Dropoff(e.c, "beta"))
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{"big/file.bin": e.data})
+	if !strings.Contains(e.log.String(), "verify=whole") {
+		t.Errorf("the upload was not verified whole")
+	}
 }

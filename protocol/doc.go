@@ -285,7 +285,8 @@
 // the global request [HashSliceRequest] carrying a [HashSliceMsg] on an agent
 // (an older agent refuses it, and the carrier falls back to the whole-file
 // hash), or [HashRangeCommand] (POSIX dd and head), run as above, on a
-// stock host, and compares each with the same slice of its own copy, whose whole
+// stock host whose probe shows dd stopping at count= and head -c cutting
+// (else the whole file is verified), and compares each with the same slice of its own copy, whose whole
 // SHA-256 it checks against the content hash in the same pass, or, after a
 // fresh pickup of the file, with the slices' digests it took then from the
 // same bytes as the content hash (kept beside its buffer under that hash,
