@@ -332,17 +332,18 @@ func (e *execHasher) hash(ctx context.Context, s *Session, p string, n int64) ([
 	return e.execHash(ctx, s, abs, protocol.HashCommand(e.tool, abs, n), n)
 }
 
-// canSlice probes, once, both shapes of protocol.HashRangeCommand:
-// "messor" in blocks of 2 bytes, skip one, take one: "ss", cut by dd's
-// count alone (a dd reading on past count fails here,
-// TestSliceHostDDIgnoringCount); then take two: "ssor", cut to 3 bytes by
-// head -c: "sso".
+// canSlice probes, once: "messor" in blocks of 2 bytes, skip one, take
+// one: "ss", through head -c 3. dd's count must end the range, as it alone
+// does in protocol.HashRangeCommand where the range is whole blocks (a dd
+// reading on past it gives "sso": TestSliceHostDDIgnoringCount); that
+// head -c cuts is known from the hash probe (hashProbe). One pipeline, as
+// the old probe was, for any login shell running it.
 func (e *execHasher) canSlice(ctx context.Context, s *Session) bool {
 	e.sliceOnce.Do(func() {
 		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
-		out, err := e.run(pctx, s, "{ printf messor | dd bs=2 skip=1 count=1 2>/dev/null; printf messor | dd bs=2 skip=1 count=2 2>/dev/null | head -c 3; } | "+e.tool, 0)
-		sum := sha256.Sum256([]byte("ss" + "sso"))
+		out, err := e.run(pctx, s, "printf messor | dd bs=2 skip=1 count=1 2>/dev/null | head -c 3 | "+e.tool, 0)
+		sum := sha256.Sum256([]byte("ss"))
 		e.execSlices = err == nil && strings.HasPrefix(execLines(out, 1)[0], hex.EncodeToString(sum[:]))
 		if !e.execSlices {
 			s.log.Debug("the host cannot hash a slice of a file (dd, head -c); verifying whole files", "err", err, "output", string(out))
