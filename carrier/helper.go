@@ -96,6 +96,11 @@ func (h *execHelper) run(ctx context.Context, cmd string, timeout time.Duration)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	if err := ctx.Err(); err != nil {
+		// Ended before the command was sent (the select may take the
+		// turn even so): the helper stays up (TestHelperRunAfterCancel).
+		return nil, err
+	}
 	if err := h.gone(); err != nil {
 		return nil, err
 	}

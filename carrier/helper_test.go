@@ -176,3 +176,24 @@ func TestHelperCommandCancelled(t *testing.T) {
 	}
 	checkRangeHash(ctx, t, s, dir)
 }
+
+// A command asked for once its context has ended is not sent, and leaves
+// the helper up for the session's other commands: a slice hash whose
+// upload ended while it waited for the host's probe asks so
+// (sliceVerifier.written).
+func TestHelperRunAfterCancel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, dir, e := stockHelper(ctx, t)
+	ended, end := context.WithCancel(ctx)
+	end()
+	for range 20 {
+		if _, err := e.run(ended, s, "true", 0); !errors.Is(err, context.Canceled) {
+			t.Fatalf("command asked for after its context ended: %v, want %v", err, context.Canceled)
+		}
+	}
+	if !s.helperUp(ctx) {
+		t.Error("helper closed by commands never sent")
+	}
+	checkRangeHash(ctx, t, s, dir)
+}
