@@ -124,3 +124,18 @@ func heapGoal() uint64 {
 	metrics.Read(s)
 	return s[0].Value.Uint64()
 }
+
+// TestStopHolds: after stop, no collection sets the GC percent again (the
+// finalizer armed before stop fires once, and arms nothing).
+func TestStopHolds(t *testing.T) {
+	stop, _ := Start(func(string) string { return "" })
+	waitPercent(t, func(p uint64) bool { return p > 100 }, "above 100 for a small heap")
+	stop()
+	for range 20 {
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+		if p := gogc(); p != 100 {
+			t.Fatalf("GC percent %d after stop and a collection, want 100", p)
+		}
+	}
+}
