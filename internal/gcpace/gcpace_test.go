@@ -50,7 +50,8 @@ func TestStartUserSettings(t *testing.T) {
 }
 
 // TestStartFollowsHeap: a small heap is collected at the floor, a large
-// one as by default, and stop gives the default back.
+// one as by default, a heap that shrank at the floor again, and stop
+// gives the default back.
 func TestStartFollowsHeap(t *testing.T) {
 	stop, started := Start(func(string) string { return "" })
 	defer stop()
@@ -65,6 +66,8 @@ func TestStartFollowsHeap(t *testing.T) {
 	}
 	waitPercent(t, func(p uint64) bool { return p == 100 }, "100 for 64 MiB live")
 	runtime.KeepAlive(live)
+	live = nil // the listing is done: the heap shrinks, the goal follows
+	waitPercent(t, func(p uint64) bool { return p > 100 }, "above 100 once the 64 MiB are garbage")
 	stop()
 	if p := gogc(); p != 100 {
 		t.Errorf("GC percent %d after stop, want 100", p)
