@@ -215,7 +215,7 @@ func (s *Session) watchIdle(idle time.Duration) {
 	if idle <= 0 {
 		return
 	}
-	tick := idle / 4
+	tick := max(idle/4, time.Millisecond) // a ticker needs a positive interval
 	go func() {
 		t := time.NewTicker(tick)
 		defer t.Stop()

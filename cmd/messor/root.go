@@ -140,6 +140,9 @@ func (g *globals) openCarrier() (c *carrier.Carrier, closeBuf func(), err error)
 	if err != nil {
 		return nil, nil, usageErr("--limit: %w", err)
 	}
+	if g.idleTimeout < 0 {
+		return nil, nil, usageErr("--idle-timeout %v: negative (0 waits for ever)", g.idleTimeout)
+	}
 	buf, err := carrier.OpenBuffer(g.buffer, limit)
 	if err != nil {
 		return nil, nil, &exitError{exitFailed, err}

@@ -369,11 +369,17 @@ func keys(m map[string][]byte) []string {
 
 func testUnreachable(t *testing.T, start StartFunc) {
 	e := NewEnv(t, start, "alpha")
-	// A port nobody listens on, and an address that swallows packets.
+	// A port nobody listens on, and an address that swallows packets,
+	// each given 1 s by its ssh_config ConnectTimeout; alpha keeps the
+	// suite's connect timeout (TestConnectTimeout), as a 1 s bound on its
+	// login through sshd would fail this test on a loaded machine.
 	e.Home.AddHostAddr("gone", "127.0.0.1", 1)
+	appendSSHConfig(t, e.Home.Dir, " ConnectTimeout 1\n")
 	e.Home.AddHostAddr("void", "10.255.255.1", 22)
+	appendSSHConfig(t, e.Home.Dir, " ConnectTimeout 1\n")
 	e.Outbox("alpha", "beta", map[string][]byte{"x": []byte("x")})
-	c := e.Carrier(1<<20, carrier.Options{ConnectTimeout: time.Second})
+	c := e.Carrier(1<<20, carrier.Options{})
+	t0 := time.Now()
 	rs := c.Pickup(context.Background(), e.Resolve("gone", "void", "alpha"))
 	if len(rs) != 3 {
 		t.Fatalf("%d reports", len(rs))
@@ -386,6 +392,21 @@ func testUnreachable(t *testing.T, start StartFunc) {
 	MustOK(t, rs[2:])
 	if rs[2].Files != 1 {
 		t.Errorf("alpha: %s", rs[2].Summary())
+	}
+	t.Logf("gone, void and alpha in %v: %v; %v", time.Since(t0).Round(time.Millisecond), rs[0].Err, rs[1].Err)
+}
+
+// appendSSHConfig appends text to home's ~/.ssh/config: an option line
+// appended after testenv.Home.AddHostAddr belongs to that host.
+func appendSSHConfig(t *testing.T, home, text string) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(home, ".ssh", "config"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -26,8 +26,14 @@ func TestSyncCut(t *testing.T) {
 			e, h, c := relayedBeta(t, k.start, durableFiles, nil)
 			var cuts atomic.Int32
 			var cutDir atomic.Value
-			inPlace := func() (n int) {
+			// inPlace counts the files in place in or below dir ("" for
+			// the whole inbox).
+			inPlace := func(dir string) (n int) {
 				for name := range durableFiles {
+					in := path.Dir(path.Join(protocol.InboxDir("alpha"), name))
+					if dir != "" && in != dir && !strings.HasPrefix(in, dir+"/") {
+						continue
+					}
 					if _, err := os.Stat(filepath.Join(h.local(protocol.InboxDir("alpha")), filepath.FromSlash(name))); err == nil {
 						n++
 					}
@@ -37,13 +43,16 @@ func TestSyncCut(t *testing.T) {
 			h.set(func(r sftptest.Request) bool {
 				// The only opens of a directory are its syncs. The
 				// first ones may be of directories the carrier made,
-				// before any file is in place (a batch runs every
-				// 100 ms, which a loaded machine's dropoff outlasts):
-				// the cut is at the first once a file is.
+				// before any file below them is in place (a batch runs
+				// every 100 ms, which a loaded machine's dropoff
+				// outlasts): the cut is at the first sync of a
+				// directory with a file in place in or below it, or
+				// the check of what was kept below would hold nothing.
+				dir := strings.TrimPrefix(r.Path, "/")
 				isDir := r.Type == sftptest.FxpOpen && strings.HasPrefix(r.Path, protocol.Inbox) &&
 					!strings.HasPrefix(path.Base(r.Path), protocol.ReservedPrefix) && path.Ext(r.Path) != ".txt"
-				if isDir && inPlace() > 0 && cuts.Add(1) == 1 {
-					cutDir.Store(strings.TrimPrefix(r.Path, "/"))
+				if isDir && inPlace(dir) > 0 && cuts.Add(1) == 1 {
+					cutDir.Store(dir)
 					return true
 				}
 				return false
@@ -54,7 +63,7 @@ func TestSyncCut(t *testing.T) {
 			}
 			ents, _ := c.Buffer().Entries()
 			t.Logf("cut visit: %s; %d entries kept", rs[0].Summary(), len(ents))
-			if inPlace() == 0 {
+			if inPlace("") == 0 {
 				t.Fatal("no file was in place when the link died")
 			}
 			// Every file in or below the directory whose sync was cut

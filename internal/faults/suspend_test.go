@@ -57,8 +57,10 @@ func TestSuspendedCarrier(t *testing.T) {
 	defer p.Stall(false)
 	select {
 	case err := <-exited:
-		if err == nil || !strings.Contains(out.String(), "stalled") {
-			t.Fatalf("a link silent for longer than --idle-timeout: exit %v, want a stall\n%s", err, out)
+		// The stall names the timeout it waited: the default (30 s) would
+		// also end this wait, and then the stop above proved nothing.
+		if want := "for " + suspendIdle.String(); err == nil || !strings.Contains(out.String(), "stalled") || !strings.Contains(out.String(), want) {
+			t.Fatalf("a link silent for longer than --idle-timeout: exit %v, want a stall after %q\n%s", err, want, out)
 		}
 	case <-time.After(2 * time.Minute):
 		cmd.Process.Kill()

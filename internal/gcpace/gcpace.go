@@ -31,12 +31,15 @@ const Floor = 32 << 20
 const MaxPercent = 1000
 
 // Percent is the GC percent that puts the heap goal at the larger of
-// floor and twice live.
-func Percent(live, floor uint64) int {
+// floor and twice live. The runtime sets the goal at live + scan*percent/100,
+// where scan is live plus the goroutine stacks and globals it scanned: with
+// large stacks beside a small heap, a percent from live alone would put the
+// goal several times over the floor (TestStartGoalCountsStacks).
+func Percent(live, scan, floor uint64) int {
 	if live == 0 || live >= floor/2 {
 		return 100
 	}
-	return min(MaxPercent, int(floor*100/live)-100)
+	return max(100, min(MaxPercent, int((floor-live)*100/max(scan, live))))
 }
 
 // Start paces the collector of this process as the package says, unless
@@ -46,7 +49,7 @@ func Start(getenv func(string) string) (stop func(), started bool) {
 	if getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
 		return func() {}, false
 	}
-	p := &pacer{sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	p := &pacer{sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}}
 	p.set()
 	p.arm()
 	return func() {
@@ -88,10 +91,12 @@ func (p *pacer) set() bool {
 		return false
 	}
 	metrics.Read(p.sample)
-	var live uint64
-	if p.sample[0].Value.Kind() == metrics.KindUint64 {
-		live = p.sample[0].Value.Uint64()
+	var n [3]uint64 // live heap, stacks, globals
+	for i, v := range p.sample {
+		if v.Value.Kind() == metrics.KindUint64 {
+			n[i] = v.Value.Uint64()
+		}
 	}
-	debug.SetGCPercent(Percent(live, Floor))
+	debug.SetGCPercent(Percent(n[0], n[0]+n[1]+n[2], Floor))
 	return true
 }
