@@ -158,3 +158,38 @@ func TestPartialLinkedToConflictName(t *testing.T) {
 		}
 	}
 }
+
+// TestPartialLinkedOutsideInbox: a big file's partial left as a second name
+// of its delivered file (a kill between link and remove, a host crash
+// inside its rename), whose user then moved it out of the inbox and added
+// to it, is not resumed: the listing of the inbox cannot see it, the
+// partial's link count (asked on a host with exec) does. The moved file
+// stays as its user left it, and the file is delivered afresh.
+func TestPartialLinkedOutsideInbox(t *testing.T) {
+	const rel = "a b/f000.txt"
+	carried := bytes.Repeat([]byte("carried\n"), 1<<17)
+	de := newDropEnv(t, "", map[string][]byte{rel: carried})
+	ents, err := de.c.Buffer().Entries()
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("buffer: %d entries, %v", len(ents), err)
+	}
+	inbox := filepath.Join(de.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")))
+	dir := filepath.Join(inbox, "a b")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	moved := filepath.Join(de.Dirs["beta"], "kept elsewhere.txt")
+	edited := append(append([]byte{}, carried...), "and the user's own words after it\n"...)
+	if err := os.WriteFile(moved, edited, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	partial := filepath.Join(dir, protocol.PartialName(rel, ents[0].Hash, de.c.Buffer().ID()))
+	if err := os.Link(moved, partial); err != nil {
+		t.Fatal(err)
+	}
+	conformance.MustOK(t, de.Dropoff(de.c, "beta"))
+	if got, err := os.ReadFile(moved); err != nil || !bytes.Equal(got, edited) {
+		t.Fatalf("the moved file holds %d bytes (%v), want the %d its user left: the partial was written through", len(got), err, len(edited))
+	}
+	conformance.SameTree(t, "inbox", de.Inbox("beta", "alpha"), map[string][]byte{rel: carried})
+}

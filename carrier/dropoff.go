@@ -377,7 +377,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err := dirs.ensure(s, dir); err != nil {
 		return false, err
 	}
-	if s.linkedPartial(dir, left()) {
+	if pst := left(); s.linkedPartial(dir, pst) || pst != nil && s.partialHasOtherNames(ctx, partial) {
 		// Sent afresh: resumed, it would be written through.
 		if err := s.sftp.Remove(partial); err != nil {
 			return false, fmt.Errorf("host %s: remove %s: %w", s.Host.Name, partial, err)
@@ -454,6 +454,18 @@ func (s *Session) linkedPartial(dir string, pst fs.FileInfo) bool {
 		}
 	}
 	return false
+}
+
+// partialHasOtherNames reports whether the host says the partial p has
+// another name anywhere on its filesystem (a link count over 1): a file
+// delivered from it and then moved out of the inbox by its user, which
+// linkedPartial's listing cannot see (TestPartialLinkedOutsideInbox). Only
+// a stock host with exec can tell; elsewhere it reports false, and the
+// listing alone decides. The agent places by an atomic rename, which
+// leaves no second name.
+func (s *Session) partialHasOtherNames(ctx context.Context, p string) bool {
+	e, ok := s.caps(ctx).hasher.(*execHasher)
+	return ok && e.links(ctx, s, p) > 1
 }
 
 // lstatLater starts an Lstat of p; the function it returns waits for the

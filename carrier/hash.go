@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -330,6 +331,20 @@ func (e *execHasher) helperLive() bool { return e.helper != nil && e.helper.gone
 func (e *execHasher) hash(ctx context.Context, s *Session, p string, n int64) ([]byte, error) {
 	abs := path.Join(e.dir, p)
 	return e.execHash(ctx, s, abs, protocol.HashCommand(e.tool, abs, n), n)
+}
+
+// links asks a stock host how many names the file p has (`stat -c %h`,
+// GNU and busybox); 0 where it cannot tell.
+func (e *execHasher) links(ctx context.Context, s *Session, p string) int {
+	out, err := e.run(ctx, s, "stat -c %h -- "+protocol.ShellQuote(path.Join(e.dir, p)), 15*time.Second)
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(execLines(out, 1)[0]))
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // canSlice probes, once: "messor" in blocks of 2 bytes, skip one, take

@@ -86,7 +86,10 @@
 //     the carrier removes it. A big file's partial is not resumed, but
 //     removed, where it agrees in size, mode, owner and mtime with a file
 //     in its directory (under the final name, a conflict name, or any
-//     other: SFTP shows no inode numbers).
+//     other: SFTP shows no inode numbers), or, on a stock host with exec,
+//     where `stat -c %h` says it has another name anywhere (a delivered
+//     file its user moved out of the inbox). A host with neither exec nor
+//     the agent cannot show such a moved file.
 //     After the last write it sets the source's mtime, syncs the partial
 //     (fsync@openssh.com where offered), verifies the whole content hash (a
 //     big file piece by piece while it is being uploaded: see Range
