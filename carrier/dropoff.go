@@ -460,12 +460,10 @@ func (s *Session) linkedPartial(dir string, pst fs.FileInfo) bool {
 // another name anywhere on its filesystem (a link count over 1): a file
 // delivered from it and then moved out of the inbox by its user, which
 // linkedPartial's listing cannot see (TestPartialLinkedOutsideInbox). Only
-// a stock host with exec can tell; elsewhere it reports false, and the
-// listing alone decides. The agent places by an atomic rename, which
-// leaves no second name.
+// a stock host with exec can tell (hasher.links); elsewhere it reports
+// false, and the listing alone decides.
 func (s *Session) partialHasOtherNames(ctx context.Context, p string) bool {
-	e, ok := s.caps(ctx).hasher.(*execHasher)
-	return ok && e.links(ctx, s, p) > 1
+	return s.caps(ctx).hasher.links(ctx, s, p) > 1
 }
 
 // lstatLater starts an Lstat of p; the function it returns waits for the

@@ -35,6 +35,11 @@ type hasher interface {
 	needsSession() bool
 	hash(ctx context.Context, l *Session, p string, n int64) ([]byte, error)
 	canSlice(ctx context.Context, l *Session) bool
+	// sliceProbed: canSlice answers without waiting for a probe.
+	sliceProbed() bool
+	// links is how many names the host says the file p has, 0 where it
+	// cannot tell.
+	links(ctx context.Context, l *Session, p string) int
 	slice(ctx context.Context, l *Session, p string, off, n int64) ([]byte, error)
 }
 
@@ -276,6 +281,11 @@ func (agentHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]b
 }
 
 func (agentHasher) canSlice(_ context.Context, l *Session) bool { return !l.sliceRefused.Load() }
+func (agentHasher) sliceProbed() bool                           { return true }
+
+// links: the agent places by an atomic rename, which leaves no second
+// name, and has no request telling them.
+func (agentHasher) links(context.Context, *Session, string) int { return 0 }
 
 func (agentHasher) slice(_ context.Context, s *Session, p string, off, n int64) ([]byte, error) {
 	ok, reply, err := s.askHash(s.sliceRequest, ssh.Marshal(protocol.HashSliceMsg{Path: p, Offset: uint64(off), Length: uint64(n)}), n)
@@ -302,7 +312,9 @@ func (readbackHasher) hash(ctx context.Context, l *Session, p string, n int64) (
 	return l.readbackHash(ctx, p, n)
 }
 
-func (readbackHasher) canSlice(context.Context, *Session) bool { return false }
+func (readbackHasher) canSlice(context.Context, *Session) bool     { return false }
+func (readbackHasher) sliceProbed() bool                           { return true }
+func (readbackHasher) links(context.Context, *Session, string) int { return 0 }
 
 func (readbackHasher) slice(_ context.Context, s *Session, p string, _, _ int64) ([]byte, error) {
 	return nil, fmt.Errorf("host %s: hash %s: the host cannot hash for us", s.Host.Name, p)
@@ -332,6 +344,8 @@ func (e *execHasher) hash(ctx context.Context, s *Session, p string, n int64) ([
 	abs := path.Join(e.dir, p)
 	return e.execHash(ctx, s, abs, protocol.HashCommand(e.tool, abs, n), n)
 }
+
+func (e *execHasher) sliceProbed() bool { return e.sliceKnown.Load() }
 
 // links asks a stock host how many names the file p has (`stat -c %h`,
 // GNU and busybox); 0 where it cannot tell.

@@ -93,7 +93,7 @@ func (s *Session) sliceAnswer(ctx context.Context) (known, can bool) {
 		return false, false
 	}
 	h := s.hostCaps.hasher
-	if e, ok := h.(*execHasher); ok && !e.sliceKnown.Load() {
+	if !h.sliceProbed() {
 		return false, false
 	}
 	return true, h.canSlice(ctx, s)
