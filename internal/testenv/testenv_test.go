@@ -67,19 +67,24 @@ func TestHomeWithOpenSSH(t *testing.T) {
 	h.AddHost("trusted", sshdtest.Start(t, opts), true)
 	h.AddHost("stranger", sshdtest.Start(t, opts), false)
 
-	run := func(name string) (string, error) {
+	// stdout and stderr are read apart: the login shell on the host may
+	// print on stderr (pyenv's rehash lock under parallel logins) before
+	// the command's own output.
+	run := func(name string) (stdout, stderr string, err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, sshBin, "-F", filepath.Join(h.Dir, ".ssh", "config"),
 			"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", name, "echo ok")
-		out, err := cmd.CombinedOutput()
-		return string(out), err
+		var out, errOut strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err = cmd.Run()
+		return out.String(), errOut.String(), err
 	}
-	if out, err := run("trusted"); err != nil || out != "ok\n" {
-		t.Errorf("ssh trusted: %q, %v", out, err)
+	if out, errOut, err := run("trusted"); err != nil || out != "ok\n" {
+		t.Errorf("ssh trusted: stdout %q, stderr %q, %v", out, errOut, err)
 	}
-	if out, err := run("stranger"); err == nil || !strings.Contains(out, "verification failed") {
-		t.Errorf("ssh stranger: %q, %v; want host key verification to fail", out, err)
+	if out, errOut, err := run("stranger"); err == nil || !strings.Contains(errOut, "verification failed") {
+		t.Errorf("ssh stranger: stdout %q, stderr %q, %v; want host key verification to fail", out, errOut, err)
 	}
 }
 
