@@ -293,30 +293,9 @@ func TestPlacingCutNoExec(t *testing.T) {
 	e.Outbox("alpha", "beta", map[string][]byte{rel: carried})
 	c := e.Carrier(1<<30, carrier.Options{})
 	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	cutPlacing(t, rh, e, c)
 	beta := e.Dirs["beta"]
 	final := filepath.Join(beta, filepath.FromSlash(protocol.InboxDir("alpha")), filepath.FromSlash(rel))
-	var mu sync.Mutex
-	var cutAt string
-	rh.set(func(r sftptest.Request) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if !isPlacing(r) || cutAt != "" {
-			return false
-		}
-		// The host's rename got as far as its link: then it crashed.
-		if err := os.Link(filepath.Join(beta, filepath.FromSlash(r.Path)), filepath.Join(beta, filepath.FromSlash(r.Target))); err != nil {
-			t.Errorf("link: %v", err)
-		}
-		cutAt = r.Path
-		return true
-	})
-	rs := e.Dropoff(c, "beta")
-	rh.set(nil)
-	mu.Lock()
-	defer mu.Unlock()
-	if cutAt == "" || rs[0].Err == nil && len(rs[0].Failed) == 0 {
-		t.Fatalf("the visit was not cut at the rename of the partial (%q): %s", cutAt, rs[0].Summary())
-	}
 	// Its user moves the file out of the inbox, and adds to it.
 	moved := filepath.Join(beta, "kept elsewhere.txt")
 	if err := os.Rename(final, moved); err != nil {
@@ -340,6 +319,68 @@ func TestPlacingCutNoExec(t *testing.T) {
 	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: carried})
 	if n := placingNotes(t, e.Buf); len(n) > 0 {
 		t.Errorf("notes left after the visit: %q", n)
+	}
+}
+
+// cutPlacing runs a dropoff to beta that is cut at the first rename of a
+// partial into place, once beta has linked the final name to the partial
+// (as a host that crashed inside OpenSSH's rename).
+func cutPlacing(t *testing.T, rh *relayedHost, e *conformance.Env, c *carrier.Carrier) {
+	t.Helper()
+	beta := e.Dirs["beta"]
+	var mu sync.Mutex
+	var cutAt string
+	rh.set(func(r sftptest.Request) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if !isPlacing(r) || cutAt != "" {
+			return false
+		}
+		// The host's rename got as far as its link: then it crashed.
+		if err := os.Link(filepath.Join(beta, filepath.FromSlash(r.Path)), filepath.Join(beta, filepath.FromSlash(r.Target))); err != nil {
+			t.Errorf("link: %v", err)
+		}
+		cutAt = r.Path
+		return true
+	})
+	rs := e.Dropoff(c, "beta")
+	rh.set(nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if cutAt == "" || rs[0].Err == nil && len(rs[0].Failed) == 0 {
+		t.Fatalf("the visit was not cut at the rename of the partial (%q): %s", cutAt, rs[0].Summary())
+	}
+}
+
+// TestPlacingNoteOfDropped: the note of a partial being placed when the
+// visit was cut, whose entry is then dropped from the buffer, is settled by
+// the next dropoff visit to that host: the partial, a second name of the
+// file delivered, is removed (the file stays), and so is the note.
+func TestPlacingNoteOfDropped(t *testing.T) {
+	const rel = "a b/f000.txt"
+	carried := bytes.Repeat([]byte("carried\n"), 1<<17)
+	rh := &relayedHost{}
+	e := conformance.NewEnv(t, rh.start(true), "alpha", "beta")
+	e.Outbox("alpha", "beta", map[string][]byte{rel: carried})
+	c := e.Carrier(1<<30, carrier.Options{})
+	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	cutPlacing(t, rh, e, c)
+	if n := placingNotes(t, e.Buf); len(n) != 1 {
+		t.Errorf("after the cut, notes %q, want one", n)
+	}
+	ents, err := c.Buffer().Entries()
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("buffer: %v, %v", ents, err)
+	}
+	if err := c.Buffer().Drop(ents); err != nil {
+		t.Fatal(err)
+	}
+	e.Outbox("alpha", "beta", map[string][]byte{"later.txt": []byte("later\n")})
+	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	conformance.MustOK(t, e.Dropoff(c, "beta"))
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: carried, "later.txt": []byte("later\n")})
+	if n := placingNotes(t, e.Buf); len(n) > 0 {
+		t.Errorf("notes left after the next visit: %q", n)
 	}
 }
 
