@@ -427,12 +427,10 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		if _, serr := s.sftp.Lstat(partial); serr != nil {
 			return false, fmt.Errorf("host %s: rename %s: %w", s.Host.Name, final, err)
 		}
-		if st := (*sftp.StatusError)(nil); noted && errors.As(err, &st) {
-			// The host refused it, and the partial is still there: not
-			// placed (OpenSSH's rename unlinks the new name again when
-			// it cannot unlink the old one).
-			c.buf.placed(s.Host.Name, partial)
-		}
+		// The note stays: a status error does not prove the partial was
+		// not placed (a server whose rename links, then fails, leaves
+		// both names: TestPlacingRefusedButLinked). It is removed with
+		// the partial (removeLeft), or once placed under the next name.
 		prev := target
 		var done bool
 		var err2 error

@@ -1,0 +1,113 @@
+package carrier_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/messor-sync/messor/carrier"
+	"github.com/messor-sync/messor/internal/conformance"
+	"github.com/messor-sync/messor/internal/sftptest"
+	"github.com/messor-sync/messor/protocol"
+)
+
+// moveAndAppend is what the user of beta does with a file delivered to
+// its inbox: moves it out of the inbox (the same filesystem), and adds to
+// it. It returns the moved file's path and what it holds.
+func moveAndAppend(t *testing.T, beta, rel string, carried []byte) (string, []byte) {
+	t.Helper()
+	final := filepath.Join(beta, filepath.FromSlash(protocol.InboxDir("alpha")), filepath.FromSlash(rel))
+	moved := filepath.Join(beta, "kept elsewhere.txt")
+	if err := os.Rename(final, moved); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(moved, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := []byte("and the user's own words after it\n")
+	if _, err := f.Write(own); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return moved, append(append([]byte{}, carried...), own...)
+}
+
+// TestPlacingRefusedButLinked: a host answers the rename of a big file's
+// partial with a status error although it did link the final name (a
+// buggy server: its rename links, then fails, and leaves both names), and
+// the visit is cut just before the carrier's removal of the partial (it
+// found the file delivered). The partial is a second name of the file
+// delivered, as in TestPlacingCutNoExec: its user moves that file out of
+// the inbox and adds to it, and the next visit (no exec) must not resume
+// the partial.
+func TestPlacingRefusedButLinked(t *testing.T) {
+	const rel = "a b/f000.txt"
+	carried := bytes.Repeat([]byte("carried\n"), 1<<17)
+	rh := &relayedHost{}
+	e := conformance.NewEnv(t, rh.start(true), "alpha", "beta")
+	e.Outbox("alpha", "beta", map[string][]byte{rel: carried})
+	c := e.Carrier(1<<30, carrier.Options{})
+	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	linked := false
+	cutPlacing(t, rh, e, c, func(beta string, r sftptest.Request) bool {
+		if isPlacing(r) && !linked {
+			// The link the host makes before it fails the rename
+			// (OpenSSH's own link then fails: the name is taken).
+			if err := os.Link(filepath.Join(beta, filepath.FromSlash(r.Path)), filepath.Join(beta, filepath.FromSlash(r.Target))); err != nil {
+				panic(err)
+			}
+			linked = true
+			return false
+		}
+		return linked && cutBeforeRemove(beta, r)
+	})
+	moved, edited := moveAndAppend(t, e.Dirs["beta"], rel, carried)
+	conformance.MustOK(t, e.Dropoff(c, "beta"))
+	if got, err := os.ReadFile(moved); err != nil || !bytes.Equal(got, edited) {
+		t.Fatalf("the moved file holds %d bytes (%v), want the %d its user left: the partial was written through", len(got), err, len(edited))
+	}
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: carried})
+	if n := placingNotes(t, e.Buf); len(n) > 0 {
+		t.Errorf("notes left after the visit: %q", n)
+	}
+}
+
+// TestPlacingNameTakenMeanwhile: the final name of a big file is taken
+// (the user writes a file there) between the carrier's look and its
+// rename: the host refuses the rename, the file is placed under the next
+// free name, and no note is left.
+func TestPlacingNameTakenMeanwhile(t *testing.T) {
+	const rel = "a b/f000.txt"
+	carried := bytes.Repeat([]byte("carried\n"), 1<<17)
+	mine := []byte("the user's own file\n")
+	for _, noExec := range []bool{false, true} {
+		rh := &relayedHost{}
+		e := conformance.NewEnv(t, rh.start(noExec), "alpha", "beta")
+		e.Outbox("alpha", "beta", map[string][]byte{rel: carried})
+		c := e.Carrier(1<<30, carrier.Options{})
+		conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+		beta := e.Dirs["beta"]
+		taken := false
+		rh.set(func(r sftptest.Request) bool {
+			if isPlacing(r) && !taken {
+				taken = true
+				if err := os.WriteFile(filepath.Join(beta, filepath.FromSlash(r.Target)), mine, 0o644); err != nil {
+					panic(err)
+				}
+			}
+			return false
+		})
+		conformance.MustOK(t, e.Dropoff(c, "beta"))
+		rh.set(nil)
+		if !taken {
+			t.Fatal("no rename of the partial seen")
+		}
+		conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: mine, protocol.ConflictName(rel, 2): carried})
+		if n := placingNotes(t, e.Buf); len(n) > 0 {
+			t.Errorf("noexec=%v: notes left after the visit: %q", noExec, n)
+		}
+	}
+}
