@@ -63,10 +63,17 @@ func (b *Buffer) notePlacing(host, partial string) error {
 }
 
 // placing reports whether a note says partial may have been placed on host
-// (a note it cannot look at counts as one).
+// (a note it cannot look at counts as one), or on a host of another name:
+// a partial's name does not depend on its destination's, and that may be
+// this one under a name its entries were readdressed from, or another
+// alias of the same machine (TestPlacingNoteReaddressed).
 func (b *Buffer) placing(host, partial string) bool {
 	_, err := os.Lstat(b.placingNote(host, partial))
-	return !errors.Is(err, fs.ErrNotExist)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	m, err := filepath.Glob(filepath.Join(b.Dir(), placingDir, "*", filepath.Base(b.placingNote(host, partial))))
+	return err != nil || len(m) > 0
 }
 
 // placed removes the note of partial on host, once settled. Not synced: a

@@ -35,6 +35,46 @@ func moveAndAppend(t *testing.T, beta, rel string, carried []byte) (string, []by
 	return moved, append(append([]byte{}, carried...), own...)
 }
 
+// TestPlacingNoteReaddressed: a visit to beta (no exec) is cut inside the
+// host's rename of a big file's partial (linked, not unlinked); its user
+// moves the file delivered out of the inbox and adds to it. The hosts file
+// then names that machine beta-new, and the user readdresses what is
+// carried for beta to beta-new (as `messor status` advises). The visit to
+// beta-new finds the same partial (its name does not depend on the
+// destination's): noted as being placed, under beta's name. It must not be
+// resumed: the moved file keeps every byte its user wrote.
+func TestPlacingNoteReaddressed(t *testing.T) {
+	const rel = "a b/f000.txt"
+	carried := bytes.Repeat([]byte("carried\n"), 1<<17)
+	rh := &relayedHost{}
+	e := conformance.NewEnv(t, rh.start(true), "alpha", "beta")
+	e.Outbox("alpha", "beta", map[string][]byte{rel: carried})
+	c := e.Carrier(1<<30, carrier.Options{})
+	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	cutPlacing(t, rh, e, c, crashInRename)
+	beta := e.Dirs["beta"]
+	moved, edited := moveAndAppend(t, beta, rel, carried)
+
+	addr, port := e.Hosts["beta"].Addr()
+	e.Home.AddHostAddr("beta-new", addr, port)
+	ents, err := c.Buffer().CarriedFor("beta", "")
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("carried for beta: %v, %v", ents, err)
+	}
+	if err := c.Buffer().Readdress(ents, "beta-new"); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := c.Dropoff(context.Background(), e.Resolve("beta-new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conformance.MustOK(t, rs)
+	if got, err := os.ReadFile(moved); err != nil || !bytes.Equal(got, edited) {
+		t.Fatalf("the moved file holds %d bytes (%v), want the %d its user left: the partial was written through", len(got), err, len(edited))
+	}
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: carried})
+}
+
 // TestPlacingRefusedButLinked: a host answers the rename of a big file's
 // partial with a status error although it did link the final name (a
 // buggy server: its rename links, then fails, and leaves both names), and
