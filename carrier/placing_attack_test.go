@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/messor-sync/messor/carrier"
@@ -148,6 +152,81 @@ func TestPlacingNameTakenMeanwhile(t *testing.T) {
 		conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: mine, protocol.ConflictName(rel, 2): carried})
 		if n := placingNotes(t, e.Buf); len(n) > 0 {
 			t.Errorf("noexec=%v: notes left after the visit: %q", noExec, n)
+		}
+	}
+}
+
+// TestPlacingNoteDiskFull: the carrier's buffer disk is full when a big
+// file's partial is to be noted as being placed: the delivery fails,
+// saying why, the partial is not put in place (nor linked anywhere), the
+// file stays carried, and once space is freed the next visit delivers it
+// and leaves no note.
+func TestPlacingNoteDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a tmpfs: root only")
+	}
+	const rel = "a b/f000.txt"
+	carried := bytes.Repeat([]byte("carried\n"), 1<<17)
+	rh := &relayedHost{}
+	e := conformance.NewEnv(t, rh.start(true), "alpha", "beta")
+	if err := os.MkdirAll(e.Buf, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", e.Buf).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(e.Buf, syscall.MNT_DETACH) })
+	e.Outbox("alpha", "beta", map[string][]byte{rel: carried})
+	c := e.Carrier(1<<30, carrier.Options{})
+	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	filler := filepath.Join(e.Buf, "filler")
+	var once sync.Once
+	rh.set(func(r sftptest.Request) bool {
+		// Full from the first write to the partial on: what the visit
+		// itself writes before that (if anything) is not at stake.
+		if r.Type == sftptest.FxpOpen && strings.Contains(r.Path, protocol.PartialPrefix) {
+			once.Do(func() { fill(t, filler) })
+		}
+		return false
+	})
+	rs := e.Dropoff(c, "beta")
+	rh.set(nil)
+	t.Logf("on a full buffer disk: %s %+v", rs[0].Summary(), rs[0].Failed)
+	if len(rs[0].Failed) != 1 || !strings.Contains(rs[0].Failed[0].Reason, "no space left") {
+		t.Errorf("on a full buffer disk: %+v (%v), want the file failed, saying the disk is full", rs[0].Failed, rs[0].Err)
+	}
+	dir := filepath.Join(e.Dirs["beta"], filepath.FromSlash(protocol.InboxDir("alpha")), "a b")
+	ents, _ := os.ReadDir(dir)
+	for _, de := range ents {
+		if !strings.HasPrefix(de.Name(), protocol.PartialPrefix) {
+			t.Errorf("on a full buffer disk, %s was put in the inbox", de.Name())
+		} else if st, err := os.Stat(filepath.Join(dir, de.Name())); err == nil && st.Sys().(*syscall.Stat_t).Nlink != 1 {
+			t.Errorf("the partial %s has %d names", de.Name(), st.Sys().(*syscall.Stat_t).Nlink)
+		}
+	}
+	if n, err := c.Buffer().CarriedFor("beta", ""); err != nil || len(n) != 1 {
+		t.Errorf("carried for beta after the failure: %v, %v", n, err)
+	}
+	os.Remove(filler)
+	conformance.MustOK(t, e.Dropoff(c, "beta"))
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: carried})
+	if n := placingNotes(t, e.Buf); len(n) > 0 {
+		t.Errorf("notes left after the visit: %q", n)
+	}
+}
+
+// fill writes p until its disk is full.
+func fill(t *testing.T, p string) {
+	f, err := os.Create(p)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			return
 		}
 	}
 }
