@@ -230,3 +230,41 @@ func fill(t *testing.T, p string) {
 		}
 	}
 }
+
+// TestPlacingNoteSurvivesRecover: a visit to a host without exec is cut
+// inside the host's rename of a big file's partial; the carrier's index is
+// then rebuilt (`messor recover --force`, deleting the index: a recover
+// from its records). The note is still there, and the next visit, after
+// the file's user moved it out of the inbox and added to it, does not
+// resume the partial.
+func TestPlacingNoteSurvivesRecover(t *testing.T) {
+	const rel = "a b/f000.txt"
+	carried := bytes.Repeat([]byte("carried\n"), 1<<17)
+	rh := &relayedHost{}
+	e := conformance.NewEnv(t, rh.start(true), "alpha", "beta")
+	e.Outbox("alpha", "beta", map[string][]byte{rel: carried})
+	c := e.Carrier(1<<30, carrier.Options{})
+	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	cutPlacing(t, rh, e, c, crashInRename)
+	c.Buffer().Close()
+	if err := os.Remove(filepath.Join(e.Buf, "index.db")); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := carrier.RecoverBuffer(e.Buf)
+	if err != nil || rep.Restored != 1 {
+		t.Fatalf("recover: %+v, %v", rep, err)
+	}
+	if n := placingNotes(t, e.Buf); len(n) != 1 {
+		t.Errorf("after the recover, notes %q, want the one", n)
+	}
+	moved, edited := moveAndAppend(t, e.Dirs["beta"], rel, carried)
+	c = e.Carrier(1<<30, carrier.Options{})
+	conformance.MustOK(t, e.Dropoff(c, "beta"))
+	if got, err := os.ReadFile(moved); err != nil || !bytes.Equal(got, edited) {
+		t.Fatalf("the moved file holds %d bytes (%v), want the %d its user left: the partial was written through", len(got), err, len(edited))
+	}
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: carried})
+	if n := placingNotes(t, e.Buf); len(n) > 0 {
+		t.Errorf("notes left after the visit: %q", n)
+	}
+}
