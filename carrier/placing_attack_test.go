@@ -3,6 +3,8 @@ package carrier_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -266,5 +268,58 @@ func TestPlacingNoteSurvivesRecover(t *testing.T) {
 	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: carried})
 	if n := placingNotes(t, e.Buf); len(n) > 0 {
 		t.Errorf("notes left after the visit: %q", n)
+	}
+}
+
+// TestPlacingTwoVersions: two versions of each of four big files (picked
+// up on two visits) delivered in one visit, by parallel workers and
+// lanes, on a host without exec and on one offering hardlink@openssh.com:
+// both versions arrive, one under each name, and no note is left.
+func TestPlacingTwoVersions(t *testing.T) {
+	for _, k := range []struct {
+		name  string
+		start func(*relayedHost) conformance.StartFunc
+	}{
+		{"sshd-internal-sftp", func(rh *relayedHost) conformance.StartFunc { return rh.start(true) }},
+		{"hardlink", func(rh *relayedHost) conformance.StartFunc { return rh.startGoSFTP }},
+	} {
+		t.Run(k.name, func(t *testing.T) {
+			rh := &relayedHost{}
+			e := conformance.NewEnv(t, rh.start(true), "alpha")
+			e.Start = k.start(rh)
+			e.AddHost("beta", true)
+			c := e.Carrier(1<<30, carrier.Options{})
+			r := rand.New(rand.NewSource(7))
+			versions := map[string][2][]byte{}
+			for i := range 4 {
+				name := fmt.Sprintf("d/report%d.bin", i)
+				var v [2][]byte
+				for j := range v {
+					v[j] = make([]byte, 300<<10+j)
+					r.Read(v[j])
+					e.Outbox("alpha", "beta", map[string][]byte{name: v[j]})
+					conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+				}
+				versions[name] = v
+			}
+			conformance.MustOK(t, e.Dropoff(c, "beta"))
+			conformance.MustOK(t, e.Dropoff(c, "beta")) // a host that cannot sync: released now
+			got := e.Inbox("beta", "alpha")
+			for name, v := range versions {
+				a, b := got[name], got[protocol.ConflictName(name, 2)]
+				if !(bytes.Equal(a, v[0]) && bytes.Equal(b, v[1])) && !(bytes.Equal(a, v[1]) && bytes.Equal(b, v[0])) {
+					t.Errorf("%s: the two versions did not both arrive (%d and %d bytes)", name, len(a), len(b))
+				}
+			}
+			if len(got) != 8 {
+				t.Errorf("inbox holds %d files, want 8", len(got))
+			}
+			if n, _ := c.Buffer().Entries(); len(n) != 0 {
+				t.Errorf("buffer still holds %d entries", len(n))
+			}
+			if n := placingNotes(t, e.Buf); len(n) > 0 {
+				t.Errorf("notes left: %q", n)
+			}
+		})
 	}
 }
