@@ -378,12 +378,14 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err := dirs.ensure(s, dir); err != nil {
 		return false, err
 	}
-	if pst := left(); pst != nil && c.buf.placing(s.Host.Name, partial) || s.linkedPartial(dir, pst) || pst != nil && s.partialHasOtherNames(ctx, partial) {
+	underNote := e.Size > smallFile && c.buf.placing(s.Host.Name, partial)
+	if pst := left(); underNote || s.linkedPartial(dir, pst) || pst != nil && s.partialHasOtherNames(ctx, partial) {
 		// Sent afresh: resumed, it would be written through. One an
 		// earlier visit noted it was placing may be a second name of
 		// the file delivered, wherever its user put it since, which no
-		// host without exec shows (TestPlacingCutNoExec).
-		if err := s.sftp.Remove(partial); err != nil {
+		// host without exec shows (TestPlacingCutNoExec); it is removed
+		// whatever the look for it said (TestPlacingNotedLstatFails).
+		if err := s.sftp.Remove(partial); err != nil && !(underNote && errors.Is(err, fs.ErrNotExist)) {
 			return false, fmt.Errorf("host %s: remove %s: %w", s.Host.Name, partial, err)
 		}
 		c.buf.placed(s.Host.Name, partial)

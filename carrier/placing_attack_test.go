@@ -7,11 +7,13 @@ import (
 	"math/rand"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/messor-sync/messor/carrier"
 	"github.com/messor-sync/messor/internal/conformance"
@@ -322,4 +324,57 @@ func TestPlacingTwoVersions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPlacingNotedLstatFails: the first look for a big file's partial left
+// by a visit cut inside the host's rename (no exec) fails with an error
+// other than "no such file" (here: too many levels of symbolic links, the
+// directory swapped for a moment), and the next look finds it. It is still
+// under the note: never resumed, whatever the first look said.
+func TestPlacingNotedLstatFails(t *testing.T) {
+	const rel = "a b/f000.txt"
+	carried := bytes.Repeat([]byte("carried\n"), 1<<17)
+	rh := &relayedHost{}
+	e := conformance.NewEnv(t, rh.start(true), "alpha", "beta")
+	e.Outbox("alpha", "beta", map[string][]byte{rel: carried})
+	c := e.Carrier(1<<30, carrier.Options{})
+	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	cutPlacing(t, rh, e, c, crashInRename)
+	beta := e.Dirs["beta"]
+	moved, edited := moveAndAppend(t, beta, rel, carried)
+	dir := filepath.Join(beta, filepath.FromSlash(protocol.InboxDir("alpha")), "a b")
+	var mu sync.Mutex
+	swapped, done := false, false
+	rh.set(func(r sftptest.Request) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case !swapped && !done && r.Type == sftptest.FxpLstat && strings.HasPrefix(path.Base(r.Path), protocol.PartialPrefix):
+			if err := os.Rename(dir, dir+".away"); err != nil {
+				panic(err)
+			}
+			if err := os.Symlink(filepath.Base(dir), dir); err != nil { // itself: ELOOP
+				panic(err)
+			}
+			swapped = true
+		case swapped:
+			time.Sleep(100 * time.Millisecond) // the host answered the look meanwhile
+			os.Remove(dir)
+			if err := os.Rename(dir+".away", dir); err != nil {
+				panic(err)
+			}
+			swapped, done = false, true
+		}
+		return false
+	})
+	rs := e.Dropoff(c, "beta")
+	rh.set(nil)
+	if !done {
+		t.Fatalf("the look for the partial was not seen: %s", rs[0].Summary())
+	}
+	if got, err := os.ReadFile(moved); err != nil || !bytes.Equal(got, edited) {
+		t.Fatalf("the moved file holds %d bytes (%v), want the %d its user left: the partial was written through", len(got), err, len(edited))
+	}
+	conformance.MustOK(t, rs)
+	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: carried})
 }
