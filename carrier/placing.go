@@ -72,8 +72,21 @@ func (b *Buffer) placing(host, partial string) bool {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return true
 	}
-	m, err := filepath.Glob(filepath.Join(b.Dir(), placingDir, "*", filepath.Base(b.placingNote(host, partial))))
-	return err != nil || len(m) > 0
+	top := filepath.Join(b.Dir(), placingDir)
+	hosts, err := os.ReadDir(top)
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	name := filepath.Base(b.placingNote(host, partial))
+	for _, h := range hosts {
+		if !h.IsDir() {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(top, h.Name(), name)); !errors.Is(err, fs.ErrNotExist) {
+			return true
+		}
+	}
+	return false
 }
 
 // placed removes the note of partial on host, once settled. Not synced: a
