@@ -63,30 +63,10 @@ func (b *Buffer) notePlacing(host, partial string) error {
 }
 
 // placing reports whether a note says partial may have been placed on host
-// (a note it cannot look at counts as one), or on a host of another name:
-// a partial's name does not depend on its destination's, and that may be
-// this one under a name its entries were readdressed from, or another
-// alias of the same machine (TestPlacingNoteReaddressed).
+// (a note it cannot look at counts as one).
 func (b *Buffer) placing(host, partial string) bool {
 	_, err := os.Lstat(b.placingNote(host, partial))
-	if !errors.Is(err, fs.ErrNotExist) {
-		return true
-	}
-	top := filepath.Join(b.Dir(), placingDir)
-	hosts, err := os.ReadDir(top)
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	name := filepath.Base(b.placingNote(host, partial))
-	for _, h := range hosts {
-		if !h.IsDir() {
-			continue
-		}
-		if _, err := os.Lstat(filepath.Join(top, h.Name(), name)); !errors.Is(err, fs.ErrNotExist) {
-			return true
-		}
-	}
-	return false
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 // placed removes the note of partial on host, once settled. Not synced: a

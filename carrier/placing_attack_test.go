@@ -81,6 +81,9 @@ func TestPlacingNoteReaddressed(t *testing.T) {
 		t.Fatalf("the moved file holds %d bytes (%v), want the %d its user left: the partial was written through", len(got), err, len(edited))
 	}
 	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: carried})
+	if n := placingNotes(t, e.Buf); len(n) > 0 {
+		t.Errorf("notes left after the visit: %q", n)
+	}
 }
 
 // TestPlacingRefusedButLinked: a host answers the rename of a big file's
@@ -377,4 +380,46 @@ func TestPlacingNotedLstatFails(t *testing.T) {
 	}
 	conformance.MustOK(t, rs)
 	conformance.SameTree(t, "inbox", e.Inbox("beta", "alpha"), map[string][]byte{rel: carried})
+}
+
+// TestPlacingNoteOtherHostResumes: alpha sends the same big file to beta
+// and to gamma (two machines: the partials have one name on both). A visit
+// to beta is cut inside the host's rename, leaving a note for beta; a
+// visit to gamma is cut while it uploads. The next visit to gamma resumes
+// its partial: beta's note says nothing of gamma's.
+func TestPlacingNoteOtherHostResumes(t *testing.T) {
+	const rel = "a b/f000.txt"
+	carried := make([]byte, 4<<20)
+	rand.New(rand.NewSource(9)).Read(carried)
+	rh := &relayedHost{}
+	e := conformance.NewEnv(t, rh.start(true), "alpha", "beta", "gamma")
+	e.Outbox("alpha", "beta", map[string][]byte{rel: carried})
+	e.Outbox("alpha", "gamma", map[string][]byte{rel: carried})
+	c := e.Carrier(1<<30, carrier.Options{})
+	conformance.MustOK(t, c.Pickup(context.Background(), e.Resolve("alpha")))
+	cutPlacing(t, rh, e, c, crashInRename)
+	var mu sync.Mutex
+	writes := 0
+	rh.set(func(r sftptest.Request) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Type == sftptest.FxpWrite {
+			writes++
+		}
+		return writes == 16
+	})
+	rs, err := c.Dropoff(context.Background(), e.Resolve("gamma"))
+	rh.set(nil)
+	if err != nil || len(rs) != 1 || !rs[0].Failure() {
+		t.Fatalf("the visit to gamma was not cut (%d writes): %s, %v", writes, rs[0].Summary(), err)
+	}
+	rs, err = c.Dropoff(context.Background(), e.Resolve("gamma"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conformance.MustOK(t, rs)
+	if rs[0].Resumed == 0 {
+		t.Errorf("gamma's partial was sent again from the start: %s", rs[0].Summary())
+	}
+	conformance.SameTree(t, "inbox", e.Inbox("gamma", "alpha"), map[string][]byte{rel: carried})
 }
