@@ -370,7 +370,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 			// A partial of it left by an earlier visit is of no more
 			// use, and may be a second name of the file found
 			// (TestPartialLinkedToDelivered).
-			c.removeLeft(s, e, partial)
+			c.removeLeft(s, partial)
 			tr.Add(e.Size)
 			return true, nil
 		}
@@ -378,24 +378,15 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err := dirs.ensure(s, dir); err != nil {
 		return false, err
 	}
-	// A partial's name does not depend on its destination's: one that a
-	// visit to the host e was readdressed from was placing is the same
-	// partial where that is this machine (`messor readdress` after the
-	// hosts file renamed it: TestPlacingNoteReaddressed).
-	underNote := e.Size > smallFile && (c.buf.placing(s.Host.Name, partial) || e.From != "" && c.buf.placing(e.From, partial))
-	if pst := left(); underNote || s.linkedPartial(dir, pst) || pst != nil && s.partialHasOtherNames(ctx, partial) {
+	if pst := left(); pst != nil && c.buf.placing(s.Host.Name, partial) || s.linkedPartial(dir, pst) || pst != nil && s.partialHasOtherNames(ctx, partial) {
 		// Sent afresh: resumed, it would be written through. One an
 		// earlier visit noted it was placing may be a second name of
 		// the file delivered, wherever its user put it since, which no
-		// host without exec shows (TestPlacingCutNoExec); it is removed
-		// whatever the look for it said (TestPlacingNotedLstatFails).
-		if err := s.sftp.Remove(partial); err != nil && !(underNote && errors.Is(err, fs.ErrNotExist)) {
+		// host without exec shows (TestPlacingCutNoExec).
+		if err := s.sftp.Remove(partial); err != nil {
 			return false, fmt.Errorf("host %s: remove %s: %w", s.Host.Name, partial, err)
 		}
 		c.buf.placed(s.Host.Name, partial)
-		if e.From != "" {
-			c.buf.placed(e.From, partial)
-		}
 	}
 	if e.Size <= smallFile && b.usable() {
 		err = c.uploadBatched(ctx, s, b, e, partial, want, tr)
@@ -436,10 +427,12 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		if _, serr := s.sftp.Lstat(partial); serr != nil {
 			return false, fmt.Errorf("host %s: rename %s: %w", s.Host.Name, final, err)
 		}
-		// The note stays: a status error does not prove the partial was
-		// not placed (a server whose rename links, then fails, leaves
-		// both names: TestPlacingRefusedButLinked). It is removed with
-		// the partial (removeLeft), or once placed under the next name.
+		if st := (*sftp.StatusError)(nil); noted && errors.As(err, &st) {
+			// The host refused it, and the partial is still there: not
+			// placed (OpenSSH's rename unlinks the new name again when
+			// it cannot unlink the old one).
+			c.buf.placed(s.Host.Name, partial)
+		}
 		prev := target
 		var done bool
 		var err2 error
@@ -448,7 +441,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 			return false, err2
 		}
 		if done {
-			c.removeLeft(s, e, partial)
+			c.removeLeft(s, partial)
 			return true, nil
 		}
 		if target == prev {
@@ -458,15 +451,11 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	return false, fmt.Errorf("host %s: rename %s: gave up", s.Host.Name, final)
 }
 
-// removeLeft removes partial, of e found delivered already, and the
-// notes that it was being placed (on the host e was readdressed from too)
-// once it is gone.
-func (c *Carrier) removeLeft(s *Session, e Entry, partial string) {
+// removeLeft removes partial, of a file found delivered already, and the
+// note that it was being placed once it is gone.
+func (c *Carrier) removeLeft(s *Session, partial string) {
 	if err := s.sftp.Remove(partial); err == nil || errors.Is(err, fs.ErrNotExist) {
 		c.buf.placed(s.Host.Name, partial)
-		if e.From != "" {
-			c.buf.placed(e.From, partial)
-		}
 	}
 }
 

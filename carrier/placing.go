@@ -27,12 +27,10 @@ import (
 // that places a big file's partial, the carrier notes durably in its
 // buffer that it is placing that partial on that host
 // (placing/<hash of host>/<hash of partial path>), and removes the note
-// once the partial is settled: placed and gone, or removed. A status
-// error does not settle it: a server may have linked it all the same
-// (TestPlacingRefusedButLinked). A partial found under a note (or under
-// one of the host its entry was readdressed from: TestPlacingNoteReaddressed)
-// is never resumed: it is removed (a name only: the carrier holds the
-// content) and the file is sent afresh.
+// once the host's answer settles it: the partial was placed and is gone,
+// or the host refused with a status and the partial is still there, not
+// placed. A partial found under a note is never resumed: it is removed (a
+// name only: the carrier holds the content) and the file is sent afresh.
 // Notes whose partials a dropoff visit does not deliver are settled at its
 // start (settlePlacing).
 

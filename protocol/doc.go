@@ -92,9 +92,8 @@
 //     the agent cannot show such a moved file, so before the round trip
 //     that puts a big file's partial in place the carrier notes durably, in
 //     its own buffer, that it is placing that partial on that host, and
-//     removes the note once the partial is settled (placed and gone, or
-//     removed; a refusal does not settle it: a server may have linked it
-//     all the same): a partial found under a note
+//     removes the note once the host's answer settles it (placed, or
+//     refused with the partial still there): a partial found under a note
 //     is never resumed, but removed and the file sent afresh (a delivered
 //     file moved out of the inbox keeps what its user wrote; the inbox
 //     gets the file again beside it).
