@@ -126,7 +126,6 @@ func (c *Carrier) dropoff(ctx context.Context, h discovery.Host, mine []Entry) *
 	disarm := s.closeOnCancel(ctx)
 	defer disarm()
 	go s.caps(ctx) // alongside the first SFTP work: a stock host's shell starts once, early
-	c.settlePlacing(s, mine)
 
 	tr := c.tracker(h.Name, "dropoff", len(mine), total)
 	defer tr.Done()
@@ -370,7 +369,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 			// A partial of it left by an earlier visit is of no more
 			// use, and may be a second name of the file found
 			// (TestPartialLinkedToDelivered).
-			c.removeLeft(s, partial)
+			s.sftp.Remove(partial)
 			tr.Add(e.Size)
 			return true, nil
 		}
@@ -378,15 +377,11 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 	if err := dirs.ensure(s, dir); err != nil {
 		return false, err
 	}
-	if pst := left(); pst != nil && c.buf.placing(s.Host.Name, partial) || s.linkedPartial(dir, pst) || pst != nil && s.partialHasOtherNames(ctx, partial) {
-		// Sent afresh: resumed, it would be written through. One an
-		// earlier visit noted it was placing may be a second name of
-		// the file delivered, wherever its user put it since, which no
-		// host without exec shows (TestPlacingCutNoExec).
+	if pst := left(); s.linkedPartial(dir, pst) || pst != nil && s.partialHasOtherNames(ctx, partial) {
+		// Sent afresh: resumed, it would be written through.
 		if err := s.sftp.Remove(partial); err != nil {
 			return false, fmt.Errorf("host %s: remove %s: %w", s.Host.Name, partial, err)
 		}
-		c.buf.placed(s.Host.Name, partial)
 	}
 	if e.Size <= smallFile && b.usable() {
 		err = c.uploadBatched(ctx, s, b, e, partial, want, tr)
@@ -407,31 +402,14 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		}
 	}
 	for i := 0; i < maxConflicts; i++ {
-		noted := e.Size > smallFile
-		if noted {
-			// Durably, before the round trip that may leave the
-			// partial a second name of the file placed (see placing.go).
-			if err := c.buf.notePlacing(s.Host.Name, partial); err != nil {
-				return false, err
-			}
-		}
-		stays, err := s.placeLeaving(partial, path.Join(dir, target))
+		err := s.place(partial, path.Join(dir, target))
 		if err == nil {
-			if noted && !stays {
-				c.buf.placed(s.Host.Name, partial)
-			}
 			return false, nil
 		}
 		// The name was taken meanwhile (our rename never replaces a
 		// file): look again, unless the partial itself is gone.
 		if _, serr := s.sftp.Lstat(partial); serr != nil {
 			return false, fmt.Errorf("host %s: rename %s: %w", s.Host.Name, final, err)
-		}
-		if st := (*sftp.StatusError)(nil); noted && errors.As(err, &st) {
-			// The host refused it, and the partial is still there: not
-			// placed (OpenSSH's rename unlinks the new name again when
-			// it cannot unlink the old one).
-			c.buf.placed(s.Host.Name, partial)
 		}
 		prev := target
 		var done bool
@@ -441,7 +419,7 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 			return false, err2
 		}
 		if done {
-			c.removeLeft(s, partial)
+			s.sftp.Remove(partial)
 			return true, nil
 		}
 		if target == prev {
@@ -449,14 +427,6 @@ func (c *Carrier) deliver(ctx context.Context, s *Session, e Entry, dirs *dirCac
 		}
 	}
 	return false, fmt.Errorf("host %s: rename %s: gave up", s.Host.Name, final)
-}
-
-// removeLeft removes partial, of a file found delivered already, and the
-// note that it was being placed once it is gone.
-func (c *Carrier) removeLeft(s *Session, partial string) {
-	if err := s.sftp.Remove(partial); err == nil || errors.Is(err, fs.ErrNotExist) {
-		c.buf.placed(s.Host.Name, partial)
-	}
 }
 
 // linkedPartial reports whether a partial left by an earlier visit (pst:

@@ -615,21 +615,14 @@ func keySigners(h discovery.Host, log *slog.Logger, dedicatedFirst bool) (signer
 // of the partial (falling back to a rename where the host's filesystem has
 // no hard links and final is free).
 func (s *Session) place(partial, final string) error {
-	_, err := s.placeLeaving(partial, final)
-	return err
-}
-
-// placeLeaving is place; left reports that it placed the partial but
-// could not remove it after the link: it stays, a second name of final.
-func (s *Session) placeLeaving(partial, final string) (left bool, err error) {
 	if !s.useLink {
-		return false, s.sftp.Rename(partial, final)
+		return s.sftp.Rename(partial, final)
 	}
 	if err := s.sftp.Link(partial, final); err != nil {
 		if _, serr := s.sftp.Lstat(final); !errors.Is(serr, fs.ErrNotExist) {
-			return false, err // taken (or cannot tell): never replace
+			return err // taken (or cannot tell): never replace
 		}
-		return false, s.sftp.Rename(partial, final)
+		return s.sftp.Rename(partial, final)
 	}
 	// Trust, but look: the link must be there, as big as the partial,
 	// before the partial goes.
@@ -638,16 +631,15 @@ func (s *Session) placeLeaving(partial, final string) (left bool, err error) {
 	if perr == nil && errors.Is(ferr, fs.ErrNotExist) {
 		// A server that says yes to a link it does not make: the name is
 		// free, so rename as where there are no hard links.
-		return false, s.sftp.Rename(partial, final)
+		return s.sftp.Rename(partial, final)
 	}
 	if perr != nil || ferr != nil || !fst.Mode().IsRegular() || fst.Size() != pst.Size() {
-		return false, fmt.Errorf("host %s: link %s: the server said yes, but the link is not there", s.Host.Name, final)
+		return fmt.Errorf("host %s: link %s: the server said yes, but the link is not there", s.Host.Name, final)
 	}
 	if err := s.sftp.Remove(partial); err != nil {
 		s.log.Warn("delivered, but the partial stays", "path", partial, "err", err)
-		return true, nil
 	}
-	return false, nil
+	return nil
 }
 
 // syncDir makes the entries of the directory dir durable (a file just put

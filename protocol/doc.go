@@ -89,14 +89,7 @@
 //     other: SFTP shows no inode numbers), or, on a stock host with exec,
 //     where `stat -c %h` says it has another name anywhere (a delivered
 //     file its user moved out of the inbox). A host with neither exec nor
-//     the agent cannot show such a moved file, so before the round trip
-//     that puts a big file's partial in place the carrier notes durably, in
-//     its own buffer, that it is placing that partial on that host, and
-//     removes the note once the host's answer settles it (placed, or
-//     refused with the partial still there): a partial found under a note
-//     is never resumed, but removed and the file sent afresh (a delivered
-//     file moved out of the inbox keeps what its user wrote; the inbox
-//     gets the file again beside it).
+//     the agent cannot show such a moved file.
 //     After the last write it sets the source's mtime, syncs the partial
 //     (fsync@openssh.com where offered), verifies the whole content hash (a
 //     big file piece by piece while it is being uploaded: see Range

@@ -25,8 +25,7 @@
 //	              could be indexed; kept, never deleted
 //
 // The carrier keeps its own files beside these in the same directory
-// (receipts, notes of leases and of partials being put in place on a
-// host); the buffer does not touch them.
+// (receipts, notes of leases); the buffer does not touch them.
 //
 // # Commit and release
 //
