@@ -283,8 +283,10 @@ func (agentHasher) hash(ctx context.Context, l *Session, p string, n int64) ([]b
 func (agentHasher) canSlice(_ context.Context, l *Session) bool { return !l.sliceRefused.Load() }
 func (agentHasher) sliceProbed() bool                           { return true }
 
-// links: the agent places by an atomic rename, which leaves no second
-// name, and has no request telling them.
+// links: the agent has no request telling them (0). On Linux it places by
+// renameat2(RENAME_NOREPLACE), which leaves no second name; elsewhere, or
+// on a file system without it, by a link then an unlink, which a crash
+// between the two can leave as two names (agent/fs.go).
 func (agentHasher) links(context.Context, *Session, string) int { return 0 }
 
 func (agentHasher) slice(_ context.Context, s *Session, p string, off, n int64) ([]byte, error) {
